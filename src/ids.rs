@@ -1,0 +1,59 @@
+//! Identifier newtypes shared by every layer.
+//!
+//! Ids and sequence numbers are distinct types so that a writer id can never be passed where a
+//! segment sequence is expected. Their textual forms are part of the on-disk naming contract
+//! (`docs/FORMAT.md`): writer ids print as 16 lower-case hex digits, run ids as 32.
+
+use std::fmt;
+
+/// Identifies one writer (one append-only chain of segments). Unique within a store for ever:
+/// ids are never reused, which is what lets a missing lock file mean "this writer is finished".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WriterId(pub u64);
+
+/// Position of a segment in its writer's chain, starting at 0 with no gaps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentSequence(pub u64);
+
+/// A run, as a 128-bit id (printed as 32 hex digits, like MLflow's run ids).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(pub u128);
+
+/// An experiment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExperimentId(pub u64);
+
+/// A metric key interned within one writer's log, for one run. Defined by a
+/// `MetricKeyDefined` event earlier in the same writer's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId(pub u32);
+
+impl fmt::Display for WriterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Display for SegmentSequence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:010}", self.0)
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Display for ExperimentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}

@@ -1,0 +1,58 @@
+//! # runlog
+//!
+//! An embedded, append-only, log-structured metrics engine for machine-learning experiment
+//! tracking. A training job links it to record experiments, runs, params, tags, artifacts and
+//! step metrics at very high rates, without losing acknowledged data.
+//!
+//! This crate is built in layers; so far it holds the bottom one, the **segment log**
+//! ([`wal`]): preallocated, mmapped segment files of CRC-checked records, one chain per writer,
+//! any number of writers (threads or processes) appending without a shared lock.
+//!
+//! It is not:
+//! - a server (it is a library; a CLI and an MLflow-compatible REST layer sit on top);
+//! - a general time-series database (it knows runs, keys and steps);
+//! - a replicated store (durability is one machine's disk).
+//!
+//! Limits: segments from 4 KiB to 2 GiB (64 MiB by default); strings up to 1 MiB; record
+//! payloads up to 16 MiB (larger batches are split).
+//!
+//! ```
+//! use runlog::wal::{Durability, Event, Log, LogOptions};
+//! use runlog::{ExperimentId, RunId};
+//!
+//! # fn main() -> runlog::Result<()> {
+//! let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+//! let options = LogOptions { durability: Durability::Buffered, ..LogOptions::default() };
+//! let (log, _recovery) = Log::open(dir.path().join("wal"), options)?;
+//! let run = RunId(7);
+//! log.append(&Event::RunCreated {
+//!     run,
+//!     time_ms: 1_700_000_000_000,
+//!     experiment: ExperimentId(1),
+//!     parent: None,
+//!     name: "baseline".into(),
+//! })?;
+//! for step in 0..100 {
+//!     log.log_point(run, "loss", step, 1_700_000_000_000 + step, 1.0 / (step + 1) as f64)?;
+//! }
+//! log.flush()?;
+//!
+//! let mut points = 0;
+//! log.read(&mut |_writer, event| {
+//!     if let Event::Metrics(batch) = event {
+//!         points += batch.len();
+//!     }
+//! })?;
+//! assert_eq!(points, 100);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+mod ids;
+pub mod io;
+pub mod limits;
+pub mod wal;
+
+pub use error::{Corruption, CorruptionKind, Error, Result};
+pub use ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};

@@ -1,0 +1,328 @@
+//! `Log`: the shared, cloneable handle to a store's `wal/` directory.
+//!
+//! Appends go to writer *lanes*: each thread is given a lane index the first time it logs, and
+//! each lane is its own [`Writer`] with its own segments and lock file. Threads therefore never
+//! contend with each other on the append path (until there are more threads than lanes), and
+//! processes never coordinate at all. A lane's mutex is taken only by its thread, by `flush`,
+//! and by the interval flusher.
+//!
+//! Invariant: every writer of this handle is reachable from `lanes`, so `flush` and `close`
+//! cover everything this handle appended.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::ids::{RunId, WriterId};
+use crate::io::{OsStorage, Storage};
+use crate::limits::{LANES_DEFAULT, SEGMENT_BYTES_DEFAULT};
+use crate::wal::durability::Durability;
+use crate::wal::event::Event;
+use crate::wal::reader::{self, ChainEnd, ReadOptions};
+use crate::wal::recovery::{self, RecoveryReport};
+use crate::wal::writer::{Writer, WriterOptions, WriterStats};
+
+/// How a [`Log`] is opened.
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Preallocated size of each segment (default 64 MiB).
+    pub segment_bytes: u64,
+    /// What an acknowledged append survives (default `Interval(1 s)`).
+    pub durability: Durability,
+    /// Writer lanes (default 64): the number of threads that can append without sharing a lane.
+    pub lanes: usize,
+    /// Open without writing anything: no recovery, no appends.
+    pub read_only: bool,
+    /// Skip corrupt records inside sealed segments when reading, instead of failing.
+    pub salvage: bool,
+    /// The I/O seam (the OS by default; tests inject faults here).
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            durability: Durability::default(),
+            lanes: LANES_DEFAULT,
+            read_only: false,
+            salvage: false,
+            storage: Arc::new(OsStorage),
+        }
+    }
+}
+
+/// A cloneable, `Send + Sync` handle to an append-only log directory.
+#[derive(Clone, Debug)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    wal_dir: PathBuf,
+    options: LogOptions,
+    lanes: Box<[Mutex<Option<Writer>>]>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+/// What reading a whole log found for one writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterSummary {
+    /// The writer.
+    pub writer: WriterId,
+    /// How its chain ends.
+    pub end: ChainEnd,
+}
+
+static NEXT_LANE_HINT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static LANE_HINT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn lane_hint() -> usize {
+    LANE_HINT.with(|hint| match hint.get() {
+        Some(value) => value,
+        None => {
+            let value = NEXT_LANE_HINT.fetch_add(1, Ordering::Relaxed);
+            hint.set(Some(value));
+            value
+        }
+    })
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `wal_dir`, repairing writers that died.
+    pub fn open(wal_dir: impl AsRef<Path>, options: LogOptions) -> Result<(Log, RecoveryReport)> {
+        let wal_dir = wal_dir.as_ref().to_path_buf();
+        if options.lanes == 0 {
+            return Err(Error::InvalidInput(
+                "a log needs at least one lane".to_string(),
+            ));
+        }
+        let report = if options.read_only {
+            RecoveryReport::default()
+        } else {
+            std::fs::create_dir_all(&wal_dir)
+                .map_err(|e| Error::io("create directory", wal_dir.clone(), e))?;
+            recovery::recover(&wal_dir, options.storage.as_ref())?
+        };
+        let lanes = (0..options.lanes).map(|_| Mutex::new(None)).collect();
+        let interval = match options.durability {
+            Durability::Interval(interval) if !options.read_only => Some(interval),
+            _ => None,
+        };
+        let inner = Arc::new(Inner {
+            wal_dir,
+            options,
+            lanes,
+            flusher: Mutex::new(None),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+        });
+        if let Some(interval) = interval {
+            let weak = Arc::downgrade(&inner);
+            let stop = Arc::clone(&inner.stop);
+            let handle = std::thread::Builder::new()
+                .name("runlog-flusher".to_string())
+                .spawn(move || flusher(weak, stop, interval))
+                .map_err(|e| Error::io("spawn flusher thread", inner.wal_dir.clone(), e))?;
+            *lock(&inner.flusher) = Some(handle);
+        }
+        Ok((Log { inner }, report))
+    }
+
+    /// The `wal/` directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.wal_dir
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &LogOptions {
+        &self.inner.options
+    }
+
+    /// Appends a metadata event through this thread's lane.
+    pub fn append(&self, event: &Event) -> Result<()> {
+        self.with_lane(|writer| writer.append(event))
+    }
+
+    /// Appends one metric point through this thread's lane.
+    #[inline]
+    pub fn log_point(
+        &self,
+        run: RunId,
+        key: &str,
+        step: i64,
+        timestamp_ms: i64,
+        value: f64,
+    ) -> Result<()> {
+        self.with_lane(|writer| writer.log_point(run, key, step, timestamp_ms, value))
+    }
+
+    /// Appends a column-wise batch of one run and key through this thread's lane.
+    pub fn log_columns(
+        &self,
+        run: RunId,
+        key: &str,
+        steps: &[i64],
+        timestamps_ms: &[i64],
+        values: &[f64],
+    ) -> Result<()> {
+        self.with_lane(|writer| writer.log_columns(run, key, steps, timestamps_ms, values))
+    }
+
+    /// Syncs every lane: when this returns `Ok`, everything appended through this handle before
+    /// the call survives a power loss.
+    pub fn flush(&self) -> Result<()> {
+        let mut first_error = None;
+        for lane in self.inner.lanes.iter() {
+            if let Some(writer) = lock_lane(lane).as_mut()
+                && let Err(error) = writer.flush()
+            {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Totals of what this handle's lanes appended.
+    pub fn stats(&self) -> WriterStats {
+        let mut total = WriterStats::default();
+        for lane in self.inner.lanes.iter() {
+            if let Some(writer) = lock_lane(lane).as_ref() {
+                let stats = writer.stats();
+                total.records += stats.records;
+                total.points += stats.points;
+                total.bytes += stats.bytes;
+                total.segments += stats.segments;
+            }
+        }
+        total
+    }
+
+    /// Seals every lane's segment and releases its lock. Later appends start new writers.
+    pub fn close(&self) -> Result<()> {
+        let mut first_error = None;
+        for lane in self.inner.lanes.iter() {
+            if let Some(writer) = lock_lane(lane).take()
+                && let Err(error) = writer.close()
+            {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Reads every writer's log, calling `visit(writer, event)` in each writer's order
+    /// (writers one after another, oldest id first).
+    pub fn read(&self, visit: &mut dyn FnMut(WriterId, Event)) -> Result<Vec<WriterSummary>> {
+        read_dir(
+            &self.inner.wal_dir,
+            ReadOptions {
+                salvage: self.inner.options.salvage,
+            },
+            visit,
+        )
+    }
+
+    fn with_lane<T>(&self, append: impl FnOnce(&mut Writer) -> Result<T>) -> Result<T> {
+        if self.inner.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let lane = &self.inner.lanes[lane_hint() % self.inner.lanes.len()];
+        let mut guard = lock_lane(lane);
+        let writer = match guard.as_mut() {
+            Some(writer) => writer,
+            None => guard.insert(Writer::create(
+                &self.inner.wal_dir,
+                Arc::clone(&self.inner.options.storage),
+                WriterOptions {
+                    segment_bytes: self.inner.options.segment_bytes,
+                    sync_every_append: self.inner.options.durability == Durability::Sync,
+                },
+            )?),
+        };
+        append(writer)
+    }
+}
+
+/// Reads every writer's chain in `wal_dir` without opening a handle (read-only).
+pub fn read_dir(
+    wal_dir: &Path,
+    options: ReadOptions,
+    visit: &mut dyn FnMut(WriterId, Event),
+) -> Result<Vec<WriterSummary>> {
+    let mut summaries = Vec::new();
+    for (writer, files) in reader::list_writers(wal_dir)? {
+        let end = reader::read_chain(wal_dir, writer, &files.segments, options, &mut |event| {
+            visit(writer, event)
+        })?;
+        summaries.push(WriterSummary { writer, end });
+    }
+    Ok(summaries)
+}
+
+/// Locks a lane. If a thread panicked while appending, the in-memory writer state may be
+/// inconsistent with the disk, so it is abandoned without sealing (its lock file stays, and the
+/// next open repairs the chain from what is on disk) and the lane starts a fresh writer.
+fn lock_lane(lane: &Mutex<Option<Writer>>) -> MutexGuard<'_, Option<Writer>> {
+    match lane.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => {
+            let mut guard = poisoned.into_inner();
+            if let Some(writer) = guard.take() {
+                std::mem::forget(writer);
+            }
+            lane.clear_poison();
+            guard
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn flusher(inner: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>, interval: Duration) {
+    let (stopped, wake) = &*stop;
+    let mut guard = lock(stopped);
+    loop {
+        guard = wake
+            .wait_timeout(guard, interval)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        if *guard {
+            return;
+        }
+        drop(guard);
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        for lane in inner.lanes.iter() {
+            if let Some(writer) = lock_lane(lane).as_mut() {
+                // A failure poisons the writer; its next append reports it.
+                let _ = writer.flush();
+            }
+        }
+        drop(inner);
+        guard = lock(stopped);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
+        if let Some(handle) = lock(&self.flusher).take()
+            && handle.thread().id() != std::thread::current().id()
+        {
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Metric points in the log: column-wise batch records and the single-point stream.
+//!
+//! A **columns** payload holds one run's points, column by column, so that each column is
+//! uniform and compresses (lz4, when it pays):
+//!
+//! ```text
+//! run          u128 LE
+//! point_count  u32 LE
+//! value_width  u8: 4 (every value is exactly an f32) or 8
+//! key_ids      point_count x uvarint
+//! steps        point_count x zigzag uvarint, delta from the previous step (first from 0)
+//! timestamps   point_count x zigzag uvarint, delta from the previous ms timestamp (first from 0)
+//! values       point_count x f32 or f64 LE, raw bits (NaN payloads and infinities kept)
+//! ```
+//!
+//! A **stream** is a sequence of ops appended in place one call at a time, each committed by
+//! rewriting the stream's commit word (see `record.rs`). Each op starts with a uvarint head
+//! whose low two bits are its kind:
+//!
+//! ```text
+//! kind 0  point, f32 value:  head = key_id << 2 | 0, step delta, timestamp delta, f32 LE
+//! kind 1  point, f64 value:  head = key_id << 2 | 1, step delta, timestamp delta, f64 LE
+//! kind 2  set run:           head = 2 exactly, run u128 LE
+//! kind 3  reserved: invalid
+//! ```
+//!
+//! Deltas are zigzag uvarints from the previous point of the stream (first from 0); a point
+//! before any set-run op is invalid. A value is stored as f32 only when that round-trips its
+//! bits exactly, so values of f32 origin cost four bytes and nothing is ever rounded.
+
+use crate::error::CorruptionKind;
+use crate::ids::{KeyId, RunId};
+use crate::limits::RECORD_PAYLOAD_BYTES_MAX;
+use crate::wal::codec::{
+    Decoder, Encoder, VARINT_BYTES_MAX, encode_varint, malformed, unzigzag, zigzag,
+};
+
+/// Points of one run, column by column, as read from the log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricBatch {
+    /// The run.
+    pub run: RunId,
+    /// Interned key of each point (see `Event::MetricKeyDefined`).
+    pub key_ids: Vec<KeyId>,
+    /// Step of each point.
+    pub steps: Vec<i64>,
+    /// Timestamp of each point, ms since the Unix epoch.
+    pub timestamps_ms: Vec<i64>,
+    /// Value of each point.
+    pub values: Vec<f64>,
+}
+
+impl MetricBatch {
+    /// An empty batch for `run`.
+    pub fn new(run: RunId) -> Self {
+        MetricBatch {
+            run,
+            ..MetricBatch::default()
+        }
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether the batch has no point.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Appends one point.
+    pub fn push(&mut self, key_id: KeyId, step: i64, timestamp_ms: i64, value: f64) {
+        self.key_ids.push(key_id);
+        self.steps.push(step);
+        self.timestamps_ms.push(timestamp_ms);
+        self.values.push(value);
+    }
+
+    /// Bytes a columns payload of `points` points can take at most, before compression.
+    pub fn encoded_bytes_max(points: usize) -> usize {
+        COLUMNS_FIXED_BYTES + points * POINT_COLUMNS_BYTES_MAX
+    }
+}
+
+const COLUMNS_FIXED_BYTES: usize = 16 + 4 + 1;
+/// key id (u32 varint) + two i64 zigzag varints + an f64.
+const POINT_COLUMNS_BYTES_MAX: usize = 5 + VARINT_BYTES_MAX + VARINT_BYTES_MAX + 8;
+
+/// Whether `value` survives a round trip through f32 bit for bit.
+#[inline]
+pub fn is_f32_exact(value: f64) -> bool {
+    f64::from(value as f32).to_bits() == value.to_bits()
+}
+
+/// Column slices borrowed from the caller, all of one length.
+#[derive(Clone, Copy, Debug)]
+pub struct Columns<'a> {
+    /// Interned key of each point.
+    pub key_ids: &'a [KeyId],
+    /// Step of each point.
+    pub steps: &'a [i64],
+    /// Timestamp of each point, ms.
+    pub timestamps_ms: &'a [i64],
+    /// Value of each point.
+    pub values: &'a [f64],
+}
+
+/// Appends a columns payload for `run` to `out`.
+pub fn encode_columns(run: RunId, columns: Columns<'_>, out: &mut Vec<u8>) {
+    let count = columns.steps.len();
+    debug_assert!(
+        columns.key_ids.len() == count
+            && columns.timestamps_ms.len() == count
+            && columns.values.len() == count
+    );
+    let narrow = columns.values.iter().all(|v| is_f32_exact(*v));
+    out.reserve(MetricBatch::encoded_bytes_max(count));
+    let mut encoder = Encoder::new(out);
+    encoder.u128(run.0);
+    encoder.u32(count as u32);
+    encoder.u8(if narrow { 4 } else { 8 });
+    for key in columns.key_ids {
+        encoder.varint(u64::from(key.0));
+    }
+    encode_deltas(&mut encoder, columns.steps);
+    encode_deltas(&mut encoder, columns.timestamps_ms);
+    if narrow {
+        for value in columns.values {
+            encoder.bytes(&(*value as f32).to_le_bytes());
+        }
+    } else {
+        for value in columns.values {
+            encoder.bytes(&value.to_le_bytes());
+        }
+    }
+}
+
+fn encode_deltas(encoder: &mut Encoder<'_>, column: &[i64]) {
+    let mut previous = 0i64;
+    for value in column {
+        encoder.varint(zigzag(value.wrapping_sub(previous)));
+        previous = *value;
+    }
+}
+
+/// Decodes a columns payload (already decompressed).
+pub fn decode_columns(payload: &[u8]) -> Result<MetricBatch, CorruptionKind> {
+    let mut decoder = Decoder::new(payload);
+    let run = RunId(decoder.u128()?);
+    let count = decoder.u32()? as usize;
+    let width = decoder.u8()?;
+    if width != 4 && width != 8 {
+        return Err(malformed(format!("value width {width}, must be 4 or 8")));
+    }
+    // Each point takes at least three varint bytes and a value: refuse counts the payload
+    // cannot hold before allocating for them.
+    let point_bytes_min = 3 + usize::from(width);
+    if count > decoder.remaining() / point_bytes_min {
+        return Err(malformed(format!(
+            "{count} points cannot fit in {} bytes",
+            decoder.remaining()
+        )));
+    }
+    let mut batch = MetricBatch {
+        run,
+        key_ids: Vec::with_capacity(count),
+        steps: Vec::with_capacity(count),
+        timestamps_ms: Vec::with_capacity(count),
+        values: Vec::with_capacity(count),
+    };
+    for _ in 0..count {
+        let key = decoder.varint()?;
+        let key = u32::try_from(key).map_err(|_| malformed(format!("key id {key} > u32")))?;
+        batch.key_ids.push(KeyId(key));
+    }
+    decode_deltas(&mut decoder, count, &mut batch.steps)?;
+    decode_deltas(&mut decoder, count, &mut batch.timestamps_ms)?;
+    let raw = decoder.take(count * usize::from(width))?;
+    if width == 4 {
+        batch.values.extend(
+            raw.chunks_exact(4)
+                .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        );
+    } else {
+        batch.values.extend(
+            raw.chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+        );
+    }
+    decoder.finish()?;
+    Ok(batch)
+}
+
+fn decode_deltas(
+    decoder: &mut Decoder<'_>,
+    count: usize,
+    out: &mut Vec<i64>,
+) -> Result<(), CorruptionKind> {
+    let mut previous = 0i64;
+    for _ in 0..count {
+        previous = previous.wrapping_add(unzigzag(decoder.varint()?));
+        out.push(previous);
+    }
+    Ok(())
+}
+
+/// Compresses a columns payload when that saves at least an eighth. Returns the flags and the
+/// bytes to store: `decompressed_bytes u32 LE` then an lz4 block.
+pub fn compress(payload: &[u8], out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let bound = lz4_flex::block::get_maximum_output_size(payload.len());
+    out.resize(start + 4 + bound, 0);
+    match lz4_flex::block::compress_into(payload, &mut out[start + 4..]) {
+        Ok(written) if 4 + written < payload.len() - payload.len() / 8 => {
+            out.truncate(start + 4 + written);
+            true
+        }
+        _ => {
+            out.truncate(start);
+            false
+        }
+    }
+}
+
+/// Inverse of [`compress`], refusing sizes over the record limit.
+pub fn decompress(stored: &[u8]) -> Result<Vec<u8>, CorruptionKind> {
+    let mut decoder = Decoder::new(stored);
+    let bytes = decoder.u32()? as usize;
+    if bytes > RECORD_PAYLOAD_BYTES_MAX {
+        return Err(malformed(format!(
+            "decompressed size {bytes} exceeds the record limit"
+        )));
+    }
+    let block = decoder.take(decoder.remaining())?;
+    let mut out = vec![0u8; bytes];
+    match lz4_flex::block::decompress_into(block, &mut out) {
+        Ok(written) if written == bytes => Ok(out),
+        Ok(written) => Err(malformed(format!(
+            "lz4 gave {written} bytes, header says {bytes}"
+        ))),
+        Err(error) => Err(malformed(format!("lz4: {error}"))),
+    }
+}
+
+const OP_POINT_F32: u64 = 0;
+const OP_POINT_F64: u64 = 1;
+const OP_SET_RUN: u64 = 2;
+const OP_KIND_MASK: u64 = 3;
+
+/// Longest encoded op.
+pub const STREAM_OP_BYTES_MAX: usize = 2 * VARINT_BYTES_MAX + VARINT_BYTES_MAX + 8;
+const _: () = assert!(STREAM_OP_BYTES_MAX >= 1 + 16);
+
+/// Encodes stream ops, carrying the delta state between calls.
+#[derive(Clone, Debug, Default)]
+pub struct StreamEncoder {
+    previous_step: i64,
+    previous_timestamp_ms: i64,
+}
+
+impl StreamEncoder {
+    /// Encodes a set-run op into `out`, returning its length.
+    pub fn set_run(&mut self, run: RunId, out: &mut [u8; STREAM_OP_BYTES_MAX]) -> usize {
+        out[0] = OP_SET_RUN as u8;
+        out[1..17].copy_from_slice(&run.0.to_le_bytes());
+        17
+    }
+
+    /// Encodes a point op into `out`, returning its length.
+    #[inline]
+    pub fn point(
+        &mut self,
+        key: KeyId,
+        step: i64,
+        timestamp_ms: i64,
+        value: f64,
+        out: &mut [u8; STREAM_OP_BYTES_MAX],
+    ) -> usize {
+        let narrow = is_f32_exact(value);
+        let head = u64::from(key.0) << 2 | if narrow { OP_POINT_F32 } else { OP_POINT_F64 };
+        let mut len = put_varint(head, out, 0);
+        len = put_varint(zigzag(step.wrapping_sub(self.previous_step)), out, len);
+        len = put_varint(
+            zigzag(timestamp_ms.wrapping_sub(self.previous_timestamp_ms)),
+            out,
+            len,
+        );
+        if narrow {
+            out[len..len + 4].copy_from_slice(&(value as f32).to_le_bytes());
+            len += 4;
+        } else {
+            out[len..len + 8].copy_from_slice(&value.to_le_bytes());
+            len += 8;
+        }
+        self.previous_step = step;
+        self.previous_timestamp_ms = timestamp_ms;
+        len
+    }
+}
+
+#[inline]
+fn put_varint(value: u64, out: &mut [u8; STREAM_OP_BYTES_MAX], at: usize) -> usize {
+    let mut buffer = [0u8; VARINT_BYTES_MAX];
+    let len = encode_varint(value, &mut buffer);
+    out[at..at + len].copy_from_slice(&buffer[..len]);
+    at + len
+}
+
+/// What a stream's committed ops decode to.
+#[derive(Debug, Default, PartialEq)]
+pub struct StreamOps {
+    /// Points grouped by run, in op order; consecutive ops of one run share a batch.
+    pub batches: Vec<MetricBatch>,
+    /// Bytes the committed ops take; the next record starts right after them.
+    pub ops_bytes: usize,
+}
+
+/// Decodes the first `ops_count` ops of `ops_area` and checks them against `ops_crc`.
+pub fn decode_stream(
+    ops_area: &[u8],
+    ops_count: u32,
+    ops_crc: u32,
+) -> Result<StreamOps, CorruptionKind> {
+    let mut decoder = Decoder::new(ops_area);
+    let mut batches: Vec<MetricBatch> = Vec::new();
+    let mut previous_step = 0i64;
+    let mut previous_timestamp_ms = 0i64;
+    for _ in 0..ops_count {
+        let head = decoder.varint()?;
+        match head & OP_KIND_MASK {
+            OP_SET_RUN if head == OP_SET_RUN => {
+                batches.push(MetricBatch::new(RunId(decoder.u128()?)));
+            }
+            kind @ (OP_POINT_F32 | OP_POINT_F64) => {
+                let key = u32::try_from(head >> 2)
+                    .map_err(|_| malformed(format!("stream key id {} > u32", head >> 2)))?;
+                previous_step = previous_step.wrapping_add(unzigzag(decoder.varint()?));
+                previous_timestamp_ms =
+                    previous_timestamp_ms.wrapping_add(unzigzag(decoder.varint()?));
+                let value = if kind == OP_POINT_F32 {
+                    f64::from(decoder.f32()?)
+                } else {
+                    decoder.f64()?
+                };
+                let Some(batch) = batches.last_mut() else {
+                    return Err(malformed("stream point before any set-run op".to_string()));
+                };
+                batch.push(KeyId(key), previous_step, previous_timestamp_ms, value);
+            }
+            _ => return Err(malformed(format!("invalid stream op head {head:#x}"))),
+        }
+    }
+    let ops_bytes = decoder.position();
+    let found = crc32fast::hash(&ops_area[..ops_bytes]);
+    if found != ops_crc {
+        return Err(CorruptionKind::ChecksumMismatch {
+            what: "stream ops",
+            expected: ops_crc,
+            found,
+        });
+    }
+    batches.retain(|batch| !batch.is_empty());
+    Ok(StreamOps { batches, ops_bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_exactness_keeps_bits() {
+        assert!(is_f32_exact(0.5));
+        assert!(is_f32_exact(f64::INFINITY));
+        assert!(is_f32_exact(f64::NEG_INFINITY));
+        assert!(!is_f32_exact(0.1));
+        assert!(is_f32_exact(f64::from(0.1f32)));
+    }
+
+    #[test]
+    fn compress_refuses_incompressible_and_round_trips_compressible() {
+        let repetitive = vec![7u8; 4096];
+        let mut stored = Vec::new();
+        assert!(compress(&repetitive, &mut stored));
+        assert_eq!(decompress(&stored), Ok(repetitive));
+        let mut noise = Vec::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..4096 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            noise.push(state as u8);
+        }
+        let mut stored = Vec::new();
+        assert!(!compress(&noise, &mut stored));
+        assert!(stored.is_empty());
+    }
+}

@@ -1,0 +1,405 @@
+//! Reading segments: validate every CRC and yield each writer's events in the order written.
+//!
+//! Policy (see `docs/DURABILITY.md`):
+//! - A segment other than the last of its writer's chain was sealed and synced before the next
+//!   one was created, so any invalid byte in it is corruption: a hard error naming the file and
+//!   offset (or, in salvage mode, skipped with a report).
+//! - The last segment ends either at a seal or at its first invalid record. If its file still
+//!   ends with a valid seal, the invalid record is corruption. Otherwise the invalid record is
+//!   the torn tail of a writer that crashed (or, for a live writer, a record still being
+//!   written): the log ends there.
+//! - A last segment whose header is invalid and whose body was never written is a segment
+//!   whose creation was cut short: it holds nothing.
+//!
+//! Reads use plain `read`, not maps: a live writer truncates a segment when it seals it, and a
+//! map of a file shrinking under it would fault.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Corruption, CorruptionKind, Error, Result};
+use crate::ids::{SegmentSequence, WriterId};
+use crate::wal::event::{Event, Seal};
+use crate::wal::metric::decode_stream;
+use crate::wal::record::{Frame, RecordType, SEAL_RECORD_BYTES, decode_frame};
+use crate::wal::segment::{self, HEADER_BYTES, SegmentHeader, WalFile};
+
+/// How the valid records of a segment end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// A valid seal record.
+    Sealed(Seal),
+    /// Never-written space (zeros or the end of the file).
+    Unwritten,
+    /// An invalid record.
+    Invalid(CorruptionKind),
+}
+
+/// The result of scanning one segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentScan {
+    /// The segment header.
+    pub header: SegmentHeader,
+    /// Offset just past the last valid record (where a seal goes, or where the seal is).
+    pub end_offset: u64,
+    /// How the records end.
+    pub end: SegmentEnd,
+    /// Valid records read (a stream counts as one).
+    pub record_count: u64,
+    /// Records skipped by salvage, as (offset, problem).
+    pub salvaged: Vec<(u64, CorruptionKind)>,
+}
+
+/// Scans `bytes` (a whole segment file) from `start` (at least [`HEADER_BYTES`]), calling
+/// `visit(record_offset, event)` for each event. In `salvage` mode, an invalid record is
+/// reported and skipped by searching forward for the next valid one.
+pub fn scan_segment(
+    bytes: &[u8],
+    start: usize,
+    salvage: bool,
+    visit: &mut dyn FnMut(u64, Event),
+) -> Result<SegmentScan, (u64, CorruptionKind)> {
+    let header = SegmentHeader::decode(bytes).map_err(|kind| (0, kind))?;
+    let mut offset = start.max(HEADER_BYTES);
+    let mut record_count = 0u64;
+    let mut salvaged = Vec::new();
+    loop {
+        let rest = bytes.get(offset..).unwrap_or_default();
+        match decode_item(rest, offset as u64, visit) {
+            Ok(Item::End) => {
+                return Ok(SegmentScan {
+                    header,
+                    end_offset: offset as u64,
+                    end: SegmentEnd::Unwritten,
+                    record_count,
+                    salvaged,
+                });
+            }
+            Ok(Item::Seal(seal)) => {
+                return Ok(SegmentScan {
+                    header,
+                    end_offset: offset as u64,
+                    end: SegmentEnd::Sealed(seal),
+                    record_count,
+                    salvaged,
+                });
+            }
+            Ok(Item::Record(bytes_used)) => {
+                offset += bytes_used;
+                record_count += 1;
+            }
+            Err(kind) if salvage => match resync(bytes, offset + 1) {
+                Some(next) => {
+                    salvaged.push((offset as u64, kind));
+                    offset = next;
+                }
+                None => {
+                    salvaged.push((offset as u64, kind));
+                    return Ok(SegmentScan {
+                        header,
+                        end_offset: offset as u64,
+                        end: SegmentEnd::Unwritten,
+                        record_count,
+                        salvaged,
+                    });
+                }
+            },
+            Err(kind) => {
+                return Ok(SegmentScan {
+                    header,
+                    end_offset: offset as u64,
+                    end: SegmentEnd::Invalid(kind),
+                    record_count,
+                    salvaged,
+                });
+            }
+        }
+    }
+}
+
+enum Item {
+    End,
+    Seal(Seal),
+    Record(usize),
+}
+
+fn decode_item(
+    bytes: &[u8],
+    offset: u64,
+    visit: &mut dyn FnMut(u64, Event),
+) -> Result<Item, CorruptionKind> {
+    match decode_frame(bytes)? {
+        Frame::End => Ok(Item::End),
+        Frame::Record {
+            record_type: RecordType::Seal,
+            payload,
+            ..
+        } => Seal::decode(payload).map(Item::Seal),
+        frame @ Frame::Record {
+            record_type,
+            flags,
+            payload,
+        } => {
+            let event = Event::decode(record_type, flags, payload)?;
+            visit(offset, event);
+            Ok(Item::Record(frame.frame_bytes()))
+        }
+        frame @ Frame::Stream {
+            ops_count,
+            ops_crc,
+            ops_area,
+        } => {
+            let ops = decode_stream(ops_area, ops_count, ops_crc)?;
+            for batch in ops.batches {
+                visit(offset, Event::Metrics(batch));
+            }
+            Ok(Item::Record(frame.frame_bytes() + ops.ops_bytes))
+        }
+    }
+}
+
+/// Finds the next offset at or after `from` where a valid, non-seal record starts.
+fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|offset| {
+        let rest = &bytes[*offset..];
+        matches!(
+            decode_frame(rest),
+            Ok(Frame::Record { .. } | Frame::Stream { .. })
+        ) && decode_item(rest, 0, &mut |_, _| {}).is_ok()
+    })
+}
+
+/// Whether the file's last bytes are a valid seal record: the sign of a sealed, trimmed
+/// segment, whatever happened to the bytes before it.
+pub fn ends_with_seal(bytes: &[u8]) -> bool {
+    let Some(start) = bytes.len().checked_sub(SEAL_RECORD_BYTES) else {
+        return false;
+    };
+    start >= HEADER_BYTES
+        && matches!(
+            decode_frame(&bytes[start..]),
+            Ok(Frame::Record { record_type: RecordType::Seal, payload, .. })
+                if Seal::decode(payload).is_ok()
+        )
+}
+
+/// Lists the writers in `wal_dir`: their segments in sequence order, and whether each has a
+/// lock file.
+pub fn list_writers(wal_dir: &Path) -> Result<BTreeMap<WriterId, WriterFiles>> {
+    let mut writers: BTreeMap<WriterId, WriterFiles> = BTreeMap::new();
+    let entries = match std::fs::read_dir(wal_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(writers),
+        Err(error) => return Err(Error::io("list", wal_dir, error)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|error| Error::io("list", wal_dir, error))?;
+        let name = entry.file_name();
+        match name.to_str().and_then(segment::parse_file_name) {
+            Some(WalFile::Segment(writer, sequence)) => {
+                writers.entry(writer).or_default().segments.push(sequence);
+            }
+            Some(WalFile::Lock(writer)) => writers.entry(writer).or_default().has_lock_file = true,
+            None => {}
+        }
+    }
+    for files in writers.values_mut() {
+        files.segments.sort();
+    }
+    Ok(writers)
+}
+
+/// The files of one writer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterFiles {
+    /// Segment sequences, ascending.
+    pub segments: Vec<SegmentSequence>,
+    /// Whether `<writer>.lock` exists.
+    pub has_lock_file: bool,
+}
+
+/// Where one writer's valid log ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainEnd {
+    /// The last segment ends with a seal.
+    Sealed {
+        /// Its payload.
+        seal: Seal,
+        /// The segment.
+        path: PathBuf,
+        /// Offset of the seal record.
+        seal_offset: u64,
+        /// Whether the file still runs past the seal (the trim after sealing did not happen).
+        untrimmed: bool,
+    },
+    /// The last segment has no seal: its log ends at `offset`.
+    Open {
+        /// The segment.
+        path: PathBuf,
+        /// Where valid records end.
+        offset: u64,
+        /// Records in that segment.
+        record_count: u64,
+        /// The invalid record found there, if any (`None`: never-written space).
+        torn: Option<CorruptionKind>,
+    },
+    /// The last segment's creation was cut short: it holds nothing and can be removed.
+    Unborn {
+        /// The segment.
+        path: PathBuf,
+    },
+    /// The writer has no segment.
+    Empty,
+}
+
+/// Options for reading a writer's chain.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadOptions {
+    /// Skip corrupt records inside sealed segments instead of failing.
+    pub salvage: bool,
+}
+
+/// Reads one writer's chain, calling `visit` for each event in order. Returns where it ends.
+pub fn read_chain(
+    wal_dir: &Path,
+    writer: WriterId,
+    segments: &[SegmentSequence],
+    options: ReadOptions,
+    visit: &mut dyn FnMut(Event),
+) -> Result<ChainEnd> {
+    for pair in segments.windows(2) {
+        if pair[1].0 != pair[0].0 + 1 {
+            let path = segment::segment_path(wal_dir, writer, pair[1]);
+            return Err(corrupt(
+                path,
+                0,
+                CorruptionKind::MissingSegment {
+                    writer,
+                    sequence: pair[0].0 + 1,
+                },
+            ));
+        }
+    }
+    let mut end = ChainEnd::Empty;
+    for (index, sequence) in segments.iter().enumerate() {
+        let last = index + 1 == segments.len();
+        let path = segment::segment_path(wal_dir, writer, *sequence);
+        let bytes = read_file(&path)?;
+        end = read_segment(&path, &bytes, writer, *sequence, last, options, visit)?;
+        if let ChainEnd::Sealed { seal, .. } = &end
+            && seal.final_segment
+            && !last
+        {
+            return Err(corrupt(path, 0, CorruptionKind::AfterSeal));
+        }
+    }
+    Ok(end)
+}
+
+fn read_segment(
+    path: &Path,
+    bytes: &[u8],
+    writer: WriterId,
+    sequence: SegmentSequence,
+    last: bool,
+    options: ReadOptions,
+    visit: &mut dyn FnMut(Event),
+) -> Result<ChainEnd> {
+    let salvage = options.salvage && !(last && !ends_with_seal(bytes));
+    let scan = match scan_segment(bytes, HEADER_BYTES, salvage, &mut |_, event| visit(event)) {
+        Ok(scan) => scan,
+        Err(_) if last && never_written(bytes) => {
+            return Ok(ChainEnd::Unborn {
+                path: path.to_path_buf(),
+            });
+        }
+        Err((offset, kind)) => return Err(corrupt(path.to_path_buf(), offset, kind)),
+    };
+    if scan.header.writer != writer || scan.header.sequence != sequence {
+        return Err(corrupt(
+            path.to_path_buf(),
+            0,
+            CorruptionKind::HeaderMismatch(format!(
+                "header says writer {} segment {}, the file name says writer {writer} segment \
+                 {sequence}",
+                scan.header.writer, scan.header.sequence
+            )),
+        ));
+    }
+    match scan.end {
+        SegmentEnd::Sealed(seal) => Ok(ChainEnd::Sealed {
+            seal,
+            path: path.to_path_buf(),
+            seal_offset: scan.end_offset,
+            untrimmed: scan.end_offset + SEAL_RECORD_BYTES as u64 != bytes.len() as u64,
+        }),
+        SegmentEnd::Invalid(kind) if !last || ends_with_seal(bytes) => {
+            Err(corrupt(path.to_path_buf(), scan.end_offset, kind))
+        }
+        SegmentEnd::Unwritten if !last => Err(corrupt(
+            path.to_path_buf(),
+            scan.end_offset,
+            CorruptionKind::MalformedPayload(
+                "segment ends without a seal but a later segment exists".to_string(),
+            ),
+        )),
+        SegmentEnd::Invalid(kind) => Ok(ChainEnd::Open {
+            path: path.to_path_buf(),
+            offset: scan.end_offset,
+            record_count: scan.record_count,
+            torn: Some(kind),
+        }),
+        SegmentEnd::Unwritten => Ok(ChainEnd::Open {
+            path: path.to_path_buf(),
+            offset: scan.end_offset,
+            record_count: scan.record_count,
+            torn: None,
+        }),
+    }
+}
+
+/// A segment whose header is not valid and whose body is all zeros: created, never used.
+fn never_written(bytes: &[u8]) -> bool {
+    bytes
+        .get(HEADER_BYTES..)
+        .unwrap_or_default()
+        .iter()
+        .all(|b| *b == 0)
+}
+
+/// Reads a whole file.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let mut file = File::open(path).map_err(|error| Error::io("open", path, error))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|error| Error::io("read", path, error))?;
+    Ok(bytes)
+}
+
+/// Reads `file` from `offset` to its end.
+pub fn read_from(path: &Path, offset: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|error| Error::io("open", path, error))?;
+    let len = file
+        .metadata()
+        .map_err(|error| Error::io("stat", path, error))?
+        .len();
+    let mut bytes = vec![0u8; len.saturating_sub(offset) as usize];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read_at(&mut bytes[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(Error::io("read", path, error)),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
+pub(crate) fn corrupt(path: PathBuf, offset: u64, kind: CorruptionKind) -> Error {
+    Error::Corrupt(Corruption { path, offset, kind })
+}

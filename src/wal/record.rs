@@ -1,0 +1,313 @@
+//! Record framing: how one record sits in a segment, and how a reader tells a record from
+//! never-written space.
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  payload_bytes  u32 LE
+//!      4     4  crc            CRC-32 (IEEE, crc32fast) of bytes 0..4 and 8..10+payload_bytes
+//!      8     1  record_type    u8, never 0
+//!      9     1  flags          bit 0: payload is lz4-compressed; bits 1..7 zero
+//!     10     n  payload
+//! ```
+//!
+//! A stream record (type [`RecordType::MetricStream`]) has `payload_bytes = 0` and is followed by
+//! a commit word and its ops, which the frame CRC does not cover because they grow in place:
+//!
+//! ```text
+//!     10     4  ops_count      u32 LE: ops committed so far
+//!     14     4  ops_crc        CRC-32 of the committed ops' bytes
+//!     18     m  ops            see `metric.rs`
+//! ```
+//!
+//! Invariants: records are contiguous (no padding); a record type is never 0, so ten zero bytes
+//! mean "nothing was written here"; every record ends before the segment's end.
+
+use crate::error::CorruptionKind;
+
+const PAYLOAD_BYTES_OFFSET: usize = 0;
+const CRC_OFFSET: usize = PAYLOAD_BYTES_OFFSET + 4;
+const TYPE_OFFSET: usize = CRC_OFFSET + 4;
+const FLAGS_OFFSET: usize = TYPE_OFFSET + 1;
+/// Size of a record frame; the payload starts here.
+pub const FRAME_BYTES: usize = FLAGS_OFFSET + 1;
+
+const OPS_COUNT_OFFSET: usize = FRAME_BYTES;
+const OPS_CRC_OFFSET: usize = OPS_COUNT_OFFSET + 4;
+/// Size of a stream record before its ops: frame plus commit word.
+pub const STREAM_HEADER_BYTES: usize = OPS_CRC_OFFSET + 4;
+
+/// Flag bit: the payload is an lz4 block (preceded by its decompressed size, u32 LE).
+pub const FLAG_COMPRESSED: u8 = 1;
+
+/// Payload size of a seal record: record count (u64) and the final-segment flag (u8).
+pub const SEAL_PAYLOAD_BYTES: usize = 8 + 1;
+/// Size of a whole seal record. The writer always keeps this much room free.
+pub const SEAL_RECORD_BYTES: usize = FRAME_BYTES + SEAL_PAYLOAD_BYTES;
+
+const _: () = assert!(FRAME_BYTES == 10);
+const _: () = assert!(STREAM_HEADER_BYTES == 18);
+
+macro_rules! record_types {
+    ($($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
+        /// The type byte of a record. Values are part of the format and never reused.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum RecordType {
+            $($(#[$doc])* $name = $value,)*
+        }
+
+        impl RecordType {
+            /// Every record type, in type-byte order.
+            pub const ALL: &[RecordType] = &[$(RecordType::$name,)*];
+
+            /// The type for a type byte, if it is one this version knows.
+            pub fn from_byte(byte: u8) -> Option<RecordType> {
+                match byte {
+                    $($value => Some(RecordType::$name),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+record_types! {
+    /// An experiment was created.
+    ExperimentCreated = 1,
+    /// An experiment was renamed.
+    ExperimentRenamed = 2,
+    /// An experiment was soft-deleted.
+    ExperimentDeleted = 3,
+    /// A deleted experiment was restored.
+    ExperimentRestored = 4,
+    /// An experiment tag was set.
+    ExperimentTagSet = 5,
+    /// An experiment tag was deleted.
+    ExperimentTagDeleted = 6,
+    /// A run was created.
+    RunCreated = 7,
+    /// A run's status changed.
+    RunStatusChanged = 8,
+    /// A run was soft-deleted.
+    RunDeleted = 9,
+    /// A deleted run was restored.
+    RunRestored = 10,
+    /// A param was logged.
+    ParamLogged = 11,
+    /// A run tag was set.
+    TagSet = 12,
+    /// A run tag was deleted.
+    TagDeleted = 13,
+    /// A metric key was interned for a run in this writer's log.
+    MetricKeyDefined = 14,
+    /// A column-wise batch of metric points of one run.
+    MetricColumns = 15,
+    /// An in-place growing stream of single metric points.
+    MetricStream = 16,
+    /// An artifact file was recorded.
+    ArtifactRecorded = 17,
+    /// The end of a segment: nothing follows in this file.
+    Seal = 255,
+}
+
+/// One framed item found at an offset.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// Ten zero bytes (or fewer, up to the end): nothing was written here.
+    End,
+    /// A complete record whose CRC checked.
+    Record {
+        /// Its type.
+        record_type: RecordType,
+        /// Its flags byte.
+        flags: u8,
+        /// Its payload.
+        payload: &'a [u8],
+    },
+    /// A stream record: the frame checked; the ops are validated by the caller against the
+    /// commit word, because only the caller can decode them to find their length.
+    Stream {
+        /// Ops committed.
+        ops_count: u32,
+        /// CRC of the committed ops.
+        ops_crc: u32,
+        /// Every byte after the commit word, up to the end of the buffer.
+        ops_area: &'a [u8],
+    },
+}
+
+impl Frame<'_> {
+    /// Bytes the frame occupies, not counting a stream's ops.
+    pub fn frame_bytes(&self) -> usize {
+        match self {
+            Frame::End => 0,
+            Frame::Record { payload, .. } => FRAME_BYTES + payload.len(),
+            Frame::Stream { .. } => STREAM_HEADER_BYTES,
+        }
+    }
+}
+
+/// Decodes the frame at the start of `bytes`, which runs to the end of the readable data.
+pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, CorruptionKind> {
+    let Some(frame) = bytes.get(..FRAME_BYTES) else {
+        return if bytes.iter().all(|b| *b == 0) {
+            Ok(Frame::End)
+        } else {
+            Err(CorruptionKind::LengthPastEnd {
+                length: FRAME_BYTES as u64,
+                available: bytes.len() as u64,
+            })
+        };
+    };
+    if frame.iter().all(|b| *b == 0) {
+        return Ok(Frame::End);
+    }
+    let payload_bytes = u32::from_le_bytes(word(frame, PAYLOAD_BYTES_OFFSET)) as usize;
+    let expected = u32::from_le_bytes(word(frame, CRC_OFFSET));
+    let type_byte = frame[TYPE_OFFSET];
+    let flags = frame[FLAGS_OFFSET];
+    let Some(payload) = bytes.get(FRAME_BYTES..FRAME_BYTES.saturating_add(payload_bytes)) else {
+        return Err(CorruptionKind::LengthPastEnd {
+            length: (FRAME_BYTES + payload_bytes) as u64,
+            available: bytes.len() as u64,
+        });
+    };
+    let found = frame_crc(
+        &frame[PAYLOAD_BYTES_OFFSET..CRC_OFFSET],
+        type_byte,
+        flags,
+        payload,
+    );
+    if expected != found {
+        return Err(CorruptionKind::ChecksumMismatch {
+            what: "record",
+            expected,
+            found,
+        });
+    }
+    let record_type =
+        RecordType::from_byte(type_byte).ok_or(CorruptionKind::UnknownRecordType(type_byte))?;
+    if flags & !FLAG_COMPRESSED != 0 || (flags != 0 && record_type != RecordType::MetricColumns) {
+        return Err(CorruptionKind::MalformedPayload(format!(
+            "flags {flags:#04x} are not valid on a {record_type:?} record"
+        )));
+    }
+    if record_type != RecordType::MetricStream {
+        return Ok(Frame::Record {
+            record_type,
+            flags,
+            payload,
+        });
+    }
+    if payload_bytes != 0 {
+        return Err(CorruptionKind::MalformedPayload(format!(
+            "stream frame has payload_bytes {payload_bytes}, must be 0"
+        )));
+    }
+    let Some(ops_area) = bytes.get(STREAM_HEADER_BYTES..) else {
+        return Err(CorruptionKind::LengthPastEnd {
+            length: STREAM_HEADER_BYTES as u64,
+            available: bytes.len() as u64,
+        });
+    };
+    Ok(Frame::Stream {
+        ops_count: u32::from_le_bytes(word(bytes, OPS_COUNT_OFFSET)),
+        ops_crc: u32::from_le_bytes(word(bytes, OPS_CRC_OFFSET)),
+        ops_area,
+    })
+}
+
+/// Writes a frame for `payload` (already in `out[FRAME_BYTES..]`) into `out[..FRAME_BYTES]`.
+pub fn encode_frame(out: &mut [u8], record_type: RecordType, flags: u8) {
+    let payload_bytes = (out.len() - FRAME_BYTES) as u32;
+    out[PAYLOAD_BYTES_OFFSET..CRC_OFFSET].copy_from_slice(&payload_bytes.to_le_bytes());
+    out[TYPE_OFFSET] = record_type as u8;
+    out[FLAGS_OFFSET] = flags;
+    let crc = frame_crc(
+        &payload_bytes.to_le_bytes(),
+        record_type as u8,
+        flags,
+        &out[FRAME_BYTES..],
+    );
+    out[CRC_OFFSET..TYPE_OFFSET].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The commit word of a stream record: `ops_count` then `ops_crc`.
+pub fn encode_commit_word(ops_count: u32, ops_crc: u32) -> [u8; 8] {
+    let mut word = [0u8; 8];
+    word[..4].copy_from_slice(&ops_count.to_le_bytes());
+    word[4..].copy_from_slice(&ops_crc.to_le_bytes());
+    word
+}
+
+/// Offset of the commit word inside a stream record.
+pub const COMMIT_WORD_OFFSET: usize = OPS_COUNT_OFFSET;
+
+fn frame_crc(payload_bytes: &[u8], type_byte: u8, flags: u8, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(payload_bytes);
+    hasher.update(&[type_byte, flags]);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+fn word(bytes: &[u8], offset: usize) -> [u8; 4] {
+    let mut out = [0u8; 4];
+    out.copy_from_slice(&bytes[offset..offset + 4]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(record_type: RecordType, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; FRAME_BYTES + payload.len()];
+        out[FRAME_BYTES..].copy_from_slice(payload);
+        encode_frame(&mut out, record_type, 0);
+        out
+    }
+
+    #[test]
+    fn zeros_are_the_end_not_a_record() {
+        assert_eq!(decode_frame(&[0u8; 64]), Ok(Frame::End));
+        assert_eq!(decode_frame(&[0u8; 3]), Ok(Frame::End));
+        assert_eq!(decode_frame(&[]), Ok(Frame::End));
+    }
+
+    #[test]
+    fn a_record_round_trips_and_rejects_each_bit_flip() {
+        let bytes = framed(RecordType::TagSet, b"payload bytes");
+        let Ok(Frame::Record {
+            record_type,
+            payload,
+            ..
+        }) = decode_frame(&bytes)
+        else {
+            panic!("did not decode");
+        };
+        assert_eq!(
+            (record_type, payload),
+            (RecordType::TagSet, &b"payload bytes"[..])
+        );
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_frame(&flipped).is_err(),
+                "flip of bit {bit} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn record_types_round_trip_through_their_byte() {
+        for record_type in RecordType::ALL {
+            assert_eq!(
+                RecordType::from_byte(*record_type as u8),
+                Some(*record_type)
+            );
+        }
+        assert_eq!(RecordType::from_byte(0), None);
+    }
+}

@@ -1,0 +1,678 @@
+//! The append side of one writer: a chain of preallocated, mmapped segments owned by one
+//! `Writer`, which takes `&mut self` to append, so it needs no lock of its own.
+//!
+//! Invariants:
+//! - The writer holds an exclusive OS lock on `wal/<id>.lock` for its whole life; the lock file
+//!   exists before the first segment is created and is removed only after the last is sealed.
+//! - A segment's header is synced before any record goes in, and `SEAL_RECORD_BYTES` of room
+//!   are always kept free so a seal always fits.
+//! - Bytes below `durable` are on disk; nothing below it is ever rewritten. The only in-place
+//!   rewrite is the commit word of the open stream, which lies above `durable`: every flush closes
+//!   the stream first.
+//! - A segment is sealed (seal record, msync, trim, fsync) before the next one is created, so
+//!   only the last segment of a chain can end in a torn record.
+//! - After a failed sync the writer is poisoned: every later call fails.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::error::{Error, Result};
+use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
+use crate::io::Storage;
+use crate::limits::{
+    BATCH_POINTS_MAX, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    STREAM_BYTES_MAX,
+};
+use crate::wal::event::{Event, Seal};
+use crate::wal::metric::{self, Columns, MetricBatch, STREAM_OP_BYTES_MAX, StreamEncoder};
+use crate::wal::record::{
+    self, COMMIT_WORD_OFFSET, FLAG_COMPRESSED, FRAME_BYTES, RecordType, SEAL_RECORD_BYTES,
+    STREAM_HEADER_BYTES,
+};
+use crate::wal::segment::{self, HEADER_BYTES, SegmentHeader};
+
+/// Settings of one writer.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// Preallocated size of each segment.
+    pub segment_bytes: u64,
+    /// msync before every append returns (`Durability::Sync`).
+    pub sync_every_append: bool,
+}
+
+/// Counters of what a writer appended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records appended (a stream counts once).
+    pub records: u64,
+    /// Metric points appended.
+    pub points: u64,
+    /// Bytes appended to segments, headers and seals included.
+    pub bytes: u64,
+    /// Segments created.
+    pub segments: u64,
+}
+
+/// An exclusive appender to one chain of segments.
+pub struct Writer {
+    wal_dir: PathBuf,
+    id: WriterId,
+    storage: Arc<dyn Storage>,
+    options: WriterOptions,
+    lock_path: PathBuf,
+    lock_file: Option<File>,
+    next_sequence: SegmentSequence,
+    active: Option<ActiveSegment>,
+    stream: Option<OpenStream>,
+    keys: HashMap<RunId, RunKeys, FastHash>,
+    poisoned: Option<String>,
+    scratch: Vec<u8>,
+    compressed: Vec<u8>,
+    stats: WriterStats,
+}
+
+struct ActiveSegment {
+    path: PathBuf,
+    file: File,
+    map: MmapMut,
+    written: usize,
+    durable: usize,
+    records: u64,
+}
+
+struct OpenStream {
+    start: usize,
+    ops_count: u32,
+    ops_bytes: usize,
+    hasher: crc32fast::Hasher,
+    encoder: StreamEncoder,
+    run: Option<RunId>,
+}
+
+#[derive(Default)]
+struct RunKeys {
+    by_name: HashMap<Box<str>, KeyId, FastHash>,
+}
+
+impl Writer {
+    /// Creates a writer with a fresh id in `wal_dir` and its first segment.
+    pub fn create(
+        wal_dir: &Path,
+        storage: Arc<dyn Storage>,
+        options: WriterOptions,
+    ) -> Result<Writer> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&options.segment_bytes) {
+            return Err(Error::InvalidInput(format!(
+                "segment size {} bytes is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
+                options.segment_bytes
+            )));
+        }
+        std::fs::create_dir_all(wal_dir).map_err(|e| Error::io("create directory", wal_dir, e))?;
+        let (id, lock_path, lock_file) = claim_writer_id(wal_dir)?;
+        let mut writer = Writer {
+            wal_dir: wal_dir.to_path_buf(),
+            id,
+            storage,
+            options,
+            lock_path,
+            lock_file: Some(lock_file),
+            next_sequence: SegmentSequence(0),
+            active: None,
+            stream: None,
+            keys: HashMap::default(),
+            poisoned: None,
+            scratch: Vec::new(),
+            compressed: Vec::new(),
+            stats: WriterStats::default(),
+        };
+        writer.open_next_segment()?;
+        Ok(writer)
+    }
+
+    /// This writer's id.
+    pub fn id(&self) -> WriterId {
+        self.id
+    }
+
+    /// What this writer appended so far.
+    pub fn stats(&self) -> WriterStats {
+        self.stats
+    }
+
+    /// Whether appends are refused after a failed sync.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// Appends a metadata event. Metric points go through [`Writer::log_point`] and
+    /// [`Writer::log_columns`], which intern keys.
+    pub fn append(&mut self, event: &Event) -> Result<()> {
+        if matches!(event, Event::Metrics(_) | Event::MetricKeyDefined { .. }) {
+            return Err(Error::InvalidInput(
+                "metric events are appended through log_point or log_columns".to_string(),
+            ));
+        }
+        self.check_usable()?;
+        self.scratch.clear();
+        self.scratch.resize(FRAME_BYTES, 0);
+        event.encode_payload(&mut self.scratch);
+        self.write_scratch_record(event.record_type(), 0)?;
+        self.after_append()
+    }
+
+    /// Appends one metric point. A key already used by `run` in this writer costs no allocation.
+    #[inline]
+    pub fn log_point(
+        &mut self,
+        run: RunId,
+        key: &str,
+        step: i64,
+        timestamp_ms: i64,
+        value: f64,
+    ) -> Result<()> {
+        self.check_usable()?;
+        let key_id = self.intern(run, key)?;
+        self.stream_point(run, key_id, step, timestamp_ms, value)?;
+        self.stats.points += 1;
+        self.after_append()
+    }
+
+    /// Appends points of one run and key as column-wise batch records (split as needed).
+    pub fn log_columns(
+        &mut self,
+        run: RunId,
+        key: &str,
+        steps: &[i64],
+        timestamps_ms: &[i64],
+        values: &[f64],
+    ) -> Result<()> {
+        if steps.len() != timestamps_ms.len() || steps.len() != values.len() {
+            return Err(Error::InvalidInput(format!(
+                "column lengths differ: {} steps, {} timestamps, {} values",
+                steps.len(),
+                timestamps_ms.len(),
+                values.len()
+            )));
+        }
+        self.check_usable()?;
+        let key_id = self.intern(run, key)?;
+        let key_ids = vec![key_id; steps.len().min(self.chunk_points())];
+        let mut start = 0;
+        while start < steps.len() {
+            let end = (start + self.chunk_points()).min(steps.len());
+            let columns = Columns {
+                key_ids: &key_ids[..end - start],
+                steps: &steps[start..end],
+                timestamps_ms: &timestamps_ms[start..end],
+                values: &values[start..end],
+            };
+            self.write_columns(run, columns)?;
+            self.stats.points += (end - start) as u64;
+            start = end;
+        }
+        self.after_append()
+    }
+
+    /// Makes everything appended so far durable (msync), and closes the open stream so that
+    /// synced bytes are never rewritten.
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_usable()?;
+        self.stream = None;
+        let Some(active) = &mut self.active else {
+            return Ok(());
+        };
+        if active.durable == active.written {
+            return Ok(());
+        }
+        let (from, len) = (active.durable, active.written - active.durable);
+        if let Err(error) = self.storage.sync_map(&active.path, &active.map, from, len) {
+            let error = Error::io("msync", active.path.clone(), error);
+            return Err(self.poison(error));
+        }
+        active.durable = active.written;
+        Ok(())
+    }
+
+    /// Seals the last segment, removes the lock file and releases the lock. Consumes the writer;
+    /// on error the lock file stays and the next open repairs the chain from disk.
+    pub fn close(mut self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&mut self) -> Result<()> {
+        self.check_usable()?;
+        self.stream = None;
+        if self.active.is_some() {
+            self.seal_active(true)?;
+        }
+        if let Some(lock_file) = self.lock_file.take() {
+            self.storage
+                .remove(&self.lock_path)
+                .map_err(|e| Error::io("remove lock file", self.lock_path.clone(), e))?;
+            drop(lock_file);
+        }
+        Ok(())
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(cause) => Err(Error::Poisoned {
+                writer: self.id,
+                cause: cause.clone(),
+            }),
+            None if self.lock_file.is_none() => {
+                Err(Error::InvalidInput(format!("writer {} is closed", self.id)))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, error: Error) -> Error {
+        let cause = error.to_string();
+        self.poisoned = Some(cause.clone());
+        Error::Poisoned {
+            writer: self.id,
+            cause,
+        }
+    }
+
+    fn after_append(&mut self) -> Result<()> {
+        if self.options.sync_every_append {
+            self.flush()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Points per columns record such that the worst-case record fits an empty segment.
+    fn chunk_points(&self) -> usize {
+        let room = self.options.segment_bytes as usize - HEADER_BYTES - SEAL_RECORD_BYTES;
+        let per_point = MetricBatch::encoded_bytes_max(1);
+        (room
+            .min(RECORD_PAYLOAD_BYTES_MAX)
+            .saturating_sub(FRAME_BYTES + per_point)
+            / per_point)
+            .clamp(1, BATCH_POINTS_MAX)
+    }
+
+    #[inline]
+    fn intern(&mut self, run: RunId, key: &str) -> Result<KeyId> {
+        if let Some(id) = self.keys.get(&run).and_then(|keys| keys.by_name.get(key)) {
+            return Ok(*id);
+        }
+        let keys = self.keys.entry(run).or_default();
+        let key_id = KeyId(keys.by_name.len() as u32);
+        let event = Event::MetricKeyDefined {
+            run,
+            key_id,
+            key: key.to_string(),
+        };
+        self.scratch.clear();
+        self.scratch.resize(FRAME_BYTES, 0);
+        event.encode_payload(&mut self.scratch);
+        if self.scratch.len() - FRAME_BYTES > RECORD_PAYLOAD_BYTES_MAX {
+            return Err(Error::InvalidInput(format!(
+                "metric key of {} bytes",
+                key.len()
+            )));
+        }
+        self.write_scratch_record(RecordType::MetricKeyDefined, 0)?;
+        // Only remember the key once its definition is in the log.
+        self.keys
+            .entry(run)
+            .or_default()
+            .by_name
+            .insert(key.into(), key_id);
+        Ok(key_id)
+    }
+
+    fn write_columns(&mut self, run: RunId, columns: Columns<'_>) -> Result<()> {
+        self.compressed.clear();
+        metric::encode_columns(run, columns, &mut self.compressed);
+        self.scratch.clear();
+        self.scratch.resize(FRAME_BYTES, 0);
+        let flags = if self.compressed.len() >= crate::limits::COMPRESS_PAYLOAD_BYTES_MIN
+            && metric::compress(&self.compressed, &mut self.scratch)
+        {
+            FLAG_COMPRESSED
+        } else {
+            self.scratch.extend_from_slice(&self.compressed);
+            0
+        };
+        self.write_scratch_record(RecordType::MetricColumns, flags)
+    }
+
+    /// Frames `self.scratch` (payload after `FRAME_BYTES` placeholder bytes) and copies it in.
+    fn write_scratch_record(&mut self, record_type: RecordType, flags: u8) -> Result<()> {
+        self.stream = None;
+        record::encode_frame(&mut self.scratch, record_type, flags);
+        let len = self.scratch.len();
+        if len + HEADER_BYTES + SEAL_RECORD_BYTES > self.options.segment_bytes as usize {
+            return Err(Error::InvalidInput(format!(
+                "a {len}-byte record does not fit a {}-byte segment",
+                self.options.segment_bytes
+            )));
+        }
+        self.room_for(len)?;
+        let Some(active) = &mut self.active else {
+            return Err(Error::InvalidInput("no active segment".to_string()));
+        };
+        active.map[active.written..active.written + len].copy_from_slice(&self.scratch);
+        active.written += len;
+        active.records += 1;
+        self.stats.records += 1;
+        self.stats.bytes += len as u64;
+        Ok(())
+    }
+
+    #[inline]
+    fn stream_point(
+        &mut self,
+        run: RunId,
+        key: KeyId,
+        step: i64,
+        timestamp_ms: i64,
+        value: f64,
+    ) -> Result<()> {
+        let mut ops = [0u8; 2 * STREAM_OP_BYTES_MAX];
+        loop {
+            if self
+                .stream
+                .as_ref()
+                .is_none_or(|s| s.ops_bytes > STREAM_BYTES_MAX)
+            {
+                self.open_stream()?;
+            }
+            let (Some(stream), Some(active)) = (&mut self.stream, &mut self.active) else {
+                return Err(Error::InvalidInput("no open stream".to_string()));
+            };
+            let mut encoder = stream.encoder.clone();
+            let mut op = [0u8; STREAM_OP_BYTES_MAX];
+            let mut len = 0;
+            let mut count = 1;
+            if stream.run != Some(run) {
+                len = encoder.set_run(run, &mut op);
+                ops[..len].copy_from_slice(&op[..len]);
+                count = 2;
+            }
+            let point_len = encoder.point(key, step, timestamp_ms, value, &mut op);
+            ops[len..len + point_len].copy_from_slice(&op[..point_len]);
+            len += point_len;
+            if active.written + len + SEAL_RECORD_BYTES > active.map.len() {
+                // Full: the next segment's fresh stream always has room (see open_stream).
+                self.stream = None;
+                self.rotate()?;
+                continue;
+            }
+            let ops_bytes = &ops[..len];
+            active.map[active.written..active.written + len].copy_from_slice(ops_bytes);
+            stream.hasher.update(ops_bytes);
+            stream.ops_count += count;
+            stream.ops_bytes += len;
+            let word =
+                record::encode_commit_word(stream.ops_count, stream.hasher.clone().finalize());
+            let at = stream.start + COMMIT_WORD_OFFSET;
+            // The ops are in place before the commit word that makes them count.
+            active.map[at..at + word.len()].copy_from_slice(&word);
+            active.written += len;
+            stream.encoder = encoder;
+            stream.run = Some(run);
+            self.stats.bytes += len as u64;
+            return Ok(());
+        }
+    }
+
+    fn open_stream(&mut self) -> Result<()> {
+        self.stream = None;
+        let needed = STREAM_HEADER_BYTES + 2 * STREAM_OP_BYTES_MAX;
+        let active = self.room_for(needed)?;
+        let start = active.written;
+        let mut frame = [0u8; STREAM_HEADER_BYTES];
+        record::encode_frame(&mut frame[..FRAME_BYTES], RecordType::MetricStream, 0);
+        active.map[start..start + STREAM_HEADER_BYTES].copy_from_slice(&frame);
+        active.written += STREAM_HEADER_BYTES;
+        active.records += 1;
+        self.stats.records += 1;
+        self.stats.bytes += STREAM_HEADER_BYTES as u64;
+        self.stream = Some(OpenStream {
+            start,
+            ops_count: 0,
+            ops_bytes: 0,
+            hasher: crc32fast::Hasher::new(),
+            encoder: StreamEncoder::default(),
+            run: None,
+        });
+        Ok(())
+    }
+
+    /// The active segment, rotated first if `len` bytes (plus the seal) do not fit.
+    fn room_for(&mut self, len: usize) -> Result<&mut ActiveSegment> {
+        let fits = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.written + len + SEAL_RECORD_BYTES <= a.map.len());
+        if !fits {
+            self.rotate()?;
+        }
+        self.active
+            .as_mut()
+            .ok_or_else(|| Error::InvalidInput("no active segment".to_string()))
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        self.stream = None;
+        if self.active.is_some() {
+            self.seal_active(false)?;
+        }
+        self.open_next_segment()
+    }
+
+    /// Writes the seal, syncs, unmaps, trims the file to its records and fsyncs it.
+    fn seal_active(&mut self, final_segment: bool) -> Result<()> {
+        let Some(active) = &mut self.active else {
+            return Ok(());
+        };
+        let mut seal = vec![0u8; FRAME_BYTES];
+        Seal {
+            record_count: active.records,
+            final_segment,
+        }
+        .encode(&mut seal);
+        record::encode_frame(&mut seal, RecordType::Seal, 0);
+        debug_assert_eq!(seal.len(), SEAL_RECORD_BYTES);
+        let at = active.written;
+        active.map[at..at + seal.len()].copy_from_slice(&seal);
+        active.written += seal.len();
+        self.stats.bytes += seal.len() as u64;
+        self.flush()?;
+        let Some(active) = self.active.take() else {
+            return Ok(());
+        };
+        let ActiveSegment {
+            path,
+            file,
+            map,
+            written,
+            ..
+        } = active;
+        drop(map);
+        let trimmed = self
+            .storage
+            .set_len(&path, &file, written as u64)
+            .and_then(|()| self.storage.sync_file(&path, &file));
+        if let Err(error) = trimmed {
+            let error = Error::io("trim sealed segment", path, error);
+            return Err(self.poison(error));
+        }
+        Ok(())
+    }
+
+    fn open_next_segment(&mut self) -> Result<()> {
+        let sequence = self.next_sequence;
+        let path = segment::segment_path(&self.wal_dir, self.id, sequence);
+        let bytes = self.options.segment_bytes;
+        let file = self
+            .storage
+            .create_preallocated(&path, bytes)
+            .map_err(|e| Error::io("create segment", path.clone(), e))?;
+        // SAFETY: the file is ours alone (created with create_new, named by our locked writer id)
+        // and is never truncated while this map lives; readers use read(), not maps.
+        let map = unsafe { MmapOptions::new().len(bytes as usize).map_mut(&file) };
+        let mut map = match map {
+            Ok(map) => map,
+            Err(error) => {
+                let _ = self.storage.remove(&path);
+                return Err(Error::io("map segment", path, error));
+            }
+        };
+        let header = SegmentHeader {
+            format_version: segment::FORMAT_VERSION,
+            writer: self.id,
+            sequence,
+            created_unix_ms: now_ms(),
+            segment_bytes: bytes,
+        };
+        map[..HEADER_BYTES].copy_from_slice(&header.encode());
+        let synced = self
+            .storage
+            .sync_map(&path, &map, 0, HEADER_BYTES)
+            .and_then(|()| self.storage.sync_file(&path, &file))
+            .and_then(|()| self.storage.sync_dir(&self.wal_dir));
+        if let Err(error) = synced {
+            // Nothing was acknowledged in this segment: remove it and report, without poisoning.
+            drop(map);
+            let _ = self.storage.remove(&path);
+            return Err(Error::io("sync new segment", path, error));
+        }
+        self.next_sequence = SegmentSequence(sequence.0 + 1);
+        self.stats.segments += 1;
+        self.stats.bytes += HEADER_BYTES as u64;
+        self.active = Some(ActiveSegment {
+            path,
+            file,
+            map,
+            written: HEADER_BYTES,
+            durable: HEADER_BYTES,
+            records: 0,
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.poisoned.is_none() && self.lock_file.is_some() {
+            // Errors cannot be returned from drop; the chain is then repaired on the next open.
+            let _ = self.close_inner();
+        }
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("id", &self.id)
+            .field("stats", &self.stats)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Picks a fresh writer id, creates its lock file with `create_new` and locks it. Ids are the
+/// creation time in ms in the high bits (so writers sort roughly by age) and OS randomness
+/// below; `create_new` settles collisions.
+fn claim_writer_id(wal_dir: &Path) -> Result<(WriterId, PathBuf, File)> {
+    for _ in 0..64 {
+        let id = WriterId(((now_ms() as u64) << 22) | (random_u64() & ((1 << 22) - 1)));
+        let path = segment::lock_path(wal_dir, id);
+        let file = match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(Error::io("create lock file", path, error)),
+        };
+        match file.try_lock() {
+            Ok(()) => return Ok((id, path, file)),
+            // A reader probing liveness holds it for a moment: take another id.
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(Error::io("lock", path, error));
+            }
+        }
+    }
+    Err(Error::InvalidInput(
+        "could not claim a writer id after 64 attempts".to_string(),
+    ))
+}
+
+/// 64 random bits from the OS-seeded hasher keys of the standard library.
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A small multiplicative hasher for the key-interning maps on the hot path: their keys come
+/// from the process itself, so flooding resistance buys nothing there.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+/// `BuildHasher` of [`FastHasher`].
+pub type FastHash = BuildHasherDefault<FastHasher>;
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ rest.len() as u64);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, value: u8) {
+        self.add(u64::from(value));
+    }
+
+    #[inline]
+    fn write_u128(&mut self, value: u128) {
+        self.add(value as u64);
+        self.add((value >> 64) as u64);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
