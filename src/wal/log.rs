@@ -219,6 +219,16 @@ impl Log {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Simulates a process crash of every lane (see [`Writer::abandon`]). For tests.
+    #[doc(hidden)]
+    pub fn abandon(&self) {
+        for lane in self.inner.lanes.iter() {
+            if let Some(writer) = lock_lane(lane).take() {
+                writer.abandon();
+            }
+        }
+    }
+
     /// Reads every writer's log, calling `visit(writer, event)` in each writer's order
     /// (writers one after another, oldest id first).
     pub fn read(&self, visit: &mut dyn FnMut(WriterId, Event)) -> Result<Vec<WriterSummary>> {
@@ -226,6 +236,7 @@ impl Log {
             &self.inner.wal_dir,
             ReadOptions {
                 salvage: self.inner.options.salvage,
+                writer_locked: false,
             },
             visit,
         )

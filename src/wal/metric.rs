@@ -224,6 +224,8 @@ pub fn compress(payload: &[u8], out: &mut Vec<u8>) -> bool {
     }
 }
 
+const LZ4_EXPANSION_MAX: usize = 255;
+
 /// Inverse of [`compress`], refusing sizes over the record limit.
 pub fn decompress(stored: &[u8]) -> Result<Vec<u8>, CorruptionKind> {
     let mut decoder = Decoder::new(stored);
@@ -234,6 +236,14 @@ pub fn decompress(stored: &[u8]) -> Result<Vec<u8>, CorruptionKind> {
         )));
     }
     let block = decoder.take(decoder.remaining())?;
+    // An lz4 block expands at most 255-fold: refuse sizes its bytes cannot produce before
+    // allocating for them.
+    if bytes > block.len().saturating_mul(LZ4_EXPANSION_MAX) {
+        return Err(malformed(format!(
+            "{} lz4 bytes cannot decompress to {bytes} bytes",
+            block.len()
+        )));
+    }
     let mut out = vec![0u8; bytes];
     match lz4_flex::block::decompress_into(block, &mut out) {
         Ok(written) if written == bytes => Ok(out),
@@ -251,7 +261,7 @@ const OP_KIND_MASK: u64 = 3;
 
 /// Longest encoded op.
 pub const STREAM_OP_BYTES_MAX: usize = 2 * VARINT_BYTES_MAX + VARINT_BYTES_MAX + 8;
-const _: () = assert!(STREAM_OP_BYTES_MAX >= 1 + 16);
+const _: () = assert!(STREAM_OP_BYTES_MAX > 16);
 
 /// Encodes stream ops, carrying the delta state between calls.
 #[derive(Clone, Debug, Default)]

@@ -11,8 +11,10 @@
 //! - A last segment whose header is invalid and whose body was never written is a segment
 //!   whose creation was cut short: it holds nothing.
 //!
-//! Reads use plain `read`, not maps: a live writer truncates a segment when it seals it, and a
-//! map of a file shrinking under it would fault.
+//! A segment is mapped only when nothing can shrink it while it is mapped: when it is sealed
+//! and trimmed (final), or when the caller holds its writer's lock. Anything else is read with
+//! plain `read`: a live writer trims a segment when it seals it, and touching a map of a file
+//! that shrank under it would fault (SIGBUS).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -260,6 +262,9 @@ pub enum ChainEnd {
 pub struct ReadOptions {
     /// Skip corrupt records inside sealed segments instead of failing.
     pub salvage: bool,
+    /// The caller holds the writer's lock, so no other process can change its segments and they
+    /// may be mapped rather than copied.
+    pub writer_locked: bool,
 }
 
 /// Reads one writer's chain, calling `visit` for each event in order. Returns where it ends.
@@ -287,7 +292,7 @@ pub fn read_chain(
     for (index, sequence) in segments.iter().enumerate() {
         let last = index + 1 == segments.len();
         let path = segment::segment_path(wal_dir, writer, *sequence);
-        let bytes = read_file(&path)?;
+        let bytes = load_segment(&path, options.writer_locked)?;
         end = read_segment(&path, &bytes, writer, *sequence, last, options, visit)?;
         if let ChainEnd::Sealed { seal, .. } = &end
             && seal.final_segment
@@ -308,7 +313,9 @@ fn read_segment(
     options: ReadOptions,
     visit: &mut dyn FnMut(Event),
 ) -> Result<ChainEnd> {
-    let salvage = options.salvage && !(last && !ends_with_seal(bytes));
+    // The open tail of a chain is never salvaged: an invalid record there is where the log ends.
+    let sealed = !last || ends_with_seal(bytes);
+    let salvage = options.salvage && sealed;
     let scan = match scan_segment(bytes, HEADER_BYTES, salvage, &mut |_, event| visit(event)) {
         Ok(scan) => scan,
         Err(_) if last && never_written(bytes) => {
@@ -368,6 +375,59 @@ fn never_written(bytes: &[u8]) -> bool {
         .unwrap_or_default()
         .iter()
         .all(|b| *b == 0)
+}
+
+/// The bytes of a segment file: mapped or copied (see the module doc for when each is safe).
+pub enum SegmentBytes {
+    /// Read into memory.
+    Owned(Vec<u8>),
+    /// Mapped read-only.
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for SegmentBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            SegmentBytes::Owned(bytes) => bytes,
+            SegmentBytes::Mapped(map) => map,
+        }
+    }
+}
+
+/// Loads a segment, mapping it when that is safe: the caller holds the writer's lock
+/// (`locked`), or the file ends with a valid seal (sealed and trimmed: never changed again).
+pub fn load_segment(path: &Path, locked: bool) -> Result<SegmentBytes> {
+    let file = File::open(path).map_err(|error| Error::io("open", path, error))?;
+    let len = file
+        .metadata()
+        .map_err(|error| Error::io("stat", path, error))?
+        .len();
+    let mut trailer = [0u8; SEAL_RECORD_BYTES];
+    let final_and_trimmed = len >= (HEADER_BYTES + SEAL_RECORD_BYTES) as u64
+        && file
+            .read_exact_at(&mut trailer, len - SEAL_RECORD_BYTES as u64)
+            .is_ok()
+        && matches!(
+            decode_frame(&trailer),
+            Ok(Frame::Record { record_type: RecordType::Seal, payload, .. })
+                if Seal::decode(payload).is_ok()
+        );
+    if (locked || final_and_trimmed) && len > 0 {
+        // SAFETY: the file cannot shrink while mapped: it is either sealed and trimmed, which
+        // nothing ever changes again, or its writer's lock is held by the caller. Deletion
+        // (compaction) does not invalidate a map.
+        let map = unsafe { memmap2::Mmap::map(&file) };
+        if let Ok(map) = map {
+            return Ok(SegmentBytes::Mapped(map));
+        }
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    (&file)
+        .read_to_end(&mut bytes)
+        .map_err(|error| Error::io("read", path, error))?;
+    Ok(SegmentBytes::Owned(bytes))
 }
 
 /// Reads a whole file.

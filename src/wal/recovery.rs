@@ -9,6 +9,7 @@
 //!   is overwritten: it was never acknowledged), and is trimmed and synced;
 //! - a sealed segment that was not trimmed is trimmed;
 //! - then the lock file is removed.
+//!
 //! Sealed segments are not re-read here; the full read that follows checks every CRC.
 
 use std::fs::{File, OpenOptions};
@@ -103,7 +104,10 @@ pub fn recover(wal_dir: &Path, storage: &dyn Storage) -> Result<RecoveryReport> 
             }
             Liveness::Dead(lock) => Some(lock),
         };
-        if let Some(action) = repair_last_segment(wal_dir, writer, &files.segments, storage)? {
+        let locked = lock.is_some();
+        if let Some(action) =
+            repair_last_segment(wal_dir, writer, &files.segments, locked, storage)?
+        {
             report.repaired.push(action);
         }
         if let Some(lock) = lock {
@@ -131,6 +135,7 @@ fn repair_last_segment(
     wal_dir: &Path,
     writer: WriterId,
     segments: &[crate::ids::SegmentSequence],
+    locked: bool,
     storage: &dyn Storage,
 ) -> Result<Option<Repair>> {
     let Some(last) = segments.last() else {
@@ -140,7 +145,10 @@ fn repair_last_segment(
         wal_dir,
         writer,
         std::slice::from_ref(last),
-        ReadOptions::default(),
+        ReadOptions {
+            salvage: false,
+            writer_locked: locked,
+        },
         &mut |_| {},
     )?;
     let (path, action) = match end {

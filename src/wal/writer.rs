@@ -245,6 +245,15 @@ impl Writer {
         self.close_inner()
     }
 
+    /// Simulates this process dying: releases the lock without sealing, syncing or removing
+    /// the lock file. What was appended stays in the page cache, as after kill -9. For tests and
+    /// crash drills.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        self.active = None;
+        self.lock_file = None;
+    }
+
     fn close_inner(&mut self) -> Result<()> {
         self.check_usable()?;
         self.stream = None;
