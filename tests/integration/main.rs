@@ -1,0 +1,17 @@
+//! The one integration-test binary (one binary links once; see ripgrep's `tests/`).
+//!
+//! Randomized tests print their seed; set `RUNLOG_SEED=<seed>` to replay one. proptest cases
+//! persist failing seeds under `proptest-regressions/` and replay them first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod util;
+
+mod wal_concurrency;
+mod wal_corruption;
+mod wal_exhaustive;
+mod wal_faults;
+mod wal_multiprocess;
+mod wal_recovery;
+mod wal_roundtrip;
+mod wal_tail;

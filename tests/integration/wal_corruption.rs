@@ -1,0 +1,454 @@
+//! A named table of corruption cases, each run against the read-only reader and against
+//! open-with-recovery, for a crashed writer's open segment and for a sealed one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use runlog::io::OsStorage;
+use runlog::wal::reader::scan_segment;
+use runlog::wal::segment::HEADER_BYTES;
+use runlog::wal::{Event, Log, ReadOptions, Writer, WriterOptions, read_dir};
+use runlog::{CorruptionKind, Error, ExperimentId, RunId};
+
+use crate::util::{Store, small_options};
+
+/// One record of the pristine fixture: where it starts and the events it decodes to.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub offset: usize,
+    pub end: usize,
+    pub events: Vec<Event>,
+}
+
+pub struct Fixture {
+    pub store: Store,
+    pub segment: PathBuf,
+    pub records: Vec<Record>,
+}
+
+/// A small segment holding every kind of record: events, a key definition, a stream, a
+/// compressed and an uncompressed columns batch. `sealed`: closed cleanly; otherwise the
+/// writer "crashes" after a flush, leaving an open segment and its lock file.
+pub fn fixture(sealed: bool) -> Fixture {
+    let store = Store::new();
+    let mut writer = Writer::create(
+        &store.wal(),
+        Arc::new(OsStorage),
+        WriterOptions {
+            segment_bytes: 8 * 1024,
+            sync_every_append: false,
+        },
+    )
+    .unwrap();
+    let run = RunId(0xfeed);
+    writer
+        .append(&Event::ExperimentCreated {
+            experiment: ExperimentId(3),
+            time_ms: 1_700_000_000_000,
+            name: "mnist".into(),
+        })
+        .unwrap();
+    writer
+        .append(&Event::RunCreated {
+            run,
+            time_ms: 1_700_000_000_001,
+            experiment: ExperimentId(3),
+            parent: None,
+            name: "r1".into(),
+        })
+        .unwrap();
+    for step in 0..5 {
+        writer
+            .log_point(
+                run,
+                "loss",
+                step,
+                1_700_000_000_010 + step,
+                1.0 / (step + 1) as f64,
+            )
+            .unwrap();
+    }
+    let steps: Vec<i64> = (0..60).collect();
+    let timestamps: Vec<i64> = steps.iter().map(|s| 1_700_000_001_000 + s).collect();
+    let values: Vec<f64> = steps.iter().map(|s| f64::from(*s as f32 * 0.5)).collect();
+    writer
+        .log_columns(run, "acc", &steps, &timestamps, &values)
+        .unwrap();
+    writer
+        .append(&Event::TagSet {
+            run,
+            time_ms: 5,
+            key: "model".into(),
+            value: "resnet".into(),
+        })
+        .unwrap();
+    writer
+        .log_columns(run, "lr", &[1, 2], &[10, 20], &[0.1, 0.2])
+        .unwrap();
+    for step in 5..8 {
+        writer
+            .log_point(
+                run,
+                "loss",
+                step,
+                1_700_000_000_010 + step,
+                0.1 * step as f64,
+            )
+            .unwrap();
+    }
+    writer
+        .append(&Event::ParamLogged {
+            run,
+            time_ms: 6,
+            key: "lr".into(),
+            value: "0.1".into(),
+        })
+        .unwrap();
+    if sealed {
+        writer.close().unwrap();
+    } else {
+        writer.flush().unwrap();
+        writer.abandon();
+    }
+    let segment = crate::util::only_segment(&store.wal());
+    let bytes = std::fs::read(&segment).unwrap();
+    let mut records: Vec<Record> = Vec::new();
+    let scan = scan_segment(&bytes, HEADER_BYTES, false, &mut |offset, event| {
+        let offset = offset as usize;
+        match records.last_mut() {
+            Some(last) if last.offset == offset => last.events.push(event),
+            _ => records.push(Record {
+                offset,
+                end: 0,
+                events: vec![event],
+            }),
+        }
+    })
+    .unwrap();
+    let ends: Vec<usize> = records
+        .iter()
+        .skip(1)
+        .map(|r| r.offset)
+        .chain(std::iter::once(scan.end_offset as usize))
+        .collect();
+    for (record, end) in records.iter_mut().zip(ends) {
+        record.end = end;
+    }
+    assert!(records.len() >= 9, "fixture has {} records", records.len());
+    Fixture {
+        store,
+        segment,
+        records,
+    }
+}
+
+impl Fixture {
+    pub fn prefix(&self, records: usize) -> Vec<Event> {
+        self.records[..records]
+            .iter()
+            .flat_map(|r| r.events.clone())
+            .collect()
+    }
+
+    pub fn all(&self) -> Vec<Event> {
+        self.prefix(self.records.len())
+    }
+}
+
+/// Events a read-only reader returns, or its error.
+pub fn read_events(wal: &Path, salvage: bool) -> runlog::Result<Vec<Event>> {
+    let mut events = Vec::new();
+    read_dir(
+        wal,
+        ReadOptions {
+            salvage,
+            writer_locked: false,
+        },
+        &mut |_, event| events.push(event),
+    )?;
+    Ok(events)
+}
+
+#[derive(Debug)]
+enum Expect {
+    /// The first N records, and nothing else.
+    Prefix(usize),
+    /// A hard error at this offset whose kind satisfies the check.
+    Error {
+        offset: usize,
+        kind: fn(&CorruptionKind) -> bool,
+    },
+}
+
+struct Case {
+    name: &'static str,
+    sealed: bool,
+    corrupt: fn(&Fixture, &mut Vec<u8>),
+    expect: fn(&Fixture) -> Expect,
+}
+
+fn middle(f: &Fixture) -> &Record {
+    &f.records[f.records.len() / 2]
+}
+
+fn last(f: &Fixture) -> &Record {
+    f.records.last().unwrap()
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "torn_last_record",
+        sealed: false,
+        corrupt: |f, bytes| {
+            let r = last(f);
+            let half = r.offset + (r.end - r.offset) / 2;
+            bytes[half..r.end].fill(0);
+        },
+        expect: |f| Expect::Prefix(f.records.len() - 1),
+    },
+    Case {
+        name: "torn_last_record_of_sealed_segment_trailer_gone",
+        sealed: true,
+        corrupt: |f, bytes| {
+            let r = last(f);
+            bytes.truncate(r.offset + (r.end - r.offset) / 2);
+        },
+        expect: |f| Expect::Prefix(f.records.len() - 1),
+    },
+    Case {
+        name: "truncated_header",
+        sealed: true,
+        corrupt: |_, bytes| bytes.truncate(HEADER_BYTES / 2),
+        // Only segment of the chain, nothing after the cut: a creation cut short, holding nothing.
+        expect: |_| Expect::Prefix(0),
+    },
+    Case {
+        name: "truncated_header_with_data_after",
+        sealed: false,
+        corrupt: |_, bytes| bytes[HEADER_BYTES / 2..HEADER_BYTES].fill(0),
+        expect: |_| Expect::Error {
+            offset: 0,
+            kind: |k| {
+                matches!(
+                    k,
+                    CorruptionKind::ChecksumMismatch {
+                        what: "segment header",
+                        ..
+                    }
+                )
+            },
+        },
+    },
+    Case {
+        name: "bad_crc_in_open_segment",
+        sealed: false,
+        corrupt: |f, bytes| bytes[middle(f).end - 1] ^= 0x40,
+        expect: |f| Expect::Prefix(f.records.len() / 2),
+    },
+    Case {
+        name: "bad_crc_in_sealed_segment",
+        sealed: true,
+        corrupt: |f, bytes| bytes[middle(f).end - 1] ^= 0x40,
+        expect: |f| Expect::Error {
+            offset: middle(f).offset,
+            kind: |k| matches!(k, CorruptionKind::ChecksumMismatch { .. }),
+        },
+    },
+    Case {
+        name: "zeroed_tail",
+        sealed: false,
+        corrupt: |f, bytes| {
+            let from = f.records[3].offset;
+            bytes[from..].fill(0);
+        },
+        expect: |_| Expect::Prefix(3),
+    },
+    Case {
+        name: "garbage_after_valid_tail",
+        sealed: false,
+        corrupt: |f, bytes| {
+            let from = last(f).end;
+            for (i, byte) in bytes[from..from + 200].iter_mut().enumerate() {
+                *byte = (i as u8).wrapping_mul(37).wrapping_add(11) | 1;
+            }
+        },
+        expect: |f| Expect::Prefix(f.records.len()),
+    },
+    Case {
+        name: "length_past_segment_end",
+        sealed: false,
+        corrupt: |f, bytes| {
+            let at = last(f).offset;
+            bytes[at..at + 4].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+        },
+        expect: |f| Expect::Prefix(f.records.len() - 1),
+    },
+    Case {
+        name: "length_past_segment_end_sealed",
+        sealed: true,
+        corrupt: |f, bytes| {
+            let at = middle(f).offset;
+            bytes[at..at + 4].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+        },
+        expect: |f| Expect::Error {
+            offset: middle(f).offset,
+            kind: |k| matches!(k, CorruptionKind::LengthPastEnd { .. }),
+        },
+    },
+    Case {
+        name: "bad_magic",
+        sealed: true,
+        corrupt: |_, bytes| bytes[0] = b'X',
+        expect: |_| Expect::Error {
+            offset: 0,
+            kind: |k| matches!(k, CorruptionKind::BadMagic { .. }),
+        },
+    },
+    Case {
+        name: "future_format_version",
+        sealed: true,
+        corrupt: |_, bytes| {
+            bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+            let crc = crc32fast::hash(&bytes[..60]);
+            bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        },
+        expect: |_| Expect::Error {
+            offset: 0,
+            kind: |k| {
+                matches!(
+                    k,
+                    CorruptionKind::UnsupportedVersion {
+                        found: 2,
+                        supported: 1
+                    }
+                )
+            },
+        },
+    },
+];
+
+fn check(case: &Case, outcome: runlog::Result<Vec<Event>>, fixture: &Fixture, reader: &str) {
+    match ((case.expect)(fixture), outcome) {
+        (Expect::Prefix(n), Ok(events)) => {
+            assert_eq!(
+                events,
+                fixture.prefix(n),
+                "{}: {reader} returned the wrong prefix",
+                case.name
+            );
+        }
+        (Expect::Error { offset, kind }, Err(Error::Corrupt(corruption))) => {
+            assert_eq!(
+                corruption.path, fixture.segment,
+                "{}: {reader} names the wrong file",
+                case.name
+            );
+            assert_eq!(
+                corruption.offset, offset as u64,
+                "{}: {reader}: {corruption}",
+                case.name
+            );
+            assert!(
+                kind(&corruption.kind),
+                "{}: {reader}: unexpected kind {:?}",
+                case.name,
+                corruption.kind
+            );
+        }
+        (expect, outcome) => panic!(
+            "{}: {reader}: expected {expect:?}, got {outcome:?}",
+            case.name
+        ),
+    }
+}
+
+#[test]
+fn corruption_table() {
+    for case in CASES {
+        let fixture = fixture(case.sealed);
+        let mut bytes = std::fs::read(&fixture.segment).unwrap();
+        (case.corrupt)(&fixture, &mut bytes);
+        std::fs::write(&fixture.segment, &bytes).unwrap();
+
+        check(
+            case,
+            read_events(&fixture.store.wal(), false),
+            &fixture,
+            "read-only reader",
+        );
+        // Recovery must not change what a reader sees, and must not fail where reading succeeds.
+        let opened = Log::open(fixture.store.wal(), small_options());
+        match (case.expect)(&fixture) {
+            Expect::Prefix(_) => {
+                let (log, _) = opened.unwrap_or_else(|e| panic!("{}: open failed: {e}", case.name));
+                drop(log);
+                check(
+                    case,
+                    read_events(&fixture.store.wal(), false),
+                    &fixture,
+                    "reader after recovery",
+                );
+            }
+            Expect::Error { .. } => {
+                if let Ok((log, _)) = opened {
+                    drop(log);
+                }
+                check(
+                    case,
+                    read_events(&fixture.store.wal(), false),
+                    &fixture,
+                    "reader after open",
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn salvage_mode_skips_a_corrupt_record_in_a_sealed_segment() {
+    let fixture = fixture(true);
+    let mut bytes = std::fs::read(&fixture.segment).unwrap();
+    let victim = middle(&fixture).clone();
+    bytes[victim.end - 1] ^= 0x40;
+    std::fs::write(&fixture.segment, &bytes).unwrap();
+    assert!(read_events(&fixture.store.wal(), false).is_err());
+    let salvaged = read_events(&fixture.store.wal(), true).unwrap();
+    let expected: Vec<Event> = fixture
+        .records
+        .iter()
+        .filter(|r| r.offset != victim.offset)
+        .flat_map(|r| r.events.clone())
+        .collect();
+    assert_eq!(salvaged, expected);
+}
+
+#[test]
+fn a_gap_in_a_writers_chain_is_reported() {
+    let store = Store::new();
+    let mut writer = Writer::create(
+        &store.wal(),
+        Arc::new(OsStorage),
+        WriterOptions {
+            segment_bytes: 4096,
+            sync_every_append: false,
+        },
+    )
+    .unwrap();
+    for step in 0..2000 {
+        writer.log_point(RunId(1), "loss", step, step, 0.5).unwrap();
+    }
+    writer.close().unwrap();
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(store.wal())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3);
+    std::fs::remove_file(&segments[1]).unwrap();
+    let error = read_events(&store.wal(), false).unwrap_err();
+    assert!(
+        matches!(&error, Error::Corrupt(c) if matches!(c.kind, CorruptionKind::MissingSegment { sequence: 1, .. })),
+        "{error}"
+    );
+}

@@ -1,0 +1,201 @@
+//! Recovery at open: dead writers are sealed, live ones left alone, cut-short creations removed.
+
+use std::sync::Arc;
+
+use runlog::io::OsStorage;
+use runlog::wal::{Event, Log, RepairAction, Writer, WriterOptions};
+use runlog::{ExperimentId, RunId};
+
+use crate::util::{Store, read, small_options};
+
+fn log_steps(log: &Log, run: RunId, steps: std::ops::Range<i64>) {
+    for step in steps {
+        log.log_point(
+            run,
+            "loss",
+            step,
+            1_700_000_000_000 + step,
+            step as f64 * 0.25,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_crashed_writer_is_sealed_on_open_and_keeps_every_acknowledged_point() {
+    let store = Store::new();
+    let (log, report) = Log::open(store.wal(), small_options()).unwrap();
+    assert!(report.repaired.is_empty());
+    log.append(&Event::ExperimentCreated {
+        experiment: ExperimentId(1),
+        time_ms: 1,
+        name: "e".into(),
+    })
+    .unwrap();
+    log_steps(&log, RunId(1), 0..5_000);
+    log.abandon(); // as kill -9: no seal, no sync, lock released
+
+    let (log, report) = Log::open(store.wal(), small_options()).unwrap();
+    assert_eq!(report.repaired.len(), 1, "{report:?}");
+    assert!(
+        matches!(
+            report.repaired[0].action,
+            RepairAction::Sealed { torn: None, .. }
+        ),
+        "{report:?}"
+    );
+    let contents = read(&store.wal()).unwrap();
+    let steps: Vec<i64> = contents
+        .points_of(RunId(1))
+        .iter()
+        .map(|p| p.step)
+        .collect();
+    assert_eq!(steps, (0..5_000).collect::<Vec<_>>());
+    assert_eq!(contents.events.len(), 1);
+
+    // Logging goes on in a new writer; a second open has nothing to repair.
+    log_steps(&log, RunId(1), 5_000..6_000);
+    log.close().unwrap();
+    let (_log, report) = Log::open(store.wal(), small_options()).unwrap();
+    assert!(report.repaired.is_empty(), "{report:?}");
+    let steps: Vec<i64> = read(&store.wal())
+        .unwrap()
+        .points_of(RunId(1))
+        .iter()
+        .map(|p| p.step)
+        .collect();
+    assert_eq!(steps, (0..6_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_live_writer_is_left_alone_and_its_data_is_visible_without_a_flush() {
+    let store = Store::new();
+    let (writing, _) = Log::open(store.wal(), small_options()).unwrap();
+    log_steps(&writing, RunId(9), 0..100);
+    let (_second, report) = Log::open(store.wal(), small_options()).unwrap();
+    assert_eq!(report.live_writers, 1, "{report:?}");
+    assert!(report.repaired.is_empty());
+    assert_eq!(read(&store.wal()).unwrap().points_of(RunId(9)).len(), 100);
+    log_steps(&writing, RunId(9), 100..200);
+    assert_eq!(read(&store.wal()).unwrap().points_of(RunId(9)).len(), 200);
+}
+
+#[test]
+fn a_segment_whose_creation_was_cut_short_is_removed() {
+    let store = Store::new();
+    let mut writer = Writer::create(
+        &store.wal(),
+        Arc::new(OsStorage),
+        WriterOptions {
+            segment_bytes: 4096,
+            sync_every_append: false,
+        },
+    )
+    .unwrap();
+    writer.log_point(RunId(1), "loss", 0, 0, 1.0).unwrap();
+    let id = writer.id();
+    writer.flush().unwrap();
+    writer.abandon();
+    // The next segment exists with its blocks but no header yet.
+    let unborn = store.wal().join(format!("{id}-0000000001.wal"));
+    std::fs::write(&unborn, vec![0u8; 4096]).unwrap();
+    // Recovery looks at the last segment first: the unborn one goes, then segment 0 is the
+    // open tail and gets sealed.
+    let (_log, report) = Log::open(store.wal(), small_options()).unwrap();
+    assert!(!unborn.exists(), "{report:?}");
+    assert_eq!(read(&store.wal()).unwrap().points.len(), 1);
+}
+
+#[test]
+fn a_sealed_segment_left_untrimmed_is_trimmed() {
+    let store = Store::new();
+    let mut writer = Writer::create(
+        &store.wal(),
+        Arc::new(OsStorage),
+        WriterOptions {
+            segment_bytes: 4096,
+            sync_every_append: false,
+        },
+    )
+    .unwrap();
+    writer.log_point(RunId(1), "loss", 0, 0, 1.0).unwrap();
+    writer.close().unwrap();
+    let segment = crate::util::only_segment(&store.wal());
+    let sealed_len = std::fs::metadata(&segment).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(4096).unwrap();
+    drop(file);
+    let (_log, report) = Log::open(store.wal(), small_options()).unwrap();
+    assert!(
+        matches!(report.repaired[0].action, RepairAction::Trimmed),
+        "{report:?}"
+    );
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), sealed_len);
+    assert_eq!(read(&store.wal()).unwrap().points.len(), 1);
+}
+
+#[test]
+fn a_closed_writer_is_recognized_without_its_lock_file() {
+    let store = Store::new();
+    let (log, _) = Log::open(store.wal(), small_options()).unwrap();
+    log_steps(&log, RunId(1), 0..10);
+    log.close().unwrap();
+    let locks = std::fs::read_dir(store.wal())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "lock")
+        })
+        .count();
+    assert_eq!(locks, 0);
+    let (_log, report) = Log::open(store.wal(), small_options()).unwrap();
+    assert_eq!(report.closed_writers, 1);
+    assert!(report.repaired.is_empty());
+}
+
+#[test]
+fn rotation_keeps_order_across_many_segments() {
+    let store = Store::new();
+    let (log, _) = Log::open(store.wal(), small_options()).unwrap();
+    for step in 0..20_000 {
+        log.log_point(RunId(1), "a", step, step, step as f64)
+            .unwrap();
+        if step % 1000 == 0 {
+            log.append(&Event::TagSet {
+                run: RunId(1),
+                time_ms: step,
+                key: "k".into(),
+                value: step.to_string(),
+            })
+            .unwrap();
+            log.log_columns(RunId(2), "b", &[step, step + 1], &[0, 0], &[1.0, 2.0])
+                .unwrap();
+        }
+    }
+    let stats = log.stats();
+    assert!(stats.segments > 5, "{stats:?}");
+    log.close().unwrap();
+    let contents = read(&store.wal()).unwrap();
+    let steps: Vec<i64> = contents
+        .points_of(RunId(1))
+        .iter()
+        .map(|p| p.step)
+        .collect();
+    assert_eq!(steps, (0..20_000).collect::<Vec<_>>());
+    assert_eq!(contents.points_of(RunId(2)).len(), 40);
+    let tags: Vec<i64> = contents
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::TagSet { time_ms, .. } => Some(*time_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tags, (0..20).map(|i| i * 1000).collect::<Vec<_>>());
+}
