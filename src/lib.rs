@@ -48,6 +48,11 @@
 //! # }
 //! ```
 
+/// The README's examples, compiled and run as doctests so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod error;
 mod ids;
 pub mod io;
