@@ -10,13 +10,22 @@ use runlog::{ExperimentId, RunId};
 
 fn main() -> runlog::Result<()> {
     let temporary = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
-    let dir = std::env::args().nth(1).map_or_else(|| temporary.path().to_path_buf(), Into::into);
+    let dir = std::env::args()
+        .nth(1)
+        .map_or_else(|| temporary.path().to_path_buf(), Into::into);
     let wal = dir.join("wal");
-    let options = LogOptions { durability: Durability::Buffered, ..LogOptions::default() };
+    let options = LogOptions {
+        durability: Durability::Buffered,
+        ..LogOptions::default()
+    };
 
     let (log, _) = Log::open(&wal, options.clone())?;
     let experiment = ExperimentId(1);
-    log.append(&Event::ExperimentCreated { experiment, time_ms: now(), name: "sweep".into() })?;
+    log.append(&Event::ExperimentCreated {
+        experiment,
+        time_ms: now(),
+        name: "sweep".into(),
+    })?;
     let runs = 8u128;
     let steps = 50_000i64;
     let keys = ["train/loss", "train/acc", "lr", "grad_norm"];
@@ -80,7 +89,10 @@ fn main() -> runlog::Result<()> {
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
-    println!("log size {bytes} bytes: {:.2} bytes/point", bytes as f64 / read_points as f64);
+    println!(
+        "log size {bytes} bytes: {:.2} bytes/point",
+        bytes as f64 / read_points as f64
+    );
     log.close()
 }
 
