@@ -78,6 +78,8 @@ pub struct WriterSummary {
     pub writer: WriterId,
     /// How its chain ends.
     pub end: ChainEnd,
+    /// Records skipped in salvage mode.
+    pub salvaged: Vec<crate::error::Corruption>,
 }
 
 static NEXT_LANE_HINT: AtomicUsize = AtomicUsize::new(0);
@@ -111,7 +113,7 @@ impl Log {
         } else {
             std::fs::create_dir_all(&wal_dir)
                 .map_err(|e| Error::io("create directory", wal_dir.clone(), e))?;
-            recovery::recover(&wal_dir, options.storage.as_ref())?
+            recovery::recover(&wal_dir, options.storage.as_ref(), options.salvage)?
         };
         let lanes = (0..options.lanes).map(|_| Mutex::new(None)).collect();
         let interval = match options.durability {
@@ -271,10 +273,14 @@ pub fn read_dir(
 ) -> Result<Vec<WriterSummary>> {
     let mut summaries = Vec::new();
     for (writer, files) in reader::list_writers(wal_dir)? {
-        let end = reader::read_chain(wal_dir, writer, &files.segments, options, &mut |event| {
+        let read = reader::read_chain(wal_dir, writer, &files.segments, options, &mut |event| {
             visit(writer, event)
         })?;
-        summaries.push(WriterSummary { writer, end });
+        summaries.push(WriterSummary {
+            writer,
+            end: read.end,
+            salvaged: read.salvaged,
+        });
     }
     Ok(summaries)
 }

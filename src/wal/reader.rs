@@ -153,6 +153,7 @@ fn decode_item(
             ops_count,
             ops_crc,
             ops_area,
+            ..
         } => {
             let ops = decode_stream(ops_area, ops_count, ops_crc)?;
             for batch in ops.batches {
@@ -274,7 +275,7 @@ pub fn read_chain(
     segments: &[SegmentSequence],
     options: ReadOptions,
     visit: &mut dyn FnMut(Event),
-) -> Result<ChainEnd> {
+) -> Result<ChainRead> {
     for pair in segments.windows(2) {
         if pair[1].0 != pair[0].0 + 1 {
             let path = segment::segment_path(wal_dir, writer, pair[1]);
@@ -289,11 +290,19 @@ pub fn read_chain(
         }
     }
     let mut end = ChainEnd::Empty;
+    let mut salvaged = Vec::new();
     for (index, sequence) in segments.iter().enumerate() {
         let last = index + 1 == segments.len();
         let path = segment::segment_path(wal_dir, writer, *sequence);
         let bytes = load_segment(&path, options.writer_locked)?;
-        end = read_segment(&path, &bytes, writer, *sequence, last, options, visit)?;
+        let segment = SegmentRef {
+            path: &path,
+            bytes: &bytes,
+            writer,
+            sequence: *sequence,
+            last,
+        };
+        end = read_segment(segment, options, &mut salvaged, visit)?;
         if let ChainEnd::Sealed { seal, .. } = &end
             && seal.final_segment
             && !last
@@ -301,18 +310,39 @@ pub fn read_chain(
             return Err(corrupt(path, 0, CorruptionKind::AfterSeal));
         }
     }
-    Ok(end)
+    Ok(ChainRead { end, salvaged })
 }
 
-fn read_segment(
-    path: &Path,
-    bytes: &[u8],
+/// What reading a writer's chain found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainRead {
+    /// Where the chain ends.
+    pub end: ChainEnd,
+    /// Records skipped in salvage mode, each with where it was and what was wrong.
+    pub salvaged: Vec<Corruption>,
+}
+
+struct SegmentRef<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
     writer: WriterId,
     sequence: SegmentSequence,
     last: bool,
+}
+
+fn read_segment(
+    segment: SegmentRef<'_>,
     options: ReadOptions,
+    salvaged: &mut Vec<Corruption>,
     visit: &mut dyn FnMut(Event),
 ) -> Result<ChainEnd> {
+    let SegmentRef {
+        path,
+        bytes,
+        writer,
+        sequence,
+        last,
+    } = segment;
     // The open tail of a chain is never salvaged: an invalid record there is where the log ends.
     let sealed = !last || ends_with_seal(bytes);
     let salvage = options.salvage && sealed;
@@ -325,6 +355,11 @@ fn read_segment(
         }
         Err((offset, kind)) => return Err(corrupt(path.to_path_buf(), offset, kind)),
     };
+    salvaged.extend(scan.salvaged.iter().map(|(offset, kind)| Corruption {
+        path: path.to_path_buf(),
+        offset: *offset,
+        kind: kind.clone(),
+    }));
     if scan.header.writer != writer || scan.header.sequence != sequence {
         return Err(corrupt(
             path.to_path_buf(),
@@ -346,7 +381,7 @@ fn read_segment(
         SegmentEnd::Invalid(kind) if !last || ends_with_seal(bytes) => {
             Err(corrupt(path.to_path_buf(), scan.end_offset, kind))
         }
-        SegmentEnd::Unwritten if !last => Err(corrupt(
+        SegmentEnd::Unwritten if !last || ends_with_seal(bytes) => Err(corrupt(
             path.to_path_buf(),
             scan.end_offset,
             CorruptionKind::MalformedPayload(
@@ -404,17 +439,7 @@ pub fn load_segment(path: &Path, locked: bool) -> Result<SegmentBytes> {
         .metadata()
         .map_err(|error| Error::io("stat", path, error))?
         .len();
-    let mut trailer = [0u8; SEAL_RECORD_BYTES];
-    let final_and_trimmed = len >= (HEADER_BYTES + SEAL_RECORD_BYTES) as u64
-        && file
-            .read_exact_at(&mut trailer, len - SEAL_RECORD_BYTES as u64)
-            .is_ok()
-        && matches!(
-            decode_frame(&trailer),
-            Ok(Frame::Record { record_type: RecordType::Seal, payload, .. })
-                if Seal::decode(payload).is_ok()
-        );
-    if (locked || final_and_trimmed) && len > 0 {
+    if (locked || is_final_and_trimmed(&file, len)) && len > 0 {
         // SAFETY: the file cannot shrink while mapped: it is either sealed and trimmed, which
         // nothing ever changes again, or its writer's lock is held by the caller. Deletion
         // (compaction) does not invalidate a map.
@@ -430,25 +455,27 @@ pub fn load_segment(path: &Path, locked: bool) -> Result<SegmentBytes> {
     Ok(SegmentBytes::Owned(bytes))
 }
 
-/// Reads a whole file.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let mut file = File::open(path).map_err(|error| Error::io("open", path, error))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|error| Error::io("read", path, error))?;
-    Ok(bytes)
+/// Whether `file` (of `len` bytes) ends with a valid seal record: sealed and trimmed, so
+/// nothing will ever change it again.
+pub fn is_final_and_trimmed(file: &File, len: u64) -> bool {
+    let mut trailer = [0u8; SEAL_RECORD_BYTES];
+    len >= (HEADER_BYTES + SEAL_RECORD_BYTES) as u64
+        && file
+            .read_exact_at(&mut trailer, len - SEAL_RECORD_BYTES as u64)
+            .is_ok()
+        && matches!(
+            decode_frame(&trailer),
+            Ok(Frame::Record { record_type: RecordType::Seal, payload, .. })
+                if Seal::decode(payload).is_ok()
+        )
 }
 
-/// Reads `file` from `offset` to its end.
-pub fn read_from(path: &Path, offset: u64) -> Result<Vec<u8>> {
+/// Reads `len` bytes at `offset` (fewer if the file is shorter).
+pub fn read_range(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(|error| Error::io("open", path, error))?;
-    let len = file
-        .metadata()
-        .map_err(|error| Error::io("stat", path, error))?
-        .len();
-    let mut bytes = vec![0u8; len.saturating_sub(offset) as usize];
+    let mut bytes = vec![0u8; len];
     let mut filled = 0;
-    while filled < bytes.len() {
+    while filled < len {
         match file.read_at(&mut bytes[filled..], offset + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -457,6 +484,15 @@ pub fn read_from(path: &Path, offset: u64) -> Result<Vec<u8>> {
         }
     }
     bytes.truncate(filled);
+    Ok(bytes)
+}
+
+/// Reads a whole file.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let mut file = File::open(path).map_err(|error| Error::io("open", path, error))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|error| Error::io("read", path, error))?;
     Ok(bytes)
 }
 

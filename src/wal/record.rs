@@ -10,13 +10,16 @@
 //!     10     n  payload
 //! ```
 //!
-//! A stream record (type [`RecordType::MetricStream`]) has `payload_bytes = 0` and is followed by
-//! a commit word and its ops, which the frame CRC does not cover because they grow in place:
+//! A stream record (type [`RecordType::MetricStream`]) has a payload of 0 to 7 zero bytes of
+//! padding, chosen by the writer so that the commit word after it starts at a file offset that
+//! is a multiple of 8 (so it is rewritten with one aligned atomic store). The commit word and
+//! the ops grow in place, so the frame CRC does not cover them:
 //!
 //! ```text
-//!     10     4  ops_count      u32 LE: ops committed so far
-//!     14     4  ops_crc        CRC-32 of the committed ops' bytes
-//!     18     m  ops            see `metric.rs`
+//!     10     p  padding        p = payload_bytes, 0..=7 zero bytes
+//!   10+p     4  ops_count      u32 LE: ops committed so far
+//!   14+p     4  ops_crc        CRC-32 of the committed ops' bytes
+//!   18+p     m  ops            see `metric.rs`
 //! ```
 //!
 //! Invariants: records are contiguous (no padding); a record type is never 0, so ten zero bytes
@@ -31,10 +34,12 @@ const FLAGS_OFFSET: usize = TYPE_OFFSET + 1;
 /// Size of a record frame; the payload starts here.
 pub const FRAME_BYTES: usize = FLAGS_OFFSET + 1;
 
-const OPS_COUNT_OFFSET: usize = FRAME_BYTES;
-const OPS_CRC_OFFSET: usize = OPS_COUNT_OFFSET + 4;
-/// Size of a stream record before its ops: frame plus commit word.
-pub const STREAM_HEADER_BYTES: usize = OPS_CRC_OFFSET + 4;
+/// Size of the commit word of a stream: `ops_count` u32 then `ops_crc` u32.
+pub const COMMIT_WORD_BYTES: usize = 8;
+/// The commit word's alignment in the file.
+pub const COMMIT_WORD_ALIGN: usize = 8;
+/// Largest stream header: frame, the most padding, commit word.
+pub const STREAM_HEADER_BYTES_MAX: usize = FRAME_BYTES + COMMIT_WORD_ALIGN - 1 + COMMIT_WORD_BYTES;
 
 /// Flag bit: the payload is an lz4 block (preceded by its decompressed size, u32 LE).
 pub const FLAG_COMPRESSED: u8 = 1;
@@ -45,7 +50,7 @@ pub const SEAL_PAYLOAD_BYTES: usize = 8 + 1;
 pub const SEAL_RECORD_BYTES: usize = FRAME_BYTES + SEAL_PAYLOAD_BYTES;
 
 const _: () = assert!(FRAME_BYTES == 10);
-const _: () = assert!(STREAM_HEADER_BYTES == 18);
+const _: () = assert!(STREAM_HEADER_BYTES_MAX == 25);
 
 macro_rules! record_types {
     ($($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
@@ -127,6 +132,8 @@ pub enum Frame<'a> {
     /// A stream record: the frame checked; the ops are validated by the caller against the
     /// commit word, because only the caller can decode them to find their length.
     Stream {
+        /// Padding bytes before the commit word.
+        padding: usize,
         /// Ops committed.
         ops_count: u32,
         /// CRC of the committed ops.
@@ -142,7 +149,7 @@ impl Frame<'_> {
         match self {
             Frame::End => 0,
             Frame::Record { payload, .. } => FRAME_BYTES + payload.len(),
-            Frame::Stream { .. } => STREAM_HEADER_BYTES,
+            Frame::Stream { padding, .. } => FRAME_BYTES + padding + COMMIT_WORD_BYTES,
         }
     }
 }
@@ -199,20 +206,23 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, CorruptionKind> {
             payload,
         });
     }
-    if payload_bytes != 0 {
+    if payload_bytes >= COMMIT_WORD_ALIGN || payload.iter().any(|b| *b != 0) {
         return Err(CorruptionKind::MalformedPayload(format!(
-            "stream frame has payload_bytes {payload_bytes}, must be 0"
+            "stream padding of {payload_bytes} bytes must be 0 to 7 zero bytes"
         )));
     }
-    let Some(ops_area) = bytes.get(STREAM_HEADER_BYTES..) else {
+    let commit_at = FRAME_BYTES + payload_bytes;
+    let ops_at = commit_at + COMMIT_WORD_BYTES;
+    let Some(ops_area) = bytes.get(ops_at..) else {
         return Err(CorruptionKind::LengthPastEnd {
-            length: STREAM_HEADER_BYTES as u64,
+            length: ops_at as u64,
             available: bytes.len() as u64,
         });
     };
     Ok(Frame::Stream {
-        ops_count: u32::from_le_bytes(word(bytes, OPS_COUNT_OFFSET)),
-        ops_crc: u32::from_le_bytes(word(bytes, OPS_CRC_OFFSET)),
+        padding: payload_bytes,
+        ops_count: u32::from_le_bytes(word(bytes, commit_at)),
+        ops_crc: u32::from_le_bytes(word(bytes, commit_at + 4)),
         ops_area,
     })
 }
@@ -240,8 +250,11 @@ pub fn encode_commit_word(ops_count: u32, ops_crc: u32) -> [u8; 8] {
     word
 }
 
-/// Offset of the commit word inside a stream record.
-pub const COMMIT_WORD_OFFSET: usize = OPS_COUNT_OFFSET;
+/// Padding a stream record starting at file offset `start` needs so that its commit word is
+/// aligned.
+pub fn stream_padding(start: usize) -> usize {
+    (COMMIT_WORD_ALIGN - (start + FRAME_BYTES) % COMMIT_WORD_ALIGN) % COMMIT_WORD_ALIGN
+}
 
 fn frame_crc(payload_bytes: &[u8], type_byte: u8, flags: u8, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
@@ -298,6 +311,33 @@ mod tests {
                 "flip of bit {bit} accepted"
             );
         }
+    }
+
+    #[test]
+    fn stream_padding_aligns_the_commit_word_and_must_be_zeros() {
+        for start in 0..64 {
+            assert_eq!(
+                (start + FRAME_BYTES + stream_padding(start)) % COMMIT_WORD_ALIGN,
+                0
+            );
+            assert!(stream_padding(start) < COMMIT_WORD_ALIGN);
+        }
+        let mut stream = vec![0u8; FRAME_BYTES + 3];
+        encode_frame(&mut stream, RecordType::MetricStream, 0);
+        stream.extend_from_slice(&[0u8; COMMIT_WORD_BYTES]);
+        assert!(matches!(
+            decode_frame(&stream),
+            Ok(Frame::Stream { padding: 3, .. })
+        ));
+        let mut nonzero = vec![0u8; FRAME_BYTES + 3];
+        nonzero[FRAME_BYTES + 1] = 1;
+        encode_frame(&mut nonzero, RecordType::MetricStream, 0);
+        nonzero.extend_from_slice(&[0u8; COMMIT_WORD_BYTES]);
+        assert!(decode_frame(&nonzero).is_err());
+        let mut too_long = vec![0u8; FRAME_BYTES + 8];
+        encode_frame(&mut too_long, RecordType::MetricStream, 0);
+        too_long.extend_from_slice(&[0u8; COMMIT_WORD_BYTES]);
+        assert!(decode_frame(&too_long).is_err());
     }
 
     #[test]

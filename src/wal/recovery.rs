@@ -1,9 +1,12 @@
 //! Recovery at open: find writers that died without closing and make their chains whole.
 //!
 //! A writer is live while it holds the OS lock on `wal/<id>.lock`. A lock file that can be
-//! locked belongs to a dead writer; no lock file means the writer closed (ids are never reused,
-//! and a writer creates its lock file before its first segment and removes it after its last
-//! seal). For each dead writer, under its lock:
+//! locked belongs to a dead writer. No lock file means the writer closed: ids are never reused,
+//! a writer creates its lock file before its first segment, and removes it only after sealing,
+//! trimming and syncing its last one, so a closed writer's chain needs nothing.
+//!
+//! Only dead writers are repaired, and only while holding their lock (checked to be on the file
+//! still at the lock path, not one another recovery just removed):
 //! - a last segment whose creation was cut short is removed;
 //! - a last segment without a seal gets one at the end of its valid records (a torn record there
 //!   is overwritten: it was never acknowledged), and is trimmed and synced;
@@ -22,6 +25,7 @@ use crate::wal::event::Seal;
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
 use crate::wal::record::{self, FRAME_BYTES, RecordType, SEAL_RECORD_BYTES};
 use crate::wal::segment;
+use crate::wal::writer;
 
 /// What recovery did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,6 +36,9 @@ pub struct RecoveryReport {
     pub closed_writers: usize,
     /// Dead writers whose chains were repaired.
     pub repaired: Vec<Repair>,
+    /// Dead writers left as they were because their last segment is corrupt (only in salvage
+    /// mode; otherwise that is an error).
+    pub unrepaired: Vec<crate::error::Corruption>,
 }
 
 /// One repaired writer.
@@ -83,14 +90,16 @@ pub fn probe(wal_dir: &Path, writer: WriterId) -> Result<Liveness> {
         Err(error) => return Err(Error::io("open lock file", path, error)),
     };
     match file.try_lock() {
-        Ok(()) => Ok(Liveness::Dead(file)),
+        Ok(()) if writer::same_file(&file, &path) => Ok(Liveness::Dead(file)),
+        // Another recovery removed it after we opened it: that writer is dealt with.
+        Ok(()) => Ok(Liveness::Closed),
         Err(std::fs::TryLockError::WouldBlock) => Ok(Liveness::Live),
         Err(std::fs::TryLockError::Error(error)) => Err(Error::io("lock", path, error)),
     }
 }
 
 /// Repairs every dead writer in `wal_dir`.
-pub fn recover(wal_dir: &Path, storage: &dyn Storage) -> Result<RecoveryReport> {
+pub fn recover(wal_dir: &Path, storage: &dyn Storage, salvage: bool) -> Result<RecoveryReport> {
     let mut report = RecoveryReport::default();
     for (writer, files) in reader::list_writers(wal_dir)? {
         let lock = match probe(wal_dir, writer)? {
@@ -100,32 +109,37 @@ pub fn recover(wal_dir: &Path, storage: &dyn Storage) -> Result<RecoveryReport> 
             }
             Liveness::Closed => {
                 report.closed_writers += 1;
-                None
+                continue;
             }
-            Liveness::Dead(lock) => Some(lock),
+            Liveness::Dead(lock) => lock,
         };
-        let locked = lock.is_some();
-        if let Some(action) =
-            repair_last_segment(wal_dir, writer, &files.segments, locked, storage)?
-        {
-            report.repaired.push(action);
-        }
-        if let Some(lock) = lock {
-            let path = segment::lock_path(wal_dir, writer);
-            storage
-                .remove(&path)
-                .map_err(|e| Error::io("remove lock file", path.clone(), e))?;
-            storage
-                .sync_dir(wal_dir)
-                .map_err(|e| Error::io("fsync", wal_dir, e))?;
-            drop(lock);
-            if files.segments.is_empty() {
-                report.repaired.push(Repair {
-                    writer,
-                    path,
-                    action: RepairAction::RemovedLockFile,
-                });
+        match repair_last_segment(wal_dir, writer, &files.segments, storage) {
+            Ok(Some(action)) => report.repaired.push(action),
+            Ok(None) => {}
+            Err(Error::Corrupt(corruption)) if salvage => {
+                // Leave the writer (and its lock file) as they are for a later look.
+                report.unrepaired.push(corruption);
+                continue;
             }
+            Err(error) => return Err(error),
+        }
+        let path = segment::lock_path(wal_dir, writer);
+        match storage.remove(&path) {
+            Ok(()) => {}
+            // Another process's recovery got there first.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(Error::io("remove lock file", path, error)),
+        }
+        storage
+            .sync_dir(wal_dir)
+            .map_err(|e| Error::io("fsync", wal_dir, e))?;
+        drop(lock);
+        if files.segments.is_empty() {
+            report.repaired.push(Repair {
+                writer,
+                path,
+                action: RepairAction::RemovedLockFile,
+            });
         }
     }
     Ok(report)
@@ -135,23 +149,22 @@ fn repair_last_segment(
     wal_dir: &Path,
     writer: WriterId,
     segments: &[crate::ids::SegmentSequence],
-    locked: bool,
     storage: &dyn Storage,
 ) -> Result<Option<Repair>> {
     let Some(last) = segments.last() else {
         return Ok(None);
     };
-    let end = reader::read_chain(
+    let read = reader::read_chain(
         wal_dir,
         writer,
         std::slice::from_ref(last),
         ReadOptions {
             salvage: false,
-            writer_locked: locked,
+            writer_locked: true,
         },
         &mut |_| {},
     )?;
-    let (path, action) = match end {
+    let (path, action) = match read.end {
         ChainEnd::Empty
         | ChainEnd::Sealed {
             untrimmed: false, ..

@@ -4,8 +4,11 @@
 //! Invariants:
 //! - The writer holds an exclusive OS lock on `wal/<id>.lock` for its whole life; the lock file
 //!   exists before the first segment is created and is removed only after the last is sealed.
-//! - A segment's header is synced before any record goes in, and `SEAL_RECORD_BYTES` of room
-//!   are always kept free so a seal always fits.
+//! - A segment's header is synced before any record goes in, and `SEAL_RECORD_BYTES` plus one
+//!   byte of room are always kept free: a seal always fits, and never ends exactly at the
+//!   preallocated end, so "the file ends with a seal" means "sealed and trimmed".
+//! - Every metadata record is decoded again before it is written: nothing is acknowledged that
+//!   a reader would reject.
 //! - Bytes below `durable` are on disk; nothing below it is ever rewritten. The only in-place
 //!   rewrite is the commit word of the open stream, which lies above `durable`: every flush closes
 //!   the stream first.
@@ -32,8 +35,8 @@ use crate::limits::{
 use crate::wal::event::{Event, Seal};
 use crate::wal::metric::{self, Columns, MetricBatch, STREAM_OP_BYTES_MAX, StreamEncoder};
 use crate::wal::record::{
-    self, COMMIT_WORD_OFFSET, FLAG_COMPRESSED, FRAME_BYTES, RecordType, SEAL_RECORD_BYTES,
-    STREAM_HEADER_BYTES,
+    self, COMMIT_WORD_BYTES, FLAG_COMPRESSED, FRAME_BYTES, RecordType, SEAL_RECORD_BYTES,
+    STREAM_HEADER_BYTES_MAX,
 };
 use crate::wal::segment::{self, HEADER_BYTES, SegmentHeader};
 
@@ -87,7 +90,8 @@ struct ActiveSegment {
 }
 
 struct OpenStream {
-    start: usize,
+    /// File offset of the commit word (a multiple of 8).
+    commit_at: usize,
     ops_count: u32,
     ops_bytes: usize,
     hasher: crc32fast::Hasher,
@@ -162,6 +166,7 @@ impl Writer {
         self.scratch.clear();
         self.scratch.resize(FRAME_BYTES, 0);
         event.encode_payload(&mut self.scratch);
+        self.check_decodes(event.record_type())?;
         self.write_scratch_record(event.record_type(), 0)?;
         self.after_append()
     }
@@ -301,7 +306,7 @@ impl Writer {
 
     /// Points per columns record such that the worst-case record fits an empty segment.
     fn chunk_points(&self) -> usize {
-        let room = self.options.segment_bytes as usize - HEADER_BYTES - SEAL_RECORD_BYTES;
+        let room = self.options.segment_bytes as usize - HEADER_BYTES - SEAL_RECORD_BYTES - 1;
         let per_point = MetricBatch::encoded_bytes_max(1);
         (room
             .min(RECORD_PAYLOAD_BYTES_MAX)
@@ -325,12 +330,7 @@ impl Writer {
         self.scratch.clear();
         self.scratch.resize(FRAME_BYTES, 0);
         event.encode_payload(&mut self.scratch);
-        if self.scratch.len() - FRAME_BYTES > RECORD_PAYLOAD_BYTES_MAX {
-            return Err(Error::InvalidInput(format!(
-                "metric key of {} bytes",
-                key.len()
-            )));
-        }
+        self.check_decodes(RecordType::MetricKeyDefined)?;
         self.write_scratch_record(RecordType::MetricKeyDefined, 0)?;
         // Only remember the key once its definition is in the log.
         self.keys
@@ -339,6 +339,26 @@ impl Writer {
             .by_name
             .insert(key.into(), key_id);
         Ok(key_id)
+    }
+
+    /// Checks that the payload in `self.scratch` decodes, so that nothing a reader would reject
+    /// (an over-long string, say) is ever acknowledged.
+    fn check_decodes(&self, record_type: RecordType) -> Result<()> {
+        let payload = &self.scratch[FRAME_BYTES..];
+        if payload.len() > RECORD_PAYLOAD_BYTES_MAX {
+            return Err(Error::InvalidInput(format!(
+                "a {record_type:?} record of {} bytes exceeds the {RECORD_PAYLOAD_BYTES_MAX}-byte \
+                 limit",
+                payload.len()
+            )));
+        }
+        Event::decode(record_type, 0, payload)
+            .map(drop)
+            .map_err(|kind| {
+                Error::InvalidInput(format!(
+                    "the {record_type:?} event cannot be stored: {kind}"
+                ))
+            })
     }
 
     fn write_columns(&mut self, run: RunId, columns: Columns<'_>) -> Result<()> {
@@ -362,7 +382,7 @@ impl Writer {
         self.stream = None;
         record::encode_frame(&mut self.scratch, record_type, flags);
         let len = self.scratch.len();
-        if len + HEADER_BYTES + SEAL_RECORD_BYTES > self.options.segment_bytes as usize {
+        if len + HEADER_BYTES + SEAL_RECORD_BYTES >= self.options.segment_bytes as usize {
             return Err(Error::InvalidInput(format!(
                 "a {len}-byte record does not fit a {}-byte segment",
                 self.options.segment_bytes
@@ -413,7 +433,7 @@ impl Writer {
             let point_len = encoder.point(key, step, timestamp_ms, value, &mut op);
             ops[len..len + point_len].copy_from_slice(&op[..point_len]);
             len += point_len;
-            if active.written + len + SEAL_RECORD_BYTES > active.map.len() {
+            if !fits(active, len) {
                 // Full: the next segment's fresh stream always has room (see open_stream).
                 self.stream = None;
                 self.rotate()?;
@@ -426,9 +446,7 @@ impl Writer {
             stream.ops_bytes += len;
             let word =
                 record::encode_commit_word(stream.ops_count, stream.hasher.clone().finalize());
-            let at = stream.start + COMMIT_WORD_OFFSET;
-            // The ops are in place before the commit word that makes them count.
-            active.map[at..at + word.len()].copy_from_slice(&word);
+            store_commit_word(&mut active.map, stream.commit_at, word);
             active.written += len;
             stream.encoder = encoder;
             stream.run = Some(run);
@@ -439,18 +457,24 @@ impl Writer {
 
     fn open_stream(&mut self) -> Result<()> {
         self.stream = None;
-        let needed = STREAM_HEADER_BYTES + 2 * STREAM_OP_BYTES_MAX;
+        let needed = STREAM_HEADER_BYTES_MAX + 2 * STREAM_OP_BYTES_MAX;
         let active = self.room_for(needed)?;
         let start = active.written;
-        let mut frame = [0u8; STREAM_HEADER_BYTES];
-        record::encode_frame(&mut frame[..FRAME_BYTES], RecordType::MetricStream, 0);
-        active.map[start..start + STREAM_HEADER_BYTES].copy_from_slice(&frame);
-        active.written += STREAM_HEADER_BYTES;
+        let padding = record::stream_padding(start);
+        let header_bytes = FRAME_BYTES + padding + COMMIT_WORD_BYTES;
+        let mut header = [0u8; STREAM_HEADER_BYTES_MAX];
+        record::encode_frame(
+            &mut header[..FRAME_BYTES + padding],
+            RecordType::MetricStream,
+            0,
+        );
+        active.map[start..start + header_bytes].copy_from_slice(&header[..header_bytes]);
+        active.written += header_bytes;
         active.records += 1;
         self.stats.records += 1;
-        self.stats.bytes += STREAM_HEADER_BYTES as u64;
+        self.stats.bytes += header_bytes as u64;
         self.stream = Some(OpenStream {
-            start,
+            commit_at: start + FRAME_BYTES + padding,
             ops_count: 0,
             ops_bytes: 0,
             hasher: crc32fast::Hasher::new(),
@@ -462,11 +486,7 @@ impl Writer {
 
     /// The active segment, rotated first if `len` bytes (plus the seal) do not fit.
     fn room_for(&mut self, len: usize) -> Result<&mut ActiveSegment> {
-        let fits = self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.written + len + SEAL_RECORD_BYTES <= a.map.len());
-        if !fits {
+        if !self.active.as_ref().is_some_and(|active| fits(active, len)) {
             self.rotate()?;
         }
         self.active
@@ -593,6 +613,33 @@ impl std::fmt::Debug for Writer {
     }
 }
 
+/// Whether `len` more bytes fit in `active` with room left for the seal and the spare byte.
+#[inline]
+fn fits(active: &ActiveSegment, len: usize) -> bool {
+    active.written + len + SEAL_RECORD_BYTES < active.map.len()
+}
+
+/// Rewrites a stream's commit word with one aligned 8-byte atomic store, so that no crash can
+/// leave a count from one append beside a CRC from another. The release ordering keeps the ops
+/// bytes, written before, from being reordered after it.
+#[inline]
+fn store_commit_word(map: &mut MmapMut, commit_at: usize, word: [u8; COMMIT_WORD_BYTES]) {
+    let slot = &mut map[commit_at..commit_at + COMMIT_WORD_BYTES];
+    let pointer = slot.as_mut_ptr().cast::<u64>();
+    debug_assert!(
+        pointer.is_aligned(),
+        "commit word at {commit_at} is not 8-byte aligned"
+    );
+    // SAFETY: `slot` is 8 bytes inside the map, which is page-aligned, at a file offset the
+    // writer made a multiple of 8 (`stream_padding`), so the pointer is aligned for u64; the
+    // exclusive borrow of the map means nothing else in this process accesses those bytes.
+    let atomic = unsafe { std::sync::atomic::AtomicU64::from_ptr(pointer) };
+    atomic.store(
+        u64::from_ne_bytes(word),
+        std::sync::atomic::Ordering::Release,
+    );
+}
+
 /// Picks a fresh writer id, creates its lock file with `create_new` and locks it. Ids are the
 /// creation time in ms in the high bits (so writers sort roughly by age) and OS randomness
 /// below; `create_new` settles collisions.
@@ -606,7 +653,11 @@ fn claim_writer_id(wal_dir: &Path) -> Result<(WriterId, PathBuf, File)> {
             Err(error) => return Err(Error::io("create lock file", path, error)),
         };
         match file.try_lock() {
-            Ok(()) => return Ok((id, path, file)),
+            // Recovery in another process may have locked, judged dead and removed this file
+            // between our create and our lock: then we hold a lock on an unlinked file. Only a
+            // lock on the file that is still at `path` counts.
+            Ok(()) if same_file(&file, &path) => return Ok((id, path, file)),
+            Ok(()) => continue,
             // A reader probing liveness holds it for a moment: take another id.
             Err(std::fs::TryLockError::WouldBlock) => continue,
             Err(std::fs::TryLockError::Error(error)) => {
@@ -617,6 +668,15 @@ fn claim_writer_id(wal_dir: &Path) -> Result<(WriterId, PathBuf, File)> {
     Err(Error::InvalidInput(
         "could not claim a writer id after 64 attempts".to_string(),
     ))
+}
+
+/// Whether `file` is the file now at `path` (same device and inode).
+pub(crate) fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
 }
 
 /// 64 random bits from the OS-seeded hasher keys of the standard library.
@@ -683,5 +743,22 @@ impl FastHasher {
     #[inline]
     fn add(&mut self, word: u64) {
         self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_on_a_file_no_longer_at_its_path_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.lock");
+        let file = File::create(&path).unwrap();
+        assert!(same_file(&file, &path));
+        std::fs::remove_file(&path).unwrap();
+        assert!(!same_file(&file, &path));
+        File::create(&path).unwrap();
+        assert!(!same_file(&file, &path));
     }
 }

@@ -255,6 +255,20 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        // Zeros where a record should be, in a segment that ends with its seal: damage, not the
+        // end of the log (else everything after the zeros would silently vanish).
+        name: "zeroed_record_in_sealed_segment",
+        sealed: true,
+        corrupt: |f, bytes| {
+            let r = middle(f);
+            bytes[r.offset..r.end].fill(0);
+        },
+        expect: |f| Expect::Error {
+            offset: middle(f).offset,
+            kind: |_| true,
+        },
+    },
+    Case {
         name: "zeroed_tail",
         sealed: false,
         corrupt: |f, bytes| {
@@ -412,6 +426,19 @@ fn salvage_mode_skips_a_corrupt_record_in_a_sealed_segment() {
     bytes[victim.end - 1] ^= 0x40;
     std::fs::write(&fixture.segment, &bytes).unwrap();
     assert!(read_events(&fixture.store.wal(), false).is_err());
+    let mut report = Vec::new();
+    read_dir(
+        &fixture.store.wal(),
+        ReadOptions {
+            salvage: true,
+            writer_locked: false,
+        },
+        &mut |_, _| {},
+    )
+    .map(|summaries| report = summaries)
+    .unwrap();
+    assert_eq!(report[0].salvaged.len(), 1, "{report:?}");
+    assert_eq!(report[0].salvaged[0].offset, victim.offset as u64);
     let salvaged = read_events(&fixture.store.wal(), true).unwrap();
     let expected: Vec<Event> = fixture
         .records
@@ -420,6 +447,44 @@ fn salvage_mode_skips_a_corrupt_record_in_a_sealed_segment() {
         .flat_map(|r| r.events.clone())
         .collect();
     assert_eq!(salvaged, expected);
+}
+
+#[test]
+fn stream_commit_words_are_eight_byte_aligned() {
+    for sealed in [false, true] {
+        let fixture = fixture(sealed);
+        let bytes = std::fs::read(&fixture.segment).unwrap();
+        let mut streams = 0;
+        for record in &fixture.records {
+            if let Ok(runlog::wal::record::Frame::Stream { padding, .. }) =
+                runlog::wal::record::decode_frame(&bytes[record.offset..])
+            {
+                streams += 1;
+                let commit_at = record.offset + runlog::wal::record::FRAME_BYTES + padding;
+                assert_eq!(
+                    commit_at % 8,
+                    0,
+                    "stream at {} (padding {padding})",
+                    record.offset
+                );
+            }
+        }
+        assert!(streams >= 2);
+    }
+}
+
+#[test]
+fn a_tail_reports_corruption_in_a_sealed_segment_instead_of_waiting() {
+    let fixture = fixture(true);
+    let mut bytes = std::fs::read(&fixture.segment).unwrap();
+    bytes[middle(&fixture).end - 1] ^= 0x40;
+    std::fs::write(&fixture.segment, &bytes).unwrap();
+    let mut tail = runlog::wal::Tail::new(fixture.store.wal());
+    let error = tail.poll(&mut |_, _| {}).unwrap_err();
+    assert!(
+        matches!(&error, Error::Corrupt(c) if c.offset == middle(&fixture).offset as u64),
+        "{error}"
+    );
 }
 
 #[test]

@@ -106,8 +106,10 @@ fn a_segment_whose_creation_was_cut_short_is_removed() {
     assert_eq!(read(&store.wal()).unwrap().points.len(), 1);
 }
 
+/// A crash between writing a seal and trimming the file: the writer's lock file is still
+/// there (unlocked), and its last segment still has its preallocated length.
 #[test]
-fn a_sealed_segment_left_untrimmed_is_trimmed() {
+fn a_sealed_segment_left_untrimmed_by_a_crash_is_trimmed() {
     let store = Store::new();
     let mut writer = Writer::create(
         &store.wal(),
@@ -119,7 +121,9 @@ fn a_sealed_segment_left_untrimmed_is_trimmed() {
     )
     .unwrap();
     writer.log_point(RunId(1), "loss", 0, 0, 1.0).unwrap();
+    let id = writer.id();
     writer.close().unwrap();
+    std::fs::write(store.wal().join(format!("{id}.lock")), b"").unwrap();
     let segment = crate::util::only_segment(&store.wal());
     let sealed_len = std::fs::metadata(&segment).unwrap().len();
     let file = std::fs::OpenOptions::new()
@@ -135,6 +139,34 @@ fn a_sealed_segment_left_untrimmed_is_trimmed() {
     );
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), sealed_len);
     assert_eq!(read(&store.wal()).unwrap().points.len(), 1);
+}
+
+#[test]
+fn a_string_longer_than_readers_accept_is_refused_not_acknowledged() {
+    let store = Store::new();
+    let (log, _) = Log::open(store.wal(), small_options()).unwrap();
+    let huge = "x".repeat(runlog::limits::STRING_BYTES_MAX + 1);
+    let error = log
+        .append(&Event::TagSet {
+            run: RunId(1),
+            time_ms: 0,
+            key: "k".into(),
+            value: huge.clone(),
+        })
+        .unwrap_err();
+    assert!(matches!(error, runlog::Error::InvalidInput(_)), "{error}");
+    assert!(log.log_point(RunId(1), &huge, 0, 0, 1.0).is_err());
+    log_steps(&log, RunId(1), 0..10);
+    log.abandon();
+    let (_log, report) = Log::open(store.wal(), small_options()).unwrap();
+    assert!(
+        matches!(
+            report.repaired[0].action,
+            RepairAction::Sealed { torn: None, .. }
+        ),
+        "{report:?}"
+    );
+    assert_eq!(read(&store.wal()).unwrap().points.len(), 10);
 }
 
 #[test]
