@@ -8,7 +8,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::ids::WriterId;
+use crate::ids::{RunId, WriterId};
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -56,6 +56,33 @@ pub enum Error {
     /// The store was opened read-only.
     #[error("the store is open read-only")]
     ReadOnly,
+    /// An experiment, run or artifact that does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Creating something whose name is taken.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// A param logged again with a different value: params are immutable, as in MLflow.
+    #[error(
+        "param '{key}' of run {run} is already '{existing}'; refusing '{attempted}' \
+         (params are immutable; use a tag for values that change)"
+    )]
+    ParamChanged {
+        /// The run.
+        run: RunId,
+        /// The param key.
+        key: String,
+        /// The value logged first.
+        existing: String,
+        /// The value refused.
+        attempted: String,
+    },
+    /// Logging to a run (or experiment) that is deleted.
+    #[error("{what} is deleted; restore it before logging to it")]
+    Deleted {
+        /// What is deleted (`"run 0123..."`).
+        what: String,
+    },
 }
 
 impl Error {
@@ -146,8 +173,15 @@ pub enum CorruptionKind {
         /// The missing sequence number.
         sequence: u64,
     },
-    /// Bytes after a seal record, or a sealed segment whose records do not end at the seal.
+    /// A final seal followed by another segment of the same writer.
     AfterSeal,
+    /// A file's content does not match the digest recorded for it.
+    DigestMismatch {
+        /// SHA-256 recorded in the log, hex.
+        expected: String,
+        /// SHA-256 of the bytes on disk, hex.
+        found: String,
+    },
 }
 
 impl fmt::Display for CorruptionKind {
@@ -188,7 +222,10 @@ impl fmt::Display for CorruptionKind {
             CorruptionKind::MissingSegment { writer, sequence } => {
                 write!(f, "writer {writer} has no segment {sequence}")
             }
-            CorruptionKind::AfterSeal => write!(f, "data after the seal record"),
+            CorruptionKind::AfterSeal => write!(f, "a segment follows the writer's final seal"),
+            CorruptionKind::DigestMismatch { expected, found } => {
+                write!(f, "content SHA-256 is {found}, the log recorded {expected}")
+            }
         }
     }
 }

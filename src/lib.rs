@@ -53,11 +53,17 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+mod artifact;
+pub mod catalog;
 pub mod error;
 mod ids;
 pub mod io;
 pub mod limits;
+pub mod tracking;
 pub mod wal;
 
+pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
+pub use tracking::{Run, RunOptions, Store, StoreOptions, ViewType};
+pub use wal::{Durability, RunStatus};

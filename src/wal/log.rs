@@ -10,6 +10,7 @@
 //! cover everything this handle appended.
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -67,6 +68,9 @@ struct Inner {
     wal_dir: PathBuf,
     options: LogOptions,
     lanes: Box<[Mutex<Option<Writer>>]>,
+    /// Every writer this handle ever created, so a reader of the same store can tell its own
+    /// appends from other processes'.
+    own_writers: Mutex<BTreeSet<WriterId>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
 }
@@ -124,6 +128,7 @@ impl Log {
             wal_dir,
             options,
             lanes,
+            own_writers: Mutex::new(BTreeSet::new()),
             flusher: Mutex::new(None),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
         });
@@ -193,6 +198,11 @@ impl Log {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Ids of every writer this handle created.
+    pub fn own_writers(&self) -> BTreeSet<WriterId> {
+        lock(&self.inner.own_writers).clone()
+    }
+
     /// Totals of what this handle's lanes appended.
     pub fn stats(&self) -> WriterStats {
         let mut total = WriterStats::default();
@@ -252,14 +262,18 @@ impl Log {
         let mut guard = lock_lane(lane);
         let writer = match guard.as_mut() {
             Some(writer) => writer,
-            None => guard.insert(Writer::create(
-                &self.inner.wal_dir,
-                Arc::clone(&self.inner.options.storage),
-                WriterOptions {
-                    segment_bytes: self.inner.options.segment_bytes,
-                    sync_every_append: self.inner.options.durability == Durability::Sync,
-                },
-            )?),
+            None => {
+                let writer = Writer::create(
+                    &self.inner.wal_dir,
+                    Arc::clone(&self.inner.options.storage),
+                    WriterOptions {
+                        segment_bytes: self.inner.options.segment_bytes,
+                        sync_every_append: self.inner.options.durability == Durability::Sync,
+                    },
+                )?;
+                lock(&self.inner.own_writers).insert(writer.id());
+                guard.insert(writer)
+            }
         };
         append(writer)
     }

@@ -680,7 +680,7 @@ pub(crate) fn same_file(file: &File, path: &Path) -> bool {
 }
 
 /// 64 random bits from the OS-seeded hasher keys of the standard library.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(std::process::id())
 }

@@ -7,6 +7,8 @@
 
 mod util;
 
+mod tracking_api;
+
 mod wal_concurrency;
 mod wal_corruption;
 mod wal_exhaustive;

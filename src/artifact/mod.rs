@@ -1,0 +1,25 @@
+//! Artifact files: `artifacts/<run-id>/<path>` under the store root, each published atomically
+//! and recorded in the log with its size and SHA-256.
+//!
+//! Invariant: a file at its final path is complete and durable (temporary name, fsync, rename,
+//! directory fsync), and is recorded in the log only after that, so a crash never leaves the log
+//! pointing at a half-written artifact. A crash before the record leaves at most an orphan file
+//! that no run lists.
+
+mod reader;
+mod writer;
+
+pub(crate) use reader::read;
+pub(crate) use writer::store;
+
+use std::path::{Path, PathBuf};
+
+use crate::ids::RunId;
+
+/// The folder holding every run's artifacts.
+pub const ARTIFACTS_DIR: &str = "artifacts";
+
+/// The artifact folder of `run`.
+pub fn run_dir(root: &Path, run: RunId) -> PathBuf {
+    root.join(ARTIFACTS_DIR).join(run.to_string())
+}

@@ -1,0 +1,585 @@
+//! The in-memory catalog: experiments, runs, params, tags, artifacts and a summary of every
+//! metric series, rebuilt from the log at open and kept current while logging.
+//!
+//! Invariants:
+//! - Applying events is order-independent across writers: every mutable field is a
+//!   last-writer-wins register keyed by event time (`lww.rs`), params keep the earliest value,
+//!   metric summaries are commutative (`summary.rs`), and an event for an entity not yet seen
+//!   creates a placeholder that its creation event fills in. A store can therefore apply its own
+//!   appends at once and other writers' whenever it tails them.
+//! - The hot path (`log_metric`) touches only its run's `metrics` mutex: the maps of runs and
+//!   experiments are locked only to find or create an entry.
+//! - Only created entities are visible: placeholders stay hidden until their creation event.
+
+mod lww;
+mod summary;
+
+pub use summary::MetricSummary;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use lww::Lww;
+
+use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
+use crate::wal::writer::FastHash;
+use crate::wal::{Event, MetricBatch, RunStatus};
+
+/// Whether an experiment or run is active or soft-deleted (MLflow's lifecycle stage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LifecycleStage {
+    /// Visible and writable.
+    Active,
+    /// Soft-deleted: hidden from default listings, refuses logging, can be restored.
+    Deleted,
+}
+
+impl LifecycleStage {
+    /// MLflow's name: `"active"` or `"deleted"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleStage::Active => "active",
+            LifecycleStage::Deleted => "deleted",
+        }
+    }
+}
+
+/// A snapshot of an experiment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Experiment {
+    /// Its id.
+    pub id: ExperimentId,
+    /// Its current name.
+    pub name: String,
+    /// Active or deleted.
+    pub lifecycle_stage: LifecycleStage,
+    /// When it was created, ms since the Unix epoch.
+    pub creation_time_ms: i64,
+    /// When it last changed, ms.
+    pub last_update_time_ms: i64,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A stored artifact file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    /// Path relative to the run's artifact folder.
+    pub path: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the content.
+    pub sha256: [u8; 32],
+    /// When it was recorded, ms.
+    pub time_ms: i64,
+}
+
+/// A run's attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunInfo {
+    /// Its id.
+    pub id: RunId,
+    /// Its experiment.
+    pub experiment: ExperimentId,
+    /// Its name.
+    pub name: String,
+    /// Its status.
+    pub status: RunStatus,
+    /// Start time, ms.
+    pub start_time_ms: i64,
+    /// End time, ms, once it ended.
+    pub end_time_ms: Option<i64>,
+    /// Parent run, for nested runs.
+    pub parent: Option<RunId>,
+    /// Active or deleted.
+    pub lifecycle_stage: LifecycleStage,
+    /// The `mlflow.user` tag, if set.
+    pub user: Option<String>,
+}
+
+/// A snapshot of a run: attributes, params, tags, metric summaries and artifacts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunView {
+    /// Attributes.
+    pub info: RunInfo,
+    /// Params.
+    pub params: BTreeMap<String, String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Summary of each metric series (the latest value is `last_value`).
+    pub metrics: BTreeMap<String, MetricSummary>,
+    /// Artifacts by path.
+    pub artifacts: BTreeMap<String, Artifact>,
+}
+
+#[derive(Debug, Default)]
+struct ExperimentEntry {
+    name: Option<Lww<String>>,
+    lifecycle: Option<Lww<LifecycleStage>>,
+    creation_time_ms: Option<i64>,
+    last_update_time_ms: i64,
+    tags: BTreeMap<String, Lww<Option<String>>>,
+}
+
+/// Everything the catalog knows about one run.
+#[derive(Debug)]
+pub(crate) struct RunEntry {
+    pub id: RunId,
+    /// Mirrors the lifecycle stage for a lock-free check on the hot path.
+    pub deleted: AtomicBool,
+    /// Serializes this handle's param checks with their appends (params are immutable).
+    pub param_writes: Mutex<()>,
+    pub meta: Mutex<RunMeta>,
+    pub metrics: Mutex<MetricTable>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RunMeta {
+    created: Option<Created>,
+    name: Option<Lww<String>>,
+    status: Option<Lww<(RunStatus, Option<i64>)>>,
+    lifecycle: Option<Lww<LifecycleStage>>,
+    params: BTreeMap<String, Lww<String>>,
+    tags: BTreeMap<String, Lww<Option<String>>>,
+    artifacts: BTreeMap<String, Artifact>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Created {
+    experiment: ExperimentId,
+    start_time_ms: i64,
+    parent: Option<RunId>,
+}
+
+/// The metric series of one run: summaries in a vector, found by key through an index.
+#[derive(Debug, Default)]
+pub(crate) struct MetricTable {
+    index: HashMap<Box<str>, usize, FastHash>,
+    keys: Vec<Box<str>>,
+    pub summaries: Vec<MetricSummary>,
+}
+
+impl MetricTable {
+    /// The slot of `key`, if it has one.
+    #[inline]
+    pub fn slot(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+
+    /// The slot of `key`, created empty if needed.
+    pub fn slot_or_insert(&mut self, key: &str) -> usize {
+        if let Some(slot) = self.slot(key) {
+            return slot;
+        }
+        let slot = self.summaries.len();
+        self.index.insert(key.into(), slot);
+        self.keys.push(key.into());
+        self.summaries.push(MetricSummary::EMPTY);
+        slot
+    }
+
+    fn view(&self) -> BTreeMap<String, MetricSummary> {
+        self.keys
+            .iter()
+            .zip(&self.summaries)
+            .filter(|(_, summary)| summary.count > 0)
+            .map(|(key, summary)| (key.to_string(), *summary))
+            .collect()
+    }
+}
+
+/// Resolves a foreign writer's interned key ids to metric slots of its runs.
+#[derive(Debug, Default)]
+pub(crate) struct KeyMap {
+    slots: HashMap<(WriterId, RunId), Vec<Option<usize>>>,
+}
+
+/// The catalog.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    experiments: RwLock<BTreeMap<ExperimentId, ExperimentEntry>>,
+    runs: RwLock<HashMap<RunId, Arc<RunEntry>>>,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Catalog updates keep their structures valid at every step, so data behind a mutex
+    // whose holder panicked is still consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Catalog {
+    /// Applies an event from another writer (read from the log).
+    pub fn apply_foreign(&self, keys: &mut KeyMap, writer: WriterId, event: Event) {
+        match event {
+            Event::MetricKeyDefined { run, key_id, key } => {
+                let entry = self.run_or_insert(run);
+                let slot = lock(&entry.metrics).slot_or_insert(&key);
+                let slots = keys.slots.entry((writer, run)).or_default();
+                let index = key_id.0 as usize;
+                if slots.len() <= index {
+                    slots.resize(index + 1, None);
+                }
+                slots[index] = Some(slot);
+            }
+            Event::Metrics(batch) => self.apply_batch(keys, writer, &batch),
+            other => self.apply(&other),
+        }
+    }
+
+    fn apply_batch(&self, keys: &KeyMap, writer: WriterId, batch: &MetricBatch) {
+        let entry = self.run_or_insert(batch.run);
+        let slots = keys.slots.get(&(writer, batch.run));
+        let mut metrics = lock(&entry.metrics);
+        for i in 0..batch.len() {
+            let KeyId(key_id) = batch.key_ids[i];
+            // A point whose key definition is missing cannot happen in a valid log (the writer
+            // defines a key before using it); skip rather than invent a key.
+            let Some(slot) = slots.and_then(|s| s.get(key_id as usize).copied().flatten()) else {
+                continue;
+            };
+            metrics.summaries[slot].update(batch.steps[i], batch.timestamps_ms[i], batch.values[i]);
+        }
+    }
+
+    /// Applies a metadata event (this handle's own, or another writer's).
+    pub fn apply(&self, event: &Event) {
+        match event {
+            Event::ExperimentCreated {
+                experiment,
+                time_ms,
+                name,
+            } => {
+                self.with_experiment(*experiment, *time_ms, |e| {
+                    e.creation_time_ms =
+                        Some(e.creation_time_ms.map_or(*time_ms, |t| t.min(*time_ms)));
+                    lww::set(&mut e.name, *time_ms, name.clone());
+                    lww::set(&mut e.lifecycle, i64::MIN, LifecycleStage::Active);
+                });
+            }
+            Event::ExperimentRenamed {
+                experiment,
+                time_ms,
+                name,
+            } => {
+                self.with_experiment(*experiment, *time_ms, |e| {
+                    lww::set(&mut e.name, *time_ms, name.clone())
+                });
+            }
+            Event::ExperimentDeleted {
+                experiment,
+                time_ms,
+            } => {
+                self.with_experiment(*experiment, *time_ms, |e| {
+                    lww::set(&mut e.lifecycle, *time_ms, LifecycleStage::Deleted);
+                });
+            }
+            Event::ExperimentRestored {
+                experiment,
+                time_ms,
+            } => {
+                self.with_experiment(*experiment, *time_ms, |e| {
+                    lww::set(&mut e.lifecycle, *time_ms, LifecycleStage::Active);
+                });
+            }
+            Event::ExperimentTagSet {
+                experiment,
+                time_ms,
+                key,
+                value,
+            } => {
+                self.with_experiment(*experiment, *time_ms, |e| {
+                    set_tag(&mut e.tags, key, *time_ms, Some(value.clone()));
+                });
+            }
+            Event::ExperimentTagDeleted {
+                experiment,
+                time_ms,
+                key,
+            } => {
+                self.with_experiment(*experiment, *time_ms, |e| {
+                    set_tag(&mut e.tags, key, *time_ms, None)
+                });
+            }
+            Event::RunCreated {
+                run,
+                time_ms,
+                experiment,
+                parent,
+                name,
+            } => {
+                self.with_run(*run, |m| {
+                    m.created = Some(Created {
+                        experiment: *experiment,
+                        start_time_ms: *time_ms,
+                        parent: *parent,
+                    });
+                    lww::set(&mut m.name, *time_ms, name.clone());
+                    lww::set(&mut m.status, *time_ms, (RunStatus::Running, None));
+                    lww::set(&mut m.lifecycle, i64::MIN, LifecycleStage::Active);
+                });
+            }
+            Event::RunStatusChanged {
+                run,
+                time_ms,
+                status,
+                end_time_ms,
+            } => {
+                self.with_run(*run, |m| {
+                    lww::set(&mut m.status, *time_ms, (*status, *end_time_ms))
+                });
+            }
+            Event::RunDeleted { run, time_ms } => {
+                self.with_run(*run, |m| {
+                    lww::set(&mut m.lifecycle, *time_ms, LifecycleStage::Deleted)
+                });
+            }
+            Event::RunRestored { run, time_ms } => {
+                self.with_run(*run, |m| {
+                    lww::set(&mut m.lifecycle, *time_ms, LifecycleStage::Active)
+                });
+            }
+            Event::ParamLogged {
+                run,
+                time_ms,
+                key,
+                value,
+            } => {
+                self.with_run(*run, |m| match m.params.get_mut(key) {
+                    // The earliest value is the param's value: later different ones were
+                    // refused by their writer, or lost a race it could not see.
+                    Some(existing) if existing.time_ms <= *time_ms => {}
+                    Some(existing) => *existing = Lww::new(*time_ms, value.clone()),
+                    None => {
+                        m.params
+                            .insert(key.clone(), Lww::new(*time_ms, value.clone()));
+                    }
+                });
+            }
+            Event::TagSet {
+                run,
+                time_ms,
+                key,
+                value,
+            } => {
+                self.with_run(*run, |m| {
+                    set_tag(&mut m.tags, key, *time_ms, Some(value.clone()))
+                });
+            }
+            Event::TagDeleted { run, time_ms, key } => {
+                self.with_run(*run, |m| set_tag(&mut m.tags, key, *time_ms, None));
+            }
+            Event::ArtifactRecorded {
+                run,
+                time_ms,
+                size_bytes,
+                sha256,
+                path,
+            } => {
+                self.with_run(*run, |m| {
+                    let artifact = Artifact {
+                        path: path.clone(),
+                        size_bytes: *size_bytes,
+                        sha256: *sha256,
+                        time_ms: *time_ms,
+                    };
+                    match m.artifacts.get(path) {
+                        Some(existing) if existing.time_ms > *time_ms => {}
+                        _ => {
+                            m.artifacts.insert(path.clone(), artifact);
+                        }
+                    }
+                });
+            }
+            // Metric events of this handle update summaries directly (see `Run::log_metric`);
+            // other writers' go through `apply_foreign`.
+            Event::MetricKeyDefined { .. } | Event::Metrics(_) => {}
+        }
+    }
+
+    fn with_experiment(
+        &self,
+        id: ExperimentId,
+        time_ms: i64,
+        change: impl FnOnce(&mut ExperimentEntry),
+    ) {
+        let mut experiments = self
+            .experiments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = experiments.entry(id).or_default();
+        change(entry);
+        entry.last_update_time_ms = entry.last_update_time_ms.max(time_ms);
+    }
+
+    fn with_run(&self, id: RunId, change: impl FnOnce(&mut RunMeta)) {
+        let entry = self.run_or_insert(id);
+        let mut meta = lock(&entry.meta);
+        change(&mut meta);
+        let deleted = meta
+            .lifecycle
+            .as_ref()
+            .is_some_and(|l| l.value == LifecycleStage::Deleted);
+        entry.deleted.store(deleted, Ordering::Release);
+    }
+
+    /// The entry of `run`, created as a placeholder if unknown.
+    pub fn run_or_insert(&self, run: RunId) -> Arc<RunEntry> {
+        if let Some(entry) = self.run_entry(run) {
+            return entry;
+        }
+        let mut runs = self.runs.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(runs.entry(run).or_insert_with(|| {
+            Arc::new(RunEntry {
+                id: run,
+                deleted: AtomicBool::new(false),
+                param_writes: Mutex::new(()),
+                meta: Mutex::new(RunMeta::default()),
+                metrics: Mutex::new(MetricTable::default()),
+            })
+        }))
+    }
+
+    /// The entry of `run`, created or placeholder.
+    pub fn run_entry(&self, run: RunId) -> Option<Arc<RunEntry>> {
+        self.runs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&run)
+            .cloned()
+    }
+
+    /// A snapshot of an experiment, if it was created.
+    pub fn experiment(&self, id: ExperimentId) -> Option<Experiment> {
+        let experiments = self
+            .experiments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        experiments
+            .get(&id)
+            .and_then(|entry| experiment_view(id, entry))
+    }
+
+    /// Every created experiment, by id.
+    pub fn experiments(&self) -> Vec<Experiment> {
+        let experiments = self
+            .experiments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        experiments
+            .iter()
+            .filter_map(|(id, entry)| experiment_view(*id, entry))
+            .collect()
+    }
+
+    /// The experiment named `name` (active or deleted). If a race made two, the earliest.
+    pub fn experiment_by_name(&self, name: &str) -> Option<Experiment> {
+        self.experiments()
+            .into_iter()
+            .filter(|experiment| experiment.name == name)
+            .min_by_key(|experiment| (experiment.creation_time_ms, experiment.id))
+    }
+
+    /// Snapshots of the created runs of `experiment` (all experiments if `None`).
+    pub fn runs(&self, experiment: Option<ExperimentId>) -> Vec<RunView> {
+        let entries: Vec<Arc<RunEntry>> = self
+            .runs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut views: Vec<RunView> = entries
+            .iter()
+            .filter_map(|entry| entry.view())
+            .filter(|view| experiment.is_none_or(|e| view.info.experiment == e))
+            .collect();
+        views.sort_by_key(|view| (std::cmp::Reverse(view.info.start_time_ms), view.info.id));
+        views
+    }
+}
+
+fn set_tag(
+    tags: &mut BTreeMap<String, Lww<Option<String>>>,
+    key: &str,
+    time_ms: i64,
+    value: Option<String>,
+) {
+    match tags.get_mut(key) {
+        Some(register) => register.set(time_ms, value),
+        None => {
+            tags.insert(key.to_string(), Lww::new(time_ms, value));
+        }
+    }
+}
+
+fn live_tags(tags: &BTreeMap<String, Lww<Option<String>>>) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|(key, register)| Some((key.clone(), register.value.clone()?)))
+        .collect()
+}
+
+fn experiment_view(id: ExperimentId, entry: &ExperimentEntry) -> Option<Experiment> {
+    Some(Experiment {
+        id,
+        name: entry.name.as_ref()?.value.clone(),
+        lifecycle_stage: entry
+            .lifecycle
+            .as_ref()
+            .map_or(LifecycleStage::Active, |l| l.value),
+        creation_time_ms: entry.creation_time_ms?,
+        last_update_time_ms: entry.last_update_time_ms,
+        tags: live_tags(&entry.tags),
+    })
+}
+
+impl RunEntry {
+    /// A snapshot, if the run was created.
+    pub fn view(&self) -> Option<RunView> {
+        let meta = lock(&self.meta);
+        let created = meta.created?;
+        let (status, end_time_ms) = meta
+            .status
+            .as_ref()
+            .map_or((RunStatus::Running, None), |s| s.value);
+        let tags = live_tags(&meta.tags);
+        let info = RunInfo {
+            id: self.id,
+            experiment: created.experiment,
+            name: meta
+                .name
+                .as_ref()
+                .map(|n| n.value.clone())
+                .unwrap_or_default(),
+            status,
+            start_time_ms: created.start_time_ms,
+            end_time_ms,
+            parent: created.parent,
+            lifecycle_stage: meta
+                .lifecycle
+                .as_ref()
+                .map_or(LifecycleStage::Active, |l| l.value),
+            user: tags.get("mlflow.user").cloned(),
+        };
+        let params = meta
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect();
+        let artifacts = meta.artifacts.clone();
+        drop(meta);
+        let metrics = lock(&self.metrics).view();
+        Some(RunView {
+            info,
+            params,
+            tags,
+            metrics,
+            artifacts,
+        })
+    }
+
+    /// The param `key`, if logged.
+    pub fn param(&self, key: &str) -> Option<String> {
+        lock(&self.meta).params.get(key).map(|p| p.value.clone())
+    }
+}

@@ -1,0 +1,10 @@
+//! The tracking API: experiments, runs, params, tags, metrics and artifacts, following MLflow's
+//! data model and rules, on top of the segment log and the catalog.
+
+mod run;
+mod store;
+pub mod system_tags;
+pub mod validation;
+
+pub use run::{Run, RunOptions};
+pub use store::{Store, StoreOptions, ViewType};

@@ -1,0 +1,404 @@
+//! `Run`: the handle a training job logs through.
+//!
+//! Invariants:
+//! - A change is acknowledged only once the log accepted it; the catalog is updated after.
+//! - `log_metric` on a key the run already used validates nothing again, allocates nothing and
+//!   takes only this run's metrics mutex and its thread's writer lane: no lock shared across
+//!   runs.
+//! - A handle ends its run exactly once: FINISHED by `finish()`, the given status by `end()`,
+//!   and when dropped without either, FAILED if the thread is panicking, else KILLED.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::artifact;
+use crate::catalog::{self, Artifact, RunEntry, RunView};
+use crate::error::{Error, Result};
+use crate::ids::{ExperimentId, RunId};
+use crate::tracking::store::Store;
+use crate::tracking::{system_tags, validation};
+use crate::wal::writer::{now_ms, random_u64};
+use crate::wal::{Event, RunStatus};
+
+/// How to start a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Its name (default: `run-` and the first 8 hex digits of its id).
+    pub name: Option<String>,
+    /// The parent run, for nested runs.
+    pub parent: Option<RunId>,
+    /// Tags to set at start, besides the system tags.
+    pub tags: Vec<(String, String)>,
+    /// Start time, ms since the Unix epoch (default: now).
+    pub start_time_ms: Option<i64>,
+}
+
+/// A run being logged to. `Send + Sync`: threads may log through one `&Run`.
+///
+/// ```
+/// # fn main() -> runlog::Result<()> {
+/// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+/// # let store = runlog::Store::open(dir.path())?;
+/// # let experiment = store.get_or_create_experiment("demo")?;
+/// let run = store.start_run(experiment.id, runlog::RunOptions::default())?;
+/// for step in 0..100 {
+///     run.log_metrics(step, &[("loss", 1.0 / (step + 1) as f64), ("acc", step as f64 / 100.0)])?;
+/// }
+/// run.finish()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Run {
+    store: Store,
+    entry: Arc<RunEntry>,
+    ended: AtomicBool,
+}
+
+impl Run {
+    pub(crate) fn start(
+        store: Store,
+        experiment: ExperimentId,
+        options: RunOptions,
+    ) -> Result<Run> {
+        for (key, value) in &options.tags {
+            validation::key("tag", key)?;
+            validation::value("tag", key, value, validation::TAG_VALUE_CHARS_MAX)?;
+        }
+        if let Some(parent) = options.parent {
+            store.run(parent)?;
+        }
+        let id = RunId((u128::from(random_u64()) << 64) | u128::from(random_u64()));
+        let name = options
+            .name
+            .unwrap_or_else(|| format!("run-{}", &id.to_string()[..8]));
+        let time_ms = options.start_time_ms.unwrap_or_else(now_ms);
+        store.record(Event::RunCreated {
+            run: id,
+            time_ms,
+            experiment,
+            parent: options.parent,
+            name: name.clone(),
+        })?;
+        let entry = store.inner.catalog.run_or_insert(id);
+        let run = Run {
+            store,
+            entry,
+            ended: AtomicBool::new(false),
+        };
+        let system = system_tags::for_new_run(&name, options.parent);
+        let tags = system
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(options.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for (key, value) in tags {
+            run.record(Event::TagSet {
+                run: id,
+                time_ms,
+                key: key.to_string(),
+                value: value.to_string(),
+            })?;
+        }
+        Ok(run)
+    }
+
+    pub(crate) fn resume(store: Store, id: RunId) -> Result<Run> {
+        let view = store.run(id)?;
+        if view.info.lifecycle_stage == catalog::LifecycleStage::Deleted {
+            return Err(Error::Deleted {
+                what: format!("run {id}"),
+            });
+        }
+        let entry = store.inner.catalog.run_or_insert(id);
+        let run = Run {
+            store,
+            entry,
+            ended: AtomicBool::new(false),
+        };
+        run.record(Event::RunStatusChanged {
+            run: id,
+            time_ms: now_ms(),
+            status: RunStatus::Running,
+            end_time_ms: None,
+        })?;
+        Ok(run)
+    }
+
+    /// The run's id.
+    pub fn id(&self) -> RunId {
+        self.entry.id
+    }
+
+    /// A snapshot of the run.
+    pub fn view(&self) -> Result<RunView> {
+        self.store.run(self.entry.id)
+    }
+
+    fn check_active(&self) -> Result<()> {
+        if self.entry.deleted.load(Ordering::Acquire) {
+            return Err(Error::Deleted {
+                what: format!("run {}", self.entry.id),
+            });
+        }
+        Ok(())
+    }
+
+    fn record(&self, event: Event) -> Result<()> {
+        self.store.record(event)
+    }
+
+    /// Logs a param. Params are immutable: the same value again is accepted, a different one is
+    /// `Error::ParamChanged` naming both.
+    pub fn log_param(&self, key: &str, value: &str) -> Result<()> {
+        self.check_active()?;
+        validation::key("param", key)?;
+        validation::value("param", key, value, validation::PARAM_VALUE_CHARS_MAX)?;
+        // Held across check and append so two threads cannot both pass the check.
+        let _guard = catalog::lock(&self.entry.param_writes);
+        match self.entry.param(key) {
+            Some(existing) if existing == value => Ok(()),
+            Some(existing) => Err(Error::ParamChanged {
+                run: self.entry.id,
+                key: key.to_string(),
+                existing,
+                attempted: value.to_string(),
+            }),
+            None => self.record(Event::ParamLogged {
+                run: self.entry.id,
+                time_ms: now_ms(),
+                key: key.to_string(),
+                value: value.to_string(),
+            }),
+        }
+    }
+
+    /// Logs several params; all are checked before any is written.
+    pub fn log_params(&self, params: &[(&str, &str)]) -> Result<()> {
+        for (index, (key, value)) in params.iter().enumerate() {
+            validation::key("param", key)?;
+            validation::value("param", key, value, validation::PARAM_VALUE_CHARS_MAX)?;
+            if let Some((_, other)) = params[..index].iter().find(|(k, v)| k == key && v != value) {
+                return Err(Error::InvalidInput(format!(
+                    "param '{key}' is given twice in one call, as '{other}' and '{value}'"
+                )));
+            }
+        }
+        params
+            .iter()
+            .try_for_each(|(key, value)| self.log_param(key, value))
+    }
+
+    /// Sets a tag (tags are mutable).
+    pub fn set_tag(&self, key: &str, value: &str) -> Result<()> {
+        self.check_active()?;
+        validation::key("tag", key)?;
+        validation::value("tag", key, value, validation::TAG_VALUE_CHARS_MAX)?;
+        self.record(Event::TagSet {
+            run: self.entry.id,
+            time_ms: now_ms(),
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+    }
+
+    /// Deletes a tag; `NotFound` if it is not set.
+    pub fn delete_tag(&self, key: &str) -> Result<()> {
+        self.check_active()?;
+        if !self.view()?.tags.contains_key(key) {
+            return Err(Error::NotFound(format!(
+                "tag {key:?} of run {}",
+                self.entry.id
+            )));
+        }
+        self.record(Event::TagDeleted {
+            run: self.entry.id,
+            time_ms: now_ms(),
+            key: key.to_string(),
+        })
+    }
+
+    /// Sets the run's notes (the `mlflow.note.content` tag).
+    pub fn set_note(&self, text: &str) -> Result<()> {
+        self.set_tag(system_tags::NOTE, text)
+    }
+
+    /// Logs one metric point, timestamped now.
+    #[inline]
+    pub fn log_metric(&self, key: &str, value: f64, step: i64) -> Result<()> {
+        self.log_metric_at(key, value, step, now_ms())
+    }
+
+    /// Logs one metric point with its timestamp (ms since the Unix epoch). NaN and ±inf are
+    /// stored and returned bit for bit. Several values at one step are all kept.
+    #[inline]
+    pub fn log_metric_at(&self, key: &str, value: f64, step: i64, timestamp_ms: i64) -> Result<()> {
+        self.check_active()?;
+        let mut metrics = catalog::lock(&self.entry.metrics);
+        let slot = match metrics.slot(key) {
+            Some(slot) => slot,
+            None => {
+                validation::key("metric", key)?;
+                metrics.slot_or_insert(key)
+            }
+        };
+        self.store
+            .inner
+            .log
+            .log_point(self.entry.id, key, step, timestamp_ms, value)?;
+        metrics.summaries[slot].update(step, timestamp_ms, value);
+        Ok(())
+    }
+
+    /// Logs several keys at one step with one timestamp.
+    pub fn log_metrics(&self, step: i64, points: &[(&str, f64)]) -> Result<()> {
+        let timestamp_ms = now_ms();
+        points
+            .iter()
+            .try_for_each(|(key, value)| self.log_metric_at(key, *value, step, timestamp_ms))
+    }
+
+    /// Logs a column-wise batch of one key: the fast path for many points at once. Timestamps
+    /// default to now for every point.
+    pub fn log_batch(
+        &self,
+        key: &str,
+        steps: &[i64],
+        timestamps_ms: Option<&[i64]>,
+        values: &[f64],
+    ) -> Result<()> {
+        self.check_active()?;
+        validation::key("metric", key)?;
+        let now;
+        let timestamps_ms = match timestamps_ms {
+            Some(timestamps) => timestamps,
+            None => {
+                now = vec![now_ms(); steps.len()];
+                &now
+            }
+        };
+        let mut metrics = catalog::lock(&self.entry.metrics);
+        self.store
+            .inner
+            .log
+            .log_columns(self.entry.id, key, steps, timestamps_ms, values)?;
+        let slot = metrics.slot_or_insert(key);
+        let summary = &mut metrics.summaries[slot];
+        for ((step, timestamp), value) in steps.iter().zip(timestamps_ms).zip(values) {
+            summary.update(*step, *timestamp, *value);
+        }
+        Ok(())
+    }
+
+    /// Copies the file at `source` into the run's artifact folder under its file name.
+    pub fn log_artifact(&self, source: impl AsRef<Path>) -> Result<Artifact> {
+        let source = source.as_ref();
+        let name = source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("{} has no UTF-8 file name", source.display()))
+            })?
+            .to_string();
+        let mut file = std::fs::File::open(source)
+            .map_err(|e| Error::io("open artifact source", source, e))?;
+        self.store_artifact(&name, &mut file)
+    }
+
+    /// Stores `bytes` as the artifact `path` (relative, may contain folders).
+    pub fn log_artifact_bytes(&self, path: &str, bytes: &[u8]) -> Result<Artifact> {
+        self.store_artifact(path, &mut std::io::Cursor::new(bytes))
+    }
+
+    fn store_artifact(&self, path: &str, source: &mut dyn std::io::Read) -> Result<Artifact> {
+        self.check_active()?;
+        validation::artifact_path(path)?;
+        if self.store.inner.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let inner = &self.store.inner;
+        let stored = artifact::store(
+            &inner.root,
+            self.entry.id,
+            path,
+            source,
+            inner.options.storage.as_ref(),
+        )?;
+        let time_ms = now_ms();
+        self.record(Event::ArtifactRecorded {
+            run: self.entry.id,
+            time_ms,
+            size_bytes: stored.size_bytes,
+            sha256: stored.sha256,
+            path: path.to_string(),
+        })?;
+        Ok(Artifact {
+            path: path.to_string(),
+            size_bytes: stored.size_bytes,
+            sha256: stored.sha256,
+            time_ms,
+        })
+    }
+
+    /// The run's artifacts, by path.
+    pub fn artifacts(&self) -> Result<Vec<Artifact>> {
+        Ok(self.view()?.artifacts.into_values().collect())
+    }
+
+    /// The content of artifact `path`, checked against its recorded SHA-256.
+    pub fn read_artifact(&self, path: &str) -> Result<Vec<u8>> {
+        read_artifact(&self.store, self.entry.id, path)
+    }
+
+    /// Ends the run as FINISHED.
+    pub fn finish(self) -> Result<()> {
+        self.end(RunStatus::Finished)
+    }
+
+    /// Ends the run with `status` (FINISHED, FAILED or KILLED).
+    pub fn end(self, status: RunStatus) -> Result<()> {
+        if matches!(status, RunStatus::Running | RunStatus::Scheduled) {
+            return Err(Error::InvalidInput(format!(
+                "{} is not an end status",
+                status.as_str()
+            )));
+        }
+        self.end_inner(status)
+    }
+
+    fn end_inner(&self, status: RunStatus) -> Result<()> {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let time_ms = now_ms();
+        self.record(Event::RunStatusChanged {
+            run: self.entry.id,
+            time_ms,
+            status,
+            end_time_ms: Some(time_ms),
+        })
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let status = if std::thread::panicking() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Killed
+        };
+        // Nothing can be returned from drop; a failure here leaves the run RUNNING, which is
+        // what its log says.
+        let _ = self.end_inner(status);
+    }
+}
+
+/// The content of artifact `path` of `run`, verified.
+pub(crate) fn read_artifact(store: &Store, run: RunId, path: &str) -> Result<Vec<u8>> {
+    let view = store.run(run)?;
+    let artifact = view
+        .artifacts
+        .get(path)
+        .ok_or_else(|| Error::NotFound(format!("artifact {path:?} of run {run}")))?;
+    artifact::read(&store.inner.root, run, artifact)
+}

@@ -1,0 +1,400 @@
+//! `Store`: the embedded tracking store. Opening it recovers the log and rebuilds the catalog;
+//! every change is appended to the log first and applied to the catalog once acknowledged.
+//!
+//! Layout of a store directory:
+//! ```text
+//! <root>/wal/            segment log (docs/FORMAT.md)
+//! <root>/artifacts/      artifact files, by run id
+//! <root>/catalog.lock    serializes experiment creation and renaming across processes
+//! ```
+//!
+//! Invariants:
+//! - The catalog reflects every event this handle appended (applied as soon as the log
+//!   accepted it) and every event of other writers up to the last refresh. Reads refresh first,
+//!   so they see other processes' acknowledged appends.
+//! - Experiment names are unique: creation and renaming happen under the store-wide
+//!   `catalog.lock`, after a refresh, so two processes asking for the same name get one
+//!   experiment.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::catalog::{self, Catalog, Experiment, KeyMap, LifecycleStage, RunView};
+use crate::error::{Error, Result};
+use crate::ids::{ExperimentId, RunId};
+use crate::io::{OsStorage, Storage};
+use crate::limits::{LANES_DEFAULT, SEGMENT_BYTES_DEFAULT};
+use crate::tracking::run::{Run, RunOptions};
+use crate::tracking::validation;
+use crate::wal::writer::{now_ms, random_u64};
+use crate::wal::{Durability, Event, Log, LogOptions, RecoveryReport, Tail};
+
+/// The log folder inside a store.
+pub const WAL_DIR: &str = "wal";
+const CATALOG_LOCK: &str = "catalog.lock";
+
+/// How a store is opened.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// What an acknowledged call survives (default `Interval(1 s)`); see `docs/DURABILITY.md`.
+    pub durability: Durability,
+    /// Preallocated size of each log segment (default 64 MiB).
+    pub segment_bytes: u64,
+    /// Open without writing anything: no recovery, every change refused with `Error::ReadOnly`.
+    pub read_only: bool,
+    /// Writer lanes: threads that can log at once without sharing a lane (default 64).
+    pub lanes: usize,
+    /// The I/O seam (the OS by default).
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::default(),
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            read_only: false,
+            lanes: LANES_DEFAULT,
+            storage: Arc::new(OsStorage),
+        }
+    }
+}
+
+/// Which experiments or runs a listing includes (MLflow's `ViewType`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ViewType {
+    /// Only active ones (the default).
+    #[default]
+    ActiveOnly,
+    /// Only deleted ones.
+    DeletedOnly,
+    /// Both.
+    All,
+}
+
+impl ViewType {
+    fn includes(self, stage: LifecycleStage) -> bool {
+        match self {
+            ViewType::ActiveOnly => stage == LifecycleStage::Active,
+            ViewType::DeletedOnly => stage == LifecycleStage::Deleted,
+            ViewType::All => true,
+        }
+    }
+}
+
+/// A handle to a tracking store: `Send + Sync`, cheap to clone; clones share one log and catalog.
+///
+/// ```
+/// # fn main() -> runlog::Result<()> {
+/// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+/// use runlog::Store;
+/// let store = Store::open(dir.path())?;
+/// let experiment = store.get_or_create_experiment("mnist")?;
+/// let run = store.start_run(experiment.id, Default::default())?;
+/// run.log_param("lr", "0.01")?;
+/// run.log_metric("loss", 0.25, 1)?;
+/// let id = run.id();
+/// run.finish()?;
+/// let view = store.run(id)?;
+/// assert_eq!(view.metrics["loss"].last_value, 0.25);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct StoreInner {
+    pub root: PathBuf,
+    pub options: StoreOptions,
+    pub log: Log,
+    pub catalog: Catalog,
+    pub recovery: RecoveryReport,
+    tail: Mutex<(Tail, KeyMap)>,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating it if missing, with default options.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(root, StoreOptions::default())
+    }
+
+    /// Opens the store at `root` with `options`.
+    pub fn open_with(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        if !options.read_only {
+            std::fs::create_dir_all(&root).map_err(|e| Error::io("create store", &root, e))?;
+        }
+        let wal_dir = root.join(WAL_DIR);
+        let log_options = LogOptions {
+            segment_bytes: options.segment_bytes,
+            durability: options.durability,
+            lanes: options.lanes,
+            read_only: options.read_only,
+            salvage: false,
+            storage: Arc::clone(&options.storage),
+        };
+        let (log, recovery) = Log::open(&wal_dir, log_options)?;
+        let store = Store {
+            inner: Arc::new(StoreInner {
+                root,
+                options,
+                log,
+                catalog: Catalog::default(),
+                recovery,
+                tail: Mutex::new((Tail::new(&wal_dir), KeyMap::default())),
+            }),
+        };
+        store.refresh()?;
+        Ok(store)
+    }
+
+    /// The store's root folder.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// What recovery did when this handle opened the store.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Applies what other writers (threads of other handles, other processes) appended since
+    /// the last refresh. Reads call it; call it directly to poll.
+    pub fn refresh(&self) -> Result<()> {
+        let own: BTreeSet<_> = self.inner.log.own_writers();
+        let mut guard = catalog::lock(&self.inner.tail);
+        let (tail, keys) = &mut *guard;
+        let catalog = &self.inner.catalog;
+        tail.poll_except(&own, &mut |writer, event| {
+            catalog.apply_foreign(keys, writer, event)
+        })?;
+        Ok(())
+    }
+
+    /// Makes everything this handle appended durable (see `docs/DURABILITY.md`).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.log.flush()
+    }
+
+    /// Seals this handle's log segments. Later calls start new writers.
+    pub fn close(&self) -> Result<()> {
+        self.inner.log.close()
+    }
+
+    /// Appends `event` and, once the log accepted it, applies it to the catalog.
+    pub(crate) fn record(&self, event: Event) -> Result<()> {
+        self.inner.log.append(&event)?;
+        self.inner.catalog.apply(&event);
+        Ok(())
+    }
+
+    // ---- experiments ----
+
+    /// Creates an experiment; fails with `AlreadyExists` if the name is taken (by an active or
+    /// deleted experiment, as in MLflow).
+    pub fn create_experiment(&self, name: &str) -> Result<Experiment> {
+        validation::experiment_name(name)?;
+        let _lock = self.lock_catalog()?;
+        self.refresh()?;
+        if self.inner.catalog.experiment_by_name(name).is_some() {
+            return Err(Error::AlreadyExists(format!("experiment {name:?}")));
+        }
+        self.create_experiment_locked(name)
+    }
+
+    /// The experiment named `name`, created if there is none. Two processes asking at once get
+    /// the same experiment.
+    pub fn get_or_create_experiment(&self, name: &str) -> Result<Experiment> {
+        validation::experiment_name(name)?;
+        if let Some(experiment) = self.experiment_by_name(name)? {
+            return Ok(experiment);
+        }
+        let _lock = self.lock_catalog()?;
+        self.refresh()?;
+        if let Some(experiment) = self.inner.catalog.experiment_by_name(name) {
+            return Ok(experiment);
+        }
+        self.create_experiment_locked(name)
+    }
+
+    fn create_experiment_locked(&self, name: &str) -> Result<Experiment> {
+        let id = ExperimentId(((now_ms() as u64) << 20) | (random_u64() & 0xf_ffff));
+        self.record(Event::ExperimentCreated {
+            experiment: id,
+            time_ms: now_ms(),
+            name: name.to_string(),
+        })?;
+        self.inner
+            .catalog
+            .experiment(id)
+            .ok_or_else(|| Error::NotFound(format!("experiment {id}")))
+    }
+
+    /// The experiment with `id`.
+    pub fn experiment(&self, id: ExperimentId) -> Result<Experiment> {
+        self.refresh()?;
+        self.inner
+            .catalog
+            .experiment(id)
+            .ok_or_else(|| Error::NotFound(format!("experiment {id}")))
+    }
+
+    /// The experiment named `name` (active or deleted), if any.
+    pub fn experiment_by_name(&self, name: &str) -> Result<Option<Experiment>> {
+        self.refresh()?;
+        Ok(self.inner.catalog.experiment_by_name(name))
+    }
+
+    /// Experiments in `view`, by id.
+    pub fn experiments(&self, view: ViewType) -> Result<Vec<Experiment>> {
+        self.refresh()?;
+        let mut all = self.inner.catalog.experiments();
+        all.retain(|experiment| view.includes(experiment.lifecycle_stage));
+        Ok(all)
+    }
+
+    /// Renames an experiment; fails with `AlreadyExists` if the new name is taken.
+    pub fn rename_experiment(&self, id: ExperimentId, name: &str) -> Result<()> {
+        validation::experiment_name(name)?;
+        let _lock = self.lock_catalog()?;
+        self.experiment(id)?;
+        if self
+            .inner
+            .catalog
+            .experiment_by_name(name)
+            .is_some_and(|other| other.id != id)
+        {
+            return Err(Error::AlreadyExists(format!("experiment {name:?}")));
+        }
+        self.record(Event::ExperimentRenamed {
+            experiment: id,
+            time_ms: now_ms(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Soft-deletes an experiment: it is hidden from default listings and refuses new runs.
+    pub fn delete_experiment(&self, id: ExperimentId) -> Result<()> {
+        self.experiment(id)?;
+        self.record(Event::ExperimentDeleted {
+            experiment: id,
+            time_ms: now_ms(),
+        })
+    }
+
+    /// Restores a deleted experiment.
+    pub fn restore_experiment(&self, id: ExperimentId) -> Result<()> {
+        self.experiment(id)?;
+        self.record(Event::ExperimentRestored {
+            experiment: id,
+            time_ms: now_ms(),
+        })
+    }
+
+    /// Sets an experiment tag.
+    pub fn set_experiment_tag(&self, id: ExperimentId, key: &str, value: &str) -> Result<()> {
+        validation::key("experiment tag", key)?;
+        validation::value(
+            "experiment tag",
+            key,
+            value,
+            validation::EXPERIMENT_TAG_VALUE_CHARS_MAX,
+        )?;
+        self.experiment(id)?;
+        self.record(Event::ExperimentTagSet {
+            experiment: id,
+            time_ms: now_ms(),
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+    }
+
+    /// Deletes an experiment tag.
+    pub fn delete_experiment_tag(&self, id: ExperimentId, key: &str) -> Result<()> {
+        let experiment = self.experiment(id)?;
+        if !experiment.tags.contains_key(key) {
+            return Err(Error::NotFound(format!("tag {key:?} of experiment {id}")));
+        }
+        self.record(Event::ExperimentTagDeleted {
+            experiment: id,
+            time_ms: now_ms(),
+            key: key.to_string(),
+        })
+    }
+
+    // ---- runs ----
+
+    /// Starts a run in `experiment`, recording the start time and MLflow's system tags (user,
+    /// source, git commit, run name, parent).
+    pub fn start_run(&self, experiment: ExperimentId, options: RunOptions) -> Result<Run> {
+        let found = self.experiment(experiment)?;
+        if found.lifecycle_stage == LifecycleStage::Deleted {
+            return Err(Error::Deleted {
+                what: format!("experiment {experiment}"),
+            });
+        }
+        Run::start(self.clone(), experiment, options)
+    }
+
+    /// A handle to log to an existing run again (from this or another process). Its status goes
+    /// back to RUNNING, as MLflow's resume does.
+    pub fn resume_run(&self, id: RunId) -> Result<Run> {
+        Run::resume(self.clone(), id)
+    }
+
+    /// A snapshot of the run with `id`.
+    pub fn run(&self, id: RunId) -> Result<RunView> {
+        self.refresh()?;
+        self.inner
+            .catalog
+            .run_entry(id)
+            .and_then(|entry| entry.view())
+            .ok_or_else(|| Error::NotFound(format!("run {id}")))
+    }
+
+    /// Snapshots of the runs of `experiment` in `view`, newest first.
+    pub fn runs(&self, experiment: ExperimentId, view: ViewType) -> Result<Vec<RunView>> {
+        self.refresh()?;
+        let mut runs = self.inner.catalog.runs(Some(experiment));
+        runs.retain(|run| view.includes(run.info.lifecycle_stage));
+        Ok(runs)
+    }
+
+    /// Soft-deletes a run: logging to it fails until it is restored.
+    pub fn delete_run(&self, id: RunId) -> Result<()> {
+        self.run(id)?;
+        self.record(Event::RunDeleted {
+            run: id,
+            time_ms: now_ms(),
+        })
+    }
+
+    /// Restores a deleted run.
+    pub fn restore_run(&self, id: RunId) -> Result<()> {
+        self.run(id)?;
+        self.record(Event::RunRestored {
+            run: id,
+            time_ms: now_ms(),
+        })
+    }
+
+    fn lock_catalog(&self) -> Result<File> {
+        if self.inner.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let path = self.inner.root.join(CATALOG_LOCK);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open catalog lock", &path, e))?;
+        file.lock().map_err(|e| Error::io("lock", &path, e))?;
+        Ok(file)
+    }
+}

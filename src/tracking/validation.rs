@@ -1,0 +1,151 @@
+//! Input rules of the tracking API, MLflow's where MLflow has one (see
+//! `../shared/research/mlflow-rest-api.md` §4). Lengths count characters, as MLflow does.
+//!
+//! Where MLflow truncates (param values over 6,000 characters, tag values over 8,000), runlog
+//! refuses with an error instead: a tracking store that silently shortens a value loses data
+//! nobody asked it to lose, and a caller that wants truncation can truncate.
+
+use crate::error::{Error, Result};
+
+/// Longest metric, param or tag key.
+pub const KEY_CHARS_MAX: usize = 250;
+/// Longest param value.
+pub const PARAM_VALUE_CHARS_MAX: usize = 6_000;
+/// Longest run tag value.
+pub const TAG_VALUE_CHARS_MAX: usize = 8_000;
+/// Longest experiment name.
+pub const EXPERIMENT_NAME_CHARS_MAX: usize = 500;
+/// Longest experiment tag value.
+pub const EXPERIMENT_TAG_VALUE_CHARS_MAX: usize = 20_000;
+/// Longest artifact path.
+pub const ARTIFACT_PATH_BYTES_MAX: usize = 1_024;
+
+/// Checks a metric, param or tag key: at most 250 characters of letters, digits, `_ - . : /`
+/// and space, and a normalized relative path (no empty, `.` or `..` segments, no leading `/`),
+/// because MLflow's file-based stores use keys as file paths.
+pub fn key(what: &str, key: &str) -> Result<()> {
+    let chars = key.chars().count();
+    if chars > KEY_CHARS_MAX {
+        return Err(invalid(format!(
+            "{what} key of {chars} characters exceeds {KEY_CHARS_MAX}"
+        )));
+    }
+    if let Some(bad) = key
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || "_-.:/ ".contains(*c)))
+    {
+        return Err(invalid(format!(
+            "{what} key {key:?} contains {bad:?}; keys may hold only letters, digits, \
+             '_', '-', '.', ':', '/' and spaces"
+        )));
+    }
+    if key.starts_with("..") || !is_normal_relative_path(key) {
+        return Err(invalid(format!(
+            "{what} key {key:?} is not a normalized relative path (no leading '/' or '..', no \
+             empty, '.' or '..' segments)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a value's length.
+pub fn value(what: &str, key: &str, value: &str, chars_max: usize) -> Result<()> {
+    let chars = value.chars().count();
+    if chars > chars_max {
+        return Err(invalid(format!(
+            "{what} '{key}' value of {chars} characters exceeds {chars_max} (runlog refuses \
+             rather than truncating)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an experiment name: not empty, at most 500 characters.
+pub fn experiment_name(name: &str) -> Result<()> {
+    let chars = name.chars().count();
+    if chars == 0 {
+        return Err(invalid("experiment name is empty".to_string()));
+    }
+    if chars > EXPERIMENT_NAME_CHARS_MAX {
+        return Err(invalid(format!(
+            "experiment name of {chars} characters exceeds {EXPERIMENT_NAME_CHARS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an artifact path: relative, normalized, no NUL, at most 1,024 bytes.
+pub fn artifact_path(path: &str) -> Result<()> {
+    if path.len() > ARTIFACT_PATH_BYTES_MAX {
+        return Err(invalid(format!(
+            "artifact path of {} bytes exceeds {ARTIFACT_PATH_BYTES_MAX}",
+            path.len()
+        )));
+    }
+    if path.contains('\0') || path.contains('\\') || !is_normal_relative_path(path) {
+        return Err(invalid(format!(
+            "artifact path {path:?} must be a relative path without empty, '.' or '..' \
+             segments, backslashes or NUL"
+        )));
+    }
+    Ok(())
+}
+
+fn is_normal_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|segment| !matches!(segment, "" | "." | ".."))
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidInput(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_mlflow() {
+        for good in [
+            "loss",
+            "train/loss",
+            "val acc",
+            "a:b",
+            "a-b_c.d",
+            "ünï",
+            "a/..b",
+            "x".repeat(250).as_str(),
+        ] {
+            assert!(key("metric", good).is_ok(), "{good:?} refused");
+        }
+        for bad in [
+            "",
+            "/a",
+            "a//b",
+            "a/",
+            "./a",
+            "a/./b",
+            "a/../b",
+            "..a",
+            "a\\b",
+            "a*b",
+            "a\nb",
+            "x".repeat(251).as_str(),
+        ] {
+            assert!(key("metric", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn values_and_names_have_limits() {
+        assert!(value("param", "k", &"é".repeat(6_000), PARAM_VALUE_CHARS_MAX).is_ok());
+        assert!(value("param", "k", &"é".repeat(6_001), PARAM_VALUE_CHARS_MAX).is_err());
+        assert!(experiment_name("").is_err());
+        assert!(experiment_name(&"n".repeat(501)).is_err());
+        assert!(artifact_path("model/weights.bin").is_ok());
+        assert!(artifact_path("../etc/passwd").is_err());
+        assert!(artifact_path("/abs").is_err());
+    }
+}
