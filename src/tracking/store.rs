@@ -186,6 +186,13 @@ impl Store {
         self.inner.log.close()
     }
 
+    /// Simulates this process dying (kill -9): the log's writers are abandoned unsealed and
+    /// unsynced, their locks released. For crash tests.
+    #[doc(hidden)]
+    pub fn abandon(&self) {
+        self.inner.log.abandon();
+    }
+
     /// Appends `event` and, once the log accepted it, applies it to the catalog.
     pub(crate) fn record(&self, event: Event) -> Result<()> {
         self.inner.log.append(&event)?;

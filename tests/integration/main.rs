@@ -8,6 +8,8 @@
 mod util;
 
 mod tracking_api;
+mod tracking_model;
+mod tracking_multiprocess;
 
 mod wal_concurrency;
 mod wal_corruption;

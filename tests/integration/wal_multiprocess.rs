@@ -48,6 +48,8 @@ fn child_entry() {
     };
     let (log, _) = Log::open(&wal, options).unwrap();
     let mut stdout = std::io::stdout().lock();
+    // libtest has printed "test ... " without a newline: start a fresh line.
+    writeln!(stdout).unwrap();
     let mut step = 0i64;
     loop {
         if role == "writer" && step == CHILD_STEPS {
