@@ -7,7 +7,9 @@
 //! and by the interval flusher.
 //!
 //! Invariant: every writer of this handle is reachable from `lanes`, so `flush` and `close`
-//! cover everything this handle appended.
+//! cover everything this handle appended. The one exception: a lane whose thread panicked
+//! mid-append abandons its writer (see `lock_lane`), whose unsynced appends then survive a
+//! process crash but are covered by no later `flush`; reopening recovers them from disk.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;

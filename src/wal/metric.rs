@@ -20,12 +20,17 @@
 //! ```text
 //! kind 0  point, f32 value:  head = key_id << 2 | 0, step delta, timestamp delta, f32 LE
 //! kind 1  point, f64 value:  head = key_id << 2 | 1, step delta, timestamp delta, f64 LE
-//! kind 2  set run:           head = 2 exactly, run u128 LE
-//! kind 3  reserved: invalid
+//! kind 2  new run:           head = 2 exactly, run u128 LE; appends the run to the stream's
+//!                            run table and makes it current
+//! kind 3  switch run:        head = slot << 2 | 3; makes run table entry `slot` current
+//!                            (format version 2; in version 1 kind 3 was invalid)
 //! ```
 //!
 //! Deltas are zigzag uvarints from the previous point of the stream (first from 0); a point
-//! before any set-run op is invalid. A value is stored as f32 only when that round-trips its
+//! before any run op is invalid. The run table lets one writer interleave runs (one thread
+//! logging several runs) at one byte per switch instead of sixteen; a stream holds at most
+//! `STREAM_RUNS_MAX` runs. Points of one run keep their order; the reader groups a stream's
+//! points into one batch per run. A value is stored as f32 only when that round-trips its
 //! bits exactly, so values of f32 origin cost four bytes and nothing is ever rounded.
 
 use crate::error::CorruptionKind;
@@ -256,26 +261,46 @@ pub fn decompress(stored: &[u8]) -> Result<Vec<u8>, CorruptionKind> {
 
 const OP_POINT_F32: u64 = 0;
 const OP_POINT_F64: u64 = 1;
-const OP_SET_RUN: u64 = 2;
+const OP_NEW_RUN: u64 = 2;
+const OP_SWITCH_RUN: u64 = 3;
 const OP_KIND_MASK: u64 = 3;
+
+/// Runs one stream can hold in its run table.
+pub const STREAM_RUNS_MAX: usize = 64;
 
 /// Longest encoded op.
 pub const STREAM_OP_BYTES_MAX: usize = 2 * VARINT_BYTES_MAX + VARINT_BYTES_MAX + 8;
 const _: () = assert!(STREAM_OP_BYTES_MAX > 16);
 
-/// Encodes stream ops, carrying the delta state between calls.
+/// Encodes stream ops, carrying the delta state and the run table between calls.
 #[derive(Clone, Debug, Default)]
 pub struct StreamEncoder {
     previous_step: i64,
     previous_timestamp_ms: i64,
+    runs: Vec<RunId>,
+    current: Option<usize>,
 }
 
 impl StreamEncoder {
-    /// Encodes a set-run op into `out`, returning its length.
-    pub fn set_run(&mut self, run: RunId, out: &mut [u8; STREAM_OP_BYTES_MAX]) -> usize {
-        out[0] = OP_SET_RUN as u8;
+    /// Encodes whatever op makes `run` current into `out`: nothing if it already is, a
+    /// one-byte switch if the stream has seen it, else a new-run op. Returns the bytes and ops
+    /// written, or `None` when the run table is full (close the stream and start another).
+    pub fn run(&mut self, run: RunId, out: &mut [u8; STREAM_OP_BYTES_MAX]) -> Option<(usize, u32)> {
+        if self.current.is_some_and(|slot| self.runs[slot] == run) {
+            return Some((0, 0));
+        }
+        if let Some(slot) = self.runs.iter().position(|r| *r == run) {
+            self.current = Some(slot);
+            return Some((put_varint((slot as u64) << 2 | OP_SWITCH_RUN, out, 0), 1));
+        }
+        if self.runs.len() == STREAM_RUNS_MAX {
+            return None;
+        }
+        out[0] = OP_NEW_RUN as u8;
         out[1..17].copy_from_slice(&run.0.to_le_bytes());
-        17
+        self.current = Some(self.runs.len());
+        self.runs.push(run);
+        Some((17, 1))
     }
 
     /// Encodes a point op into `out`, returning its length.
@@ -318,13 +343,68 @@ fn put_varint(value: u64, out: &mut [u8; STREAM_OP_BYTES_MAX], at: usize) -> usi
     at + len
 }
 
-/// What a stream's committed ops decode to.
+/// What a stream's committed ops decode to: every point in op order, with the run of each.
 #[derive(Debug, Default, PartialEq)]
 pub struct StreamOps {
-    /// Points grouped by run, in op order; consecutive ops of one run share a batch.
-    pub batches: Vec<MetricBatch>,
+    /// The stream's run table.
+    pub runs: Vec<RunId>,
+    /// Index into `runs` of each point's run.
+    pub point_runs: Vec<u32>,
+    /// The points, in op order (the batch's `run` field is unused).
+    pub points: MetricBatch,
     /// Bytes the committed ops take; the next record starts right after them.
     pub ops_bytes: usize,
+}
+
+impl StreamOps {
+    /// Points in the stream.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Whether the stream has no point.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// The points after the first `skip` (in op order), grouped into one batch per run, each in
+    /// op order.
+    pub fn into_batches(self, skip: usize) -> Vec<MetricBatch> {
+        let StreamOps {
+            runs,
+            point_runs,
+            points,
+            ..
+        } = self;
+        if runs.len() == 1 {
+            let mut batch = points;
+            batch.run = runs[0];
+            let skip = skip.min(batch.len());
+            if skip > 0 {
+                batch.key_ids.drain(..skip);
+                batch.steps.drain(..skip);
+                batch.timestamps_ms.drain(..skip);
+                batch.values.drain(..skip);
+            }
+            return if batch.is_empty() {
+                Vec::new()
+            } else {
+                vec![batch]
+            };
+        }
+        let mut batches: Vec<MetricBatch> = runs.iter().map(|run| MetricBatch::new(*run)).collect();
+        for i in skip..points.len() {
+            let batch = &mut batches[point_runs[i] as usize];
+            batch.push(
+                points.key_ids[i],
+                points.steps[i],
+                points.timestamps_ms[i],
+                points.values[i],
+            );
+        }
+        batches.retain(|batch| !batch.is_empty());
+        batches
+    }
 }
 
 /// Decodes the first `ops_count` ops of `ops_area` and checks them against `ops_crc`.
@@ -334,14 +414,31 @@ pub fn decode_stream(
     ops_crc: u32,
 ) -> Result<StreamOps, CorruptionKind> {
     let mut decoder = Decoder::new(ops_area);
-    let mut batches: Vec<MetricBatch> = Vec::new();
+    let mut ops = StreamOps::default();
+    let mut current: Option<u32> = None;
     let mut previous_step = 0i64;
     let mut previous_timestamp_ms = 0i64;
     for _ in 0..ops_count {
         let head = decoder.varint()?;
         match head & OP_KIND_MASK {
-            OP_SET_RUN if head == OP_SET_RUN => {
-                batches.push(MetricBatch::new(RunId(decoder.u128()?)));
+            OP_NEW_RUN if head == OP_NEW_RUN => {
+                if ops.runs.len() == STREAM_RUNS_MAX {
+                    return Err(malformed(format!(
+                        "more than {STREAM_RUNS_MAX} runs in a stream"
+                    )));
+                }
+                current = Some(ops.runs.len() as u32);
+                ops.runs.push(RunId(decoder.u128()?));
+            }
+            OP_SWITCH_RUN => {
+                let slot = head >> 2;
+                if slot >= ops.runs.len() as u64 {
+                    return Err(malformed(format!(
+                        "switch to run slot {slot} of {}",
+                        ops.runs.len()
+                    )));
+                }
+                current = Some(slot as u32);
             }
             kind @ (OP_POINT_F32 | OP_POINT_F64) => {
                 let key = u32::try_from(head >> 2)
@@ -354,16 +451,18 @@ pub fn decode_stream(
                 } else {
                     decoder.f64()?
                 };
-                let Some(batch) = batches.last_mut() else {
-                    return Err(malformed("stream point before any set-run op".to_string()));
+                let Some(run) = current else {
+                    return Err(malformed("stream point before any run op".to_string()));
                 };
-                batch.push(KeyId(key), previous_step, previous_timestamp_ms, value);
+                ops.point_runs.push(run);
+                ops.points
+                    .push(KeyId(key), previous_step, previous_timestamp_ms, value);
             }
             _ => return Err(malformed(format!("invalid stream op head {head:#x}"))),
         }
     }
-    let ops_bytes = decoder.position();
-    let found = crc32fast::hash(&ops_area[..ops_bytes]);
+    ops.ops_bytes = decoder.position();
+    let found = crc32fast::hash(&ops_area[..ops.ops_bytes]);
     if found != ops_crc {
         return Err(CorruptionKind::ChecksumMismatch {
             what: "stream ops",
@@ -371,10 +470,8 @@ pub fn decode_stream(
             found,
         });
     }
-    batches.retain(|batch| !batch.is_empty());
-    Ok(StreamOps { batches, ops_bytes })
+    Ok(ops)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

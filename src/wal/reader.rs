@@ -71,6 +71,24 @@ pub fn scan_segment(
     loop {
         let rest = bytes.get(offset..).unwrap_or_default();
         match decode_item(rest, offset as u64, visit) {
+            // Zeros where a record should be, in a sealed segment being salvaged: skip them too.
+            Ok(Item::End) if salvage && offset < bytes.len() => match resync(bytes, offset + 1) {
+                Some(next) => {
+                    let kind =
+                        CorruptionKind::MalformedPayload("zeros where a record should be".into());
+                    salvaged.push((offset as u64, kind));
+                    offset = next;
+                }
+                None => {
+                    return Ok(SegmentScan {
+                        header,
+                        end_offset: offset as u64,
+                        end: SegmentEnd::Unwritten,
+                        record_count,
+                        salvaged,
+                    });
+                }
+            },
             Ok(Item::End) => {
                 return Ok(SegmentScan {
                     header,
@@ -156,15 +174,16 @@ fn decode_item(
             ..
         } => {
             let ops = decode_stream(ops_area, ops_count, ops_crc)?;
-            for batch in ops.batches {
+            let bytes_used = frame.frame_bytes() + ops.ops_bytes;
+            for batch in ops.into_batches(0) {
                 visit(offset, Event::Metrics(batch));
             }
-            Ok(Item::Record(frame.frame_bytes() + ops.ops_bytes))
+            Ok(Item::Record(bytes_used))
         }
     }
 }
 
-/// Finds the next offset at or after `from` where a valid, non-seal record starts.
+/// Finds the next offset at or after `from` where a valid record (a seal included) starts.
 fn resync(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len()).find(|offset| {
         let rest = &bytes[*offset..];

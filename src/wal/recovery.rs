@@ -226,7 +226,13 @@ fn open_rw(path: &Path) -> Result<File> {
         .map_err(|e| Error::io("open", path, e))
 }
 
+/// Trims a repaired segment to end right after its seal. Everything before the seal is synced
+/// first: a file that ends with a seal is taken as sealed and complete, so the trim must not
+/// reach the disk ahead of the records (or the seal) it follows.
 fn trim(storage: &dyn Storage, path: &Path, file: &File, len: u64) -> Result<()> {
+    storage
+        .sync_file(path, file)
+        .map_err(|e| Error::io("fsync", path, e))?;
     storage
         .set_len(path, file, len)
         .map_err(|e| Error::io("trim segment", path, e))?;

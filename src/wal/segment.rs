@@ -26,7 +26,12 @@ use crate::ids::{SegmentSequence, WriterId};
 /// Identifies runlog segment files.
 pub const MAGIC: [u8; 8] = *b"RUNLOGWL";
 /// The format version this build writes. Readers accept `1..=FORMAT_VERSION`.
-pub const FORMAT_VERSION: u16 = 1;
+///
+/// - 1: first layout. Streams had no padding and no switch-run op.
+/// - 2: streams pad their commit word to 8 bytes (0-7 zero bytes of frame payload) and may
+///   switch between runs in a per-stream run table (op kind 3). Version 1 segments are a
+///   subset of version 2 and decode with the same code.
+pub const FORMAT_VERSION: u16 = 2;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;

@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
+use crate::limits::STREAM_BYTES_MAX;
 use crate::wal::event::{Event, Seal};
-use crate::wal::metric::{MetricBatch, decode_stream};
+use crate::wal::metric::{STREAM_OP_BYTES_MAX, decode_stream};
 use crate::wal::reader::{self, corrupt};
-use crate::wal::record::{FRAME_BYTES, Frame, RecordType, decode_frame};
+use crate::wal::record::{FRAME_BYTES, Frame, RecordType, STREAM_HEADER_BYTES_MAX, decode_frame};
 use crate::wal::segment::{self, HEADER_BYTES, SegmentHeader};
 
 /// First read window on a live segment.
@@ -104,10 +105,12 @@ impl Tail {
                 stream_points_seen: 0,
                 finished: false,
             });
+            check_chain(&self.wal_dir, writer, &files.segments, cursor)?;
             while !cursor.finished && files.segments.contains(&cursor.sequence) {
                 let path = segment::segment_path(&self.wal_dir, writer, cursor.sequence);
                 let has_successor = files.segments.last() != Some(&cursor.sequence);
-                let step = poll_segment(&path, cursor, has_successor, &mut |event| {
+                let expected = (writer, cursor.sequence);
+                let step = poll_segment(&path, expected, cursor, has_successor, &mut |event| {
                     count += 1;
                     visit(writer, event);
                 })?;
@@ -121,25 +124,70 @@ impl Tail {
                     }
                 }
             }
+            let after_final = files
+                .segments
+                .last()
+                .is_some_and(|last| *last >= cursor.sequence);
+            if cursor.finished && after_final {
+                let path = segment::segment_path(&self.wal_dir, writer, cursor.sequence);
+                return Err(corrupt(path, 0, CorruptionKind::AfterSeal));
+            }
         }
         Ok(count)
     }
 }
 
+/// The full reader's chain check: no gap from the cursor's segment on.
+fn check_chain(
+    wal_dir: &Path,
+    writer: WriterId,
+    segments: &[SegmentSequence],
+    cursor: &Cursor,
+) -> Result<()> {
+    let later = &segments[segments.partition_point(|s| *s < cursor.sequence)..];
+    let gap = match later.first() {
+        Some(first) if *first != cursor.sequence && !cursor.finished => Some(cursor.sequence),
+        _ => later
+            .windows(2)
+            .find(|pair| pair[1].0 != pair[0].0 + 1)
+            .map(|pair| SegmentSequence(pair[0].0 + 1)),
+    };
+    match gap {
+        Some(missing) => Err(corrupt(
+            segment::segment_path(wal_dir, writer, missing),
+            0,
+            CorruptionKind::MissingSegment {
+                writer,
+                sequence: missing.0,
+            },
+        )),
+        None => Ok(()),
+    }
+}
+
 fn poll_segment(
     path: &Path,
+    expected: (WriterId, SegmentSequence),
     cursor: &mut Cursor,
     has_successor: bool,
     visit: &mut dyn FnMut(Event),
 ) -> Result<Step> {
     let header = reader::read_range(path, 0, HEADER_BYTES)?;
-    if let Err(kind) = SegmentHeader::decode(&header) {
+    let header = match SegmentHeader::decode(&header) {
+        Ok(header) => header,
         // Still being created, unless something follows it.
-        return if has_successor {
-            Err(corrupt(path.to_path_buf(), 0, kind))
-        } else {
-            Ok(Step::Wait)
-        };
+        Err(kind) if has_successor => return Err(corrupt(path.to_path_buf(), 0, kind)),
+        Err(_) => return Ok(Step::Wait),
+    };
+    if (header.writer, header.sequence) != expected {
+        return Err(corrupt(
+            path.to_path_buf(),
+            0,
+            CorruptionKind::HeaderMismatch(format!(
+                "header says writer {} segment {}, the file name says writer {} segment {}",
+                header.writer, header.sequence, expected.0, expected.1
+            )),
+        ));
     }
     let mut window_bytes = WINDOW_BYTES_MIN;
     loop {
@@ -169,15 +217,31 @@ fn open_window(path: &Path, offset: u64, len: usize) -> Result<Window> {
     }
     let end = file_len.min(offset.saturating_add(len as u64));
     let mut bytes = vec![0u8; end.saturating_sub(offset) as usize];
-    file.read_exact_at(&mut bytes, offset)
-        .map_err(|error| Error::io("read", path, error))?;
+    // The writer may trim the file (sealing it) between the stat and the read: a short read
+    // is then the end of the data, and the next poll sees the sealed file.
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read_at(&mut bytes[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(Error::io("read", path, error)),
+        }
+    }
+    let to_end = filled < bytes.len() || end == file_len;
+    bytes.truncate(filled);
+    let bytes = reader::SegmentBytes::Owned(bytes);
     Ok(Window {
-        bytes: reader::SegmentBytes::Owned(bytes),
+        bytes,
         base: offset,
-        to_end: end == file_len,
+        to_end,
         sealed: false,
     })
 }
+
+/// Longest a stream record can be: a larger window cannot fix a stream that fails to decode.
+const STREAM_RECORD_BYTES_MAX: usize =
+    STREAM_HEADER_BYTES_MAX + STREAM_BYTES_MAX + 3 * STREAM_OP_BYTES_MAX;
 
 /// Decodes records from the cursor on, advancing it past each one yielded.
 fn scan_window(
@@ -187,10 +251,10 @@ fn scan_window(
     strict: bool,
     visit: &mut dyn FnMut(Event),
 ) -> Result<Pass> {
-    // An invalid item: more bytes may fix it; else corruption where the format allows no doubt,
-    // "not yet" at the open end of a chain.
-    let invalid = |offset: u64, kind: CorruptionKind| -> Result<Pass> {
-        if !window.to_end {
+    // An invalid item: a larger window may fix it when the window cut it short; otherwise it
+    // is corruption where the format allows no doubt, and "not yet" at the open end of a chain.
+    let invalid = |offset: u64, kind: CorruptionKind, could_be_cut: bool| -> Result<Pass> {
+        if !window.to_end && could_be_cut {
             Ok(Pass::NeedMore)
         } else if strict {
             Err(corrupt(path.to_path_buf(), offset, kind))
@@ -203,7 +267,10 @@ fn scan_window(
         let rest = window.bytes.get(relative..).unwrap_or_default();
         let frame = match decode_frame(rest) {
             Ok(frame) => frame,
-            Err(kind) => return invalid(cursor.offset, kind),
+            Err(kind) => {
+                let cut = matches!(kind, CorruptionKind::LengthPastEnd { .. });
+                return invalid(cursor.offset, kind, cut);
+            }
         };
         match frame {
             Frame::End if rest.len() < FRAME_BYTES && !window.to_end => return Ok(Pass::NeedMore),
@@ -226,7 +293,7 @@ fn scan_window(
                     Ok(seal) => Ok(Pass::Step(Step::NextSegment {
                         finished: seal.final_segment,
                     })),
-                    Err(kind) => invalid(cursor.offset, kind),
+                    Err(kind) => invalid(cursor.offset, kind, false),
                 };
             }
             Frame::Record {
@@ -236,7 +303,7 @@ fn scan_window(
             } => {
                 match Event::decode(record_type, flags, payload) {
                     Ok(event) => visit(event),
-                    Err(kind) => return invalid(cursor.offset, kind),
+                    Err(kind) => return invalid(cursor.offset, kind, false),
                 }
                 cursor.offset += frame.frame_bytes() as u64;
                 cursor.stream_points_seen = 0;
@@ -249,48 +316,34 @@ fn scan_window(
             } => {
                 let ops = match decode_stream(ops_area, ops_count, ops_crc) {
                     Ok(ops) => ops,
-                    Err(kind) => return invalid(cursor.offset, kind),
+                    Err(kind) => {
+                        let cut = rest.len() < STREAM_RECORD_BYTES_MAX;
+                        return invalid(cursor.offset, kind, cut);
+                    }
                 };
-                let total: usize = ops.batches.iter().map(MetricBatch::len).sum();
-                for batch in skip_points(ops.batches, cursor.stream_points_seen) {
+                let next = relative + frame.frame_bytes() + ops.ops_bytes;
+                let total = ops.len();
+                for batch in ops.into_batches(cursor.stream_points_seen) {
                     visit(Event::Metrics(batch));
                 }
                 cursor.stream_points_seen = total;
-                let next = relative + frame.frame_bytes() + ops.ops_bytes;
-                // The stream may still grow until something else follows it.
-                let followed = matches!(
-                    decode_frame(window.bytes.get(next..).unwrap_or_default()),
-                    Ok(Frame::Record { .. } | Frame::Stream { .. })
-                );
-                if !followed {
-                    let more_to_see = !window.to_end && window.bytes.len() - next < FRAME_BYTES;
-                    return Ok(if more_to_see {
-                        Pass::NeedMore
-                    } else {
-                        Pass::Step(Step::Wait)
-                    });
+                // A live stream may still grow until something follows it; in a sealed segment
+                // (or one with a successor) it cannot, and the loop checks what follows.
+                let after = window.bytes.get(next..).unwrap_or_default();
+                let followed = match decode_frame(after) {
+                    Ok(Frame::Record { .. } | Frame::Stream { .. }) => true,
+                    Ok(Frame::End) if after.len() < FRAME_BYTES && !window.to_end => {
+                        return Ok(Pass::NeedMore);
+                    }
+                    Err(_) if !window.to_end => return Ok(Pass::NeedMore),
+                    _ => false,
+                };
+                if !followed && !strict {
+                    return Ok(Pass::Step(Step::Wait));
                 }
                 cursor.offset = window.base + next as u64;
                 cursor.stream_points_seen = 0;
             }
         }
     }
-}
-
-/// Drops the first `skip` points of a run of batches.
-fn skip_points(batches: Vec<MetricBatch>, mut skip: usize) -> impl Iterator<Item = MetricBatch> {
-    batches.into_iter().filter_map(move |mut batch| {
-        if skip >= batch.len() {
-            skip -= batch.len();
-            return None;
-        }
-        if skip > 0 {
-            batch.key_ids.drain(..skip);
-            batch.steps.drain(..skip);
-            batch.timestamps_ms.drain(..skip);
-            batch.values.drain(..skip);
-            skip = 0;
-        }
-        Some(batch)
-    })
 }

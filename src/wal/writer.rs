@@ -96,7 +96,6 @@ struct OpenStream {
     ops_bytes: usize,
     hasher: crc32fast::Hasher,
     encoder: StreamEncoder,
-    run: Option<RunId>,
 }
 
 #[derive(Default)]
@@ -423,13 +422,13 @@ impl Writer {
             };
             let mut encoder = stream.encoder.clone();
             let mut op = [0u8; STREAM_OP_BYTES_MAX];
-            let mut len = 0;
-            let mut count = 1;
-            if stream.run != Some(run) {
-                len = encoder.set_run(run, &mut op);
-                ops[..len].copy_from_slice(&op[..len]);
-                count = 2;
-            }
+            let Some((mut len, run_ops)) = encoder.run(run, &mut op) else {
+                // The stream's run table is full: the next stream starts a new one.
+                self.stream = None;
+                continue;
+            };
+            ops[..len].copy_from_slice(&op[..len]);
+            let count = run_ops + 1;
             let point_len = encoder.point(key, step, timestamp_ms, value, &mut op);
             ops[len..len + point_len].copy_from_slice(&op[..point_len]);
             len += point_len;
@@ -449,7 +448,6 @@ impl Writer {
             store_commit_word(&mut active.map, stream.commit_at, word);
             active.written += len;
             stream.encoder = encoder;
-            stream.run = Some(run);
             self.stats.bytes += len as u64;
             return Ok(());
         }
@@ -479,7 +477,6 @@ impl Writer {
             ops_bytes: 0,
             hasher: crc32fast::Hasher::new(),
             encoder: StreamEncoder::default(),
-            run: None,
         });
         Ok(())
     }

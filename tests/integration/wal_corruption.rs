@@ -322,7 +322,7 @@ const CASES: &[Case] = &[
         name: "future_format_version",
         sealed: true,
         corrupt: |_, bytes| {
-            bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+            bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
             let crc = crc32fast::hash(&bytes[..60]);
             bytes[60..64].copy_from_slice(&crc.to_le_bytes());
         },
@@ -332,8 +332,8 @@ const CASES: &[Case] = &[
                 matches!(
                     k,
                     CorruptionKind::UnsupportedVersion {
-                        found: 2,
-                        supported: 1
+                        found: 3,
+                        supported: 2
                     }
                 )
             },
@@ -485,6 +485,63 @@ fn a_tail_reports_corruption_in_a_sealed_segment_instead_of_waiting() {
         matches!(&error, Error::Corrupt(c) if c.offset == middle(&fixture).offset as u64),
         "{error}"
     );
+}
+
+/// Format version 1 (streams without padding or run switches) stays readable: a segment built
+/// byte by byte the way version 1 wrote it.
+#[test]
+fn a_version_1_segment_still_reads() {
+    use runlog::wal::record::{RecordType, encode_commit_word, encode_frame};
+    use runlog::wal::segment::SegmentHeader;
+    let header = SegmentHeader {
+        format_version: 1,
+        writer: runlog::WriterId(0xabc),
+        sequence: runlog::SegmentSequence(0),
+        created_unix_ms: 1_700_000_000_000,
+        segment_bytes: 4096,
+    };
+    let mut bytes = header.encode().to_vec();
+    bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    // MetricKeyDefined { run 7, key 0, "loss" }.
+    let mut record = vec![0u8; 10];
+    record.extend_from_slice(&7u128.to_le_bytes());
+    record.extend_from_slice(&0u32.to_le_bytes());
+    record.extend_from_slice(&4u32.to_le_bytes());
+    record.extend_from_slice(b"loss");
+    encode_frame(&mut record, RecordType::MetricKeyDefined, 0);
+    bytes.extend_from_slice(&record);
+    // A version-1 stream: no padding; set-run op, then two f32 points.
+    let mut ops = vec![2u8];
+    ops.extend_from_slice(&7u128.to_le_bytes());
+    for (step, value) in [(1u8, 0.5f32), (1, 0.25)] {
+        ops.extend_from_slice(&[0, step * 2, 2]);
+        ops.extend_from_slice(&value.to_le_bytes());
+    }
+    let mut stream = vec![0u8; 10];
+    encode_frame(&mut stream, RecordType::MetricStream, 0);
+    stream.extend_from_slice(&encode_commit_word(3, crc32fast::hash(&ops)));
+    stream.extend_from_slice(&ops);
+    bytes.extend_from_slice(&stream);
+    let mut seal = vec![0u8; 10];
+    seal.extend_from_slice(&2u64.to_le_bytes());
+    seal.push(1);
+    encode_frame(&mut seal, RecordType::Seal, 0);
+    bytes.extend_from_slice(&seal);
+
+    let store = Store::new();
+    std::fs::create_dir_all(store.wal()).unwrap();
+    std::fs::write(store.wal().join("0000000000000abc-0000000000.wal"), &bytes).unwrap();
+    let contents = crate::util::read(&store.wal()).unwrap();
+    let points: Vec<(i64, i64, f64)> = contents
+        .points_of(RunId(7))
+        .iter()
+        .map(|p| (p.step, p.timestamp_ms, f64::from_bits(p.value_bits)))
+        .collect();
+    assert_eq!(points, vec![(1, 1, 0.5), (2, 2, 0.25)]);
+    let mut tail = runlog::wal::Tail::new(store.wal());
+    assert_eq!(tail.poll(&mut |_, _| {}).unwrap(), 2);
 }
 
 #[test]

@@ -221,7 +221,11 @@ proptest! {
         }
         writer.close().unwrap();
         let contents = read(&store.wal()).unwrap();
-        let points: Vec<Point> = contents.points.into_iter().map(|(_, p)| p).collect();
+        // Each run's points come back in logging order (a stream groups its points by run, so
+        // the order across runs is not kept).
+        let mut points: Vec<Point> = contents.points.into_iter().map(|(_, p)| p).collect();
+        points.sort_by_key(|p| p.run);
+        expected.sort_by_key(|p| p.run);
         prop_assert_eq!(points, expected);
     }
 
@@ -317,6 +321,47 @@ fn single_point_calls_cost_at_most_12_bytes_per_point() {
     eprintln!("{bytes} bytes for {points} points: {per_point:.2} bytes/point");
     assert!(per_point <= 12.0, "{per_point:.2} bytes per point");
     assert_eq!(read(&store.wal()).unwrap().points.len() as u64, points);
+}
+
+/// One thread logging ten runs round-robin: each switch back to a run already in the stream
+/// costs one byte, and a reader gets one batch per run per stream, not one per switch.
+#[test]
+fn one_thread_interleaving_ten_runs_stays_compact() {
+    let store = Store::new();
+    let (log, _) = Log::open(store.wal(), small_options()).unwrap();
+    let mut rng = Rng::new(3);
+    let points = 100_000i64;
+    for i in 0..points {
+        let run = RunId((i % 10) as u128);
+        let j = i / 10;
+        log.log_point(run, "loss", j, 1_700_000_000_000 + j, rng.loss(j))
+            .unwrap();
+    }
+    log.close().unwrap();
+    let bytes: u64 = std::fs::read_dir(store.wal())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let per_point = bytes as f64 / points as f64;
+    eprintln!("{per_point:.2} bytes/point with 10 interleaved runs");
+    assert!(per_point <= 10.0, "{per_point:.2} bytes per point");
+    let mut batches = 0;
+    runlog::wal::read_dir(&store.wal(), Default::default(), &mut |_, event| {
+        if matches!(event, Event::Metrics(_)) {
+            batches += 1;
+        }
+    })
+    .unwrap();
+    let contents = read(&store.wal()).unwrap();
+    assert!(batches <= 10 * 100, "{batches} batches for 100k points");
+    for run in 0..10u128 {
+        let steps: Vec<i64> = contents
+            .points_of(RunId(run))
+            .iter()
+            .map(|p| p.step)
+            .collect();
+        assert_eq!(steps, (0..points / 10).collect::<Vec<_>>(), "run {run}");
+    }
 }
 
 #[test]

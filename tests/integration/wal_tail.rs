@@ -43,3 +43,25 @@ fn a_tail_sees_each_append_exactly_once_while_the_writer_runs() {
     assert_eq!(tailed, full);
     assert_eq!(tailed.points.len() as i64, step);
 }
+
+/// A batch record larger than the tail's first read window, right after an open stream: the
+/// window must grow to take it in rather than stall until the segment is sealed.
+#[test]
+fn a_tail_takes_in_a_large_batch_after_a_stream() {
+    let store = Store::new();
+    let options = runlog::wal::LogOptions {
+        segment_bytes: 8 << 20,
+        ..small_options()
+    };
+    let (log, _) = Log::open(store.wal(), options).unwrap();
+    let mut tail = Tail::new(store.wal());
+    log.log_point(RunId(1), "loss", 0, 0, 0.5).unwrap();
+    let steps: Vec<i64> = (0..60_000).collect();
+    let values: Vec<f64> = steps.iter().map(|s| (*s as f64).sqrt()).collect();
+    log.log_columns(RunId(1), "big", &steps, &steps, &values)
+        .unwrap();
+    let mut seen = Vec::new();
+    tail.poll(&mut |writer, event| seen.push((writer, event)))
+        .unwrap();
+    assert_eq!(resolve(seen).points.len(), 60_001);
+}

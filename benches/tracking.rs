@@ -1,0 +1,132 @@
+//! Tracking-API benches: `log_metric` one call per point on one thread and on 8 threads logging
+//! to 8 runs, and opening a store whose log holds 10 million points.
+//!
+//! Run: `cargo bench --bench tracking`. Figures go in `docs/BENCHMARKS.md`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use runlog::{Durability, RunOptions, Store, StoreOptions};
+
+const KEYS: [&str; 4] = ["train/loss", "train/acc", "lr", "grad_norm"];
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        durability: Durability::Buffered,
+        ..StoreOptions::default()
+    }
+}
+
+/// Noisy values of f32 origin.
+fn value(i: u64) -> f64 {
+    let noise = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 44) as f64 / 1e6;
+    f64::from((1.0 / (1.0 + i as f64 / 1e5) + noise) as f32)
+}
+
+fn log_metric(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tracking/log_metric");
+    group.throughput(Throughput::Elements(1));
+    for threads in [1usize, 8] {
+        group.bench_function(format!("{threads}_threads_{threads}_runs"), |b| {
+            b.iter_custom(|iterations| {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open_with(dir.path(), options()).unwrap();
+                let experiment = store.get_or_create_experiment("bench").unwrap();
+                let runs: Vec<_> = (0..threads)
+                    .map(|_| {
+                        store
+                            .start_run(experiment.id, RunOptions::default())
+                            .unwrap()
+                    })
+                    .collect();
+                let per_thread = iterations / threads as u64;
+                let start = Instant::now();
+                std::thread::scope(|scope| {
+                    for run in &runs {
+                        scope.spawn(move || {
+                            for i in 0..per_thread {
+                                let step = (i / KEYS.len() as u64) as i64;
+                                run.log_metric(KEYS[i as usize % KEYS.len()], value(i), step)
+                                    .unwrap();
+                            }
+                        });
+                    }
+                });
+                let elapsed = start.elapsed();
+                drop(runs);
+                store.close().unwrap();
+                elapsed
+            });
+        });
+    }
+    group.finish();
+}
+
+fn open_10m(c: &mut Criterion) {
+    let points = 10_000_000u64;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        let experiment = store.get_or_create_experiment("bench").unwrap();
+        let runs: Vec<_> = (0..10)
+            .map(|_| {
+                store
+                    .start_run(experiment.id, RunOptions::default())
+                    .unwrap()
+            })
+            .collect();
+        for i in 0..points {
+            let run = &runs[(i % 10) as usize];
+            let j = i / 10;
+            run.log_metric_at(
+                KEYS[(j % 4) as usize],
+                value(j),
+                (j / 4) as i64,
+                1_700_000_000_000 + j as i64,
+            )
+            .unwrap();
+        }
+        for run in runs {
+            run.finish().unwrap();
+        }
+        store.close().unwrap();
+    }
+    let bytes: u64 = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    println!("tracking/open: log of {points} points takes {bytes} bytes");
+    let mut group = c.benchmark_group("tracking/open");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(points));
+    group.bench_function("10m_points", |b| {
+        b.iter(|| {
+            let store = Store::open_with(dir.path(), options()).unwrap();
+            let experiment = store.experiment_by_name("bench").unwrap().unwrap();
+            let runs = store.runs(experiment.id, runlog::ViewType::All).unwrap();
+            let total: u64 = runs
+                .iter()
+                .flat_map(|r| r.metrics.values())
+                .map(|m| m.count)
+                .sum();
+            assert_eq!(total, points);
+        });
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = log_metric, open_10m
+}
+criterion_main!(benches);
