@@ -420,7 +420,9 @@ impl Writer {
             let (Some(stream), Some(active)) = (&mut self.stream, &mut self.active) else {
                 return Err(Error::InvalidInput("no open stream".to_string()));
             };
-            let mut encoder = stream.encoder.clone();
+            // On the paths that give up below, the whole stream (encoder state included) is
+            // dropped, so nothing encoded here needs undoing.
+            let encoder = &mut stream.encoder;
             let mut op = [0u8; STREAM_OP_BYTES_MAX];
             let Some((mut len, run_ops)) = encoder.run(run, &mut op) else {
                 // The stream's run table is full: the next stream starts a new one.
@@ -447,7 +449,6 @@ impl Writer {
                 record::encode_commit_word(stream.ops_count, stream.hasher.clone().finalize());
             store_commit_word(&mut active.map, stream.commit_at, word);
             active.written += len;
-            stream.encoder = encoder;
             self.stats.bytes += len as u64;
             return Ok(());
         }
