@@ -150,6 +150,18 @@ impl Run {
 
     /// Logs a param. Params are immutable: the same value again is accepted, a different one is
     /// `Error::ParamChanged` naming both.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// # let run = store.start_run(store.get_or_create_experiment("e")?.id, Default::default())?;
+    /// run.log_param("lr", "0.01")?;
+    /// run.log_param("lr", "0.01")?; // the same value: fine
+    /// assert!(matches!(run.log_param("lr", "0.02"), Err(runlog::Error::ParamChanged { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn log_param(&self, key: &str, value: &str) -> Result<()> {
         self.check_active()?;
         validation::key("param", key)?;
@@ -230,7 +242,21 @@ impl Run {
     }
 
     /// Logs one metric point with its timestamp (ms since the Unix epoch). NaN and ±inf are
-    /// stored and returned bit for bit. Several values at one step are all kept.
+    /// stored and returned bit for bit. Several values at one step are all kept; the latest value
+    /// of a key is the one with the greatest (step, timestamp), as in MLflow.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// # let run = store.start_run(store.get_or_create_experiment("e")?.id, Default::default())?;
+    /// run.log_metric_at("loss", 0.5, 10, 1_700_000_000_000)?;
+    /// run.log_metric_at("loss", f64::NAN, 3, 1_700_000_000_500)?; // an older step, logged later
+    /// let loss = run.view()?.metrics["loss"];
+    /// assert_eq!((loss.count, loss.last_step, loss.last_value), (2, 10, 0.5));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[inline]
     pub fn log_metric_at(&self, key: &str, value: f64, step: i64, timestamp_ms: i64) -> Result<()> {
         self.check_active()?;
@@ -260,6 +286,19 @@ impl Run {
 
     /// Logs a column-wise batch of one key: the fast path for many points at once. Timestamps
     /// default to now for every point.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// # let run = store.start_run(store.get_or_create_experiment("e")?.id, Default::default())?;
+    /// let steps: Vec<i64> = (0..1000).collect();
+    /// let values: Vec<f64> = steps.iter().map(|s| 1.0 / (*s + 1) as f64).collect();
+    /// run.log_batch("val/loss", &steps, None, &values)?;
+    /// assert_eq!(run.view()?.metrics["val/loss"].count, 1000);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn log_batch(
         &self,
         key: &str,
@@ -306,6 +345,18 @@ impl Run {
     }
 
     /// Stores `bytes` as the artifact `path` (relative, may contain folders).
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// # let run = store.start_run(store.get_or_create_experiment("e")?.id, Default::default())?;
+    /// let stored = run.log_artifact_bytes("model/config.json", br#"{"layers": 18}"#)?;
+    /// assert_eq!(stored.size_bytes, 14);
+    /// assert_eq!(run.read_artifact("model/config.json")?, br#"{"layers": 18}"#);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn log_artifact_bytes(&self, path: &str, bytes: &[u8]) -> Result<Artifact> {
         self.store_artifact(path, &mut std::io::Cursor::new(bytes))
     }

@@ -165,6 +165,20 @@ impl Store {
 
     /// Applies what other writers (threads of other handles, other processes) appended since
     /// the last refresh. Reads call it; call it directly to poll.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// use runlog::{Store, StoreOptions};
+    /// let writer = Store::open(dir.path())?;
+    /// let run = writer.start_run(writer.get_or_create_experiment("e")?.id, Default::default())?;
+    /// let options = StoreOptions { read_only: true, ..StoreOptions::default() };
+    /// let reader = Store::open_with(dir.path(), options)?; // e.g. in a dashboard process
+    /// run.log_metric("loss", 0.5, 1)?;
+    /// assert_eq!(reader.run(run.id())?.metrics["loss"].last_value, 0.5); // run() refreshes
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn refresh(&self) -> Result<()> {
         let own: BTreeSet<_> = self.inner.log.own_writers();
         let mut guard = catalog::lock(&self.inner.tail);
@@ -216,6 +230,16 @@ impl Store {
 
     /// The experiment named `name`, created if there is none. Two processes asking at once get
     /// the same experiment.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// let store = runlog::Store::open(dir.path())?;
+    /// let first = store.get_or_create_experiment("mnist")?;
+    /// assert_eq!(store.get_or_create_experiment("mnist")?.id, first.id);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn get_or_create_experiment(&self, name: &str) -> Result<Experiment> {
         validation::experiment_name(name)?;
         if let Some(experiment) = self.experiment_by_name(name)? {
