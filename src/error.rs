@@ -77,6 +77,19 @@ pub enum Error {
         /// The value refused.
         attempted: String,
     },
+    /// A search filter or ordering that does not parse.
+    #[error(
+        "invalid filter at column {column}: {message}\n  {input}\n  {caret:>column$}",
+        caret = "^"
+    )]
+    InvalidFilter {
+        /// The text given.
+        input: String,
+        /// 1-based character column of the mistake.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// Logging to a run (or experiment) that is deleted.
     #[error("{what} is deleted; restore it before logging to it")]
     Deleted {

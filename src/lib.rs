@@ -59,6 +59,7 @@ pub mod error;
 mod ids;
 pub mod io;
 pub mod limits;
+pub mod query;
 pub mod tracking;
 pub mod wal;
 

@@ -61,7 +61,12 @@ fuzz_target!(|data: &[u8]| {
         let (ops_count, ops_crc) = (u32::from_le_bytes(*ops_count), u32::from_le_bytes(*ops_crc));
         if let Ok(ops) = metric::decode_stream(ops_area, ops_count, ops_crc) {
             assert!(ops.ops_bytes <= ops_area.len());
-            for batch in ops.batches {
+            assert_eq!(ops.point_runs.len(), ops.len());
+            let points = ops.len();
+            let skip = points / 2;
+            let batches = ops.into_batches(skip);
+            assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), points - skip);
+            for batch in batches {
                 check_round_trip(&Event::Metrics(batch));
             }
         }

@@ -1,0 +1,787 @@
+//! MLflow's `search_runs` filter grammar: `clause (AND clause)*`, where a clause is
+//! `<entity>.<key> <operator> <value>`. No OR, NOT or parentheses, as in MLflow
+//! (`mlflow/utils/search_utils.py`).
+//!
+//! | entity (aliases) | operators | value |
+//! |---|---|---|
+//! | `metrics` (`metric`) | `= != < <= > >=` | number |
+//! | `params` (`param`, `parameter`, `parameters`) | `= != LIKE ILIKE`, `IS [NOT] NULL` | quoted string |
+//! | `tags` (`tag`) | same as params | quoted string |
+//! | `attributes` (`attribute`, `attr`, `run`), or no entity | `run_id`: `= != LIKE ILIKE IN NOT IN`; `run_name`, `status`, `user_id`, `lifecycle_stage`: `= != LIKE ILIKE`; `start_time` (`created`), `end_time`: numeric comparators | string, list or number |
+//!
+//! Keys with other characters go in backticks or double quotes (``metrics.`val loss` > 1``).
+//! Only the first `.` separates entity and key (`tags.mlflow.runName`). Every error names the
+//! 1-based character column where the problem starts.
+//!
+//! Invariant: `parse` never panics, whatever the input (fuzzed: `fuzz/fuzz_targets/filter.rs`).
+
+use std::fmt;
+
+/// A parsed filter: every clause must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filter {
+    /// The clauses, ANDed.
+    pub clauses: Vec<Clause>,
+}
+
+/// One comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clause {
+    /// What is compared.
+    pub field: Field,
+    /// How.
+    pub op: Op,
+    /// With what.
+    pub value: Value,
+}
+
+/// The left side of a clause.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// The latest value of a metric.
+    Metric(String),
+    /// A param.
+    Param(String),
+    /// A tag.
+    Tag(String),
+    /// A run attribute.
+    Attribute(Attribute),
+}
+
+/// Run attributes a filter or an ordering can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Attribute {
+    /// `run_id`.
+    RunId,
+    /// `run_name`.
+    RunName,
+    /// `status`.
+    Status,
+    /// `user_id`.
+    UserId,
+    /// `lifecycle_stage`.
+    LifecycleStage,
+    /// `start_time` (alias `created`), ms.
+    StartTime,
+    /// `end_time`, ms.
+    EndTime,
+}
+
+impl Attribute {
+    fn from_name(name: &str) -> Option<Attribute> {
+        Some(match name {
+            "run_id" => Attribute::RunId,
+            "run_name" | "run name" => Attribute::RunName,
+            "status" => Attribute::Status,
+            "user_id" => Attribute::UserId,
+            "lifecycle_stage" => Attribute::LifecycleStage,
+            "start_time" | "created" | "Created" => Attribute::StartTime,
+            "end_time" => Attribute::EndTime,
+            _ => return None,
+        })
+    }
+
+    fn is_numeric(self) -> bool {
+        matches!(self, Attribute::StartTime | Attribute::EndTime)
+    }
+}
+
+/// Comparison operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `=`
+    Eq,
+    /// `!=` or `<>`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `LIKE` (case-sensitive; `%` any run, `_` one character)
+    Like,
+    /// `ILIKE` (case-insensitive `LIKE`)
+    ILike,
+    /// `IN (...)`
+    In,
+    /// `NOT IN (...)`
+    NotIn,
+    /// `IS NULL`
+    IsNull,
+    /// `IS NOT NULL`
+    IsNotNull,
+}
+
+/// The right side of a clause.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A number.
+    Number(f64),
+    /// A quoted string.
+    Text(String),
+    /// A parenthesized list of strings.
+    List(Vec<String>),
+    /// Nothing (`IS [NOT] NULL`).
+    None,
+}
+
+/// A filter that does not parse: where and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterError {
+    /// 1-based character column of the problem.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "column {}: {}", self.column, self.message)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Word(String),
+    Quoted { text: String, quote: char },
+    Number(f64),
+    Symbol(&'static str),
+    LeftParen,
+    RightParen,
+    Comma,
+}
+
+#[derive(Clone, Debug)]
+struct Spanned {
+    token: Token,
+    column: usize,
+}
+
+fn error(column: usize, message: impl Into<String>) -> FilterError {
+    FilterError {
+        column,
+        message: message.into(),
+    }
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '.' | '/' | ':' | '-')
+}
+
+fn tokenize(input: &str) -> Result<Vec<Spanned>, FilterError> {
+    let chars: Vec<char> = input.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let column = i + 1;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let token = match c {
+            '(' => {
+                i += 1;
+                Token::LeftParen
+            }
+            ')' => {
+                i += 1;
+                Token::RightParen
+            }
+            ',' => {
+                i += 1;
+                Token::Comma
+            }
+            '=' => {
+                i += 1;
+                Token::Symbol("=")
+            }
+            '!' | '<' | '>' => {
+                let next = chars.get(i + 1).copied();
+                let (symbol, width) = match (c, next) {
+                    ('!', Some('=')) => ("!=", 2),
+                    ('<', Some('>')) => ("!=", 2),
+                    ('<', Some('=')) => ("<=", 2),
+                    ('>', Some('=')) => (">=", 2),
+                    ('<', _) => ("<", 1),
+                    ('>', _) => (">", 1),
+                    _ => return Err(error(column, "'!' must be followed by '='")),
+                };
+                i += width;
+                Token::Symbol(symbol)
+            }
+            '\'' | '"' | '`' => {
+                let mut text = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return Err(error(column, format!("unterminated {c}-quoted text"))),
+                        // A doubled quote stands for one quote character, as in SQL.
+                        Some(q) if *q == c && chars.get(i + 1) == Some(&c) => {
+                            text.push(c);
+                            i += 2;
+                        }
+                        Some(q) if *q == c => {
+                            i += 1;
+                            break;
+                        }
+                        Some(other) => {
+                            text.push(*other);
+                            i += 1;
+                        }
+                    }
+                }
+                Token::Quoted { text, quote: c }
+            }
+            c if c.is_ascii_digit()
+                || (matches!(c, '-' | '+' | '.') && starts_number(&chars, i)) =>
+            {
+                let start = i;
+                i += 1;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '+' | '-'))
+                {
+                    // Signs only right after an exponent marker.
+                    if matches!(chars[i], '+' | '-') && !matches!(chars[i - 1], 'e' | 'E') {
+                        break;
+                    }
+                    i += 1;
+                }
+                let text: String = chars[start..i].iter().collect();
+                let number = text
+                    .parse::<f64>()
+                    .map_err(|_| error(column, format!("{text:?} is not a number")))?;
+                Token::Number(number)
+            }
+            c if is_word_char(c) => {
+                let start = i;
+                while i < chars.len() && is_word_char(chars[i]) {
+                    i += 1;
+                }
+                Token::Word(chars[start..i].iter().collect())
+            }
+            other => return Err(error(column, format!("unexpected character {other:?}"))),
+        };
+        tokens.push(Spanned { token, column });
+    }
+    Ok(tokens)
+}
+
+fn starts_number(chars: &[char], at: usize) -> bool {
+    let next = chars.get(at + 1).copied();
+    match chars[at] {
+        '-' | '+' => next.is_some_and(|c| c.is_ascii_digit() || c == '.'),
+        '.' => next.is_some_and(|c| c.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+struct Parser {
+    tokens: Vec<Spanned>,
+    position: usize,
+    end_column: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Spanned> {
+        self.tokens.get(self.position)
+    }
+
+    fn next(&mut self) -> Option<Spanned> {
+        let token = self.tokens.get(self.position).cloned();
+        self.position += 1;
+        token
+    }
+
+    fn column(&self) -> usize {
+        self.peek().map_or(self.end_column, |t| t.column)
+    }
+
+    fn keyword(&self, word: &str) -> bool {
+        matches!(self.peek(), Some(Spanned { token: Token::Word(w), .. }) if w.eq_ignore_ascii_case(word))
+    }
+
+    fn field(&mut self) -> Result<(Field, usize), FilterError> {
+        let Some(Spanned { token, column }) = self.next() else {
+            return Err(error(
+                self.end_column,
+                "expected a field such as metrics.loss",
+            ));
+        };
+        let (entity, key) = match token {
+            Token::Word(word) => match word.split_once('.') {
+                Some((entity, "")) => (Some(entity.to_string()), self.quoted_key(column)?),
+                Some((entity, key)) => (Some(entity.to_string()), key.to_string()),
+                None => (None, word),
+            },
+            // `entity`.key or `entity`."key"
+            Token::Quoted { text, quote: '`' } if self.peek_dot_word() => {
+                let Some(Spanned {
+                    token: Token::Word(rest),
+                    ..
+                }) = self.next()
+                else {
+                    return Err(error(column, "expected '.' and a key after the entity"));
+                };
+                let key = match rest.strip_prefix('.') {
+                    Some("") => self.quoted_key(column)?,
+                    Some(key) => key.to_string(),
+                    None => return Err(error(column, "expected '.' after the entity")),
+                };
+                (Some(text), key)
+            }
+            Token::Quoted { text, .. } => (None, text),
+            other => {
+                return Err(error(
+                    column,
+                    format!("expected a field, found {}", describe(&other)),
+                ));
+            }
+        };
+        if key.is_empty() {
+            return Err(error(column, "empty key"));
+        }
+        let field = match entity.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("metric" | "metrics") => Field::Metric(key),
+            Some("param" | "params" | "parameter" | "parameters") => Field::Param(key),
+            Some("tag" | "tags") => Field::Tag(key),
+            Some("attribute" | "attributes" | "attr" | "run") | None => {
+                let attribute = Attribute::from_name(&key).ok_or_else(|| {
+                    error(
+                        column,
+                        format!(
+                            "unknown attribute {key:?}; expected run_id, run_name, status, \
+                             user_id, lifecycle_stage, start_time or end_time (or an entity \
+                             prefix: metrics., params., tags.)"
+                        ),
+                    )
+                })?;
+                Field::Attribute(attribute)
+            }
+            Some(other) => {
+                return Err(error(
+                    column,
+                    format!(
+                        "unknown entity {other:?}; expected metrics, params, tags or attributes"
+                    ),
+                ));
+            }
+        };
+        Ok((field, column))
+    }
+
+    fn peek_dot_word(&self) -> bool {
+        matches!(self.peek(), Some(Spanned { token: Token::Word(w), .. }) if w.starts_with('.'))
+    }
+
+    fn quoted_key(&mut self, column: usize) -> Result<String, FilterError> {
+        match self.next() {
+            Some(Spanned {
+                token:
+                    Token::Quoted {
+                        text,
+                        quote: '`' | '"',
+                    },
+                ..
+            }) => Ok(text),
+            _ => Err(error(
+                column,
+                "expected a key after '.' (quote keys with special characters in backticks)",
+            )),
+        }
+    }
+
+    fn op(&mut self) -> Result<(Op, usize), FilterError> {
+        let column = self.column();
+        let Some(Spanned { token, .. }) = self.next() else {
+            return Err(error(
+                column,
+                "expected an operator (=, !=, <, <=, >, >=, LIKE, ILIKE, IN, IS)",
+            ));
+        };
+        let op = match token {
+            Token::Symbol("=") => Op::Eq,
+            Token::Symbol("!=") => Op::Ne,
+            Token::Symbol("<") => Op::Lt,
+            Token::Symbol("<=") => Op::Le,
+            Token::Symbol(">") => Op::Gt,
+            Token::Symbol(">=") => Op::Ge,
+            Token::Word(w) if w.eq_ignore_ascii_case("like") => Op::Like,
+            Token::Word(w) if w.eq_ignore_ascii_case("ilike") => Op::ILike,
+            Token::Word(w) if w.eq_ignore_ascii_case("in") => Op::In,
+            Token::Word(w) if w.eq_ignore_ascii_case("not") => {
+                if !self.keyword("in") {
+                    return Err(error(
+                        self.column(),
+                        "expected IN after NOT (NOT is only valid in NOT IN)",
+                    ));
+                }
+                self.position += 1;
+                Op::NotIn
+            }
+            Token::Word(w) if w.eq_ignore_ascii_case("is") => {
+                let negated = self.keyword("not");
+                if negated {
+                    self.position += 1;
+                }
+                if !self.keyword("null") {
+                    return Err(error(self.column(), "expected NULL after IS"));
+                }
+                self.position += 1;
+                if negated { Op::IsNotNull } else { Op::IsNull }
+            }
+            other => {
+                return Err(error(
+                    column,
+                    format!("expected an operator, found {}", describe(&other)),
+                ));
+            }
+        };
+        Ok((op, column))
+    }
+
+    fn value(&mut self, op: Op) -> Result<(Value, usize), FilterError> {
+        let column = self.column();
+        if matches!(op, Op::IsNull | Op::IsNotNull) {
+            return Ok((Value::None, column));
+        }
+        if matches!(op, Op::In | Op::NotIn) {
+            return self.list().map(|list| (Value::List(list), column));
+        }
+        match self.next() {
+            Some(Spanned {
+                token: Token::Number(n),
+                ..
+            }) => Ok((Value::Number(n), column)),
+            Some(Spanned {
+                token:
+                    Token::Quoted {
+                        text,
+                        quote: '\'' | '"',
+                    },
+                ..
+            }) => Ok((Value::Text(text), column)),
+            Some(Spanned { token, .. }) => Err(error(
+                column,
+                format!(
+                    "expected a number or a quoted string, found {}",
+                    describe(&token)
+                ),
+            )),
+            None => Err(error(column, "expected a value")),
+        }
+    }
+
+    fn list(&mut self) -> Result<Vec<String>, FilterError> {
+        let column = self.column();
+        if !matches!(
+            self.next(),
+            Some(Spanned {
+                token: Token::LeftParen,
+                ..
+            })
+        ) {
+            return Err(error(column, "expected '(' to start a list"));
+        }
+        let mut items = Vec::new();
+        loop {
+            let column = self.column();
+            match self.next() {
+                Some(Spanned {
+                    token:
+                        Token::Quoted {
+                            text,
+                            quote: '\'' | '"',
+                        },
+                    ..
+                }) => items.push(text),
+                _ => return Err(error(column, "expected a quoted string in the list")),
+            }
+            let column = self.column();
+            match self.next() {
+                Some(Spanned {
+                    token: Token::Comma,
+                    ..
+                }) => continue,
+                Some(Spanned {
+                    token: Token::RightParen,
+                    ..
+                }) => return Ok(items),
+                _ => return Err(error(column, "expected ',' or ')' in the list")),
+            }
+        }
+    }
+}
+
+fn describe(token: &Token) -> String {
+    match token {
+        Token::Word(w) => format!("{w:?}"),
+        Token::Quoted { text, quote } => format!("{quote}{text}{quote}"),
+        Token::Number(n) => format!("the number {n}"),
+        Token::Symbol(s) => format!("'{s}'"),
+        Token::LeftParen => "'('".to_string(),
+        Token::RightParen => "')'".to_string(),
+        Token::Comma => "','".to_string(),
+    }
+}
+
+/// Checks that `op` and `value` fit `field`, MLflow's rules.
+fn check(
+    field: &Field,
+    op: Op,
+    value: &Value,
+    op_column: usize,
+    value_column: usize,
+) -> Result<(), FilterError> {
+    use Op::*;
+    let numeric =
+        matches!(field, Field::Metric(_)) || matches!(field, Field::Attribute(a) if a.is_numeric());
+    let allowed: &[Op] = match field {
+        Field::Metric(_) => &[Eq, Ne, Lt, Le, Gt, Ge],
+        Field::Param(_) | Field::Tag(_) => &[Eq, Ne, Like, ILike, IsNull, IsNotNull],
+        Field::Attribute(a) if a.is_numeric() => &[Eq, Ne, Lt, Le, Gt, Ge],
+        Field::Attribute(Attribute::RunId) => &[Eq, Ne, Like, ILike, In, NotIn],
+        Field::Attribute(_) => &[Eq, Ne, Like, ILike],
+    };
+    if !allowed.contains(&op) {
+        return Err(error(
+            op_column,
+            format!("{op:?} is not allowed on {}", field_name(field)),
+        ));
+    }
+    match (numeric, value) {
+        (true, Value::Number(_)) | (false, Value::Text(_) | Value::List(_) | Value::None) => Ok(()),
+        (true, _) => Err(error(
+            value_column,
+            format!("{} takes a number (unquoted)", field_name(field)),
+        )),
+        (false, _) => Err(error(
+            value_column,
+            format!("{} takes a quoted string", field_name(field)),
+        )),
+    }
+}
+
+fn field_name(field: &Field) -> String {
+    match field {
+        Field::Metric(key) => format!("metrics.{key}"),
+        Field::Param(key) => format!("params.{key}"),
+        Field::Tag(key) => format!("tags.{key}"),
+        Field::Attribute(attribute) => format!("attributes.{attribute:?}"),
+    }
+}
+
+/// Parses a filter. An empty (or all-blank) filter matches every run.
+pub fn parse(input: &str) -> Result<Filter, FilterError> {
+    let tokens = tokenize(input)?;
+    let end_column = input.chars().count() + 1;
+    let mut parser = Parser {
+        tokens,
+        position: 0,
+        end_column,
+    };
+    let mut filter = Filter::default();
+    if parser.peek().is_none() {
+        return Ok(filter);
+    }
+    loop {
+        let (field, _) = parser.field()?;
+        let (op, op_column) = parser.op()?;
+        let (value, value_column) = parser.value(op)?;
+        check(&field, op, &value, op_column, value_column)?;
+        filter.clauses.push(Clause { field, op, value });
+        match parser.peek() {
+            None => return Ok(filter),
+            Some(_) if parser.keyword("and") => parser.position += 1,
+            Some(Spanned { token, column }) => {
+                let hint = if matches!(token, Token::Word(w) if w.eq_ignore_ascii_case("or")) {
+                    "OR is not supported (MLflow's grammar has only AND)".to_string()
+                } else {
+                    format!("expected AND, found {}", describe(token))
+                };
+                return Err(error(*column, hint));
+            }
+        }
+    }
+}
+
+/// One `order_by` element: `<field> [ASC|DESC]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderBy {
+    /// What to sort on.
+    pub field: Field,
+    /// Ascending (the default) or descending.
+    pub ascending: bool,
+}
+
+/// Parses one `order_by` element.
+pub fn parse_order_by(input: &str) -> Result<OrderBy, FilterError> {
+    let tokens = tokenize(input)?;
+    let end_column = input.chars().count() + 1;
+    let mut parser = Parser {
+        tokens,
+        position: 0,
+        end_column,
+    };
+    let (field, _) = parser.field()?;
+    let ascending = if parser.keyword("desc") {
+        parser.position += 1;
+        false
+    } else {
+        if parser.keyword("asc") {
+            parser.position += 1;
+        }
+        true
+    };
+    if let Some(extra) = parser.peek() {
+        return Err(error(
+            extra.column,
+            format!(
+                "unexpected {} after the order (one field per element)",
+                describe(&extra.token)
+            ),
+        ));
+    }
+    Ok(OrderBy { field, ascending })
+}
+
+/// SQL `LIKE`: `%` matches any run of characters, `_` exactly one.
+pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
+    let fold = |s: &str| -> Vec<char> {
+        if case_insensitive {
+            s.to_lowercase().chars().collect()
+        } else {
+            s.chars().collect()
+        }
+    };
+    let (text, pattern) = (fold(text), fold(pattern));
+    // Iterative matching with backtracking to the last '%': linear in practice, never recursive.
+    let (mut t, mut p) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '_' || pattern[p] == text[t]) {
+            t += 1;
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == '%' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((star_p, star_t)) = star {
+            p = star_p + 1;
+            t = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '%')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_issue_example() {
+        let filter = parse(
+            "metrics.acc > 0.9 and params.lr = '0.01' and tags.model LIKE 'res%' and attributes.status = 'FINISHED'",
+        )
+        .unwrap();
+        assert_eq!(filter.clauses.len(), 4);
+        assert_eq!(
+            filter.clauses[0],
+            Clause {
+                field: Field::Metric("acc".into()),
+                op: Op::Gt,
+                value: Value::Number(0.9)
+            }
+        );
+        assert_eq!(filter.clauses[2].op, Op::Like);
+        assert_eq!(filter.clauses[3].field, Field::Attribute(Attribute::Status));
+    }
+
+    #[test]
+    fn parses_quoting_dotted_keys_lists_and_null_tests() {
+        let filter = parse(
+            "metrics.`val loss` <= -1e-3 AND params.\"lr\" != \"0.1\" AND tags.mlflow.runName ILIKE '%A%' \
+             AND run_id IN ('a', 'b') AND `params`.opt IS NOT NULL AND attr.start_time >= 5 AND tags.x IS NULL",
+        )
+        .unwrap();
+        assert_eq!(filter.clauses[0].field, Field::Metric("val loss".into()));
+        assert_eq!(filter.clauses[0].value, Value::Number(-1e-3));
+        assert_eq!(filter.clauses[1].field, Field::Param("lr".into()));
+        assert_eq!(filter.clauses[2].field, Field::Tag("mlflow.runName".into()));
+        assert_eq!(
+            filter.clauses[3].value,
+            Value::List(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            filter.clauses[4],
+            Clause {
+                field: Field::Param("opt".into()),
+                op: Op::IsNotNull,
+                value: Value::None
+            }
+        );
+        assert_eq!(
+            filter.clauses[5].field,
+            Field::Attribute(Attribute::StartTime)
+        );
+        assert_eq!(filter.clauses[6].op, Op::IsNull);
+        assert_eq!(parse("  ").unwrap(), Filter::default());
+    }
+
+    #[test]
+    fn errors_point_at_the_column_of_the_mistake() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("metrics.acc > 0.9 or params.lr = '1'", 19, "OR"),
+            ("metrics.acc > '0.9'", 15, "number"),
+            ("params.lr = 0.01", 13, "quoted"),
+            ("params.lr > '1'", 11, "not allowed"),
+            ("metric.acc >", 13, "value"),
+            ("foo.bar = '1'", 1, "entity"),
+            ("nonsense = '1'", 1, "attribute"),
+            ("metrics.acc ~ 1", 13, "unexpected character"),
+            ("params.lr = 'open", 13, "unterminated"),
+            ("run_id IN ('a' 'b')", 16, "','"),
+            ("metrics.acc > 1 and", 20, "field"),
+            ("tags.t IS 'x'", 11, "NULL"),
+        ];
+        for (input, column, needle) in cases {
+            let error = parse(input).unwrap_err();
+            assert_eq!(error.column, *column, "{input:?}: {error}");
+            assert!(error.message.contains(needle), "{input:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn order_by_parses_direction_and_rejects_extras() {
+        assert_eq!(
+            parse_order_by("metrics.acc DESC").unwrap(),
+            OrderBy {
+                field: Field::Metric("acc".into()),
+                ascending: false
+            }
+        );
+        assert!(parse_order_by("params.lr").unwrap().ascending);
+        assert_eq!(
+            parse_order_by("start_time asc").unwrap().field,
+            Field::Attribute(Attribute::StartTime)
+        );
+        assert!(parse_order_by("metrics.a, metrics.b").is_err());
+    }
+
+    #[test]
+    fn like_matches_sql_wildcards() {
+        assert!(like("resnet50", "res%", false));
+        assert!(like("resnet50", "%net__", false));
+        assert!(!like("ResNet", "res%", false));
+        assert!(like("ResNet", "res%", true));
+        assert!(like("", "%", false));
+        assert!(!like("abc", "a_", false));
+        assert!(like("a%b", "a%b", false));
+        assert!(like(&"a".repeat(1000), &"%a".repeat(50), false));
+    }
+}
