@@ -1,5 +1,5 @@
 //! Publishing an artifact: stream the content to a temporary file while hashing it, fsync it,
-//! rename it into place, fsync the folder.
+//! link it to its final path (failing if that path exists), fsync the folder.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -42,17 +42,24 @@ pub(crate) fn store(
         crate::wal::writer::random_u64()
     ));
     let result = write_temporary(&temporary, source, storage).and_then(|stored| {
+        // A link, not a rename: publishing never replaces an artifact, so a file at its final
+        // path always matches the one event that recorded it.
         storage
-            .rename(&temporary, &final_path)
-            .map_err(|e| Error::io("rename artifact", &final_path, e))?;
+            .link(&temporary, &final_path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    Error::AlreadyExists(format!("artifact {path:?} of run {run}"))
+                }
+                _ => Error::io("publish artifact", &final_path, e),
+            })?;
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("fsync", dir, e))?;
         Ok(stored)
     });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
+    // The temporary name is removed either way; after a successful link it is only a second
+    // name of the published file.
+    let _ = storage.remove(&temporary);
     result
 }
 

@@ -27,6 +27,8 @@ pub enum Operation {
     SetLen,
     /// [`Storage::rename`].
     Rename,
+    /// [`Storage::link`].
+    Link,
     /// [`Storage::remove`].
     Remove,
     /// [`Storage::write_at`].
@@ -163,6 +165,11 @@ impl Storage for FaultStorage {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check(Operation::Rename)?;
         OsStorage.rename(from, to)
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(Operation::Link)?;
+        OsStorage.link(from, to)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {

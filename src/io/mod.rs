@@ -32,6 +32,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn set_len(&self, path: &Path, file: &File, bytes: u64) -> io::Result<()>;
     /// Renames a file atomically.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes `to` a new name of `from`, failing with `AlreadyExists` if `to` exists: an atomic
+    /// publish that never replaces.
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Writes `bytes` at `offset` of an open file (used to seal a crashed writer's segment).
@@ -76,6 +79,10 @@ impl Storage for OsStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {

@@ -367,6 +367,12 @@ impl Run {
         if self.store.inner.options.read_only {
             return Err(Error::ReadOnly);
         }
+        if self.view()?.artifacts.contains_key(path) {
+            return Err(Error::AlreadyExists(format!(
+                "artifact {path:?} of run {} (artifacts are write-once)",
+                self.entry.id
+            )));
+        }
         let inner = &self.store.inner;
         let stored = artifact::store(
             &inner.root,

@@ -28,8 +28,9 @@
 //!
 //! Deltas are zigzag uvarints from the previous point of the stream (first from 0); a point
 //! before any run op is invalid. The run table lets one writer interleave runs (one thread
-//! logging several runs) at one byte per switch instead of sixteen; a stream holds at most
-//! `STREAM_RUNS_MAX` runs. Points of one run keep their order; the reader groups a stream's
+//! logging several runs) at one or two bytes per switch instead of seventeen; the writer puts at
+//! most `STREAM_RUNS_MAX` runs in a stream (readers accept any number: version 1 wrote a
+//! set-run op at every change). Points of one run keep their order; the reader groups a stream's
 //! points into one batch per run. A value is stored as f32 only when that round-trips its
 //! bits exactly, so values of f32 origin cost four bytes and nothing is ever rounded.
 
@@ -421,12 +422,10 @@ pub fn decode_stream(
     for _ in 0..ops_count {
         let head = decoder.varint()?;
         match head & OP_KIND_MASK {
+            // No cap on the table here: version 1 wrote a set-run op at every change of run, so
+            // a v1 stream may hold any number of them. Each costs 17 input bytes, which bounds
+            // the table by the input.
             OP_NEW_RUN if head == OP_NEW_RUN => {
-                if ops.runs.len() == STREAM_RUNS_MAX {
-                    return Err(malformed(format!(
-                        "more than {STREAM_RUNS_MAX} runs in a stream"
-                    )));
-                }
                 current = Some(ops.runs.len() as u32);
                 ops.runs.push(RunId(decoder.u128()?));
             }

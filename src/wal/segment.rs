@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic            "RUNLOGWL"
-//!      8     2  format_version   u16 LE (1)
+//!      8     2  format_version   u16 LE (2; 1 is still read)
 //!     10     2  header_bytes     u16 LE (64)
 //!     12     4  flags            u32 LE (0; reserved)
 //!     16     8  writer_id        u64 LE

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
-use crate::limits::STREAM_BYTES_MAX;
+use crate::limits::{RECORD_PAYLOAD_BYTES_MAX, STREAM_BYTES_MAX};
 use crate::wal::event::{Event, Seal};
 use crate::wal::metric::{STREAM_OP_BYTES_MAX, decode_stream};
 use crate::wal::reader::{self, corrupt};
@@ -243,6 +243,14 @@ fn open_window(path: &Path, offset: u64, len: usize) -> Result<Window> {
 const STREAM_RECORD_BYTES_MAX: usize =
     STREAM_HEADER_BYTES_MAX + STREAM_BYTES_MAX + 3 * STREAM_OP_BYTES_MAX;
 
+/// Whether a frame error may only mean the window ended inside a valid record: its length runs
+/// past the window but not past what any record can be. Anything else (a bad CRC, a garbage
+/// length) more bytes cannot fix, so the window does not grow for it.
+fn could_be_cut(kind: &CorruptionKind) -> bool {
+    let record_bytes_max = (FRAME_BYTES + RECORD_PAYLOAD_BYTES_MAX) as u64;
+    matches!(kind, CorruptionKind::LengthPastEnd { length, .. } if *length <= record_bytes_max)
+}
+
 /// Decodes records from the cursor on, advancing it past each one yielded.
 fn scan_window(
     path: &Path,
@@ -268,7 +276,7 @@ fn scan_window(
         let frame = match decode_frame(rest) {
             Ok(frame) => frame,
             Err(kind) => {
-                let cut = matches!(kind, CorruptionKind::LengthPastEnd { .. });
+                let cut = could_be_cut(&kind);
                 return invalid(cursor.offset, kind, cut);
             }
         };
@@ -335,7 +343,9 @@ fn scan_window(
                     Ok(Frame::End) if after.len() < FRAME_BYTES && !window.to_end => {
                         return Ok(Pass::NeedMore);
                     }
-                    Err(_) if !window.to_end => return Ok(Pass::NeedMore),
+                    Err(kind) if !window.to_end && could_be_cut(&kind) => {
+                        return Ok(Pass::NeedMore);
+                    }
                     _ => false,
                 };
                 if !followed && !strict {

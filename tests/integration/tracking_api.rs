@@ -423,6 +423,12 @@ fn artifacts_are_stored_atomically_listed_and_verified() {
         run.read_artifact("missing"),
         Err(Error::NotFound(_))
     ));
+    // Write-once: the file keeps matching the one event that recorded it.
+    assert!(matches!(
+        run.log_artifact_bytes("config.yaml", b"other"),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(run.read_artifact("config.yaml").unwrap(), b"lr: 0.01\n");
     for bad in ["../escape", "/abs", "a//b", ""] {
         assert!(
             matches!(

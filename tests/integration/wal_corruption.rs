@@ -574,3 +574,30 @@ fn a_gap_in_a_writers_chain_is_reported() {
         "{error}"
     );
 }
+
+/// Version 1 wrote a set-run op at every change of run, so a v1 stream can hold far more than
+/// the 64 runs a v2 writer puts in one: the reader must accept them all (it once rejected the
+/// 65th, which recovery would have taken for a torn tail and cut there).
+#[test]
+fn a_version_1_stream_with_many_run_changes_reads_whole() {
+    use runlog::wal::metric::decode_stream;
+    let mut ops = Vec::new();
+    let changes = 70u8;
+    for i in 0..changes {
+        ops.push(2u8);
+        ops.extend_from_slice(&(7u128 + u128::from(i % 2)).to_le_bytes());
+        ops.extend_from_slice(&[0, 2, 0]);
+        ops.extend_from_slice(&(f32::from(i)).to_le_bytes());
+    }
+    let decoded = decode_stream(&ops, u32::from(changes) * 2, crc32fast::hash(&ops)).unwrap();
+    assert_eq!(decoded.len(), usize::from(changes));
+    let batches = decoded.into_batches(0);
+    let per_run = |run: u128| -> usize {
+        batches
+            .iter()
+            .filter(|b| b.run == RunId(run))
+            .map(|b| b.len())
+            .sum()
+    };
+    assert_eq!((per_run(7), per_run(8)), (35, 35));
+}
