@@ -117,6 +117,50 @@ fn open_10m(c: &mut Criterion) {
     group.finish();
 }
 
+fn search_10k(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let experiment = store.get_or_create_experiment("bench").unwrap();
+    for i in 0..10_000u64 {
+        let run = store
+            .start_run(experiment.id, RunOptions::default())
+            .unwrap();
+        run.log_param("lr", ["0.1", "0.01", "0.001"][(i % 3) as usize])
+            .unwrap();
+        run.set_tag("model", ["resnet", "vit"][(i % 2) as usize])
+            .unwrap();
+        for key in [
+            "acc",
+            "loss",
+            "lr",
+            "grad_norm",
+            "val/acc",
+            "val/loss",
+            "tokens",
+            "mfu",
+        ] {
+            run.log_metric(key, value(i * 8 + key.len() as u64), 100)
+                .unwrap();
+        }
+        run.finish().unwrap();
+    }
+    let mut group = c.benchmark_group("tracking/search");
+    group.bench_function("10k_runs_two_clauses", |b| {
+        b.iter(|| {
+            let page = store
+                .search_runs(&runlog::query::SearchRuns {
+                    experiments: vec![experiment.id],
+                    filter: "metrics.acc > 0.5 and params.lr = '0.01'".into(),
+                    max_results: 100,
+                    ..Default::default()
+                })
+                .unwrap();
+            assert!(!page.runs.is_empty());
+        });
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -127,6 +171,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = log_metric, open_10m
+    targets = log_metric, open_10m, search_10k
 }
 criterion_main!(benches);

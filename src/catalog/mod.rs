@@ -533,6 +533,91 @@ fn experiment_view(id: ExperimentId, entry: &ExperimentEntry) -> Option<Experime
     })
 }
 
+/// A created run borrowed under its locks, for evaluating filters in place.
+pub(crate) struct RunRef<'a> {
+    id: RunId,
+    created: Created,
+    meta: &'a RunMeta,
+    metrics: &'a MetricTable,
+}
+
+impl Catalog {
+    /// Calls `visit` with every created run, borrowed under its locks (one run at a time).
+    pub fn for_each_run(&self, mut visit: impl FnMut(&Arc<RunEntry>, &RunRef<'_>)) {
+        let entries: Vec<Arc<RunEntry>> = self
+            .runs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for entry in &entries {
+            let meta = lock(&entry.meta);
+            let Some(created) = meta.created else {
+                continue;
+            };
+            let metrics = lock(&entry.metrics);
+            visit(
+                entry,
+                &RunRef {
+                    id: entry.id,
+                    created,
+                    meta: &meta,
+                    metrics: &metrics,
+                },
+            );
+        }
+    }
+}
+
+impl crate::query::RunFields for RunRef<'_> {
+    fn id(&self) -> RunId {
+        self.id
+    }
+    fn experiment(&self) -> ExperimentId {
+        self.created.experiment
+    }
+    fn lifecycle_stage(&self) -> LifecycleStage {
+        self.meta
+            .lifecycle
+            .as_ref()
+            .map_or(LifecycleStage::Active, |l| l.value)
+    }
+    fn start_time_ms(&self) -> i64 {
+        self.created.start_time_ms
+    }
+    fn metric_last(&self, key: &str) -> Option<f64> {
+        let summary = &self.metrics.summaries[self.metrics.slot(key)?];
+        (summary.count > 0).then_some(summary.last_value)
+    }
+    fn param(&self, key: &str) -> Option<&str> {
+        self.meta.params.get(key).map(|p| p.value.as_str())
+    }
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.meta.tags.get(key).and_then(|t| t.value.as_deref())
+    }
+    fn attribute(
+        &self,
+        attribute: crate::query::filter::Attribute,
+    ) -> crate::query::AttributeValue {
+        let (status, end_time_ms) = self
+            .meta
+            .status
+            .as_ref()
+            .map_or((RunStatus::Running, None), |s| s.value);
+        let parts = crate::query::AttributeParts {
+            id: self.id,
+            name: self.meta.name.as_ref().map_or("", |n| n.value.as_str()),
+            status,
+            user: self.tag("mlflow.user"),
+            stage: self.lifecycle_stage(),
+            start_time_ms: self.created.start_time_ms,
+            end_time_ms,
+        };
+        parts.value(attribute)
+    }
+}
+
 impl RunEntry {
     /// A snapshot, if the run was created.
     pub fn view(&self) -> Option<RunView> {

@@ -7,4 +7,8 @@ mod search;
 
 pub use compare::{Aggregate, ComparedSeries};
 pub use filter::{Filter, FilterError, parse, parse_order_by};
-pub use search::{RunsPage, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX, SearchRuns, matches};
+pub(crate) use search::AttributeParts;
+pub use search::{
+    AttributeValue, RunFields, RunsPage, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX, SearchRuns,
+    matches,
+};

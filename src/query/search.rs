@@ -7,11 +7,14 @@
 
 use std::cmp::Ordering;
 
-use crate::catalog::{LifecycleStage, RunView};
+use std::sync::Arc;
+
+use crate::catalog::{LifecycleStage, RunEntry, RunView};
 use crate::error::{Error, Result};
-use crate::ids::ExperimentId;
+use crate::ids::{ExperimentId, RunId};
 use crate::query::filter::{self, Attribute, Clause, Field, Filter, Op, OrderBy, Value};
 use crate::tracking::{Store, ViewType};
+use crate::wal::RunStatus;
 
 /// Default page size (MLflow's client default).
 pub const SEARCH_RESULTS_DEFAULT: usize = 1_000;
@@ -93,18 +96,31 @@ impl Store {
         };
         self.refresh()?;
         let experiments = &search.experiments;
-        let mut runs: Vec<RunView> = self
-            .inner
-            .catalog
-            .runs(None)
-            .into_iter()
-            .filter(|run| experiments.is_empty() || experiments.contains(&run.info.experiment))
-            .filter(|run| includes(search.view, run.info.lifecycle_stage))
-            .filter(|run| matches(&filter, run))
+        // Evaluate in place under each run's locks; only the page returned is copied out.
+        let mut hits: Vec<Hit> = Vec::new();
+        self.inner.catalog.for_each_run(|entry, run| {
+            let wanted = (experiments.is_empty() || experiments.contains(&run.experiment()))
+                && includes(search.view, run.lifecycle_stage())
+                && matches(&filter, run);
+            if wanted {
+                let keys = order.iter().map(|o| sort_key(run, &o.field)).collect();
+                let start_time_ms = run.start_time_ms();
+                hits.push(Hit {
+                    keys,
+                    start_time_ms,
+                    id: run.id(),
+                    entry: Arc::clone(entry),
+                });
+            }
+        });
+        hits.sort_by(|a, b| compare_hits(&order, a, b));
+        let total = hits.len();
+        let page: Vec<RunView> = hits
+            .iter()
+            .skip(offset)
+            .take(page_size)
+            .filter_map(|hit| hit.entry.view())
             .collect();
-        runs.sort_by(|a, b| compare_runs(&order, a, b));
-        let total = runs.len();
-        let page: Vec<RunView> = runs.into_iter().skip(offset).take(page_size).collect();
         let next = offset + page.len();
         let next_page_token = (next < total).then(|| format!("{next:x}.{fingerprint:016x}"));
         Ok(RunsPage {
@@ -159,27 +175,113 @@ fn parse_token(token: &str, fingerprint: u64) -> Result<usize> {
     }
 }
 
+/// Read access to one run's fields, so a filter can be evaluated on a snapshot ([`RunView`]) or
+/// in place on the catalog (without copying every run).
+pub trait RunFields {
+    /// The run's id.
+    fn id(&self) -> RunId;
+    /// Its experiment.
+    fn experiment(&self) -> ExperimentId;
+    /// Its lifecycle stage.
+    fn lifecycle_stage(&self) -> LifecycleStage;
+    /// Its start time, ms.
+    fn start_time_ms(&self) -> i64;
+    /// The latest value of metric `key`.
+    fn metric_last(&self, key: &str) -> Option<f64>;
+    /// Param `key`.
+    fn param(&self, key: &str) -> Option<&str>;
+    /// Tag `key`.
+    fn tag(&self, key: &str) -> Option<&str>;
+    /// An attribute.
+    fn attribute(&self, attribute: Attribute) -> AttributeValue;
+}
+
+impl RunFields for RunView {
+    fn id(&self) -> RunId {
+        self.info.id
+    }
+    fn experiment(&self) -> ExperimentId {
+        self.info.experiment
+    }
+    fn lifecycle_stage(&self) -> LifecycleStage {
+        self.info.lifecycle_stage
+    }
+    fn start_time_ms(&self) -> i64 {
+        self.info.start_time_ms
+    }
+    fn metric_last(&self, key: &str) -> Option<f64> {
+        self.metrics.get(key).map(|m| m.last_value)
+    }
+    fn param(&self, key: &str) -> Option<&str> {
+        self.params.get(key).map(String::as_str)
+    }
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+    fn attribute(&self, attribute: Attribute) -> AttributeValue {
+        let info = &self.info;
+        let parts = AttributeParts {
+            id: info.id,
+            name: &info.name,
+            status: info.status,
+            user: info.user.as_deref(),
+            stage: info.lifecycle_stage,
+            start_time_ms: info.start_time_ms,
+            end_time_ms: info.end_time_ms,
+        };
+        parts.value(attribute)
+    }
+}
+
+/// What a run's attributes are made of, for both `RunFields` implementations.
+pub(crate) struct AttributeParts<'a> {
+    pub id: RunId,
+    pub name: &'a str,
+    pub status: RunStatus,
+    pub user: Option<&'a str>,
+    pub stage: LifecycleStage,
+    pub start_time_ms: i64,
+    pub end_time_ms: Option<i64>,
+}
+
+impl AttributeParts<'_> {
+    pub(crate) fn value(&self, attribute: Attribute) -> AttributeValue {
+        match attribute {
+            Attribute::RunId => AttributeValue::Text(self.id.to_string()),
+            Attribute::RunName => AttributeValue::Text(self.name.to_string()),
+            Attribute::Status => AttributeValue::Text(self.status.as_str().to_string()),
+            Attribute::UserId => AttributeValue::Text(self.user.unwrap_or_default().to_string()),
+            Attribute::LifecycleStage => AttributeValue::Text(self.stage.as_str().to_string()),
+            Attribute::StartTime => AttributeValue::Number(Some(self.start_time_ms)),
+            Attribute::EndTime => AttributeValue::Number(self.end_time_ms),
+        }
+    }
+}
+
+/// An attribute's value.
+pub enum AttributeValue {
+    /// A time, if set.
+    Number(Option<i64>),
+    /// A string.
+    Text(String),
+}
+
 /// Whether `run` satisfies every clause.
-pub fn matches(filter: &Filter, run: &RunView) -> bool {
+pub fn matches(filter: &Filter, run: &impl RunFields) -> bool {
     filter
         .clauses
         .iter()
         .all(|clause| clause_holds(clause, run))
 }
 
-fn clause_holds(clause: &Clause, run: &RunView) -> bool {
+fn clause_holds(clause: &Clause, run: &impl RunFields) -> bool {
     match (&clause.field, &clause.value) {
         (Field::Metric(key), Value::Number(target)) => run
-            .metrics
-            .get(key)
-            .is_some_and(|m| compare_number(m.last_value, clause.op, *target)),
-        (Field::Param(key), value) => {
-            text_holds(run.params.get(key).map(String::as_str), clause.op, value)
-        }
-        (Field::Tag(key), value) => {
-            text_holds(run.tags.get(key).map(String::as_str), clause.op, value)
-        }
-        (Field::Attribute(attribute), value) => match attribute_value(run, *attribute) {
+            .metric_last(key)
+            .is_some_and(|last| compare_number(last, clause.op, *target)),
+        (Field::Param(key), value) => text_holds(run.param(key), clause.op, value),
+        (Field::Tag(key), value) => text_holds(run.tag(key), clause.op, value),
+        (Field::Attribute(attribute), value) => match run.attribute(*attribute) {
             AttributeValue::Number(n) => match value {
                 Value::Number(target) => {
                     n.is_some_and(|n| compare_number(n as f64, clause.op, *target))
@@ -219,59 +321,45 @@ fn text_holds(value: Option<&str>, op: Op, target: &Value) -> bool {
     }
 }
 
-enum AttributeValue {
-    Number(Option<i64>),
-    Text(String),
-}
-
-fn attribute_value(run: &RunView, attribute: Attribute) -> AttributeValue {
-    let info = &run.info;
-    match attribute {
-        Attribute::RunId => AttributeValue::Text(info.id.to_string()),
-        Attribute::RunName => AttributeValue::Text(info.name.clone()),
-        Attribute::Status => AttributeValue::Text(info.status.as_str().to_string()),
-        Attribute::UserId => AttributeValue::Text(info.user.clone().unwrap_or_default()),
-        Attribute::LifecycleStage => {
-            AttributeValue::Text(info.lifecycle_stage.as_str().to_string())
-        }
-        Attribute::StartTime => AttributeValue::Number(Some(info.start_time_ms)),
-        Attribute::EndTime => AttributeValue::Number(info.end_time_ms),
-    }
-}
-
-/// A sortable value: numbers before texts never mix within one field.
+/// A sortable value (a field is all numbers or all texts).
 #[derive(PartialEq)]
 enum Key {
     Number(f64),
     Text(String),
 }
 
-fn sort_key(run: &RunView, field: &Field) -> Option<Key> {
+fn sort_key(run: &impl RunFields, field: &Field) -> Option<Key> {
     match field {
         Field::Metric(key) => run
-            .metrics
-            .get(key)
-            .map(|m| m.last_value)
+            .metric_last(key)
             .filter(|v| !v.is_nan())
             .map(Key::Number),
-        Field::Param(key) => run.params.get(key).cloned().map(Key::Text),
-        Field::Tag(key) => run.tags.get(key).cloned().map(Key::Text),
-        Field::Attribute(attribute) => match attribute_value(run, *attribute) {
+        Field::Param(key) => run.param(key).map(|v| Key::Text(v.to_string())),
+        Field::Tag(key) => run.tag(key).map(|v| Key::Text(v.to_string())),
+        Field::Attribute(attribute) => match run.attribute(*attribute) {
             AttributeValue::Number(n) => n.map(|n| Key::Number(n as f64)),
             AttributeValue::Text(text) => Some(Key::Text(text)),
         },
     }
 }
 
-fn compare_runs(order: &[OrderBy], a: &RunView, b: &RunView) -> Ordering {
-    for OrderBy { field, ascending } in order {
-        let ordering = match (sort_key(a, field), sort_key(b, field)) {
+/// A matching run with what it sorts by.
+struct Hit {
+    keys: Vec<Option<Key>>,
+    start_time_ms: i64,
+    id: RunId,
+    entry: Arc<RunEntry>,
+}
+
+fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
+    for (index, OrderBy { ascending, .. }) in order.iter().enumerate() {
+        let ordering = match (&a.keys[index], &b.keys[index]) {
             (None, None) => Ordering::Equal,
             // Missing values go last in either direction.
             (None, Some(_)) => return Ordering::Greater,
             (Some(_), None) => return Ordering::Less,
-            (Some(Key::Number(x)), Some(Key::Number(y))) => x.total_cmp(&y),
-            (Some(Key::Text(x)), Some(Key::Text(y))) => x.cmp(&y),
+            (Some(Key::Number(x)), Some(Key::Number(y))) => x.total_cmp(y),
+            (Some(Key::Text(x)), Some(Key::Text(y))) => x.cmp(y),
             (Some(Key::Number(_)), Some(Key::Text(_))) => Ordering::Less,
             (Some(Key::Text(_)), Some(Key::Number(_))) => Ordering::Greater,
         };
@@ -284,8 +372,5 @@ fn compare_runs(order: &[OrderBy], a: &RunView, b: &RunView) -> Ordering {
             return ordering;
         }
     }
-    b.info
-        .start_time_ms
-        .cmp(&a.info.start_time_ms)
-        .then(a.info.id.cmp(&b.info.id))
+    b.start_time_ms.cmp(&a.start_time_ms).then(a.id.cmp(&b.id))
 }
