@@ -56,6 +56,8 @@ pub struct ReadmeDoctests;
 mod artifact;
 pub mod catalog;
 pub mod error;
+#[cfg(feature = "parquet")]
+pub mod export;
 mod ids;
 pub mod io;
 pub mod limits;

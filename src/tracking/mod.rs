@@ -7,4 +7,4 @@ pub mod system_tags;
 pub mod validation;
 
 pub use run::{Run, RunOptions};
-pub use store::{Store, StoreOptions, ViewType};
+pub use store::{Store, StoreOptions, ViewType, WAL_DIR};

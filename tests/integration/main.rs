@@ -7,6 +7,7 @@
 
 mod util;
 
+mod export_parquet;
 mod query_search;
 mod tracking_api;
 mod tracking_model;

@@ -1,0 +1,121 @@
+//! Writing one Parquet file: the encodings and statistics readers prune on, published
+//! atomically.
+
+use std::fs::File;
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{Error, Result};
+use crate::io::Storage;
+
+/// Rows per data page: small pages let a reader skip to a step range using the page index.
+const PAGE_ROWS_MAX: usize = 8 * 1024;
+/// ZSTD level: 3 is zstd's default balance of speed and size.
+const ZSTD_LEVEL: i32 = 3;
+
+/// How a table is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layout {
+    /// Small tables: defaults plus ZSTD and statistics.
+    Plain,
+    /// Metric points: sorted by (run_id, key, step); steps and timestamps delta-encoded, values
+    /// byte-stream-split, run and key dictionary-encoded.
+    Metrics,
+}
+
+fn properties(layout: Layout) -> Result<WriterProperties> {
+    let zstd = ZstdLevel::try_new(ZSTD_LEVEL).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let builder = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_2_0)
+        .set_compression(Compression::ZSTD(zstd))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_row_count_limit(PAGE_ROWS_MAX)
+        .set_created_by(format!("runlog {}", env!("CARGO_PKG_VERSION")));
+    let builder = match layout {
+        Layout::Plain => builder,
+        Layout::Metrics => {
+            let plain = |builder: parquet::file::properties::WriterPropertiesBuilder,
+                         column: &str,
+                         encoding| {
+                builder
+                    .set_column_dictionary_enabled(ColumnPath::from(column), false)
+                    .set_column_encoding(ColumnPath::from(column), encoding)
+            };
+            let builder = plain(builder, "step", Encoding::DELTA_BINARY_PACKED);
+            let builder = plain(builder, "timestamp", Encoding::DELTA_BINARY_PACKED);
+            let builder = plain(builder, "value", Encoding::BYTE_STREAM_SPLIT);
+            let sorted = |column_idx| SortingColumn {
+                column_idx,
+                descending: false,
+                nulls_first: false,
+            };
+            builder.set_sorting_columns(Some(vec![sorted(0), sorted(1), sorted(2)]))
+        }
+    };
+    Ok(builder.build())
+}
+
+/// Writes `batch` to `path` through a temporary name; returns the file's size.
+pub(super) fn write(
+    path: &Path,
+    batch: &RecordBatch,
+    layout: Layout,
+    storage: &dyn Storage,
+) -> Result<u64> {
+    let Some(dir) = path.parent() else {
+        return Err(Error::InvalidInput(format!(
+            "{} has no folder",
+            path.display()
+        )));
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create export folder", dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(
+        ".{name}.tmp-{:016x}",
+        crate::wal::writer::random_u64()
+    ));
+    let result = write_temporary(&temporary, batch, layout, storage).and_then(|bytes| {
+        storage
+            .rename(&temporary, path)
+            .map_err(|e| Error::io("rename export file", path, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync", dir, e))?;
+        Ok(bytes)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+fn write_temporary(
+    path: &Path,
+    batch: &RecordBatch,
+    layout: Layout,
+    storage: &dyn Storage,
+) -> Result<u64> {
+    let file = File::create_new(path).map_err(|e| Error::io("create export file", path, e))?;
+    let parquet_error = |e: parquet::errors::ParquetError| {
+        Error::io("write parquet", path, std::io::Error::other(e))
+    };
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties(layout)?))
+        .map_err(parquet_error)?;
+    writer.write(batch).map_err(parquet_error)?;
+    let file = writer.into_inner().map_err(parquet_error)?;
+    storage
+        .sync_file(path, &file)
+        .map_err(|e| Error::io("fsync export file", path, e))?;
+    file.metadata()
+        .map(|m| m.len())
+        .map_err(|e| Error::io("stat", path, e))
+}

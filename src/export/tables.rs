@@ -1,0 +1,339 @@
+//! The export's tables as Arrow record batches: column names and types exactly as specified in
+//! `docs/FORMAT.md` ("Parquet export").
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+
+use crate::catalog::{Experiment, RunView};
+use crate::error::{Error, Result};
+use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
+use crate::tracking::Store;
+use crate::wal::{Event, ReadOptions, read_dir};
+
+/// Everything to write.
+pub(super) struct Tables {
+    pub experiments: RecordBatch,
+    pub partitions: Vec<Partition>,
+    pub orphan_points: u64,
+}
+
+/// The tables of one experiment.
+pub(super) struct Partition {
+    pub experiment: ExperimentId,
+    pub runs: RecordBatch,
+    pub params: RecordBatch,
+    pub tags: RecordBatch,
+    pub metrics: RecordBatch,
+    pub summaries: RecordBatch,
+}
+
+/// Metric points of one experiment, column by column; run and key as indexes into tables.
+#[derive(Default)]
+struct Points {
+    runs: Vec<u32>,
+    keys: Vec<u32>,
+    steps: Vec<i64>,
+    timestamps_ms: Vec<i64>,
+    values: Vec<f64>,
+}
+
+fn utf8(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+fn int64(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Int64, nullable)
+}
+
+fn float64(name: &str) -> Field {
+    Field::new(name, DataType::Float64, false)
+}
+
+fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::InvalidInput(format!("building an export table: {e}")))
+}
+
+fn strings<'a>(values: impl IntoIterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from(values.into_iter().collect::<Vec<_>>()))
+}
+
+fn optional_strings<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(StringArray::from(values.into_iter().collect::<Vec<_>>()))
+}
+
+fn integers(values: impl IntoIterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from(values.into_iter().collect::<Vec<_>>()))
+}
+
+fn floats(values: impl IntoIterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from(values.into_iter().collect::<Vec<_>>()))
+}
+
+pub(super) fn collect(store: &Store, experiments: &[Experiment]) -> Result<Tables> {
+    let runs = store.inner.catalog.runs(None);
+    let run_experiment: HashMap<RunId, ExperimentId> = runs
+        .iter()
+        .map(|view| (view.info.id, view.info.experiment))
+        .collect();
+    let LogPoints {
+        by_experiment: points,
+        keys,
+        orphans: orphan_points,
+    } = read_points(store, &run_experiment)?;
+    let mut by_experiment: BTreeMap<ExperimentId, Vec<&RunView>> = BTreeMap::new();
+    for view in &runs {
+        by_experiment
+            .entry(view.info.experiment)
+            .or_default()
+            .push(view);
+    }
+    let mut partitions = Vec::new();
+    let mut points = points;
+    for experiment in experiments {
+        let views = by_experiment.remove(&experiment.id).unwrap_or_default();
+        let experiment_points = points.remove(&experiment.id).unwrap_or_default();
+        partitions.push(partition(experiment.id, &views, experiment_points, &keys)?);
+    }
+    let experiments = batch(
+        vec![
+            utf8("experiment_id", false),
+            utf8("name", false),
+            utf8("lifecycle_stage", false),
+            int64("creation_time", false),
+        ],
+        vec![
+            strings(
+                experiments
+                    .iter()
+                    .map(|e| e.id.to_string())
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            ),
+            strings(experiments.iter().map(|e| e.name.as_str())),
+            strings(experiments.iter().map(|e| e.lifecycle_stage.as_str())),
+            integers(experiments.iter().map(|e| e.creation_time_ms)),
+        ],
+    )?;
+    Ok(Tables {
+        experiments,
+        partitions,
+        orphan_points,
+    })
+}
+
+/// Reads every point of the log, resolving each writer's interned key ids, grouped by
+/// experiment. Keys are interned into one table shared by all experiments.
+/// Every point of the log, grouped by experiment, with the key table they index.
+struct LogPoints {
+    by_experiment: HashMap<ExperimentId, (Vec<RunId>, Points)>,
+    keys: Vec<String>,
+    orphans: u64,
+}
+
+fn read_points(store: &Store, run_experiment: &HashMap<RunId, ExperimentId>) -> Result<LogPoints> {
+    let mut key_names: Vec<String> = Vec::new();
+    let mut key_index: HashMap<String, u32> = HashMap::new();
+    let mut defined: HashMap<(WriterId, RunId, KeyId), u32> = HashMap::new();
+    let mut out: HashMap<ExperimentId, (Vec<RunId>, Points)> = HashMap::new();
+    let mut run_slots: HashMap<RunId, u32> = HashMap::new();
+    let mut orphans = 0u64;
+    let wal_dir = store.inner.root.join(crate::tracking::WAL_DIR);
+    read_dir(
+        &wal_dir,
+        ReadOptions::default(),
+        &mut |writer, event| match event {
+            Event::MetricKeyDefined { run, key_id, key } => {
+                let next = key_names.len() as u32;
+                let index = *key_index.entry(key.clone()).or_insert_with(|| {
+                    key_names.push(key);
+                    next
+                });
+                defined.insert((writer, run, key_id), index);
+            }
+            Event::Metrics(batch) => {
+                let Some(experiment) = run_experiment.get(&batch.run) else {
+                    orphans += batch.len() as u64;
+                    return;
+                };
+                let (runs, points) = out.entry(*experiment).or_default();
+                let run = *run_slots.entry(batch.run).or_insert_with(|| {
+                    runs.push(batch.run);
+                    runs.len() as u32 - 1
+                });
+                for i in 0..batch.len() {
+                    // A key id without its definition cannot occur in a valid log: the writer
+                    // defines a key before using it, in the same chain.
+                    let Some(key) = defined.get(&(writer, batch.run, batch.key_ids[i])) else {
+                        orphans += 1;
+                        continue;
+                    };
+                    points.runs.push(run);
+                    points.keys.push(*key);
+                    points.steps.push(batch.steps[i]);
+                    points.timestamps_ms.push(batch.timestamps_ms[i]);
+                    points.values.push(batch.values[i]);
+                }
+            }
+            _ => {}
+        },
+    )?;
+    Ok(LogPoints {
+        by_experiment: out,
+        keys: key_names,
+        orphans,
+    })
+}
+
+fn partition(
+    experiment: ExperimentId,
+    views: &[&RunView],
+    (run_ids, points): (Vec<RunId>, Points),
+    keys: &[String],
+) -> Result<Partition> {
+    let id_text: HashMap<RunId, String> = views
+        .iter()
+        .map(|v| (v.info.id, v.info.id.to_string()))
+        .collect();
+    // Closures below capture this reference (Copy), not the map.
+    let id_text = &id_text;
+    let text = |run: &RunId| id_text.get(run).cloned().unwrap_or_else(|| run.to_string());
+    let parents: Vec<Option<String>> = views
+        .iter()
+        .map(|v| v.info.parent.map(|p| p.to_string()))
+        .collect();
+    let runs = batch(
+        vec![
+            utf8("run_id", false),
+            utf8("name", false),
+            utf8("status", false),
+            int64("start_time", false),
+            int64("end_time", true),
+            utf8("parent_run_id", true),
+            utf8("lifecycle_stage", false),
+            utf8("user", true),
+        ],
+        vec![
+            strings(views.iter().map(|v| id_text[&v.info.id].as_str())),
+            strings(views.iter().map(|v| v.info.name.as_str())),
+            strings(views.iter().map(|v| v.info.status.as_str())),
+            integers(views.iter().map(|v| v.info.start_time_ms)),
+            Arc::new(Int64Array::from(
+                views.iter().map(|v| v.info.end_time_ms).collect::<Vec<_>>(),
+            )),
+            optional_strings(parents.iter().map(|p| p.as_deref())),
+            strings(views.iter().map(|v| v.info.lifecycle_stage.as_str())),
+            optional_strings(views.iter().map(|v| v.info.user.as_deref())),
+        ],
+    )?;
+    let key_value = |pick: fn(&RunView) -> &BTreeMap<String, String>| -> Result<RecordBatch> {
+        let rows: Vec<(&str, &str, &str)> = views
+            .iter()
+            .flat_map(|v| {
+                pick(v).iter().map(move |(k, value)| {
+                    (id_text[&v.info.id].as_str(), k.as_str(), value.as_str())
+                })
+            })
+            .collect();
+        batch(
+            vec![
+                utf8("run_id", false),
+                utf8("key", false),
+                utf8("value", false),
+            ],
+            vec![
+                strings(rows.iter().map(|r| r.0)),
+                strings(rows.iter().map(|r| r.1)),
+                strings(rows.iter().map(|r| r.2)),
+            ],
+        )
+    };
+    let params = key_value(|v| &v.params)?;
+    let tags = key_value(|v| &v.tags)?;
+
+    // Sort by (run_id, key, step); the sort is stable, so each series keeps its logging order
+    // within a step.
+    let run_texts: Vec<String> = run_ids.iter().map(text).collect();
+    let mut order: Vec<u32> = (0..points.steps.len() as u32).collect();
+    order.sort_by(|a, b| {
+        let (a, b) = (*a as usize, *b as usize);
+        run_texts[points.runs[a] as usize]
+            .cmp(&run_texts[points.runs[b] as usize])
+            .then_with(|| keys[points.keys[a] as usize].cmp(&keys[points.keys[b] as usize]))
+            .then(points.steps[a].cmp(&points.steps[b]))
+    });
+    let column = |pick: &dyn Fn(usize) -> i64| integers(order.iter().map(|i| pick(*i as usize)));
+    let metrics = batch(
+        vec![
+            utf8("run_id", false),
+            utf8("key", false),
+            int64("step", false),
+            int64("timestamp", false),
+            float64("value"),
+        ],
+        vec![
+            strings(
+                order
+                    .iter()
+                    .map(|i| run_texts[points.runs[*i as usize] as usize].as_str()),
+            ),
+            strings(
+                order
+                    .iter()
+                    .map(|i| keys[points.keys[*i as usize] as usize].as_str()),
+            ),
+            column(&|i| points.steps[i]),
+            column(&|i| points.timestamps_ms[i]),
+            floats(order.iter().map(|i| points.values[*i as usize])),
+        ],
+    )?;
+
+    let series: Vec<(&str, &str, &crate::catalog::MetricSummary)> = views
+        .iter()
+        .flat_map(|v| {
+            v.metrics
+                .iter()
+                .map(move |(k, s)| (id_text[&v.info.id].as_str(), k.as_str(), s))
+        })
+        .collect();
+    let summaries = batch(
+        vec![
+            utf8("run_id", false),
+            utf8("key", false),
+            int64("count", false),
+            int64("first_step", false),
+            int64("last_step", false),
+            float64("last_value"),
+            int64("last_timestamp", false),
+            float64("min_value"),
+            int64("min_step", false),
+            float64("max_value"),
+            int64("max_step", false),
+        ],
+        vec![
+            strings(series.iter().map(|s| s.0)),
+            strings(series.iter().map(|s| s.1)),
+            integers(series.iter().map(|s| s.2.count as i64)),
+            integers(series.iter().map(|s| s.2.first_step)),
+            integers(series.iter().map(|s| s.2.last_step)),
+            floats(series.iter().map(|s| s.2.last_value)),
+            integers(series.iter().map(|s| s.2.last_timestamp_ms)),
+            floats(series.iter().map(|s| s.2.min_value)),
+            integers(series.iter().map(|s| s.2.min_step)),
+            floats(series.iter().map(|s| s.2.max_value)),
+            integers(series.iter().map(|s| s.2.max_step)),
+        ],
+    )?;
+    Ok(Partition {
+        experiment,
+        runs,
+        params,
+        tags,
+        metrics,
+        summaries,
+    })
+}
