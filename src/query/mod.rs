@@ -1,12 +1,14 @@
-//! Queries over the catalog: run search with MLflow's filter grammar, and run comparison from
-//! metric summaries.
+//! Queries: run search with MLflow's filter grammar and run comparison (from the catalog), and
+//! metric history, downsampled history and step-aligned comparison (from the log).
 
 mod compare;
 pub mod filter;
+mod history;
 mod search;
 
 pub use compare::{Aggregate, ComparedSeries};
 pub use filter::{Filter, FilterError, parse, parse_order_by};
+pub use history::{Bucket, Downsampled, History, Point, downsample};
 pub(crate) use search::AttributeParts;
 pub use search::{
     AttributeValue, RunFields, RunsPage, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX, SearchRuns,

@@ -8,6 +8,7 @@
 mod util;
 
 mod export_parquet;
+mod query_history;
 mod query_search;
 mod tracking_api;
 mod tracking_model;

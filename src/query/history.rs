@@ -1,0 +1,310 @@
+//! Metric history: every point of one series, a step range of it, or a downsampled view for
+//! charts, and the same downsampling aligned across runs.
+//!
+//! Source: for now the log itself (every writer's chain, decoded and filtered to the run); the
+//! compacted Parquet files will serve the same calls once compaction exists. Points come back
+//! sorted by step, each step's points in logging order (a stable sort), so repeated steps are
+//! all kept.
+//!
+//! Downsampling divides the step range of the selected points into at most `max_points`
+//! buckets of equal width; each non-empty bucket reports its point count, min and max (NaN
+//! ignored) and its last point (greatest step, then last logged), and the first and last points
+//! of the series are always reported as such. A 10-million-point curve asked for 1,000 points
+//! comes back as at most 1,000 buckets.
+
+use std::collections::HashMap;
+use std::ops::RangeBounds;
+
+use crate::error::{Error, Result};
+use crate::ids::{KeyId, RunId, WriterId};
+use crate::tracking::{Store, WAL_DIR};
+use crate::wal::{Event, ReadOptions, read_dir};
+
+/// One point.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    /// Step.
+    pub step: i64,
+    /// Timestamp, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Value (bit-exact).
+    pub value: f64,
+}
+
+/// The points of one series, column by column, sorted by step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// Steps.
+    pub steps: Vec<i64>,
+    /// Timestamps, ms.
+    pub timestamps_ms: Vec<i64>,
+    /// Values.
+    pub values: Vec<f64>,
+}
+
+impl History {
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Point `index`.
+    pub fn point(&self, index: usize) -> Option<Point> {
+        Some(Point {
+            step: *self.steps.get(index)?,
+            timestamp_ms: self.timestamps_ms[index],
+            value: self.values[index],
+        })
+    }
+
+    /// The points as an Arrow record batch: `step` (int64), `timestamp` (int64 ms), `value`
+    /// (float64), the columns of the `metrics` export table.
+    #[cfg(feature = "parquet")]
+    pub fn to_record_batch(&self) -> Result<arrow_array::RecordBatch> {
+        use std::sync::Arc;
+
+        use arrow_array::{Float64Array, Int64Array};
+        use arrow_schema::{DataType, Field, Schema};
+        let schema = Schema::new(vec![
+            Field::new("step", DataType::Int64, false),
+            Field::new("timestamp", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ]);
+        arrow_array::RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(self.steps.clone())),
+                Arc::new(Int64Array::from(self.timestamps_ms.clone())),
+                Arc::new(Float64Array::from(self.values.clone())),
+            ],
+        )
+        .map_err(|e| Error::InvalidInput(format!("building a history batch: {e}")))
+    }
+}
+
+/// One bucket of a downsampled series.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    /// First step the bucket covers.
+    pub step_start: i64,
+    /// Last step it covers (inclusive).
+    pub step_end: i64,
+    /// Points in it.
+    pub count: u64,
+    /// Smallest non-NaN value (NaN if all are NaN).
+    pub min: f64,
+    /// Largest non-NaN value (NaN if all are NaN).
+    pub max: f64,
+    /// The bucket's last point: greatest step, then last logged.
+    pub last: Point,
+}
+
+/// A downsampled series: buckets, plus its first and last points, always kept.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Downsampled {
+    /// The first point (smallest step, first logged).
+    pub first: Option<Point>,
+    /// The last point (greatest step, last logged).
+    pub last: Option<Point>,
+    /// Non-empty buckets in step order.
+    pub buckets: Vec<Bucket>,
+    /// Points summarized.
+    pub points: u64,
+}
+
+impl Store {
+    /// The points of `key` of `run` whose step is in `steps` (e.g. `..`, `1000..2000`).
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// # let run = store.start_run(store.get_or_create_experiment("e")?.id, Default::default())?;
+    /// for step in 0..100 {
+    ///     run.log_metric("loss", 1.0 / (step + 1) as f64, step)?;
+    /// }
+    /// let range = store.history(run.id(), "loss", 10..20)?;
+    /// assert_eq!(range.steps, (10..20).collect::<Vec<_>>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn history(&self, run: RunId, key: &str, steps: impl RangeBounds<i64>) -> Result<History> {
+        let mut histories = self.histories(&[run], key, &steps)?;
+        Ok(histories.pop().unwrap_or_default())
+    }
+
+    /// `key` of `run` in at most `max_points` buckets over the step axis (see the module doc).
+    pub fn history_downsampled(
+        &self,
+        run: RunId,
+        key: &str,
+        steps: impl RangeBounds<i64>,
+        max_points: usize,
+    ) -> Result<Downsampled> {
+        let history = self.history(run, key, steps)?;
+        downsample(&history, max_points)
+    }
+
+    /// `key` of several runs, each downsampled over the same step buckets (the union of their
+    /// step ranges), so charts and tables line up step for step.
+    pub fn compare_aligned(
+        &self,
+        runs: &[RunId],
+        key: &str,
+        steps: impl RangeBounds<i64>,
+        buckets: usize,
+    ) -> Result<Vec<(RunId, Downsampled)>> {
+        let histories = self.histories(runs, key, &steps)?;
+        let first = histories
+            .iter()
+            .filter_map(|h| h.steps.first())
+            .min()
+            .copied();
+        let last = histories
+            .iter()
+            .filter_map(|h| h.steps.last())
+            .max()
+            .copied();
+        runs.iter()
+            .zip(&histories)
+            .map(|(run, history)| {
+                let span = first.zip(last);
+                downsample_over(history, buckets, span).map(|d| (*run, d))
+            })
+            .collect()
+    }
+
+    /// The histories of `key` for each of `runs`, in order; `NotFound` for an unknown run.
+    fn histories(
+        &self,
+        runs: &[RunId],
+        key: &str,
+        steps: &impl RangeBounds<i64>,
+    ) -> Result<Vec<History>> {
+        for run in runs {
+            self.run(*run)?;
+        }
+        let index: HashMap<RunId, usize> = runs.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+        let mut histories = vec![History::default(); runs.len()];
+        let mut wanted: HashMap<(WriterId, RunId), KeyId> = HashMap::new();
+        let wal_dir = self.inner.root.join(WAL_DIR);
+        read_dir(
+            &wal_dir,
+            ReadOptions::default(),
+            &mut |writer, event| match event {
+                Event::MetricKeyDefined {
+                    run,
+                    key_id,
+                    key: defined,
+                } if defined == key && index.contains_key(&run) => {
+                    wanted.insert((writer, run), key_id);
+                }
+                Event::Metrics(batch) => {
+                    let (Some(slot), Some(key_id)) =
+                        (index.get(&batch.run), wanted.get(&(writer, batch.run)))
+                    else {
+                        return;
+                    };
+                    let history = &mut histories[*slot];
+                    for i in 0..batch.len() {
+                        if batch.key_ids[i] == *key_id && steps.contains(&batch.steps[i]) {
+                            history.steps.push(batch.steps[i]);
+                            history.timestamps_ms.push(batch.timestamps_ms[i]);
+                            history.values.push(batch.values[i]);
+                        }
+                    }
+                }
+                _ => {}
+            },
+        )?;
+        Ok(histories.into_iter().map(sorted_by_step).collect())
+    }
+}
+
+fn sorted_by_step(history: History) -> History {
+    if history.steps.windows(2).all(|w| w[0] <= w[1]) {
+        return history;
+    }
+    let mut order: Vec<usize> = (0..history.len()).collect();
+    order.sort_by_key(|i| history.steps[*i]);
+    History {
+        steps: order.iter().map(|i| history.steps[*i]).collect(),
+        timestamps_ms: order.iter().map(|i| history.timestamps_ms[*i]).collect(),
+        values: order.iter().map(|i| history.values[*i]).collect(),
+    }
+}
+
+/// Downsamples a step-sorted history over its own step range.
+pub fn downsample(history: &History, max_points: usize) -> Result<Downsampled> {
+    let span = history
+        .steps
+        .first()
+        .copied()
+        .zip(history.steps.last().copied());
+    downsample_over(history, max_points, span)
+}
+
+fn downsample_over(
+    history: &History,
+    max_points: usize,
+    span: Option<(i64, i64)>,
+) -> Result<Downsampled> {
+    if max_points == 0 {
+        return Err(Error::InvalidInput(
+            "max_points must be at least 1".to_string(),
+        ));
+    }
+    let mut out = Downsampled {
+        first: history.point(0),
+        last: history.len().checked_sub(1).and_then(|i| history.point(i)),
+        buckets: Vec::new(),
+        points: history.len() as u64,
+    };
+    let Some((start, end)) = span else {
+        return Ok(out);
+    };
+    // Width in steps, rounded up so `max_points` buckets cover the span; i128 avoids overflow on
+    // extreme steps.
+    let span_steps = i128::from(end) - i128::from(start) + 1;
+    let width = (span_steps + max_points as i128 - 1) / max_points as i128;
+    for i in 0..history.len() {
+        let step = history.steps[i];
+        let bucket = ((i128::from(step) - i128::from(start)) / width) as i64;
+        let step_start = (i128::from(start) + i128::from(bucket) * width) as i64;
+        let step_end = (i128::from(step_start) + width - 1).min(i128::from(end)) as i64;
+        let point = Point {
+            step,
+            timestamp_ms: history.timestamps_ms[i],
+            value: history.values[i],
+        };
+        match out.buckets.last_mut() {
+            Some(last) if last.step_start == step_start => {
+                last.count += 1;
+                if !point.value.is_nan() {
+                    if last.min.is_nan() || point.value < last.min {
+                        last.min = point.value;
+                    }
+                    if last.max.is_nan() || point.value > last.max {
+                        last.max = point.value;
+                    }
+                }
+                // Sorted by step, logging order within a step: the latest seen is the last.
+                last.last = point;
+            }
+            _ => out.buckets.push(Bucket {
+                step_start,
+                step_end,
+                count: 1,
+                min: point.value,
+                max: point.value,
+                last: point,
+            }),
+        }
+    }
+    Ok(out)
+}
