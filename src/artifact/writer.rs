@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::ids::RunId;
-use crate::io::Storage;
+use crate::io::{Publish, Storage, publish};
 
 /// What was stored.
 #[derive(Clone, Copy, Debug)]
@@ -33,43 +33,21 @@ pub(crate) fn store(
         )));
     };
     create_dirs(root, dir, storage)?;
-    let name = final_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = dir.join(format!(
-        ".{name}.tmp-{:016x}",
-        crate::wal::writer::random_u64()
-    ));
-    let result = write_temporary(&temporary, source, storage).and_then(|stored| {
-        // A link, not a rename: publishing never replaces an artifact, so a file at its final
-        // path always matches the one event that recorded it.
-        storage
-            .link(&temporary, &final_path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => {
-                    Error::AlreadyExists(format!("artifact {path:?} of run {run}"))
-                }
-                _ => Error::io("publish artifact", &final_path, e),
-            })?;
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("fsync", dir, e))?;
-        Ok(stored)
-    });
-    // The temporary name is removed either way; after a successful link it is only a second
-    // name of the published file.
-    let _ = storage.remove(&temporary);
-    result
+    // No replacing: a file at its final path always matches the one event that recorded it.
+    publish(
+        &final_path,
+        Publish::NoReplace,
+        storage,
+        |temporary, file| copy(source, temporary, file),
+    )
+    .map_err(|error| match error {
+        Error::AlreadyExists(_) => Error::AlreadyExists(format!("artifact {path:?} of run {run}")),
+        other => other,
+    })
 }
 
-fn write_temporary(
-    temporary: &Path,
-    source: &mut dyn Read,
-    storage: &dyn Storage,
-) -> Result<Stored> {
-    let mut file =
-        File::create_new(temporary).map_err(|e| Error::io("create artifact", temporary, e))?;
+/// Copies `source` into `file`, hashing as it goes.
+fn copy(source: &mut dyn Read, path: &Path, file: &mut File) -> Result<Stored> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     let mut size_bytes = 0u64;
@@ -78,16 +56,13 @@ fn write_temporary(
             Ok(0) => break,
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(Error::io("read artifact source", temporary, error)),
+            Err(error) => return Err(Error::io("read artifact source", path, error)),
         };
         hasher.update(&buffer[..read]);
         file.write_all(&buffer[..read])
-            .map_err(|e| Error::io("write artifact", temporary, e))?;
+            .map_err(|e| Error::io("write artifact", path, e))?;
         size_bytes += read as u64;
     }
-    storage
-        .sync_file(temporary, &file)
-        .map_err(|e| Error::io("fsync artifact", temporary, e))?;
     Ok(Stored {
         size_bytes,
         sha256: hasher.finalize().into(),

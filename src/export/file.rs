@@ -1,7 +1,6 @@
 //! Writing one Parquet file: the encodings and statistics readers prune on, published
 //! atomically.
 
-use std::fs::File;
 use std::path::Path;
 
 use arrow_array::RecordBatch;
@@ -12,7 +11,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
-use crate::io::Storage;
+use crate::io::{Publish, Storage, publish};
 
 /// Rows per data page: small pages let a reader skip to a step range using the page index.
 const PAGE_ROWS_MAX: usize = 8 * 1024;
@@ -68,54 +67,20 @@ pub(super) fn write(
     layout: Layout,
     storage: &dyn Storage,
 ) -> Result<u64> {
-    let Some(dir) = path.parent() else {
-        return Err(Error::InvalidInput(format!(
-            "{} has no folder",
-            path.display()
-        )));
-    };
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create export folder", dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = dir.join(format!(
-        ".{name}.tmp-{:016x}",
-        crate::wal::writer::random_u64()
-    ));
-    let result = write_temporary(&temporary, batch, layout, storage).and_then(|bytes| {
-        storage
-            .rename(&temporary, path)
-            .map_err(|e| Error::io("rename export file", path, e))?;
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("fsync", dir, e))?;
-        Ok(bytes)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create export folder", dir, e))?;
     }
-    result
-}
-
-fn write_temporary(
-    path: &Path,
-    batch: &RecordBatch,
-    layout: Layout,
-    storage: &dyn Storage,
-) -> Result<u64> {
-    let file = File::create_new(path).map_err(|e| Error::io("create export file", path, e))?;
-    let parquet_error = |e: parquet::errors::ParquetError| {
-        Error::io("write parquet", path, std::io::Error::other(e))
-    };
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties(layout)?))
-        .map_err(parquet_error)?;
-    writer.write(batch).map_err(parquet_error)?;
-    let file = writer.into_inner().map_err(parquet_error)?;
-    storage
-        .sync_file(path, &file)
-        .map_err(|e| Error::io("fsync export file", path, e))?;
-    file.metadata()
-        .map(|m| m.len())
-        .map_err(|e| Error::io("stat", path, e))
+    let properties = properties(layout)?;
+    publish(path, Publish::Replace, storage, |temporary, file| {
+        let parquet_error = |e: parquet::errors::ParquetError| {
+            Error::io("write parquet", temporary, std::io::Error::other(e))
+        };
+        let mut writer = ArrowWriter::try_new(&mut *file, batch.schema(), Some(properties))
+            .map_err(parquet_error)?;
+        writer.write(batch).map_err(parquet_error)?;
+        writer.close().map_err(parquet_error)?;
+        file.metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io("stat", temporary, e))
+    })
 }

@@ -7,8 +7,10 @@
 //! cannot lose data.
 
 mod fault;
+mod publish;
 
 pub use fault::{FaultStorage, Operation};
+pub(crate) use publish::{Publish, publish};
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

@@ -286,6 +286,15 @@ struct Parser {
 }
 
 impl Parser {
+    fn new(input: &str) -> Result<Parser, FilterError> {
+        let tokens = tokenize(input)?;
+        Ok(Parser {
+            tokens,
+            position: 0,
+            end_column: input.chars().count() + 1,
+        })
+    }
+
     fn peek(&self) -> Option<&Spanned> {
         self.tokens.get(self.position)
     }
@@ -576,13 +585,7 @@ fn field_name(field: &Field) -> String {
 
 /// Parses a filter. An empty (or all-blank) filter matches every run.
 pub fn parse(input: &str) -> Result<Filter, FilterError> {
-    let tokens = tokenize(input)?;
-    let end_column = input.chars().count() + 1;
-    let mut parser = Parser {
-        tokens,
-        position: 0,
-        end_column,
-    };
+    let mut parser = Parser::new(input)?;
     let mut filter = Filter::default();
     if parser.peek().is_none() {
         return Ok(filter);
@@ -619,13 +622,7 @@ pub struct OrderBy {
 
 /// Parses one `order_by` element.
 pub fn parse_order_by(input: &str) -> Result<OrderBy, FilterError> {
-    let tokens = tokenize(input)?;
-    let end_column = input.chars().count() + 1;
-    let mut parser = Parser {
-        tokens,
-        position: 0,
-        end_column,
-    };
+    let mut parser = Parser::new(input)?;
     let (field, _) = parser.field()?;
     let ascending = if parser.keyword("desc") {
         parser.position += 1;

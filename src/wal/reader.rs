@@ -68,76 +68,45 @@ pub fn scan_segment(
     let mut offset = start.max(HEADER_BYTES);
     let mut record_count = 0u64;
     let mut salvaged = Vec::new();
-    loop {
+    let end = loop {
         let rest = bytes.get(offset..).unwrap_or_default();
-        match decode_item(rest, offset as u64, visit) {
-            // Zeros where a record should be, in a sealed segment being salvaged: skip them too.
-            Ok(Item::End) if salvage && offset < bytes.len() => match resync(bytes, offset + 1) {
-                Some(next) => {
-                    let kind =
-                        CorruptionKind::MalformedPayload("zeros where a record should be".into());
-                    salvaged.push((offset as u64, kind));
-                    offset = next;
-                }
-                None => {
-                    return Ok(SegmentScan {
-                        header,
-                        end_offset: offset as u64,
-                        end: SegmentEnd::Unwritten,
-                        record_count,
-                        salvaged,
-                    });
-                }
-            },
-            Ok(Item::End) => {
-                return Ok(SegmentScan {
-                    header,
-                    end_offset: offset as u64,
-                    end: SegmentEnd::Unwritten,
-                    record_count,
-                    salvaged,
-                });
-            }
-            Ok(Item::Seal(seal)) => {
-                return Ok(SegmentScan {
-                    header,
-                    end_offset: offset as u64,
-                    end: SegmentEnd::Sealed(seal),
-                    record_count,
-                    salvaged,
-                });
-            }
+        let (problem, zeros) = match decode_item(rest, offset as u64, visit) {
             Ok(Item::Record(bytes_used)) => {
                 offset += bytes_used;
                 record_count += 1;
+                continue;
             }
-            Err(kind) if salvage => match resync(bytes, offset + 1) {
-                Some(next) => {
-                    salvaged.push((offset as u64, kind));
-                    offset = next;
+            Ok(Item::Seal(seal)) => break SegmentEnd::Sealed(seal),
+            Ok(Item::End) if !salvage || offset >= bytes.len() => break SegmentEnd::Unwritten,
+            Err(kind) if !salvage => break SegmentEnd::Invalid(kind),
+            // Salvaging a sealed segment: zeros where a record should be are damage too.
+            Ok(Item::End) => (
+                CorruptionKind::MalformedPayload("zeros where a record should be".into()),
+                true,
+            ),
+            Err(kind) => (kind, false),
+        };
+        match resync(bytes, offset + 1) {
+            Some(next) => {
+                salvaged.push((offset as u64, problem));
+                offset = next;
+            }
+            // Nothing valid follows: trailing zeros are just the end; anything else is reported.
+            None => {
+                if !zeros {
+                    salvaged.push((offset as u64, problem));
                 }
-                None => {
-                    salvaged.push((offset as u64, kind));
-                    return Ok(SegmentScan {
-                        header,
-                        end_offset: offset as u64,
-                        end: SegmentEnd::Unwritten,
-                        record_count,
-                        salvaged,
-                    });
-                }
-            },
-            Err(kind) => {
-                return Ok(SegmentScan {
-                    header,
-                    end_offset: offset as u64,
-                    end: SegmentEnd::Invalid(kind),
-                    record_count,
-                    salvaged,
-                });
+                break SegmentEnd::Unwritten;
             }
         }
-    }
+    };
+    Ok(SegmentScan {
+        header,
+        end_offset: offset as u64,
+        end,
+        record_count,
+        salvaged,
+    })
 }
 
 enum Item {
