@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::ids::RunId;
-use crate::io::{Publish, Storage, publish};
+use crate::io::{Storage, create_dirs, publish};
 
 /// What was stored.
 #[derive(Clone, Copy, Debug)]
@@ -34,12 +34,9 @@ pub(crate) fn store(
     };
     create_dirs(root, dir, storage)?;
     // No replacing: a file at its final path always matches the one event that recorded it.
-    publish(
-        &final_path,
-        Publish::NoReplace,
-        storage,
-        |temporary, file| copy(source, temporary, file),
-    )
+    publish(&final_path, storage, |temporary, file| {
+        copy(source, temporary, file)
+    })
     .map_err(|error| match error {
         Error::AlreadyExists(_) => Error::AlreadyExists(format!("artifact {path:?} of run {run}")),
         other => other,
@@ -67,26 +64,4 @@ fn copy(source: &mut dyn Read, path: &Path, file: &mut File) -> Result<Stored> {
         size_bytes,
         sha256: hasher.finalize().into(),
     })
-}
-
-/// Creates `dir` and its missing parents below `root`, fsyncing each parent that gained an
-/// entry so the new folders survive a power loss.
-fn create_dirs(root: &Path, dir: &Path, storage: &dyn Storage) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent()
-        && parent != root
-    {
-        create_dirs(root, parent, storage)?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(error) => return Err(Error::io("create artifact folder", dir, error)),
-    }
-    let parent = dir.parent().unwrap_or(root);
-    storage
-        .sync_dir(parent)
-        .map_err(|e| Error::io("fsync", parent, e))
 }

@@ -11,7 +11,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
-use crate::io::{Publish, Storage, publish};
+use crate::io::{Storage, create_dirs, publish};
 
 /// Rows per data page: small pages let a reader skip to a step range using the page index.
 const PAGE_ROWS_MAX: usize = 8 * 1024;
@@ -35,7 +35,9 @@ fn properties(layout: Layout) -> Result<WriterProperties> {
         .set_compression(Compression::ZSTD(zstd))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(PAGE_ROWS_MAX)
-        .set_created_by(format!("runlog {}", env!("CARGO_PKG_VERSION")));
+        // "<app> version <semver>" is the form parquet-java parses; other forms make it distrust
+        // string statistics.
+        .set_created_by(format!("runlog version {}", env!("CARGO_PKG_VERSION")));
     let builder = match layout {
         Layout::Plain => builder,
         Layout::Metrics => {
@@ -62,16 +64,18 @@ fn properties(layout: Layout) -> Result<WriterProperties> {
 
 /// Writes `batch` to `path` through a temporary name; returns the file's size.
 pub(super) fn write(
+    root: &Path,
     path: &Path,
     batch: &RecordBatch,
     layout: Layout,
     storage: &dyn Storage,
 ) -> Result<u64> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create export folder", dir, e))?;
+        create_dirs(root, dir, storage)?;
     }
     let properties = properties(layout)?;
-    publish(path, Publish::Replace, storage, |temporary, file| {
+    // Never replacing: two exports racing into one folder fail rather than mix.
+    publish(path, storage, |temporary, file| {
         let parquet_error = |e: parquet::errors::ParquetError| {
             Error::io("write parquet", temporary, std::io::Error::other(e))
         };

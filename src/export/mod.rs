@@ -11,14 +11,22 @@
 //! <dir>/metric_summaries/experiment_id=<id>/part-0.parquet
 //! ```
 //!
-//! Invariants: every logged point appears exactly once in `metrics` (repeated steps, NaN and
-//! ±inf included), sorted by (run_id, key, step) with each series' logging order kept within a
-//! step; every file is published complete (temporary name, fsync, rename, folder fsync).
+//! Invariants: every logged point of an exported run appears exactly once in `metrics`
+//! (repeated steps, NaN and ±inf included), sorted by (run_id, key, step); within a step, points
+//! keep their logging order when one writer logged them (points of one step from several
+//! threads or processes come in writer order). Every file is published complete (temporary
+//! name, fsync, never-replacing link, folder fsync), and `experiments.parquet` is written last,
+//! so its presence marks a complete export.
+//!
+//! The export is not a snapshot: it reads the catalog, then the log, so points logged during an
+//! export may be missing from `metric_summaries` or from `metrics`.
 
 mod file;
 mod tables;
 
 use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::tracking::Store;
@@ -32,9 +40,11 @@ pub struct ExportReport {
     pub runs: usize,
     /// Metric points exported.
     pub points: u64,
-    /// Points of runs whose creation is not in the log (so no experiment to file them under);
-    /// left out.
+    /// Points left out: of runs whose creation is not in the log or whose experiment is not
+    /// (no experiment to file them under), or whose key definition is missing.
     pub orphan_points: u64,
+    /// Runs left out because their experiment's creation is not in the log.
+    pub orphan_runs: usize,
     /// Files written.
     pub files: Vec<PathBuf>,
     /// Their total size.
@@ -69,57 +79,55 @@ impl Store {
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create export folder", dir, e))?;
-        self.refresh()?;
         let storage = self.inner.options.storage.as_ref();
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage
+                .sync_dir(parent)
+                .map_err(|e| Error::io("fsync", parent, e))?;
+        }
+        self.refresh()?;
         let mut report = ExportReport::default();
         let experiments = self.inner.catalog.experiments();
         report.experiments = experiments.len();
         let tables = tables::collect(self, &experiments)?;
         report.orphan_points = tables.orphan_points;
-        let mut write =
-            |path: PathBuf, batch: &arrow_array::RecordBatch, layout: file::Layout| -> Result<()> {
-                report.bytes += file::write(&path, batch, layout, storage)?;
-                report.files.push(path);
-                Ok(())
-            };
+        report.orphan_runs = tables.orphan_runs;
+        let mut write = |path: PathBuf, batch: &RecordBatch, layout: file::Layout| -> Result<()> {
+            report.bytes += file::write(dir, &path, batch, layout, storage)?;
+            report.files.push(path);
+            Ok(())
+        };
+        for partition in &tables.partitions {
+            let partition_tables = [
+                ("runs", &partition.runs, file::Layout::Plain),
+                ("params", &partition.params, file::Layout::Plain),
+                ("tags", &partition.tags, file::Layout::Plain),
+                ("metrics", &partition.metrics, file::Layout::Metrics),
+                (
+                    "metric_summaries",
+                    &partition.summaries,
+                    file::Layout::Plain,
+                ),
+            ];
+            for (table, batch, layout) in partition_tables {
+                let folder = dir
+                    .join(table)
+                    .join(format!("experiment_id={}", partition.experiment));
+                write(folder.join("part-0.parquet"), batch, layout)?;
+            }
+        }
+        // Last: its presence marks a complete export.
         write(
             dir.join("experiments.parquet"),
             &tables.experiments,
             file::Layout::Plain,
         )?;
-        for partition in &tables.partitions {
-            let folder = |table: &str| {
-                dir.join(table)
-                    .join(format!("experiment_id={}", partition.experiment))
-            };
-            report.runs += partition.runs.num_rows();
-            report.points += partition.metrics.num_rows() as u64;
-            write(
-                folder("runs").join("part-0.parquet"),
-                &partition.runs,
-                file::Layout::Plain,
-            )?;
-            write(
-                folder("params").join("part-0.parquet"),
-                &partition.params,
-                file::Layout::Plain,
-            )?;
-            write(
-                folder("tags").join("part-0.parquet"),
-                &partition.tags,
-                file::Layout::Plain,
-            )?;
-            write(
-                folder("metrics").join("part-0.parquet"),
-                &partition.metrics,
-                file::Layout::Metrics,
-            )?;
-            write(
-                folder("metric_summaries").join("part-0.parquet"),
-                &partition.summaries,
-                file::Layout::Plain,
-            )?;
-        }
+        report.runs = tables.partitions.iter().map(|p| p.runs.num_rows()).sum();
+        report.points = tables
+            .partitions
+            .iter()
+            .map(|p| p.metrics.num_rows() as u64)
+            .sum();
         Ok(report)
     }
 }

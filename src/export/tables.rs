@@ -18,6 +18,7 @@ pub(super) struct Tables {
     pub experiments: RecordBatch,
     pub partitions: Vec<Partition>,
     pub orphan_points: u64,
+    pub orphan_runs: usize,
 }
 
 /// The tables of one experiment.
@@ -98,6 +99,13 @@ pub(super) fn collect(store: &Store, experiments: &[Experiment]) -> Result<Table
         let experiment_points = points.remove(&experiment.id).unwrap_or_default();
         partitions.push(partition(experiment.id, &views, experiment_points, &keys)?);
     }
+    // Runs (and their points) whose experiment was never created have nowhere to go.
+    let orphan_runs: usize = by_experiment.values().map(Vec::len).sum();
+    let orphan_points = orphan_points
+        + points
+            .values()
+            .map(|(_, p)| p.steps.len() as u64)
+            .sum::<u64>();
     let experiments = batch(
         vec![
             utf8("experiment_id", false),
@@ -123,11 +131,10 @@ pub(super) fn collect(store: &Store, experiments: &[Experiment]) -> Result<Table
         experiments,
         partitions,
         orphan_points,
+        orphan_runs,
     })
 }
 
-/// Reads every point of the log, resolving each writer's interned key ids, grouped by
-/// experiment. Keys are interned into one table shared by all experiments.
 /// Every point of the log, grouped by experiment, with the key table they index.
 struct LogPoints {
     by_experiment: HashMap<ExperimentId, (Vec<RunId>, Points)>,
@@ -135,6 +142,8 @@ struct LogPoints {
     orphans: u64,
 }
 
+/// Reads every point of the log, resolving each writer's interned key ids, grouped by
+/// experiment. Keys are interned into one table shared by all experiments.
 fn read_points(store: &Store, run_experiment: &HashMap<RunId, ExperimentId>) -> Result<LogPoints> {
     let mut key_names: Vec<String> = Vec::new();
     let mut key_index: HashMap<String, u32> = HashMap::new();

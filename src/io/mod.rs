@@ -10,7 +10,7 @@ mod fault;
 mod publish;
 
 pub use fault::{FaultStorage, Operation};
-pub(crate) use publish::{Publish, publish};
+pub(crate) use publish::{create_dirs, publish};
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

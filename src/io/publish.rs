@@ -1,5 +1,5 @@
 //! Publishing a file atomically: write it under a temporary name in its own folder, fsync it,
-//! give it its final name, fsync the folder (ALICE, OSDI 2014). A reader never sees a
+//! link it to its final name (never replacing a file there), fsync the folder (ALICE, OSDI 2014). A reader never sees a
 //! half-written file at the final path, and a crash leaves at most a `.<name>.tmp-<hex>` file.
 
 use std::fs::File;
@@ -8,19 +8,11 @@ use std::path::Path;
 use super::Storage;
 use crate::error::{Error, Result};
 
-/// Whether publishing may replace a file already at the final path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Publish {
-    /// Rename over it.
-    Replace,
-    /// Fail with `Error::AlreadyExists` instead (a hard link, which never replaces).
-    NoReplace,
-}
-
-/// Writes `path` through a temporary file that `write` fills, then publishes it.
+/// Writes `path` through a temporary file that `write` fills, then publishes it with a hard link,
+/// which never replaces: if `path` exists, this fails with `Error::AlreadyExists` and the file
+/// already there stays as it was.
 pub(crate) fn publish<T>(
     path: &Path,
-    mode: Publish,
     storage: &dyn Storage,
     write: impl FnOnce(&Path, &mut File) -> Result<T>,
 ) -> Result<T> {
@@ -44,11 +36,7 @@ pub(crate) fn publish<T>(
             .sync_file(&temporary, &file)
             .map_err(|e| Error::io("fsync", &temporary, e))?;
         drop(file);
-        let named = match mode {
-            Publish::Replace => storage.rename(&temporary, path),
-            Publish::NoReplace => storage.link(&temporary, path),
-        };
-        named.map_err(|e| match e.kind() {
+        storage.link(&temporary, path).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(path.display().to_string()),
             _ => Error::io("publish", path, e),
         })?;
@@ -57,10 +45,30 @@ pub(crate) fn publish<T>(
             .map_err(|e| Error::io("fsync", dir, e))?;
         Ok(value)
     })();
-    // After a link the temporary name is a second name of the published file; after a failure
-    // it is debris. After a rename it no longer exists.
-    if mode == Publish::NoReplace || result.is_err() {
-        let _ = storage.remove(&temporary);
-    }
+    // After the link the temporary name is a second name of the published file; after a
+    // failure it is debris. Either way it goes.
+    let _ = storage.remove(&temporary);
     result
+}
+
+/// Creates `dir` and its missing parents below `root` (which must exist), fsyncing each parent
+/// that gained an entry, so new folders survive a power loss along with the files in them.
+pub(crate) fn create_dirs(root: &Path, dir: &Path, storage: &dyn Storage) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent()
+        && parent != root
+    {
+        create_dirs(root, parent, storage)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(error) => return Err(Error::io("create folder", dir, error)),
+    }
+    let parent = dir.parent().unwrap_or(root);
+    storage
+        .sync_dir(parent)
+        .map_err(|e| Error::io("fsync", parent, e))
 }
