@@ -21,6 +21,28 @@ impl Store {
     pub fn wal(&self) -> PathBuf {
         self.dir.path().join("wal")
     }
+
+    /// A writer of its own on this store's log, with `segment_bytes` segments and no sync.
+    pub fn writer(&self, segment_bytes: u64) -> runlog::wal::Writer {
+        let options = runlog::wal::WriterOptions {
+            segment_bytes,
+            sync_every_append: false,
+        };
+        runlog::wal::Writer::create(
+            &self.wal(),
+            std::sync::Arc::new(runlog::io::OsStorage),
+            options,
+        )
+        .unwrap()
+    }
+
+    /// Bytes the log's files take on disk.
+    pub fn log_bytes(&self) -> u64 {
+        std::fs::read_dir(self.wal())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
 }
 
 /// Buffered durability, small segments (so tests rotate), a few lanes.

@@ -2,12 +2,10 @@
 //! open-with-recovery, for a crashed writer's open segment and for a sealed one.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use runlog::io::OsStorage;
 use runlog::wal::reader::scan_segment;
 use runlog::wal::segment::HEADER_BYTES;
-use runlog::wal::{Event, Log, ReadOptions, Writer, WriterOptions, read_dir};
+use runlog::wal::{Event, Log, ReadOptions, read_dir};
 use runlog::{CorruptionKind, Error, ExperimentId, RunId};
 
 use crate::util::{Store, small_options};
@@ -31,15 +29,7 @@ pub struct Fixture {
 /// writer "crashes" after a flush, leaving an open segment and its lock file.
 pub fn fixture(sealed: bool) -> Fixture {
     let store = Store::new();
-    let mut writer = Writer::create(
-        &store.wal(),
-        Arc::new(OsStorage),
-        WriterOptions {
-            segment_bytes: 8 * 1024,
-            sync_every_append: false,
-        },
-    )
-    .unwrap();
+    let mut writer = store.writer(8 * 1024);
     let run = RunId(0xfeed);
     writer
         .append(&Event::ExperimentCreated {
@@ -547,15 +537,7 @@ fn a_version_1_segment_still_reads() {
 #[test]
 fn a_gap_in_a_writers_chain_is_reported() {
     let store = Store::new();
-    let mut writer = Writer::create(
-        &store.wal(),
-        Arc::new(OsStorage),
-        WriterOptions {
-            segment_bytes: 4096,
-            sync_every_append: false,
-        },
-    )
-    .unwrap();
+    let mut writer = store.writer(4096);
     for step in 0..2000 {
         writer.log_point(RunId(1), "loss", step, step, 0.5).unwrap();
     }

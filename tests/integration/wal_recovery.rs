@@ -1,9 +1,6 @@
 //! Recovery at open: dead writers are sealed, live ones left alone, cut-short creations removed.
 
-use std::sync::Arc;
-
-use runlog::io::OsStorage;
-use runlog::wal::{Event, Log, RepairAction, Writer, WriterOptions};
+use runlog::wal::{Event, Log, RepairAction};
 use runlog::{ExperimentId, RunId};
 
 use crate::util::{Store, read, small_options};
@@ -83,15 +80,7 @@ fn a_live_writer_is_left_alone_and_its_data_is_visible_without_a_flush() {
 #[test]
 fn a_segment_whose_creation_was_cut_short_is_removed() {
     let store = Store::new();
-    let mut writer = Writer::create(
-        &store.wal(),
-        Arc::new(OsStorage),
-        WriterOptions {
-            segment_bytes: 4096,
-            sync_every_append: false,
-        },
-    )
-    .unwrap();
+    let mut writer = store.writer(4096);
     writer.log_point(RunId(1), "loss", 0, 0, 1.0).unwrap();
     let id = writer.id();
     writer.flush().unwrap();
@@ -111,15 +100,7 @@ fn a_segment_whose_creation_was_cut_short_is_removed() {
 #[test]
 fn a_sealed_segment_left_untrimmed_by_a_crash_is_trimmed() {
     let store = Store::new();
-    let mut writer = Writer::create(
-        &store.wal(),
-        Arc::new(OsStorage),
-        WriterOptions {
-            segment_bytes: 4096,
-            sync_every_append: false,
-        },
-    )
-    .unwrap();
+    let mut writer = store.writer(4096);
     writer.log_point(RunId(1), "loss", 0, 0, 1.0).unwrap();
     let id = writer.id();
     writer.close().unwrap();

@@ -1,13 +1,11 @@
 //! Every event type and every metric path round-trips through real segment files.
 
 use proptest::prelude::*;
-use runlog::io::OsStorage;
 use runlog::wal::metric::{Columns, decode_columns, encode_columns};
 use runlog::wal::reader::scan_segment;
 use runlog::wal::segment::{FORMAT_VERSION, SegmentHeader};
-use runlog::wal::{Event, Log, RunStatus, Writer, WriterOptions};
+use runlog::wal::{Event, Log, RunStatus};
 use runlog::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
-use std::sync::Arc;
 
 use crate::util::{Point, Rng, Store, read, small_options};
 
@@ -164,18 +162,6 @@ fn point_op() -> impl Strategy<Value = PointOp> {
 
 const KEYS: [&str; 4] = ["loss", "val/acc", "ünïcødé key", "lr"];
 
-fn writer(store: &Store, segment_bytes: u64) -> Writer {
-    Writer::create(
-        &store.wal(),
-        Arc::new(OsStorage),
-        WriterOptions {
-            segment_bytes,
-            sync_every_append: false,
-        },
-    )
-    .unwrap()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -185,7 +171,7 @@ proptest! {
         segment_kib in 4u64..32,
     ) {
         let store = Store::new();
-        let mut writer = writer(&store, segment_kib * 1024);
+        let mut writer = store.writer(segment_kib * 1024);
         for event in &events {
             writer.append(event).unwrap();
         }
@@ -201,7 +187,7 @@ proptest! {
         batch_every in 1usize..50,
     ) {
         let store = Store::new();
-        let mut writer = writer(&store, 8 * 1024);
+        let mut writer = store.writer(8 * 1024);
         let mut expected = Vec::new();
         for (index, op) in ops.iter().enumerate() {
             let run = RunId(u128::from(op.run) + 1);
@@ -312,10 +298,7 @@ fn single_point_calls_cost_at_most_12_bytes_per_point() {
         }
     }
     log.close().unwrap();
-    let bytes: u64 = std::fs::read_dir(store.wal())
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let bytes = store.log_bytes();
     let points = steps as u64 * keys.len() as u64;
     let per_point = bytes as f64 / points as f64;
     eprintln!("{bytes} bytes for {points} points: {per_point:.2} bytes/point");
@@ -338,10 +321,7 @@ fn one_thread_interleaving_ten_runs_stays_compact() {
             .unwrap();
     }
     log.close().unwrap();
-    let bytes: u64 = std::fs::read_dir(store.wal())
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let bytes = store.log_bytes();
     let per_point = bytes as f64 / points as f64;
     eprintln!("{per_point:.2} bytes/point with 10 interleaved runs");
     assert!(per_point <= 10.0, "{per_point:.2} bytes per point");
@@ -386,10 +366,7 @@ fn batches_of_f32_origin_values_cost_at_most_12_bytes_per_point() {
         .unwrap();
     }
     log.close().unwrap();
-    let bytes: u64 = std::fs::read_dir(store.wal())
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let bytes = store.log_bytes();
     let per_point = bytes as f64 / points as f64;
     eprintln!("{bytes} bytes for {points} points: {per_point:.2} bytes/point");
     assert!(per_point <= 12.0, "{per_point:.2} bytes per point");
