@@ -542,8 +542,13 @@ pub(crate) struct RunRef<'a> {
 }
 
 impl Catalog {
-    /// Calls `visit` with every created run, borrowed under its locks (one run at a time).
-    pub fn for_each_run(&self, mut visit: impl FnMut(&Arc<RunEntry>, &RunRef<'_>)) {
+    /// Calls `pick` on every created run, borrowed under its locks, in parallel (rayon), and
+    /// collects what it returns. Each call holds one run's two mutexes, never more.
+    pub fn filter_runs<T: Send>(
+        &self,
+        pick: impl Fn(&Arc<RunEntry>, &RunRef<'_>) -> Option<T> + Sync,
+    ) -> Vec<T> {
+        use rayon::prelude::*;
         let entries: Vec<Arc<RunEntry>> = self
             .runs
             .read()
@@ -551,22 +556,23 @@ impl Catalog {
             .values()
             .cloned()
             .collect();
-        for entry in &entries {
-            let meta = lock(&entry.meta);
-            let Some(created) = meta.created else {
-                continue;
-            };
-            let metrics = lock(&entry.metrics);
-            visit(
-                entry,
-                &RunRef {
-                    id: entry.id,
-                    created,
-                    meta: &meta,
-                    metrics: &metrics,
-                },
-            );
-        }
+        entries
+            .par_iter()
+            .filter_map(|entry| {
+                let meta = lock(&entry.meta);
+                let created = meta.created?;
+                let metrics = lock(&entry.metrics);
+                pick(
+                    entry,
+                    &RunRef {
+                        id: entry.id,
+                        created,
+                        meta: &meta,
+                        metrics: &metrics,
+                    },
+                )
+            })
+            .collect()
     }
 }
 

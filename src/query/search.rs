@@ -96,22 +96,18 @@ impl Store {
         };
         self.refresh()?;
         let experiments = &search.experiments;
-        // Evaluate in place under each run's locks; only the page returned is copied out.
-        let mut hits: Vec<Hit> = Vec::new();
-        self.inner.catalog.for_each_run(|entry, run| {
+        // Evaluate in place under each run's locks, runs in parallel; only the page returned is
+        // copied out.
+        let mut hits: Vec<Hit> = self.inner.catalog.filter_runs(|entry, run| {
             let wanted = (experiments.is_empty() || experiments.contains(&run.experiment()))
                 && includes(search.view, run.lifecycle_stage())
                 && matches(&filter, run);
-            if wanted {
-                let keys = order.iter().map(|o| sort_key(run, &o.field)).collect();
-                let start_time_ms = run.start_time_ms();
-                hits.push(Hit {
-                    keys,
-                    start_time_ms,
-                    id: run.id(),
-                    entry: Arc::clone(entry),
-                });
-            }
+            wanted.then(|| Hit {
+                keys: order.iter().map(|o| sort_key(run, &o.field)).collect(),
+                start_time_ms: run.start_time_ms(),
+                id: run.id(),
+                entry: Arc::clone(entry),
+            })
         });
         hits.sort_by(|a, b| compare_hits(&order, a, b));
         let total = hits.len();
