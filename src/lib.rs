@@ -4,9 +4,17 @@
 //! tracking. A training job links it to record experiments, runs, params, tags, artifacts and
 //! step metrics at very high rates, without losing acknowledged data.
 //!
-//! This crate is built in layers; so far it holds the bottom one, the **segment log**
-//! ([`wal`]): preallocated, mmapped segment files of CRC-checked records, one chain per writer,
-//! any number of writers (threads or processes) appending without a shared lock.
+//! The crate is built in layers (`docs/ARCHITECTURE.md`):
+//! - [`wal`], the **segment log**: preallocated, mmapped segment files of CRC-checked records,
+//!   one chain per writer, any number of writers (threads or processes) appending without a
+//!   shared lock;
+//! - [`catalog`] and [`tracking`], the **tracking API** most users want: [`Store`] and [`Run`],
+//!   with MLflow's data model and rules, over an in-memory catalog rebuilt from the log;
+//! - [`query`]: run search with MLflow's filter grammar, comparison, metric history and
+//!   downsampling;
+//! - `export` (feature `parquet`, on by default): the store as Hive-partitioned Parquet.
+//!
+//! Compaction into per-experiment Parquet files is designed but not built yet.
 //!
 //! It is not:
 //! - a server (it is a library; a CLI and an MLflow-compatible REST layer sit on top);
@@ -15,6 +23,9 @@
 //!
 //! Limits: segments from 4 KiB to 2 GiB (64 MiB by default); strings up to 1 MiB; record
 //! payloads up to 16 MiB (larger batches are split).
+//!
+//! Most users start from [`Store`] (see its example). The log underneath can also be used on
+//! its own:
 //!
 //! ```
 //! use runlog::wal::{Durability, Event, Log, LogOptions};

@@ -189,6 +189,9 @@ impl MetricTable {
     }
 }
 
+/// Key ids a run can have in one writer's log (far beyond any real run's key count).
+const KEY_IDS_PER_RUN_MAX: usize = 1 << 20;
+
 /// Resolves a foreign writer's interned key ids to metric slots of its runs.
 #[derive(Debug, Default)]
 pub(crate) struct KeyMap {
@@ -215,8 +218,13 @@ impl Catalog {
             Event::MetricKeyDefined { run, key_id, key } => {
                 let entry = self.run_or_insert(run);
                 let slot = lock(&entry.metrics).slot_or_insert(&key);
-                let slots = keys.slots.entry((writer, run)).or_default();
                 let index = key_id.0 as usize;
+                // Writers number keys 0, 1, 2, ... per run; a huge id can only come from a
+                // crafted file, and must not make the table below allocate for it.
+                if index >= KEY_IDS_PER_RUN_MAX {
+                    return;
+                }
+                let slots = keys.slots.entry((writer, run)).or_default();
                 if slots.len() <= index {
                     slots.resize(index + 1, None);
                 }

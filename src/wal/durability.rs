@@ -13,7 +13,7 @@ pub enum Durability {
     /// The append is in the page cache when the call returns (every point is written straight
     /// into the mmapped segment; nothing waits in process memory).
     /// - Process crash: every acknowledged append survives.
-    /// - Power loss: appends since the last [`flush`](crate::Log::flush) or segment rotation may
+    /// - Power loss: appends since the last [`flush`](crate::wal::Log::flush) or segment rotation may
     ///   be lost (never half-kept: a torn record ends the log).
     Buffered,
     /// Like `Buffered`, and a background thread syncs every writer at least once per interval.
