@@ -18,6 +18,10 @@ pub const BATCH_POINTS_MAX: usize = 65_536;
 /// re-validating an open stream never re-reads more than this.
 pub const STREAM_BYTES_MAX: usize = 1024 * 1024;
 
+/// Distinct metric keys one run can have in one writer's log. Far beyond any real run; it
+/// bounds the tables readers build from key ids, which a crafted file could otherwise inflate.
+pub const KEYS_PER_RUN_MAX: usize = 1 << 20;
+
 /// Longest string (a name, key or value) in an event payload.
 pub const STRING_BYTES_MAX: usize = 1024 * 1024;
 

@@ -189,9 +189,6 @@ impl MetricTable {
     }
 }
 
-/// Key ids a run can have in one writer's log (far beyond any real run's key count).
-const KEY_IDS_PER_RUN_MAX: usize = 1 << 20;
-
 /// Resolves a foreign writer's interned key ids to metric slots of its runs.
 #[derive(Debug, Default)]
 pub(crate) struct KeyMap {
@@ -221,7 +218,7 @@ impl Catalog {
                 let index = key_id.0 as usize;
                 // Writers number keys 0, 1, 2, ... per run; a huge id can only come from a
                 // crafted file, and must not make the table below allocate for it.
-                if index >= KEY_IDS_PER_RUN_MAX {
+                if index >= crate::limits::KEYS_PER_RUN_MAX {
                     return;
                 }
                 let slots = keys.slots.entry((writer, run)).or_default();

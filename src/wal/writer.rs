@@ -320,6 +320,12 @@ impl Writer {
             return Ok(*id);
         }
         let keys = self.keys.entry(run).or_default();
+        if keys.by_name.len() >= crate::limits::KEYS_PER_RUN_MAX {
+            return Err(Error::InvalidInput(format!(
+                "run {run} already has {} metric keys in this writer, the most it can have",
+                crate::limits::KEYS_PER_RUN_MAX
+            )));
+        }
         let key_id = KeyId(keys.by_name.len() as u32);
         let event = Event::MetricKeyDefined {
             run,

@@ -541,3 +541,43 @@ fn handles_are_send_sync_and_many_threads_log_to_one_run() {
     drop(run);
     assert_eq!(open(&dir).run(id).unwrap().metrics["shared"].count, 8_000);
 }
+
+/// A key definition can only carry a huge id in a crafted file (records pass their CRC, writers
+/// number keys from 0): opening the store must not allocate a table of that size.
+#[test]
+fn a_crafted_huge_key_id_does_not_blow_up_open() {
+    use runlog::wal::record::{RecordType, encode_frame};
+    use runlog::wal::segment::{FORMAT_VERSION, SegmentHeader};
+    use runlog::wal::{Event, Seal};
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    let header = SegmentHeader {
+        format_version: FORMAT_VERSION,
+        writer: runlog::WriterId(0xabc),
+        sequence: runlog::SegmentSequence(0),
+        created_unix_ms: 0,
+        segment_bytes: 4096,
+    };
+    let mut bytes = header.encode().to_vec();
+    let event = Event::MetricKeyDefined {
+        run: RunId(1),
+        key_id: runlog::KeyId(u32::MAX),
+        key: "loss".into(),
+    };
+    let mut record = vec![0u8; 10];
+    event.encode_payload(&mut record);
+    encode_frame(&mut record, RecordType::MetricKeyDefined, 0);
+    bytes.extend_from_slice(&record);
+    let mut seal = vec![0u8; 10];
+    Seal {
+        record_count: 1,
+        final_segment: true,
+    }
+    .encode(&mut seal);
+    encode_frame(&mut seal, RecordType::Seal, 0);
+    bytes.extend_from_slice(&seal);
+    std::fs::write(wal.join("0000000000000abc-0000000000.wal"), &bytes).unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert!(store.experiments(ViewType::All).unwrap().is_empty());
+}
