@@ -66,6 +66,7 @@ pub struct ReadmeDoctests;
 
 mod artifact;
 pub mod catalog;
+pub mod compaction;
 pub mod error;
 #[cfg(feature = "parquet")]
 pub mod export;

@@ -20,13 +20,20 @@ const ZSTD_LEVEL: i32 = 3;
 
 /// How a table is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Layout {
+pub(crate) enum Layout {
     /// Small tables: defaults plus ZSTD and statistics.
     Plain,
     /// Metric points: sorted by (run_id, key, step); steps and timestamps delta-encoded, values
     /// byte-stream-split, run and key dictionary-encoded.
     Metrics,
+    /// Compacted metric points: the `Metrics` layout with larger pages. zstd compresses each page
+    /// on its own, and noisy values compress better in larger pages (a reader seeks to a series'
+    /// rows through the offset index either way).
+    Compacted,
 }
+
+/// Rows per data page of compacted files.
+const COMPACTED_PAGE_ROWS_MAX: usize = 64 * 1024;
 
 fn properties(layout: Layout) -> Result<WriterProperties> {
     let zstd = ZstdLevel::try_new(ZSTD_LEVEL).map_err(|e| Error::InvalidInput(e.to_string()))?;
@@ -40,7 +47,12 @@ fn properties(layout: Layout) -> Result<WriterProperties> {
         .set_created_by(format!("runlog version {}", env!("CARGO_PKG_VERSION")));
     let builder = match layout {
         Layout::Plain => builder,
-        Layout::Metrics => {
+        Layout::Compacted | Layout::Metrics => {
+            let builder = if layout == Layout::Compacted {
+                builder.set_data_page_row_count_limit(COMPACTED_PAGE_ROWS_MAX)
+            } else {
+                builder
+            };
             let plain = |builder: parquet::file::properties::WriterPropertiesBuilder,
                          column: &str,
                          encoding| {
@@ -63,7 +75,7 @@ fn properties(layout: Layout) -> Result<WriterProperties> {
 }
 
 /// Writes `batch` to `path` through a temporary name; returns the file's size.
-pub(super) fn write(
+pub(crate) fn write(
     root: &Path,
     path: &Path,
     batch: &RecordBatch,

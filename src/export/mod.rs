@@ -21,7 +21,7 @@
 //! The export is not a snapshot: it reads the catalog, then the log, so points logged during an
 //! export may be missing from `metric_summaries` or from `metrics`.
 
-mod file;
+pub(crate) mod file;
 mod tables;
 
 use std::path::{Path, PathBuf};

@@ -13,12 +13,13 @@
 //! comes back as at most 1,000 buckets.
 
 use std::collections::HashMap;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 
 use crate::error::{Error, Result};
-use crate::ids::{KeyId, RunId, WriterId};
+use crate::ids::{KeyId, RunId};
 use crate::tracking::{Store, WAL_DIR};
-use crate::wal::{Event, ReadOptions, read_dir};
+use crate::wal::reader::read_chain;
+use crate::wal::{Event, ReadOptions};
 
 /// One point.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -180,6 +181,9 @@ impl Store {
     }
 
     /// The histories of `key` for each of `runs`, in order; `NotFound` for an unknown run.
+    /// Compacted points come from the manifest's files (only the series' own rows), the rest
+    /// from the log after each writer's watermark; a series' compacted points precede its
+    /// uncompacted ones, so logging order within a step holds.
     fn histories(
         &self,
         runs: &[RunId],
@@ -189,41 +193,116 @@ impl Store {
         for run in runs {
             self.run(*run)?;
         }
+        let root = &self.inner.root;
+        let manifest = crate::compaction::manifest::load(root)?;
         let index: HashMap<RunId, usize> = runs.iter().enumerate().map(|(i, r)| (*r, i)).collect();
         let mut histories = vec![History::default(); runs.len()];
-        let mut wanted: HashMap<(WriterId, RunId), KeyId> = HashMap::new();
-        let wal_dir = self.inner.root.join(WAL_DIR);
-        read_dir(
-            &wal_dir,
-            ReadOptions::default(),
-            &mut |writer, event| match event {
-                Event::MetricKeyDefined {
-                    run,
-                    key_id,
-                    key: defined,
-                } if defined == key && index.contains_key(&run) => {
-                    wanted.insert((writer, run), key_id);
+        for file in &manifest.files {
+            for series in file.series.iter().filter(|s| s.key == key) {
+                let Some(slot) = index.get(&series.run) else {
+                    continue;
+                };
+                if !overlaps(steps, series.first_step, series.last_step) {
+                    continue;
                 }
-                Event::Metrics(batch) => {
-                    let (Some(slot), Some(key_id)) =
-                        (index.get(&batch.run), wanted.get(&(writer, batch.run)))
-                    else {
-                        return;
-                    };
-                    let history = &mut histories[*slot];
-                    for i in 0..batch.len() {
-                        if batch.key_ids[i] == *key_id && steps.contains(&batch.steps[i]) {
-                            history.steps.push(batch.steps[i]);
-                            history.timestamps_ms.push(batch.timestamps_ms[i]);
-                            history.values.push(batch.values[i]);
+                read_compacted(&root.join(&file.path), series, steps, &mut histories[*slot])?;
+            }
+        }
+        let wal_dir = root.join(WAL_DIR);
+        for (writer, files) in crate::wal::reader::list_writers(&wal_dir)? {
+            let mark = manifest.writers.get(&writer);
+            let start = mark.and_then(|m| m.through).map_or(0, |s| s.0 + 1);
+            let from = files.segments.partition_point(|s| s.0 < start);
+            if from == files.segments.len() {
+                continue;
+            }
+            // Key ids interned in compacted segments, for this writer's later points.
+            let mut wanted: HashMap<RunId, KeyId> = HashMap::new();
+            for ((run, key_id), name) in mark.map(|m| &m.keys).into_iter().flatten() {
+                if name == key && index.contains_key(run) {
+                    wanted.insert(*run, *key_id);
+                }
+            }
+            let segments = &files.segments[from..];
+            read_chain(
+                &wal_dir,
+                writer,
+                segments,
+                ReadOptions::default(),
+                &mut |event| match event {
+                    Event::MetricKeyDefined {
+                        run,
+                        key_id,
+                        key: defined,
+                    } if defined == key && index.contains_key(&run) => {
+                        wanted.insert(run, key_id);
+                    }
+                    Event::Metrics(batch) => {
+                        let (Some(slot), Some(key_id)) =
+                            (index.get(&batch.run), wanted.get(&batch.run))
+                        else {
+                            return;
+                        };
+                        let history = &mut histories[*slot];
+                        for i in 0..batch.len() {
+                            if batch.key_ids[i] == *key_id && steps.contains(&batch.steps[i]) {
+                                history.steps.push(batch.steps[i]);
+                                history.timestamps_ms.push(batch.timestamps_ms[i]);
+                                history.values.push(batch.values[i]);
+                            }
                         }
                     }
-                }
-                _ => {}
-            },
-        )?;
+                    _ => {}
+                },
+            )?;
+        }
         Ok(histories.into_iter().map(sorted_by_step).collect())
     }
+}
+
+fn overlaps(steps: &impl RangeBounds<i64>, first: i64, last: i64) -> bool {
+    let after_start = match steps.start_bound() {
+        Bound::Included(s) => last >= *s,
+        Bound::Excluded(s) => last > *s,
+        Bound::Unbounded => true,
+    };
+    let before_end = match steps.end_bound() {
+        Bound::Included(e) => first <= *e,
+        Bound::Excluded(e) => first < *e,
+        Bound::Unbounded => true,
+    };
+    after_start && before_end
+}
+
+#[cfg(feature = "parquet")]
+fn read_compacted(
+    path: &std::path::Path,
+    series: &crate::compaction::SeriesRows,
+    steps: &impl RangeBounds<i64>,
+    history: &mut History,
+) -> Result<()> {
+    let mut columns = (
+        std::mem::take(&mut history.steps),
+        std::mem::take(&mut history.timestamps_ms),
+        std::mem::take(&mut history.values),
+    );
+    let result =
+        crate::compaction::read_series(path, series, &|step| steps.contains(&step), &mut columns);
+    (history.steps, history.timestamps_ms, history.values) = columns;
+    result
+}
+
+#[cfg(not(feature = "parquet"))]
+fn read_compacted(
+    path: &std::path::Path,
+    _: &crate::compaction::SeriesRows,
+    _: &impl RangeBounds<i64>,
+    _: &mut History,
+) -> Result<()> {
+    Err(Error::InvalidInput(format!(
+        "{} is compacted Parquet; this build of runlog has no parquet feature",
+        path.display()
+    )))
 }
 
 fn sorted_by_step(history: History) -> History {

@@ -7,6 +7,7 @@
 
 mod util;
 
+mod compaction;
 mod export_parquet;
 mod query_history;
 mod query_search;

@@ -1,0 +1,325 @@
+//! The compaction manifest: which Parquet files hold which compacted points, and how far each
+//! writer's log they cover. One file per generation, `manifest/<generation:010>.manifest`,
+//! written once (published without replacing) and never changed.
+//!
+//! ```text
+//! magic          8  "RUNLOGMF"
+//! version        2  u16 LE (1)
+//! body           n  see below, the codec of `wal/codec.rs`
+//! crc            4  CRC-32 (IEEE) of every byte before it
+//!
+//! body:
+//!   generation u64
+//!   writers    u32 count, then per writer:
+//!                writer u64, through u64 (every segment up to this sequence is compacted),
+//!                keys u32 count, then per key: run u128, key_id u32, key str
+//!   files      u32 count, then per file:
+//!                experiment u64, generation u64, path str (relative to the store root),
+//!                rows u64, series u32 count, then per series:
+//!                  run u128, key str, row_start u64, row_count u64, first_step i64, last_step i64
+//! ```
+//!
+//! Invariant: every point of a compacted segment (sequence <= its writer's `through`) is in
+//! exactly one listed file, and no point of a later segment is; readers take the newest manifest
+//! whose CRC checks, so a manifest is in force only once it is complete on disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Corruption, CorruptionKind, Error, Result};
+use crate::ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
+use crate::io::{Storage, create_dirs, publish};
+use crate::wal::codec::{Decoder, Encoder};
+
+const MAGIC: [u8; 8] = *b"RUNLOGMF";
+const VERSION: u16 = 1;
+/// The folder of manifests inside a store.
+pub const MANIFEST_DIR: &str = "manifest";
+const EXTENSION: &str = "manifest";
+
+/// How far one writer's log is compacted, and the keys its later points may refer to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterMark {
+    /// Every segment up to this one is compacted.
+    pub through: Option<SegmentSequence>,
+    /// Key ids interned in compacted segments, for points in later ones.
+    pub keys: BTreeMap<(RunId, KeyId), String>,
+}
+
+/// One series' rows in a file (files are sorted by run, key, step, so they are contiguous).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesRows {
+    /// The run.
+    pub run: RunId,
+    /// The key.
+    pub key: String,
+    /// First row.
+    pub row_start: u64,
+    /// Number of rows.
+    pub row_count: u64,
+    /// Smallest step.
+    pub first_step: i64,
+    /// Greatest step.
+    pub last_step: i64,
+}
+
+/// One compacted Parquet file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactedFile {
+    /// Its experiment.
+    pub experiment: ExperimentId,
+    /// The generation that wrote it.
+    pub generation: u64,
+    /// Path relative to the store root.
+    pub path: String,
+    /// Rows.
+    pub rows: u64,
+    /// Its series, in file order.
+    pub series: Vec<SeriesRows>,
+}
+
+/// A manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// Its generation (0: nothing compacted yet).
+    pub generation: u64,
+    /// Per writer, how far it is compacted.
+    pub writers: BTreeMap<WriterId, WriterMark>,
+    /// The files, oldest generation first.
+    pub files: Vec<CompactedFile>,
+}
+
+impl Manifest {
+    /// Encodes the manifest with its header and CRC.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        let mut e = Encoder::new(&mut out);
+        e.u64(self.generation);
+        e.u32(self.writers.len() as u32);
+        for (writer, mark) in &self.writers {
+            e.u64(writer.0);
+            e.u64(mark.through.map_or(u64::MAX, |s| s.0));
+            e.u32(mark.keys.len() as u32);
+            for ((run, key_id), key) in &mark.keys {
+                e.u128(run.0);
+                e.u32(key_id.0);
+                e.str(key);
+            }
+        }
+        e.u32(self.files.len() as u32);
+        for file in &self.files {
+            e.u64(file.experiment.0);
+            e.u64(file.generation);
+            e.str(&file.path);
+            e.u64(file.rows);
+            e.u32(file.series.len() as u32);
+            for series in &file.series {
+                e.u128(series.run.0);
+                e.str(&series.key);
+                e.u64(series.row_start);
+                e.u64(series.row_count);
+                e.i64(series.first_step);
+                e.i64(series.last_step);
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes and checks a manifest.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, CorruptionKind> {
+        let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
+            return Err(CorruptionKind::TruncatedHeader {
+                found_bytes: bytes.len() as u64,
+            });
+        };
+        let expected = u32::from_le_bytes(*crc);
+        let found = crc32fast::hash(body);
+        if expected != found {
+            return Err(CorruptionKind::ChecksumMismatch {
+                what: "manifest",
+                expected,
+                found,
+            });
+        }
+        let mut d = Decoder::new(body);
+        let mut magic = [0u8; 8];
+        magic.copy_from_slice(d.take(8)?);
+        if magic != MAGIC {
+            return Err(CorruptionKind::BadMagic { found: magic });
+        }
+        let version = u16::from_le_bytes([d.u8()?, d.u8()?]);
+        if version != VERSION {
+            return Err(CorruptionKind::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let generation = d.u64()?;
+        let mut writers = BTreeMap::new();
+        for _ in 0..bounded(&mut d, 8 + 8 + 4)? {
+            let writer = WriterId(d.u64()?);
+            let through = match d.u64()? {
+                u64::MAX => None,
+                sequence => Some(SegmentSequence(sequence)),
+            };
+            let mut keys = BTreeMap::new();
+            for _ in 0..bounded(&mut d, 16 + 4 + 4)? {
+                let run = RunId(d.u128()?);
+                let key_id = KeyId(d.u32()?);
+                keys.insert((run, key_id), d.string()?);
+            }
+            writers.insert(writer, WriterMark { through, keys });
+        }
+        let mut files = Vec::new();
+        for _ in 0..bounded(&mut d, 8 + 8 + 4 + 8 + 4)? {
+            let experiment = ExperimentId(d.u64()?);
+            let generation = d.u64()?;
+            let path = d.string()?;
+            let rows = d.u64()?;
+            let mut series = Vec::new();
+            for _ in 0..bounded(&mut d, 16 + 4 + 8 * 4)? {
+                series.push(SeriesRows {
+                    run: RunId(d.u128()?),
+                    key: d.string()?,
+                    row_start: d.u64()?,
+                    row_count: d.u64()?,
+                    first_step: d.i64()?,
+                    last_step: d.i64()?,
+                });
+            }
+            files.push(CompactedFile {
+                experiment,
+                generation,
+                path,
+                rows,
+                series,
+            });
+        }
+        d.finish()?;
+        Ok(Manifest {
+            generation,
+            writers,
+            files,
+        })
+    }
+}
+
+/// Reads a count and refuses one the remaining bytes cannot hold (at `entry_bytes_min` each).
+fn bounded(d: &mut Decoder<'_>, entry_bytes_min: usize) -> Result<u32, CorruptionKind> {
+    let count = d.u32()?;
+    if count as usize > d.remaining() / entry_bytes_min {
+        return Err(CorruptionKind::MalformedPayload(format!(
+            "{count} entries cannot fit in {} bytes",
+            d.remaining()
+        )));
+    }
+    Ok(count)
+}
+
+/// `manifest/<generation>.manifest`.
+pub fn path(root: &Path, generation: u64) -> PathBuf {
+    root.join(MANIFEST_DIR)
+        .join(format!("{generation:010}.{EXTENSION}"))
+}
+
+/// The newest manifest in `root`, or an empty one if there is none. A newest manifest that does
+/// not check is an error naming it: it was synced before anything relied on it.
+pub fn load(root: &Path) -> Result<Manifest> {
+    let dir = root.join(MANIFEST_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Manifest::default());
+        }
+        Err(error) => return Err(Error::io("list", &dir, error)),
+    };
+    let mut newest: Option<u64> = None;
+    for entry in entries {
+        let name = entry.map_err(|e| Error::io("list", &dir, e))?.file_name();
+        let generation = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".manifest"))
+            .filter(|n| n.len() == 10)
+            .and_then(|n| n.parse::<u64>().ok());
+        newest = newest.max(generation);
+    }
+    let Some(generation) = newest else {
+        return Ok(Manifest::default());
+    };
+    let file = path(root, generation);
+    let bytes = std::fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
+    Manifest::decode(&bytes).map_err(|kind| {
+        Error::Corrupt(Corruption {
+            path: file,
+            offset: 0,
+            kind,
+        })
+    })
+}
+
+/// Publishes `manifest` as its generation's file.
+pub fn store(root: &Path, manifest: &Manifest, storage: &dyn Storage) -> Result<()> {
+    let dir = root.join(MANIFEST_DIR);
+    create_dirs(root, &dir, storage)?;
+    let bytes = manifest.encode();
+    publish(
+        &path(root, manifest.generation),
+        storage,
+        |temporary, file| {
+            use std::io::Write;
+            file.write_all(&bytes)
+                .map_err(|e| Error::io("write manifest", temporary, e))
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_round_trips_and_rejects_every_bit_flip() {
+        let mut writers = BTreeMap::new();
+        let mut keys = BTreeMap::new();
+        keys.insert((RunId(7), KeyId(0)), "loss".to_string());
+        writers.insert(
+            WriterId(3),
+            WriterMark {
+                through: Some(SegmentSequence(4)),
+                keys,
+            },
+        );
+        writers.insert(WriterId(9), WriterMark::default());
+        let manifest = Manifest {
+            generation: 2,
+            writers,
+            files: vec![CompactedFile {
+                experiment: ExperimentId(11),
+                generation: 2,
+                path: "experiments/11/0000000002.parquet".into(),
+                rows: 10,
+                series: vec![SeriesRows {
+                    run: RunId(7),
+                    key: "loss".into(),
+                    row_start: 0,
+                    row_count: 10,
+                    first_step: -1,
+                    last_step: 8,
+                }],
+            }],
+        };
+        let bytes = manifest.encode();
+        assert_eq!(Manifest::decode(&bytes), Ok(manifest));
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(Manifest::decode(&flipped).is_err(), "bit {bit}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(Manifest::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+    }
+}

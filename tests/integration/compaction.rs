@@ -1,0 +1,288 @@
+//! Compaction: history answered from compacted files plus the uncompacted log equals what was
+//! logged, exactly once, whatever the interleaving of logging, compaction and crashes.
+#![cfg(feature = "parquet")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use runlog::compaction::FILES_PER_EXPERIMENT_MAX;
+use runlog::io::{FaultStorage, Operation};
+use runlog::{Durability, Error, RunId, RunOptions, Store, StoreOptions};
+
+use crate::util::Rng;
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        durability: Durability::Buffered,
+        segment_bytes: 16 * 1024,
+        ..StoreOptions::default()
+    }
+}
+
+/// (run, key) -> points (step, timestamp, value bits) in logging order.
+type Logged = BTreeMap<(RunId, String), Vec<(i64, i64, u64)>>;
+
+fn check(store: &Store, logged: &Logged, context: &str) {
+    for ((run, key), points) in logged {
+        let history = store
+            .history(*run, key, ..)
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+        let mut got: Vec<(i64, i64, u64)> = (0..history.len())
+            .map(|i| {
+                (
+                    history.steps[i],
+                    history.timestamps_ms[i],
+                    history.values[i].to_bits(),
+                )
+            })
+            .collect();
+        assert!(
+            got.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{context}: {run} {key} not sorted by step"
+        );
+        let mut want = points.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{context}: run {run} key {key}");
+        let (lo, hi) = (3, 9);
+        let range = store.history(*run, key, lo..hi).unwrap();
+        assert_eq!(
+            range.len(),
+            points.iter().filter(|p| (lo..hi).contains(&p.0)).count(),
+            "{context}: range"
+        );
+    }
+}
+
+#[test]
+fn compacted_history_equals_what_was_logged_through_random_interleavings() {
+    let mut seeds =
+        Rng::from_env("compacted_history_equals_what_was_logged_through_random_interleavings");
+    for case in 0..4 {
+        let seed = seeds.next_u64();
+        eprintln!("case {case}: seed {seed}");
+        let mut rng = Rng::new(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let handles = [
+            Store::open_with(dir.path(), options()).unwrap(),
+            Store::open_with(dir.path(), options()).unwrap(),
+        ];
+        let experiments = [
+            handles[0].get_or_create_experiment("a").unwrap(),
+            handles[0].get_or_create_experiment("b").unwrap(),
+        ];
+        let runs: Vec<RunId> = (0..4)
+            .map(|i| {
+                handles[0]
+                    .start_run(experiments[i % 2].id, RunOptions::default())
+                    .unwrap()
+                    .id()
+            })
+            .collect();
+        let resumed: Vec<Vec<runlog::Run>> = handles
+            .iter()
+            .map(|h| runs.iter().map(|r| h.resume_run(*r).unwrap()).collect())
+            .collect();
+        let mut logged = Logged::new();
+        let mut clock = 0i64;
+        for op in 0..1_500 {
+            let handle = rng.below(2) as usize;
+            let run = rng.below(runs.len() as u64) as usize;
+            let key = ["loss", "acc", "lr"][rng.below(3) as usize];
+            clock += 1;
+            match rng.below(100) {
+                0..=79 => {
+                    let step = rng.below(20) as i64;
+                    let value = if rng.below(30) == 0 {
+                        f64::NAN
+                    } else {
+                        rng.below(1000) as f64 / 8.0
+                    };
+                    resumed[handle][run]
+                        .log_metric_at(key, value, step, clock)
+                        .unwrap();
+                    logged
+                        .entry((runs[run], key.to_string()))
+                        .or_default()
+                        .push((step, clock, value.to_bits()));
+                }
+                80..=94 => {
+                    let steps: Vec<i64> = (0..rng.below(40) as i64).collect();
+                    let values: Vec<f64> = steps.iter().map(|s| *s as f64 * 0.5).collect();
+                    let timestamps = vec![clock; steps.len()];
+                    resumed[handle][run]
+                        .log_batch(key, &steps, Some(&timestamps), &values)
+                        .unwrap();
+                    let series = logged.entry((runs[run], key.to_string())).or_default();
+                    series.extend(
+                        steps
+                            .iter()
+                            .zip(&values)
+                            .map(|(s, v)| (*s, clock, v.to_bits())),
+                    );
+                }
+                _ => {
+                    handles[handle].compact().unwrap();
+                    check(
+                        &handles[1 - handle],
+                        &logged,
+                        &format!("seed {seed} op {op} after compaction"),
+                    );
+                }
+            }
+        }
+        handles[0].compact().unwrap();
+        check(&handles[0], &logged, &format!("seed {seed} end"));
+        let files = handles[0].manifest().unwrap().files;
+        for experiment in &experiments {
+            let count = files
+                .iter()
+                .filter(|f| f.experiment == experiment.id)
+                .count();
+            assert!(
+                count <= FILES_PER_EXPERIMENT_MAX,
+                "{count} files for one experiment"
+            );
+        }
+        drop(resumed);
+        drop(handles);
+        check(
+            &Store::open_with(dir.path(), options()).unwrap(),
+            &logged,
+            &format!("seed {seed} reopened"),
+        );
+    }
+}
+
+#[test]
+fn a_compaction_failing_at_any_storage_call_loses_and_duplicates_nothing() {
+    for operation in [Operation::SyncFile, Operation::Link, Operation::SyncDir] {
+        for call in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = Arc::new(FaultStorage::new());
+            let faulty = StoreOptions {
+                storage: storage.clone(),
+                ..options()
+            };
+            let store = Store::open_with(dir.path(), faulty).unwrap();
+            let experiment = store.get_or_create_experiment("e").unwrap();
+            let run = store
+                .start_run(experiment.id, RunOptions::default())
+                .unwrap();
+            let mut logged = Logged::new();
+            for step in 0..3_000 {
+                run.log_metric_at("loss", step as f64, step, step).unwrap();
+                logged.entry((run.id(), "loss".into())).or_default().push((
+                    step,
+                    step,
+                    (step as f64).to_bits(),
+                ));
+            }
+            storage.fail_once(operation, call, libc::EIO);
+            let outcome = store.compact();
+            let failed = outcome.is_err();
+            drop(run);
+            drop(store);
+            // Reopen on healthy storage: whether the compaction died early, late or not at all,
+            // every point is there exactly once, and compacting again works.
+            let store = Store::open_with(dir.path(), options()).unwrap();
+            check(
+                &store,
+                &logged,
+                &format!("{operation:?} fault at call {call}"),
+            );
+            store.compact().unwrap();
+            check(
+                &store,
+                &logged,
+                &format!("{operation:?} fault at call {call}, compacted again"),
+            );
+            if !failed {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn compacted_files_cost_at_most_4_bytes_per_point_of_f32_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::Buffered,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let experiment = store.get_or_create_experiment("e").unwrap();
+    let mut rng = Rng::new(5);
+    let mut points = 0u64;
+    for _ in 0..4 {
+        let run = store
+            .start_run(experiment.id, RunOptions::default())
+            .unwrap();
+        for key in ["train/loss", "val/loss", "acc", "lr"] {
+            let steps: Vec<i64> = (0..50_000).collect();
+            let timestamps: Vec<i64> = steps
+                .iter()
+                .map(|s| 1_700_000_000_000 + s * 250 + rng.below(3) as i64)
+                .collect();
+            let values: Vec<f64> = steps.iter().map(|s| rng.loss(*s)).collect();
+            run.log_batch(key, &steps, Some(&timestamps), &values)
+                .unwrap();
+            points += steps.len() as u64;
+        }
+        run.finish().unwrap();
+    }
+    let report = store.compact().unwrap();
+    assert_eq!(report.points, points);
+    let per_point = report.bytes as f64 / points as f64;
+    eprintln!(
+        "{} bytes for {points} points: {per_point:.2} bytes/point",
+        report.bytes
+    );
+    for file in store.manifest().unwrap().files {
+        use parquet::file::reader::FileReader;
+        let path = dir.path().join(&file.path);
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
+                .unwrap();
+        let metadata = reader.metadata();
+        for (index, name) in ["run_id", "key", "step", "timestamp", "value"]
+            .iter()
+            .enumerate()
+        {
+            let bytes: i64 = metadata
+                .row_groups()
+                .iter()
+                .map(|g| g.column(index).compressed_size())
+                .sum();
+            eprintln!("  {name}: {:.3} bytes/point", bytes as f64 / points as f64);
+        }
+    }
+    assert!(per_point <= 4.0, "{per_point:.2} bytes/point");
+}
+
+#[test]
+fn a_damaged_manifest_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let run = store
+        .start_run(
+            store.get_or_create_experiment("e").unwrap().id,
+            RunOptions::default(),
+        )
+        .unwrap();
+    run.log_metric("loss", 1.0, 0).unwrap();
+    let report = store.compact().unwrap();
+    let path = runlog::compaction::manifest::path(dir.path(), report.generation);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[12] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let error = store.history(run.id(), "loss", ..).unwrap_err();
+    assert!(
+        matches!(&error, Error::Corrupt(c) if c.path == path),
+        "{error}"
+    );
+}
