@@ -3,8 +3,8 @@
 //! (`benches/duckdb_queries.py`, run by this harness when python3 has or can install duckdb).
 //!
 //! Run: `cargo bench --bench queries` (`RUNLOG_BENCH_STEPS` scales the steps per series).
-//! Figures go in `docs/BENCHMARKS.md`. Medians of several repetitions; runlog's history queries
-//! still read the log (compaction into indexed Parquet files is not built yet).
+//! Figures go in `docs/BENCHMARKS.md`. Medians of several repetitions. runlog's queries run
+//! after `Store::compact`, so history reads the compacted, indexed Parquet files.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -106,8 +106,31 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    // Queries on the log alone, then after compaction.
     let run = runs[RUNS / 2];
     let mid = steps / 2;
+    let log_history = time(3, || {
+        assert_eq!(
+            store.history(run, "val/loss", ..).unwrap().len() as i64,
+            steps
+        )
+    });
+    println!(
+        "history from the log alone: {:.1} ms",
+        log_history.as_secs_f64() * 1e3
+    );
+    let started = Instant::now();
+    let compaction = store.compact().unwrap();
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "compaction: {} points in {:.2} s ({:.1} M points/s), {} files, {} bytes ({:.2} bytes/point)",
+        compaction.points,
+        took,
+        compaction.points as f64 / took / 1e6,
+        compaction.files_written,
+        compaction.bytes,
+        compaction.bytes as f64 / compaction.points as f64
+    );
     let results = [
         (
             "full history of one series",

@@ -1,27 +1,28 @@
 //! The compactor: sealed segments after each writer's watermark become one sorted Parquet file
 //! per experiment; an experiment with too many files has them merged; then the manifest.
+//!
+//! Points are gathered per series (one map lookup per distinct key of a batch, not per point),
+//! each series sorted by step only if it is not already, and the columns concatenated in
+//! (run, key) order, so the series index falls out of the series' lengths.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{
-    Array, ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
-};
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::manifest::{self, CompactedFile, Manifest, SeriesRows};
-use super::reader::float_values;
 use super::{EXPERIMENTS_DIR, FILES_PER_EXPERIMENT_MAX};
 use crate::error::{Error, Result};
 use crate::export::file::{Layout, write as write_parquet};
-use crate::ids::{ExperimentId, RunId};
+use crate::ids::{ExperimentId, KeyId, RunId};
+use crate::io::Storage;
 use crate::tracking::{Store, WAL_DIR};
-use crate::wal::Event;
 use crate::wal::reader::{self, ReadOptions};
-use crate::wal::segment;
+use crate::wal::{Event, MetricBatch, segment};
 
 const LOCK_FILE: &str = "compaction.lock";
 
@@ -42,14 +43,31 @@ pub struct CompactionReport {
     pub bytes: u64,
 }
 
-/// A point on its way into a file, with its run and key as text (the file's sort order).
-struct Row {
-    run: String,
-    key: String,
-    step: i64,
-    timestamp_ms: i64,
-    value: f64,
+/// The points of one series, in logging order (and, after `sort`, by step).
+#[derive(Default)]
+struct Series {
+    steps: Vec<i64>,
+    timestamps_ms: Vec<i64>,
+    values: Vec<f64>,
 }
+
+impl Series {
+    /// Sorts by step, stably (logging order kept within a step); usually already sorted.
+    fn sort(&mut self) {
+        if self.steps.windows(2).all(|w| w[0] <= w[1]) {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.steps.len()).collect();
+        order.sort_by_key(|i| self.steps[*i]);
+        self.steps = order.iter().map(|i| self.steps[*i]).collect();
+        self.timestamps_ms = order.iter().map(|i| self.timestamps_ms[*i]).collect();
+        self.values = order.iter().map(|i| self.values[*i]).collect();
+    }
+}
+
+/// One experiment's series, in file order: (run, key). Run ids print as fixed-width hex, so
+/// this order is also the text order of the `run_id` column.
+type ExperimentSeries = BTreeMap<(RunId, String), Series>;
 
 impl Store {
     /// Compacts every sealed segment, and first seals this handle's own open segments so its
@@ -98,21 +116,20 @@ impl Store {
             .map(|v| (v.info.id, v.info.experiment))
             .collect();
         let mut report = CompactionReport::default();
-        let mut rows: BTreeMap<ExperimentId, Vec<Row>> = BTreeMap::new();
+        let mut gathered: BTreeMap<ExperimentId, ExperimentSeries> = BTreeMap::new();
         gather(
             &root,
             &mut manifest,
             &run_experiment,
-            &mut rows,
+            &mut gathered,
             &mut report,
         )?;
         if report.segments == 0 {
             return Ok(report);
         }
-        for (experiment, mut points) in rows {
-            sort_rows(&mut points);
+        for (experiment, series) in gathered {
             let path = file_path(experiment, &format!("{generation:010}"));
-            let (file, bytes) = write_file(&root, &path, experiment, generation, &points, storage)?;
+            let (file, bytes) = write_file(&root, &path, experiment, generation, series, storage)?;
             manifest.files.push(file);
             report.files_written += 1;
             report.bytes += bytes;
@@ -138,12 +155,13 @@ fn file_path(experiment: ExperimentId, name: &str) -> String {
 
 /// Reads every compactable segment after each writer's watermark: every segment but a chain's
 /// last, and the last too once it is sealed and trimmed. A writer stops before a segment with a
-/// point whose run has no known experiment (the run's creation is not readable yet).
+/// point whose run has no known experiment (the run's creation is not readable yet) or whose key
+/// is not defined.
 fn gather(
     root: &Path,
     manifest: &mut Manifest,
     run_experiment: &HashMap<RunId, ExperimentId>,
-    rows: &mut BTreeMap<ExperimentId, Vec<Row>>,
+    gathered: &mut BTreeMap<ExperimentId, ExperimentSeries>,
     report: &mut CompactionReport,
 ) -> Result<()> {
     let wal_dir = root.join(WAL_DIR);
@@ -157,57 +175,69 @@ fn gather(
                 break;
             }
             let mut keys = mark.keys.clone();
-            let mut points: Vec<(ExperimentId, Row)> = Vec::new();
-            let mut orphan = false;
+            let mut batches = Vec::new();
+            let options = ReadOptions::default();
             reader::read_chain(
                 &wal_dir,
                 writer,
                 &[sequence],
-                ReadOptions::default(),
+                options,
                 &mut |event| match event {
                     Event::MetricKeyDefined { run, key_id, key } => {
                         keys.insert((run, key_id), key);
                     }
-                    Event::Metrics(batch) => {
-                        let Some(experiment) = run_experiment.get(&batch.run) else {
-                            orphan = true;
-                            return;
-                        };
-                        let run = batch.run.to_string();
-                        for i in 0..batch.len() {
-                            let Some(key) = keys.get(&(batch.run, batch.key_ids[i])) else {
-                                orphan = true;
-                                continue;
-                            };
-                            points.push((
-                                *experiment,
-                                Row {
-                                    run: run.clone(),
-                                    key: key.clone(),
-                                    step: batch.steps[i],
-                                    timestamp_ms: batch.timestamps_ms[i],
-                                    value: batch.values[i],
-                                },
-                            ));
-                        }
-                    }
+                    Event::Metrics(batch) => batches.push(batch),
                     _ => {}
                 },
             )?;
-            if orphan {
+            let placeable = batches.iter().all(|batch| {
+                run_experiment.contains_key(&batch.run)
+                    && batch
+                        .key_ids
+                        .iter()
+                        .all(|key_id| keys.contains_key(&(batch.run, *key_id)))
+            });
+            if !placeable {
                 break;
             }
-            report.segments += 1;
-            report.points += points.len() as u64;
-            for (experiment, row) in points {
-                rows.entry(experiment).or_default().push(row);
+            for batch in &batches {
+                if let Some(experiment) = run_experiment.get(&batch.run) {
+                    report.points += batch.len() as u64;
+                    add_batch(gathered.entry(*experiment).or_default(), &keys, batch);
+                }
             }
+            report.segments += 1;
             mark.keys = keys;
             mark.through = Some(sequence);
         }
     }
     manifest.writers.retain(|_, mark| mark.through.is_some());
     Ok(())
+}
+
+/// Appends a batch's points to their series: one lookup per distinct key of the batch.
+fn add_batch(
+    series: &mut ExperimentSeries,
+    keys: &BTreeMap<(RunId, KeyId), String>,
+    batch: &MetricBatch,
+) {
+    let mut distinct: Vec<KeyId> = Vec::new();
+    for key_id in &batch.key_ids {
+        if !distinct.contains(key_id) {
+            distinct.push(*key_id);
+        }
+    }
+    for key_id in distinct {
+        let Some(key) = keys.get(&(batch.run, key_id)) else {
+            continue;
+        };
+        let target = series.entry((batch.run, key.clone())).or_default();
+        for i in (0..batch.len()).filter(|i| batch.key_ids[*i] == key_id) {
+            target.steps.push(batch.steps[i]);
+            target.timestamps_ms.push(batch.timestamps_ms[i]);
+            target.values.push(batch.values[i]);
+        }
+    }
 }
 
 fn is_sealed(path: &Path) -> Result<bool> {
@@ -219,34 +249,49 @@ fn is_sealed(path: &Path) -> Result<bool> {
     Ok(reader::is_final_and_trimmed(&file, len))
 }
 
-/// Sorts by (run, key, step); stable, so a series keeps its logging order within a step.
-fn sort_rows(rows: &mut [Row]) {
-    rows.sort_by(|a, b| {
-        a.run
-            .cmp(&b.run)
-            .then_with(|| a.key.cmp(&b.key))
-            .then(a.step.cmp(&b.step))
-    });
-}
-
+/// Writes one experiment's series as a compacted file; returns its manifest entry and size.
 fn write_file(
     root: &Path,
     relative: &str,
     experiment: ExperimentId,
     generation: u64,
-    rows: &[Row],
-    storage: &dyn crate::io::Storage,
+    mut series: ExperimentSeries,
+    storage: &dyn Storage,
 ) -> Result<(CompactedFile, u64)> {
+    series.retain(|_, points| !points.steps.is_empty());
+    let rows: usize = series.values().map(|s| s.steps.len()).sum();
+    let mut index = Vec::with_capacity(series.len());
+    let mut runs = StringBuilder::with_capacity(rows, rows * 32);
+    let mut keys = StringBuilder::new();
+    let mut steps = Vec::with_capacity(rows);
+    let mut timestamps = Vec::with_capacity(rows);
+    let mut values = Vec::with_capacity(rows);
+    for ((run, key), points) in &mut series {
+        points.sort();
+        let run_text = run.to_string();
+        index.push(SeriesRows {
+            run: *run,
+            key: key.clone(),
+            row_start: steps.len() as u64,
+            row_count: points.steps.len() as u64,
+            first_step: points.steps.first().copied().unwrap_or_default(),
+            last_step: points.steps.last().copied().unwrap_or_default(),
+        });
+        for _ in 0..points.steps.len() {
+            runs.append_value(&run_text);
+            keys.append_value(key);
+        }
+        steps.extend_from_slice(&points.steps);
+        timestamps.extend_from_slice(&points.timestamps_ms);
+        values.extend_from_slice(&points.values);
+    }
     // Values of f32 origin are stored as f32: the same numbers (widening is exact), but the
     // byte streams then line up with the f32 bytes and compress far better.
-    let narrow = rows
-        .iter()
-        .all(|r| crate::wal::metric::is_f32_exact(r.value));
-    let (value_type, values): (DataType, ArrayRef) = if narrow {
-        let values: Vec<f32> = rows.iter().map(|r| r.value as f32).collect();
-        (DataType::Float32, Arc::new(Float32Array::from(values)))
+    let narrow = values.iter().all(|v| crate::wal::metric::is_f32_exact(*v));
+    let (value_type, value_column): (DataType, ArrayRef) = if narrow {
+        let narrowed: Vec<f32> = values.iter().map(|v| *v as f32).collect();
+        (DataType::Float32, Arc::new(Float32Array::from(narrowed)))
     } else {
-        let values: Vec<f64> = rows.iter().map(|r| r.value).collect();
         (DataType::Float64, Arc::new(Float64Array::from(values)))
     };
     let schema = Schema::new(vec![
@@ -257,19 +302,11 @@ fn write_file(
         Field::new("value", value_type, false),
     ]);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(
-            rows.iter().map(|r| r.run.as_str()).collect::<Vec<_>>(),
-        )),
-        Arc::new(StringArray::from(
-            rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
-        )),
-        Arc::new(Int64Array::from(
-            rows.iter().map(|r| r.step).collect::<Vec<_>>(),
-        )),
-        Arc::new(Int64Array::from(
-            rows.iter().map(|r| r.timestamp_ms).collect::<Vec<_>>(),
-        )),
-        values,
+        Arc::new(runs.finish()),
+        Arc::new(keys.finish()),
+        Arc::new(Int64Array::from(steps)),
+        Arc::new(Int64Array::from(timestamps)),
+        value_column,
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns)
         .map_err(|e| Error::InvalidInput(format!("building a compacted file: {e}")))?;
@@ -280,42 +317,18 @@ fn write_file(
         Layout::Compacted,
         storage,
     )?;
-    let file = CompactedFile {
-        experiment,
-        generation,
-        path: relative.to_string(),
-        rows: rows.len() as u64,
-        series: series_index(rows)?,
-    };
-    Ok((file, bytes))
-}
-
-/// The contiguous row range of each (run, key) in sorted rows.
-fn series_index(rows: &[Row]) -> Result<Vec<SeriesRows>> {
-    let mut series: Vec<SeriesRows> = Vec::new();
-    let mut current: Option<(&str, &str)> = None;
-    for (index, row) in rows.iter().enumerate() {
-        match (current, series.last_mut()) {
-            (Some((run, key)), Some(last)) if run == row.run && key == row.key => {
-                last.row_count += 1;
-                last.last_step = row.step;
-            }
-            _ => {
-                let run = u128::from_str_radix(&row.run, 16)
-                    .map_err(|_| Error::InvalidInput(format!("run id {:?} is not hex", row.run)))?;
-                series.push(SeriesRows {
-                    run: RunId(run),
-                    key: row.key.clone(),
-                    row_start: index as u64,
-                    row_count: 1,
-                    first_step: row.step,
-                    last_step: row.step,
-                });
-                current = Some((&row.run, &row.key));
-            }
-        }
-    }
-    Ok(series)
+    let rows = rows as u64;
+    let path = relative.to_string();
+    Ok((
+        CompactedFile {
+            experiment,
+            generation,
+            path,
+            rows,
+            series: index,
+        },
+        bytes,
+    ))
 }
 
 /// Merges the files of every experiment that has more than `FILES_PER_EXPERIMENT_MAX`.
@@ -323,7 +336,7 @@ fn merge_generations(
     root: &Path,
     manifest: &mut Manifest,
     generation: u64,
-    storage: &dyn crate::io::Storage,
+    storage: &dyn Storage,
     report: &mut CompactionReport,
 ) -> Result<()> {
     let mut counts: BTreeMap<ExperimentId, usize> = BTreeMap::new();
@@ -334,21 +347,19 @@ fn merge_generations(
         if count <= FILES_PER_EXPERIMENT_MAX {
             continue;
         }
-        let (old, kept): (Vec<CompactedFile>, Vec<CompactedFile>) =
+        let (mut old, kept): (Vec<CompactedFile>, Vec<CompactedFile>) =
             std::mem::take(&mut manifest.files)
                 .into_iter()
                 .partition(|f| f.experiment == experiment);
         manifest.files = kept;
         // Oldest generation first, so each series keeps its logging order within a step.
-        let mut rows = Vec::new();
-        let mut old = old;
         old.sort_by_key(|f| f.generation);
+        let mut series = ExperimentSeries::new();
         for file in &old {
-            read_rows(&root.join(&file.path), &mut rows)?;
+            read_series_of(&root.join(&file.path), file, &mut series)?;
         }
-        sort_rows(&mut rows);
         let path = file_path(experiment, &format!("{generation:010}-merged"));
-        let (file, bytes) = write_file(root, &path, experiment, generation, &rows, storage)?;
+        let (file, bytes) = write_file(root, &path, experiment, generation, series, storage)?;
         manifest.files.push(file);
         report.files_written += 1;
         report.files_merged += old.len();
@@ -357,54 +368,15 @@ fn merge_generations(
     Ok(())
 }
 
-fn read_rows(path: &Path, rows: &mut Vec<Row>) -> Result<()> {
-    let parquet_error = |e: parquet::errors::ParquetError| {
-        Error::io("read parquet", path, std::io::Error::other(e))
-    };
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet_error)?
-        .build()
-        .map_err(parquet_error)?;
-    for batch in reader {
-        let batch = batch.map_err(|e| Error::io("read parquet", path, std::io::Error::other(e)))?;
-        let malformed = || {
-            Error::InvalidInput(format!(
-                "{} does not have runlog's metric columns",
-                path.display()
-            ))
-        };
-        let text = |i: usize| {
-            batch
-                .column(i)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .cloned()
-        };
-        let int = |i: usize| {
-            batch
-                .column(i)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-        };
-        let (Some(runs), Some(keys), Some(steps), Some(timestamps)) =
-            (text(0), text(1), int(2), int(3))
-        else {
-            return Err(malformed());
-        };
-        let Some(values) = float_values(batch.column(4)) else {
-            return Err(malformed());
-        };
-        for (i, value) in values.into_iter().enumerate() {
-            rows.push(Row {
-                run: runs.value(i).to_string(),
-                key: keys.value(i).to_string(),
-                step: steps.value(i),
-                timestamp_ms: timestamps.value(i),
-                value,
-            });
-        }
+/// Appends every series of a compacted file to `series`, using the manifest's index.
+fn read_series_of(path: &Path, file: &CompactedFile, series: &mut ExperimentSeries) -> Result<()> {
+    for rows in &file.series {
+        let mut columns = (Vec::new(), Vec::new(), Vec::new());
+        super::reader::read_series(path, rows, &|_| true, &mut columns)?;
+        let target = series.entry((rows.run, rows.key.clone())).or_default();
+        target.steps.extend(columns.0);
+        target.timestamps_ms.extend(columns.1);
+        target.values.extend(columns.2);
     }
     Ok(())
 }
