@@ -19,7 +19,7 @@ mod writer;
 
 pub use manifest::{CompactedFile, Manifest, SeriesRows, WriterMark};
 #[cfg(feature = "parquet")]
-pub(crate) use reader::read_series;
+pub(crate) use reader::{MetadataCache, read_series};
 #[cfg(feature = "parquet")]
 pub use writer::CompactionReport;
 

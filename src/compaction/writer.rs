@@ -10,8 +10,11 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch};
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    ArrayRef, DictionaryArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
+};
 use arrow_schema::{DataType, Field, Schema};
 
 use super::manifest::{self, CompactedFile, Manifest, SeriesRows};
@@ -261,14 +264,27 @@ fn write_file(
     series.retain(|_, points| !points.steps.is_empty());
     let rows: usize = series.values().map(|s| s.steps.len()).sum();
     let mut index = Vec::with_capacity(series.len());
-    let mut runs = StringBuilder::with_capacity(rows, rows * 32);
-    let mut keys = StringBuilder::new();
+    // Run and key columns as Arrow dictionaries: the Parquet writer takes the dictionary as is,
+    // instead of hashing one string per row back into one.
+    let mut run_texts: Vec<String> = Vec::new();
+    let mut key_texts: Vec<String> = Vec::new();
+    let mut key_slots: HashMap<String, i32> = HashMap::new();
+    let mut run_codes: Vec<i32> = Vec::with_capacity(rows);
+    let mut key_codes: Vec<i32> = Vec::with_capacity(rows);
     let mut steps = Vec::with_capacity(rows);
     let mut timestamps = Vec::with_capacity(rows);
     let mut values = Vec::with_capacity(rows);
     for ((run, key), points) in &mut series {
         points.sort();
         let run_text = run.to_string();
+        if run_texts.last() != Some(&run_text) {
+            run_texts.push(run_text);
+        }
+        let run_code = run_texts.len() as i32 - 1;
+        let key_code = *key_slots.entry(key.clone()).or_insert_with(|| {
+            key_texts.push(key.clone());
+            key_texts.len() as i32 - 1
+        });
         index.push(SeriesRows {
             run: *run,
             key: key.clone(),
@@ -277,10 +293,8 @@ fn write_file(
             first_step: points.steps.first().copied().unwrap_or_default(),
             last_step: points.steps.last().copied().unwrap_or_default(),
         });
-        for _ in 0..points.steps.len() {
-            runs.append_value(&run_text);
-            keys.append_value(key);
-        }
+        run_codes.resize(run_codes.len() + points.steps.len(), run_code);
+        key_codes.resize(key_codes.len() + points.steps.len(), key_code);
         steps.extend_from_slice(&points.steps);
         timestamps.extend_from_slice(&points.timestamps_ms);
         values.extend_from_slice(&points.values);
@@ -295,15 +309,15 @@ fn write_file(
         (DataType::Float64, Arc::new(Float64Array::from(values)))
     };
     let schema = Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("key", DataType::Utf8, false),
+        Field::new("run_id", dictionary_type(), false),
+        Field::new("key", dictionary_type(), false),
         Field::new("step", DataType::Int64, false),
         Field::new("timestamp", DataType::Int64, false),
         Field::new("value", value_type, false),
     ]);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(runs.finish()),
-        Arc::new(keys.finish()),
+        dictionary(run_codes, run_texts)?,
+        dictionary(key_codes, key_texts)?,
         Arc::new(Int64Array::from(steps)),
         Arc::new(Int64Array::from(timestamps)),
         value_column,
@@ -329,6 +343,17 @@ fn write_file(
         },
         bytes,
     ))
+}
+
+fn dictionary_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+fn dictionary(codes: Vec<i32>, texts: Vec<String>) -> Result<ArrayRef> {
+    let values: ArrayRef = Arc::new(StringArray::from(texts));
+    let array = DictionaryArray::<Int32Type>::try_new(Int32Array::from(codes), values)
+        .map_err(|e| Error::InvalidInput(format!("building a compacted file: {e}")))?;
+    Ok(Arc::new(array))
 }
 
 /// Merges the files of every experiment that has more than `FILES_PER_EXPERIMENT_MAX`.
@@ -370,9 +395,11 @@ fn merge_generations(
 
 /// Appends every series of a compacted file to `series`, using the manifest's index.
 fn read_series_of(path: &Path, file: &CompactedFile, series: &mut ExperimentSeries) -> Result<()> {
+    // A merge reads each file once: a cache of its own keeps the store's free of them.
+    let cache = super::MetadataCache::default();
     for rows in &file.series {
         let mut columns = (Vec::new(), Vec::new(), Vec::new());
-        super::reader::read_series(path, rows, &|_| true, &mut columns)?;
+        super::reader::read_series(path, rows, &|_| true, &mut columns, &cache)?;
         let target = series.entry((rows.run, rows.key.clone())).or_default();
         target.steps.extend(columns.0);
         target.timestamps_ms.extend(columns.1);

@@ -205,7 +205,13 @@ impl Store {
                 if !overlaps(steps, series.first_step, series.last_step) {
                     continue;
                 }
-                read_compacted(&root.join(&file.path), series, steps, &mut histories[*slot])?;
+                read_compacted(
+                    self,
+                    &root.join(&file.path),
+                    series,
+                    steps,
+                    &mut histories[*slot],
+                )?;
             }
         }
         let wal_dir = root.join(WAL_DIR);
@@ -276,6 +282,7 @@ fn overlaps(steps: &impl RangeBounds<i64>, first: i64, last: i64) -> bool {
 
 #[cfg(feature = "parquet")]
 fn read_compacted(
+    store: &Store,
     path: &std::path::Path,
     series: &crate::compaction::SeriesRows,
     steps: &impl RangeBounds<i64>,
@@ -286,14 +293,16 @@ fn read_compacted(
         std::mem::take(&mut history.timestamps_ms),
         std::mem::take(&mut history.values),
     );
-    let result =
-        crate::compaction::read_series(path, series, &|step| steps.contains(&step), &mut columns);
+    let keep = |step| steps.contains(&step);
+    let cache = &store.inner.compacted_metadata;
+    let result = crate::compaction::read_series(path, series, &keep, &mut columns, cache);
     (history.steps, history.timestamps_ms, history.values) = columns;
     result
 }
 
 #[cfg(not(feature = "parquet"))]
 fn read_compacted(
+    _: &Store,
     path: &std::path::Path,
     _: &crate::compaction::SeriesRows,
     _: &impl RangeBounds<i64>,

@@ -115,6 +115,9 @@ pub(crate) struct StoreInner {
     pub catalog: Catalog,
     pub recovery: RecoveryReport,
     tail: Mutex<(Tail, KeyMap)>,
+    /// Parsed footers of compacted files, reused by history queries.
+    #[cfg(feature = "parquet")]
+    pub compacted_metadata: crate::compaction::MetadataCache,
 }
 
 impl Store {
@@ -147,6 +150,8 @@ impl Store {
                 catalog: Catalog::default(),
                 recovery,
                 tail: Mutex::new((Tail::new(&wal_dir), KeyMap::default())),
+                #[cfg(feature = "parquet")]
+                compacted_metadata: crate::compaction::MetadataCache::default(),
             }),
         };
         store.refresh()?;
