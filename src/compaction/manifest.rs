@@ -20,8 +20,9 @@
 //! ```
 //!
 //! Invariant: every point of a compacted segment (sequence <= its writer's `through`) is in
-//! exactly one listed file, and no point of a later segment is; readers take the newest manifest
-//! whose CRC checks, so a manifest is in force only once it is complete on disk.
+//! exactly one listed file, and no point of a later segment is. Readers take the newest manifest;
+//! it was published complete and synced before anything relied on it, so one that does not check
+//! is damage, reported as `Error::Corrupt` naming the file, not skipped.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -19,12 +19,12 @@ use arrow_schema::{DataType, Field, Schema};
 
 use super::manifest::{self, CompactedFile, Manifest, SeriesRows};
 use super::{EXPERIMENTS_DIR, FILES_PER_EXPERIMENT_MAX};
-use crate::error::{Error, Result};
+use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::export::file::{Layout, write as write_parquet};
 use crate::ids::{ExperimentId, KeyId, RunId};
 use crate::io::Storage;
 use crate::tracking::{Store, WAL_DIR};
-use crate::wal::reader::{self, ReadOptions};
+use crate::wal::reader::{self, ChainEnd, ReadOptions};
 use crate::wal::{Event, MetricBatch, segment};
 
 const LOCK_FILE: &str = "compaction.lock";
@@ -171,6 +171,7 @@ fn gather(
     for (writer, files) in reader::list_writers(&wal_dir)? {
         let mark = manifest.writers.entry(writer).or_default();
         let start = mark.through.map_or(0, |s| s.0 + 1);
+        let mut finished = false;
         let last = files.segments.last().copied();
         for sequence in files.segments.iter().copied().filter(|s| s.0 >= start) {
             let path = segment::segment_path(&wal_dir, writer, sequence);
@@ -180,19 +181,32 @@ fn gather(
             let mut keys = mark.keys.clone();
             let mut batches = Vec::new();
             let options = ReadOptions::default();
-            reader::read_chain(
-                &wal_dir,
-                writer,
-                &[sequence],
-                options,
-                &mut |event| match event {
-                    Event::MetricKeyDefined { run, key_id, key } => {
-                        keys.insert((run, key_id), key);
-                    }
-                    Event::Metrics(batch) => batches.push(batch),
-                    _ => {}
-                },
-            )?;
+            let read =
+                reader::read_chain(
+                    &wal_dir,
+                    writer,
+                    &[sequence],
+                    options,
+                    &mut |event| match event {
+                        Event::MetricKeyDefined { run, key_id, key } => {
+                            keys.insert((run, key_id), key);
+                        }
+                        Event::Metrics(batch) => batches.push(batch),
+                        _ => {}
+                    },
+                )?;
+            // Read alone, a segment counts as its chain's last; only a sealed one may be
+            // compacted, and one that has lost its seal is damage, not a tail.
+            let ChainEnd::Sealed { seal, .. } = read.end else {
+                return Err(Error::Corrupt(Corruption {
+                    path,
+                    offset: 0,
+                    kind: CorruptionKind::MalformedPayload(
+                        "a segment to compact does not end with its seal".into(),
+                    ),
+                }));
+            };
+            finished = seal.final_segment;
             let placeable = batches.iter().all(|batch| {
                 run_experiment.contains_key(&batch.run)
                     && batch
@@ -212,6 +226,10 @@ fn gather(
             report.segments += 1;
             mark.keys = keys;
             mark.through = Some(sequence);
+        }
+        // A writer whose final segment is compacted has no later points to resolve keys for.
+        if finished {
+            mark.keys.clear();
         }
     }
     manifest.writers.retain(|_, mark| mark.through.is_some());
@@ -431,7 +449,17 @@ fn remove_unlisted(root: &Path, manifest: &Manifest) {
             }
         }
     }
-    for generation in 0..manifest.generation.saturating_sub(1) {
-        let _ = std::fs::remove_file(manifest::path(root, generation));
+    if let Ok(entries) = std::fs::read_dir(root.join(manifest::MANIFEST_DIR)) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let generation = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".manifest"))
+                .and_then(|n| n.parse::<u64>().ok());
+            // The previous generation stays, for readers that chose it a moment ago.
+            if generation.is_some_and(|g| g + 1 < manifest.generation) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }

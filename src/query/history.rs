@@ -1,10 +1,9 @@
 //! Metric history: every point of one series, a step range of it, or a downsampled view for
 //! charts, and the same downsampling aligned across runs.
 //!
-//! Source: for now the log itself (every writer's chain, decoded and filtered to the run); the
-//! compacted Parquet files will serve the same calls once compaction exists. Points come back
-//! sorted by step, each step's points in logging order (a stable sort), so repeated steps are
-//! all kept.
+//! Source: the compacted Parquet files the manifest lists (only the series' own rows and three
+//! columns), then the log after each writer's watermark. Points come back sorted by step, each
+//! step's points in logging order (a stable sort), so repeated steps are all kept.
 //!
 //! Downsampling divides the step range of the selected points into at most `max_points`
 //! buckets of equal width; each non-empty bucket reports its point count, min and max (NaN
@@ -134,7 +133,12 @@ impl Store {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn history(&self, run: RunId, key: &str, steps: impl RangeBounds<i64>) -> Result<History> {
+    pub fn history(
+        &self,
+        run: RunId,
+        key: &str,
+        steps: impl RangeBounds<i64> + Sync,
+    ) -> Result<History> {
         let mut histories = self.histories(&[run], key, &steps)?;
         Ok(histories.pop().unwrap_or_default())
     }
@@ -144,7 +148,7 @@ impl Store {
         &self,
         run: RunId,
         key: &str,
-        steps: impl RangeBounds<i64>,
+        steps: impl RangeBounds<i64> + Sync,
         max_points: usize,
     ) -> Result<Downsampled> {
         let history = self.history(run, key, steps)?;
@@ -157,7 +161,7 @@ impl Store {
         &self,
         runs: &[RunId],
         key: &str,
-        steps: impl RangeBounds<i64>,
+        steps: impl RangeBounds<i64> + Sync,
         buckets: usize,
     ) -> Result<Vec<(RunId, Downsampled)>> {
         let histories = self.histories(runs, key, &steps)?;
@@ -180,15 +184,36 @@ impl Store {
             .collect()
     }
 
-    /// The histories of `key` for each of `runs`, in order; `NotFound` for an unknown run.
-    /// Compacted points come from the manifest's files (only the series' own rows), the rest
-    /// from the log after each writer's watermark; a series' compacted points precede its
-    /// uncompacted ones, so logging order within a step holds.
+    /// `histories_once`, retried when a concurrent compaction removed a file (or manifest) the
+    /// call had chosen: the retry loads the newer manifest.
     fn histories(
         &self,
         runs: &[RunId],
         key: &str,
-        steps: &impl RangeBounds<i64>,
+        steps: &(impl RangeBounds<i64> + Sync),
+    ) -> Result<Vec<History>> {
+        let mut attempts = 0;
+        loop {
+            match self.histories_once(runs, key, steps) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The histories of `key` for each of `runs`, in order; `NotFound` for an unknown run.
+    /// Compacted points come from the manifest's files (only the series' own rows), the rest
+    /// from the log after each writer's watermark; a series' compacted points precede its
+    /// uncompacted ones, so logging order within a step holds.
+    fn histories_once(
+        &self,
+        runs: &[RunId],
+        key: &str,
+        steps: &(impl RangeBounds<i64> + Sync),
     ) -> Result<Vec<History>> {
         for run in runs {
             self.run(*run)?;
@@ -196,23 +221,37 @@ impl Store {
         let root = &self.inner.root;
         let manifest = crate::compaction::manifest::load(root)?;
         let index: HashMap<RunId, usize> = runs.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+        // The compacted series to read, in manifest (generation) order; read in parallel, then
+        // appended in that order so each run's points keep their order.
+        let jobs: Vec<(usize, &str, &crate::compaction::SeriesRows)> = manifest
+            .files
+            .iter()
+            .flat_map(|file| {
+                file.series
+                    .iter()
+                    .map(move |series| (file.path.as_str(), series))
+            })
+            .filter(|(_, series)| {
+                series.key == key && overlaps(steps, series.first_step, series.last_step)
+            })
+            .filter_map(|(path, series)| index.get(&series.run).map(|slot| (*slot, path, series)))
+            .collect();
+        let parts: Vec<(usize, History)> = {
+            use rayon::prelude::*;
+            jobs.par_iter()
+                .map(|(slot, path, series)| {
+                    let mut part = History::default();
+                    read_compacted(self, &root.join(path), series, steps, &mut part)?;
+                    Ok((*slot, part))
+                })
+                .collect::<Result<_>>()?
+        };
         let mut histories = vec![History::default(); runs.len()];
-        for file in &manifest.files {
-            for series in file.series.iter().filter(|s| s.key == key) {
-                let Some(slot) = index.get(&series.run) else {
-                    continue;
-                };
-                if !overlaps(steps, series.first_step, series.last_step) {
-                    continue;
-                }
-                read_compacted(
-                    self,
-                    &root.join(&file.path),
-                    series,
-                    steps,
-                    &mut histories[*slot],
-                )?;
-            }
+        for (slot, part) in parts {
+            let history = &mut histories[slot];
+            history.steps.extend(part.steps);
+            history.timestamps_ms.extend(part.timestamps_ms);
+            history.values.extend(part.values);
         }
         let wal_dir = root.join(WAL_DIR);
         for (writer, files) in crate::wal::reader::list_writers(&wal_dir)? {

@@ -286,3 +286,54 @@ fn a_damaged_manifest_is_an_error_naming_it() {
         "{error}"
     );
 }
+
+/// A segment with a successor has been sealed, so one that lost its seal is damage: compaction
+/// must report it, not compact up to it and move the watermark past the loss.
+#[test]
+fn compaction_refuses_a_segment_that_lost_its_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            segment_bytes: 4096,
+            ..options()
+        },
+    )
+    .unwrap();
+    let run = store
+        .start_run(
+            store.get_or_create_experiment("e").unwrap().id,
+            RunOptions::default(),
+        )
+        .unwrap();
+    for step in 0..2_000 {
+        run.log_metric_at("loss", 1.0, step, step).unwrap();
+    }
+    drop(run);
+    store.close().unwrap();
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3);
+    let first = &segments[0];
+    let len = std::fs::metadata(first).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(first)
+        .unwrap()
+        .set_len(len - 30)
+        .unwrap();
+    let error = store.compact().unwrap_err();
+    assert!(
+        matches!(&error, Error::Corrupt(c) if &c.path == first),
+        "{error}"
+    );
+    assert_eq!(
+        store.manifest().unwrap().generation,
+        0,
+        "nothing may be compacted past damage"
+    );
+}
