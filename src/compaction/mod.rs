@@ -1,6 +1,7 @@
 //! Compaction: metric points of sealed log segments move into per-experiment Parquet files,
-//! `experiments/<experiment-id>/<generation>.parquet`, laid out like the export's `metrics`
-//! table and indexed by series in a checksummed manifest (`manifest.rs`).
+//! `experiments/<experiment-id>/<generation>.parquet` (columns step, timestamp, value; sorted by
+//! run, key, step), indexed by series in a checksummed manifest (`manifest.rs`) that says which
+//! rows belong to which (run, key).
 //!
 //! Stage one of the design in `docs/ARCHITECTURE.md`: the log is left in place. A compacted
 //! segment is only skipped by readers of points (its writer's watermark in the manifest), so no

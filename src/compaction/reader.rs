@@ -1,6 +1,6 @@
-//! Reading one series back from a compacted file: only its rows (the manifest says where they
-//! are) and only the step, timestamp and value columns, so the page index lets the reader skip
-//! every other page. Parsed footers are cached per store handle.
+//! Reading one series back from a compacted file (columns step, timestamp, value): only its rows,
+//! which the manifest locates, so the page index lets the reader skip every other page. Parsed
+//! footers are cached per store handle.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use arrow_array::{Array, Float32Array, Float64Array, Int64Array};
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
     RowSelector,
@@ -64,13 +63,11 @@ pub(crate) fn read_series(
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let metadata = cache.get(path, &file)?;
     let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
-    let projection = ProjectionMask::roots(builder.parquet_schema(), [2, 3, 4]);
     let selection = RowSelection::from(vec![
         RowSelector::skip(series.row_start as usize),
         RowSelector::select(series.row_count as usize),
     ]);
     let reader = builder
-        .with_projection(projection)
         .with_row_selection(selection)
         .build()
         .map_err(parquet_error)?;

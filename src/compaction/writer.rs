@@ -10,11 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::types::Int32Type;
-use arrow_array::{
-    ArrayRef, DictionaryArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray,
-};
+use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 
 use super::manifest::{self, CompactedFile, Manifest, SeriesRows};
@@ -282,27 +278,11 @@ fn write_file(
     series.retain(|_, points| !points.steps.is_empty());
     let rows: usize = series.values().map(|s| s.steps.len()).sum();
     let mut index = Vec::with_capacity(series.len());
-    // Run and key columns as Arrow dictionaries: the Parquet writer takes the dictionary as is,
-    // instead of hashing one string per row back into one.
-    let mut run_texts: Vec<String> = Vec::new();
-    let mut key_texts: Vec<String> = Vec::new();
-    let mut key_slots: HashMap<String, i32> = HashMap::new();
-    let mut run_codes: Vec<i32> = Vec::with_capacity(rows);
-    let mut key_codes: Vec<i32> = Vec::with_capacity(rows);
     let mut steps = Vec::with_capacity(rows);
     let mut timestamps = Vec::with_capacity(rows);
     let mut values = Vec::with_capacity(rows);
     for ((run, key), points) in &mut series {
         points.sort();
-        let run_text = run.to_string();
-        if run_texts.last() != Some(&run_text) {
-            run_texts.push(run_text);
-        }
-        let run_code = run_texts.len() as i32 - 1;
-        let key_code = *key_slots.entry(key.clone()).or_insert_with(|| {
-            key_texts.push(key.clone());
-            key_texts.len() as i32 - 1
-        });
         index.push(SeriesRows {
             run: *run,
             key: key.clone(),
@@ -311,8 +291,6 @@ fn write_file(
             first_step: points.steps.first().copied().unwrap_or_default(),
             last_step: points.steps.last().copied().unwrap_or_default(),
         });
-        run_codes.resize(run_codes.len() + points.steps.len(), run_code);
-        key_codes.resize(key_codes.len() + points.steps.len(), key_code);
         steps.extend_from_slice(&points.steps);
         timestamps.extend_from_slice(&points.timestamps_ms);
         values.extend_from_slice(&points.values);
@@ -326,16 +304,14 @@ fn write_file(
     } else {
         (DataType::Float64, Arc::new(Float64Array::from(values)))
     };
+    // No run or key column: the manifest's series index says which rows are whose, and per-row
+    // strings cost the writer more than everything else together (measured with perf).
     let schema = Schema::new(vec![
-        Field::new("run_id", dictionary_type(), false),
-        Field::new("key", dictionary_type(), false),
         Field::new("step", DataType::Int64, false),
         Field::new("timestamp", DataType::Int64, false),
         Field::new("value", value_type, false),
     ]);
     let columns: Vec<ArrayRef> = vec![
-        dictionary(run_codes, run_texts)?,
-        dictionary(key_codes, key_texts)?,
         Arc::new(Int64Array::from(steps)),
         Arc::new(Int64Array::from(timestamps)),
         value_column,
@@ -361,17 +337,6 @@ fn write_file(
         },
         bytes,
     ))
-}
-
-fn dictionary_type() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-}
-
-fn dictionary(codes: Vec<i32>, texts: Vec<String>) -> Result<ArrayRef> {
-    let values: ArrayRef = Arc::new(StringArray::from(texts));
-    let array = DictionaryArray::<Int32Type>::try_new(Int32Array::from(codes), values)
-        .map_err(|e| Error::InvalidInput(format!("building a compacted file: {e}")))?;
-    Ok(Arc::new(array))
 }
 
 /// Merges the files of every experiment that has more than `FILES_PER_EXPERIMENT_MAX`.

@@ -68,7 +68,13 @@ fn properties(layout: Layout) -> Result<WriterProperties> {
                 descending: false,
                 nulls_first: false,
             };
-            builder.set_sorting_columns(Some(vec![sorted(0), sorted(1), sorted(2)]))
+            // Export files are sorted by (run_id, key, step), their first three columns;
+            // compacted files, which have no run or key column, only within each series.
+            if layout == Layout::Metrics {
+                builder.set_sorting_columns(Some(vec![sorted(0), sorted(1), sorted(2)]))
+            } else {
+                builder
+            }
         }
     };
     Ok(builder.build())

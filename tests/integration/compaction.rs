@@ -249,10 +249,7 @@ fn compacted_files_cost_at_most_4_bytes_per_point_of_f32_origin() {
             parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
                 .unwrap();
         let metadata = reader.metadata();
-        for (index, name) in ["run_id", "key", "step", "timestamp", "value"]
-            .iter()
-            .enumerate()
-        {
+        for (index, name) in ["step", "timestamp", "value"].iter().enumerate() {
             let bytes: i64 = metadata
                 .row_groups()
                 .iter()
