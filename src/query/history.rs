@@ -401,9 +401,17 @@ fn downsample_over(
     let width = (span_steps + max_points as i128 - 1) / max_points as i128;
     for i in 0..history.len() {
         let step = history.steps[i];
-        let bucket = ((i128::from(step) - i128::from(start)) / width) as i64;
-        let step_start = (i128::from(start) + i128::from(bucket) * width) as i64;
-        let step_end = (i128::from(step_start) + width - 1).min(i128::from(end)) as i64;
+        // Points come sorted by step: the bucket (one 128-bit division, a slow libcall) is only
+        // worked out again when a point leaves the current one.
+        let (step_start, step_end) = match out.buckets.last() {
+            Some(last) if step <= last.step_end => (last.step_start, last.step_end),
+            _ => {
+                let bucket = (i128::from(step) - i128::from(start)) / width;
+                let step_start = i128::from(start) + bucket * width;
+                let step_end = (step_start + width - 1).min(i128::from(end));
+                (step_start as i64, step_end as i64)
+            }
+        };
         let point = Point {
             step,
             timestamp_ms: history.timestamps_ms[i],
