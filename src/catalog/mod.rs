@@ -454,6 +454,12 @@ impl Catalog {
             .cloned()
     }
 
+    /// Whether `run` exists (its creation event has been applied).
+    pub fn has_run(&self, run: RunId) -> bool {
+        self.run_entry(run)
+            .is_some_and(|entry| lock(&entry.meta).created.is_some())
+    }
+
     /// A snapshot of an experiment, if it was created.
     pub fn experiment(&self, id: ExperimentId) -> Option<Experiment> {
         let experiments = self

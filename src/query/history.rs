@@ -215,8 +215,10 @@ impl Store {
         key: &str,
         steps: &(impl RangeBounds<i64> + Sync),
     ) -> Result<Vec<History>> {
-        for run in runs {
-            self.run(*run)?;
+        // One refresh for the whole call, and an existence check that copies nothing out.
+        self.refresh()?;
+        if let Some(missing) = runs.iter().find(|run| !self.inner.catalog.has_run(**run)) {
+            return Err(Error::NotFound(format!("run {missing}")));
         }
         let root = &self.inner.root;
         let manifest = crate::compaction::manifest::load(root)?;

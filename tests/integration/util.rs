@@ -81,6 +81,15 @@ impl Contents {
             .map(|(_, p)| p.clone())
             .collect()
     }
+
+    /// The steps of `run`'s points, in log order.
+    pub fn steps_of(&self, run: RunId) -> Vec<i64> {
+        self.points
+            .iter()
+            .filter(|(_, p)| p.run == run)
+            .map(|(_, p)| p.step)
+            .collect()
+    }
 }
 
 /// Splits a stream of events into metadata and resolved points.

@@ -45,12 +45,7 @@ fn a_failed_msync_poisons_the_writer_and_reopening_keeps_acknowledged_points() {
 
     let (_log, report) = Log::open(store.wal(), small_options()).unwrap();
     assert_eq!(report.repaired.len(), 1, "{report:?}");
-    let steps: Vec<i64> = read(&store.wal())
-        .unwrap()
-        .points_of(RunId(1))
-        .iter()
-        .map(|p| p.step)
-        .collect();
+    let steps: Vec<i64> = read(&store.wal()).unwrap().steps_of(RunId(1));
     assert!(steps.starts_with(&(0..10).collect::<Vec<_>>()), "{steps:?}");
     assert!(steps.len() <= 11, "{steps:?}");
 }
@@ -104,11 +99,6 @@ fn no_space_at_segment_creation_is_an_error_and_logging_resumes_when_space_retur
         log.log_point(RunId(1), "loss", step, 0, 1.0).unwrap();
     }
     log.close().unwrap();
-    let steps: Vec<i64> = read(&store.wal())
-        .unwrap()
-        .points_of(RunId(1))
-        .iter()
-        .map(|p| p.step)
-        .collect();
+    let steps: Vec<i64> = read(&store.wal()).unwrap().steps_of(RunId(1));
     assert_eq!(steps, (0..acknowledged + 100).collect::<Vec<_>>());
 }

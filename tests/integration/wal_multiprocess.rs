@@ -121,11 +121,7 @@ fn processes_append_concurrently_and_a_sigkill_loses_nothing_acknowledged() {
     );
     let contents = read(&store.wal()).unwrap();
     for (run, last) in acked {
-        let steps: Vec<i64> = contents
-            .points_of(RunId(run))
-            .iter()
-            .map(|p| p.step)
-            .collect();
+        let steps: Vec<i64> = contents.steps_of(RunId(run));
         // A prefix of what was written, holding everything acknowledged.
         assert_eq!(
             steps,
@@ -202,12 +198,7 @@ fn a_full_disk_is_an_error_not_a_crash_and_acknowledged_points_survive() {
         ..LogOptions::default()
     };
     let (log, _) = Log::open(&wal, options).unwrap();
-    let steps: Vec<i64> = read(&wal)
-        .unwrap()
-        .points_of(RunId(1))
-        .iter()
-        .map(|p| p.step)
-        .collect();
+    let steps: Vec<i64> = read(&wal).unwrap().steps_of(RunId(1));
     assert_eq!(
         &steps[..=last as usize],
         &(0..=last).collect::<Vec<_>>()[..]

@@ -42,11 +42,7 @@ fn a_crashed_writer_is_sealed_on_open_and_keeps_every_acknowledged_point() {
         "{report:?}"
     );
     let contents = read(&store.wal()).unwrap();
-    let steps: Vec<i64> = contents
-        .points_of(RunId(1))
-        .iter()
-        .map(|p| p.step)
-        .collect();
+    let steps: Vec<i64> = contents.steps_of(RunId(1));
     assert_eq!(steps, (0..5_000).collect::<Vec<_>>());
     assert_eq!(contents.events.len(), 1);
 
@@ -55,12 +51,7 @@ fn a_crashed_writer_is_sealed_on_open_and_keeps_every_acknowledged_point() {
     log.close().unwrap();
     let (_log, report) = Log::open(store.wal(), small_options()).unwrap();
     assert!(report.repaired.is_empty(), "{report:?}");
-    let steps: Vec<i64> = read(&store.wal())
-        .unwrap()
-        .points_of(RunId(1))
-        .iter()
-        .map(|p| p.step)
-        .collect();
+    let steps: Vec<i64> = read(&store.wal()).unwrap().steps_of(RunId(1));
     assert_eq!(steps, (0..6_000).collect::<Vec<_>>());
 }
 
@@ -195,11 +186,7 @@ fn rotation_keeps_order_across_many_segments() {
     assert!(stats.segments > 5, "{stats:?}");
     log.close().unwrap();
     let contents = read(&store.wal()).unwrap();
-    let steps: Vec<i64> = contents
-        .points_of(RunId(1))
-        .iter()
-        .map(|p| p.step)
-        .collect();
+    let steps: Vec<i64> = contents.steps_of(RunId(1));
     assert_eq!(steps, (0..20_000).collect::<Vec<_>>());
     assert_eq!(contents.points_of(RunId(2)).len(), 40);
     let tags: Vec<i64> = contents
