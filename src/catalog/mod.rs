@@ -10,9 +10,15 @@
 //! - The hot path (`log_metric`) touches only its run's `metrics` mutex: the maps of runs and
 //!   experiments are locked only to find or create an entry.
 //! - Only created entities are visible: placeholders stay hidden until their creation event.
+//! - A series' summary has two parts: what this handle logged (`own`, updated by `log_metric`)
+//!   and what other writers did (`foreign`, from the log and the compaction manifest). Only the
+//!   foreign part is ever rebuilt (`follow.rs`), so a rebuild never races the hot path.
 
+mod follow;
 mod lww;
 mod summary;
+
+pub(crate) use follow::Follower;
 
 pub use summary::MetricSummary;
 
@@ -152,12 +158,15 @@ struct Created {
     parent: Option<RunId>,
 }
 
-/// The metric series of one run: summaries in a vector, found by key through an index.
+/// The metric series of one run: summaries in vectors, found by key through an index.
 #[derive(Debug, Default)]
 pub(crate) struct MetricTable {
     index: HashMap<Box<str>, usize, FastHash>,
     keys: Vec<Box<str>>,
-    pub summaries: Vec<MetricSummary>,
+    /// What this handle logged, per slot.
+    pub own: Vec<MetricSummary>,
+    /// What other writers logged, per slot, as far as this handle has read.
+    pub foreign: Vec<MetricSummary>,
 }
 
 impl MetricTable {
@@ -172,19 +181,26 @@ impl MetricTable {
         if let Some(slot) = self.slot(key) {
             return slot;
         }
-        let slot = self.summaries.len();
+        let slot = self.own.len();
         self.index.insert(key.into(), slot);
         self.keys.push(key.into());
-        self.summaries.push(MetricSummary::EMPTY);
+        self.own.push(MetricSummary::EMPTY);
+        self.foreign.push(MetricSummary::EMPTY);
         slot
     }
 
+    /// The summary of every point of the series in `slot`.
+    pub fn summary(&self, slot: usize) -> MetricSummary {
+        let mut summary = self.own[slot];
+        summary.merge(&self.foreign[slot]);
+        summary
+    }
+
     fn view(&self) -> BTreeMap<String, MetricSummary> {
-        self.keys
-            .iter()
-            .zip(&self.summaries)
+        (0..self.keys.len())
+            .map(|slot| (slot, self.summary(slot)))
             .filter(|(_, summary)| summary.count > 0)
-            .map(|(key, summary)| (key.to_string(), *summary))
+            .map(|(slot, summary)| (self.keys[slot].to_string(), summary))
             .collect()
     }
 }
@@ -208,34 +224,72 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Foreign summaries being rebuilt, per run and slot, before they replace the live ones.
+pub(crate) type Staged = HashMap<RunId, Vec<MetricSummary>>;
+
 impl Catalog {
-    /// Applies an event from another writer (read from the log).
-    pub fn apply_foreign(&self, keys: &mut KeyMap, writer: WriterId, event: Event) {
+    /// Applies an event from another writer (read from the log); metric points go to the live
+    /// foreign summaries, or to `staged` during a rebuild.
+    pub fn apply_foreign(
+        &self,
+        keys: &mut KeyMap,
+        writer: WriterId,
+        event: Event,
+        staged: Option<&mut Staged>,
+    ) {
         match event {
             Event::MetricKeyDefined { run, key_id, key } => {
-                let entry = self.run_or_insert(run);
-                let slot = lock(&entry.metrics).slot_or_insert(&key);
-                let index = key_id.0 as usize;
-                // Writers number keys 0, 1, 2, ... per run; a huge id can only come from a
-                // crafted file, and must not make the table below allocate for it.
-                if index >= crate::limits::KEYS_PER_RUN_MAX {
-                    return;
-                }
-                let slots = keys.slots.entry((writer, run)).or_default();
-                if slots.len() <= index {
-                    slots.resize(index + 1, None);
-                }
-                slots[index] = Some(slot);
+                self.define_key(keys, writer, run, key_id, &key);
             }
-            Event::Metrics(batch) => self.apply_batch(keys, writer, &batch),
+            Event::Metrics(batch) => self.apply_batch(keys, writer, &batch, staged),
             other => self.apply(&other),
         }
     }
 
-    fn apply_batch(&self, keys: &KeyMap, writer: WriterId, batch: &MetricBatch) {
+    fn define_key(
+        &self,
+        keys: &mut KeyMap,
+        writer: WriterId,
+        run: RunId,
+        key_id: KeyId,
+        key: &str,
+    ) {
+        let entry = self.run_or_insert(run);
+        let slot = lock(&entry.metrics).slot_or_insert(key);
+        let index = key_id.0 as usize;
+        // Writers number keys 0, 1, 2, ... per run; a huge id can only come from a crafted
+        // file, and must not make the table below allocate for it.
+        if index >= crate::limits::KEYS_PER_RUN_MAX {
+            return;
+        }
+        let slots = keys.slots.entry((writer, run)).or_default();
+        if slots.len() <= index {
+            slots.resize(index + 1, None);
+        }
+        slots[index] = Some(slot);
+    }
+
+    fn apply_batch(
+        &self,
+        keys: &KeyMap,
+        writer: WriterId,
+        batch: &MetricBatch,
+        staged: Option<&mut Staged>,
+    ) {
         let entry = self.run_or_insert(batch.run);
         let slots = keys.slots.get(&(writer, batch.run));
         let mut metrics = lock(&entry.metrics);
+        let target = match staged {
+            Some(staged) => {
+                let target = staged.entry(batch.run).or_default();
+                target.resize(
+                    metrics.foreign.len().max(target.len()),
+                    MetricSummary::EMPTY,
+                );
+                target
+            }
+            None => &mut metrics.foreign,
+        };
         for i in 0..batch.len() {
             let KeyId(key_id) = batch.key_ids[i];
             // A point whose key definition is missing cannot happen in a valid log (the writer
@@ -243,7 +297,56 @@ impl Catalog {
             let Some(slot) = slots.and_then(|s| s.get(key_id as usize).copied().flatten()) else {
                 continue;
             };
-            metrics.summaries[slot].update(batch.steps[i], batch.timestamps_ms[i], batch.values[i]);
+            target[slot].update(batch.steps[i], batch.timestamps_ms[i], batch.values[i]);
+        }
+    }
+
+    /// Takes a compacted writer's key ids and the summaries of its compacted points (from the
+    /// manifest), as if its compacted segments had been read.
+    pub fn adopt_compacted(
+        &self,
+        keys: &mut KeyMap,
+        writer: WriterId,
+        mark: &crate::compaction::WriterMark,
+        mut staged: Option<&mut Staged>,
+    ) {
+        for ((run, key_id), key) in &mark.keys {
+            self.define_key(keys, writer, *run, *key_id, key);
+        }
+        for ((run, key), summary) in &mark.summaries {
+            let entry = self.run_or_insert(*run);
+            let mut metrics = lock(&entry.metrics);
+            let slot = metrics.slot_or_insert(key);
+            let target = match staged.as_deref_mut() {
+                Some(staged) => {
+                    let target = staged.entry(*run).or_default();
+                    target.resize(
+                        metrics.foreign.len().max(target.len()),
+                        MetricSummary::EMPTY,
+                    );
+                    target
+                }
+                None => &mut metrics.foreign,
+            };
+            target[slot].merge(summary);
+        }
+    }
+
+    /// Replaces every run's foreign summaries with the rebuilt ones, run by run: a reader sees
+    /// each run either before or after, both of them complete as of some moment.
+    pub fn replace_foreign(&self, mut staged: Staged) {
+        let entries: Vec<Arc<RunEntry>> = self
+            .runs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for entry in entries {
+            let mut metrics = lock(&entry.metrics);
+            let mut rebuilt = staged.remove(&entry.id).unwrap_or_default();
+            rebuilt.resize(metrics.own.len(), MetricSummary::EMPTY);
+            metrics.foreign = rebuilt;
         }
     }
 
@@ -604,7 +707,7 @@ impl crate::query::RunFields for RunRef<'_> {
         self.created.start_time_ms
     }
     fn metric_last(&self, key: &str) -> Option<f64> {
-        let summary = &self.metrics.summaries[self.metrics.slot(key)?];
+        let summary = self.metrics.summary(self.metrics.slot(key)?);
         (summary.count > 0).then_some(summary.last_value)
     }
     fn param(&self, key: &str) -> Option<&str> {

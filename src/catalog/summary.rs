@@ -62,6 +62,46 @@ impl MetricSummary {
         }
     }
 
+    /// Adds every point `other` summarizes, as if they had been `update`d one by one (up to
+    /// the rounding of `sum`). Compacted files carry one summary per series; a store opened
+    /// after their segments are deleted starts from these.
+    pub fn merge(&mut self, other: &MetricSummary) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = *other;
+            return;
+        }
+        let newer = (other.last_step, other.last_timestamp_ms)
+            .cmp(&(self.last_step, self.last_timestamp_ms))
+            .then_with(|| other.last_value.total_cmp(&self.last_value));
+        if newer == Ordering::Greater {
+            self.last_value = other.last_value;
+            self.last_timestamp_ms = other.last_timestamp_ms;
+        }
+        self.first_step = self.first_step.min(other.first_step);
+        self.last_step = self.last_step.max(other.last_step);
+        self.count += other.count;
+        if other.finite_count == 0 {
+            return;
+        }
+        self.sum += other.sum;
+        self.finite_count += other.finite_count;
+        let (value, step) = (other.min_value, other.min_step);
+        let smaller = value < self.min_value || (value == self.min_value && step < self.min_step);
+        if self.min_value.is_nan() || smaller {
+            self.min_value = value;
+            self.min_step = step;
+        }
+        let (value, step) = (other.max_value, other.max_step);
+        let greater = value > self.max_value || (value == self.max_value && step < self.max_step);
+        if self.max_value.is_nan() || greater {
+            self.max_value = value;
+            self.max_step = step;
+        }
+    }
+
     /// Adds one point.
     #[inline]
     pub fn update(&mut self, step: i64, timestamp_ms: i64, value: f64) {
@@ -97,6 +137,61 @@ impl MetricSummary {
         if self.max_value.is_nan() || greater {
             self.max_value = value;
             self.max_step = step;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Splitting the points anywhere and merging the halves gives the summary of the whole.
+    #[test]
+    fn merging_summaries_equals_updating_with_every_point() {
+        let points: Vec<(i64, i64, f64)> = vec![
+            (0, 10, 1.0),
+            (3, 11, f64::NAN),
+            (1, 12, -2.0),
+            (3, 9, 7.0),
+            (2, 13, -2.0),
+            (5, 14, f64::INFINITY),
+            (5, 14, 0.5),
+            (4, 15, 7.0),
+        ];
+        let mut whole = MetricSummary::EMPTY;
+        for (step, time, value) in &points {
+            whole.update(*step, *time, *value);
+        }
+        for cut in 0..=points.len() {
+            let (mut left, mut right) = (MetricSummary::EMPTY, MetricSummary::EMPTY);
+            for (step, time, value) in &points[..cut] {
+                left.update(*step, *time, *value);
+            }
+            for (step, time, value) in &points[cut..] {
+                right.update(*step, *time, *value);
+            }
+            let mut forward = left;
+            forward.merge(&right);
+            let mut backward = right;
+            backward.merge(&left);
+            for merged in [forward, backward] {
+                assert_eq!(merged.count, whole.count, "cut {cut}");
+                assert_eq!(
+                    (merged.first_step, merged.last_step),
+                    (whole.first_step, whole.last_step)
+                );
+                assert_eq!(merged.last_value.to_bits(), whole.last_value.to_bits());
+                assert_eq!(merged.last_timestamp_ms, whole.last_timestamp_ms);
+                assert_eq!(
+                    (merged.min_value, merged.min_step),
+                    (whole.min_value, whole.min_step)
+                );
+                assert_eq!(
+                    (merged.max_value, merged.max_step),
+                    (whole.max_value, whole.max_step)
+                );
+                assert_eq!(merged.finite_count, whole.finite_count);
+            }
         }
     }
 }

@@ -1,10 +1,11 @@
-//! The compaction manifest: which Parquet files hold which compacted points, and how far each
-//! writer's log they cover. One file per generation, `manifest/<generation:010>.manifest`,
-//! written once (published without replacing) and never changed.
+//! The compaction manifest: which Parquet files hold which compacted points, how far each
+//! writer's log they cover, and which log chains hold the metadata of deleted segments. One file
+//! per generation, `manifest/<generation:010>.manifest`, written once (published without
+//! replacing) and never changed.
 //!
 //! ```text
 //! magic          8  "RUNLOGMF"
-//! version        2  u16 LE (1)
+//! version        2  u16 LE (2; version 1 still reads)
 //! body           n  see below, the codec of `wal/codec.rs`
 //! crc            4  CRC-32 (IEEE) of every byte before it
 //!
@@ -12,39 +13,58 @@
 //!   generation u64
 //!   writers    u32 count, then per writer:
 //!                writer u64, through u64 (every segment up to this sequence is compacted),
-//!                keys u32 count, then per key: run u128, key_id u32, key str
+//!                finished u8 (v2: its final segment is compacted),
+//!                keys u32 count, then per key: run u128, key_id u32, key str,
+//!                summaries (v2) u32 count, then per series: run u128, key str, summary
+//!   metadata   (v2) u32 count, then per chain: writer u64
 //!   files      u32 count, then per file:
 //!                experiment u64, generation u64, path str (relative to the store root),
 //!                rows u64, series u32 count, then per series:
 //!                  run u128, key str, row_start u64, row_count u64, first_step i64, last_step i64
+//!
+//! summary (88 bytes): count u64, first_step i64, last_step i64, last_value f64 (bits),
+//!   last_timestamp i64, min_value f64, min_step i64, max_value f64, max_step i64, sum f64,
+//!   finite_count u64
 //! ```
 //!
-//! Invariant: every point of a compacted segment (sequence <= its writer's `through`) is in
-//! exactly one listed file, and no point of a later segment is. Readers take the newest manifest;
-//! it was published complete and synced before anything relied on it, so one that does not check
-//! is damage, reported as `Error::Corrupt` naming the file, not skipped.
+//! Invariants: every point of a compacted segment (sequence <= its writer's `through`) is in
+//! exactly one listed file, and no point of a later segment is; a writer's `summaries` are those
+//! of exactly the points of its compacted segments; every non-metric event of a compacted
+//! segment is in a listed metadata chain (or a chain a merge of them produced). So the
+//! summaries, the metadata chains and the log after the watermarks make up the whole catalog,
+//! and compacted segments may be deleted. Summaries are kept per writer so that a handle can
+//! rebuild what other writers contributed without touching what it logged itself. Readers take the newest manifest; it was
+//! published complete and synced before anything relied on it, so one that does not check is
+//! damage, reported as `Error::Corrupt` naming the file, not skipped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::catalog::MetricSummary;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
 use crate::io::{Storage, create_dirs, publish};
 use crate::wal::codec::{Decoder, Encoder};
 
 const MAGIC: [u8; 8] = *b"RUNLOGMF";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// Stage one's manifests: no summaries, no metadata chains, no `finished` flags.
+const VERSION_1: u16 = 1;
 /// The folder of manifests inside a store.
 pub const MANIFEST_DIR: &str = "manifest";
 const EXTENSION: &str = "manifest";
 
 /// How far one writer's log is compacted, and the keys its later points may refer to.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct WriterMark {
     /// Every segment up to this one is compacted.
     pub through: Option<SegmentSequence>,
+    /// Its final segment is compacted: the writer has nothing more to compact.
+    pub finished: bool,
     /// Key ids interned in compacted segments, for points in later ones.
     pub keys: BTreeMap<(RunId, KeyId), String>,
+    /// Per series, the summary of this writer's compacted points.
+    pub summaries: BTreeMap<(RunId, String), MetricSummary>,
 }
 
 /// One series' rows in a file (files are sorted by run, key, step, so they are contiguous).
@@ -80,14 +100,27 @@ pub struct CompactedFile {
 }
 
 /// A manifest.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Manifest {
+    /// The format version it was read from (0: no manifest yet; written as the current one).
+    pub version: u16,
     /// Its generation (0: nothing compacted yet).
     pub generation: u64,
     /// Per writer, how far it is compacted.
     pub writers: BTreeMap<WriterId, WriterMark>,
+    /// Chains written by compaction that hold the non-metric events of compacted segments.
+    pub metadata: BTreeSet<WriterId>,
     /// The files, oldest generation first.
     pub files: Vec<CompactedFile>,
+}
+
+impl Manifest {
+    /// Whether the files' summaries and the metadata chains stand in for the compacted
+    /// segments, so a catalog may start from them and skip those segments. False for a
+    /// version 1 manifest: stage one kept every segment and wrote no summaries.
+    pub fn covers_catalog(&self) -> bool {
+        self.version != VERSION_1
+    }
 }
 
 impl Manifest {
@@ -101,12 +134,23 @@ impl Manifest {
         for (writer, mark) in &self.writers {
             e.u64(writer.0);
             e.u64(mark.through.map_or(u64::MAX, |s| s.0));
+            e.u8(u8::from(mark.finished));
             e.u32(mark.keys.len() as u32);
             for ((run, key_id), key) in &mark.keys {
                 e.u128(run.0);
                 e.u32(key_id.0);
                 e.str(key);
             }
+            e.u32(mark.summaries.len() as u32);
+            for ((run, key), summary) in &mark.summaries {
+                e.u128(run.0);
+                e.str(key);
+                encode_summary(&mut e, summary);
+            }
+        }
+        e.u32(self.metadata.len() as u32);
+        for writer in &self.metadata {
+            e.u64(writer.0);
         }
         e.u32(self.files.len() as u32);
         for file in &self.files {
@@ -152,12 +196,13 @@ impl Manifest {
             return Err(CorruptionKind::BadMagic { found: magic });
         }
         let version = u16::from_le_bytes([d.u8()?, d.u8()?]);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(CorruptionKind::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
             });
         }
+        let v2 = version == VERSION;
         let generation = d.u64()?;
         let mut writers = BTreeMap::new();
         for _ in 0..bounded(&mut d, 8 + 8 + 4)? {
@@ -166,13 +211,48 @@ impl Manifest {
                 u64::MAX => None,
                 sequence => Some(SegmentSequence(sequence)),
             };
+            let finished = if v2 {
+                match d.u8()? {
+                    0 => false,
+                    1 => true,
+                    other => {
+                        return Err(CorruptionKind::MalformedPayload(format!(
+                            "finished flag {other} is neither 0 nor 1"
+                        )));
+                    }
+                }
+            } else {
+                false
+            };
             let mut keys = BTreeMap::new();
             for _ in 0..bounded(&mut d, 16 + 4 + 4)? {
                 let run = RunId(d.u128()?);
                 let key_id = KeyId(d.u32()?);
                 keys.insert((run, key_id), d.string()?);
             }
-            writers.insert(writer, WriterMark { through, keys });
+            let mut summaries = BTreeMap::new();
+            if v2 {
+                for _ in 0..bounded(&mut d, 16 + 4 + SUMMARY_BYTES)? {
+                    let run = RunId(d.u128()?);
+                    let key = d.string()?;
+                    summaries.insert((run, key), decode_summary(&mut d)?);
+                }
+            }
+            writers.insert(
+                writer,
+                WriterMark {
+                    through,
+                    finished,
+                    keys,
+                    summaries,
+                },
+            );
+        }
+        let mut metadata = BTreeSet::new();
+        if v2 {
+            for _ in 0..bounded(&mut d, 8)? {
+                metadata.insert(WriterId(d.u64()?));
+            }
         }
         let mut files = Vec::new();
         for _ in 0..bounded(&mut d, 8 + 8 + 4 + 8 + 4)? {
@@ -201,11 +281,45 @@ impl Manifest {
         }
         d.finish()?;
         Ok(Manifest {
+            version,
             generation,
             writers,
+            metadata,
             files,
         })
     }
+}
+
+const SUMMARY_BYTES: usize = 11 * 8;
+
+fn encode_summary(e: &mut Encoder<'_>, summary: &MetricSummary) {
+    e.u64(summary.count);
+    e.i64(summary.first_step);
+    e.i64(summary.last_step);
+    e.u64(summary.last_value.to_bits());
+    e.i64(summary.last_timestamp_ms);
+    e.u64(summary.min_value.to_bits());
+    e.i64(summary.min_step);
+    e.u64(summary.max_value.to_bits());
+    e.i64(summary.max_step);
+    e.u64(summary.sum.to_bits());
+    e.u64(summary.finite_count);
+}
+
+fn decode_summary(d: &mut Decoder<'_>) -> Result<MetricSummary, CorruptionKind> {
+    Ok(MetricSummary {
+        count: d.u64()?,
+        first_step: d.i64()?,
+        last_step: d.i64()?,
+        last_value: f64::from_bits(d.u64()?),
+        last_timestamp_ms: d.i64()?,
+        min_value: f64::from_bits(d.u64()?),
+        min_step: d.i64()?,
+        max_value: f64::from_bits(d.u64()?),
+        max_step: d.i64()?,
+        sum: f64::from_bits(d.u64()?),
+        finite_count: d.u64()?,
+    })
 }
 
 /// Reads a count and refuses one the remaining bytes cannot hold (at `entry_bytes_min` each).
@@ -226,18 +340,16 @@ pub fn path(root: &Path, generation: u64) -> PathBuf {
         .join(format!("{generation:010}.{EXTENSION}"))
 }
 
-/// The newest manifest in `root`, or an empty one if there is none. A newest manifest that does
-/// not check is an error naming it: it was synced before anything relied on it.
-pub fn load(root: &Path) -> Result<Manifest> {
+/// The generation of the newest manifest in `root` (0 if there is none), from the folder's
+/// listing alone: cheap enough to call on every refresh.
+pub fn newest_generation(root: &Path) -> Result<u64> {
     let dir = root.join(MANIFEST_DIR);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Manifest::default());
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(error) => return Err(Error::io("list", &dir, error)),
     };
-    let mut newest: Option<u64> = None;
+    let mut newest = 0;
     for entry in entries {
         let name = entry.map_err(|e| Error::io("list", &dir, e))?.file_name();
         let generation = name
@@ -245,11 +357,18 @@ pub fn load(root: &Path) -> Result<Manifest> {
             .and_then(|n| n.strip_suffix(".manifest"))
             .filter(|n| n.len() == 10)
             .and_then(|n| n.parse::<u64>().ok());
-        newest = newest.max(generation);
+        newest = newest.max(generation.unwrap_or(0));
     }
-    let Some(generation) = newest else {
+    Ok(newest)
+}
+
+/// The newest manifest in `root`, or an empty one if there is none. A newest manifest that does
+/// not check is an error naming it: it was synced before anything relied on it.
+pub fn load(root: &Path) -> Result<Manifest> {
+    let generation = newest_generation(root)?;
+    if generation == 0 {
         return Ok(Manifest::default());
-    };
+    }
     let file = path(root, generation);
     let bytes = std::fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
     Manifest::decode(&bytes).map_err(|kind| {
@@ -281,8 +400,11 @@ pub fn store(root: &Path, manifest: &Manifest, storage: &dyn Storage) -> Result<
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_manifest_round_trips_and_rejects_every_bit_flip() {
+    fn sample() -> Manifest {
+        let mut summary = MetricSummary::EMPTY;
+        summary.update(-1, 5, 0.5);
+        summary.update(8, 6, f64::NAN);
+        let summaries: BTreeMap<_, _> = [((RunId(7), "loss".to_string()), summary)].into();
         let mut writers = BTreeMap::new();
         let mut keys = BTreeMap::new();
         keys.insert((RunId(7), KeyId(0)), "loss".to_string());
@@ -290,13 +412,25 @@ mod tests {
             WriterId(3),
             WriterMark {
                 through: Some(SegmentSequence(4)),
+                finished: false,
                 keys,
+                summaries,
             },
         );
-        writers.insert(WriterId(9), WriterMark::default());
-        let manifest = Manifest {
+        writers.insert(
+            WriterId(9),
+            WriterMark {
+                through: Some(SegmentSequence(0)),
+                finished: true,
+                keys: BTreeMap::new(),
+                summaries: BTreeMap::new(),
+            },
+        );
+        Manifest {
+            version: VERSION,
             generation: 2,
             writers,
+            metadata: [WriterId(12)].into_iter().collect(),
             files: vec![CompactedFile {
                 experiment: ExperimentId(11),
                 generation: 2,
@@ -311,9 +445,22 @@ mod tests {
                     last_step: 8,
                 }],
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn a_manifest_round_trips_and_rejects_every_bit_flip() {
+        let manifest = sample();
         let bytes = manifest.encode();
-        assert_eq!(Manifest::decode(&bytes), Ok(manifest));
+        let decoded = Manifest::decode(&bytes).expect("decodes");
+        // NaN != NaN, so compare the encodings.
+        assert_eq!(decoded.encode(), bytes);
+        assert_eq!(
+            decoded.writers[&WriterId(9)],
+            manifest.writers[&WriterId(9)]
+        );
+        assert_eq!(decoded.metadata, manifest.metadata);
+        assert!(decoded.covers_catalog());
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
@@ -322,5 +469,46 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Manifest::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
+    }
+
+    /// A version 1 manifest, written byte by byte as stage one wrote it, still reads, without
+    /// summaries, and so does not stand in for the catalog.
+    #[test]
+    fn a_version_1_manifest_still_reads() {
+        let mut out = b"RUNLOGMF".to_vec();
+        out.extend_from_slice(&1u16.to_le_bytes());
+        let mut e = Encoder::new(&mut out);
+        e.u64(1); // generation
+        e.u32(1); // writers
+        e.u64(3);
+        e.u64(4); // through
+        e.u32(1); // keys
+        e.u128(7);
+        e.u32(0);
+        e.str("loss");
+        e.u32(1); // files
+        e.u64(11);
+        e.u64(1);
+        e.str("experiments/11/0000000001.parquet");
+        e.u64(10);
+        e.u32(1); // series
+        e.u128(7);
+        e.str("loss");
+        e.u64(0);
+        e.u64(10);
+        e.i64(-1);
+        e.i64(8);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        let manifest = Manifest::decode(&out).expect("a version 1 manifest decodes");
+        assert_eq!(manifest.generation, 1);
+        let mark = &manifest.writers[&WriterId(3)];
+        assert_eq!(mark.through, Some(SegmentSequence(4)));
+        assert!(!mark.finished);
+        assert_eq!(mark.keys[&(RunId(7), KeyId(0))], "loss");
+        assert!(manifest.metadata.is_empty());
+        assert_eq!(manifest.files[0].series[0].row_count, 10);
+        assert!(mark.summaries.is_empty());
+        assert!(!manifest.covers_catalog());
     }
 }

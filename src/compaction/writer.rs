@@ -14,13 +14,15 @@ use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch}
 use arrow_schema::{DataType, Field, Schema};
 
 use super::manifest::{self, CompactedFile, Manifest, SeriesRows};
-use super::{EXPERIMENTS_DIR, FILES_PER_EXPERIMENT_MAX};
+use super::{EXPERIMENTS_DIR, FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
+use crate::catalog::MetricSummary;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::export::file::{Layout, write as write_parquet};
-use crate::ids::{ExperimentId, KeyId, RunId};
+use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::io::Storage;
 use crate::tracking::{Store, WAL_DIR};
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
+use crate::wal::writer::{Writer, WriterOptions};
 use crate::wal::{Event, MetricBatch, segment};
 
 const LOCK_FILE: &str = "compaction.lock";
@@ -40,6 +42,10 @@ pub struct CompactionReport {
     pub files_merged: usize,
     /// Bytes of the files written.
     pub bytes: u64,
+    /// Non-metric events of the compacted segments copied into a metadata chain.
+    pub metadata_events: usize,
+    /// Compacted segments deleted from the log.
+    pub segments_deleted: usize,
 }
 
 /// The points of one series, in logging order (and, after `sort`, by step).
@@ -102,10 +108,21 @@ impl Store {
         lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
         self.inner.log.close()?;
         self.refresh()?;
-        let mut manifest = manifest::load(&root)?;
+        let loaded = manifest::load(&root)?;
         // Files a crashed compaction published without a manifest would collide with this
         // generation's names; no manifest lists them, so they go first.
-        remove_unlisted(&root, &manifest);
+        remove_unlisted(&root, &loaded);
+        // A stage-one manifest has no summaries or metadata chains, so nothing it covers may be
+        // deleted: compact the whole log again (its segments are all still there) and let its
+        // files be removed once the new manifest is in force.
+        let mut manifest = if loaded.covers_catalog() {
+            loaded
+        } else {
+            Manifest {
+                generation: loaded.generation,
+                ..Manifest::default()
+            }
+        };
         let generation = manifest.generation + 1;
         let run_experiment: HashMap<RunId, ExperimentId> = self
             .inner
@@ -116,15 +133,22 @@ impl Store {
             .collect();
         let mut report = CompactionReport::default();
         let mut gathered: BTreeMap<ExperimentId, ExperimentSeries> = BTreeMap::new();
+        let mut metadata = Vec::new();
         gather(
             &root,
             &mut manifest,
             &run_experiment,
             &mut gathered,
+            &mut metadata,
             &mut report,
         )?;
         if report.segments == 0 {
             return Ok(report);
+        }
+        if !metadata.is_empty() {
+            let chain = self.write_metadata_chain(&metadata)?;
+            manifest.metadata.insert(chain);
+            report.metadata_events = metadata.len();
         }
         for (experiment, series) in gathered {
             let path = file_path(experiment, &format!("{generation:010}"));
@@ -137,9 +161,30 @@ impl Store {
         manifest.generation = generation;
         manifest::store(&root, &manifest, storage)?;
         report.generation = generation;
+        // Read what is about to be deleted, so this handle need not rebuild its catalog. Best
+        // effort: a failure here is met again, and reported, by the next read.
+        let _ = self.refresh();
+        report.segments_deleted = delete_compacted(&root, &manifest, storage);
         remove_unlisted(&root, &manifest);
         drop(lock);
         Ok(report)
+    }
+
+    /// Writes `events` into a new, sealed chain of a fresh writer id; returns the id.
+    fn write_metadata_chain(&self, events: &[Event]) -> Result<WriterId> {
+        let options = WriterOptions {
+            segment_bytes: self.inner.options.segment_bytes,
+            sync_every_append: false,
+        };
+        let storage = Arc::clone(&self.inner.options.storage);
+        let mut writer = Writer::create(&self.inner.root.join(WAL_DIR), storage, options)?;
+        for event in events {
+            writer.append(event)?;
+        }
+        let id = writer.id();
+        // Sealing syncs the chain, so it is durable before the manifest that lists it.
+        writer.close()?;
+        Ok(id)
     }
 
     /// The manifest in force.
@@ -155,16 +200,25 @@ fn file_path(experiment: ExperimentId, name: &str) -> String {
 /// Reads every compactable segment after each writer's watermark: every segment but a chain's
 /// last, and the last too once it is sealed and trimmed. A writer stops before a segment with a
 /// point whose run has no known experiment (the run's creation is not readable yet) or whose key
-/// is not defined.
+/// is not defined. Points go to `gathered` and their writer's summaries; other events but key
+/// definitions (which the manifest keeps) go to `metadata`, in log order.
+///
+/// Metadata chains are passed over, unless there are more than `METADATA_CHAINS_MAX`: then
+/// they are gathered too, so their events move into the one chain this compaction writes.
 fn gather(
     root: &Path,
     manifest: &mut Manifest,
     run_experiment: &HashMap<RunId, ExperimentId>,
     gathered: &mut BTreeMap<ExperimentId, ExperimentSeries>,
+    metadata: &mut Vec<Event>,
     report: &mut CompactionReport,
 ) -> Result<()> {
     let wal_dir = root.join(WAL_DIR);
+    let merge_metadata = manifest.metadata.len() > METADATA_CHAINS_MAX;
     for (writer, files) in reader::list_writers(&wal_dir)? {
+        if manifest.metadata.contains(&writer) && !merge_metadata {
+            continue;
+        }
         let mark = manifest.writers.entry(writer).or_default();
         let start = mark.through.map_or(0, |s| s.0 + 1);
         let mut finished = false;
@@ -176,6 +230,7 @@ fn gather(
             }
             let mut keys = mark.keys.clone();
             let mut batches = Vec::new();
+            let mut events = Vec::new();
             let options = ReadOptions::default();
             let read =
                 reader::read_chain(
@@ -188,7 +243,7 @@ fn gather(
                             keys.insert((run, key_id), key);
                         }
                         Event::Metrics(batch) => batches.push(batch),
-                        _ => {}
+                        other => events.push(other),
                     },
                 )?;
             // Read alone, a segment counts as its chain's last; only a sealed one may be
@@ -216,9 +271,11 @@ fn gather(
             for batch in &batches {
                 if let Some(experiment) = run_experiment.get(&batch.run) {
                     report.points += batch.len() as u64;
-                    add_batch(gathered.entry(*experiment).or_default(), &keys, batch);
+                    let series = gathered.entry(*experiment).or_default();
+                    add_batch(series, &mut mark.summaries, &keys, batch);
                 }
             }
+            metadata.append(&mut events);
             report.segments += 1;
             mark.keys = keys;
             mark.through = Some(sequence);
@@ -226,15 +283,50 @@ fn gather(
         // A writer whose final segment is compacted has no later points to resolve keys for.
         if finished {
             mark.keys.clear();
+            mark.finished = true;
         }
     }
     manifest.writers.retain(|_, mark| mark.through.is_some());
+    if merge_metadata {
+        // Every chain gathered whole moved into the new one; a chain that could not be (it lost
+        // its seal: an error above) stays listed.
+        let writers = &manifest.writers;
+        manifest
+            .metadata
+            .retain(|chain| !writers.get(chain).is_some_and(|mark| mark.finished));
+    }
     Ok(())
 }
 
-/// Appends a batch's points to their series: one lookup per distinct key of the batch.
+/// Deletes every segment at or below its writer's watermark. Best effort: a segment left behind
+/// is skipped by every reader (the manifest covers it) and deleted by the next compaction.
+/// Returns how many were deleted.
+fn delete_compacted(root: &Path, manifest: &Manifest, storage: &dyn Storage) -> usize {
+    let wal_dir = root.join(WAL_DIR);
+    let Ok(listed) = reader::list_writers(&wal_dir) else {
+        return 0;
+    };
+    let mut deleted = 0;
+    for (writer, files) in listed {
+        let Some(through) = manifest.writers.get(&writer).and_then(|m| m.through) else {
+            continue;
+        };
+        // Oldest first, so an interrupted deletion leaves each chain without a hole.
+        for sequence in files.segments.iter().filter(|s| **s <= through) {
+            let path = segment::segment_path(&wal_dir, writer, *sequence);
+            if storage.remove(&path).is_ok() {
+                deleted += 1;
+            }
+        }
+    }
+    deleted
+}
+
+/// Appends a batch's points to their series and their writer's summaries: one lookup per
+/// distinct key of the batch.
 fn add_batch(
     series: &mut ExperimentSeries,
+    summaries: &mut BTreeMap<(RunId, String), MetricSummary>,
     keys: &BTreeMap<(RunId, KeyId), String>,
     batch: &MetricBatch,
 ) {
@@ -249,7 +341,11 @@ fn add_batch(
             continue;
         };
         let target = series.entry((batch.run, key.clone())).or_default();
+        let summary = summaries
+            .entry((batch.run, key.clone()))
+            .or_insert(MetricSummary::EMPTY);
         for i in (0..batch.len()).filter(|i| batch.key_ids[*i] == key_id) {
+            summary.update(batch.steps[i], batch.timestamps_ms[i], batch.values[i]);
             target.steps.push(batch.steps[i]);
             target.timestamps_ms.push(batch.timestamps_ms[i]);
             target.values.push(batch.values[i]);

@@ -9,9 +9,10 @@ use arrow_schema::{DataType, Field, Schema};
 
 use crate::catalog::{Experiment, RunView};
 use crate::error::{Error, Result};
-use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
+use crate::ids::{ExperimentId, KeyId, RunId};
 use crate::tracking::Store;
-use crate::wal::{Event, ReadOptions, read_dir};
+use crate::wal::reader::read_chain;
+use crate::wal::{Event, ReadOptions};
 
 /// Everything to write.
 pub(super) struct Tables {
@@ -142,59 +143,141 @@ struct LogPoints {
     orphans: u64,
 }
 
-/// Reads every point of the log, resolving each writer's interned key ids, grouped by
-/// experiment. Keys are interned into one table shared by all experiments.
+/// Every point of the store, grouped by experiment: the compacted files' rows, then the log
+/// after each writer's watermark, resolving each writer's interned key ids. Keys are interned
+/// into one table shared by all experiments. Started over if a compaction deletes what the
+/// read chose.
 fn read_points(store: &Store, run_experiment: &HashMap<RunId, ExperimentId>) -> Result<LogPoints> {
-    let mut key_names: Vec<String> = Vec::new();
-    let mut key_index: HashMap<String, u32> = HashMap::new();
-    let mut defined: HashMap<(WriterId, RunId, KeyId), u32> = HashMap::new();
-    let mut out: HashMap<ExperimentId, (Vec<RunId>, Points)> = HashMap::new();
-    let mut run_slots: HashMap<RunId, u32> = HashMap::new();
-    let mut orphans = 0u64;
-    let wal_dir = store.inner.root.join(crate::tracking::WAL_DIR);
-    read_dir(
-        &wal_dir,
-        ReadOptions::default(),
-        &mut |writer, event| match event {
-            Event::MetricKeyDefined { run, key_id, key } => {
-                let next = key_names.len() as u32;
-                let index = *key_index.entry(key.clone()).or_insert_with(|| {
-                    key_names.push(key);
-                    next
-                });
-                defined.insert((writer, run, key_id), index);
+    let mut attempts = 0;
+    loop {
+        match read_points_once(store, run_experiment) {
+            Err(error)
+                if crate::compaction::is_stale(&error)
+                    && attempts + 1 < crate::compaction::READ_ATTEMPTS_MAX =>
+            {
+                attempts += 1;
             }
-            Event::Metrics(batch) => {
-                let Some(experiment) = run_experiment.get(&batch.run) else {
-                    orphans += batch.len() as u64;
-                    return;
-                };
-                let (runs, points) = out.entry(*experiment).or_default();
-                let run = *run_slots.entry(batch.run).or_insert_with(|| {
-                    runs.push(batch.run);
-                    runs.len() as u32 - 1
-                });
-                for i in 0..batch.len() {
-                    // A key id without its definition cannot occur in a valid log: the writer
-                    // defines a key before using it, in the same chain.
-                    let Some(key) = defined.get(&(writer, batch.run, batch.key_ids[i])) else {
-                        orphans += 1;
-                        continue;
-                    };
-                    points.runs.push(run);
-                    points.keys.push(*key);
-                    points.steps.push(batch.steps[i]);
-                    points.timestamps_ms.push(batch.timestamps_ms[i]);
-                    points.values.push(batch.values[i]);
+            other => return other,
+        }
+    }
+}
+
+/// Interns keys and runs while points are gathered.
+#[derive(Default)]
+struct Gathering {
+    key_names: Vec<String>,
+    key_index: HashMap<String, u32>,
+    out: HashMap<ExperimentId, (Vec<RunId>, Points)>,
+    run_slots: HashMap<RunId, u32>,
+    orphans: u64,
+}
+
+impl Gathering {
+    fn key(&mut self, key: &str) -> u32 {
+        if let Some(index) = self.key_index.get(key) {
+            return *index;
+        }
+        let index = self.key_names.len() as u32;
+        self.key_names.push(key.to_string());
+        self.key_index.insert(key.to_string(), index);
+        index
+    }
+
+    /// The points of `experiment`, and the slot of `run` in its run table.
+    fn target(&mut self, experiment: ExperimentId, run: RunId) -> (&mut Points, u32) {
+        let (runs, points) = self.out.entry(experiment).or_default();
+        let slot = *self.run_slots.entry(run).or_insert_with(|| {
+            runs.push(run);
+            runs.len() as u32 - 1
+        });
+        (points, slot)
+    }
+}
+
+fn read_points_once(
+    store: &Store,
+    run_experiment: &HashMap<RunId, ExperimentId>,
+) -> Result<LogPoints> {
+    let root = &store.inner.root;
+    let manifest = crate::compaction::manifest::load(root)?;
+    let mut g = Gathering::default();
+    for file in &manifest.files {
+        let path = root.join(&file.path);
+        for series in &file.series {
+            let Some(experiment) = run_experiment.get(&series.run) else {
+                g.orphans += series.row_count;
+                continue;
+            };
+            let mut columns = (Vec::new(), Vec::new(), Vec::new());
+            let cache = &store.inner.compacted_metadata;
+            crate::compaction::read_series(&path, series, &|_| true, &mut columns, cache)?;
+            let key = g.key(&series.key);
+            let (points, run) = g.target(*experiment, series.run);
+            points
+                .runs
+                .extend(std::iter::repeat_n(run, columns.0.len()));
+            points
+                .keys
+                .extend(std::iter::repeat_n(key, columns.0.len()));
+            points.steps.extend(columns.0);
+            points.timestamps_ms.extend(columns.1);
+            points.values.extend(columns.2);
+        }
+    }
+    let wal_dir = root.join(crate::tracking::WAL_DIR);
+    for (writer, segments) in crate::compaction::uncompacted(root, &manifest)? {
+        // Key ids interned in compacted segments, for this writer's later points.
+        let mut defined: HashMap<(RunId, KeyId), u32> = HashMap::new();
+        for ((run, key_id), key) in manifest
+            .writers
+            .get(&writer)
+            .map(|m| &m.keys)
+            .into_iter()
+            .flatten()
+        {
+            defined.insert((*run, *key_id), g.key(key));
+        }
+        read_chain(
+            &wal_dir,
+            writer,
+            &segments,
+            ReadOptions::default(),
+            &mut |event| match event {
+                Event::MetricKeyDefined { run, key_id, key } => {
+                    let index = g.key(&key);
+                    defined.insert((run, key_id), index);
                 }
-            }
-            _ => {}
-        },
-    )?;
+                Event::Metrics(batch) => {
+                    let Some(experiment) = run_experiment.get(&batch.run) else {
+                        g.orphans += batch.len() as u64;
+                        return;
+                    };
+                    let mut orphans = 0;
+                    let (points, run) = g.target(*experiment, batch.run);
+                    for i in 0..batch.len() {
+                        // A key id without its definition cannot occur in a valid log: the
+                        // writer defines a key before using it, in the same chain.
+                        let Some(key) = defined.get(&(batch.run, batch.key_ids[i])) else {
+                            orphans += 1;
+                            continue;
+                        };
+                        points.runs.push(run);
+                        points.keys.push(*key);
+                        points.steps.push(batch.steps[i]);
+                        points.timestamps_ms.push(batch.timestamps_ms[i]);
+                        points.values.push(batch.values[i]);
+                    }
+                    g.orphans += orphans;
+                }
+                _ => {}
+            },
+        )?;
+    }
+    crate::compaction::check_still_newest(root, &manifest)?;
     Ok(LogPoints {
-        by_experiment: out,
-        keys: key_names,
-        orphans,
+        by_experiment: g.out,
+        keys: g.key_names,
+        orphans: g.orphans,
     })
 }
 

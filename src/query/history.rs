@@ -184,8 +184,8 @@ impl Store {
             .collect()
     }
 
-    /// `histories_once`, retried when a concurrent compaction removed a file (or manifest) the
-    /// call had chosen: the retry loads the newer manifest.
+    /// `histories_once`, retried when a concurrent compaction removed a file, manifest or
+    /// segment the call had chosen: the retry loads the newer manifest.
     fn histories(
         &self,
         runs: &[RunId],
@@ -195,8 +195,9 @@ impl Store {
         let mut attempts = 0;
         loop {
             match self.histories_once(runs, key, steps) {
-                Err(Error::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 3 =>
+                Err(error)
+                    if crate::compaction::is_stale(&error)
+                        && attempts + 1 < crate::compaction::READ_ATTEMPTS_MAX =>
                 {
                     attempts += 1;
                 }
@@ -256,13 +257,8 @@ impl Store {
             history.values.extend(part.values);
         }
         let wal_dir = root.join(WAL_DIR);
-        for (writer, files) in crate::wal::reader::list_writers(&wal_dir)? {
+        for (writer, segments) in crate::compaction::uncompacted(root, &manifest)? {
             let mark = manifest.writers.get(&writer);
-            let start = mark.and_then(|m| m.through).map_or(0, |s| s.0 + 1);
-            let from = files.segments.partition_point(|s| s.0 < start);
-            if from == files.segments.len() {
-                continue;
-            }
             // Key ids interned in compacted segments, for this writer's later points.
             let mut wanted: HashMap<RunId, KeyId> = HashMap::new();
             for ((run, key_id), name) in mark.map(|m| &m.keys).into_iter().flatten() {
@@ -270,11 +266,10 @@ impl Store {
                     wanted.insert(*run, *key_id);
                 }
             }
-            let segments = &files.segments[from..];
             read_chain(
                 &wal_dir,
                 writer,
-                segments,
+                &segments,
                 ReadOptions::default(),
                 &mut |event| match event {
                     Event::MetricKeyDefined {
@@ -303,6 +298,7 @@ impl Store {
                 },
             )?;
         }
+        crate::compaction::check_still_newest(root, &manifest)?;
         Ok(histories.into_iter().map(sorted_by_step).collect())
     }
 }

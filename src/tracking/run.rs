@@ -272,7 +272,7 @@ impl Run {
             .inner
             .log
             .log_point(self.entry.id, key, step, timestamp_ms, value)?;
-        metrics.summaries[slot].update(step, timestamp_ms, value);
+        metrics.own[slot].update(step, timestamp_ms, value);
         Ok(())
     }
 
@@ -322,7 +322,7 @@ impl Run {
             .log
             .log_columns(self.entry.id, key, steps, timestamps_ms, values)?;
         let slot = metrics.slot_or_insert(key);
-        let summary = &mut metrics.summaries[slot];
+        let summary = &mut metrics.own[slot];
         for ((step, timestamp), value) in steps.iter().zip(timestamps_ms).zip(values) {
             summary.update(*step, *timestamp, *value);
         }

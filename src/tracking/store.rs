@@ -21,7 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::catalog::{self, Catalog, Experiment, KeyMap, LifecycleStage, RunView};
+use crate::catalog::{self, Catalog, Experiment, Follower, LifecycleStage, RunView};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::io::{OsStorage, Storage};
@@ -29,7 +29,7 @@ use crate::limits::{LANES_DEFAULT, SEGMENT_BYTES_DEFAULT};
 use crate::tracking::run::{Run, RunOptions};
 use crate::tracking::validation;
 use crate::wal::writer::{now_ms, random_u64};
-use crate::wal::{Durability, Event, Log, LogOptions, RecoveryReport, Tail};
+use crate::wal::{Durability, Event, Log, LogOptions, RecoveryReport};
 
 /// The log folder inside a store.
 pub const WAL_DIR: &str = "wal";
@@ -114,7 +114,7 @@ pub(crate) struct StoreInner {
     pub log: Log,
     pub catalog: Catalog,
     pub recovery: RecoveryReport,
-    tail: Mutex<(Tail, KeyMap)>,
+    follower: Mutex<Follower>,
     /// Parsed footers of compacted files, reused by history queries.
     #[cfg(feature = "parquet")]
     pub compacted_metadata: crate::compaction::MetadataCache,
@@ -142,6 +142,7 @@ impl Store {
             storage: Arc::clone(&options.storage),
         };
         let (log, recovery) = Log::open(&wal_dir, log_options)?;
+        let follower = Follower::new(&root, &wal_dir);
         let store = Store {
             inner: Arc::new(StoreInner {
                 root,
@@ -149,7 +150,7 @@ impl Store {
                 log,
                 catalog: Catalog::default(),
                 recovery,
-                tail: Mutex::new((Tail::new(&wal_dir), KeyMap::default())),
+                follower: Mutex::new(follower),
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
             }),
@@ -186,13 +187,7 @@ impl Store {
     /// ```
     pub fn refresh(&self) -> Result<()> {
         let own: BTreeSet<_> = self.inner.log.own_writers();
-        let mut guard = catalog::lock(&self.inner.tail);
-        let (tail, keys) = &mut *guard;
-        let catalog = &self.inner.catalog;
-        tail.poll_except(&own, &mut |writer, event| {
-            catalog.apply_foreign(keys, writer, event)
-        })?;
-        Ok(())
+        catalog::lock(&self.inner.follower).refresh(&self.inner.catalog, &own)
     }
 
     /// Makes everything this handle appended durable (see `docs/DURABILITY.md`).

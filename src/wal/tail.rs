@@ -79,6 +79,30 @@ impl Tail {
         }
     }
 
+    /// Starts `writer` at segment `sequence` instead of its first one (its earlier segments are
+    /// compacted), or marks it as read to the end if `finished`.
+    pub fn start_at(&mut self, writer: WriterId, sequence: SegmentSequence, finished: bool) {
+        self.cursors.insert(
+            writer,
+            Cursor {
+                sequence,
+                offset: HEADER_BYTES as u64,
+                stream_points_seen: 0,
+                finished,
+            },
+        );
+    }
+
+    /// The `wal/` folder it follows.
+    pub fn dir(&self) -> &Path {
+        &self.wal_dir
+    }
+
+    /// Whether `writer` has been seen (polled or started).
+    pub fn knows(&self, writer: WriterId) -> bool {
+        self.cursors.contains_key(&writer)
+    }
+
     /// Calls `visit` for every event appended since the last poll; returns how many.
     pub fn poll(&mut self, visit: &mut dyn FnMut(WriterId, Event)) -> Result<usize> {
         self.poll_except(&BTreeSet::new(), visit)
@@ -92,13 +116,24 @@ impl Tail {
         visit: &mut dyn FnMut(WriterId, Event),
     ) -> Result<usize> {
         let mut count = 0;
-        for (writer, files) in reader::list_writers(&self.wal_dir)? {
+        let listed = reader::list_writers(&self.wal_dir)?;
+        // A writer with unread segments cannot vanish: only compaction removes segments.
+        for (writer, cursor) in &self.cursors {
+            if !cursor.finished && !skip.contains(writer) && !listed.contains_key(writer) {
+                return Err(missing(&self.wal_dir, *writer, cursor.sequence));
+            }
+        }
+        for (writer, files) in listed {
             if skip.contains(&writer) {
                 continue;
             }
             let Some(first) = files.segments.first() else {
                 continue;
             };
+            // Without a starting point from a manifest, a chain must start at its beginning.
+            if !self.cursors.contains_key(&writer) && first.0 != 0 {
+                return Err(missing(&self.wal_dir, writer, SegmentSequence(0)));
+            }
             let cursor = self.cursors.entry(writer).or_insert(Cursor {
                 sequence: *first,
                 offset: HEADER_BYTES as u64,
@@ -137,6 +172,17 @@ impl Tail {
     }
 }
 
+fn missing(wal_dir: &Path, writer: WriterId, sequence: SegmentSequence) -> Error {
+    corrupt(
+        segment::segment_path(wal_dir, writer, sequence),
+        0,
+        CorruptionKind::MissingSegment {
+            writer,
+            sequence: sequence.0,
+        },
+    )
+}
+
 /// The full reader's chain check: no gap from the cursor's segment on.
 fn check_chain(
     wal_dir: &Path,
@@ -153,14 +199,7 @@ fn check_chain(
             .map(|pair| SegmentSequence(pair[0].0 + 1)),
     };
     match gap {
-        Some(missing) => Err(corrupt(
-            segment::segment_path(wal_dir, writer, missing),
-            0,
-            CorruptionKind::MissingSegment {
-                writer,
-                sequence: missing.0,
-            },
-        )),
+        Some(sequence) => Err(missing(wal_dir, writer, sequence)),
         None => Ok(()),
     }
 }

@@ -1,0 +1,121 @@
+//! Keeping a handle's catalog in step with the store: other writers' log, and, since compaction
+//! deletes the segments it compacted, the compaction manifest.
+//!
+//! A `Follower` holds a tail over `wal/`, the key ids of the writers it follows, and the newest
+//! manifest generation it has taken in. Each refresh first takes in a newer manifest: a writer
+//! compacted there that this handle has never read is adopted whole (its compacted points'
+//! summaries and key ids from the manifest, its tail from the segment after its watermark). Then
+//! it polls the tail.
+//!
+//! Invariant: every foreign point is counted exactly once, either through the manifest (a
+//! writer adopted at its watermark) or through the log (every segment after where the tail
+//! started it). A segment the tail still needed can vanish, deleted by a compaction this handle
+//! did not see in time; the tail reports a missing segment, and the follower then rebuilds every
+//! foreign summary from the newest manifest and the log after it, and swaps them in. A missing
+//! segment that a rebuild does not explain is damage and is returned as such.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::{Catalog, KeyMap, Staged};
+use crate::compaction::manifest;
+use crate::error::{CorruptionKind, Error, Result};
+use crate::ids::{SegmentSequence, WriterId};
+use crate::wal::Tail;
+
+/// Rebuilds tried before a missing segment counts as damage. Each one loads the newest
+/// manifest; more than one is needed only when compactions keep deleting under it.
+const REBUILDS_MAX: usize = 4;
+
+/// A handle's position in the store (see the module doc).
+#[derive(Debug)]
+pub(crate) struct Follower {
+    root: PathBuf,
+    tail: Tail,
+    keys: KeyMap,
+    generation: u64,
+}
+
+impl Follower {
+    /// A follower that has read nothing.
+    pub fn new(root: &Path, wal_dir: &Path) -> Follower {
+        Follower {
+            root: root.to_path_buf(),
+            tail: Tail::new(wal_dir),
+            keys: KeyMap::default(),
+            generation: 0,
+        }
+    }
+
+    /// Applies to `catalog` everything other writers (all but `own`) added since the last call.
+    pub fn refresh(&mut self, catalog: &Catalog, own: &BTreeSet<WriterId>) -> Result<()> {
+        let mut error = match self.step(catalog, own, None) {
+            Err(error) if is_gap(&error) => error,
+            other => return other,
+        };
+        for _ in 0..REBUILDS_MAX {
+            let mut fresh = Follower::new(&self.root, self.tail.dir());
+            let mut staged = Staged::new();
+            match fresh.step(catalog, own, Some(&mut staged)) {
+                Ok(()) => {
+                    catalog.replace_foreign(staged);
+                    *self = fresh;
+                    return Ok(());
+                }
+                Err(next) if is_gap(&next) => error = next,
+                Err(other) => return Err(other),
+            }
+        }
+        Err(error)
+    }
+
+    /// Takes in the newest manifest, then polls; again if a compaction published a manifest
+    /// meanwhile, since its deletions may have hidden writers from the poll.
+    fn step(
+        &mut self,
+        catalog: &Catalog,
+        own: &BTreeSet<WriterId>,
+        mut staged: Option<&mut Staged>,
+    ) -> Result<()> {
+        loop {
+            let newest = manifest::newest_generation(&self.root)?;
+            if newest > self.generation {
+                let manifest = manifest::load(&self.root)?;
+                if manifest.covers_catalog() {
+                    for (writer, mark) in &manifest.writers {
+                        if own.contains(writer) || self.tail.knows(*writer) {
+                            continue;
+                        }
+                        catalog.adopt_compacted(
+                            &mut self.keys,
+                            *writer,
+                            mark,
+                            staged.as_deref_mut(),
+                        );
+                        let next = SegmentSequence(mark.through.map_or(0, |s| s.0 + 1));
+                        self.tail.start_at(*writer, next, mark.finished);
+                    }
+                }
+                self.generation = manifest.generation;
+            }
+            let keys = &mut self.keys;
+            self.tail.poll_except(own, &mut |writer, event| {
+                catalog.apply_foreign(keys, writer, event, staged.as_deref_mut())
+            })?;
+            if manifest::newest_generation(&self.root)? == self.generation {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Whether `error` may come from a compaction deleting segments under the tail.
+fn is_gap(error: &Error) -> bool {
+    match error {
+        Error::Corrupt(corruption) => {
+            matches!(corruption.kind, CorruptionKind::MissingSegment { .. })
+        }
+        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
