@@ -12,12 +12,16 @@
 //! a file no manifest lists is ignored and removed by the next compaction. One compactor runs at
 //! a time, under an OS lock on `compaction.lock`.
 
+#[cfg(feature = "parquet")]
+mod background;
 pub mod manifest;
 #[cfg(feature = "parquet")]
 mod reader;
 #[cfg(feature = "parquet")]
 mod writer;
 
+#[cfg(feature = "parquet")]
+pub(crate) use background::Background;
 pub use manifest::{CompactedFile, Manifest, SeriesRows, WriterMark};
 #[cfg(feature = "parquet")]
 pub(crate) use reader::{MetadataCache, read_series};

@@ -48,6 +48,15 @@ pub struct CompactionReport {
     pub segments_deleted: usize,
 }
 
+/// What a compaction takes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Include {
+    /// Seal this handle's open segments first, so everything it logged is compacted.
+    OwnTail,
+    /// Only segments already sealed; do not wait for another compaction.
+    SealedOnly,
+}
+
 /// The points of one series, in logging order (and, after `sort`, by step).
 #[derive(Default)]
 struct Series {
@@ -93,6 +102,13 @@ impl Store {
     /// # }
     /// ```
     pub fn compact(&self) -> Result<CompactionReport> {
+        self.compact_with(Include::OwnTail).map(|report| report.unwrap_or_default())
+    }
+
+    /// Compacts; with `Include::SealedOnly` this handle's lanes are left open (so its writers
+    /// keep their chains), and if another compaction holds the lock, returns `None` at once
+    /// instead of waiting. The background compactor's call.
+    pub(crate) fn compact_with(&self, include: Include) -> Result<Option<CompactionReport>> {
         if self.inner.options.read_only {
             return Err(Error::ReadOnly);
         }
@@ -105,8 +121,19 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::io("open compaction lock", &lock_path, e))?;
-        lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
-        self.inner.log.close()?;
+        match include {
+            Include::OwnTail => {
+                lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
+                self.inner.log.close()?;
+            }
+            Include::SealedOnly => match lock.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io("lock", &lock_path, e));
+                }
+            },
+        }
         self.refresh()?;
         let loaded = manifest::load(&root)?;
         // Files a crashed compaction published without a manifest would collide with this
@@ -143,7 +170,7 @@ impl Store {
             &mut report,
         )?;
         if report.segments == 0 {
-            return Ok(report);
+            return Ok(Some(report));
         }
         if !metadata.is_empty() {
             let chain = self.write_metadata_chain(&metadata)?;
@@ -167,7 +194,7 @@ impl Store {
         report.segments_deleted = delete_compacted(&root, &manifest, storage);
         remove_unlisted(&root, &manifest);
         drop(lock);
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Writes `events` into a new, sealed chain of a fresh writer id; returns the id.

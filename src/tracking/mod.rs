@@ -7,4 +7,5 @@ pub mod system_tags;
 pub mod validation;
 
 pub use run::{Run, RunOptions};
+pub(crate) use store::StoreInner;
 pub use store::{Store, StoreOptions, ViewType, WAL_DIR};

@@ -48,6 +48,9 @@ pub struct StoreOptions {
     pub lanes: usize,
     /// The I/O seam (the OS by default).
     pub storage: Arc<dyn Storage>,
+    /// Compact sealed segments in a background thread this often (default: never; call
+    /// `Store::compact`). Needs the `parquet` feature; ignored by read-only handles.
+    pub compaction_interval: Option<std::time::Duration>,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +61,7 @@ impl Default for StoreOptions {
             read_only: false,
             lanes: LANES_DEFAULT,
             storage: Arc::new(OsStorage),
+            compaction_interval: None,
         }
     }
 }
@@ -118,6 +122,9 @@ pub(crate) struct StoreInner {
     /// Parsed footers of compacted files, reused by history queries.
     #[cfg(feature = "parquet")]
     pub compacted_metadata: crate::compaction::MetadataCache,
+    /// The background compactor, if `compaction_interval` asked for one.
+    #[cfg(feature = "parquet")]
+    pub background: Mutex<Option<crate::compaction::Background>>,
 }
 
 impl Store {
@@ -153,10 +160,41 @@ impl Store {
                 follower: Mutex::new(follower),
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
+                #[cfg(feature = "parquet")]
+                background: Mutex::new(None),
             }),
         };
         store.refresh()?;
+        if let Some(interval) = store.inner.options.compaction_interval
+            && !store.inner.options.read_only
+        {
+            store.start_background_compaction(interval)?;
+        }
         Ok(store)
+    }
+
+    #[cfg(feature = "parquet")]
+    fn start_background_compaction(&self, interval: std::time::Duration) -> Result<()> {
+        let background = crate::compaction::Background::start(self, interval)?;
+        *catalog::lock(&self.inner.background) = Some(background);
+        Ok(())
+    }
+
+    #[cfg(not(feature = "parquet"))]
+    fn start_background_compaction(&self, _interval: std::time::Duration) -> Result<()> {
+        Err(Error::InvalidInput(
+            "compaction_interval needs runlog's parquet feature".into(),
+        ))
+    }
+
+    /// The outcome of the background compactor's last round (`None`: none ran yet, or there is
+    /// no background compactor). Its errors are kept here because no caller is waiting on it.
+    #[cfg(feature = "parquet")]
+    pub fn last_background_compaction(
+        &self,
+    ) -> Option<std::result::Result<crate::compaction::CompactionReport, String>> {
+        let background = catalog::lock(&self.inner.background);
+        background.as_ref().and_then(|b| catalog::lock(&b.last).clone())
     }
 
     /// The store's root folder.

@@ -585,3 +585,50 @@ fn metadata_chains_are_merged_and_keep_every_event() {
     rounds.sort_by_key(|r| r.parse::<i64>().unwrap());
     assert_eq!(rounds.len(), runlog::compaction::METADATA_CHAINS_MAX + 4);
 }
+
+/// A store opened with a compaction interval compacts the segments rotation sealed, while the
+/// job keeps logging, and deletes them; nothing is lost or counted twice.
+#[test]
+fn the_background_compactor_compacts_sealed_segments_while_logging_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let background = StoreOptions {
+        compaction_interval: Some(std::time::Duration::from_millis(20)),
+        ..options()
+    };
+    let store = Store::open_with(dir.path(), background).unwrap();
+    let experiment = store.get_or_create_experiment("e").unwrap();
+    let run = store.start_run(experiment.id, RunOptions::default()).unwrap();
+    let mut logged = Logged::new();
+    let mut step = 0i64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        for _ in 0..1_000 {
+            run.log_metric_at("loss", step as f64, step, step).unwrap();
+            logged.entry((run.id(), "loss".into())).or_default().push((
+                step,
+                step,
+                (step as f64).to_bits(),
+            ));
+            step += 1;
+        }
+        let deleted = match store.last_background_compaction() {
+            Some(Ok(report)) => report.segments_deleted,
+            Some(Err(error)) => panic!("background compaction failed: {error}"),
+            None => 0,
+        };
+        if deleted > 0 && step >= 20_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background compaction deleted anything after {step} points"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    check(&store, &logged, "while the compactor runs");
+    assert!(store.manifest().unwrap().generation > 0);
+    run.finish().unwrap();
+    drop(store);
+    let reopened = Store::open_with(dir.path(), options()).unwrap();
+    check(&reopened, &logged, "reopened");
+}
