@@ -12,8 +12,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::writer::Include;
 use super::CompactionReport;
+use super::writer::Include;
 use crate::catalog::lock;
 use crate::error::{Error, Result};
 use crate::tracking::{Store, StoreInner};

@@ -102,7 +102,8 @@ impl Store {
     /// # }
     /// ```
     pub fn compact(&self) -> Result<CompactionReport> {
-        self.compact_with(Include::OwnTail).map(|report| report.unwrap_or_default())
+        self.compact_with(Include::OwnTail)
+            .map(|report| report.unwrap_or_default())
     }
 
     /// Compacts; with `Include::SealedOnly` this handle's lanes are left open (so its writers

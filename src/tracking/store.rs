@@ -194,7 +194,9 @@ impl Store {
         &self,
     ) -> Option<std::result::Result<crate::compaction::CompactionReport, String>> {
         let background = catalog::lock(&self.inner.background);
-        background.as_ref().and_then(|b| catalog::lock(&b.last).clone())
+        background
+            .as_ref()
+            .and_then(|b| catalog::lock(&b.last).clone())
     }
 
     /// The store's root folder.
