@@ -21,7 +21,7 @@ use super::{Catalog, KeyMap, Staged};
 use crate::compaction::manifest;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
-use crate::wal::Tail;
+use crate::wal::{Tail, segment};
 
 /// Rebuilds tried before a missing segment counts as damage. Each one loads the newest
 /// manifest; more than one is needed only when compactions keep deleting under it.
@@ -93,7 +93,14 @@ impl Follower {
                             staged.as_deref_mut(),
                         );
                         let next = SegmentSequence(mark.through.map_or(0, |s| s.0 + 1));
-                        self.tail.start_at(*writer, next, mark.finished);
+                        // A manifest written while a dead writer's lock file was still there
+                        // does not know the writer is done; no lock file and no next segment
+                        // say it is (a live or dead writer keeps its lock until recovery).
+                        let wal_dir = self.tail.dir();
+                        let done = mark.finished
+                            || (!segment::lock_path(wal_dir, *writer).exists()
+                                && !segment::segment_path(wal_dir, *writer, next).exists());
+                        self.tail.start_at(*writer, next, done);
                     }
                 }
                 self.generation = manifest.generation;

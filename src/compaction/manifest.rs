@@ -380,6 +380,28 @@ pub fn load(root: &Path) -> Result<Manifest> {
     })
 }
 
+/// The newest manifest, decoded once per generation: a manifest never changes once published,
+/// and decoding one (every writer's summaries) costs more than the queries that need it.
+#[derive(Debug, Default)]
+pub(crate) struct ManifestCache {
+    newest: std::sync::Mutex<Option<std::sync::Arc<Manifest>>>,
+}
+
+impl ManifestCache {
+    /// The newest manifest in `root`.
+    pub fn newest(&self, root: &Path) -> Result<std::sync::Arc<Manifest>> {
+        let generation = newest_generation(root)?;
+        if let Some(cached) = crate::catalog::lock(&self.newest).as_ref()
+            && cached.generation == generation
+        {
+            return Ok(std::sync::Arc::clone(cached));
+        }
+        let manifest = std::sync::Arc::new(load(root)?);
+        *crate::catalog::lock(&self.newest) = Some(std::sync::Arc::clone(&manifest));
+        Ok(manifest)
+    }
+}
+
 /// Publishes `manifest` as its generation's file.
 pub fn store(root: &Path, manifest: &Manifest, storage: &dyn Storage) -> Result<()> {
     let dir = root.join(MANIFEST_DIR);

@@ -243,7 +243,9 @@ fn gather(
 ) -> Result<()> {
     let wal_dir = root.join(WAL_DIR);
     let merge_metadata = manifest.metadata.len() > METADATA_CHAINS_MAX;
-    for (writer, files) in reader::list_writers(&wal_dir)? {
+    let listed = reader::list_writers(&wal_dir)?;
+    for (writer, files) in &listed {
+        let (writer, files) = (*writer, files);
         if manifest.metadata.contains(&writer) && !merge_metadata {
             continue;
         }
@@ -308,8 +310,19 @@ fn gather(
             mark.keys = keys;
             mark.through = Some(sequence);
         }
-        // A writer whose final segment is compacted has no later points to resolve keys for.
-        if finished {
+        // A chain taken to its last segment is finished if that segment's seal says so, or if
+        // the writer has no lock file: it was closed, or it died and recovery removed its lock,
+        // so it can never append again, even when its last seal is a rotation's (non-final)
+        // one. Readers would otherwise wait for a next segment that will never exist.
+        let taken_whole = mark.through.is_some() && mark.through == files.segments.last().copied();
+        if finished || (taken_whole && !files.has_lock_file) {
+            mark.keys.clear();
+            mark.finished = true;
+        }
+    }
+    // A writer with no file left at all (everything compacted and deleted, no lock) is done.
+    for (writer, mark) in manifest.writers.iter_mut() {
+        if !mark.finished && !listed.contains_key(writer) {
             mark.keys.clear();
             mark.finished = true;
         }
@@ -506,7 +519,7 @@ fn read_series_of(path: &Path, file: &CompactedFile, series: &mut ExperimentSeri
     let cache = super::MetadataCache::default();
     for rows in &file.series {
         let mut columns = (Vec::new(), Vec::new(), Vec::new());
-        super::reader::read_series(path, rows, &|_| true, &mut columns, &cache)?;
+        super::reader::read_series(path, rows, super::Keep::All, &mut columns, &cache)?;
         let target = series.entry((rows.run, rows.key.clone())).or_default();
         target.steps.extend(columns.0);
         target.timestamps_ms.extend(columns.1);

@@ -199,7 +199,7 @@ fn read_points_once(
     run_experiment: &HashMap<RunId, ExperimentId>,
 ) -> Result<LogPoints> {
     let root = &store.inner.root;
-    let manifest = crate::compaction::manifest::load(root)?;
+    let manifest = store.inner.manifests.newest(root)?;
     let mut g = Gathering::default();
     for file in &manifest.files {
         let path = root.join(&file.path);
@@ -210,7 +210,13 @@ fn read_points_once(
             };
             let mut columns = (Vec::new(), Vec::new(), Vec::new());
             let cache = &store.inner.compacted_metadata;
-            crate::compaction::read_series(&path, series, &|_| true, &mut columns, cache)?;
+            crate::compaction::read_series(
+                &path,
+                series,
+                crate::compaction::Keep::All,
+                &mut columns,
+                cache,
+            )?;
             let key = g.key(&series.key);
             let (points, run) = g.target(*experiment, series.run);
             points

@@ -7,5 +7,6 @@ pub mod system_tags;
 pub mod validation;
 
 pub use run::{Run, RunOptions};
+#[cfg(feature = "parquet")]
 pub(crate) use store::StoreInner;
 pub use store::{Store, StoreOptions, ViewType, WAL_DIR};

@@ -122,6 +122,8 @@ pub(crate) struct StoreInner {
     /// Parsed footers of compacted files, reused by history queries.
     #[cfg(feature = "parquet")]
     pub compacted_metadata: crate::compaction::MetadataCache,
+    /// The newest manifest, decoded once per generation.
+    pub manifests: crate::compaction::manifest::ManifestCache,
     /// The background compactor, if `compaction_interval` asked for one.
     #[cfg(feature = "parquet")]
     pub background: Mutex<Option<crate::compaction::Background>>,
@@ -160,6 +162,7 @@ impl Store {
                 follower: Mutex::new(follower),
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
+                manifests: Default::default(),
                 #[cfg(feature = "parquet")]
                 background: Mutex::new(None),
             }),

@@ -771,3 +771,57 @@ proptest::proptest! {
         }
     }
 }
+
+/// A writer whose rotation sealed a segment (not as final) but could not create the next one
+/// leaves a chain that ends in a non-final seal, with no lock file once closed. Compacted whole
+/// and deleted, it must count as finished: readers that waited for its next segment would
+/// otherwise stall on a missing segment forever (found in review; DURABILITY.md section 10).
+#[test]
+fn a_chain_ending_in_a_non_final_seal_is_compacted_and_deleted_without_stalling_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(FaultStorage::new());
+    let faulty = StoreOptions {
+        storage: storage.clone(),
+        segment_bytes: 4 * 1024,
+        ..options()
+    };
+    let store = Store::open_with(dir.path(), faulty).unwrap();
+    let experiment = store.get_or_create_experiment("e").unwrap();
+    let run = store
+        .start_run(experiment.id, RunOptions::default())
+        .unwrap();
+    let run_id = run.id();
+    // Every segment creation from now on fails: the first rotation seals and then stops.
+    storage.fail_from(Operation::Create, 0, libc::ENOSPC);
+    let mut logged = Logged::new();
+    let mut step = 0i64;
+    loop {
+        match run.log_metric_at("loss", step as f64, step, step) {
+            Ok(()) => logged.entry((run_id, "loss".into())).or_default().push((
+                step,
+                step,
+                (step as f64).to_bits(),
+            )),
+            Err(Error::StorageFull { .. }) | Err(Error::Io { .. }) => break,
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+        step += 1;
+        assert!(step < 100_000, "the rotation never failed");
+    }
+    // Its lanes close while creation still fails: no final seal can be written.
+    std::mem::drop(run);
+    drop(store);
+    storage.heal();
+    // A reader that has read the chain up to its last seal, and waits for the next segment.
+    let reader = Store::open_with(dir.path(), options()).unwrap();
+    check(&reader, &logged, "reader before compaction");
+    let compactor = Store::open_with(dir.path(), options()).unwrap();
+    let report = compactor.compact().unwrap();
+    assert!(report.segments_deleted > 0, "{report:?}");
+    check(&reader, &logged, "reader after the chain was deleted");
+    check(&compactor, &logged, "compactor");
+    let reopened = Store::open_with(dir.path(), options()).unwrap();
+    check(&reopened, &logged, "reopened");
+    compactor.compact().unwrap();
+    check(&reopened, &logged, "after a second compaction");
+}
