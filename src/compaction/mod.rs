@@ -1,16 +1,28 @@
 //! Compaction: metric points of sealed log segments move into per-experiment Parquet files,
 //! `experiments/<experiment-id>/<generation>.parquet` (columns step, timestamp, value; sorted by
 //! run, key, step), indexed by series in a checksummed manifest (`manifest.rs`) that says which
-//! rows belong to which (run, key).
+//! rows belong to which (run, key). The segments' other events are copied into a metadata chain
+//! the manifest lists, and per writer the manifest keeps a watermark (its last compacted
+//! segment), the key names of its compacted segments and the summaries of its compacted
+//! points. Then the compacted segments are deleted from the log. `Store::compact` runs one
+//! compaction; `StoreOptions::compaction_interval` runs them in a background thread
+//! (`background.rs`). The steps and crash cases are in `docs/DURABILITY.md`, section 10.
 //!
-//! Stage one of the design in `docs/ARCHITECTURE.md`: the log is left in place. A compacted
-//! segment is only skipped by readers of points (its writer's watermark in the manifest), so no
-//! crash can lose or duplicate a point and no live reader can miss one. Deleting compacted
-//! segments waits for reader leases (stage two).
-//!
-//! Crash safety: files are published atomically and listed by a manifest published after them;
-//! a file no manifest lists is ignored and removed by the next compaction. One compactor runs at
-//! a time, under an OS lock on `compaction.lock`.
+//! Invariants:
+//! - Every point of a segment at or below its writer's watermark is in exactly one file the
+//!   manifest in force lists, and no point of a later segment is in any.
+//! - Files and manifests are published atomically and never changed; a manifest is published
+//!   after every file and metadata chain it lists is durable, and segments are deleted only
+//!   after it is. A file no manifest lists is ignored and removed by the next compaction.
+//! - A reader of points uses one manifest: its files, then each writer's segments after the
+//!   watermark. A read that a compaction overtook (a file or segment gone, a chain that starts
+//!   past its watermark, a newer manifest) is stale and starts over (`uncompacted`,
+//!   `check_still_newest`). A handle whose catalog had not read deleted segments rebuilds
+//!   from the newest manifest (`catalog/follow.rs`).
+//! - A writer is marked finished once its chain is compacted to its end and it can append no
+//!   more: its final segment is compacted, or its last segment is and it has no lock file, or
+//!   it has no file left in `wal/` at all. Otherwise tails would wait for a next segment.
+//! - One compactor runs at a time, under an OS lock on `compaction.lock`.
 
 #[cfg(feature = "parquet")]
 mod background;
@@ -24,7 +36,7 @@ mod writer;
 pub(crate) use background::Background;
 pub use manifest::{CompactedFile, Manifest, SeriesRows, WriterMark};
 #[cfg(feature = "parquet")]
-pub(crate) use reader::{MetadataCache, read_series};
+pub(crate) use reader::{Keep, MetadataCache, read_series};
 #[cfg(feature = "parquet")]
 pub use writer::CompactionReport;
 
