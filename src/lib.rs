@@ -73,6 +73,7 @@ pub mod export;
 mod ids;
 pub mod io;
 pub mod limits;
+mod periodic;
 pub mod query;
 pub mod tracking;
 pub mod wal;

@@ -227,6 +227,26 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Foreign summaries being rebuilt, per run and slot, before they replace the live ones.
 pub(crate) type Staged = HashMap<RunId, Vec<MetricSummary>>;
 
+/// Where foreign points of `run` go: its live foreign summaries, or its staged ones during a
+/// rebuild (sized to the live table's slots, which a rebuild creates in the live table).
+fn foreign_target<'a>(
+    metrics: &'a mut MetricTable,
+    staged: Option<&'a mut Staged>,
+    run: RunId,
+) -> &'a mut Vec<MetricSummary> {
+    match staged {
+        Some(staged) => {
+            let target = staged.entry(run).or_default();
+            target.resize(
+                metrics.foreign.len().max(target.len()),
+                MetricSummary::EMPTY,
+            );
+            target
+        }
+        None => &mut metrics.foreign,
+    }
+}
+
 impl Catalog {
     /// Applies an event from another writer (read from the log); metric points go to the live
     /// foreign summaries, or to `staged` during a rebuild.
@@ -279,17 +299,7 @@ impl Catalog {
         let entry = self.run_or_insert(batch.run);
         let slots = keys.slots.get(&(writer, batch.run));
         let mut metrics = lock(&entry.metrics);
-        let target = match staged {
-            Some(staged) => {
-                let target = staged.entry(batch.run).or_default();
-                target.resize(
-                    metrics.foreign.len().max(target.len()),
-                    MetricSummary::EMPTY,
-                );
-                target
-            }
-            None => &mut metrics.foreign,
-        };
+        let target = foreign_target(&mut metrics, staged, batch.run);
         for i in 0..batch.len() {
             let KeyId(key_id) = batch.key_ids[i];
             // A point whose key definition is missing cannot happen in a valid log (the writer
@@ -317,17 +327,7 @@ impl Catalog {
             let entry = self.run_or_insert(*run);
             let mut metrics = lock(&entry.metrics);
             let slot = metrics.slot_or_insert(key);
-            let target = match staged.as_deref_mut() {
-                Some(staged) => {
-                    let target = staged.entry(*run).or_default();
-                    target.resize(
-                        metrics.foreign.len().max(target.len()),
-                        MetricSummary::EMPTY,
-                    );
-                    target
-                }
-                None => &mut metrics.foreign,
-            };
+            let target = foreign_target(&mut metrics, staged.as_deref_mut(), *run);
             target[slot].merge(summary);
         }
     }

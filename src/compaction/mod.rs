@@ -99,6 +99,45 @@ pub(crate) fn uncompacted(
     Ok(out)
 }
 
+/// Calls `visit(writer, event)` for every event of the log that `manifest` does not cover: each
+/// writer's chain after its watermark (`uncompacted`), preceded by a `MetricKeyDefined` for each
+/// key id its compacted segments interned, so callers resolve key ids as if they had read the
+/// whole chain.
+pub(crate) fn read_uncompacted(
+    root: &std::path::Path,
+    manifest: &Manifest,
+    visit: &mut dyn FnMut(crate::ids::WriterId, crate::wal::Event),
+) -> crate::Result<()> {
+    let wal_dir = root.join(crate::tracking::WAL_DIR);
+    for (writer, segments) in uncompacted(root, manifest)? {
+        for ((run, key_id), key) in manifest
+            .writers
+            .get(&writer)
+            .map(|m| &m.keys)
+            .into_iter()
+            .flatten()
+        {
+            let key = key.clone();
+            visit(
+                writer,
+                crate::wal::Event::MetricKeyDefined {
+                    run: *run,
+                    key_id: *key_id,
+                    key,
+                },
+            );
+        }
+        crate::wal::reader::read_chain(
+            &wal_dir,
+            writer,
+            &segments,
+            crate::wal::ReadOptions::default(),
+            &mut |event| visit(writer, event),
+        )?;
+    }
+    Ok(())
+}
+
 /// Fails as stale if a newer manifest than `manifest` was published: its compaction may have
 /// deleted, before the caller listed the log, whole chains the caller's manifest does not cover.
 pub(crate) fn check_still_newest(root: &std::path::Path, manifest: &Manifest) -> crate::Result<()> {

@@ -6,7 +6,7 @@
 //! (run, key) order, so the series index falls out of the series' lengths.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -110,18 +110,7 @@ impl Store {
     /// keep their chains), and if another compaction holds the lock, returns `None` at once
     /// instead of waiting. The background compactor's call.
     pub(crate) fn compact_with(&self, include: Include) -> Result<Option<CompactionReport>> {
-        if self.inner.options.read_only {
-            return Err(Error::ReadOnly);
-        }
-        let root = self.inner.root.clone();
-        let storage = self.inner.options.storage.as_ref();
-        let lock_path = root.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open compaction lock", &lock_path, e))?;
+        let (lock, lock_path) = self.open_lock_file(LOCK_FILE)?;
         match include {
             Include::OwnTail => {
                 lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
@@ -135,6 +124,8 @@ impl Store {
                 }
             },
         }
+        let root = self.inner.root.clone();
+        let storage = self.inner.options.storage.as_ref();
         self.refresh()?;
         let loaded = manifest::load(&root)?;
         // Files a crashed compaction published without a manifest would collide with this

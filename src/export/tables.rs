@@ -9,10 +9,9 @@ use arrow_schema::{DataType, Field, Schema};
 
 use crate::catalog::{Experiment, RunView};
 use crate::error::{Error, Result};
-use crate::ids::{ExperimentId, KeyId, RunId};
+use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::tracking::Store;
-use crate::wal::reader::read_chain;
-use crate::wal::{Event, ReadOptions};
+use crate::wal::Event;
 
 /// Everything to write.
 pub(super) struct Tables {
@@ -230,55 +229,37 @@ fn read_points_once(
             points.values.extend(columns.2);
         }
     }
-    let wal_dir = root.join(crate::tracking::WAL_DIR);
-    for (writer, segments) in crate::compaction::uncompacted(root, &manifest)? {
-        // Key ids interned in compacted segments, for this writer's later points.
-        let mut defined: HashMap<(RunId, KeyId), u32> = HashMap::new();
-        for ((run, key_id), key) in manifest
-            .writers
-            .get(&writer)
-            .map(|m| &m.keys)
-            .into_iter()
-            .flatten()
-        {
-            defined.insert((*run, *key_id), g.key(key));
+    // Each writer's key ids, resolved to the shared key table.
+    let mut defined: HashMap<(WriterId, RunId, KeyId), u32> = HashMap::new();
+    crate::compaction::read_uncompacted(root, &manifest, &mut |writer, event| match event {
+        Event::MetricKeyDefined { run, key_id, key } => {
+            let index = g.key(&key);
+            defined.insert((writer, run, key_id), index);
         }
-        read_chain(
-            &wal_dir,
-            writer,
-            &segments,
-            ReadOptions::default(),
-            &mut |event| match event {
-                Event::MetricKeyDefined { run, key_id, key } => {
-                    let index = g.key(&key);
-                    defined.insert((run, key_id), index);
-                }
-                Event::Metrics(batch) => {
-                    let Some(experiment) = run_experiment.get(&batch.run) else {
-                        g.orphans += batch.len() as u64;
-                        return;
-                    };
-                    let mut orphans = 0;
-                    let (points, run) = g.target(*experiment, batch.run);
-                    for i in 0..batch.len() {
-                        // A key id without its definition cannot occur in a valid log: the
-                        // writer defines a key before using it, in the same chain.
-                        let Some(key) = defined.get(&(batch.run, batch.key_ids[i])) else {
-                            orphans += 1;
-                            continue;
-                        };
-                        points.runs.push(run);
-                        points.keys.push(*key);
-                        points.steps.push(batch.steps[i]);
-                        points.timestamps_ms.push(batch.timestamps_ms[i]);
-                        points.values.push(batch.values[i]);
-                    }
-                    g.orphans += orphans;
-                }
-                _ => {}
-            },
-        )?;
-    }
+        Event::Metrics(batch) => {
+            let Some(experiment) = run_experiment.get(&batch.run) else {
+                g.orphans += batch.len() as u64;
+                return;
+            };
+            let mut orphans = 0;
+            let (points, run) = g.target(*experiment, batch.run);
+            for i in 0..batch.len() {
+                // A key id without its definition cannot occur in a valid log: the writer
+                // defines a key before using it, in the same chain.
+                let Some(key) = defined.get(&(writer, batch.run, batch.key_ids[i])) else {
+                    orphans += 1;
+                    continue;
+                };
+                points.runs.push(run);
+                points.keys.push(*key);
+                points.steps.push(batch.steps[i]);
+                points.timestamps_ms.push(batch.timestamps_ms[i]);
+                points.values.push(batch.values[i]);
+            }
+            g.orphans += orphans;
+        }
+        _ => {}
+    })?;
     crate::compaction::check_still_newest(root, &manifest)?;
     Ok(LogPoints {
         by_experiment: g.out,

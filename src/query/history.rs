@@ -15,10 +15,9 @@ use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
 
 use crate::error::{Error, Result};
-use crate::ids::{KeyId, RunId};
-use crate::tracking::{Store, WAL_DIR};
-use crate::wal::reader::read_chain;
-use crate::wal::{Event, ReadOptions};
+use crate::ids::{KeyId, RunId, WriterId};
+use crate::tracking::Store;
+use crate::wal::Event;
 
 /// One point.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -261,48 +260,33 @@ impl Store {
             history.timestamps_ms.extend(part.timestamps_ms);
             history.values.extend(part.values);
         }
-        let wal_dir = root.join(WAL_DIR);
-        for (writer, segments) in crate::compaction::uncompacted(root, &manifest)? {
-            let mark = manifest.writers.get(&writer);
-            // Key ids interned in compacted segments, for this writer's later points.
-            let mut wanted: HashMap<RunId, KeyId> = HashMap::new();
-            for ((run, key_id), name) in mark.map(|m| &m.keys).into_iter().flatten() {
-                if name == key && index.contains_key(run) {
-                    wanted.insert(*run, *key_id);
+        // The key id `key` has in each writer's chain, per run.
+        let mut wanted: HashMap<(WriterId, RunId), KeyId> = HashMap::new();
+        crate::compaction::read_uncompacted(root, &manifest, &mut |writer, event| match event {
+            Event::MetricKeyDefined {
+                run,
+                key_id,
+                key: defined,
+            } if defined == key && index.contains_key(&run) => {
+                wanted.insert((writer, run), key_id);
+            }
+            Event::Metrics(batch) => {
+                let (Some(slot), Some(key_id)) =
+                    (index.get(&batch.run), wanted.get(&(writer, batch.run)))
+                else {
+                    return;
+                };
+                let history = &mut histories[*slot];
+                for i in 0..batch.len() {
+                    if batch.key_ids[i] == *key_id && steps.contains(&batch.steps[i]) {
+                        history.steps.push(batch.steps[i]);
+                        history.timestamps_ms.push(batch.timestamps_ms[i]);
+                        history.values.push(batch.values[i]);
+                    }
                 }
             }
-            read_chain(
-                &wal_dir,
-                writer,
-                &segments,
-                ReadOptions::default(),
-                &mut |event| match event {
-                    Event::MetricKeyDefined {
-                        run,
-                        key_id,
-                        key: defined,
-                    } if defined == key && index.contains_key(&run) => {
-                        wanted.insert(run, key_id);
-                    }
-                    Event::Metrics(batch) => {
-                        let (Some(slot), Some(key_id)) =
-                            (index.get(&batch.run), wanted.get(&batch.run))
-                        else {
-                            return;
-                        };
-                        let history = &mut histories[*slot];
-                        for i in 0..batch.len() {
-                            if batch.key_ids[i] == *key_id && steps.contains(&batch.steps[i]) {
-                                history.steps.push(batch.steps[i]);
-                                history.timestamps_ms.push(batch.timestamps_ms[i]);
-                                history.values.push(batch.values[i]);
-                            }
-                        }
-                    }
-                    _ => {}
-                },
-            )?;
-        }
+            _ => {}
+        })?;
         crate::compaction::check_still_newest(root, &manifest)?;
         use rayon::prelude::*;
         Ok(histories.into_par_iter().map(sorted_by_step).collect())

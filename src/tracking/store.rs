@@ -458,17 +458,23 @@ impl Store {
     }
 
     fn lock_catalog(&self) -> Result<File> {
+        let (file, path) = self.open_lock_file(CATALOG_LOCK)?;
+        file.lock().map_err(|e| Error::io("lock", &path, e))?;
+        Ok(file)
+    }
+
+    /// Opens, creating it, the lock file `name` in the store's root, for the caller to lock.
+    pub(crate) fn open_lock_file(&self, name: &str) -> Result<(File, PathBuf)> {
         if self.inner.options.read_only {
             return Err(Error::ReadOnly);
         }
-        let path = self.inner.root.join(CATALOG_LOCK);
+        let path = self.inner.root.join(name);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| Error::io("open catalog lock", &path, e))?;
-        file.lock().map_err(|e| Error::io("lock", &path, e))?;
-        Ok(file)
+            .map_err(|e| Error::io("open lock file", &path, e))?;
+        Ok((file, path))
     }
 }

@@ -15,14 +15,13 @@ use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::error::{Error, Result};
 use crate::ids::{RunId, WriterId};
 use crate::io::{OsStorage, Storage};
 use crate::limits::{LANES_DEFAULT, SEGMENT_BYTES_DEFAULT};
+use crate::periodic::Periodic;
 use crate::wal::durability::Durability;
 use crate::wal::event::Event;
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
@@ -73,8 +72,7 @@ struct Inner {
     /// Every writer this handle ever created, so a reader of the same store can tell its own
     /// appends from other processes'.
     own_writers: Mutex<BTreeSet<WriterId>>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    flusher: Mutex<Option<Periodic>>,
 }
 
 /// What reading a whole log found for one writer.
@@ -132,16 +130,13 @@ impl Log {
             lanes,
             own_writers: Mutex::new(BTreeSet::new()),
             flusher: Mutex::new(None),
-            stop: Arc::new((Mutex::new(false), Condvar::new())),
         });
         if let Some(interval) = interval {
             let weak = Arc::downgrade(&inner);
-            let stop = Arc::clone(&inner.stop);
-            let handle = std::thread::Builder::new()
-                .name("runlog-flusher".to_string())
-                .spawn(move || flusher(weak, stop, interval))
-                .map_err(|e| Error::io("spawn flusher thread", inner.wal_dir.clone(), e))?;
-            *lock(&inner.flusher) = Some(handle);
+            let flusher =
+                Periodic::start("runlog-flusher", interval, move || flush_lanes(&weak))
+                    .map_err(|e| Error::io("spawn flusher thread", inner.wal_dir.clone(), e))?;
+            *lock(&inner.flusher) = Some(flusher);
         }
         Ok((Log { inner }, report))
     }
@@ -322,40 +317,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn flusher(inner: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>, interval: Duration) {
-    let (stopped, wake) = &*stop;
-    let mut guard = lock(stopped);
-    loop {
-        guard = wake
-            .wait_timeout(guard, interval)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
-        if *guard {
-            return;
-        }
-        drop(guard);
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        for lane in inner.lanes.iter() {
-            if let Some(writer) = lock_lane(lane).as_mut() {
-                // A failure poisons the writer; its next append reports it.
-                let _ = writer.flush();
-            }
-        }
-        drop(inner);
-        guard = lock(stopped);
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        *lock(&self.stop.0) = true;
-        self.stop.1.notify_all();
-        if let Some(handle) = lock(&self.flusher).take()
-            && handle.thread().id() != std::thread::current().id()
-        {
-            let _ = handle.join();
+/// The interval flusher's task; false once the log is gone.
+fn flush_lanes(inner: &Weak<Inner>) -> bool {
+    let Some(inner) = inner.upgrade() else {
+        return false;
+    };
+    for lane in inner.lanes.iter() {
+        if let Some(writer) = lock_lane(lane).as_mut() {
+            // A failure poisons the writer; its next append reports it.
+            let _ = writer.flush();
         }
     }
+    true
 }

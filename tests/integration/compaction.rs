@@ -79,20 +79,6 @@ fn check(store: &Store, logged: &Logged, context: &str) {
     }
 }
 
-/// Segment files of the store's log.
-fn segment_files(store: &std::path::Path) -> usize {
-    std::fs::read_dir(store.join("wal"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".wal")
-        })
-        .count()
-}
-
 #[test]
 fn compacted_history_equals_what_was_logged_through_random_interleavings() {
     let mut seeds =
@@ -220,14 +206,7 @@ fn a_compaction_failing_at_any_storage_call_loses_and_duplicates_nothing() {
             run.log_param("lr", "0.1").unwrap();
             run.set_tag("phase", "one").unwrap();
             let mut logged = Logged::new();
-            for step in 0..3_000 {
-                run.log_metric_at("loss", step as f64, step, step).unwrap();
-                logged.entry((run.id(), "loss".into())).or_default().push((
-                    step,
-                    step,
-                    (step as f64).to_bits(),
-                ));
-            }
+            log_steps(&mut logged, &run, "loss", 0..3_000);
             storage.fail_once(operation, call, libc::EIO);
             let outcome = store.compact();
             // Deletions are best effort: a failed one is not an error, only a leftover.
@@ -360,12 +339,7 @@ fn compaction_refuses_a_segment_that_lost_its_seal() {
     }
     drop(run);
     store.close().unwrap();
-    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    segments.sort();
+    let segments = crate::util::segments(&dir.path().join("wal"));
     assert!(segments.len() >= 3);
     let first = &segments[0];
     let len = std::fs::metadata(first).unwrap().len();
@@ -385,6 +359,18 @@ fn compaction_refuses_a_segment_that_lost_its_seal() {
         0,
         "nothing may be compacted past damage"
     );
+}
+
+/// Logs `value = step` at `timestamp = step` for each step, and records it in `logged`.
+fn log_steps(logged: &mut Logged, run: &runlog::Run, key: &str, steps: std::ops::Range<i64>) {
+    for step in steps {
+        run.log_metric_at(key, step as f64, step, step).unwrap();
+        logged.entry((run.id(), key.into())).or_default().push((
+            step,
+            step,
+            (step as f64).to_bits(),
+        ));
+    }
 }
 
 /// Everything a run view says, with the running sum behind the mean compared to rounding (its
@@ -481,11 +467,11 @@ fn compaction_deletes_compacted_segments_and_the_store_reopens_the_same() {
         }
     }
     let before = all_runs(&store);
-    let segments_before = segment_files(dir.path());
+    let segments_before = crate::util::segments(&dir.path().join("wal")).len();
     let report = store.compact().unwrap();
     assert!(report.segments_deleted > 0, "{report:?}");
     assert!(report.metadata_events > 0, "{report:?}");
-    let segments_after = segment_files(dir.path());
+    let segments_after = crate::util::segments(&dir.path().join("wal")).len();
     // Left: the metadata chain's one segment.
     assert!(
         segments_after < segments_before && segments_after <= 1,
@@ -512,37 +498,27 @@ fn a_handle_that_fell_behind_a_compaction_rebuilds_other_writers_summaries() {
         .start_run(experiment.id, RunOptions::default())
         .unwrap();
     let mut logged = Logged::new();
-    fn log(logged: &mut Logged, run: &runlog::Run, key: &str, steps: std::ops::Range<i64>) {
-        for step in steps {
-            run.log_metric_at(key, step as f64, step, step).unwrap();
-            logged.entry((run.id(), key.into())).or_default().push((
-                step,
-                step,
-                (step as f64).to_bits(),
-            ));
-        }
-    }
-    log(&mut logged, &theirs, "loss", 0..500);
+    log_steps(&mut logged, &theirs, "loss", 0..500);
     let behind = Store::open_with(dir.path(), options()).unwrap();
     // The lagging handle logs too, to a run of its own and to the shared one.
     let mine = behind
         .start_run(experiment.id, RunOptions::default())
         .unwrap();
     let shared = behind.resume_run(theirs.id()).unwrap();
-    log(&mut logged, &mine, "acc", 0..300);
-    log(&mut logged, &shared, "grad", 0..300);
+    log_steps(&mut logged, &mine, "acc", 0..300);
+    log_steps(&mut logged, &shared, "grad", 0..300);
     // Many segments later, compacted and deleted, none of them read by `behind`.
-    log(&mut logged, &theirs, "loss", 500..5_000);
+    log_steps(&mut logged, &theirs, "loss", 500..5_000);
     let report = writer.compact().unwrap();
     assert!(report.segments_deleted > 0, "{report:?}");
-    log(&mut logged, &theirs, "loss", 5_000..5_100);
-    log(&mut logged, &mine, "acc", 300..400);
+    log_steps(&mut logged, &theirs, "loss", 5_000..5_100);
+    log_steps(&mut logged, &mine, "acc", 300..400);
     writer.flush().unwrap();
     check(&behind, &logged, "lagging handle");
     check(&writer, &logged, "compacting handle");
     // Compacting from the lagging handle, then reading from both again.
     behind.compact().unwrap();
-    log(&mut logged, &shared, "grad", 300..350);
+    log_steps(&mut logged, &shared, "grad", 300..350);
     check(&writer, &logged, "first handle after the second compacted");
     check(&behind, &logged, "second handle after it compacted");
     drop((theirs, mine, shared, writer, behind));
@@ -611,15 +587,8 @@ fn the_background_compactor_compacts_sealed_segments_while_logging_goes_on() {
     let mut step = 0i64;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        for _ in 0..1_000 {
-            run.log_metric_at("loss", step as f64, step, step).unwrap();
-            logged.entry((run.id(), "loss".into())).or_default().push((
-                step,
-                step,
-                (step as f64).to_bits(),
-            ));
-            step += 1;
-        }
+        log_steps(&mut logged, &run, "loss", step..step + 1_000);
+        step += 1_000;
         let deleted = match store.last_background_compaction() {
             Some(Ok(report)) => report.segments_deleted,
             Some(Err(error)) => panic!("background compaction failed: {error}"),

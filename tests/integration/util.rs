@@ -181,13 +181,20 @@ impl Rng {
     }
 }
 
-/// The one segment file of a log directory that holds exactly one.
-pub fn only_segment(wal: &Path) -> PathBuf {
+/// The segment files of a log directory, sorted by name (writer, then sequence).
+pub fn segments(wal: &Path) -> Vec<PathBuf> {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(wal)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "wal"))
         .collect();
+    segments.sort();
+    segments
+}
+
+/// The one segment file of a log directory that holds exactly one.
+pub fn only_segment(wal: &Path) -> PathBuf {
+    let mut segments = segments(wal);
     assert_eq!(
         segments.len(),
         1,

@@ -542,12 +542,7 @@ fn a_gap_in_a_writers_chain_is_reported() {
         writer.log_point(RunId(1), "loss", step, step, 0.5).unwrap();
     }
     writer.close().unwrap();
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(store.wal())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    segments.sort();
+    let segments = crate::util::segments(&store.wal());
     assert!(segments.len() >= 3);
     std::fs::remove_file(&segments[1]).unwrap();
     let error = read_events(&store.wal(), false).unwrap_err();
