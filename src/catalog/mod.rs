@@ -332,16 +332,20 @@ impl Catalog {
         }
     }
 
-    /// Replaces every run's foreign summaries with the rebuilt ones, run by run: a reader sees
-    /// each run either before or after, both of them complete as of some moment.
-    pub fn replace_foreign(&self, mut staged: Staged) {
-        let entries: Vec<Arc<RunEntry>> = self
-            .runs
+    /// Every run entry, copied out so no map lock is held while each is locked in turn.
+    fn run_entries(&self) -> Vec<Arc<RunEntry>> {
+        self.runs
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Replaces every run's foreign summaries with the rebuilt ones, run by run: a reader sees
+    /// each run either before or after, both of them complete as of some moment.
+    pub fn replace_foreign(&self, mut staged: Staged) {
+        let entries = self.run_entries();
         for entry in entries {
             let mut metrics = lock(&entry.metrics);
             let mut rebuilt = staged.remove(&entry.id).unwrap_or_default();
@@ -596,13 +600,7 @@ impl Catalog {
 
     /// Snapshots of the created runs of `experiment` (all experiments if `None`).
     pub fn runs(&self, experiment: Option<ExperimentId>) -> Vec<RunView> {
-        let entries: Vec<Arc<RunEntry>> = self
-            .runs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let entries = self.run_entries();
         let mut views: Vec<RunView> = entries
             .iter()
             .filter_map(|entry| entry.view())
@@ -663,13 +661,7 @@ impl Catalog {
         pick: impl Fn(&Arc<RunEntry>, &RunRef<'_>) -> Option<T> + Sync,
     ) -> Vec<T> {
         use rayon::prelude::*;
-        let entries: Vec<Arc<RunEntry>> = self
-            .runs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let entries = self.run_entries();
         entries
             .par_iter()
             .filter_map(|entry| {
