@@ -40,6 +40,14 @@ queries = [
      f"SELECT p.run_id FROM read_parquet('{search_export}/params/*/*.parquet') p JOIN "
      f"read_parquet('{search_export}/metric_summaries/*/*.parquet') s ON p.run_id = s.run_id "
      f"WHERE p.key = 'lr' AND p.value = '0.01' AND s.key = 'acc' AND s.last_value > 0.5 LIMIT 100"),
+    ("search over 10,000 runs, two-clause filter, ordered by metrics.acc DESC",
+     f"SELECT p.run_id FROM read_parquet('{search_export}/params/*/*.parquet') p JOIN "
+     f"read_parquet('{search_export}/metric_summaries/*/*.parquet') s ON p.run_id = s.run_id "
+     f"WHERE p.key = 'lr' AND p.value = '0.01' AND s.key = 'acc' AND s.last_value > 0.5 "
+     f"ORDER BY s.last_value DESC LIMIT 100"),
+    ("search over 10,000 runs, one metric clause",
+     f"SELECT run_id FROM read_parquet('{search_export}/metric_summaries/*/*.parquet') "
+     f"WHERE key = 'acc' AND last_value > 0.5 LIMIT 100"),
 ]
 
 print("\n| query | DuckDB " + duckdb.__version__ + " on the export |")

@@ -13,17 +13,22 @@
 //! - A series' summary has two parts: what this handle logged (`own`, updated by `log_metric`)
 //!   and what other writers did (`foreign`, from the log and the compaction manifest). Only the
 //!   foreign part is ever rebuilt (`follow.rs`), so a rebuild never races the hot path.
+//! - Every change to a run's metadata goes through `with_run`, which bumps `meta_epoch` after
+//!   it, so search's column snapshot (`columns.rs`) knows when it is stale.
+//! - A series keeps its slot in its run's `MetricTable` for good: slots are only appended.
 
+mod columns;
 mod follow;
 mod lww;
 mod summary;
 
+pub(crate) use columns::{MISSING, RunColumns, TextColumn};
 pub(crate) use follow::Follower;
 
 pub use summary::MetricSummary;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use lww::Lww;
@@ -189,6 +194,16 @@ impl MetricTable {
         slot
     }
 
+    /// The keys, by slot.
+    pub fn keys(&self) -> &[Box<str>] {
+        &self.keys
+    }
+
+    /// The latest value of the series in `slot`, if it has points.
+    pub fn last_value(&self, slot: usize) -> Option<f64> {
+        self.own.get(slot)?.latest_of(self.foreign.get(slot)?)
+    }
+
     /// The summary of every point of the series in `slot`.
     pub fn summary(&self, slot: usize) -> MetricSummary {
         let mut summary = self.own[slot];
@@ -216,6 +231,10 @@ pub(crate) struct KeyMap {
 pub(crate) struct Catalog {
     experiments: RwLock<BTreeMap<ExperimentId, ExperimentEntry>>,
     runs: RwLock<HashMap<RunId, Arc<RunEntry>>>,
+    /// Bumped after every change to a run's metadata: tells search whether `columns` is
+    /// current (`columns.rs`).
+    meta_epoch: AtomicU64,
+    columns: Mutex<Option<Arc<RunColumns>>>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -533,6 +552,8 @@ impl Catalog {
             .as_ref()
             .is_some_and(|l| l.value == LifecycleStage::Deleted);
         entry.deleted.store(deleted, Ordering::Release);
+        drop(meta);
+        self.meta_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The entry of `run`, created as a placeholder if unknown.
@@ -643,91 +664,6 @@ fn experiment_view(id: ExperimentId, entry: &ExperimentEntry) -> Option<Experime
         last_update_time_ms: entry.last_update_time_ms,
         tags: live_tags(&entry.tags),
     })
-}
-
-/// A created run borrowed under its locks, for evaluating filters in place.
-pub(crate) struct RunRef<'a> {
-    id: RunId,
-    created: Created,
-    meta: &'a RunMeta,
-    metrics: &'a MetricTable,
-}
-
-impl Catalog {
-    /// Calls `pick` on every created run, borrowed under its locks, in parallel (rayon), and
-    /// collects what it returns. Each call holds one run's two mutexes, never more.
-    pub fn filter_runs<T: Send>(
-        &self,
-        pick: impl Fn(&Arc<RunEntry>, &RunRef<'_>) -> Option<T> + Sync,
-    ) -> Vec<T> {
-        use rayon::prelude::*;
-        let entries = self.run_entries();
-        entries
-            .par_iter()
-            .filter_map(|entry| {
-                let meta = lock(&entry.meta);
-                let created = meta.created?;
-                let metrics = lock(&entry.metrics);
-                pick(
-                    entry,
-                    &RunRef {
-                        id: entry.id,
-                        created,
-                        meta: &meta,
-                        metrics: &metrics,
-                    },
-                )
-            })
-            .collect()
-    }
-}
-
-impl crate::query::RunFields for RunRef<'_> {
-    fn id(&self) -> RunId {
-        self.id
-    }
-    fn experiment(&self) -> ExperimentId {
-        self.created.experiment
-    }
-    fn lifecycle_stage(&self) -> LifecycleStage {
-        self.meta
-            .lifecycle
-            .as_ref()
-            .map_or(LifecycleStage::Active, |l| l.value)
-    }
-    fn start_time_ms(&self) -> i64 {
-        self.created.start_time_ms
-    }
-    fn metric_last(&self, key: &str) -> Option<f64> {
-        let summary = self.metrics.summary(self.metrics.slot(key)?);
-        (summary.count > 0).then_some(summary.last_value)
-    }
-    fn param(&self, key: &str) -> Option<&str> {
-        self.meta.params.get(key).map(|p| p.value.as_str())
-    }
-    fn tag(&self, key: &str) -> Option<&str> {
-        self.meta.tags.get(key).and_then(|t| t.value.as_deref())
-    }
-    fn attribute(
-        &self,
-        attribute: crate::query::filter::Attribute,
-    ) -> crate::query::AttributeValue {
-        let (status, end_time_ms) = self
-            .meta
-            .status
-            .as_ref()
-            .map_or((RunStatus::Running, None), |s| s.value);
-        let parts = crate::query::AttributeParts {
-            id: self.id,
-            name: self.meta.name.as_ref().map_or("", |n| n.value.as_str()),
-            status,
-            user: self.tag("mlflow.user"),
-            stage: self.lifecycle_stage(),
-            start_time_ms: self.created.start_time_ms,
-            end_time_ms,
-        };
-        parts.value(attribute)
-    }
 }
 
 impl RunEntry {

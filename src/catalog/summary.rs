@@ -73,10 +73,7 @@ impl MetricSummary {
             *self = *other;
             return;
         }
-        let newer = (other.last_step, other.last_timestamp_ms)
-            .cmp(&(self.last_step, self.last_timestamp_ms))
-            .then_with(|| other.last_value.total_cmp(&self.last_value));
-        if newer == Ordering::Greater {
+        if other.latest_is_after(self) {
             self.last_value = other.last_value;
             self.last_timestamp_ms = other.last_timestamp_ms;
         }
@@ -99,6 +96,26 @@ impl MetricSummary {
         if self.max_value.is_nan() || greater {
             self.max_value = value;
             self.max_step = step;
+        }
+    }
+
+    /// Whether this summary's latest point comes after `other`'s, by (step, timestamp, value).
+    pub fn latest_is_after(&self, other: &MetricSummary) -> bool {
+        (self.last_step, self.last_timestamp_ms)
+            .cmp(&(other.last_step, other.last_timestamp_ms))
+            .then_with(|| self.last_value.total_cmp(&other.last_value))
+            == Ordering::Greater
+    }
+
+    /// The latest value of the points `self` and `other` summarize together, if any: what
+    /// `merge` would give, without building the merged summary.
+    pub fn latest_of(&self, other: &MetricSummary) -> Option<f64> {
+        match (self.count, other.count) {
+            (0, 0) => None,
+            (_, 0) => Some(self.last_value),
+            (0, _) => Some(other.last_value),
+            _ if other.latest_is_after(self) => Some(other.last_value),
+            _ => Some(self.last_value),
         }
     }
 

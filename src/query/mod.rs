@@ -9,7 +9,6 @@ mod search;
 pub use compare::{Aggregate, ComparedSeries};
 pub use filter::{Filter, FilterError, parse, parse_order_by};
 pub use history::{Bucket, Downsampled, History, Point, downsample};
-pub(crate) use search::AttributeParts;
 pub use search::{
     AttributeValue, RunFields, RunsPage, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX, SearchRuns,
     matches,

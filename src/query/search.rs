@@ -7,9 +7,9 @@
 
 use std::cmp::Ordering;
 
-use std::sync::Arc;
+use rayon::prelude::*;
 
-use crate::catalog::{LifecycleStage, RunEntry, RunView};
+use crate::catalog::{self, LifecycleStage, MISSING, MetricTable, RunColumns, RunView, TextColumn};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::query::filter::{self, Attribute, Clause, Field, Filter, Op, OrderBy, Value};
@@ -95,36 +95,112 @@ impl Store {
             None => 0,
         };
         self.refresh()?;
+        let columns = self.inner.catalog.run_columns();
         let experiments = &search.experiments;
-        // Evaluate in place under each run's locks, runs in parallel; only the page returned is
-        // copied out.
-        let mut hits: Vec<Hit> = self.inner.catalog.filter_runs(|entry, run| {
-            let wanted = (experiments.is_empty() || experiments.contains(&run.experiment()))
-                && includes(search.view, run.lifecycle_stage())
-                && matches(&filter, run);
-            wanted.then(|| Hit {
-                keys: order.iter().map(|o| sort_key(run, &o.field)).collect(),
-                start_time_ms: run.start_time_ms(),
-                id: run.id(),
-                entry: Arc::clone(entry),
-            })
-        });
-        hits.sort_by(|a, b| compare_hits(&order, a, b));
-        let total = hits.len();
+        // Clauses on metadata are decided from the columns; the rest (metric values, which
+        // change with every point) from each surviving run's live summaries, under its lock.
+        let mut column_tests = Vec::new();
+        let mut live_clauses = Vec::new();
+        for clause in &filter.clauses {
+            match column_test(clause, &columns) {
+                Some(test) => column_tests.push(test),
+                None => live_clauses.push(clause),
+            }
+        }
+        let needs_metrics =
+            !live_clauses.is_empty() || order.iter().any(|o| matches!(o.field, Field::Metric(_)));
+        let columns = &*columns;
+        let evaluate = |row: usize| -> Option<Hit> {
+            let wanted = (experiments.is_empty()
+                || experiments.contains(&columns.experiments[row]))
+                && includes(search.view, columns.stages[row])
+                && column_tests.iter().all(|test| test(row));
+            if !wanted {
+                return None;
+            }
+            let metrics = needs_metrics.then(|| catalog::lock(&columns.entries[row].metrics));
+            let run = Row {
+                columns,
+                row,
+                metrics: metrics.as_deref(),
+            };
+            live_clauses
+                .iter()
+                .all(|clause| clause_holds(clause, &run))
+                .then(|| Hit {
+                    keys: order.iter().map(|o| sort_key(&run, &o.field)).collect(),
+                    start_time_ms: columns.start_times_ms[row],
+                    id: columns.ids[row],
+                    row,
+                })
+        };
+        let end = offset.saturating_add(page_size);
+        let (hits, more) = if order.is_empty() {
+            first_hits_by_start(columns, end, evaluate)
+        } else {
+            let mut hits: Vec<Hit> = (0..columns.len())
+                .into_par_iter()
+                .filter_map(evaluate)
+                .collect();
+            // Only the runs up to the end of this page need ordering among themselves. The
+            // order is total (run ids break every tie), so selecting then sorting gives the
+            // very pages a full sort would.
+            let more = hits.len() > end;
+            if more {
+                hits.select_nth_unstable_by(end, |a, b| compare_hits(&order, a, b));
+                hits.truncate(end);
+            }
+            hits.sort_unstable_by(|a, b| compare_hits(&order, a, b));
+            (hits, more)
+        };
         let page: Vec<RunView> = hits
             .iter()
             .skip(offset)
             .take(page_size)
-            .filter_map(|hit| hit.entry.view())
+            .filter_map(|hit| columns.entries[hit.row].view())
             .collect();
         let next = offset + page.len();
-        let next_page_token = (next < total).then(|| format!("{next:x}.{fingerprint:016x}"));
+        let next_page_token = more.then(|| format!("{next:x}.{fingerprint:016x}"));
         Ok(RunsPage {
             runs: page,
             next_page_token,
         })
     }
 }
+
+/// The first `end` matching runs in the default order (start time descending, then run id),
+/// and whether more match. Rows are taken in that order, in chunks that double in size, and
+/// the scan stops once the page is full: a search for the newest matching runs reads as many
+/// runs as it needs, not all of them.
+fn first_hits_by_start(
+    columns: &RunColumns,
+    end: usize,
+    evaluate: impl Fn(usize) -> Option<Hit> + Sync,
+) -> (Vec<Hit>, bool) {
+    let mut hits = Vec::new();
+    let mut rows = columns.by_start();
+    let mut chunk = FIRST_CHUNK_ROWS;
+    while !rows.is_empty() {
+        let (now, later) = rows.split_at(chunk.min(rows.len()));
+        // An indexed parallel iterator collects in order.
+        let found: Vec<Hit> = now
+            .par_iter()
+            .filter_map(|row| evaluate(*row as usize))
+            .collect();
+        hits.extend(found);
+        if hits.len() > end {
+            hits.truncate(end);
+            return (hits, true);
+        }
+        rows = later;
+        chunk = chunk.saturating_mul(2);
+    }
+    (hits, false)
+}
+
+/// The first chunk of an early-stopping scan: large enough to keep both cores busy, small
+/// enough that a first page of 100 newest runs reads few more rows than it returns.
+const FIRST_CHUNK_ROWS: usize = 512;
 
 fn includes(view: ViewType, stage: LifecycleStage) -> bool {
     match view {
@@ -230,7 +306,7 @@ impl RunFields for RunView {
 }
 
 /// What a run's attributes are made of, for both `RunFields` implementations.
-pub(crate) struct AttributeParts<'a> {
+struct AttributeParts<'a> {
     pub id: RunId,
     pub name: &'a str,
     pub status: RunStatus,
@@ -241,7 +317,7 @@ pub(crate) struct AttributeParts<'a> {
 }
 
 impl AttributeParts<'_> {
-    pub(crate) fn value(&self, attribute: Attribute) -> AttributeValue {
+    fn value(&self, attribute: Attribute) -> AttributeValue {
         match attribute {
             Attribute::RunId => AttributeValue::Text(self.id.to_string()),
             Attribute::RunName => AttributeValue::Text(self.name.to_string()),
@@ -344,7 +420,7 @@ struct Hit {
     keys: Vec<Option<Key>>,
     start_time_ms: i64,
     id: RunId,
-    entry: Arc<RunEntry>,
+    row: usize,
 }
 
 fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
@@ -369,4 +445,118 @@ fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
         }
     }
     b.start_time_ms.cmp(&a.start_time_ms).then(a.id.cmp(&b.id))
+}
+
+/// A clause decided from the run columns alone, per row.
+type ColumnTest<'a> = Box<dyn Fn(usize) -> bool + Sync + 'a>;
+
+/// `clause` as a test on the run columns, if it does not read metric values. Each arm decides
+/// exactly what [`clause_holds`] decides on the same run.
+fn column_test<'a>(clause: &'a Clause, columns: &'a RunColumns) -> Option<ColumnTest<'a>> {
+    let op = clause.op;
+    let value = &clause.value;
+    let test: ColumnTest<'a> = match &clause.field {
+        Field::Metric(_) => match value {
+            Value::Number(_) => return None,
+            _ => Box::new(|_| false),
+        },
+        Field::Param(key) => text_column_test(columns.params.get(&**key), op, value),
+        Field::Tag(key) => text_column_test(columns.tags.get(&**key), op, value),
+        Field::Attribute(attribute) => match attribute {
+            Attribute::RunName => text_column_test(Some(&columns.names), op, value),
+            Attribute::UserId => text_column_test(Some(&columns.users), op, value),
+            Attribute::Status => {
+                Box::new(move |row| text_holds(Some(columns.statuses[row].as_str()), op, value))
+            }
+            Attribute::LifecycleStage => {
+                Box::new(move |row| text_holds(Some(columns.stages[row].as_str()), op, value))
+            }
+            Attribute::RunId => {
+                Box::new(move |row| text_holds(Some(&columns.ids[row].to_string()), op, value))
+            }
+            Attribute::StartTime | Attribute::EndTime => {
+                let Value::Number(target) = *value else {
+                    return Some(Box::new(|_| false));
+                };
+                let start = *attribute == Attribute::StartTime;
+                Box::new(move |row| {
+                    let time = if start {
+                        Some(columns.start_times_ms[row])
+                    } else {
+                        columns.end_times_ms[row]
+                    };
+                    time.is_some_and(|t| compare_number(t as f64, op, target))
+                })
+            }
+        },
+    };
+    Some(test)
+}
+
+/// A text clause decided once per distinct value of the column, then per row by its code.
+fn text_column_test<'a>(column: Option<&'a TextColumn>, op: Op, value: &Value) -> ColumnTest<'a> {
+    let missing = text_holds(None, op, value);
+    let Some(column) = column else {
+        return Box::new(move |_| missing);
+    };
+    let truth: Vec<bool> = column
+        .values
+        .iter()
+        .map(|v| text_holds(Some(v), op, value))
+        .collect();
+    Box::new(move |row| match column.codes[row] {
+        MISSING => missing,
+        code => truth[code as usize],
+    })
+}
+
+/// One row of the run columns, with its live metric summaries when the search needs them.
+struct Row<'a> {
+    columns: &'a RunColumns,
+    row: usize,
+    metrics: Option<&'a MetricTable>,
+}
+
+impl RunFields for Row<'_> {
+    fn id(&self) -> RunId {
+        self.columns.ids[self.row]
+    }
+    fn experiment(&self) -> ExperimentId {
+        self.columns.experiments[self.row]
+    }
+    fn lifecycle_stage(&self) -> LifecycleStage {
+        self.columns.stages[self.row]
+    }
+    fn start_time_ms(&self) -> i64 {
+        self.columns.start_times_ms[self.row]
+    }
+    fn metric_last(&self, key: &str) -> Option<f64> {
+        let metrics = self.metrics?;
+        let known = self.columns.metric_slots.get(key).map(|s| s[self.row]);
+        let slot = match known {
+            Some(slot) if slot != MISSING => slot as usize,
+            _ => metrics.slot(key)?,
+        };
+        metrics.last_value(slot)
+    }
+    fn param(&self, key: &str) -> Option<&str> {
+        self.columns.params.get(key)?.get(self.row)
+    }
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.columns.tags.get(key)?.get(self.row)
+    }
+    fn attribute(&self, attribute: Attribute) -> AttributeValue {
+        let columns = self.columns;
+        let row = self.row;
+        let parts = AttributeParts {
+            id: columns.ids[row],
+            name: columns.names.get(row).unwrap_or_default(),
+            status: columns.statuses[row],
+            user: columns.users.get(row),
+            stage: columns.stages[row],
+            start_time_ms: columns.start_times_ms[row],
+            end_time_ms: columns.end_times_ms[row],
+        };
+        parts.value(attribute)
+    }
 }

@@ -157,13 +157,6 @@ fn ordering_puts_missing_values_last_and_pages_are_stable() {
         present.windows(2).all(|w| w[0] >= w[1]),
         "descending: {present:?}"
     );
-    // Missing-metric runs fall back to the tie-breakers: start time descending.
-    let tail_starts: Vec<i64> = all[first_missing..]
-        .iter()
-        .map(|r| r.info.start_time_ms)
-        .collect();
-    let mut sorted = tail_starts.clone();
-    sorted.sort_by(|a, b| b.cmp(a));
     let lr_groups: Vec<&str> = all[first_missing..]
         .iter()
         .map(|r| r.params["lr"].as_str())
@@ -183,7 +176,222 @@ fn ordering_puts_missing_values_last_and_pages_are_stable() {
         store.search_runs(&other),
         Err(Error::InvalidInput(_))
     ));
-    let _ = sorted;
+}
+
+/// A random filter over the fields `store_with_runs` logs, plus fields nobody logged.
+fn random_filter(rng: &mut Rng) -> String {
+    let clause = |rng: &mut Rng| -> String {
+        let pick = |rng: &mut Rng, items: &[&str]| {
+            items[rng.below(items.len() as u64) as usize].to_string()
+        };
+        let text = |rng: &mut Rng| {
+            pick(
+                rng,
+                &[
+                    "'0.1'",
+                    "'0.01'",
+                    "'resnet50'",
+                    "'res%'",
+                    "'%5%'",
+                    "'FAILED'",
+                    "'run0%'",
+                    "''",
+                    "'active'",
+                ],
+            )
+        };
+        let text_op = |rng: &mut Rng| pick(rng, &["=", "!=", "LIKE", "ILIKE"]);
+        let number = |rng: &mut Rng| format!("{}", rng.below(1200) as f64 / 1000.0 - 0.1);
+        let number_op = |rng: &mut Rng| pick(rng, &["=", "!=", "<", "<=", ">", ">="]);
+        match rng.below(9) {
+            0 => format!(
+                "metrics.{} {} {}",
+                pick(rng, &["acc", "loss"]),
+                number_op(rng),
+                number(rng)
+            ),
+            1 => format!(
+                "params.{} {} {}",
+                pick(rng, &["lr", "nope"]),
+                text_op(rng),
+                text(rng)
+            ),
+            2 => format!(
+                "tags.{} {} {}",
+                pick(rng, &["model", "nope", "mlflow.user", "stage"]),
+                text_op(rng),
+                text(rng)
+            ),
+            3 => format!(
+                "attributes.{} {} {}",
+                pick(rng, &["status", "run_name", "user_id", "lifecycle_stage"]),
+                text_op(rng),
+                text(rng)
+            ),
+            4 => format!(
+                "{} {} {}",
+                pick(
+                    rng,
+                    &["params.lr", "tags.model", "params.nope", "tags.stage"]
+                ),
+                pick(rng, &["IS NULL", "IS NOT NULL"]),
+                ""
+            ),
+            5 => format!(
+                "{} IN ({}, {})",
+                pick(rng, &["params.lr", "tags.model", "attributes.status"]),
+                text(rng),
+                text(rng)
+            ),
+            6 => format!(
+                "{} NOT IN ({})",
+                pick(rng, &["params.lr", "tags.model"]),
+                text(rng)
+            ),
+            7 => format!(
+                "attributes.{} {} {}",
+                pick(rng, &["start_time", "end_time"]),
+                number_op(rng),
+                1_000 + rng.below(70)
+            ),
+            _ => format!("params.lr {} {}", number_op(rng), number(rng)),
+        }
+    };
+    let count = rng.below(4);
+    (0..count)
+        .map(|_| clause(rng))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+#[test]
+fn random_filters_agree_with_evaluating_each_run_on_its_own() {
+    let mut rng = Rng::from_env("random_filters_agree_with_evaluating_each_run_on_its_own");
+    check_random_filters(&mut rng, 60, 300, 20);
+    // Enough runs that a search in the default order stops after a few chunks.
+    check_random_filters(&mut rng, 2_500, 12, 300);
+}
+
+/// Searches a store of `runs` runs with `rounds` random filters, against `matches` on each run's
+/// snapshot, whole and in pages of up to `page_max` runs.
+fn check_random_filters(rng: &mut Rng, runs: usize, rounds: usize, page_max: u64) {
+    let (_dir, store, logged) = store_with_runs(runs);
+    store.delete_run(logged[7].id).unwrap();
+    // A tag only some runs have.
+    for run in logged.iter().step_by(3) {
+        store
+            .resume_run(run.id)
+            .unwrap()
+            .set_tag("stage", "prod")
+            .unwrap();
+    }
+    let every = |store: &Store| {
+        store
+            .search_runs(&SearchRuns {
+                view: ViewType::All,
+                max_results: 50_000,
+                ..SearchRuns::default()
+            })
+            .unwrap()
+            .runs
+    };
+    for round in 0..rounds {
+        // Change metadata and metrics between searches, so cached columns must follow.
+        if round % 6 == 5 {
+            // Run 7 is deleted, and a deleted run refuses logging.
+            let index = 8 + rng.below(runs as u64 - 8) as usize;
+            let run = store.resume_run(logged[index].id).unwrap();
+            run.set_tag("model", "vit-l").unwrap();
+            run.log_metric("loss", rng.below(1000) as f64 / 1000.0, 5)
+                .unwrap();
+        }
+        let text = random_filter(rng);
+        let search = SearchRuns {
+            filter: text.clone(),
+            view: ViewType::All,
+            max_results: 50_000,
+            ..SearchRuns::default()
+        };
+        // Some generated combinations are outside MLflow's grammar (IN on a tag): both refuse.
+        let Ok(filter) = runlog::query::parse(&text) else {
+            assert!(store.search_runs(&search).is_err(), "filter {text:?}");
+            continue;
+        };
+        // The default order: start time descending, then run id.
+        let mut matching: Vec<(i64, RunId)> = every(&store)
+            .iter()
+            .filter(|run| runlog::query::matches(&filter, *run))
+            .map(|run| (-run.info.start_time_ms, run.info.id))
+            .collect();
+        matching.sort();
+        let want: Vec<RunId> = matching.iter().map(|(_, id)| *id).collect();
+        assert_eq!(
+            ids(&store.search_runs(&search).unwrap()),
+            want,
+            "filter {text:?}"
+        );
+        // The same runs page by page, in pages of a random size.
+        let page_size = 1 + rng.below(page_max) as usize;
+        let mut paged = Vec::new();
+        let mut token = None;
+        loop {
+            let page = store
+                .search_runs(&SearchRuns {
+                    max_results: page_size,
+                    page_token: token.take(),
+                    ..search.clone()
+                })
+                .unwrap();
+            assert!(page.runs.len() <= page_size);
+            // A token is given only when more runs match.
+            assert!(
+                paged.is_empty() || !page.runs.is_empty(),
+                "empty page after a token"
+            );
+            paged.extend(ids(&page));
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(paged, want, "filter {text:?}, pages of {page_size}");
+    }
+}
+
+#[test]
+fn a_search_sees_changes_made_since_the_previous_search() {
+    let (_dir, store, logged) = store_with_runs(12);
+    let count = |filter: &str| {
+        store
+            .search_runs(&SearchRuns {
+                filter: filter.into(),
+                ..SearchRuns::default()
+            })
+            .unwrap()
+            .runs
+            .len()
+    };
+    assert_eq!(count("tags.stage = 'prod'"), 0);
+    assert_eq!(count("metrics.new_key > 1"), 0);
+    let run = store.resume_run(logged[3].id).unwrap();
+    run.set_tag("stage", "prod").unwrap();
+    assert_eq!(count("tags.stage = 'prod'"), 1);
+    // A series created after the columns were built, and a new point of an old one.
+    run.log_metric("new_key", 2.0, 0).unwrap();
+    assert_eq!(count("metrics.new_key > 1"), 1);
+    run.log_metric("new_key", 0.5, 1).unwrap();
+    assert_eq!(count("metrics.new_key > 1"), 0);
+    store.delete_run(logged[3].id).unwrap();
+    assert_eq!(count("tags.stage = 'prod'"), 0);
+    // Another handle's changes arrive through refresh.
+    let other = Store::open(_dir.path()).unwrap();
+    other
+        .resume_run(logged[4].id)
+        .unwrap()
+        .set_tag("stage", "prod")
+        .unwrap();
+    other.flush().unwrap();
+    assert_eq!(count("tags.stage = 'prod'"), 1);
 }
 
 #[test]
