@@ -46,6 +46,21 @@ impl fmt::Display for RunId {
     }
 }
 
+impl std::str::FromStr for RunId {
+    type Err = crate::Error;
+
+    /// Parses the 32 hex digits [`Display`](fmt::Display) prints.
+    fn from_str(text: &str) -> crate::Result<RunId> {
+        let valid = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());
+        match u128::from_str_radix(text, 16) {
+            Ok(id) if valid => Ok(RunId(id)),
+            _ => Err(crate::Error::InvalidInput(format!(
+                "{text:?} is not a run id (32 hex digits)"
+            ))),
+        }
+    }
+}
+
 impl fmt::Display for ExperimentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

@@ -12,12 +12,16 @@
 //!   with MLflow's data model and rules, over an in-memory catalog rebuilt from the log;
 //! - [`query`]: run search with MLflow's filter grammar, comparison, metric history and
 //!   downsampling;
-//! - `export` (feature `parquet`, on by default): the store as Hive-partitioned Parquet.
+//! - [`compaction`]: the log's points into sorted, indexed per-experiment Parquet files under a
+//!   checksummed manifest, by call or in the background;
+//! - `export` (feature `parquet`, on by default): the store as Hive-partitioned Parquet;
+//! - [`verify`]: a read-only check of every checksummed structure of a store.
 //!
-//! Compaction into per-experiment Parquet files is designed but not built yet.
+//! The `runlog` binary (feature `cli`, on by default; `docs/CLI.md`) is a thin command line
+//! over these.
 //!
 //! It is not:
-//! - a server (it is a library; a CLI and an MLflow-compatible REST layer sit on top);
+//! - a server (it is a library with a command line on top);
 //! - a general time-series database (it knows runs, keys and steps);
 //! - a replicated store (durability is one machine's disk).
 //!
@@ -76,6 +80,7 @@ pub mod limits;
 mod periodic;
 pub mod query;
 pub mod tracking;
+pub mod verify;
 pub mod wal;
 
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};

@@ -407,6 +407,13 @@ impl Run {
         read_artifact(&self.store, self.entry.id, path)
     }
 
+    /// Lets go of the handle without ending the run: it stays as it is (RUNNING, unless ended
+    /// elsewhere), for this or another process to resume. Dropping a handle instead ends the
+    /// run as KILLED.
+    pub fn detach(self) {
+        self.ended.store(true, Ordering::Release);
+    }
+
     /// Ends the run as FINISHED.
     pub fn finish(self) -> Result<()> {
         self.end(RunStatus::Finished)
