@@ -7,6 +7,8 @@
 
 mod util;
 
+#[cfg(feature = "cli")]
+mod cli;
 mod compaction;
 mod export_parquet;
 mod query_history;

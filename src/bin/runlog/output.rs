@@ -1,0 +1,285 @@
+//! Tables for people and for tools: one `Table` renders as aligned text, CSV or JSON.
+//!
+//! Invariant: every cell is a JSON value, so `--format json` keeps numbers as numbers (and
+//! NaN/±inf as the strings "NaN"/"Infinity"/"-Infinity", which JSON cannot hold otherwise),
+//! while the text and CSV forms print the same cells with `Display`.
+
+use std::io::{self, Write};
+
+use serde_json::Value;
+
+/// Output format of the inspection commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON array of objects.
+    Json,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+}
+
+/// Rows of named columns.
+pub struct Table {
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Table {
+    pub fn new(headers: impl IntoIterator<Item = impl Into<String>>) -> Table {
+        Table {
+            headers: headers.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Value>) {
+        self.rows.push(row);
+    }
+
+    pub fn write(&self, out: &mut dyn Write, format: Format) -> io::Result<()> {
+        match format {
+            Format::Table => self.write_text(out),
+            Format::Csv => self.write_csv(out),
+            Format::Json => self.write_json(out),
+        }
+    }
+
+    fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
+        let cells: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|row| row.iter().map(short_text).collect())
+            .collect();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &cells {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let line = |out: &mut dyn Write, row: &[String], numeric: &[bool]| -> io::Result<()> {
+            let mut first = true;
+            for ((cell, width), right) in row.iter().zip(&widths).zip(numeric) {
+                if !first {
+                    out.write_all(b"  ")?;
+                }
+                first = false;
+                if *right {
+                    write!(out, "{cell:>width$}")?;
+                } else {
+                    write!(out, "{cell:<width$}")?;
+                }
+            }
+            writeln!(out)
+        };
+        // Columns whose every value is a number are right-aligned.
+        let numeric: Vec<bool> = (0..self.headers.len())
+            .map(|column| {
+                !self.rows.is_empty()
+                    && self
+                        .rows
+                        .iter()
+                        .all(|row| row.get(column).is_some_and(is_number))
+            })
+            .collect();
+        line(out, &self.headers, &numeric)?;
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        line(out, &rule, &vec![false; widths.len()])?;
+        for row in &cells {
+            line(out, row, &numeric)?;
+        }
+        Ok(())
+    }
+
+    fn write_csv(&self, out: &mut dyn Write) -> io::Result<()> {
+        let row_out = |out: &mut dyn Write, row: &mut dyn Iterator<Item = String>| {
+            let fields: Vec<String> = row.map(|cell| csv_field(&cell)).collect();
+            writeln!(out, "{}", fields.join(","))
+        };
+        row_out(out, &mut self.headers.iter().cloned())?;
+        for row in &self.rows {
+            row_out(out, &mut row.iter().map(text))?;
+        }
+        Ok(())
+    }
+
+    fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
+        let objects: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|row| {
+                Value::Object(
+                    self.headers
+                        .iter()
+                        .cloned()
+                        .zip(row.iter().cloned())
+                        .collect(),
+                )
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &Value::Array(objects)).map_err(io::Error::from)?;
+        writeln!(out)
+    }
+}
+
+fn is_number(value: &Value) -> bool {
+    match value {
+        Value::Number(_) => true,
+        Value::String(s) => matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity"),
+        _ => false,
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A cell for people: floats to 6 significant digits (JSON and CSV keep every digit).
+fn short_text(value: &Value) -> String {
+    match value.as_f64() {
+        Some(x) if value.is_f64() => significant(x, 6),
+        _ => text(value),
+    }
+}
+
+/// `x` to `digits` significant digits, without trailing zeros; scientific when very large or
+/// very small.
+pub fn significant(x: f64, digits: usize) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return x.to_string();
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    if !(-4..15).contains(&magnitude) {
+        return format!("{:.*e}", digits.saturating_sub(1), x);
+    }
+    let decimals = (digits as i32 - 1 - magnitude).max(0) as usize;
+    let fixed = format!("{x:.decimals$}");
+    if fixed.contains('.') {
+        fixed
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        fixed
+    }
+}
+
+fn csv_field(cell: &str) -> String {
+    if cell.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", cell.replace('"', "\"\""))
+    } else {
+        cell.to_string()
+    }
+}
+
+/// A float as a cell: a JSON number, or the string MLflow and the ingest format use for the
+/// values JSON has no number for.
+pub fn float(value: f64) -> Value {
+    if value.is_nan() {
+        Value::from("NaN")
+    } else if value == f64::INFINITY {
+        Value::from("Infinity")
+    } else if value == f64::NEG_INFINITY {
+        Value::from("-Infinity")
+    } else {
+        Value::from(value)
+    }
+}
+
+/// An optional float; missing is null.
+pub fn float_or_null(value: Option<f64>) -> Value {
+    value.map_or(Value::Null, float)
+}
+
+/// A time in ms since the Unix epoch, as `YYYY-MM-DD HH:MM:SS` UTC for the text table, and as
+/// the number itself for tools.
+pub fn time(ms: i64, format: Format) -> Value {
+    match format {
+        Format::Table => Value::from(utc(ms)),
+        Format::Json | Format::Csv => Value::from(ms),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for `ms` since the Unix epoch.
+pub fn utc(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_700_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(-1_000), "1969-12-31 23:59:59");
+    }
+
+    #[test]
+    fn floats_are_shortened_for_people_only() {
+        assert_eq!(significant(0.748570084571838, 6), "0.74857");
+        assert_eq!(significant(1234.5678, 6), "1234.57");
+        assert_eq!(significant(1e-7, 6), "1.00000e-7");
+        assert_eq!(significant(3.0, 6), "3");
+        assert_eq!(significant(-0.5, 6), "-0.5");
+        let mut table = Table::new(["x"]);
+        table.push(vec![float(0.748570084571838)]);
+        let mut out = Vec::new();
+        table.write(&mut out, Format::Table).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("0.74857\n"));
+        let mut out = Vec::new();
+        table.write(&mut out, Format::Csv).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("0.748570084571838")
+        );
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let mut table = Table::new(["a", "b"]);
+        table.push(vec![Value::from("x,y"), Value::from("say \"hi\"")]);
+        table.push(vec![float(f64::NAN), Value::from(2)]);
+        let mut out = Vec::new();
+        table.write(&mut out, Format::Csv).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a,b\n\"x,y\",\"say \"\"hi\"\"\"\nNaN,2\n"
+        );
+    }
+
+    #[test]
+    fn json_keeps_numbers_and_names_columns() {
+        let mut table = Table::new(["run", "value"]);
+        table.push(vec![Value::from("r1"), float(0.5)]);
+        let mut out = Vec::new();
+        table.write(&mut out, Format::Json).unwrap();
+        let parsed: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed, serde_json::json!([{"run": "r1", "value": 0.5}]));
+    }
+}
