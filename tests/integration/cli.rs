@@ -255,6 +255,7 @@ fn ingest_writes_every_event_type_and_reports_bad_lines_by_number() {
 {"type": "metric", "experiment": "e2", "run": "a", "key": "x", "value": 6, "stpe": 6}
 {"type": "metric", "experiment": "e2", "run": "a", "key": "bad key!", "value": 7}
 {"type": "metric", "experiment": "e2", "run": "a", "key": "x", "value": 8, "step": 8}
+{"type": "status", "experiment": "e2", "run": "a", "status": "FINISHED", "step": 9}
 "#;
     let output = ingest(&store, bad, &[]);
     assert!(!output.status.success());
@@ -278,7 +279,7 @@ fn ingest_writes_every_event_type_and_reports_bad_lines_by_number() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for number in [3, 5, 6, 7] {
+    for number in [3, 5, 6, 7, 9] {
         assert!(
             stderr.contains(&format!("skipped line {number}:")),
             "{stderr}"

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::output::{Table, float, float_or_null};
 use crate::{Context, Failure, Outcome};
 use runlog::query::SearchRuns;
+use runlog::wal::writer::now_ms;
 use runlog::{Durability, RunOptions, Store, StoreOptions, ViewType};
 
 #[derive(clap::Args, Debug)]
@@ -334,10 +335,4 @@ impl Noise {
         let v = self.uniform();
         (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

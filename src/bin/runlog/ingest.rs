@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::output::Table;
 use crate::{Context, Failure, Outcome};
 use runlog::tracking::validation;
-use runlog::wal::writer::FastHash;
+use runlog::wal::writer::{FastHash, now_ms};
 use runlog::{Durability, ExperimentId, Run, RunId, RunOptions, RunStatus, Store, StoreOptions};
 
 #[derive(clap::Args, Debug)]
@@ -141,7 +141,7 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
                         failure = Some(report);
                         break;
                     }
-                    crate::inspect::eprintln_quiet(&format!("runlog: skipped {report}"));
+                    crate::eprintln_quiet(&format!("runlog: skipped {report}"));
                 }
             }
         }
@@ -181,7 +181,7 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
         Some(report) => {
             let mut text = Vec::new();
             table.write(&mut text, crate::output::Format::Table)?;
-            crate::inspect::eprintln_quiet(String::from_utf8_lossy(&text).trim_end());
+            crate::eprintln_quiet(String::from_utf8_lossy(&text).trim_end());
             Err(Failure::Message(format!(
                 "{report} (nothing after it was written; --on-error skip goes on)"
             )))
@@ -251,12 +251,6 @@ fn parse_durability(text: &str) -> Outcome<Durability> {
             ))),
         },
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 // ---- parsing ----
@@ -398,7 +392,7 @@ fn target<'a>(
 }
 
 /// Parses and validates one line; `Ok(None)` for a blank one.
-fn parse_line(bytes: &[u8], now_ms: i64) -> Result<Option<Line<'_>>, String> {
+fn parse_line(bytes: &[u8], now: i64) -> Result<Option<Line<'_>>, String> {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -420,13 +414,31 @@ fn parse_line(bytes: &[u8], now_ms: i64) -> Result<Option<Line<'_>>, String> {
         parent,
     } = raw;
     let experiment = experiment.unwrap_or(Cow::Borrowed(DEFAULT_EXPERIMENT));
-    let unexpected = |field: &str, present: bool| {
-        if present {
-            Err(format!("\"{field}\" does not belong in a {kind:?} line"))
-        } else {
-            Ok(())
-        }
+    // A field the line's type does not use is refused, never silently dropped.
+    let used: &[&str] = match kind.as_ref() {
+        "metric" => &["run_id", "key", "value", "step", "timestamp"],
+        "param" | "tag" => &["run_id", "key", "value"],
+        "status" => &["run_id", "status"],
+        "run" => &["params", "tags", "parent"],
+        other => return Err(unknown_type(other)),
     };
+    let present = [
+        ("run_id", run_id.is_some()),
+        ("key", key.is_some()),
+        ("value", value.is_some()),
+        ("step", step.is_some()),
+        ("timestamp", timestamp.is_some()),
+        ("status", status.is_some()),
+        ("params", params.is_some()),
+        ("tags", tags.is_some()),
+        ("parent", parent.is_some()),
+    ];
+    if let Some((field, _)) = present
+        .iter()
+        .find(|(field, present)| *present && !used.contains(field))
+    {
+        return Err(format!("\"{field}\" does not belong in a {kind:?} line"));
+    }
     let need_key = |what: &str| -> Result<Cow<'_, str>, String> {
         let key = key
             .clone()
@@ -436,10 +448,6 @@ fn parse_line(bytes: &[u8], now_ms: i64) -> Result<Option<Line<'_>>, String> {
     };
     let line = match kind.as_ref() {
         "metric" => {
-            unexpected("status", status.is_some())?;
-            unexpected("params", params.is_some())?;
-            unexpected("tags", tags.is_some())?;
-            unexpected("parent", parent.is_some())?;
             let key = need_key("metric")?;
             let value = match value {
                 Some(Scalar::Number(n)) => n,
@@ -460,17 +468,11 @@ fn parse_line(bytes: &[u8], now_ms: i64) -> Result<Option<Line<'_>>, String> {
                 key,
                 value,
                 step: step.unwrap_or(0),
-                timestamp_ms: timestamp.unwrap_or(now_ms),
+                timestamp_ms: timestamp.unwrap_or(now),
             }
         }
         "param" | "tag" => {
             let what = kind.as_ref();
-            unexpected("step", step.is_some())?;
-            unexpected("timestamp", timestamp.is_some())?;
-            unexpected("status", status.is_some())?;
-            unexpected("params", params.is_some())?;
-            unexpected("tags", tags.is_some())?;
-            unexpected("parent", parent.is_some())?;
             let key = need_key(what)?;
             let value = value
                 .ok_or_else(|| format!("a {what} line needs \"value\""))?
@@ -487,10 +489,6 @@ fn parse_line(bytes: &[u8], now_ms: i64) -> Result<Option<Line<'_>>, String> {
             }
         }
         "status" => {
-            unexpected("key", key.is_some())?;
-            unexpected("value", value.is_some())?;
-            unexpected("params", params.is_some())?;
-            unexpected("tags", tags.is_some())?;
             let status = match status.as_deref() {
                 Some("FINISHED") => RunStatus::Finished,
                 Some("FAILED") => RunStatus::Failed,
@@ -508,10 +506,6 @@ fn parse_line(bytes: &[u8], now_ms: i64) -> Result<Option<Line<'_>>, String> {
             }
         }
         "run" => {
-            unexpected("run_id", run_id.is_some())?;
-            unexpected("key", key.is_some())?;
-            unexpected("value", value.is_some())?;
-            unexpected("status", status.is_some())?;
             let name = run.ok_or("a run line needs \"run\" (its name)")?;
             let checked = |what: &str, map: Option<BTreeMap<String, Scalar<'_>>>, max| {
                 map.unwrap_or_default()
@@ -532,13 +526,13 @@ fn parse_line(bytes: &[u8], now_ms: i64) -> Result<Option<Line<'_>>, String> {
                 tags: checked("tag", tags, validation::TAG_VALUE_CHARS_MAX)?,
             }
         }
-        other => {
-            return Err(format!(
-                "unknown type {other:?} (metric, param, tag, status or run)"
-            ));
-        }
+        other => return Err(unknown_type(other)),
     };
     Ok(Some(line))
+}
+
+fn unknown_type(kind: &str) -> String {
+    format!("unknown type {kind:?} (metric, param, tag, status or run)")
 }
 
 // ---- applying ----
@@ -642,7 +636,7 @@ impl Ingest {
                         )));
                     }
                     Some(id) => id,
-                    None => self.create(experiment, &name, parent, Vec::new())?,
+                    None => self.create(experiment, &name, parent)?,
                 };
                 self.with_run(Target::Id(id), |run| {
                     for (k, v) in &tags {
@@ -681,14 +675,12 @@ impl Ingest {
         experiment: ExperimentId,
         name: &str,
         parent: Option<RunId>,
-        tags: Vec<(String, String)>,
     ) -> runlog::Result<RunId> {
         let run = self.store.start_run(
             experiment,
             RunOptions {
                 name: Some(name.to_string()),
                 parent,
-                tags,
                 ..RunOptions::default()
             },
         )?;
@@ -723,7 +715,7 @@ impl Ingest {
                 let experiment = self.experiment(&experiment)?;
                 match self.named_run(experiment, &run) {
                     Some(id) => Ok(id),
-                    None => self.create(experiment, &run, None, Vec::new()),
+                    None => self.create(experiment, &run, None),
                 }
             }
         }

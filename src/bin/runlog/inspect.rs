@@ -145,7 +145,7 @@ pub fn runs(args: RunsArgs, context: &mut Context) -> Outcome {
     }
     table.write(&mut context.out, context.format)?;
     if page.next_page_token.is_some() {
-        eprintln_quiet(&format!(
+        crate::eprintln_quiet(&format!(
             "runlog: more runs match; showing the first {} (raise --max)",
             page.runs.len()
         ));
@@ -312,12 +312,6 @@ pub fn parse_steps(text: &str) -> Outcome<(Bound<i64>, Bound<i64>)> {
         None => Bound::Excluded(number(end)?),
     };
     Ok((start, end))
-}
-
-/// A line on stderr; a closed stderr is not worth failing for.
-pub fn eprintln_quiet(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 #[cfg(test)]

@@ -165,6 +165,11 @@ impl Context {
     }
 }
 
+/// A line on stderr; a closed stderr is not worth failing for.
+pub fn eprintln_quiet(line: &str) {
+    let _ = writeln!(io::stderr(), "{line}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut context = Context {
@@ -181,7 +186,7 @@ fn main() -> ExitCode {
         Err(failure) => {
             // Whatever stdout holds is partial; drop it rather than fail again on a closed pipe.
             let _ = context.out.flush();
-            inspect::eprintln_quiet(&format!("runlog: error: {failure}"));
+            eprintln_quiet(&format!("runlog: error: {failure}"));
             ExitCode::FAILURE
         }
     }

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::inspect::eprintln_quiet;
 use crate::output::{Format, Table};
 use crate::{Context, Failure, Outcome};
 use runlog::ViewType;
@@ -48,7 +47,6 @@ pub fn compact(context: &mut Context) -> Outcome {
 }
 
 pub fn export(args: ExportArgs, context: &mut Context) -> Outcome {
-    context.require_store()?;
     let store = context.open_read_only()?;
     let spinner = context.progress(1, "export");
     let started = Instant::now();
@@ -92,7 +90,7 @@ pub fn verify(context: &mut Context) -> Outcome {
         report.notes.len()
     );
     if report.is_ok() {
-        eprintln_quiet(&format!("runlog: verify: ok: {summary}"));
+        crate::eprintln_quiet(&format!("runlog: verify: ok: {summary}"));
         Ok(())
     } else {
         Err(Failure::Message(format!("verify failed: {summary}")))
@@ -101,7 +99,7 @@ pub fn verify(context: &mut Context) -> Outcome {
 
 pub fn stats(context: &mut Context) -> Outcome {
     let store = context.open_read_only()?;
-    let root = context.require_store()?.to_path_buf();
+    let root = store.root().to_path_buf();
     let (mut experiments, mut runs, mut series, mut points) = (0u64, 0u64, 0u64, 0u64);
     for experiment in store.experiments(ViewType::All)? {
         experiments += 1;

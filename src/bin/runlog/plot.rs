@@ -92,7 +92,7 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
         draw(&root, &args.key, &curves).and_then(|()| root.present().map_err(|e| e.to_string()))
     };
     drawn.map_err(|e| Failure::Message(format!("plot {}: {e}", args.output.display())))?;
-    crate::inspect::eprintln_quiet(&format!(
+    crate::eprintln_quiet(&format!(
         "runlog: wrote {} ({} runs, {})",
         args.output.display(),
         curves.len(),
