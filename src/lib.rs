@@ -15,7 +15,8 @@
 //! - [`compaction`]: the log's points into sorted, indexed per-experiment Parquet files under a
 //!   checksummed manifest, by call or in the background;
 //! - `export` (feature `parquet`, on by default): the store as Hive-partitioned Parquet;
-//! - [`verify`]: a read-only check of every checksummed structure of a store.
+//! - [`verify`]: a read-only check of every checksummed structure of a store;
+//! - `ingest` (feature `jsonl`, on with `cli`): the JSON Lines event format of `runlog ingest`.
 //!
 //! The `runlog` binary (feature `cli`, on by default; `docs/CLI.md`) is a thin command line
 //! over these.
@@ -75,6 +76,8 @@ pub mod error;
 #[cfg(feature = "parquet")]
 pub mod export;
 mod ids;
+#[cfg(feature = "jsonl")]
+pub mod ingest;
 pub mod io;
 pub mod limits;
 mod periodic;

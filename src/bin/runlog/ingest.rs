@@ -1,8 +1,8 @@
 //! `runlog ingest`: JSON Lines of events into the store (schema in `docs/CLI.md`).
 //!
-//! Input is read in blocks of whole lines. Each block's lines are parsed and validated in
-//! parallel (rayon), then applied in input order on one thread, so every run's points keep
-//! their order.
+//! Input is read in blocks of whole lines. A reader thread parses and validates each block's
+//! lines in parallel (rayon) while the calling thread applies the block before it, in input
+//! order, so every run's points keep their order and parsing overlaps appending.
 //!
 //! Invariants:
 //! - A line is written whole or not at all: everything that can be refused (fields, keys,
@@ -14,18 +14,17 @@
 //!   without a `status` line stays RUNNING.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::output::Table;
 use crate::{Context, Failure, Outcome};
-use runlog::tracking::validation;
+use runlog::ingest::{Line, Target, parse_line};
 use runlog::wal::writer::{FastHash, now_ms};
 use runlog::{Durability, ExperimentId, Run, RunId, RunOptions, RunStatus, Store, StoreOptions};
 
@@ -63,9 +62,9 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
             ..StoreOptions::default()
         },
     )?;
-    let (mut input, length): (Box<dyn Read>, Option<u64>) = match &args.file {
-        None => (Box::new(std::io::stdin().lock()), None),
-        Some(path) if path.as_os_str() == "-" => (Box::new(std::io::stdin().lock()), None),
+    let (mut input, length): (Box<dyn Read + Send>, Option<u64>) = match &args.file {
+        None => (Box::new(std::io::stdin()), None),
+        Some(path) if path.as_os_str() == "-" => (Box::new(std::io::stdin()), None),
         Some(path) => {
             let file = std::fs::File::open(path)
                 .map_err(|e| Failure::Message(format!("open {}: {e}", path.display())))?;
@@ -76,80 +75,45 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
     let bar = context.progress(length.unwrap_or(0), "ingest");
     let started = Instant::now();
     let mut ingest = Ingest::new(store);
-    let mut carry: Vec<u8> = Vec::new();
-    let mut first_line = 1u64;
     let mut failure = None;
-    loop {
-        let mut block = std::mem::take(&mut carry);
-        let end_of_input = !fill(&mut input, &mut block)?;
-        // A trailing partial line waits for the next block; a block without any newline
-        // grows until it has one.
-        let cut = if end_of_input {
-            block.len()
-        } else {
-            match block.iter().rposition(|b| *b == b'\n') {
-                Some(newline) => newline + 1,
-                None => {
-                    carry = block;
-                    continue;
-                }
-            }
-        };
-        carry = block.split_off(cut);
-        if end_of_input && block.last().is_some_and(|b| *b != b'\n') {
-            // The last line had no newline; give it one so every line ends alike.
-            block.push(b'\n');
-        }
-        bar.inc(block.len() as u64);
-        let now = now_ms();
-        // Split and parse in parallel, in pieces that end at line ends; apply in order.
-        let pieces = pieces(&block, PIECES_PER_BLOCK);
-        let parsed: Vec<Vec<Result<Option<Line<'_>>, String>>> = pieces
-            .par_iter()
-            .map(|piece| {
-                piece
-                    .split(|b| *b == b'\n')
-                    .map(|bytes| parse_line(bytes, now))
-                    .collect()
-            })
-            .collect();
-        let mut number = first_line;
-        for line in parsed.into_iter().flat_map(|piece| {
-            // Each piece ends with its newline, so `split` yields an empty last item that
-            // belongs to no line.
-            let lines = piece.len().saturating_sub(1);
-            piece.into_iter().take(lines)
-        }) {
-            let this = number;
-            number += 1;
-            let applied = match line {
-                Ok(None) => continue,
-                Ok(Some(line)) => ingest.apply(line).map_err(|e| e.to_string()),
-                Err(message) => Err(message),
-            };
-            let number = this;
-            match applied {
-                Ok(()) => {
-                    if args.acknowledge {
-                        writeln_ack(context, number)?;
+    std::thread::scope(|scope| -> Outcome {
+        // One parsed block in flight while another is applied: memory stays at about three
+        // blocks whatever the input's size.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Outcome<Parsed>>(1);
+        scope.spawn(move || read_and_parse(&mut *input, &sender));
+        let mut number = 1u64;
+        for parsed in receiver {
+            let Parsed { block, lines } = parsed?;
+            bar.inc(block.len() as u64);
+            for line in lines.into_iter().flatten() {
+                let this = number;
+                number += 1;
+                let applied = match line {
+                    Ok(None) => continue,
+                    Ok(Some(line)) => ingest.apply(&block, line).map_err(|e| e.to_string()),
+                    Err(message) => Err(message),
+                };
+                match applied {
+                    Ok(()) => {
+                        if args.acknowledge {
+                            writeln_ack(context, this)?;
+                        }
                     }
-                }
-                Err(message) => {
-                    ingest.errors += 1;
-                    let report = format!("line {number}: {message}");
-                    if args.on_error == OnError::Stop {
-                        failure = Some(report);
-                        break;
+                    Err(message) => {
+                        ingest.errors += 1;
+                        let report = format!("line {this}: {message}");
+                        if args.on_error == OnError::Stop {
+                            // Dropping the receiver stops the reader at its next block.
+                            failure = Some(report);
+                            return Ok(());
+                        }
+                        crate::eprintln_quiet(&format!("runlog: skipped {report}"));
                     }
-                    crate::eprintln_quiet(&format!("runlog: skipped {report}"));
                 }
             }
         }
-        if failure.is_some() || end_of_input {
-            break;
-        }
-        first_line = number;
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let summary = ingest.finish()?;
     let seconds = started.elapsed().as_secs_f64();
@@ -185,6 +149,70 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
             Err(Failure::Message(format!(
                 "{report} (nothing after it was written; --on-error skip goes on)"
             )))
+        }
+    }
+}
+
+/// A block of whole lines and the result of parsing each, in input order.
+struct Parsed {
+    block: Vec<u8>,
+    /// One item per line of `block` (blank lines are `Ok(None)`), in pieces of the block, so
+    /// no thread copies the pieces' results together; strings point into `block`.
+    lines: Vec<Vec<Result<Option<Line<Text>>, String>>>,
+}
+
+/// Reads `input` in blocks of whole lines, parses each block in parallel, and sends it on,
+/// until the input ends, reading fails, or the receiver is gone (it stopped at a bad line).
+fn read_and_parse(input: &mut dyn Read, sender: &std::sync::mpsc::SyncSender<Outcome<Parsed>>) {
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let mut block = std::mem::take(&mut carry);
+        let end_of_input = match fill(input, &mut block) {
+            Ok(more) => !more,
+            Err(failure) => {
+                let _ = sender.send(Err(failure));
+                return;
+            }
+        };
+        // A trailing partial line waits for the next block; a block without any newline
+        // grows until it has one.
+        let cut = if end_of_input {
+            block.len()
+        } else {
+            match block.iter().rposition(|b| *b == b'\n') {
+                Some(newline) => newline + 1,
+                None => {
+                    carry = block;
+                    continue;
+                }
+            }
+        };
+        carry = block.split_off(cut);
+        if end_of_input && block.last().is_some_and(|b| *b != b'\n') {
+            // The last line had no newline; give it one so every line ends alike.
+            block.push(b'\n');
+        }
+        let now = now_ms();
+        let lines = pieces(&block, PIECES_PER_BLOCK)
+            .par_iter()
+            .map(|piece| {
+                // Sized up front: growing a vector of lines this size is a real share of the
+                // parse time.
+                let mut lines = Vec::with_capacity(piece.iter().filter(|b| **b == b'\n').count());
+                // Each piece ends with its newline, so the split's empty last item belongs to
+                // no line.
+                let (_, whole) = piece.split_last().unwrap_or((&b'\n', &[]));
+                lines.extend(whole.split(|b| *b == b'\n').map(|bytes| {
+                    Ok(
+                        parse_line(bytes, now)?
+                            .map(|line| line.map(|text| Text::new(text, &block))),
+                    )
+                }));
+                lines
+            })
+            .collect();
+        if sender.send(Ok(Parsed { block, lines })).is_err() || end_of_input {
+            return;
         }
     }
 }
@@ -253,286 +281,45 @@ fn parse_durability(text: &str) -> Outcome<Durability> {
     }
 }
 
-// ---- parsing ----
+// ---- parsed lines, carried to the applying thread ----
 
-/// One input object, as written. Unknown fields are refused, so a typo (`"stpe"`) is an error
-/// rather than a silently defaulted field.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    experiment: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    run: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    run_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    key: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    value: Option<Scalar<'a>>,
-    #[serde(default)]
-    step: Option<i64>,
-    #[serde(default)]
-    timestamp: Option<i64>,
-    #[serde(borrow, default)]
-    status: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    params: Option<BTreeMap<String, Scalar<'a>>>,
-    #[serde(borrow, default)]
-    tags: Option<BTreeMap<String, Scalar<'a>>>,
-    #[serde(borrow, default)]
-    parent: Option<Cow<'a, str>>,
+/// A string of a parsed line that can travel with its block to the applying thread: where it
+/// lies in the block (no allocation, the common case), or its own copy (a string with escapes,
+/// or a default that is not in the input).
+enum Text {
+    Span(usize, usize),
+    Owned(String),
 }
 
-/// A JSON number or string.
-enum Scalar<'a> {
-    Number(f64),
-    Text(Cow<'a, str>),
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = Scalar<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a number or a string")
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Number(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Number(v as f64))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Number(v as f64))
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Text(Cow::Owned(v)))
+impl Text {
+    fn new(text: Cow<'_, str>, block: &[u8]) -> Text {
+        if let Cow::Borrowed(borrowed) = &text {
+            // serde borrows straight from the input, so a borrowed string is a part of the
+            // block unless it is a static default; the range check tells which.
+            let at = (borrowed.as_ptr() as usize).wrapping_sub(block.as_ptr() as usize);
+            if at <= block.len() && borrowed.len() <= block.len() - at {
+                return Text::Span(at, at + borrowed.len());
             }
         }
-        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+        Text::Owned(text.into_owned())
     }
-}
 
-impl Scalar<'_> {
-    /// As a param or tag value: strings as they are, numbers in their shortest decimal form.
-    fn into_text(self) -> String {
+    /// The string, from the block it was parsed from.
+    fn get<'b>(&'b self, block: &'b [u8]) -> &'b str {
         match self {
-            Scalar::Text(text) => text.into_owned(),
-            Scalar::Number(number) => number.to_string(),
+            // The span came from a `&str` of this block, so it is in range and UTF-8.
+            Text::Span(start, end) => block
+                .get(*start..*end)
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .unwrap_or_default(),
+            Text::Owned(text) => text,
         }
     }
 }
 
-/// Which run a line is about.
-enum Target<'a> {
-    Named {
-        experiment: Cow<'a, str>,
-        run: Cow<'a, str>,
-    },
-    Id(RunId),
-}
-
-/// A validated line, ready to apply.
-enum Line<'a> {
-    Metric {
-        target: Target<'a>,
-        key: Cow<'a, str>,
-        value: f64,
-        step: i64,
-        timestamp_ms: i64,
-    },
-    Param {
-        target: Target<'a>,
-        key: Cow<'a, str>,
-        value: String,
-    },
-    Tag {
-        target: Target<'a>,
-        key: Cow<'a, str>,
-        value: String,
-    },
-    Status {
-        target: Target<'a>,
-        status: RunStatus,
-    },
-    Run {
-        experiment: Cow<'a, str>,
-        name: Cow<'a, str>,
-        parent: Option<Cow<'a, str>>,
-        params: Vec<(String, String)>,
-        tags: Vec<(String, String)>,
-    },
-}
-
-/// The experiment of a `run` line that names none.
-const DEFAULT_EXPERIMENT: &str = "Default";
-
-/// The run a line names: by name within `experiment`, or by id.
-fn target<'a>(
-    run: Option<Cow<'a, str>>,
-    run_id: Option<Cow<'a, str>>,
-    experiment: Cow<'a, str>,
-) -> Result<Target<'a>, String> {
-    match (run, run_id) {
-        (Some(_), Some(_)) => Err("give \"run\" or \"run_id\", not both".to_string()),
-        (None, None) => Err("needs \"run\" (a name) or \"run_id\"".to_string()),
-        (None, Some(id)) => Ok(Target::Id(id.parse::<RunId>().map_err(|e| e.to_string())?)),
-        (Some(run), None) => Ok(Target::Named { experiment, run }),
-    }
-}
-
-/// Parses and validates one line; `Ok(None)` for a blank one.
-fn parse_line(bytes: &[u8], now: i64) -> Result<Option<Line<'_>>, String> {
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let raw: Raw<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    let invalid = |e: runlog::Error| e.to_string();
-    let Raw {
-        kind,
-        experiment,
-        run,
-        run_id,
-        key,
-        value,
-        step,
-        timestamp,
-        status,
-        params,
-        tags,
-        parent,
-    } = raw;
-    let experiment = experiment.unwrap_or(Cow::Borrowed(DEFAULT_EXPERIMENT));
-    // A field the line's type does not use is refused, never silently dropped.
-    let used: &[&str] = match kind.as_ref() {
-        "metric" => &["run_id", "key", "value", "step", "timestamp"],
-        "param" | "tag" => &["run_id", "key", "value"],
-        "status" => &["run_id", "status"],
-        "run" => &["params", "tags", "parent"],
-        other => return Err(unknown_type(other)),
-    };
-    let present = [
-        ("run_id", run_id.is_some()),
-        ("key", key.is_some()),
-        ("value", value.is_some()),
-        ("step", step.is_some()),
-        ("timestamp", timestamp.is_some()),
-        ("status", status.is_some()),
-        ("params", params.is_some()),
-        ("tags", tags.is_some()),
-        ("parent", parent.is_some()),
-    ];
-    if let Some((field, _)) = present
-        .iter()
-        .find(|(field, present)| *present && !used.contains(field))
-    {
-        return Err(format!("\"{field}\" does not belong in a {kind:?} line"));
-    }
-    let need_key = |what: &str| -> Result<Cow<'_, str>, String> {
-        let key = key
-            .clone()
-            .ok_or_else(|| format!("a {what} line needs \"key\""))?;
-        validation::key(what, &key).map_err(invalid)?;
-        Ok(key)
-    };
-    let line = match kind.as_ref() {
-        "metric" => {
-            let key = need_key("metric")?;
-            let value = match value {
-                Some(Scalar::Number(n)) => n,
-                Some(Scalar::Text(text)) => match text.as_ref() {
-                    "NaN" => f64::NAN,
-                    "Infinity" => f64::INFINITY,
-                    "-Infinity" => f64::NEG_INFINITY,
-                    other => {
-                        return Err(format!(
-                            "metric value {other:?} is not a number, \"NaN\", \"Infinity\" or \"-Infinity\""
-                        ));
-                    }
-                },
-                None => return Err("a metric line needs \"value\"".into()),
-            };
-            Line::Metric {
-                target: target(run, run_id, experiment)?,
-                key,
-                value,
-                step: step.unwrap_or(0),
-                timestamp_ms: timestamp.unwrap_or(now),
-            }
-        }
-        "param" | "tag" => {
-            let what = kind.as_ref();
-            let key = need_key(what)?;
-            let value = value
-                .ok_or_else(|| format!("a {what} line needs \"value\""))?
-                .into_text();
-            let target = target(run, run_id, experiment)?;
-            if what == "param" {
-                validation::value("param", &key, &value, validation::PARAM_VALUE_CHARS_MAX)
-                    .map_err(invalid)?;
-                Line::Param { target, key, value }
-            } else {
-                validation::value("tag", &key, &value, validation::TAG_VALUE_CHARS_MAX)
-                    .map_err(invalid)?;
-                Line::Tag { target, key, value }
-            }
-        }
-        "status" => {
-            let status = match status.as_deref() {
-                Some("FINISHED") => RunStatus::Finished,
-                Some("FAILED") => RunStatus::Failed,
-                Some("KILLED") => RunStatus::Killed,
-                Some(other) => {
-                    return Err(format!(
-                        "status {other:?} is not FINISHED, FAILED or KILLED"
-                    ));
-                }
-                None => return Err("a status line needs \"status\"".into()),
-            };
-            Line::Status {
-                target: target(run, run_id, experiment)?,
-                status,
-            }
-        }
-        "run" => {
-            let name = run.ok_or("a run line needs \"run\" (its name)")?;
-            let checked = |what: &str, map: Option<BTreeMap<String, Scalar<'_>>>, max| {
-                map.unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let v = v.into_text();
-                        validation::key(what, &k).map_err(invalid)?;
-                        validation::value(what, &k, &v, max).map_err(invalid)?;
-                        Ok((k, v))
-                    })
-                    .collect::<Result<Vec<_>, String>>()
-            };
-            Line::Run {
-                experiment,
-                name,
-                parent,
-                params: checked("param", params, validation::PARAM_VALUE_CHARS_MAX)?,
-                tags: checked("tag", tags, validation::TAG_VALUE_CHARS_MAX)?,
-            }
-        }
-        other => return Err(unknown_type(other)),
-    };
-    Ok(Some(line))
-}
-
-fn unknown_type(kind: &str) -> String {
-    format!("unknown type {kind:?} (metric, param, tag, status or run)")
+/// `target` with its strings read from `block`.
+fn target_in<'b>(target: &'b Target<Text>, block: &'b [u8]) -> Target<&'b str> {
+    target.as_ref().map(|text| text.get(block))
 }
 
 // ---- applying ----
@@ -586,7 +373,8 @@ impl Ingest {
         }
     }
 
-    fn apply(&mut self, line: Line<'_>) -> runlog::Result<()> {
+    /// Applies `line`, parsed from `block`.
+    fn apply(&mut self, block: &[u8], line: Line<Text>) -> runlog::Result<()> {
         match line {
             Line::Metric {
                 target,
@@ -595,21 +383,24 @@ impl Ingest {
                 step,
                 timestamp_ms,
             } => {
-                self.with_run(target, |run| {
-                    run.log_metric_at(&key, value, step, timestamp_ms)
+                let key = key.get(block);
+                self.with_run(target_in(&target, block), |run| {
+                    run.log_metric_at(key, value, step, timestamp_ms)
                 })?;
                 self.metrics += 1;
             }
             Line::Param { target, key, value } => {
-                self.with_run(target, |run| run.log_param(&key, &value))?;
+                let key = key.get(block);
+                self.with_run(target_in(&target, block), |run| run.log_param(key, &value))?;
                 self.params += 1;
             }
             Line::Tag { target, key, value } => {
-                self.with_run(target, |run| run.set_tag(&key, &value))?;
+                let key = key.get(block);
+                self.with_run(target_in(&target, block), |run| run.set_tag(key, &value))?;
                 self.tags += 1;
             }
             Line::Status { target, status } => {
-                let id = self.resolve(target)?;
+                let id = self.resolve(target_in(&target, block))?;
                 match self.runs.remove(&id) {
                     Some(Slot::Open(run)) => run.end(status)?,
                     Some(Slot::Ended(_)) | None => self.store.resume_run(id)?.end(status)?,
@@ -624,19 +415,20 @@ impl Ingest {
                 params,
                 tags,
             } => {
-                let experiment = self.experiment(&experiment)?;
+                let name = name.get(block);
+                let experiment = self.experiment(experiment.get(block))?;
                 let parent = match parent {
-                    Some(parent) => Some(self.parent(experiment, &parent)?),
+                    Some(parent) => Some(self.parent(experiment, parent.get(block))?),
                     None => None,
                 };
-                let id = match self.named_run(experiment, &name) {
+                let id = match self.named_run(experiment, name) {
                     Some(id) if parent.is_some() => {
                         return Err(runlog::Error::InvalidInput(format!(
                             "run {name:?} already exists (run {id}); a parent can only be given when it is created"
                         )));
                     }
                     Some(id) => id,
-                    None => self.create(experiment, &name, parent)?,
+                    None => self.create(experiment, name, parent)?,
                 };
                 self.with_run(Target::Id(id), |run| {
                     for (k, v) in &tags {
@@ -708,14 +500,14 @@ impl Ingest {
         Ok(id)
     }
 
-    fn resolve(&mut self, target: Target<'_>) -> runlog::Result<RunId> {
+    fn resolve(&mut self, target: Target<&str>) -> runlog::Result<RunId> {
         match target {
             Target::Id(id) => Ok(id),
             Target::Named { experiment, run } => {
-                let experiment = self.experiment(&experiment)?;
-                match self.named_run(experiment, &run) {
+                let experiment = self.experiment(experiment)?;
+                match self.named_run(experiment, run) {
                     Some(id) => Ok(id),
-                    None => self.create(experiment, &run, None),
+                    None => self.create(experiment, run, None),
                 }
             }
         }
@@ -723,12 +515,12 @@ impl Ingest {
 
     fn with_run(
         &mut self,
-        target: Target<'_>,
+        target: Target<&str>,
         apply: impl FnOnce(&Run) -> runlog::Result<()>,
     ) -> runlog::Result<()> {
         // The hot path: a named run already open.
         if let Target::Named { experiment, run } = &target
-            && let Some(experiment) = self.experiments.get(experiment.as_ref())
+            && let Some(experiment) = self.experiments.get(*experiment)
             && let Some(id) = self.named_run(*experiment, run)
             && let Some(Slot::Open(run)) = self.runs.get(&id)
         {
