@@ -128,6 +128,15 @@ fn verify_segment(path: &Path, last: bool, report: &mut VerifyReport) {
     let salvaged = reader::scan_segment(&bytes, HEADER_BYTES, true, &mut |_, _| {});
     let (strict, salvaged) = match (strict, salvaged) {
         (Ok(strict), Ok(salvaged)) => (strict, salvaged),
+        (Err(_), _) if last && reader::never_written(&bytes) => {
+            // Created, and the crash came before its header was synced: readers take it as
+            // the chain's end, and recovery removes it when it repairs the writer.
+            report.notes.push(problem(
+                Some(0),
+                "unborn segment (created, never written)".into(),
+            ));
+            return;
+        }
         (Err((offset, kind)), _) | (_, Err((offset, kind))) => {
             report
                 .problems

@@ -32,7 +32,7 @@ pub(crate) fn store(
             "artifact path {path:?} has no folder"
         )));
     };
-    create_dirs(root, dir, storage)?;
+    create_dirs(dir, storage)?;
     // No replacing: a file at its final path always matches the one event that recorded it.
     publish(&final_path, storage, |temporary, file| {
         copy(source, temporary, file)

@@ -405,7 +405,7 @@ impl ManifestCache {
 /// Publishes `manifest` as its generation's file.
 pub fn store(root: &Path, manifest: &Manifest, storage: &dyn Storage) -> Result<()> {
     let dir = root.join(MANIFEST_DIR);
-    create_dirs(root, &dir, storage)?;
+    create_dirs(&dir, storage)?;
     let bytes = manifest.encode();
     publish(
         &path(root, manifest.generation),

@@ -446,13 +446,7 @@ fn write_file(
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns)
         .map_err(|e| Error::InvalidInput(format!("building a compacted file: {e}")))?;
-    let bytes = write_parquet(
-        root,
-        &root.join(relative),
-        &batch,
-        Layout::Compacted,
-        storage,
-    )?;
+    let bytes = write_parquet(&root.join(relative), &batch, Layout::Compacted, storage)?;
     let rows = rows as u64;
     let path = relative.to_string();
     Ok((

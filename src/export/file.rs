@@ -98,14 +98,13 @@ fn properties(layout: Layout) -> Result<WriterProperties> {
 
 /// Writes `batch` to `path` through a temporary name; returns the file's size.
 pub(crate) fn write(
-    root: &Path,
     path: &Path,
     batch: &RecordBatch,
     layout: Layout,
     storage: &dyn Storage,
 ) -> Result<u64> {
     if let Some(dir) = path.parent() {
-        create_dirs(root, dir, storage)?;
+        create_dirs(dir, storage)?;
     }
     let properties = properties(layout)?;
     // Never replacing: two exports racing into one folder fail rather than mix.

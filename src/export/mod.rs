@@ -78,13 +78,8 @@ impl Store {
                 dir.display()
             )));
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create export folder", dir, e))?;
         let storage = self.inner.options.storage.as_ref();
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            storage
-                .sync_dir(parent)
-                .map_err(|e| Error::io("fsync", parent, e))?;
-        }
+        crate::io::create_dirs(dir, storage)?;
         self.refresh()?;
         let mut report = ExportReport::default();
         let experiments = self.inner.catalog.experiments();
@@ -93,7 +88,7 @@ impl Store {
         report.orphan_points = tables.orphan_points;
         report.orphan_runs = tables.orphan_runs;
         let mut write = |path: PathBuf, batch: &RecordBatch, layout: file::Layout| -> Result<()> {
-            report.bytes += file::write(dir, &path, batch, layout, storage)?;
+            report.bytes += file::write(&path, batch, layout, storage)?;
             report.files.push(path);
             Ok(())
         };

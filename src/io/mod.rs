@@ -2,13 +2,16 @@
 //!
 //! Segment creation with real preallocated blocks, msync, fsync of files and directories,
 //! truncation, renames and removals. The engine never calls these OS functions directly, so
-//! tests can swap in [`FaultStorage`] to fail the Nth operation or return ENOSPC/EIO and check
-//! that the real code paths react correctly. Plain reads do not go through the seam: they
+//! tests can swap in [`FaultStorage`] to fail the Nth operation or return ENOSPC/EIO, and
+//! [`CrashStorage`] to simulate a power loss that keeps only what was synced (or a torn subset
+//! of the rest), and check that the real code paths react correctly. Plain reads do not go through the seam: they
 //! cannot lose data.
 
+mod crash;
 mod fault;
 mod publish;
 
+pub use crash::{CrashMode, CrashStorage};
 pub use fault::{FaultStorage, Operation};
 pub(crate) use publish::{create_dirs, publish};
 

@@ -139,7 +139,7 @@ impl Store {
     pub fn open_with(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
         if !options.read_only {
-            std::fs::create_dir_all(&root).map_err(|e| Error::io("create store", &root, e))?;
+            crate::io::create_dirs(&root, options.storage.as_ref())?;
         }
         let wal_dir = root.join(WAL_DIR);
         let log_options = LogOptions {

@@ -10,11 +10,17 @@
 //! cover everything this handle appended. The one exception: a lane whose thread panicked
 //! mid-append abandons its writer (see `lock_lane`), whose unsynced appends then survive a
 //! process crash but are covered by no later `flush`; reopening recovers them from disk.
+//!
+//! Invariant: once any writer of this handle is poisoned (a sync failed, so its unsynced
+//! appends may be lost), every later append, flush and close of the handle fails with that
+//! error. Letting another lane, or a fresh writer in the same lane, go on would make durable
+//! records that depend on lost ones (points of a run whose creation is gone). The deterministic
+//! simulation found exactly that after a failed msync during `compact`; reopen to go on.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::error::{Error, Result};
@@ -73,6 +79,11 @@ struct Inner {
     /// appends from other processes'.
     own_writers: Mutex<BTreeSet<WriterId>>,
     flusher: Mutex<Option<Periodic>>,
+    /// Set once a writer of this handle is poisoned; read on every append, written once, so
+    /// writers share its cache line read-only.
+    poisoned: AtomicBool,
+    /// The writer and the cause, for the error every later call returns.
+    poison: Mutex<Option<(WriterId, String)>>,
 }
 
 /// What reading a whole log found for one writer.
@@ -115,8 +126,7 @@ impl Log {
         let report = if options.read_only {
             RecoveryReport::default()
         } else {
-            std::fs::create_dir_all(&wal_dir)
-                .map_err(|e| Error::io("create directory", wal_dir.clone(), e))?;
+            crate::io::create_dirs(&wal_dir, options.storage.as_ref())?;
             recovery::recover(&wal_dir, options.storage.as_ref(), options.salvage)?
         };
         let lanes = (0..options.lanes).map(|_| Mutex::new(None)).collect();
@@ -130,6 +140,8 @@ impl Log {
             lanes,
             own_writers: Mutex::new(BTreeSet::new()),
             flusher: Mutex::new(None),
+            poisoned: AtomicBool::new(false),
+            poison: Mutex::new(None),
         });
         if let Some(interval) = interval {
             let weak = Arc::downgrade(&inner);
@@ -184,15 +196,36 @@ impl Log {
     /// Syncs every lane: when this returns `Ok`, everything appended through this handle before
     /// the call survives a power loss.
     pub fn flush(&self) -> Result<()> {
+        self.check_poison()?;
         let mut first_error = None;
         for lane in self.inner.lanes.iter() {
-            if let Some(writer) = lock_lane(lane).as_mut()
-                && let Err(error) = writer.flush()
-            {
-                first_error.get_or_insert(error);
+            if let Some(writer) = lock_lane(lane).as_mut() {
+                let flushed = writer.flush();
+                self.note_poison(writer);
+                if let Err(error) = flushed {
+                    first_error.get_or_insert(error);
+                }
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The poison error, if a writer of this handle was poisoned.
+    fn check_poison(&self) -> Result<()> {
+        if !self.inner.poisoned.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match lock(&self.inner.poison).as_ref() {
+            Some((writer, cause)) => Err(Error::Poisoned {
+                writer: *writer,
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn note_poison(&self, writer: &Writer) {
+        note_poison(&self.inner, writer);
     }
 
     /// Ids of every writer this handle created.
@@ -217,11 +250,28 @@ impl Log {
 
     /// Seals every lane's segment and releases its lock. Later appends start new writers.
     pub fn close(&self) -> Result<()> {
+        self.check_poison()?;
         let mut first_error = None;
         for lane in self.inner.lanes.iter() {
-            if let Some(writer) = lock_lane(lane).take()
+            let mut guard = lock_lane(lane);
+            let Some(writer) = guard.as_mut() else {
+                continue;
+            };
+            // Sync first, so that a failure poisons the handle before the lane can start a
+            // fresh writer.
+            let flushed = writer.flush();
+            self.note_poison(writer);
+            if let Err(error) = flushed {
+                first_error.get_or_insert(error);
+                continue;
+            }
+            if let Some(writer) = guard.take()
                 && let Err(error) = writer.close()
             {
+                // Sealing syncs again; a failure there poisons the writer as it goes.
+                if let Error::Poisoned { writer, cause } = &error {
+                    poison(&self.inner, *writer, cause);
+                }
                 first_error.get_or_insert(error);
             }
         }
@@ -255,6 +305,7 @@ impl Log {
         if self.inner.options.read_only {
             return Err(Error::ReadOnly);
         }
+        self.check_poison()?;
         let lane = &self.inner.lanes[lane_hint() % self.inner.lanes.len()];
         let mut guard = lock_lane(lane);
         let writer = match guard.as_mut() {
@@ -272,7 +323,11 @@ impl Log {
                 guard.insert(writer)
             }
         };
-        append(writer)
+        let result = append(writer);
+        if result.is_err() {
+            self.note_poison(writer);
+        }
+        result
     }
 }
 
@@ -324,9 +379,22 @@ fn flush_lanes(inner: &Weak<Inner>) -> bool {
     };
     for lane in inner.lanes.iter() {
         if let Some(writer) = lock_lane(lane).as_mut() {
-            // A failure poisons the writer; its next append reports it.
+            // A failure poisons the writer and the handle; the next call reports it.
             let _ = writer.flush();
+            note_poison(&inner, writer);
         }
     }
     true
+}
+
+/// Poisons the handle if `writer` is poisoned.
+fn note_poison(inner: &Inner, writer: &Writer) {
+    if let Some(cause) = writer.poison_cause() {
+        poison(inner, writer.id(), cause);
+    }
+}
+
+fn poison(inner: &Inner, writer: WriterId, cause: &str) {
+    lock(&inner.poison).get_or_insert_with(|| (writer, cause.to_string()));
+    inner.poisoned.store(true, Ordering::Release);
 }

@@ -392,7 +392,7 @@ fn read_segment(
 }
 
 /// A segment whose header is not valid and whose body is all zeros: created, never used.
-fn never_written(bytes: &[u8]) -> bool {
+pub(crate) fn never_written(bytes: &[u8]) -> bool {
     bytes
         .get(HEADER_BYTES..)
         .unwrap_or_default()

@@ -116,7 +116,7 @@ impl Writer {
                 options.segment_bytes
             )));
         }
-        std::fs::create_dir_all(wal_dir).map_err(|e| Error::io("create directory", wal_dir, e))?;
+        crate::io::create_dirs(wal_dir, storage.as_ref())?;
         let (id, lock_path, lock_file) = claim_writer_id(wal_dir)?;
         let mut writer = Writer {
             wal_dir: wal_dir.to_path_buf(),
@@ -151,6 +151,11 @@ impl Writer {
     /// Whether appends are refused after a failed sync.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_some()
+    }
+
+    /// Why the writer is poisoned, if it is.
+    pub fn poison_cause(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// Appends a metadata event. Metric points go through [`Writer::log_point`] and

@@ -13,6 +13,10 @@ mod compaction;
 mod export_parquet;
 mod query_history;
 mod query_search;
+#[cfg(feature = "parquet")]
+mod sim;
+#[cfg(feature = "parquet")]
+mod sim_regressions;
 mod tracking_api;
 mod tracking_model;
 mod tracking_multiprocess;
