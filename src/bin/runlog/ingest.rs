@@ -62,9 +62,10 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
             ..StoreOptions::default()
         },
     )?;
-    let (mut input, length): (Box<dyn Read + Send>, Option<u64>) = match &args.file {
+    let file = args.file.as_ref().filter(|path| path.as_os_str() != "-");
+    let stdin = file.is_none();
+    let (mut input, length): (Box<dyn Read + Send>, Option<u64>) = match file {
         None => (Box::new(std::io::stdin()), None),
-        Some(path) if path.as_os_str() == "-" => (Box::new(std::io::stdin()), None),
         Some(path) => {
             let file = std::fs::File::open(path)
                 .map_err(|e| Failure::Message(format!("open {}: {e}", path.display())))?;
@@ -80,7 +81,7 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
         // One parsed block in flight while another is applied: memory stays at about three
         // blocks whatever the input's size.
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Outcome<Parsed>>(1);
-        scope.spawn(move || read_and_parse(&mut *input, &sender));
+        scope.spawn(move || read_and_parse(&mut *input, stdin, &sender));
         let mut number = 1u64;
         for parsed in receiver {
             let Parsed { block, lines } = parsed?;
@@ -163,11 +164,15 @@ struct Parsed {
 
 /// Reads `input` in blocks of whole lines, parses each block in parallel, and sends it on,
 /// until the input ends, reading fails, or the receiver is gone (it stopped at a bad line).
-fn read_and_parse(input: &mut dyn Read, sender: &std::sync::mpsc::SyncSender<Outcome<Parsed>>) {
+fn read_and_parse(
+    input: &mut dyn Read,
+    stdin: bool,
+    sender: &std::sync::mpsc::SyncSender<Outcome<Parsed>>,
+) {
     let mut carry: Vec<u8> = Vec::new();
     loop {
         let mut block = std::mem::take(&mut carry);
-        let end_of_input = match fill(input, &mut block) {
+        let end_of_input = match fill(input, &mut block, stdin) {
             Ok(more) => !more,
             Err(failure) => {
                 let _ = sender.send(Err(failure));
@@ -239,7 +244,13 @@ fn pieces(block: &[u8], count: usize) -> Vec<&[u8]> {
 }
 
 /// Reads up to `BLOCK_BYTES` more into `block`; false at the end of the input.
-fn fill(input: &mut dyn Read, block: &mut Vec<u8>) -> Outcome<bool> {
+///
+/// From stdin, a block is handed on once it holds a whole line and either nothing more comes
+/// within `STDIN_PAUSE_MS` or it has been filling for `STDIN_LATENCY_MS`: a live producer's
+/// lines are applied (and acknowledged) within milliseconds rather than after 8 MiB more of
+/// them, while a bulk pipe still fills blocks of megabytes.
+fn fill(input: &mut dyn Read, block: &mut Vec<u8>, stdin: bool) -> Outcome<bool> {
+    let started = Instant::now();
     let target = block.len() + BLOCK_BYTES;
     block.reserve(BLOCK_BYTES);
     while block.len() < target {
@@ -250,7 +261,16 @@ fn fill(input: &mut dyn Read, block: &mut Vec<u8>) -> Outcome<bool> {
                 block.truncate(start);
                 return Ok(false);
             }
-            Ok(n) => block.truncate(start + n),
+            Ok(n) => {
+                block.truncate(start + n);
+                if stdin
+                    && start + n < target
+                    && block[start..].contains(&b'\n')
+                    && (started.elapsed() >= STDIN_LATENCY || !stdin_ready())
+                {
+                    return Ok(true);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => block.truncate(start),
             Err(e) => {
                 block.truncate(start);
@@ -259,6 +279,24 @@ fn fill(input: &mut dyn Read, block: &mut Vec<u8>) -> Outcome<bool> {
         }
     }
     Ok(true)
+}
+
+/// How long a short read from stdin waits for more before handing its lines on.
+const STDIN_PAUSE_MS: i32 = 5;
+
+/// How long a block from stdin may keep filling once it holds a whole line.
+const STDIN_LATENCY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Whether stdin has bytes to read within `STDIN_PAUSE_MS`.
+fn stdin_ready() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd and a count of one; poll only writes `revents`.
+    let ready = unsafe { libc::poll(&mut fd, 1, STDIN_PAUSE_MS) };
+    ready > 0
 }
 
 fn writeln_ack(context: &mut Context, number: u64) -> Outcome {
