@@ -11,6 +11,10 @@ mod util;
 mod cli;
 mod compaction;
 mod export_parquet;
+#[cfg(feature = "parquet")]
+mod fixtures;
+#[cfg(feature = "cli")]
+mod processes;
 mod query_history;
 mod query_search;
 #[cfg(feature = "parquet")]
