@@ -1,0 +1,143 @@
+//! Opens the checked-in stores of `tests/fixtures/` (see its README): a store written in a
+//! released format must keep opening, with the same contents, and damage to one must keep
+//! being reported with its file and offset.
+
+use std::path::{Path, PathBuf};
+
+use runlog::{Error, RunStatus, Store, StoreOptions, ViewType};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/store-v2")
+        .join(name)
+}
+
+fn read_only(root: &Path) -> runlog::Result<Store> {
+    Store::open_with(
+        root,
+        StoreOptions {
+            read_only: true,
+            ..StoreOptions::default()
+        },
+    )
+}
+
+/// A copy of a fixture in a temporary folder, so that opening it for writing leaves the
+/// checked-in files as they are.
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn check_contents(store: &Store) {
+    let experiments = store.experiments(ViewType::All).unwrap();
+    let mut names: Vec<&str> = experiments.iter().map(|e| e.name.as_str()).collect();
+    names.retain(|name| *name != "later");
+    names.sort();
+    assert_eq!(names, ["demo-sweep", "fixture"]);
+
+    let sweep = store.experiment_by_name("demo-sweep").unwrap().unwrap();
+    let runs = store.runs(sweep.id, ViewType::All).unwrap();
+    assert_eq!(runs.len(), 3);
+    for run in &runs {
+        assert_eq!(run.metrics.len(), 2, "run {}", run.info.name);
+        for (key, summary) in &run.metrics {
+            assert_eq!(summary.count, 40, "run {} key {key}", run.info.name);
+            let history = store.history(run.info.id, key, ..).unwrap();
+            assert_eq!(history.len(), 40, "run {} key {key}", run.info.name);
+        }
+    }
+
+    let fixture = store.experiment_by_name("fixture").unwrap().unwrap();
+    let runs = store.runs(fixture.id, ViewType::All).unwrap();
+    assert_eq!(runs.len(), 1);
+    let tail = &runs[0];
+    assert_eq!(tail.info.name, "tail");
+    assert_eq!(tail.info.status, RunStatus::Finished);
+    assert_eq!(tail.params["lr"], "0.5");
+    assert_eq!(tail.tags["note"], "uncompacted");
+    let history = store.history(tail.info.id, "loss", ..).unwrap();
+    let points: Vec<(i64, i64, f64)> = (0..history.len())
+        .map(|i| history.point(i).unwrap())
+        .map(|p| (p.step, p.timestamp_ms, p.value))
+        .collect();
+    assert_eq!(
+        points,
+        [(1, 1_700_000_000_000, 0.75), (2, 1_700_000_001_000, 0.5)]
+    );
+}
+
+#[test]
+fn the_checked_in_store_opens_with_its_contents() {
+    let valid = fixture("valid");
+    let report = runlog::verify::verify(&valid).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.compacted_files, 1);
+    check_contents(&read_only(&valid).unwrap());
+}
+
+#[test]
+fn the_checked_in_store_takes_new_writes_and_compacts() {
+    let dir = tempfile::tempdir().unwrap();
+    copy(&fixture("valid"), dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    check_contents(&store);
+    let experiment = store.get_or_create_experiment("later").unwrap().id;
+    let run = store
+        .start_run(experiment, runlog::RunOptions::default())
+        .unwrap();
+    run.log_metric("loss", 1.0, 0).unwrap();
+    run.finish().unwrap();
+    store.compact().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    check_contents(&store);
+    assert_eq!(store.experiments(ViewType::All).unwrap().len(), 3);
+}
+
+/// Damage is reported naming the damaged file and where in it; nothing panics.
+#[test]
+fn the_corrupted_copies_are_errors_naming_the_file_and_offset() {
+    for (name, file, offset) in [
+        (
+            "corrupt-segment",
+            "wal/68815f475726524a-0000000000.wal",
+            1000,
+        ),
+        ("corrupt-manifest", "manifest/0000000001.manifest", 0),
+    ] {
+        let root = fixture(name);
+        let damaged = root.join(file);
+        let report = runlog::verify::verify(&root).unwrap();
+        assert_eq!(report.problems.len(), 1, "{name}: {:?}", report.problems);
+        assert_eq!(report.problems[0].path, damaged, "{name}");
+        assert_eq!(report.problems[0].offset, Some(offset), "{name}");
+
+        let error = read_only(&root)
+            .and_then(|store| {
+                // Opening may defer reading the damaged part; a full read must reach it.
+                for experiment in store.experiments(ViewType::All)? {
+                    for run in store.runs(experiment.id, ViewType::All)? {
+                        for key in run.metrics.keys() {
+                            store.history(run.info.id, key, ..)?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .expect_err(name);
+        match &error {
+            Error::Corrupt(corruption) => assert_eq!(corruption.path, damaged, "{name}: {error}"),
+            other => panic!("{name}: expected a corruption error, got {other}"),
+        }
+        assert!(error.to_string().contains(file), "{name}: {error}");
+    }
+}
