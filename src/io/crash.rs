@@ -111,7 +111,8 @@ impl CrashStorage {
         });
     }
 
-    /// Crashes now, between operations, writing the surviving store into `into`.
+    /// Crashes now, between operations, writing the surviving store into `into` (which must
+    /// not exist).
     pub fn crash_now(&self, into: &Path, mode: CrashMode) -> io::Result<()> {
         let mut state = self.lock();
         state.crashed = true;
@@ -147,7 +148,7 @@ impl CrashStorage {
             return Err(dead());
         }
         if let Some(plan) = state.plan.take() {
-            if plan.at_operation == index {
+            if plan.at_operation <= index {
                 state.crashed = true;
                 self.write_image(&state, &plan.into, plan.mode)?;
                 return Err(dead());
@@ -164,6 +165,8 @@ impl CrashStorage {
             CrashMode::Synced => None,
             CrashMode::Torn { seed } => Some(SplitMix(seed)),
         };
+        // A fresh folder: an image written over an older one would mix two crashes.
+        std::fs::create_dir(into)?;
         write_dir(&self.root, Path::new(""), into, state, &mut rng)
     }
 }
@@ -307,20 +310,32 @@ impl SplitMix {
 
 impl Storage for CrashStorage {
     fn create_preallocated(&self, path: &Path, bytes: u64) -> io::Result<File> {
-        // A new file is durable only once synced and named by a synced folder.
-        self.operate(|s| s.create_preallocated(path, bytes), |_, _| Ok(()))
+        // A new file is durable only once synced and named by a synced folder. Any image
+        // left under its identity (an inode reused where there is no birth time) is not its.
+        self.operate(
+            |s| s.create_preallocated(path, bytes),
+            |state, _| {
+                state.images.remove(&file_id(path)?);
+                Ok(())
+            },
+        )
     }
 
     fn sync_map(&self, path: &Path, map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
         self.operate(
             |s| s.sync_map(path, map, offset, len),
             |state, _| {
+                let range = offset
+                    .checked_add(len)
+                    .and_then(|end| map.get(offset..end).map(|bytes| (end, bytes)));
+                let Some((end, bytes)) = range else {
+                    return Err(io::Error::from_raw_os_error(libc::EINVAL));
+                };
                 let image = state.images.entry(file_id(path)?).or_default();
-                let end = offset + len;
                 if image.len() < end {
                     image.resize(end, 0);
                 }
-                image[offset..end].copy_from_slice(&map[offset..end]);
+                image[offset..end].copy_from_slice(bytes);
                 Ok(())
             },
         )

@@ -13,9 +13,11 @@
 //!
 //! Invariant: once any writer of this handle is poisoned (a sync failed, so its unsynced
 //! appends may be lost), every later append, flush and close of the handle fails with that
-//! error. Letting another lane, or a fresh writer in the same lane, go on would make durable
-//! records that depend on lost ones (points of a run whose creation is gone). The deterministic
-//! simulation found exactly that after a failed msync during `compact`; reopen to go on.
+//! error, no other lane is synced (not by `flush`, the flusher thread or `close`), and
+//! dropping the handle abandons its writers unsealed. Letting another lane, or a fresh writer
+//! in the same lane, go on would make durable records that depend on lost ones (points of a
+//! run whose creation is gone). The deterministic simulation found exactly that after a failed
+//! msync during `compact`; reopen to go on.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -196,18 +198,17 @@ impl Log {
     /// Syncs every lane: when this returns `Ok`, everything appended through this handle before
     /// the call survives a power loss.
     pub fn flush(&self) -> Result<()> {
-        self.check_poison()?;
-        let mut first_error = None;
         for lane in self.inner.lanes.iter() {
-            if let Some(writer) = lock_lane(lane).as_mut() {
+            // Checked before each lane: once one writer is poisoned, syncing the others could
+            // make durable what depends on its lost appends.
+            self.check_poison()?;
+            if let Some(writer) = lock_lane(&self.inner, lane).as_mut() {
                 let flushed = writer.flush();
                 self.note_poison(writer);
-                if let Err(error) = flushed {
-                    first_error.get_or_insert(error);
-                }
+                flushed?;
             }
         }
-        first_error.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// The poison error, if a writer of this handle was poisoned.
@@ -237,7 +238,7 @@ impl Log {
     pub fn stats(&self) -> WriterStats {
         let mut total = WriterStats::default();
         for lane in self.inner.lanes.iter() {
-            if let Some(writer) = lock_lane(lane).as_ref() {
+            if let Some(writer) = lock_lane(&self.inner, lane).as_ref() {
                 let stats = writer.stats();
                 total.records += stats.records;
                 total.points += stats.points;
@@ -250,10 +251,10 @@ impl Log {
 
     /// Seals every lane's segment and releases its lock. Later appends start new writers.
     pub fn close(&self) -> Result<()> {
-        self.check_poison()?;
         let mut first_error = None;
         for lane in self.inner.lanes.iter() {
-            let mut guard = lock_lane(lane);
+            self.check_poison()?;
+            let mut guard = lock_lane(&self.inner, lane);
             let Some(writer) = guard.as_mut() else {
                 continue;
             };
@@ -282,7 +283,7 @@ impl Log {
     #[doc(hidden)]
     pub fn abandon(&self) {
         for lane in self.inner.lanes.iter() {
-            if let Some(writer) = lock_lane(lane).take() {
+            if let Some(writer) = lock_lane(&self.inner, lane).take() {
                 writer.abandon();
             }
         }
@@ -307,7 +308,7 @@ impl Log {
         }
         self.check_poison()?;
         let lane = &self.inner.lanes[lane_hint() % self.inner.lanes.len()];
-        let mut guard = lock_lane(lane);
+        let mut guard = lock_lane(&self.inner, lane);
         let writer = match guard.as_mut() {
             Some(writer) => writer,
             None => {
@@ -354,12 +355,15 @@ pub fn read_dir(
 /// Locks a lane. If a thread panicked while appending, the in-memory writer state may be
 /// inconsistent with the disk, so it is abandoned without sealing (its lock file stays, and the
 /// next open repairs the chain from what is on disk) and the lane starts a fresh writer.
-fn lock_lane(lane: &Mutex<Option<Writer>>) -> MutexGuard<'_, Option<Writer>> {
+fn lock_lane<'a>(inner: &Inner, lane: &'a Mutex<Option<Writer>>) -> MutexGuard<'a, Option<Writer>> {
     match lane.lock() {
         Ok(guard) => guard,
         Err(poisoned) => {
             let mut guard = poisoned.into_inner();
             if let Some(writer) = guard.take() {
+                // Its unsynced appends are covered by no later flush: the handle stops, as
+                // after a failed sync.
+                poison(inner, writer.id(), "a thread panicked while appending");
                 std::mem::forget(writer);
             }
             lane.clear_poison();
@@ -378,13 +382,32 @@ fn flush_lanes(inner: &Weak<Inner>) -> bool {
         return false;
     };
     for lane in inner.lanes.iter() {
-        if let Some(writer) = lock_lane(lane).as_mut() {
+        if inner.poisoned.load(Ordering::Acquire) {
+            // Syncing other lanes now could make durable what depends on lost appends.
+            break;
+        }
+        if let Some(writer) = lock_lane(&inner, lane).as_mut() {
             // A failure poisons the writer and the handle; the next call reports it.
             let _ = writer.flush();
             note_poison(&inner, writer);
         }
     }
     true
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A healthy writer seals itself when dropped, which syncs it. After a poisoning that
+        // could make durable what depends on lost appends, so every writer is let go as a
+        // crash would; the next open repairs their chains from disk.
+        if self.poisoned.load(Ordering::Acquire) {
+            for lane in self.lanes.iter() {
+                if let Some(writer) = lock_lane(self, lane).take() {
+                    writer.abandon();
+                }
+            }
+        }
+    }
 }
 
 /// Poisons the handle if `writer` is poisoned.
