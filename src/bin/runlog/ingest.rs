@@ -77,11 +77,12 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
     let started = Instant::now();
     let mut ingest = Ingest::new(store);
     let mut failure = None;
-    std::thread::scope(|scope| -> Outcome {
-        // One parsed block in flight while another is applied: memory stays at about three
-        // blocks whatever the input's size.
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Outcome<Parsed>>(1);
-        scope.spawn(move || read_and_parse(&mut *input, stdin, &sender));
+    // One parsed block in flight while another is applied: memory stays at about three blocks
+    // whatever the input's size. The reader is not joined: when applying stops early it may be
+    // blocked reading an idle stdin, and it ends with the process.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Outcome<Parsed>>(1);
+    std::thread::spawn(move || read_and_parse(&mut *input, stdin, &sender));
+    let applied = (|| -> Outcome {
         let mut number = 1u64;
         for parsed in receiver {
             let Parsed { block, lines } = parsed?;
@@ -104,7 +105,6 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
                         ingest.errors += 1;
                         let report = format!("line {this}: {message}");
                         if args.on_error == OnError::Stop {
-                            // Dropping the receiver stops the reader at its next block.
                             failure = Some(report);
                             return Ok(());
                         }
@@ -114,9 +114,13 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
             }
         }
         Ok(())
-    })?;
+    })();
     bar.finish_and_clear();
-    let summary = ingest.finish()?;
+    // On every way out, runs are let go as their lines left them (not ended as KILLED by
+    // their handles' drop), and what was applied is flushed.
+    let summary = ingest.finish();
+    applied?;
+    let summary = summary?;
     let seconds = started.elapsed().as_secs_f64();
     let mut table = Table::new([
         "lines",
@@ -251,34 +255,32 @@ fn pieces(block: &[u8], count: usize) -> Vec<&[u8]> {
 /// them, while a bulk pipe still fills blocks of megabytes.
 fn fill(input: &mut dyn Read, block: &mut Vec<u8>, stdin: bool) -> Outcome<bool> {
     let started = Instant::now();
-    let target = block.len() + BLOCK_BYTES;
-    block.reserve(BLOCK_BYTES);
-    while block.len() < target {
-        let start = block.len();
-        block.resize(target, 0);
-        match input.read(&mut block[start..]) {
-            Ok(0) => {
-                block.truncate(start);
-                return Ok(false);
-            }
+    let mut filled = block.len();
+    let mut whole_line = block.contains(&b'\n');
+    // Zeroed once per block, not per read: a pipe gives at most 64 KiB a read.
+    block.resize(filled + BLOCK_BYTES, 0);
+    let more = loop {
+        match input.read(&mut block[filled..]) {
+            Ok(0) => break false,
             Ok(n) => {
-                block.truncate(start + n);
-                if stdin
-                    && start + n < target
-                    && block[start..].contains(&b'\n')
-                    && (started.elapsed() >= STDIN_LATENCY || !stdin_ready())
-                {
-                    return Ok(true);
+                whole_line = whole_line || block[filled..filled + n].contains(&b'\n');
+                filled += n;
+                if filled == block.len() {
+                    break true;
+                }
+                if stdin && whole_line && (started.elapsed() >= STDIN_LATENCY || !stdin_ready()) {
+                    break true;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => block.truncate(start),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                block.truncate(start);
+                block.truncate(filled);
                 return Err(Failure::Message(format!("read input: {e}")));
             }
         }
-    }
-    Ok(true)
+    };
+    block.truncate(filled);
+    Ok(more)
 }
 
 /// How long a short read from stdin waits for more before handing its lines on.
