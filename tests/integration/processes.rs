@@ -222,7 +222,7 @@ fn eight_writer_processes_a_compactor_and_readers_lose_and_duplicate_nothing() {
         let opened = Store::open(&store).unwrap();
         opened.get_or_create_experiment("crash").unwrap();
     }
-    let mut writers: Vec<Child> = (0..WRITERS)
+    let writers: Vec<Child> = (0..WRITERS)
         .map(|writer| {
             let input = dir.path().join(format!("w{writer}.jsonl"));
             let mut text = String::new();
@@ -281,9 +281,13 @@ fn eight_writer_processes_a_compactor_and_readers_lose_and_duplicate_nothing() {
             })
         })
         .collect();
-    for writer in &mut writers {
-        let output = writer.wait().unwrap();
-        assert!(output.success(), "a writer failed: {output:?}");
+    for writer in writers {
+        let output = writer.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "a writer failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     stop.store(true, Ordering::Relaxed);
     compactor.join().unwrap();

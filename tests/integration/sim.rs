@@ -89,6 +89,8 @@ struct Sim {
     /// A `start_run` failed: a run the model does not know may exist.
     unknown_runs_possible: bool,
     next_step: BTreeMap<(RunId, &'static str), i64>,
+    /// The mode of the planned power loss, for the totals.
+    planned: Option<CrashMode>,
     stats: Stats,
 }
 
@@ -131,6 +133,7 @@ impl Sim {
             failed: false,
             unknown_runs_possible: false,
             next_step: BTreeMap::new(),
+            planned: None,
             stats: Stats::default(),
         };
         sim.open_store("first open");
@@ -160,23 +163,20 @@ impl Sim {
         self.store = Some(store);
     }
 
-    /// Marks everything written so far as acknowledged (a `flush` returned `Ok`).
+    /// Marks everything written so far whose call returned `Ok` as acknowledged (a `flush`
+    /// returned `Ok`: after a failure the handle is poisoned and flushes fail, unless the
+    /// failure lost nothing).
     fn ack_all(&mut self) {
+        fn ack<T>(written: &mut Written<T>) {
+            written.acked |= !written.failed;
+        }
         for run in self.model.values_mut() {
             run.acked = true;
-            for points in run.points.values_mut() {
-                points.iter_mut().for_each(|p| p.acked = true);
-            }
-            run.params.values_mut().for_each(|p| p.acked = true);
-            for tags in run.tags.values_mut() {
-                tags.iter_mut().for_each(|t| t.acked = true);
-            }
-            if let Some(finished) = &mut run.finished {
-                finished.acked = true;
-            }
-            if let Some(deleted) = &mut run.deleted {
-                deleted.acked = true;
-            }
+            run.points.values_mut().flatten().for_each(ack);
+            run.params.values_mut().for_each(ack);
+            run.tags.values_mut().flatten().for_each(ack);
+            run.finished.iter_mut().for_each(ack);
+            run.deleted.iter_mut().for_each(ack);
         }
     }
 
@@ -410,10 +410,7 @@ impl Sim {
 
     fn flush(&mut self) {
         match self.store().flush() {
-            Ok(()) if !self.failed => self.ack_all(),
-            // After a failure a flush may succeed for lanes that still work while a poisoned
-            // one lost its buffer: it acknowledges nothing.
-            Ok(()) => {}
+            Ok(()) => self.ack_all(),
             Err(error) => self.failure("flush", error),
         }
     }
@@ -456,10 +453,11 @@ impl Sim {
             Operation::SyncFile,
             Operation::SyncDir,
             Operation::Create,
-            Operation::Rename,
             Operation::Link,
             Operation::SetLen,
-        ][self.rng.below(7) as usize];
+            Operation::Remove,
+            Operation::WriteAt,
+        ][self.rng.below(8) as usize];
         let errno = if self.rng.below(2) == 0 {
             libc::EIO
         } else {
@@ -478,9 +476,7 @@ impl Sim {
                 seed: self.rng.next_u64(),
             }
         };
-        if matches!(mode, CrashMode::Torn { .. }) {
-            self.stats.torn_crashes += 1;
-        }
+        self.planned = Some(mode);
         let into = self
             .base
             .path()
@@ -505,6 +501,9 @@ impl Sim {
     /// Power loss: the store comes back from the crash image.
     fn recover_from_crash(&mut self) {
         self.stats.crashes += 1;
+        if matches!(self.planned.take(), Some(CrashMode::Torn { .. })) {
+            self.stats.torn_crashes += 1;
+        }
         self.drop_handles();
         self.generation += 1;
         self.root = self.base.path().join(format!("gen-{}", self.generation));
@@ -522,6 +521,11 @@ impl Sim {
             if let Err(error) = self.store().flush() {
                 self.failure("flush before restart", error);
             }
+            if self.crash.crashed() {
+                // A planned power loss struck during that flush.
+                self.stats.restarts -= 1;
+                return self.recover_from_crash();
+            }
         }
         let clean = clean && !self.failed;
         self.drop_handles();
@@ -531,6 +535,8 @@ impl Sim {
     }
 
     fn fresh_storage(&mut self) {
+        // Faults that struck (a planned one may never be reached).
+        self.stats.faults_injected += self.faults.injected();
         self.faults = Arc::new(FaultStorage::new());
         self.crash = Arc::new(CrashStorage::new(&self.root, self.faults.clone()).unwrap());
         self.failed = false;
@@ -746,6 +752,7 @@ fn run_seed(seed: u64, stats: &mut Stats) {
     // A last power loss with nothing synced since the last check, then a clean restart.
     let into = sim.base.path().join(format!("gen-{}", sim.generation + 1));
     sim.crash.crash_now(&into, CrashMode::Synced).unwrap();
+    sim.planned = Some(CrashMode::Synced);
     sim.recover_from_crash();
     sim.restart();
     let s = &sim.stats;
