@@ -330,12 +330,16 @@ impl Sim {
         let key = format!("t{}", self.rng.below(3));
         let value = format!("v{}", self.rng.below(1000));
         let result = self.open[&id].set_tag(&key, &value);
+        if debug() {
+            eprintln!("  set_tag {id} {key}={value}: {result:?}");
+        }
         let acked = result.is_ok() && self.sync();
+        let failed = result.is_err();
         let run = self.model.get_mut(&id).unwrap();
         run.tags.entry(key).or_default().push(Written {
             value,
             acked,
-            failed: false,
+            failed,
         });
         if let Err(error) = result {
             self.failure("set_tag", error);
@@ -358,7 +362,7 @@ impl Sim {
             Written {
                 value,
                 acked,
-                failed: false,
+                failed: result.is_err(),
             },
         );
         if let Err(error) = result {
@@ -376,7 +380,7 @@ impl Sim {
         self.model.get_mut(&id).unwrap().finished = Some(Written {
             value: (),
             acked,
-            failed: false,
+            failed: result.is_err(),
         });
         if let Err(error) = result {
             self.failure("finish", error);
@@ -401,7 +405,7 @@ impl Sim {
         self.model.get_mut(&id).unwrap().deleted = Some(Written {
             value: (),
             acked,
-            failed: false,
+            failed: result.is_err(),
         });
         if let Err(error) = result {
             self.failure("delete_run", error);
@@ -417,7 +421,11 @@ impl Sim {
 
     fn compact(&mut self) {
         self.stats.compactions += 1;
-        if let Err(error) = self.store().compact() {
+        let result = self.store().compact();
+        if debug() {
+            eprintln!("  compact: {result:?}");
+        }
+        if let Err(error) = result {
             self.failure("compact", error);
         }
     }
@@ -662,7 +670,10 @@ impl Sim {
                     None => {
                         assert!(
                             from.is_none() && !everything,
-                            "{context}: run {id}: acknowledged tag {key} is gone"
+                            "{context}: run {id}: acknowledged tag {key} is gone (written {:?}, \
+                             present {:?}, clean restart {everything})",
+                            values,
+                            view.tags
                         );
                         values.clear();
                     }
