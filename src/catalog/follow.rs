@@ -34,6 +34,8 @@ pub(crate) struct Follower {
     tail: Tail,
     keys: KeyMap,
     generation: u64,
+    /// The metadata chains of the newest manifest taken in: their events are copies (`lww`).
+    chains: BTreeSet<WriterId>,
 }
 
 impl Follower {
@@ -44,6 +46,7 @@ impl Follower {
             tail: Tail::new(wal_dir),
             keys: KeyMap::default(),
             generation: 0,
+            chains: BTreeSet::new(),
         }
     }
 
@@ -104,10 +107,12 @@ impl Follower {
                     }
                 }
                 self.generation = manifest.generation;
+                self.chains = manifest.metadata.clone();
             }
-            let keys = &mut self.keys;
+            let (keys, chains) = (&mut self.keys, &self.chains);
             self.tail.poll_except(own, &mut |writer, event| {
-                catalog.apply_foreign(keys, writer, event, staged.as_deref_mut())
+                let copy = chains.contains(&writer);
+                catalog.apply_foreign(keys, writer, event, copy, staged.as_deref_mut())
             })?;
             if manifest::newest_generation(&self.root)? == self.generation {
                 return Ok(());

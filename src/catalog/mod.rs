@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use lww::Lww;
+use lww::{Lww, Stamp};
 
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::wal::writer::FastHash;
@@ -274,6 +274,7 @@ impl Catalog {
         keys: &mut KeyMap,
         writer: WriterId,
         event: Event,
+        copy: bool,
         staged: Option<&mut Staged>,
     ) {
         match event {
@@ -281,7 +282,7 @@ impl Catalog {
                 self.define_key(keys, writer, run, key_id, &key);
             }
             Event::Metrics(batch) => self.apply_batch(keys, writer, &batch, staged),
-            other => self.apply(&other),
+            other => self.apply_ranked(&other, copy),
         }
     }
 
@@ -375,6 +376,12 @@ impl Catalog {
 
     /// Applies a metadata event (this handle's own, or another writer's).
     pub fn apply(&self, event: &Event) {
+        self.apply_ranked(event, false);
+    }
+
+    /// Applies `event`; `copy` if it was read from a metadata chain (see `lww`).
+    pub fn apply_ranked(&self, event: &Event, copy: bool) {
+        let at = |time_ms: i64| Stamp { time_ms, copy };
         match event {
             Event::ExperimentCreated {
                 experiment,
@@ -384,8 +391,8 @@ impl Catalog {
                 self.with_experiment(*experiment, *time_ms, |e| {
                     e.creation_time_ms =
                         Some(e.creation_time_ms.map_or(*time_ms, |t| t.min(*time_ms)));
-                    lww::set(&mut e.name, *time_ms, name.clone());
-                    lww::set(&mut e.lifecycle, i64::MIN, LifecycleStage::Active);
+                    lww::set(&mut e.name, at(*time_ms), name.clone());
+                    lww::set(&mut e.lifecycle, at(i64::MIN), LifecycleStage::Active);
                 });
             }
             Event::ExperimentRenamed {
@@ -394,7 +401,7 @@ impl Catalog {
                 name,
             } => {
                 self.with_experiment(*experiment, *time_ms, |e| {
-                    lww::set(&mut e.name, *time_ms, name.clone())
+                    lww::set(&mut e.name, at(*time_ms), name.clone())
                 });
             }
             Event::ExperimentDeleted {
@@ -402,7 +409,7 @@ impl Catalog {
                 time_ms,
             } => {
                 self.with_experiment(*experiment, *time_ms, |e| {
-                    lww::set(&mut e.lifecycle, *time_ms, LifecycleStage::Deleted);
+                    lww::set(&mut e.lifecycle, at(*time_ms), LifecycleStage::Deleted);
                 });
             }
             Event::ExperimentRestored {
@@ -410,7 +417,7 @@ impl Catalog {
                 time_ms,
             } => {
                 self.with_experiment(*experiment, *time_ms, |e| {
-                    lww::set(&mut e.lifecycle, *time_ms, LifecycleStage::Active);
+                    lww::set(&mut e.lifecycle, at(*time_ms), LifecycleStage::Active);
                 });
             }
             Event::ExperimentTagSet {
@@ -420,7 +427,7 @@ impl Catalog {
                 value,
             } => {
                 self.with_experiment(*experiment, *time_ms, |e| {
-                    set_tag(&mut e.tags, key, *time_ms, Some(value.clone()));
+                    set_tag(&mut e.tags, key, at(*time_ms), Some(value.clone()));
                 });
             }
             Event::ExperimentTagDeleted {
@@ -429,7 +436,7 @@ impl Catalog {
                 key,
             } => {
                 self.with_experiment(*experiment, *time_ms, |e| {
-                    set_tag(&mut e.tags, key, *time_ms, None)
+                    set_tag(&mut e.tags, key, at(*time_ms), None)
                 });
             }
             Event::RunCreated {
@@ -445,9 +452,9 @@ impl Catalog {
                         start_time_ms: *time_ms,
                         parent: *parent,
                     });
-                    lww::set(&mut m.name, *time_ms, name.clone());
-                    lww::set(&mut m.status, *time_ms, (RunStatus::Running, None));
-                    lww::set(&mut m.lifecycle, i64::MIN, LifecycleStage::Active);
+                    lww::set(&mut m.name, at(*time_ms), name.clone());
+                    lww::set(&mut m.status, at(*time_ms), (RunStatus::Running, None));
+                    lww::set(&mut m.lifecycle, at(i64::MIN), LifecycleStage::Active);
                 });
             }
             Event::RunStatusChanged {
@@ -457,17 +464,17 @@ impl Catalog {
                 end_time_ms,
             } => {
                 self.with_run(*run, |m| {
-                    lww::set(&mut m.status, *time_ms, (*status, *end_time_ms))
+                    lww::set(&mut m.status, at(*time_ms), (*status, *end_time_ms))
                 });
             }
             Event::RunDeleted { run, time_ms } => {
                 self.with_run(*run, |m| {
-                    lww::set(&mut m.lifecycle, *time_ms, LifecycleStage::Deleted)
+                    lww::set(&mut m.lifecycle, at(*time_ms), LifecycleStage::Deleted)
                 });
             }
             Event::RunRestored { run, time_ms } => {
                 self.with_run(*run, |m| {
-                    lww::set(&mut m.lifecycle, *time_ms, LifecycleStage::Active)
+                    lww::set(&mut m.lifecycle, at(*time_ms), LifecycleStage::Active)
                 });
             }
             Event::ParamLogged {
@@ -480,10 +487,10 @@ impl Catalog {
                     // The earliest value is the param's value: later different ones were
                     // refused by their writer, or lost a race it could not see.
                     Some(existing) if existing.time_ms <= *time_ms => {}
-                    Some(existing) => *existing = Lww::new(*time_ms, value.clone()),
+                    Some(existing) => *existing = Lww::new(at(*time_ms), value.clone()),
                     None => {
                         m.params
-                            .insert(key.clone(), Lww::new(*time_ms, value.clone()));
+                            .insert(key.clone(), Lww::new(at(*time_ms), value.clone()));
                     }
                 });
             }
@@ -494,11 +501,11 @@ impl Catalog {
                 value,
             } => {
                 self.with_run(*run, |m| {
-                    set_tag(&mut m.tags, key, *time_ms, Some(value.clone()))
+                    set_tag(&mut m.tags, key, at(*time_ms), Some(value.clone()))
                 });
             }
             Event::TagDeleted { run, time_ms, key } => {
-                self.with_run(*run, |m| set_tag(&mut m.tags, key, *time_ms, None));
+                self.with_run(*run, |m| set_tag(&mut m.tags, key, at(*time_ms), None));
             }
             Event::ArtifactRecorded {
                 run,
@@ -635,13 +642,13 @@ impl Catalog {
 fn set_tag(
     tags: &mut BTreeMap<String, Lww<Option<String>>>,
     key: &str,
-    time_ms: i64,
+    at: Stamp,
     value: Option<String>,
 ) {
     match tags.get_mut(key) {
-        Some(register) => register.set(time_ms, value),
+        Some(register) => register.set(at, value),
         None => {
-            tags.insert(key.to_string(), Lww::new(time_ms, value));
+            tags.insert(key.to_string(), Lww::new(at, value));
         }
     }
 }

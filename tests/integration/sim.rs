@@ -376,6 +376,9 @@ impl Sim {
         };
         let run = self.open.remove(&id).unwrap();
         let result = run.finish();
+        if debug() {
+            eprintln!("  finish {id}: {result:?}");
+        }
         let acked = result.is_ok() && self.sync();
         self.model.get_mut(&id).unwrap().finished = Some(Written {
             value: (),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use runlog::io::{CrashMode, CrashStorage, FaultStorage, Operation, Storage};
-use runlog::{Durability, Error, RunOptions, Store, StoreOptions};
+use runlog::{Durability, Error, RunOptions, RunStatus, Store, StoreOptions};
 
 fn options(storage: Arc<dyn Storage>, durability: Durability) -> StoreOptions {
     StoreOptions {
@@ -95,4 +95,56 @@ fn verify_notes_a_segment_that_was_created_but_never_written() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
     assert!(report.notes[0].message.contains("never written"));
+}
+
+/// Compaction copies the events of the segments it takes into a metadata chain, whose writer
+/// id is newer than every writer before it. A fresh catalog applied the copy of a run's
+/// creation after another writer's finish in the same millisecond, and showed the finished
+/// run as RUNNING (found by the simulation, seed 715).
+#[test]
+fn a_copy_from_a_metadata_chain_never_undoes_a_later_event() {
+    use runlog::wal::{Event, Log, LogOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let experiment = Store::open(root)
+        .unwrap()
+        .get_or_create_experiment("e")
+        .unwrap()
+        .id;
+    let run = runlog::RunId(42);
+    let time_ms = 1_700_000_000_000;
+    let log_options = || LogOptions {
+        durability: Durability::Buffered,
+        ..LogOptions::default()
+    };
+    // Writer A creates the run and ends; writer B, still open, finishes it in the same ms.
+    let (a, _) = Log::open(root.join("wal"), log_options()).unwrap();
+    a.append(&Event::RunCreated {
+        run,
+        time_ms,
+        experiment,
+        parent: None,
+        name: "r".into(),
+    })
+    .unwrap();
+    a.close().unwrap();
+    let (b, _) = Log::open(root.join("wal"), log_options()).unwrap();
+    b.append(&Event::RunStatusChanged {
+        run,
+        time_ms,
+        status: RunStatus::Finished,
+        end_time_ms: Some(time_ms),
+    })
+    .unwrap();
+    b.flush().unwrap();
+    // Compaction takes A's sealed segment (not B's open one) into a new metadata chain.
+    let store = Store::open(root).unwrap();
+    let report = store.compact().unwrap();
+    assert!(report.metadata_events > 0, "{report:?}");
+    assert_eq!(store.run(run).unwrap().info.status, RunStatus::Finished);
+    drop(store);
+    let fresh = Store::open(root).unwrap();
+    assert_eq!(fresh.run(run).unwrap().info.status, RunStatus::Finished);
+    drop(b);
 }
