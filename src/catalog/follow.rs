@@ -21,6 +21,7 @@ use super::{Catalog, KeyMap, Staged};
 use crate::compaction::manifest;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
+use crate::wal::writer::is_metadata_chain;
 use crate::wal::{Tail, segment};
 
 /// Rebuilds tried before a missing segment counts as damage. Each one loads the newest
@@ -35,6 +36,7 @@ pub(crate) struct Follower {
     keys: KeyMap,
     generation: u64,
     /// The metadata chains of the newest manifest taken in: their events are copies (`lww`).
+    /// Chains written since chains took ids of their own are also known by their id.
     chains: BTreeSet<WriterId>,
 }
 
@@ -111,7 +113,7 @@ impl Follower {
             }
             let (keys, chains) = (&mut self.keys, &self.chains);
             self.tail.poll_except(own, &mut |writer, event| {
-                let copy = chains.contains(&writer);
+                let copy = chains.contains(&writer) || is_metadata_chain(writer);
                 catalog.apply_foreign(keys, writer, event, copy, staged.as_deref_mut())
             })?;
             if manifest::newest_generation(&self.root)? == self.generation {

@@ -10,9 +10,10 @@
 //! metadata chain are *copies* of events of compacted segments, which precede every event
 //! still in their writer's log. So in the same millisecond a copy never replaces an original,
 //! and an original always replaces a copy. Without it a copy, applied after the original
-//! writer's later events (chains have newer ids), undid them: a run finished in the
-//! millisecond it was created showed as RUNNING again after a compaction (found by the
-//! simulation, seed 715; regression test `a_copy_from_a_metadata_chain_never_undoes_a_later_event`).
+//! writer's later events, undid them: a run finished in the millisecond it was created showed
+//! as RUNNING again after a compaction (found by the simulation, seeds 715 and 1565;
+//! regression test `a_copy_from_a_metadata_chain_never_undoes_a_later_event`). A chain is
+//! known by its manifest entry or by its id (`wal::writer::IdRange`).
 
 /// When an event happened, and whether it was read from a metadata chain (a copy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

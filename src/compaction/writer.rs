@@ -196,7 +196,8 @@ impl Store {
             sync_every_append: false,
         };
         let storage = Arc::clone(&self.inner.options.storage);
-        let mut writer = Writer::create(&self.inner.root.join(WAL_DIR), storage, options)?;
+        let mut writer =
+            Writer::create_metadata_chain(&self.inner.root.join(WAL_DIR), storage, options)?;
         for event in events {
             writer.append(event)?;
         }

@@ -110,6 +110,26 @@ impl Writer {
         storage: Arc<dyn Storage>,
         options: WriterOptions,
     ) -> Result<Writer> {
+        Writer::create_with(wal_dir, storage, options, IdRange::Writer)
+    }
+
+    /// Creates the writer of a metadata chain (compaction's copies of the events of the
+    /// segments it takes), with an id below every ordinary writer's (see `IdRange`).
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
+    pub(crate) fn create_metadata_chain(
+        wal_dir: &Path,
+        storage: Arc<dyn Storage>,
+        options: WriterOptions,
+    ) -> Result<Writer> {
+        Writer::create_with(wal_dir, storage, options, IdRange::MetadataChain)
+    }
+
+    fn create_with(
+        wal_dir: &Path,
+        storage: Arc<dyn Storage>,
+        options: WriterOptions,
+        range: IdRange,
+    ) -> Result<Writer> {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&options.segment_bytes) {
             return Err(Error::InvalidInput(format!(
                 "segment size {} bytes is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
@@ -117,7 +137,7 @@ impl Writer {
             )));
         }
         crate::io::create_dirs(wal_dir, storage.as_ref())?;
-        let (id, lock_path, lock_file) = claim_writer_id(wal_dir)?;
+        let (id, lock_path, lock_file) = claim_writer_id(wal_dir, range)?;
         let mut writer = Writer {
             wal_dir: wal_dir.to_path_buf(),
             id,
@@ -652,9 +672,33 @@ fn store_commit_word(map: &mut MmapMut, commit_at: usize, word: [u8; COMMIT_WORD
 /// Picks a fresh writer id, creates its lock file with `create_new` and locks it. Ids are the
 /// creation time in ms in the high bits (so writers sort roughly by age) and OS randomness
 /// below; `create_new` settles collisions.
-fn claim_writer_id(wal_dir: &Path) -> Result<(WriterId, PathBuf, File)> {
+/// Which ids a new writer takes.
+///
+/// An ordinary writer's id is the clock in ms shifted left by 22 bits, plus 22 random bits:
+/// bit 62 is set for any date since 2004. A metadata chain's id is the same shifted right by
+/// one: bit 62 clear, so a reader knows a chain by its id alone, even before a manifest lists
+/// it, and its events count as copies (`catalog/lww.rs`); and below every ordinary writer's,
+/// so a fresh catalog also applies the copies (older events) first. Chains written before
+/// this rule have ordinary ids and are known from the manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IdRange {
+    Writer,
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
+    MetadataChain,
+}
+
+/// Whether `id` was taken by a metadata chain (see `IdRange`).
+pub(crate) fn is_metadata_chain(id: WriterId) -> bool {
+    id.0 < 1 << 62
+}
+
+fn claim_writer_id(wal_dir: &Path, range: IdRange) -> Result<(WriterId, PathBuf, File)> {
     for _ in 0..64 {
-        let id = WriterId(((now_ms() as u64) << 22) | (random_u64() & ((1 << 22) - 1)));
+        let id = ((now_ms() as u64) << 22) | (random_u64() & ((1 << 22) - 1));
+        let id = WriterId(match range {
+            IdRange::Writer => id,
+            IdRange::MetadataChain => id >> 1,
+        });
         let path = segment::lock_path(wal_dir, id);
         let file = match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(file) => file,
