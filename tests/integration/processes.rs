@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use runlog::{Store, ViewType};
 
-use crate::util::Rng;
+use crate::util::{Rng, Tmpfs};
 
 const RUNLOG: &str = env!("CARGO_BIN_EXE_runlog");
 
@@ -334,37 +334,6 @@ fn list_files(dir: &Path) -> Vec<PathBuf> {
 
 fn count_files(dir: &Path) -> usize {
     list_files(dir).len()
-}
-
-/// Mounts a tmpfs for the test's life; `None` where mounting is not allowed.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .stderr(Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then(|| Tmpfs(path.to_path_buf()))
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 /// The whole engine on a full disk: logging fails with `StorageFull`, compaction fails

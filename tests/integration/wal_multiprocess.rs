@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use runlog::wal::{Durability, Log, LogOptions};
 use runlog::{Error, RunId};
 
-use crate::util::{Rng, Store, read};
+use crate::util::{Rng, Store, Tmpfs, read};
 
 const CHILD_STEPS: i64 = 1_500;
 
@@ -133,37 +133,6 @@ fn processes_append_concurrently_and_a_sigkill_loses_nothing_acknowledged() {
             "run {run}: acked {last}, recovered {}",
             steps.len()
         );
-    }
-}
-
-/// Mounts a tmpfs for the test's life; `None` where mounting is not allowed.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .stderr(Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then(|| Tmpfs(path.to_path_buf()))
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 

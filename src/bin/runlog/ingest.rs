@@ -102,7 +102,7 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
                         }
                     }
                     Err(message) => {
-                        ingest.errors += 1;
+                        ingest.counts.errors += 1;
                         let report = format!("line {this}: {message}");
                         if args.on_error == OnError::Stop {
                             failure = Some(report);
@@ -377,15 +377,11 @@ struct Ingest {
     /// Runs by name, per experiment (nested so a lookup borrows the line's `&str`).
     named: HashMap<ExperimentId, HashMap<String, RunId, FastHash>, FastHash>,
     runs: HashMap<RunId, Slot, FastHash>,
-    lines: u64,
-    metrics: u64,
-    params: u64,
-    tags: u64,
-    statuses: u64,
-    runs_created: u64,
-    errors: u64,
+    counts: Summary,
 }
 
+/// What an ingest wrote, for its report.
+#[derive(Default)]
 struct Summary {
     lines: u64,
     metrics: u64,
@@ -403,13 +399,7 @@ impl Ingest {
             experiments: HashMap::default(),
             named: HashMap::default(),
             runs: HashMap::default(),
-            lines: 0,
-            metrics: 0,
-            params: 0,
-            tags: 0,
-            statuses: 0,
-            runs_created: 0,
-            errors: 0,
+            counts: Summary::default(),
         }
     }
 
@@ -427,17 +417,17 @@ impl Ingest {
                 self.with_run(target_in(&target, block), |run| {
                     run.log_metric_at(key, value, step, timestamp_ms)
                 })?;
-                self.metrics += 1;
+                self.counts.metrics += 1;
             }
             Line::Param { target, key, value } => {
                 let key = key.get(block);
                 self.with_run(target_in(&target, block), |run| run.log_param(key, &value))?;
-                self.params += 1;
+                self.counts.params += 1;
             }
             Line::Tag { target, key, value } => {
                 let key = key.get(block);
                 self.with_run(target_in(&target, block), |run| run.set_tag(key, &value))?;
-                self.tags += 1;
+                self.counts.tags += 1;
             }
             Line::Status { target, status } => {
                 let id = self.resolve(target_in(&target, block))?;
@@ -446,7 +436,7 @@ impl Ingest {
                     Some(Slot::Ended(_)) | None => self.store.resume_run(id)?.end(status)?,
                 }
                 self.runs.insert(id, Slot::Ended(status));
-                self.statuses += 1;
+                self.counts.statuses += 1;
             }
             Line::Run {
                 experiment,
@@ -481,11 +471,11 @@ impl Ingest {
                             .collect::<Vec<_>>(),
                     )
                 })?;
-                self.params += params.len() as u64;
-                self.tags += tags.len() as u64;
+                self.counts.params += params.len() as u64;
+                self.counts.tags += tags.len() as u64;
             }
         }
-        self.lines += 1;
+        self.counts.lines += 1;
         Ok(())
     }
 
@@ -522,7 +512,7 @@ impl Ingest {
             .or_default()
             .insert(name.to_string(), id);
         self.runs.insert(id, Slot::Open(run));
-        self.runs_created += 1;
+        self.counts.runs_created += 1;
         Ok(id)
     }
 
@@ -592,14 +582,6 @@ impl Ingest {
             }
         }
         self.store.flush()?;
-        Ok(Summary {
-            lines: self.lines,
-            metrics: self.metrics,
-            params: self.params,
-            tags: self.tags,
-            statuses: self.statuses,
-            runs_created: self.runs_created,
-            errors: self.errors,
-        })
+        Ok(self.counts)
     }
 }
