@@ -280,14 +280,84 @@ impl Manifest {
             });
         }
         d.finish()?;
-        Ok(Manifest {
+        let manifest = Manifest {
             version,
             generation,
             writers,
             metadata,
             files,
-        })
+        };
+        manifest.check_fields()?;
+        Ok(manifest)
     }
+
+    /// Checks each field against its context, beyond what the CRC proves: a manifest that
+    /// checks out byte for byte may still have been written wrong, or be a copy standing
+    /// under another name (`load` checks the name).
+    fn check_fields(&self) -> Result<(), CorruptionKind> {
+        let malformed = |why: String| Err(CorruptionKind::MalformedPayload(why));
+        if self.generation == 0 {
+            return malformed("generation 0 is no manifest's".into());
+        }
+        for file in &self.files {
+            if file.generation == 0 || file.generation > self.generation {
+                return malformed(format!(
+                    "file {} is of generation {}, not in 1..={}",
+                    file.path, file.generation, self.generation
+                ));
+            }
+            if !is_file_path(file) {
+                return malformed(format!(
+                    "file path {:?} is not experiments/{}/{:010}[-merged].parquet",
+                    file.path, file.experiment, file.generation
+                ));
+            }
+            check_series(file)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `file.path` is the name its experiment and generation give a compacted file
+/// (`FORMAT.md`, section 14.1): so no manifest can point a reader outside `experiments/`.
+fn is_file_path(file: &CompactedFile) -> bool {
+    let folder = format!("{}/{}/", super::EXPERIMENTS_DIR, file.experiment);
+    let Some(name) = file.path.strip_prefix(&folder) else {
+        return false;
+    };
+    let stem = format!("{:010}", file.generation);
+    name == format!("{stem}.parquet") || name == format!("{stem}-merged.parquet")
+}
+
+/// A file's series lie one after another, each non-empty with its steps in order, and cover
+/// exactly its rows.
+fn check_series(file: &CompactedFile) -> Result<(), CorruptionKind> {
+    let mut next_row = 0u64;
+    for series in &file.series {
+        if series.row_start != next_row
+            || series.row_count == 0
+            || series.first_step > series.last_step
+        {
+            return Err(CorruptionKind::MalformedPayload(format!(
+                "file {}: series ({}, {:?}) has rows {}+{} and steps {}..={}, after row {next_row}",
+                file.path,
+                series.run,
+                series.key,
+                series.row_start,
+                series.row_count,
+                series.first_step,
+                series.last_step
+            )));
+        }
+        next_row = next_row.saturating_add(series.row_count);
+    }
+    if next_row != file.rows {
+        return Err(CorruptionKind::MalformedPayload(format!(
+            "file {}: its series hold {next_row} rows, the file {}",
+            file.path, file.rows
+        )));
+    }
+    Ok(())
 }
 
 const SUMMARY_BYTES: usize = 11 * 8;
@@ -369,15 +439,30 @@ pub fn load(root: &Path) -> Result<Manifest> {
     if generation == 0 {
         return Ok(Manifest::default());
     }
+    load_generation(root, generation)
+}
+
+/// The manifest of `generation`, checked against its file name: a copy of another
+/// generation's manifest under this name is damage, and taking it would make a reader that
+/// waits for this generation wait forever.
+pub fn load_generation(root: &Path, generation: u64) -> Result<Manifest> {
     let file = path(root, generation);
     let bytes = std::fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
-    Manifest::decode(&bytes).map_err(|kind| {
+    let corrupt = |kind| {
         Error::Corrupt(Corruption {
-            path: file,
+            path: file.clone(),
             offset: 0,
             kind,
         })
-    })
+    };
+    let manifest = Manifest::decode(&bytes).map_err(corrupt)?;
+    if manifest.generation != generation {
+        return Err(corrupt(CorruptionKind::HeaderMismatch(format!(
+            "the manifest holds generation {}, its file name says {generation}",
+            manifest.generation
+        ))));
+    }
+    Ok(manifest)
 }
 
 /// The newest manifest, decoded once per generation: a manifest never changes once published,
@@ -491,6 +576,45 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Manifest::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
+    }
+
+    /// Fields that pass the CRC but contradict their context are refused: a path outside the
+    /// file's own name, a file newer than its manifest, series that do not tile the rows.
+    #[test]
+    fn a_manifest_whose_fields_contradict_each_other_is_refused() {
+        let cases: [(&str, fn(&mut Manifest)); 6] = [
+            ("path outside experiments/", |m| {
+                m.files[0].path = "../../etc/passwd".into();
+            }),
+            ("path of another experiment", |m| {
+                m.files[0].path = "experiments/12/0000000002.parquet".into();
+            }),
+            ("file newer than the manifest", |m| {
+                m.files[0].generation = 3;
+                m.files[0].path = "experiments/11/0000000003.parquet".into();
+            }),
+            ("rows past the file's", |m| {
+                m.files[0].series[0].row_count = 11
+            }),
+            ("steps out of order", |m| {
+                m.files[0].series[0].first_step = 9
+            }),
+            ("generation 0", |m| m.generation = 0),
+        ];
+        for (name, damage) in cases {
+            let mut manifest = sample();
+            damage(&mut manifest);
+            assert!(
+                matches!(
+                    Manifest::decode(&manifest.encode()),
+                    Err(CorruptionKind::MalformedPayload(_))
+                ),
+                "{name}"
+            );
+        }
+        let mut merged = sample();
+        merged.files[0].path = "experiments/11/0000000002-merged.parquet".into();
+        assert!(Manifest::decode(&merged.encode()).is_ok());
     }
 
     /// A version 1 manifest, written byte by byte as stage one wrote it, still reads, without
