@@ -7,8 +7,12 @@
 //!   past damage, so one bad record does not hide the next), and the chain around it (no
 //!   missing sequence number, a seal on every segment but the last, nothing after a final
 //!   seal);
-//! - the newest compaction manifest (its CRC and layout) and, with the `parquet` feature, that
-//!   every file it lists opens as Parquet with the row count the manifest records.
+//! - the newest compaction manifest (its CRC, layout and name) and, with the `parquet`
+//!   feature, that every file it lists opens as Parquet with the row count the manifest
+//!   records;
+//! - that the manifest accounts for everything compacted (`compaction::survey`): a compacted
+//!   file no manifest lists, or a chain that starts past its watermark, is missing history;
+//!   a compaction's provable leftovers and files runlog did not write are notes.
 //!
 //! The last segment of a writer that died mid-append may end in a torn record: that is what
 //! recovery trims at the next open, not damage, and is reported as a note. Damage followed by
@@ -16,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::compaction::manifest;
+use crate::compaction::{manifest, survey};
 use crate::error::{Error, Result};
 use crate::tracking::WAL_DIR;
 use crate::wal::reader::{self, SegmentEnd};
@@ -177,23 +181,41 @@ fn verify_segment(path: &Path, last: bool, report: &mut VerifyReport) {
 }
 
 fn verify_compacted(root: &Path, report: &mut VerifyReport) {
-    let generation = match manifest::newest_generation(root) {
-        Ok(0) => return,
-        Ok(generation) => generation,
+    let manifests = manifest::ManifestCache::default();
+    let (manifest, survey) = match survey::survey_newest(root, &manifests) {
+        Ok(found) => found,
         Err(error) => {
-            report.problems.push(from_error(root, error));
-            return;
-        }
-    };
-    let manifest = match manifest::load(root) {
-        Ok(manifest) => manifest,
-        Err(error) => {
+            let newest = manifest::newest_generation(root).unwrap_or(0);
             report
                 .problems
-                .push(from_error(&manifest::path(root, generation), error));
+                .push(from_error(&manifest::path(root, newest), error));
             return;
         }
     };
+    for (path, why) in survey.missing {
+        report.problems.push(Finding {
+            path,
+            offset: None,
+            message: format!("missing manifest history: {why}"),
+        });
+    }
+    let note = |path: PathBuf, message: &str| Finding {
+        path,
+        offset: None,
+        message: message.into(),
+    };
+    for path in survey.leftovers {
+        report.notes.push(note(
+            path,
+            "a compaction's leftover (crashed before its manifest, or superseded); the next \
+             compaction removes it",
+        ));
+    }
+    for path in survey.foreign {
+        report
+            .notes
+            .push(note(path, "not a file runlog wrote here; left alone"));
+    }
     for file in &manifest.files {
         report.compacted_files += 1;
         let path = root.join(&file.path);

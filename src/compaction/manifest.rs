@@ -582,7 +582,8 @@ mod tests {
     /// file's own name, a file newer than its manifest, series that do not tile the rows.
     #[test]
     fn a_manifest_whose_fields_contradict_each_other_is_refused() {
-        let cases: [(&str, fn(&mut Manifest)); 6] = [
+        type Damage = fn(&mut Manifest);
+        let cases: [(&str, Damage); 6] = [
             ("path outside experiments/", |m| {
                 m.files[0].path = "../../etc/passwd".into();
             }),

@@ -15,6 +15,7 @@ use arrow_schema::{DataType, Field, Schema};
 
 use super::manifest::{self, CompactedFile, Manifest, SeriesRows};
 use super::{EXPERIMENTS_DIR, FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
+use super::{intent, survey};
 use crate::catalog::MetricSummary;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::export::file::{Layout, write as write_parquet};
@@ -129,8 +130,11 @@ impl Store {
         self.refresh()?;
         let loaded = manifest::load(&root)?;
         // Files a crashed compaction published without a manifest would collide with this
-        // generation's names; no manifest lists them, so they go first.
-        remove_unlisted(&root, &loaded);
+        // generation's names, so its provable leftovers go first; anything no manifest
+        // accounts for stops the compaction, which would otherwise build on lost history.
+        let survey = survey::survey(&root, &loaded)?;
+        survey.check()?;
+        remove_leftovers(&survey, storage);
         // A stage-one manifest has no summaries or metadata chains, so nothing it covers may be
         // deleted: compact the whole log again (its segments are all still there) and let its
         // files be removed once the new manifest is in force.
@@ -164,6 +168,8 @@ impl Store {
         if report.segments == 0 {
             return Ok(Some(report));
         }
+        // From here on, files of `generation` may exist before its manifest does.
+        intent::write(&root, generation, storage)?;
         if !metadata.is_empty() {
             let chain = self.write_metadata_chain(&metadata)?;
             manifest.metadata.insert(chain);
@@ -184,7 +190,7 @@ impl Store {
         // effort: a failure here is met again, and reported, by the next read.
         let _ = self.refresh();
         report.segments_deleted = delete_compacted(&root, &manifest, storage);
-        remove_unlisted(&root, &manifest);
+        clean_up(&root, &manifest, storage);
         drop(lock);
         Ok(Some(report))
     }
@@ -514,28 +520,39 @@ fn read_series_of(path: &Path, file: &CompactedFile, series: &mut ExperimentSeri
     Ok(())
 }
 
-/// Removes compacted files the manifest no longer lists (merged away, or left by a compaction
-/// that crashed before its manifest), and manifests older than the previous one. Best effort:
-/// a file left behind is only disk space.
-fn remove_unlisted(root: &Path, manifest: &Manifest) {
-    let listed: std::collections::HashSet<&str> =
-        manifest.files.iter().map(|f| f.path.as_str()).collect();
-    if let Ok(experiments) = std::fs::read_dir(root.join(EXPERIMENTS_DIR)) {
-        for experiment in experiments.flatten() {
-            let Ok(files) = std::fs::read_dir(experiment.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let relative = format!(
-                    "{EXPERIMENTS_DIR}/{}/{}",
-                    experiment.file_name().to_string_lossy(),
-                    file.file_name().to_string_lossy()
-                );
-                if !listed.contains(relative.as_str()) {
-                    let _ = std::fs::remove_file(file.path());
-                }
+/// Removes the files `survey` proves to be leftovers; returns whether every one is gone.
+/// Best effort: a leftover left behind is only disk space, and the next survey finds it again.
+fn remove_leftovers(survey: &survey::Survey, storage: &dyn Storage) -> bool {
+    let mut removed_all = true;
+    let mut folders = std::collections::BTreeSet::new();
+    for path in &survey.leftovers {
+        match storage.remove(path) {
+            Ok(()) => {
+                folders.extend(path.parent().map(Path::to_path_buf));
             }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => removed_all = false,
         }
+    }
+    // The removals must outlast a power loss before the manifest that proves them leftovers
+    // goes: a file back from the dead with no manifest listing it would be missing history.
+    for folder in folders {
+        removed_all &= storage.sync_dir(&folder).is_ok();
+    }
+    removed_all
+}
+
+/// After `manifest` is published: removes the files it superseded (the previous manifest's
+/// that it does not list), its intent, and the manifests older than the previous one, which
+/// go only once every file they prove a leftover is gone. Best effort.
+fn clean_up(root: &Path, manifest: &Manifest, storage: &dyn Storage) {
+    let Ok(survey) = survey::survey(root, manifest) else {
+        return;
+    };
+    let removed_all = remove_leftovers(&survey, storage);
+    intent::remove_through(root, manifest.generation, storage);
+    if !removed_all {
+        return;
     }
     if let Ok(entries) = std::fs::read_dir(root.join(manifest::MANIFEST_DIR)) {
         for entry in entries.flatten() {
@@ -543,10 +560,11 @@ fn remove_unlisted(root: &Path, manifest: &Manifest) {
             let generation = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".manifest"))
+                .filter(|n| n.len() == 10)
                 .and_then(|n| n.parse::<u64>().ok());
             // The previous generation stays, for readers that chose it a moment ago.
             if generation.is_some_and(|g| g + 1 < manifest.generation) {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = storage.remove(&entry.path());
             }
         }
     }

@@ -108,3 +108,167 @@ fn a_manifest_under_another_generations_name_is_reported_not_waited_for() {
     assert_corrupt_names(&error, &newest, "copied manifest");
     assert!(error.to_string().contains("generation"), "{error}");
 }
+
+/// Manifests lost: verify names the compacted files no manifest lists, open refuses the
+/// store naming one, and a compaction by a handle opened before the loss deletes nothing.
+#[test]
+fn lost_manifests_are_reported_and_compaction_deletes_nothing() {
+    for lost in ["all", "newest"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let [a, b] = two_generations(root);
+        let store = Store::open_with(root, options()).unwrap();
+        let files = parquet_files(root);
+        assert_eq!(files.len(), 2, "{lost}");
+        std::fs::remove_file(manifest::path(root, 2)).unwrap();
+        if lost == "all" {
+            std::fs::remove_file(manifest::path(root, 1)).unwrap();
+        }
+        // Generation 2 wrote experiment b's file, so it is unlisted either way.
+        let b_file = files
+            .iter()
+            .find(|f| f.file_name().unwrap() == "0000000002.parquet")
+            .unwrap();
+        assert_verify_names(root, b_file, lost);
+        let error = Store::open_with(root, read_only()).unwrap_err();
+        assert!(
+            matches!(&error, Error::Corrupt(c) if files.contains(&c.path)),
+            "{lost}: {error}"
+        );
+        assert!(error.to_string().contains("manifest"), "{lost}: {error}");
+        let _ = log(&store, "c", 0..10);
+        assert!(store.compact().is_err(), "{lost}: compaction went ahead");
+        drop(store);
+        assert_eq!(parquet_files(root), files, "{lost}: files deleted");
+        // Put back, the manifests make the store whole again.
+        let _ = (a, b);
+    }
+}
+
+/// A chain that starts past what the manifest in force covers lost its segments to a
+/// compaction whose manifest is gone.
+#[test]
+fn a_chain_that_starts_past_the_manifest_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = Store::open_with(
+        root,
+        StoreOptions {
+            segment_bytes: 4096,
+            ..options()
+        },
+    )
+    .unwrap();
+    let experiment = store.get_or_create_experiment("a").unwrap().id;
+    let run = store.start_run(experiment, RunOptions::default()).unwrap();
+    for step in 0..3_000 {
+        run.log_metric_at("loss", 1.0, step, step).unwrap();
+    }
+    drop(run);
+    drop(store);
+    // Segments 0 and 1 of the one writer go, as if compacted under a manifest now lost.
+    let segments = crate::util::segments(&root.join("wal"));
+    assert!(segments.len() >= 4, "{segments:?}");
+    std::fs::remove_file(&segments[0]).unwrap();
+    std::fs::remove_file(&segments[1]).unwrap();
+    assert_verify_names(root, &segments[2], "chain past the manifest");
+    let error = Store::open_with(root, read_only()).unwrap_err();
+    assert_corrupt_names(&error, &segments[2], "chain past the manifest");
+}
+
+/// Files in `experiments/` that runlog did not write, whatever their names, survive every
+/// compaction, merges included; verify notes them and passes.
+#[test]
+fn compaction_never_deletes_files_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = Store::open_with(root, options()).unwrap();
+    log(&store, "a", 0..100);
+    store.compact().unwrap();
+    let folder = parquet_files(root)[0].parent().unwrap().to_path_buf();
+    let experiments = root.join("experiments");
+    std::fs::create_dir_all(experiments.join("my-notes")).unwrap();
+    let user_files = [
+        experiments.join("notes.txt"),
+        experiments.join("my-notes/0000000009.parquet"),
+        experiments.join("0123/0000000009.parquet"),
+        folder.join("notes.txt"),
+        folder.join("0000000001.parquet.bak"),
+        folder.join("mine.parquet"),
+        folder.join(".0000000009.parquet.tmp-0123456789abcdef"),
+    ];
+    for file in &user_files {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, b"mine").unwrap();
+    }
+    for round in 0..runlog::compaction::FILES_PER_EXPERIMENT_MAX + 2 {
+        log(&store, "a", 0..100);
+        let report = store.compact().unwrap();
+        assert!(report.generation > 0, "round {round}");
+    }
+    assert!(
+        store
+            .manifest()
+            .unwrap()
+            .files
+            .iter()
+            .any(|f| f.path.ends_with("-merged.parquet"))
+    );
+    for file in &user_files {
+        assert_eq!(std::fs::read(file).unwrap(), b"mine", "{}", file.display());
+    }
+    let report = runlog::verify::verify(root).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    for file in &user_files {
+        assert!(
+            report.notes.iter().any(|n| file.starts_with(&n.path)),
+            "no note for {}",
+            file.display()
+        );
+    }
+}
+
+/// The intent of generation `generation`, byte by byte as `FORMAT.md` section 14.8 gives it.
+fn intent_bytes(generation: u64) -> Vec<u8> {
+    let mut bytes = b"RUNLOGCI".to_vec();
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&generation.to_le_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// A file of the next generation is a crashed compaction's leftover only with that
+/// generation's intent beside it: then it is a note, and the next compaction removes it;
+/// without the intent it is missing history, and compaction removes nothing.
+#[test]
+fn a_next_generation_file_is_removed_only_with_its_intent() {
+    for with_intent in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let [a, b] = two_generations(root);
+        let source = parquet_files(root)[0].clone();
+        let leftover = source.with_file_name("0000000003.parquet");
+        std::fs::copy(&source, &leftover).unwrap();
+        let intent = root.join("manifest/0000000003.compacting");
+        if with_intent {
+            std::fs::write(&intent, intent_bytes(3)).unwrap();
+        }
+        let report = runlog::verify::verify(root).unwrap();
+        let store = Store::open_with(root, options());
+        if with_intent {
+            assert!(report.is_ok(), "{:?}", report.problems);
+            assert!(report.notes.iter().any(|n| n.path == leftover));
+            let store = store.unwrap();
+            log(&store, "c", 0..10);
+            assert_eq!(store.compact().unwrap().generation, 3);
+            assert!(!intent.exists(), "the intent outlived its manifest");
+            assert_eq!(history(root, a).unwrap(), expected(0..3_000));
+            assert_eq!(history(root, b).unwrap(), expected(0..3_000));
+        } else {
+            assert_verify_names(root, &leftover, "no intent");
+            assert_corrupt_names(&store.unwrap_err(), &leftover, "no intent");
+            assert!(leftover.exists());
+        }
+    }
+}
