@@ -7,9 +7,9 @@
 //!   past damage, so one bad record does not hide the next), and the chain around it (no
 //!   missing sequence number, a seal on every segment but the last, nothing after a final
 //!   seal);
-//! - the newest compaction manifest (its CRC, layout and name) and, with the `parquet`
-//!   feature, that every file it lists opens as Parquet with the row count the manifest
-//!   records;
+//! - the newest compaction manifest (its CRC, layout and name), every file it lists against
+//!   the length and CRC it records (manifests before version 3 record none) and, with the
+//!   `parquet` feature, that the file opens as Parquet with the row count it records;
 //! - that the manifest accounts for everything compacted (`compaction::survey`): a compacted
 //!   file no manifest lists, or a chain that starts past its watermark, is missing history;
 //!   a compaction's provable leftovers and files runlog did not write are notes.
@@ -219,6 +219,12 @@ fn verify_compacted(root: &Path, report: &mut VerifyReport) {
     for file in &manifest.files {
         report.compacted_files += 1;
         let path = root.join(&file.path);
+        if let Some(checksum) = file.checksum
+            && let Err(error) = checksum.check_file(&path)
+        {
+            report.problems.push(from_error(&path, error));
+            continue;
+        }
         if let Err(message) = check_compacted_file(&path, file.rows) {
             report.problems.push(Finding {
                 path,

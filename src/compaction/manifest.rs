@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! magic          8  "RUNLOGMF"
-//! version        2  u16 LE (2; version 1 still reads)
+//! version        2  u16 LE (3; versions 1 and 2 still read)
 //! body           n  see below, the codec of `wal/codec.rs`
 //! crc            4  CRC-32 (IEEE) of every byte before it
 //!
@@ -19,6 +19,7 @@
 //!   metadata   (v2) u32 count, then per chain: writer u64
 //!   files      u32 count, then per file:
 //!                experiment u64, generation u64, path str (relative to the store root),
+//!                (v3) bytes u64 and crc u32 of the whole file (bytes u64::MAX: none known),
 //!                rows u64, series u32 count, then per series:
 //!                  run u128, key str, row_start u64, row_count u64, first_step i64, last_step i64
 //!
@@ -47,9 +48,13 @@ use crate::io::{Storage, create_dirs, publish};
 use crate::wal::codec::{Decoder, Encoder};
 
 const MAGIC: [u8; 8] = *b"RUNLOGMF";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
+/// No file checksums.
+const VERSION_2: u16 = 2;
 /// Stage one's manifests: no summaries, no metadata chains, no `finished` flags.
 const VERSION_1: u16 = 1;
+/// `bytes` of a file entry with no checksum (read from a version 1 or 2 manifest).
+const NO_CHECKSUM_BYTES: u64 = u64::MAX;
 /// The folder of manifests inside a store.
 pub const MANIFEST_DIR: &str = "manifest";
 const EXTENSION: &str = "manifest";
@@ -84,6 +89,71 @@ pub struct SeriesRows {
     pub last_step: i64,
 }
 
+/// What a compacted file's bytes must be: a file is immutable once published, so any other
+/// length or CRC is damage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileChecksum {
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// CRC-32 (IEEE) of all its bytes.
+    pub crc: u32,
+}
+
+impl FileChecksum {
+    /// The checksum of `bytes`.
+    pub fn of(bytes: &[u8]) -> FileChecksum {
+        FileChecksum {
+            bytes: bytes.len() as u64,
+            crc: crc32fast::hash(bytes),
+        }
+    }
+
+    /// Checks the file at `path` against this checksum, reading it whole.
+    pub fn check_file(&self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        self.check(path, &bytes)
+    }
+
+    /// Checks that the file at `path` is `length` bytes long, as recorded.
+    pub fn check_length(&self, path: &Path, length: u64) -> Result<()> {
+        if length == self.bytes {
+            return Ok(());
+        }
+        Err(compacted_file_damage(
+            path,
+            CorruptionKind::HeaderMismatch(format!(
+                "the compacted file is {length} bytes, the manifest says {}",
+                self.bytes
+            )),
+        ))
+    }
+
+    /// Checks `bytes`, the content of the file at `path`, against this checksum.
+    pub fn check(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.check_length(path, bytes.len() as u64)?;
+        let found = crc32fast::hash(bytes);
+        if found == self.crc {
+            return Ok(());
+        }
+        Err(compacted_file_damage(
+            path,
+            CorruptionKind::ChecksumMismatch {
+                what: "compacted file",
+                expected: self.crc,
+                found,
+            },
+        ))
+    }
+}
+
+fn compacted_file_damage(path: &Path, kind: CorruptionKind) -> Error {
+    Error::Corrupt(Corruption {
+        path: path.to_path_buf(),
+        offset: 0,
+        kind,
+    })
+}
+
 /// One compacted Parquet file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompactedFile {
@@ -93,6 +163,8 @@ pub struct CompactedFile {
     pub generation: u64,
     /// Path relative to the store root.
     pub path: String,
+    /// Its length and CRC (`None`: read from a version 1 or 2 manifest, which had none).
+    pub checksum: Option<FileChecksum>,
     /// Rows.
     pub rows: u64,
     /// Its series, in file order.
@@ -157,6 +229,8 @@ impl Manifest {
             e.u64(file.experiment.0);
             e.u64(file.generation);
             e.str(&file.path);
+            e.u64(file.checksum.map_or(NO_CHECKSUM_BYTES, |c| c.bytes));
+            e.u32(file.checksum.map_or(0, |c| c.crc));
             e.u64(file.rows);
             e.u32(file.series.len() as u32);
             for series in &file.series {
@@ -196,13 +270,14 @@ impl Manifest {
             return Err(CorruptionKind::BadMagic { found: magic });
         }
         let version = u16::from_le_bytes([d.u8()?, d.u8()?]);
-        if version != VERSION && version != VERSION_1 {
+        if !(VERSION_1..=VERSION).contains(&version) {
             return Err(CorruptionKind::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
             });
         }
-        let v2 = version == VERSION;
+        let v2 = version >= VERSION_2;
+        let v3 = version >= VERSION;
         let generation = d.u64()?;
         let mut writers = BTreeMap::new();
         for _ in 0..bounded(&mut d, 8 + 8 + 4)? {
@@ -259,6 +334,14 @@ impl Manifest {
             let experiment = ExperimentId(d.u64()?);
             let generation = d.u64()?;
             let path = d.string()?;
+            let checksum = if v3 {
+                match (d.u64()?, d.u32()?) {
+                    (NO_CHECKSUM_BYTES, _) => None,
+                    (bytes, crc) => Some(FileChecksum { bytes, crc }),
+                }
+            } else {
+                None
+            };
             let rows = d.u64()?;
             let mut series = Vec::new();
             for _ in 0..bounded(&mut d, 16 + 4 + 8 * 4)? {
@@ -275,6 +358,7 @@ impl Manifest {
                 experiment,
                 generation,
                 path,
+                checksum,
                 rows,
                 series,
             });
@@ -542,6 +626,10 @@ mod tests {
                 experiment: ExperimentId(11),
                 generation: 2,
                 path: "experiments/11/0000000002.parquet".into(),
+                checksum: Some(FileChecksum {
+                    bytes: 1234,
+                    crc: 0xdead_beef,
+                }),
                 rows: 10,
                 series: vec![SeriesRows {
                     run: RunId(7),
@@ -576,6 +664,16 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Manifest::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
+    }
+
+    /// A file with no checksum (kept from a version 2 manifest) round trips as none.
+    #[test]
+    fn a_file_without_a_checksum_round_trips() {
+        let mut manifest = sample();
+        manifest.files[0].checksum = None;
+        let decoded = Manifest::decode(&manifest.encode()).expect("decodes");
+        assert_eq!(decoded.files[0].checksum, None);
+        assert_eq!(decoded.version, VERSION);
     }
 
     /// Fields that pass the CRC but contradict their context are refused: a path outside the

@@ -29,6 +29,8 @@
 
 #[cfg(feature = "parquet")]
 mod background;
+// Without parquet there is no compactor to write intents; surveys still read them.
+#[cfg_attr(not(feature = "parquet"), allow(dead_code))]
 mod intent;
 pub mod manifest;
 #[cfg(feature = "parquet")]
@@ -39,7 +41,7 @@ mod writer;
 
 #[cfg(feature = "parquet")]
 pub(crate) use background::Background;
-pub use manifest::{CompactedFile, Manifest, SeriesRows, WriterMark};
+pub use manifest::{CompactedFile, FileChecksum, Manifest, SeriesRows, WriterMark};
 #[cfg(feature = "parquet")]
 pub(crate) use reader::{Keep, MetadataCache, read_series};
 #[cfg(feature = "parquet")]

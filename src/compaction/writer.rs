@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 
-use super::manifest::{self, CompactedFile, Manifest, SeriesRows};
+use super::manifest::{self, CompactedFile, FileChecksum, Manifest, SeriesRows};
 use super::{EXPERIMENTS_DIR, FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
 use super::{intent, survey};
 use crate::catalog::MetricSummary;
@@ -139,6 +139,8 @@ impl Store {
         // deleted: compact the whole log again (its segments are all still there) and let its
         // files be removed once the new manifest is in force.
         let mut manifest = if loaded.covers_catalog() {
+            let mut loaded = loaded;
+            add_checksums(&root, &mut loaded)?;
             loaded
         } else {
             Manifest {
@@ -217,6 +219,17 @@ impl Store {
     pub fn manifest(&self) -> Result<Manifest> {
         manifest::load(&self.inner.root)
     }
+}
+
+/// Checksums the files a version 2 manifest lists, which it has no checksums for, so the
+/// manifest this compaction writes has one for every file it keeps.
+fn add_checksums(root: &Path, manifest: &mut Manifest) -> Result<()> {
+    for file in manifest.files.iter_mut().filter(|f| f.checksum.is_none()) {
+        let path = root.join(&file.path);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        file.checksum = Some(FileChecksum::of(&bytes));
+    }
+    Ok(())
 }
 
 fn file_path(experiment: ExperimentId, name: &str) -> String {
@@ -453,7 +466,7 @@ fn write_file(
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns)
         .map_err(|e| Error::InvalidInput(format!("building a compacted file: {e}")))?;
-    let bytes = write_parquet(&root.join(relative), &batch, Layout::Compacted, storage)?;
+    let written = write_parquet(&root.join(relative), &batch, Layout::Compacted, storage)?;
     let rows = rows as u64;
     let path = relative.to_string();
     Ok((
@@ -461,10 +474,14 @@ fn write_file(
             experiment,
             generation,
             path,
+            checksum: Some(FileChecksum {
+                bytes: written.bytes,
+                crc: written.crc,
+            }),
             rows,
             series: index,
         },
-        bytes,
+        written.bytes,
     ))
 }
 
@@ -493,7 +510,7 @@ fn merge_generations(
         old.sort_by_key(|f| f.generation);
         let mut series = ExperimentSeries::new();
         for file in &old {
-            read_series_of(&root.join(&file.path), file, &mut series)?;
+            read_series_of(root, file, &mut series)?;
         }
         let path = file_path(experiment, &format!("{generation:010}-merged"));
         let (file, bytes) = write_file(root, &path, experiment, generation, series, storage)?;
@@ -506,12 +523,12 @@ fn merge_generations(
 }
 
 /// Appends every series of a compacted file to `series`, using the manifest's index.
-fn read_series_of(path: &Path, file: &CompactedFile, series: &mut ExperimentSeries) -> Result<()> {
+fn read_series_of(root: &Path, file: &CompactedFile, series: &mut ExperimentSeries) -> Result<()> {
     // A merge reads each file once: a cache of its own keeps the store's free of them.
     let cache = super::MetadataCache::default();
     for rows in &file.series {
         let mut columns = (Vec::new(), Vec::new(), Vec::new());
-        super::reader::read_series(path, rows, super::Keep::All, &mut columns, &cache)?;
+        super::reader::read_series(root, file, rows, super::Keep::All, &mut columns, &cache)?;
         let target = series.entry((rows.run, rows.key.clone())).or_default();
         target.steps.extend(columns.0);
         target.timestamps_ms.extend(columns.1);
