@@ -100,18 +100,31 @@ pub struct FileChecksum {
 }
 
 impl FileChecksum {
-    /// The checksum of `bytes`.
-    pub fn of(bytes: &[u8]) -> FileChecksum {
-        FileChecksum {
-            bytes: bytes.len() as u64,
-            crc: crc32fast::hash(bytes),
-        }
-    }
-
     /// Checks the file at `path` against this checksum, reading it whole.
     pub fn check_file(&self, path: &Path) -> Result<()> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-        self.check(path, &bytes)
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+        self.check_open_file(path, &file)
+    }
+
+    /// Checks `file`, open at `path`, against this checksum: its length, then its CRC.
+    pub fn check_open_file(&self, path: &Path, file: &std::fs::File) -> Result<()> {
+        let length = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        self.check_length(path, length)?;
+        self.check_crc(path, crc_of_file(path, file, length)?)
+    }
+
+    /// The checksum of the file at `path`.
+    pub fn of_file(path: &Path) -> Result<FileChecksum> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        let crc = crc_of_file(path, &file, bytes)?;
+        Ok(FileChecksum { bytes, crc })
     }
 
     /// Checks that the file at `path` is `length` bytes long, as recorded.
@@ -128,10 +141,7 @@ impl FileChecksum {
         ))
     }
 
-    /// Checks `bytes`, the content of the file at `path`, against this checksum.
-    pub fn check(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        self.check_length(path, bytes.len() as u64)?;
-        let found = crc32fast::hash(bytes);
+    fn check_crc(&self, path: &Path, found: u32) -> Result<()> {
         if found == self.crc {
             return Ok(());
         }
@@ -146,6 +156,26 @@ impl FileChecksum {
     }
 }
 
+/// The CRC-32 of the first `length` bytes of `file`, read in chunks so that a large file
+/// needs no buffer of its size.
+fn crc_of_file(path: &Path, file: &std::fs::File, length: u64) -> Result<u32> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; CHECK_CHUNK_BYTES];
+    let mut offset = 0u64;
+    while offset < length {
+        let chunk = buffer
+            .len()
+            .min(usize::try_from(length - offset).unwrap_or(usize::MAX));
+        let part = &mut buffer[..chunk];
+        file.read_exact_at(part, offset)
+            .map_err(|e| Error::io("read", path, e))?;
+        hasher.update(part);
+        offset += chunk as u64;
+    }
+    Ok(hasher.finalize())
+}
+
 fn compacted_file_damage(path: &Path, kind: CorruptionKind) -> Error {
     Error::Corrupt(Corruption {
         path: path.to_path_buf(),
@@ -153,6 +183,9 @@ fn compacted_file_damage(path: &Path, kind: CorruptionKind) -> Error {
         kind,
     })
 }
+
+/// Bytes a file check reads at a time.
+const CHECK_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// One compacted Parquet file.
 #[derive(Clone, Debug, PartialEq, Eq)]

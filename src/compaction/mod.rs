@@ -35,6 +35,7 @@ mod intent;
 pub mod manifest;
 #[cfg(feature = "parquet")]
 mod reader;
+mod stats;
 pub(crate) mod survey;
 #[cfg(feature = "parquet")]
 mod writer;
@@ -44,6 +45,7 @@ pub(crate) use background::Background;
 pub use manifest::{CompactedFile, FileChecksum, Manifest, SeriesRows, WriterMark};
 #[cfg(feature = "parquet")]
 pub(crate) use reader::{Keep, MetadataCache, read_series};
+pub use stats::ManifestStats;
 #[cfg(feature = "parquet")]
 pub use writer::CompactionReport;
 

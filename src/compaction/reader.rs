@@ -60,7 +60,8 @@ impl MetadataCache {
             return Ok(metadata.clone());
         }
         if let Some(checksum) = checksum {
-            check_whole_file(path, file, checksum)?;
+            // Through the handle about to be read, so the bytes checked are the bytes decoded.
+            checksum.check_open_file(path, file)?;
         }
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let metadata = ArrowReaderMetadata::load(file, options)
@@ -72,21 +73,6 @@ impl MetadataCache {
         files.insert(key, metadata.clone());
         Ok(metadata)
     }
-}
-
-/// Reads `file` whole (through its own handle, so the bytes checked are those of the file
-/// then read) and checks them against `checksum`.
-fn check_whole_file(path: &Path, file: &File, checksum: FileChecksum) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let length = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
-    checksum.check_length(path, length)?;
-    let mut bytes = vec![0u8; usize::try_from(length).unwrap_or(usize::MAX)];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|e| Error::io("read", path, e))?;
-    checksum.check(path, &bytes)
 }
 
 /// Rows decoded per batch: a series' rows come back in a few large batches (the reader's

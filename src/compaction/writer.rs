@@ -225,9 +225,7 @@ impl Store {
 /// manifest this compaction writes has one for every file it keeps.
 fn add_checksums(root: &Path, manifest: &mut Manifest) -> Result<()> {
     for file in manifest.files.iter_mut().filter(|f| f.checksum.is_none()) {
-        let path = root.join(&file.path);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-        file.checksum = Some(FileChecksum::of(&bytes));
+        file.checksum = Some(FileChecksum::of_file(&root.join(&file.path))?);
     }
     Ok(())
 }
