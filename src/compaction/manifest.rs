@@ -11,6 +11,9 @@
 //!
 //! body:
 //!   generation u64
+//!   runs       (v3) u32 count, then each run id the manifest names once: u128, ascending
+//!   keys       (v3) u32 count, then each key name it names once: str, ascending
+//!   (in v3, every run and key below is a varint index into these tables)
 //!   writers    u32 count, then per writer:
 //!                writer u64, through u64 (every segment up to this sequence is compacted),
 //!                finished u8 (v2: its final segment is compacted),
@@ -28,7 +31,7 @@
 //! summary: count, first_step, last_step - first_step, last_value f64 (bits), last_timestamp,
 //!   min_value f64, min_step, max_value f64, max_step, sum f64, finite_count. v1 and v2 store
 //!   each as 8 bytes (the step difference as last_step itself); v3 the floats as 8 bytes,
-//!   counts as varints and steps and the timestamp as zigzag varints (39 to 88 bytes).
+//!   counts as varints and steps and the timestamp as zigzag varints (39 to 102 bytes).
 //! ```
 //!
 //! Invariants: every point of a compacted segment (sequence <= its writer's `through`) is in
@@ -236,8 +239,10 @@ impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&VERSION.to_le_bytes());
+        let names = Names::of(self);
         let mut e = Encoder::new(&mut out);
         e.u64(self.generation);
+        names.encode(&mut e);
         e.u32(self.writers.len() as u32);
         for (writer, mark) in &self.writers {
             e.u64(writer.0);
@@ -245,14 +250,14 @@ impl Manifest {
             e.u8(u8::from(mark.finished));
             e.u32(mark.keys.len() as u32);
             for ((run, key_id), key) in &mark.keys {
-                e.u128(run.0);
+                names.put_run(&mut e, *run);
                 e.u32(key_id.0);
-                e.str(key);
+                names.put_key(&mut e, key);
             }
             e.u32(mark.summaries.len() as u32);
             for ((run, key), summary) in &mark.summaries {
-                e.u128(run.0);
-                e.str(key);
+                names.put_run(&mut e, *run);
+                names.put_key(&mut e, key);
                 encode_summary(&mut e, summary);
             }
         }
@@ -270,8 +275,8 @@ impl Manifest {
             e.u64(file.rows);
             e.u32(file.series.len() as u32);
             for series in &file.series {
-                e.u128(series.run.0);
-                e.str(&series.key);
+                names.put_run(&mut e, series.run);
+                names.put_key(&mut e, &series.key);
                 // row_start is where the series before ended (`check_series`).
                 e.varint(series.row_count);
                 e.varint(zigzag(series.first_step));
@@ -315,6 +320,12 @@ impl Manifest {
         let v2 = version >= VERSION_2;
         let v3 = version >= VERSION;
         let generation = d.u64()?;
+        let names = if v3 {
+            Some(NameTables::decode(&mut d)?)
+        } else {
+            None
+        };
+        let names = names.as_ref();
         let mut writers = BTreeMap::new();
         for _ in 0..bounded(&mut d, 8 + 8 + 4)? {
             let writer = WriterId(d.u64()?);
@@ -336,10 +347,10 @@ impl Manifest {
                 false
             };
             let mut keys = BTreeMap::new();
-            for _ in 0..bounded(&mut d, 16 + 4 + 4)? {
-                let run = RunId(d.u128()?);
+            for _ in 0..bounded(&mut d, NameTables::run_bytes_min(names) + 4 + 1)? {
+                let run = NameTables::run(names, &mut d)?;
                 let key_id = KeyId(d.u32()?);
-                keys.insert((run, key_id), d.string()?);
+                keys.insert((run, key_id), NameTables::key(names, &mut d)?);
             }
             let mut summaries = BTreeMap::new();
             if v2 {
@@ -348,9 +359,10 @@ impl Manifest {
                 } else {
                     SUMMARY_BYTES_V2
                 };
-                for _ in 0..bounded(&mut d, 16 + 4 + summary_bytes_min)? {
-                    let run = RunId(d.u128()?);
-                    let key = d.string()?;
+                let entry_bytes_min = NameTables::run_bytes_min(names) + 1 + summary_bytes_min;
+                for _ in 0..bounded(&mut d, entry_bytes_min)? {
+                    let run = NameTables::run(names, &mut d)?;
+                    let key = NameTables::key(names, &mut d)?;
                     let summary = if v3 {
                         decode_summary(&mut d)?
                     } else {
@@ -390,11 +402,11 @@ impl Manifest {
             };
             let rows = d.u64()?;
             let mut series = Vec::new();
-            let series_bytes_min = if v3 { 16 + 4 + 3 } else { 16 + 4 + 8 * 4 };
+            let series_bytes_min = if v3 { 1 + 1 + 3 } else { 16 + 4 + 8 * 4 };
             let mut next_row = 0u64;
             for _ in 0..bounded(&mut d, series_bytes_min)? {
-                let rows = if v3 {
-                    decode_series(&mut d, next_row)?
+                let rows = if let Some(names) = names {
+                    decode_series(&mut d, names, next_row)?
                 } else {
                     decode_series_v2(&mut d)?
                 };
@@ -491,6 +503,118 @@ fn check_series(file: &CompactedFile) -> Result<(), CorruptionKind> {
     Ok(())
 }
 
+/// The run ids and key names a version 3 manifest names, each stored once at the start of
+/// its body and referred to by index (a varint) everywhere else: a run id is 16 bytes and a
+/// key a string, and each series names both in a summary and in a file entry.
+struct Names<'a> {
+    runs: BTreeMap<RunId, u64>,
+    keys: BTreeMap<&'a str, u64>,
+}
+
+impl<'a> Names<'a> {
+    /// Every run and key `manifest` names, numbered in ascending order.
+    fn of(manifest: &'a Manifest) -> Names<'a> {
+        let mut runs = BTreeMap::new();
+        let mut keys = BTreeMap::new();
+        for mark in manifest.writers.values() {
+            for ((run, _), key) in &mark.keys {
+                runs.insert(*run, 0);
+                keys.insert(key.as_str(), 0);
+            }
+            for (run, key) in mark.summaries.keys() {
+                runs.insert(*run, 0);
+                keys.insert(key.as_str(), 0);
+            }
+        }
+        for series in manifest.files.iter().flat_map(|f| &f.series) {
+            runs.insert(series.run, 0);
+            keys.insert(series.key.as_str(), 0);
+        }
+        for (index, slot) in runs.values_mut().enumerate() {
+            *slot = index as u64;
+        }
+        for (index, slot) in keys.values_mut().enumerate() {
+            *slot = index as u64;
+        }
+        Names { runs, keys }
+    }
+
+    fn encode(&self, e: &mut Encoder<'_>) {
+        e.u32(self.runs.len() as u32);
+        for run in self.runs.keys() {
+            e.u128(run.0);
+        }
+        e.u32(self.keys.len() as u32);
+        for key in self.keys.keys() {
+            e.str(key);
+        }
+    }
+
+    fn put_run(&self, e: &mut Encoder<'_>, run: RunId) {
+        e.varint(self.runs.get(&run).copied().unwrap_or(u64::MAX));
+    }
+
+    fn put_key(&self, e: &mut Encoder<'_>, key: &str) {
+        e.varint(self.keys.get(key).copied().unwrap_or(u64::MAX));
+    }
+}
+
+/// The name tables as decoded; `None` where a function takes `Option<&NameTables>` means a
+/// version 1 or 2 manifest, which stores every run id and key in place.
+struct NameTables {
+    runs: Vec<RunId>,
+    keys: Vec<String>,
+}
+
+impl NameTables {
+    fn decode(d: &mut Decoder<'_>) -> Result<NameTables, CorruptionKind> {
+        let mut runs = Vec::new();
+        for _ in 0..bounded(d, 16)? {
+            runs.push(RunId(d.u128()?));
+        }
+        let mut keys = Vec::new();
+        for _ in 0..bounded(d, 4)? {
+            keys.push(d.string()?);
+        }
+        Ok(NameTables { runs, keys })
+    }
+
+    /// The smallest encoding of a run reference: a 1-byte index, or a 16-byte id in place.
+    fn run_bytes_min(names: Option<&NameTables>) -> usize {
+        if names.is_some() { 1 } else { 16 }
+    }
+
+    fn run(names: Option<&NameTables>, d: &mut Decoder<'_>) -> Result<RunId, CorruptionKind> {
+        let Some(names) = names else {
+            return Ok(RunId(d.u128()?));
+        };
+        let index = d.varint()?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| names.runs.get(i))
+            .copied()
+            .ok_or_else(|| out_of_table("run", index, names.runs.len()))
+    }
+
+    fn key(names: Option<&NameTables>, d: &mut Decoder<'_>) -> Result<String, CorruptionKind> {
+        let Some(names) = names else {
+            return d.string();
+        };
+        let index = d.varint()?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| names.keys.get(i))
+            .cloned()
+            .ok_or_else(|| out_of_table("key", index, names.keys.len()))
+    }
+}
+
+fn out_of_table(what: &str, index: u64, length: usize) -> CorruptionKind {
+    CorruptionKind::MalformedPayload(format!(
+        "{what} index {index} is past the {length} entries of the {what} table"
+    ))
+}
+
 /// A version 1 or 2 summary: eleven 8-byte fields.
 const SUMMARY_BYTES_V2: usize = 11 * 8;
 /// The smallest version 3 summary: four 8-byte floats and seven 1-byte varints.
@@ -547,9 +671,13 @@ fn decode_summary_v2(d: &mut Decoder<'_>) -> Result<MetricSummary, CorruptionKin
 }
 
 /// A version 3 series entry, which starts at `row_start`, where the one before it ended.
-fn decode_series(d: &mut Decoder<'_>, row_start: u64) -> Result<SeriesRows, CorruptionKind> {
-    let run = RunId(d.u128()?);
-    let key = d.string()?;
+fn decode_series(
+    d: &mut Decoder<'_>,
+    names: &NameTables,
+    row_start: u64,
+) -> Result<SeriesRows, CorruptionKind> {
+    let run = NameTables::run(Some(names), d)?;
+    let key = NameTables::key(Some(names), d)?;
     let row_count = d.varint()?;
     let first_step = unzigzag(d.varint()?);
     let last_step = first_step.wrapping_add(d.varint()? as i64);
@@ -768,7 +896,7 @@ mod tests {
     /// summary and one file entry per series, 16-byte keys, 20,000 points each at realistic
     /// timestamps. Version 2 spent 11 fixed 8-byte summary fields and 4 series fields.
     #[test]
-    fn a_series_costs_at_most_135_manifest_bytes() {
+    fn a_series_costs_at_most_95_manifest_bytes() {
         let series_count = 10_000u32;
         let mut summaries = BTreeMap::new();
         let mut series = Vec::new();
@@ -820,7 +948,7 @@ mod tests {
         let per_series = bytes.len() as f64 / f64::from(series_count);
         let version_2 = f64::from((16 + 4 + 16 + 88) + (16 + 4 + 16 + 32));
         println!("{per_series:.1} manifest bytes per series (version 2: {version_2})");
-        assert!(per_series <= 135.0, "{per_series:.1} bytes per series");
+        assert!(per_series <= 95.0, "{per_series:.1} bytes per series");
         let decoded = Manifest::decode(&bytes).expect("decodes");
         assert_eq!(decoded.files, manifest.files);
     }
