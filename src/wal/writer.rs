@@ -875,6 +875,41 @@ impl FastHasher {
 mod tests {
     use super::*;
 
+    /// `segment_bytes_to_hold` is exact: the events fill the segment to its spare byte, with
+    /// no rotation, and one event more would not have fit.
+    #[test]
+    fn a_metadata_chain_segment_holds_its_events_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let events: Vec<Event> = (0..100)
+            .map(|i| Event::TagSet {
+                run: RunId(1),
+                time_ms: i,
+                key: format!("key{i}"),
+                value: "v".repeat(usize::try_from(i).unwrap() * 7),
+            })
+            .collect();
+        let segment_bytes = segment_bytes_to_hold(&events);
+        assert!(segment_bytes > SEGMENT_BYTES_MIN, "{segment_bytes}");
+        let options = WriterOptions {
+            segment_bytes: crate::limits::SEGMENT_BYTES_DEFAULT,
+            sync_every_append: false,
+        };
+        let storage: Arc<dyn Storage> = Arc::new(crate::io::OsStorage);
+        let mut writer =
+            Writer::create_metadata_chain(dir.path(), storage, options, segment_bytes).unwrap();
+        for event in &events {
+            writer.append(event).unwrap();
+        }
+        assert_eq!(writer.stats().segments, 1);
+        let path = segment::segment_path(dir.path(), writer.id(), SegmentSequence(0));
+        writer.close().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header = SegmentHeader::decode(&bytes).unwrap();
+        assert_eq!(header.segment_bytes, segment_bytes);
+        // Trimmed after the seal: everything but the spare byte was used.
+        assert_eq!(bytes.len() as u64, segment_bytes - 1);
+    }
+
     #[test]
     fn a_lock_on_a_file_no_longer_at_its_path_does_not_count() {
         let dir = tempfile::tempdir().unwrap();
