@@ -181,6 +181,34 @@ fn a_record_larger_than_the_next_segment_gets_a_segment_that_fits_it() {
     assert_eq!(contents.points_of(RunId(1)).len(), 2);
 }
 
+/// A writer whose very first record is larger than its first segment seals that segment empty
+/// and goes on in one that fits; a store holding it opens and verifies clean.
+#[test]
+fn a_first_record_larger_than_the_first_segment_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let wal = dir.path().join("wal");
+    let mut writer = writer(&wal, 64 * MIB);
+    let big = Event::ExperimentTagSet {
+        experiment: runlog::ExperimentId(1),
+        time_ms: 1,
+        key: "k".repeat(1 << 20),
+        value: "v".repeat(1 << 20),
+    };
+    writer.append(&big).unwrap();
+    writer.close().unwrap();
+    let segments = util::segments(&wal);
+    assert_eq!(segments.len(), 2);
+    assert_eq!(header(&segments[0]).segment_bytes, MIB);
+    assert_eq!(header(&segments[1]).segment_bytes, 4 * MIB);
+    let contents = util::read(&wal).unwrap();
+    assert_eq!(contents.events.len(), 1);
+    assert!(contents.events[0].1 == big);
+    let report = runlog::verify::verify(dir.path()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    drop(Store::open(dir.path()).unwrap());
+}
+
 /// Compaction's metadata chain holds a few events: its segment is preallocated to fit them,
 /// not to the store's segment size.
 #[test]
