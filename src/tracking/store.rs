@@ -40,7 +40,8 @@ const CATALOG_LOCK: &str = "catalog.lock";
 pub struct StoreOptions {
     /// What an acknowledged call survives (default `Interval(1 s)`); see `docs/DURABILITY.md`.
     pub durability: Durability,
-    /// Preallocated size of each log segment (default 64 MiB).
+    /// Largest preallocated size of a log segment (default 64 MiB). Each writer's first
+    /// segment is 1 MiB (or this, if smaller), and each next one doubles up to this size.
     pub segment_bytes: u64,
     /// Open without writing anything: no recovery, every change refused with `Error::ReadOnly`.
     pub read_only: bool,
