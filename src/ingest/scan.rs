@@ -6,9 +6,9 @@
 //! for speed.
 //!
 //! Invariant: [`scan`] returns `Some` only when serde_json would deserialize the same bytes
-//! into an equal [`Raw`]. Anything it is not sure of (an escape, `null`, a nested value, a
-//! duplicate or unknown field, a number JSON or serde_json would treat differently, any
-//! error) gives `None`, and the caller asks serde_json, whose error messages are the ones
+//! into an equal [`Raw`]. A `value` that is a number is kept as its text in both. Anything it
+//! is not sure of (an escape, `null`, a nested value, a duplicate or unknown field, a step or
+//! timestamp serde_json would read differently, any error) gives `None`, and the caller asks serde_json, whose error messages are the ones
 //! users see. The `ingest_line` fuzz target compares the two on arbitrary input.
 
 use std::borrow::Cow;
@@ -97,8 +97,8 @@ pub(crate) fn scan(line: &[u8]) -> Option<Raw<'_>> {
             (Field::Value, Token::Text(text)) => {
                 raw.value = Some(Scalar::Text(Cow::Borrowed(text)))
             }
-            (Field::Value, Token::Number { text, integer }) => {
-                raw.value = Some(Scalar::Number(number(text, integer)?));
+            (Field::Value, Token::Number { text, .. }) => {
+                raw.value = Some(Scalar::Number(text));
             }
             (
                 Field::Step,
@@ -138,20 +138,6 @@ fn integer(text: &str) -> Option<i64> {
         return None;
     }
     text.parse().ok()
-}
-
-/// A `value`. serde_json (with `float_roundtrip`) rounds a decimal to the nearest f64 as the
-/// standard library does; an integer it reads exactly and converts with `as`, which rounds the
-/// same way. It reads `-0` as -0.0 like the standard library. Values that overflow or
-/// underflow, and very long integers, go to serde_json.
-fn number(text: &str, integer: bool) -> Option<f64> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if integer && digits.len() > 18 {
-        return None;
-    }
-    let value: f64 = text.parse().ok()?;
-    let underflow = value == 0.0 && digits.bytes().any(|b| matches!(b, b'1'..=b'9'));
-    (value.is_finite() && !underflow).then_some(value)
 }
 
 struct Cursor<'a> {
@@ -258,13 +244,15 @@ mod tests {
             r#"{"type":"metric","run":"r1","key":"loss","value":-0.0}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":0.1000000000000000055511151231257827}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":123456789012345678,"step":-5}"#,
+            r#"{"type":"metric","run":"r1","key":"loss","value":12345678901234567890123}"#,
+            r#"{"type":"metric","run":"r1","key":"loss","value":1e400}"#,
+            r#"{"type":"metric","run":"r1","key":"loss","value":1e-400}"#,
+            r#"{"type":"param","run":"r1","key":"seed","value":17661420568835545977}"#,
+            r#"{"type":"param","run":"r1","key":"lr","value":1.50e-3}"#,
             r#"{"type":"status","run":"r1","status":"FINISHED"}"#,
             r#"{"type":"status","run":"r1","status":"DONE"}"#,
         ];
         let handed_over: &[&str] = &[
-            r#"{"type":"metric","run":"r1","key":"loss","value":12345678901234567890123}"#,
-            r#"{"type":"metric","run":"r1","key":"loss","value":1e400}"#,
-            r#"{"type":"metric","run":"r1","key":"loss","value":1e-400}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":1,"step":-0}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":1,"step":1.0}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":1,"step":9223372036854775808}"#,
@@ -277,6 +265,11 @@ mod tests {
             r#"{"type":"metric","run":"r1","key":"loss","value":1,}"#,
             r#"{"type":"metric","run":"r1","stpe":1}"#,
             r#"{"type":"run","run":"r1","params":{"lr":0.1}}"#,
+            r#"{"type":"run","run":"r1","params":{"seed":17661420568835545977,"lr":1.0}}"#,
+            r#"{"type":"run","run":"r1","params":{"lr":0.1,"lr":0.2}}"#,
+            r#"{"type":"run","run":"r1","tags":{"a":"x","a":"x"}}"#,
+            r#"{"type":"run","run":"r1","params":{"lr":null}}"#,
+            "{\"type\":\"run\",\"run\":\"r1\",\"tags\":{\"a\":\"x\\ty\"}}",
             "{\"type\":\"tag\",\"run\":\"r1\",\"key\":\"k\",\"value\":\"a\tb\"}",
             "{}",
             "[]",
