@@ -288,4 +288,40 @@ mod tests {
             assert!(super::scan(line.as_bytes()).is_none(), "line {line}");
         }
     }
+
+    /// A number's text reaches a param as written on both paths; a key given twice inside
+    /// `params` or `tags` is refused.
+    #[test]
+    fn number_text_is_kept_and_duplicate_keys_are_refused() {
+        use super::super::Line;
+        let value_of = |line: &str| match parse_line(line.as_bytes(), 7) {
+            Ok(Some(Line::Param { value, .. })) => value,
+            other => panic!("{line}: {other:?}"),
+        };
+        let seed = r#"{"type":"param","run":"r","key":"seed","value":17661420568835545977}"#;
+        assert_eq!(value_of(seed), "17661420568835545977");
+        let spaced = r#"{"type":"param","run":"r","key":"lr","value": 1.50e-3 ,"step":null}"#;
+        assert_eq!(value_of(spaced), "1.50e-3");
+        let run = r#"{"type":"run","run":"r","params":{"seed":17661420568835545977,"lr":-0.0}}"#;
+        match parse_line(run.as_bytes(), 7) {
+            Ok(Some(Line::Run { params, .. })) => assert_eq!(
+                params,
+                [
+                    ("seed".to_string(), "17661420568835545977".to_string()),
+                    ("lr".to_string(), "-0.0".to_string())
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        for line in [
+            r#"{"type":"run","run":"r","params":{"a":1,"a":1}}"#,
+            r#"{"type":"run","run":"r","tags":{"a":"x","a":"y"}}"#,
+        ] {
+            let error = parse_line(line.as_bytes(), 7).unwrap_err();
+            assert!(error.contains("\"a\" twice"), "{error}");
+        }
+        let broken = r#"{"type":"metric","run":"r","key":"k","value":}"#;
+        let error = parse_line(broken.as_bytes(), 7).unwrap_err();
+        assert_eq!(error, "expected value at column 46");
+    }
 }
