@@ -9,6 +9,9 @@
 //!   values, statuses) is checked while parsing, before anything of the line is appended.
 //! - A bad line is reported with its 1-based line number. With `--on-error stop` (the default)
 //!   nothing after it is applied; what came before is flushed and stays.
+//! - A store error (I/O, a full disk, damage) is never a bad line: it stops the ingest with a
+//!   failure whatever `--on-error` says. So does a closed acknowledgement output: an ingest
+//!   that did not write its whole input never reports success.
 //! - `run` names a run within its experiment, created at its first mention in this input;
 //!   `run_id` names a run that already exists. Runs are left as their lines leave them: a run
 //!   without a `status` line stays RUNNING.
