@@ -6,7 +6,10 @@
 //!   passed the tracking API's checks, so that applying it cannot fail half-way for reasons of
 //!   the input.
 //! - Unknown fields, and fields that do not belong to the line's type, are refused rather than
-//!   silently dropped (a typo such as `"stpe"` is an error).
+//!   silently dropped (a typo such as `"stpe"` is an error). So is a key given twice inside
+//!   `params` or `tags`: nothing is silently resolved.
+//! - A number becomes a param or tag value with its text exactly as written, never through a
+//!   float (a 64-bit seed keeps every digit).
 //! - The fast path (`scan.rs`) and serde_json produce the same [`Line`] for every input the fast
 //!   path takes; anything else goes to serde_json, whose errors are the ones reported.
 
