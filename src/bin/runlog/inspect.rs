@@ -35,7 +35,7 @@ pub struct RunsArgs {
     /// Ordering, e.g. "metrics.acc DESC" (repeatable).
     #[arg(long = "order-by")]
     order_by: Vec<String>,
-    /// At most this many runs.
+    /// At most this many runs (at least 1, no upper limit).
     #[arg(long, default_value_t = 1000)]
     max: usize,
 }
@@ -112,7 +112,6 @@ pub fn experiments(args: ExperimentsArgs, context: &mut Context) -> Outcome {
 pub fn runs(args: RunsArgs, context: &mut Context) -> Outcome {
     let store = context.open_read_only()?;
     let experiment = resolve_experiment(&store, &args.experiment)?;
-    let max = args.max;
     let page = search_pages(
         &store,
         SearchRuns {
@@ -121,7 +120,7 @@ pub fn runs(args: RunsArgs, context: &mut Context) -> Outcome {
             order_by: args.order_by,
             ..SearchRuns::default()
         },
-        max,
+        args.max,
     )?;
     let metrics: BTreeSet<&String> = page.runs.iter().flat_map(|r| r.metrics.keys()).collect();
     let params: BTreeSet<&String> = page.runs.iter().flat_map(|r| r.params.keys()).collect();
