@@ -687,12 +687,34 @@ fn stats_counts_every_byte_of_the_store_by_kind() {
     );
 }
 
+/// More runs than the library's largest page (50,000): `--max` reads them page by page.
 #[test]
 fn runs_max_has_no_hidden_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let store = small_store(dir.path());
-    let runs = json(&store, &["runs", "e", "--max", "100000"]);
-    assert_eq!(runs.len(), 1);
+    let store = dir.path().join("store");
+    let count = runlog::query::SEARCH_RESULTS_MAX + 1;
+    let input = dir.path().join("runs.jsonl");
+    let lines: String = (0..count)
+        .map(|i| format!("{{\"type\":\"run\",\"experiment\":\"e\",\"run\":\"r{i}\"}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    ok(&store, &["ingest", input.to_str().unwrap()]);
+    let names = |output: &str| -> std::collections::BTreeSet<String> {
+        output
+            .lines()
+            .skip(1)
+            .map(|line| line.split(',').nth(1).unwrap().to_string())
+            .collect()
+    };
+    let all = ok(&store, &["runs", "e", "--max", "100000", "--format", "csv"]);
+    assert_eq!(names(&all).len(), count);
+    let output = runlog(&store, &["runs", "e", "--max", "50000", "--format", "csv"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(
+        names(&String::from_utf8_lossy(&output.stdout)).len(),
+        50_000
+    );
+    assert!(stderr_of(&output).contains("more runs match"));
     let zero = runlog(&store, &["runs", "e", "--max", "0"]);
     assert_eq!(zero.status.code(), Some(1));
     assert!(stderr_of(&zero).contains("--max must be at least 1"));
