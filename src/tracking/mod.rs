@@ -9,4 +9,4 @@ pub mod validation;
 pub use run::{Run, RunOptions};
 #[cfg(feature = "parquet")]
 pub(crate) use store::StoreInner;
-pub use store::{Store, StoreOptions, ViewType, WAL_DIR};
+pub use store::{Store, StoreOptions, ViewType, WAL_DIR, check_is_store};

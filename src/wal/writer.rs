@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - The writer holds an exclusive OS lock on `wal/<id>.lock` for its whole life; the lock file
-//!   exists before the first segment is created and is removed only after the last is sealed.
+//!   is durable before the first segment is created and is removed only after the last is
+//!   sealed, trimmed and synced.
 //! - A segment's header is synced before any record goes in, and `SEAL_RECORD_BYTES` plus one
 //!   byte of room are always kept free: a seal always fits, and never ends exactly at the
 //!   preallocated end, so "the file ends with a seal" means "sealed and trimmed".
@@ -138,6 +139,13 @@ impl Writer {
         }
         crate::io::create_dirs(wal_dir, storage.as_ref())?;
         let (id, lock_path, lock_file) = claim_writer_id(wal_dir, range)?;
+        // The lock file is made durable before the first segment exists: a segment whose
+        // writer has no lock file is read as a closed writer's, which must end with its seal
+        // (`classify`), so a crash must never keep the segment and lose the lock file.
+        if let Err(error) = storage.sync_dir(wal_dir) {
+            let _ = storage.remove(&lock_path);
+            return Err(Error::io("fsync", wal_dir, error));
+        }
         let mut writer = Writer {
             wal_dir: wal_dir.to_path_buf(),
             id,
