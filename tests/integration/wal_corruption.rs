@@ -1036,3 +1036,17 @@ fn damage_to_a_live_writers_segments_is_reported_alike() {
         );
     }
 }
+
+/// A metadata chain that the newest manifest lists holds the experiments and runs of the
+/// segments it replaced: with its files gone, `verify` and every open report it, instead of
+/// the experiment vanishing.
+#[test]
+fn a_listed_metadata_chain_whose_files_are_gone_is_damage() {
+    let (dir, run, _) = damage_store(Life::MetadataChain);
+    let chain = writer_segments(&dir.path().join("wal"), Life::MetadataChain);
+    for segment in &chain {
+        std::fs::remove_file(segment).unwrap();
+    }
+    let seen = look(dir.path(), run);
+    check_agreement("listed chain removed", &chain[0], Verdict::Damage, &seen);
+}

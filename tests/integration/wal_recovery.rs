@@ -1,5 +1,7 @@
 //! Recovery at open: dead writers are sealed, live ones left alone, cut-short creations removed.
 
+use std::path::Path;
+
 use runlog::wal::{Event, Log, RepairAction};
 use runlog::{ExperimentId, RunId};
 
@@ -203,4 +205,37 @@ fn rotation_keeps_order_across_many_segments() {
         })
         .collect();
     assert_eq!(tags, (0..20).map(|i| i * 1000).collect::<Vec<_>>());
+}
+
+/// A folder without `wal/` is not a store: a read-only open (the read commands) and `verify`
+/// refuse it instead of reading it as an empty store, while an open for writing still creates a
+/// store in an empty or missing folder.
+#[test]
+fn read_only_opens_and_verify_refuse_a_folder_that_is_not_a_store() {
+    let read_only = runlog::StoreOptions {
+        read_only: true,
+        ..runlog::StoreOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not a store").unwrap();
+    for root in [dir.path(), Path::new("/")] {
+        let opened = runlog::Store::open_with(root, read_only.clone());
+        assert!(
+            matches!(&opened, Err(runlog::Error::NotAStore(path)) if path == root),
+            "{root:?}: {:?}",
+            opened.map(|_| ())
+        );
+        let verified = runlog::verify::verify(root);
+        assert!(
+            matches!(&verified, Err(runlog::Error::NotAStore(_))),
+            "{root:?}: {verified:?}"
+        );
+    }
+    assert!(!dir.path().join("wal").exists());
+    let missing = dir.path().join("new");
+    for root in [dir.path().to_path_buf(), missing] {
+        drop(runlog::Store::open(&root).unwrap());
+        assert!(runlog::verify::verify(&root).unwrap().is_ok());
+        drop(runlog::Store::open_with(&root, read_only.clone()).unwrap());
+    }
 }
