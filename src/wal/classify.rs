@@ -141,16 +141,7 @@ pub fn check_open_end(
     offset: u64,
     torn: Option<CorruptionKind>,
 ) -> Result<()> {
-    let why = if !file.place.may_end_open() {
-        file.place.why_sealed().to_string()
-    } else if file.ends_with_seal {
-        "the file ends with a seal further on".to_string()
-    } else if !preallocated_length(header, file.len) {
-        format!(
-            "the file is {} bytes, not the {} preallocated that its header records: it was cut",
-            file.len, header.segment_bytes
-        )
-    } else {
+    let Some(why) = why_not_open(file, header) else {
         return Ok(());
     };
     let kind = match torn {
@@ -163,6 +154,27 @@ pub fn check_open_end(
         None => CorruptionKind::MissingSeal(format!("the valid records end here, and {why}")),
     };
     Err(corrupt(file.path, offset, kind))
+}
+
+/// Whether the segment may end without a seal at all (see the module doc).
+pub fn may_end_open(file: SegmentFile<'_>, header: &SegmentHeader) -> bool {
+    why_not_open(file, header).is_none()
+}
+
+/// Why the segment must end with its seal, if it must.
+fn why_not_open(file: SegmentFile<'_>, header: &SegmentHeader) -> Option<String> {
+    if !file.place.may_end_open() {
+        Some(file.place.why_sealed().to_string())
+    } else if file.ends_with_seal {
+        Some("the file ends with a seal further on".to_string())
+    } else if !preallocated_length(header, file.len) {
+        Some(format!(
+            "the file is {} bytes, not the {} preallocated that its header records: it was cut",
+            file.len, header.segment_bytes
+        ))
+    } else {
+        None
+    }
 }
 
 /// Whether an unsealed segment of `len` bytes has the length its writer gave it: the

@@ -300,7 +300,7 @@ impl SegmentEnd<'_> {
 
     /// Whether the segment may end without a seal at all: then a stream may still grow.
     fn may_end_open(&self) -> bool {
-        self.judge(0, None).is_ok()
+        classify::may_end_open(self.file, &self.header)
     }
 }
 

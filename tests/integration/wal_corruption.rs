@@ -667,13 +667,16 @@ enum Verdict {
     Tail,
 }
 
+/// One damage to apply: its label, the damaged bytes of the segment, and the verdict.
+type Damage = (String, Vec<u8>, Verdict);
+
 /// One named case: a writer's life, the segment damaged, and the damages to apply to it one at a
 /// time (each with its label and verdict).
 struct DamageCase {
     name: &'static str,
     life: Life,
     which: Which,
-    damages: fn(&SegmentFacts) -> Vec<(String, Vec<u8>, Verdict)>,
+    damages: fn(&SegmentFacts) -> Vec<Damage>,
 }
 
 /// The pristine segment and where its records start.
@@ -762,7 +765,7 @@ fn facts(path: &Path, may_end_open: bool) -> SegmentFacts {
 /// just past its end, at each record's start and middle, at the seal, and one byte short.
 /// Only an open segment may lose its whole body (a creation cut short) or everything after its
 /// header (the header synced, its length not yet): those are crash leftovers, all else damage.
-fn cuts(facts: &SegmentFacts) -> Vec<(String, Vec<u8>, Verdict)> {
+fn cuts(facts: &SegmentFacts) -> Vec<Damage> {
     let mut offsets = vec![0, 1, HEADER_BYTES / 2, HEADER_BYTES - 1, HEADER_BYTES];
     for pair in facts.record_offsets.windows(2) {
         offsets.extend([pair[0] + 1, (pair[0] + pair[1]) / 2, pair[1]]);
@@ -792,7 +795,7 @@ fn cuts(facts: &SegmentFacts) -> Vec<(String, Vec<u8>, Verdict)> {
 
 /// Damage that keeps the length: another writer's id in the header (CRC fixed up), a header
 /// byte flipped, the byte just before the seal flipped, bytes appended after the seal.
-fn rewrites(facts: &SegmentFacts) -> Vec<(String, Vec<u8>, Verdict)> {
+fn rewrites(facts: &SegmentFacts) -> Vec<Damage> {
     let mut out = Vec::new();
     let mut other_writer = facts.bytes.clone();
     other_writer[16] ^= 0x01;
@@ -830,7 +833,7 @@ fn rewrites(facts: &SegmentFacts) -> Vec<(String, Vec<u8>, Verdict)> {
     out
 }
 
-fn cuts_and_rewrites(facts: &SegmentFacts) -> Vec<(String, Vec<u8>, Verdict)> {
+fn cuts_and_rewrites(facts: &SegmentFacts) -> Vec<Damage> {
     let mut out = cuts(facts);
     out.extend(rewrites(facts));
     out
