@@ -239,3 +239,45 @@ fn read_only_opens_and_verify_refuse_a_folder_that_is_not_a_store() {
         drop(runlog::Store::open_with(&root, read_only.clone()).unwrap());
     }
 }
+
+/// A segment is read as its writer's only while the writer's lock file is there; without it,
+/// the chain is taken as closed and must be sealed. So the lock file must be durable before
+/// the first segment is: a power loss that kept a new segment's folder entry and lost its lock
+/// file's would turn a crash into reported damage. Every crash point of a writer's creation
+/// and first appends, with torn folders and pages, must leave a store `verify` and open accept.
+#[test]
+fn a_crash_anywhere_in_a_writers_creation_leaves_no_segment_without_its_lock_file() {
+    use runlog::io::{CrashMode, CrashStorage, OsStorage};
+    for operation in 0..8 {
+        for seed in 0..32 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            std::fs::create_dir_all(root.join("wal")).unwrap();
+            let crash = std::sync::Arc::new(
+                CrashStorage::new(&root, std::sync::Arc::new(OsStorage)).unwrap(),
+            );
+            let image = dir.path().join("image");
+            crash.crash_at(operation, &image, CrashMode::Torn { seed });
+            let options = runlog::wal::WriterOptions {
+                segment_bytes: 4096,
+                sync_every_append: false,
+            };
+            if let Ok(mut writer) =
+                runlog::wal::Writer::create(&root.join("wal"), crash.clone(), options)
+            {
+                let _ = writer.log_point(RunId(1), "loss", 0, 0, 1.0);
+                let _ = writer.flush();
+                writer.abandon();
+            }
+            if !crash.crashed() {
+                crash.crash_now(&image, CrashMode::Torn { seed }).unwrap();
+            }
+            let context = format!("crash at operation {operation}, seed {seed}");
+            let report = runlog::verify::verify(&image).unwrap();
+            assert!(report.is_ok(), "{context}: {:?}", report.problems);
+            if let Err(error) = Log::open(image.join("wal"), small_options()) {
+                panic!("{context}: open failed: {error}");
+            }
+        }
+    }
+}
