@@ -147,14 +147,11 @@ fn verify_segment(
     place: Place,
     report: &mut VerifyReport,
 ) {
-    let bytes = match std::fs::read(path) {
+    // Copied as the readers copy it, so a live writer's trim during the copy is no damage.
+    let bytes = match reader::load_segment(path, false) {
         Ok(bytes) => bytes,
         Err(error) => {
-            report.problems.push(Finding {
-                path: path.to_path_buf(),
-                offset: None,
-                message: format!("cannot read: {error}"),
-            });
+            report.problems.push(from_error(path, error));
             return;
         }
     };

@@ -422,27 +422,43 @@ impl std::ops::Deref for SegmentBytes {
 
 /// Loads a segment, mapping it when that is safe: the caller holds the writer's lock
 /// (`locked`), or the file ends with a valid seal (sealed and trimmed: never changed again).
+///
+/// A copy is checked against the length the file had before it was read: `classify` judges a
+/// segment by its length, and a live writer may seal and trim the file while it is copied,
+/// leaving a copy that is neither the old file nor the new one. Only that trim ever changes a
+/// segment's length once it is created, so a second copy (of a sealed, trimmed file) is whole.
 pub fn load_segment(path: &Path, locked: bool) -> Result<SegmentBytes> {
-    let file = File::open(path).map_err(|error| Error::io("open", path, error))?;
-    let len = file
-        .metadata()
-        .map_err(|error| Error::io("stat", path, error))?
-        .len();
-    if (locked || is_final_and_trimmed(&file, len)) && len > 0 {
-        // SAFETY: the file cannot shrink while mapped: it is either sealed and trimmed, which
-        // nothing ever changes again, or its writer's lock is held by the caller. Deletion
-        // (compaction) does not invalidate a map.
-        let map = unsafe { memmap2::Mmap::map(&file) };
-        if let Ok(map) = map {
-            return Ok(SegmentBytes::Mapped(map));
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let file = File::open(path).map_err(|error| Error::io("open", path, error))?;
+        let len = file
+            .metadata()
+            .map_err(|error| Error::io("stat", path, error))?
+            .len();
+        if (locked || is_final_and_trimmed(&file, len)) && len > 0 {
+            // SAFETY: the file cannot shrink while mapped: it is either sealed and trimmed,
+            // which nothing ever changes again, or its writer's lock is held by the caller.
+            // Deletion (compaction) does not invalidate a map.
+            let map = unsafe { memmap2::Mmap::map(&file) };
+            if let Ok(map) = map {
+                return Ok(SegmentBytes::Mapped(map));
+            }
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        (&file)
+            .read_to_end(&mut bytes)
+            .map_err(|error| Error::io("read", path, error))?;
+        if bytes.len() as u64 == len || attempts == LOAD_ATTEMPTS_MAX {
+            return Ok(SegmentBytes::Owned(bytes));
         }
     }
-    let mut bytes = Vec::with_capacity(len as usize);
-    (&file)
-        .read_to_end(&mut bytes)
-        .map_err(|error| Error::io("read", path, error))?;
-    Ok(SegmentBytes::Owned(bytes))
 }
+
+/// Copies of a segment tried before a copy whose length changed while it was made is taken as
+/// it is: one for a trim during the first copy, one more for good measure. A segment's length
+/// changes at most once after its creation, so a third change is not a writer's doing.
+const LOAD_ATTEMPTS_MAX: u32 = 3;
 
 /// Whether `file` (of `len` bytes) ends with a valid seal record: sealed and trimmed, so
 /// nothing will ever change it again.
