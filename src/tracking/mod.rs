@@ -10,5 +10,5 @@ pub mod validation;
 pub use run::{Run, RunOptions};
 #[cfg(feature = "parquet")]
 pub(crate) use store::StoreInner;
-pub use store::{Store, StoreOptions, ViewType, WAL_DIR};
+pub use store::{Store, StoreOptions, ViewType, WAL_DIR, check_is_store};
 pub use usage::{DiskUsage, FileBytes, FileKind, disk_usage};

@@ -9,7 +9,8 @@
 //!
 //! Invariants:
 //! - The writer holds an exclusive OS lock on `wal/<id>.lock` for its whole life; the lock file
-//!   exists before the first segment is created and is removed only after the last is sealed.
+//!   is durable before the first segment is created and is removed only after the last is
+//!   sealed, trimmed and synced.
 //! - A segment's file is exactly as long as the `segment_bytes` its header records until it is
 //!   sealed and trimmed: readers tell an unsealed segment cut short from one still being
 //!   written by that length.
@@ -172,6 +173,13 @@ impl Writer {
         }
         crate::io::create_dirs(wal_dir, storage.as_ref())?;
         let (id, lock_path, lock_file) = claim_writer_id(wal_dir, range)?;
+        // The lock file is made durable before the first segment exists: a segment whose
+        // writer has no lock file is read as a closed writer's, which must end with its seal
+        // (`classify`), so a crash must never keep the segment and lose the lock file.
+        if let Err(error) = storage.sync_dir(wal_dir) {
+            let _ = storage.remove(&lock_path);
+            return Err(Error::io("fsync", wal_dir, error));
+        }
         let mut writer = Writer {
             wal_dir: wal_dir.to_path_buf(),
             id,
