@@ -59,6 +59,13 @@ pub enum Error {
     /// An experiment, run or artifact that does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// A folder opened without creating a store (read-only, or `verify`) lacks the store's
+    /// layout: reading it as an empty store would hide a wrong path.
+    #[error(
+        "{} is not a runlog store: it has no wal/ folder (write commands create one)",
+        .0.display()
+    )]
+    NotAStore(PathBuf),
     /// Creating something whose name is taken.
     #[error("{0} already exists")]
     AlreadyExists(String),
@@ -191,6 +198,9 @@ pub enum CorruptionKind {
     },
     /// A final seal followed by another segment of the same writer.
     AfterSeal,
+    /// A segment ends without its seal, or runs on past it, where the writer protocol
+    /// guarantees that it ends with its seal (the reason says why).
+    MissingSeal(String),
     /// A file's content does not match the digest recorded for it.
     DigestMismatch {
         /// SHA-256 recorded in the log, hex.
@@ -240,6 +250,7 @@ impl fmt::Display for CorruptionKind {
                 write!(f, "writer {writer} has no segment {sequence}")
             }
             CorruptionKind::AfterSeal => write!(f, "a segment follows the writer's final seal"),
+            CorruptionKind::MissingSeal(why) => write!(f, "no seal where one must be: {why}"),
             CorruptionKind::DigestMismatch { expected, found } => {
                 write!(f, "content SHA-256 is {found}, the log recorded {expected}")
             }

@@ -26,8 +26,9 @@
 //! - a general time-series database (it knows runs, keys and steps);
 //! - a replicated store (durability is one machine's disk).
 //!
-//! Limits: segments from 4 KiB to 2 GiB (64 MiB by default); strings up to 1 MiB; record
-//! payloads up to 16 MiB (larger batches are split).
+//! Limits: segments from 4 KiB to 2 GiB (64 MiB by default; a writer's first segment is 1 MiB
+//! and each next one doubles up to that size); strings up to 1 MiB; record payloads up to
+//! 16 MiB (larger batches are split).
 //!
 //! Most users start from [`Store`] (see its example). The log underneath can also be used on
 //! its own:

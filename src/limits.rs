@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
-/// Default preallocated size of a segment file.
+/// Default largest preallocated size of a segment file (the configured `segment_bytes`).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Preallocated size of a writer's first segment, or the configured `segment_bytes` if that is
+/// smaller. Each next segment doubles, up to `segment_bytes`, so a writer that logs a little
+/// costs about this much disk, and one that logs a lot soon rotates at the configured size.
+pub const SEGMENT_BYTES_FIRST: u64 = 1024 * 1024;
 /// Smallest segment the writer accepts: room for the header, a seal and a few records.
 pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
 /// Largest segment: offsets inside a segment are `u32` in some places of the format.
@@ -34,7 +38,8 @@ pub const LANES_DEFAULT: usize = 64;
 /// Default flush interval of `Durability::Interval`.
 pub const FLUSH_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 
-const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_FIRST);
+const _: () = assert!(SEGMENT_BYTES_FIRST <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(STREAM_BYTES_MAX < SEGMENT_BYTES_DEFAULT as usize);

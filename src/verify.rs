@@ -5,8 +5,10 @@
 //! What it checks:
 //! - every segment of every writer: the header, every record's CRC and payload (scanning on
 //!   past damage, so one bad record does not hide the next), and the chain around it (no
-//!   missing sequence number, a seal on every segment but the last, nothing after a final
-//!   seal);
+//!   missing sequence number, a seal on every segment that must have one, nothing after a
+//!   final seal). Each segment is judged by the readers' own procedure (`wal::classify`, through
+//!   `wal::reader::read_segment`), so what is a problem here is exactly what opening the store
+//!   refuses;
 //! - the newest compaction manifest (its CRC, layout and name), every file it lists against
 //!   the length and CRC it records (manifests before version 3 record none) and, with the
 //!   `parquet` feature, that the file opens as Parquet with the row count it records;
@@ -14,16 +16,18 @@
 //!   file no manifest lists, or a chain that starts past its watermark, is missing history;
 //!   a compaction's provable leftovers and files runlog did not write are notes.
 //!
-//! The last segment of a writer that died mid-append may end in a torn record: that is what
-//! recovery trims at the next open, not damage, and is reported as a note. Damage followed by
-//! valid records is reported as a problem wherever it is.
+//! What the next write-open repairs is a note, not damage: the torn tail or unborn last segment
+//! of a writer that died (its lock file is still there), a sealed segment it did not trim. A
+//! folder without a `wal/` folder is not a store, and checking it is an error.
 
 use std::path::{Path, PathBuf};
 
 use crate::compaction::{manifest, survey};
 use crate::error::{Error, Result};
+use crate::ids::{SegmentSequence, WriterId};
 use crate::tracking::WAL_DIR;
-use crate::wal::reader::{self, SegmentEnd};
+use crate::wal::classify::{self, Place};
+use crate::wal::reader::{self, ChainEnd, SegmentRef};
 use crate::wal::segment::{self, HEADER_BYTES};
 
 /// One finding: a file, where in it, and what.
@@ -82,7 +86,9 @@ pub fn verify(root: &Path) -> Result<VerifyReport> {
     if !root.is_dir() {
         return Err(Error::NotFound(format!("store {}", root.display())));
     }
+    crate::tracking::check_is_store(root)?;
     verify_log(&root.join(WAL_DIR), &mut report)?;
+    verify_listed_chains(root, &mut report);
     verify_compacted(root, &mut report);
     Ok(report)
 }
@@ -102,82 +108,131 @@ fn verify_log(wal_dir: &Path, report: &mut VerifyReport) -> Result<()> {
                 });
             }
         }
+        // Asked before any segment is read, as the readers do (see `wal::classify`).
+        let life = classify::chain_life(wal_dir, writer)?;
         for (index, sequence) in segments.iter().enumerate() {
-            let last = index + 1 == segments.len();
+            let place = Place {
+                last: index + 1 == segments.len(),
+                life,
+            };
             let path = segment::segment_path(wal_dir, writer, *sequence);
-            verify_segment(&path, last, report);
+            verify_segment(&path, (writer, *sequence), place, report);
         }
     }
     Ok(())
 }
 
-fn verify_segment(path: &Path, last: bool, report: &mut VerifyReport) {
-    let problem = |offset: Option<u64>, message: String| Finding {
-        path: path.to_path_buf(),
-        offset,
-        message,
+/// Reports a metadata chain that the newest manifest lists but whose files are gone, as the
+/// store's follower does (`wal::classify::check_listed_chains`). A manifest that does not load
+/// is reported by the compacted part; a compaction that published a newer manifest meanwhile
+/// may have deleted a chain legitimately, so the check then stands down.
+fn verify_listed_chains(root: &Path, report: &mut VerifyReport) {
+    let Ok(manifest) = manifest::load(root) else {
+        return;
     };
-    let bytes = match std::fs::read(path) {
+    if manifest.generation == 0 {
+        return;
+    }
+    let checked = classify::check_listed_chains(&root.join(WAL_DIR), &manifest);
+    let still_newest = manifest::newest_generation(root).ok() == Some(manifest.generation);
+    if let Err(error) = checked
+        && still_newest
+    {
+        report.problems.push(from_error(root, error));
+    }
+}
+
+/// Judges one segment with the readers' own procedure (`wal::reader::read_segment`): what it
+/// refuses is a problem, what recovery repairs is a note. A salvage scan then names any further
+/// damage in the same segment, so one bad record does not hide the next.
+fn verify_segment(
+    path: &Path,
+    (writer, sequence): (WriterId, SegmentSequence),
+    place: Place,
+    report: &mut VerifyReport,
+) {
+    // Copied as the readers copy it, so a live writer's trim during the copy is no damage.
+    let bytes = match reader::load_segment(path, false) {
         Ok(bytes) => bytes,
         Err(error) => {
-            report
-                .problems
-                .push(problem(None, format!("cannot read: {error}")));
+            report.problems.push(from_error(path, error));
             return;
         }
     };
     report.segments += 1;
     report.segment_bytes += bytes.len() as u64;
-    let strict = reader::scan_segment(&bytes, HEADER_BYTES, false, &mut |_, _| {});
-    let salvaged = reader::scan_segment(&bytes, HEADER_BYTES, true, &mut |_, _| {});
-    let (strict, salvaged) = match (strict, salvaged) {
-        (Ok(strict), Ok(salvaged)) => (strict, salvaged),
-        (Err(_), _) if last && reader::never_written(&bytes) => {
-            // Created, and the crash came before its header was synced: readers take it as
-            // the chain's end, and recovery removes it when it repairs the writer.
-            report.notes.push(problem(
-                Some(0),
-                "unborn segment (created, never written)".into(),
-            ));
-            return;
-        }
-        (Err((offset, kind)), _) | (_, Err((offset, kind))) => {
-            report
-                .problems
-                .push(problem(Some(offset), format!("bad header: {kind}")));
-            return;
-        }
+    let segment = SegmentRef {
+        path,
+        bytes: &bytes,
+        writer,
+        sequence,
+        place,
     };
-    report.records += salvaged.record_count;
-    let torn_tail = last
-        && matches!(strict.end, SegmentEnd::Invalid(_))
-        && salvaged.record_count == strict.record_count;
-    if torn_tail {
-        if let SegmentEnd::Invalid(kind) = &strict.end {
-            report.notes.push(problem(
-                Some(strict.end_offset),
-                format!("torn tail ({kind}); the next open trims it"),
-            ));
-        }
-    } else {
-        for (offset, kind) in &salvaged.salvaged {
-            report
-                .problems
-                .push(problem(Some(*offset), kind.to_string()));
+    let judged = reader::read_segment(segment, false, &mut Vec::new(), &mut |_| {});
+    let salvaged = reader::scan_segment(&bytes, HEADER_BYTES, true, &mut |_, _| {}).ok();
+    report.records += salvaged.as_ref().map_or(0, |scan| scan.record_count);
+    match judged {
+        Ok(end) => note_repairable_end(path, &end, salvaged.as_ref(), report),
+        Err(error) => {
+            let first = from_error(path, error);
+            let first_offset = first.offset;
+            report.problems.push(first);
+            let further = salvaged.iter().flat_map(|scan| &scan.salvaged);
+            for (offset, kind) in further.filter(|(offset, _)| Some(*offset) != first_offset) {
+                report.problems.push(Finding {
+                    path: path.to_path_buf(),
+                    offset: Some(*offset),
+                    message: kind.to_string(),
+                });
+            }
         }
     }
-    match &strict.end {
-        SegmentEnd::Sealed(seal) if seal.final_segment && !last => report.problems.push(problem(
-            Some(strict.end_offset),
-            "final seal, but the writer has later segments".into(),
-        )),
-        SegmentEnd::Sealed(_) => {}
-        _ if !last => report.problems.push(problem(
-            Some(salvaged.end_offset),
-            "no seal, but the writer has later segments".into(),
-        )),
-        _ => {}
-    }
+}
+
+/// Notes what recovery does to the end of a dead writer's chain (or what a live writer is
+/// still writing): not damage.
+fn note_repairable_end(
+    path: &Path,
+    end: &ChainEnd,
+    salvaged: Option<&reader::SegmentScan>,
+    report: &mut VerifyReport,
+) {
+    let (offset, message) = match end {
+        ChainEnd::Unborn { .. } => (0, "unborn segment (created, never written)".to_string()),
+        ChainEnd::Open {
+            offset,
+            record_count,
+            torn: Some(kind),
+            ..
+        } => {
+            let after = salvaged
+                .map_or(0, |scan| scan.record_count)
+                .saturating_sub(*record_count);
+            let discarded = if after > 0 {
+                format!(", dropping the {after} valid records after it")
+            } else {
+                String::new()
+            };
+            (
+                *offset,
+                format!("torn tail ({kind}); the next write-open seals the log here{discarded}"),
+            )
+        }
+        ChainEnd::Sealed {
+            seal_offset,
+            untrimmed: true,
+            ..
+        } => (
+            *seal_offset,
+            "sealed but not trimmed; the next write-open trims it".to_string(),
+        ),
+        ChainEnd::Open { torn: None, .. } | ChainEnd::Sealed { .. } | ChainEnd::Empty => return,
+    };
+    report.notes.push(Finding {
+        path: path.to_path_buf(),
+        offset: Some(offset),
+        message,
+    });
 }
 
 fn verify_compacted(root: &Path, report: &mut VerifyReport) {

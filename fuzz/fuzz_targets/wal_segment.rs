@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use runlog::wal::segment::{self, FORMAT_VERSION, HEADER_BYTES, SegmentHeader};
+use runlog::wal::classify::{ChainLife, Place};
 use runlog::wal::{Event, metric, reader, record};
 use runlog::{SegmentSequence, WriterId};
 
@@ -39,6 +40,19 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(scan) = scan {
                 // The scan never reports a record end past the bytes it was given.
                 assert!(scan.end_offset <= bytes.len() as u64, "{scan:?}");
+            }
+        }
+        // The judgement of how the segment ends, in every place a chain can give it.
+        for last in [false, true] {
+            for life in [ChainLife::Unfinished, ChainLife::Closed] {
+                let segment = reader::SegmentRef {
+                    path: std::path::Path::new("fuzz.wal"),
+                    bytes,
+                    writer: WriterId(1),
+                    sequence: SegmentSequence(0),
+                    place: Place { last, life },
+                };
+                let _ = reader::read_segment(segment, false, &mut Vec::new(), &mut |_| {});
             }
         }
     }

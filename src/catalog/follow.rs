@@ -13,6 +13,10 @@
 //! did not see in time; the tail reports a missing segment, and the follower then rebuilds every
 //! foreign summary from the newest manifest and the log after it, and swaps them in. A missing
 //! segment that a rebuild does not explain is damage and is returned as such.
+//!
+//! Each newly taken-in manifest's metadata chains are checked to still have their files
+//! (`classify::check_listed_chains`): a listed chain whose files are gone would otherwise take
+//! its experiments and runs with it silently.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,7 +26,7 @@ use crate::compaction::manifest;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
 use crate::wal::writer::is_metadata_chain;
-use crate::wal::{Tail, segment};
+use crate::wal::{Tail, classify, segment};
 
 /// Rebuilds tried before a missing segment counts as damage. Each one loads the newest
 /// manifest; more than one is needed only when compactions keep deleting under it.
@@ -87,6 +91,7 @@ impl Follower {
         own: &BTreeSet<WriterId>,
         mut staged: Option<&mut Staged>,
     ) -> Result<()> {
+        let mut listed = None;
         for _ in 0..MANIFESTS_PER_REFRESH_MAX {
             let newest = manifest::newest_generation(&self.root)?;
             if newest > self.generation {
@@ -117,6 +122,7 @@ impl Follower {
                 }
                 self.generation = manifest.generation;
                 self.chains = manifest.metadata.clone();
+                listed = Some(manifest);
             }
             let (keys, chains) = (&mut self.keys, &self.chains);
             self.tail.poll_except(own, &mut |writer, event| {
@@ -124,6 +130,11 @@ impl Follower {
                 catalog.apply_foreign(keys, writer, event, copy, staged.as_deref_mut())
             })?;
             if manifest::newest_generation(&self.root)? == self.generation {
+                // Only now: a listed chain may be deleted by a compaction whose newer
+                // manifest no longer lists it, which the check above would have caught.
+                if let Some(manifest) = &listed {
+                    classify::check_listed_chains(self.tail.dir(), manifest)?;
+                }
                 return Ok(());
             }
         }

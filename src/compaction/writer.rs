@@ -23,7 +23,7 @@ use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::io::Storage;
 use crate::tracking::{Store, WAL_DIR};
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
-use crate::wal::writer::{Writer, WriterOptions};
+use crate::wal::writer::{Writer, WriterOptions, segment_bytes_to_hold};
 use crate::wal::{Event, MetricBatch, segment};
 
 const LOCK_FILE: &str = "compaction.lock";
@@ -197,15 +197,18 @@ impl Store {
         Ok(Some(report))
     }
 
-    /// Writes `events` into a new, sealed chain of a fresh writer id; returns the id.
+    /// Writes `events` into a new, sealed chain of a fresh writer id; returns the id. Its first
+    /// segment is sized to hold them all, so a nearly full disk that has room for them does
+    /// not refuse a compaction, which frees space.
     fn write_metadata_chain(&self, events: &[Event]) -> Result<WriterId> {
         let options = WriterOptions {
             segment_bytes: self.inner.options.segment_bytes,
             sync_every_append: false,
         };
         let storage = Arc::clone(&self.inner.options.storage);
-        let mut writer =
-            Writer::create_metadata_chain(&self.inner.root.join(WAL_DIR), storage, options)?;
+        let wal_dir = self.inner.root.join(WAL_DIR);
+        let segment_bytes = segment_bytes_to_hold(events);
+        let mut writer = Writer::create_metadata_chain(&wal_dir, storage, options, segment_bytes)?;
         for event in events {
             writer.append(event)?;
         }

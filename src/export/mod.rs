@@ -73,8 +73,8 @@ impl Store {
             .map(|mut entries| entries.next().is_some())
             .unwrap_or(false);
         if occupied {
-            return Err(Error::AlreadyExists(format!(
-                "{} is not empty; export into a new or empty folder",
+            return Err(Error::InvalidInput(format!(
+                "export folder {} is not empty; export into a new or empty folder",
                 dir.display()
             )));
         }

@@ -6,16 +6,21 @@
 //!   passed the tracking API's checks, so that applying it cannot fail half-way for reasons of
 //!   the input.
 //! - Unknown fields, and fields that do not belong to the line's type, are refused rather than
-//!   silently dropped (a typo such as `"stpe"` is an error).
+//!   silently dropped (a typo such as `"stpe"` is an error). So is a key given twice inside
+//!   `params` or `tags`: nothing is silently resolved.
+//! - A number becomes a param or tag value with its text exactly as written, never through a
+//!   float (a 64-bit seed keeps every digit).
 //! - The fast path (`scan.rs`) and serde_json produce the same [`Line`] for every input the fast
 //!   path takes; anything else goes to serde_json, whose errors are the ones reported.
 
 mod scan;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 
 use serde::Deserialize;
+use serde::de::{Error as _, Unexpected};
+use serde_json::value::RawValue;
 
 use crate::RunId;
 use crate::tracking::validation;
@@ -184,7 +189,7 @@ fn parse_with(bytes: &[u8], now: i64, fast: bool) -> Result<Option<Line<Cow<'_, 
     // null, duplicates, errors), which serde_json then parses and reports.
     let raw = match fast.then(|| scan::scan(bytes)).flatten() {
         Some(raw) => raw,
-        None => serde_json::from_slice::<Raw<'_>>(bytes).map_err(|e| e.to_string())?,
+        None => serde_json::from_slice::<Raw<'_>>(bytes).map_err(|e| json_error(&e))?,
     };
     let invalid = |e: crate::Error| e.to_string();
     let Raw {
@@ -238,7 +243,7 @@ fn parse_with(bytes: &[u8], now: i64, fast: bool) -> Result<Option<Line<Cow<'_, 
         "metric" => {
             let key = need_key("metric")?;
             let value = match value {
-                Some(Scalar::Number(n)) => n,
+                Some(Scalar::Number(text)) => metric_number(text)?,
                 Some(Scalar::Text(text)) => match text.as_ref() {
                     "NaN" => f64::NAN,
                     "Infinity" => f64::INFINITY,
@@ -295,8 +300,12 @@ fn parse_with(bytes: &[u8], now: i64, fast: bool) -> Result<Option<Line<Cow<'_, 
         }
         "run" => {
             let name = run.ok_or("a run line needs \"run\" (its name)")?;
-            let checked = |what: &str, map: Option<BTreeMap<String, Scalar<'_>>>, max| {
-                map.unwrap_or_default()
+            let checked = |what: &str, pairs: Option<Pairs<'_>>, max| {
+                let pairs = pairs.map(|pairs| pairs.0).unwrap_or_default();
+                if let Some(key) = duplicate_key(&pairs) {
+                    return Err(format!("\"{what}s\" gives the key {key:?} twice"));
+                }
+                pairs
                     .into_iter()
                     .map(|(k, v)| {
                         let v = v.into_text();
@@ -323,6 +332,48 @@ fn unknown_type(kind: &str) -> String {
     format!("unknown type {kind:?} (metric, param, tag, status or run)")
 }
 
+/// serde_json's message for `error`, with its position as a column of this line: every line
+/// is parsed on its own, so serde_json's "line 1" is never the input's line, which the caller
+/// names.
+fn json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&position) {
+        Some(message) if error.line() > 0 => format!("{message} at column {}", error.column()),
+        _ => text,
+    }
+}
+
+/// The first key that `pairs` gives twice, if any.
+fn duplicate_key<'p>(pairs: &'p [(String, Scalar<'_>)]) -> Option<&'p str> {
+    let mut seen = HashSet::with_capacity(pairs.len());
+    pairs
+        .iter()
+        .map(|(key, _)| key.as_str())
+        .find(|key| !seen.insert(*key))
+}
+
+/// A metric value from the text of a JSON number, read exactly as serde_json reads it (with
+/// `float_roundtrip`) so both parsing paths agree.
+///
+/// The standard library rounds a decimal to the nearest f64 as serde_json does, and an integer
+/// of up to 18 digits converts the same way; values that overflow or underflow, and longer
+/// integers, are left to serde_json itself.
+fn metric_number(text: &str) -> Result<f64, String> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let integer = !text.contains(['.', 'e', 'E']);
+    if !(integer && digits.len() > 18)
+        && let Ok(value) = text.parse::<f64>()
+    {
+        let underflow = value == 0.0 && digits.bytes().any(|b| matches!(b, b'1'..=b'9'));
+        if value.is_finite() && !underflow {
+            return Ok(value);
+        }
+    }
+    serde_json::from_str::<f64>(text)
+        .map_err(|_| format!("metric value {text} is out of the range of a 64-bit float"))
+}
+
 /// One input object, as written. Unknown fields are refused, so a typo (`"stpe"`) is an error
 /// rather than a silently defaulted field.
 #[derive(Deserialize, Debug, Default)]
@@ -347,57 +398,87 @@ pub(crate) struct Raw<'a> {
     #[serde(borrow, default)]
     pub(crate) status: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    pub(crate) params: Option<BTreeMap<String, Scalar<'a>>>,
+    pub(crate) params: Option<Pairs<'a>>,
     #[serde(borrow, default)]
-    pub(crate) tags: Option<BTreeMap<String, Scalar<'a>>>,
+    pub(crate) tags: Option<Pairs<'a>>,
     #[serde(borrow, default)]
     pub(crate) parent: Option<Cow<'a, str>>,
 }
 
-/// A JSON number or string.
+/// A JSON number or string. A number keeps its text as written: a param such as a 64-bit seed
+/// must not lose digits to a float, and a metric value is read from the text when needed.
 #[derive(Debug)]
 pub(crate) enum Scalar<'a> {
-    Number(f64),
+    /// A number in JSON's grammar, as written.
+    Number(&'a str),
     Text(Cow<'a, str>),
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    /// Only serde_json deserializes this (it takes the value's raw text, which only serde_json
+    /// offers); `Raw` must therefore stay free of buffering attributes such as `flatten`.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = Scalar<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a number or a string")
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        let unexpected = match text.as_bytes().first() {
+            Some(b'"') if !text.contains('\\') => {
+                // serde_json has checked the string; without escapes its content is the text
+                // between the quotes.
+                let inner = text
+                    .get(1..text.len().saturating_sub(1))
+                    .unwrap_or_default();
+                return Ok(Scalar::Text(Cow::Borrowed(inner)));
             }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Number(v))
+            Some(b'"') => {
+                return serde_json::from_str::<String>(text)
+                    .map(|text| Scalar::Text(Cow::Owned(text)))
+                    .map_err(|e| D::Error::custom(json_error(&e)));
             }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Number(v as f64))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Number(v as f64))
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Scalar<'a>, E> {
-                Ok(Scalar::Text(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+            Some(b'-' | b'0'..=b'9') => return Ok(Scalar::Number(text)),
+            Some(b't') => Unexpected::Bool(true),
+            Some(b'f') => Unexpected::Bool(false),
+            Some(b'n') => Unexpected::Unit,
+            Some(b'[') => Unexpected::Seq,
+            _ => Unexpected::Map,
+        };
+        Err(D::Error::invalid_type(unexpected, &"a number or a string"))
     }
 }
 
 impl Scalar<'_> {
-    /// As a param or tag value: strings as they are, numbers in their shortest decimal form.
+    /// As a param or tag value: strings as they are, numbers as written.
     fn into_text(self) -> String {
         match self {
             Scalar::Text(text) => text.into_owned(),
-            Scalar::Number(number) => number.to_string(),
+            Scalar::Number(text) => text.to_string(),
         }
+    }
+}
+
+/// The members of a `params` or `tags` object, in input order and with any duplicate kept, so
+/// that a key given twice is refused rather than silently resolved.
+#[derive(Debug, Default)]
+pub(crate) struct Pairs<'a>(pub(crate) Vec<(String, Scalar<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Pairs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of numbers and strings")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Pairs<'a>, M::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(pair) = map.next_entry::<String, Scalar<'a>>()? {
+                    pairs.push(pair);
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
     }
 }

@@ -6,9 +6,9 @@
 //! for speed.
 //!
 //! Invariant: [`scan`] returns `Some` only when serde_json would deserialize the same bytes
-//! into an equal [`Raw`]. Anything it is not sure of (an escape, `null`, a nested value, a
-//! duplicate or unknown field, a number JSON or serde_json would treat differently, any
-//! error) gives `None`, and the caller asks serde_json, whose error messages are the ones
+//! into an equal [`Raw`]. A `value` that is a number is kept as its text in both. Anything it
+//! is not sure of (an escape, `null`, a nested value, a duplicate or unknown field, a step or
+//! timestamp serde_json would read differently, any error) gives `None`, and the caller asks serde_json, whose error messages are the ones
 //! users see. The `ingest_line` fuzz target compares the two on arbitrary input.
 
 use std::borrow::Cow;
@@ -97,8 +97,8 @@ pub(crate) fn scan(line: &[u8]) -> Option<Raw<'_>> {
             (Field::Value, Token::Text(text)) => {
                 raw.value = Some(Scalar::Text(Cow::Borrowed(text)))
             }
-            (Field::Value, Token::Number { text, integer }) => {
-                raw.value = Some(Scalar::Number(number(text, integer)?));
+            (Field::Value, Token::Number { text, .. }) => {
+                raw.value = Some(Scalar::Number(text));
             }
             (
                 Field::Step,
@@ -138,20 +138,6 @@ fn integer(text: &str) -> Option<i64> {
         return None;
     }
     text.parse().ok()
-}
-
-/// A `value`. serde_json (with `float_roundtrip`) rounds a decimal to the nearest f64 as the
-/// standard library does; an integer it reads exactly and converts with `as`, which rounds the
-/// same way. It reads `-0` as -0.0 like the standard library. Values that overflow or
-/// underflow, and very long integers, go to serde_json.
-fn number(text: &str, integer: bool) -> Option<f64> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if integer && digits.len() > 18 {
-        return None;
-    }
-    let value: f64 = text.parse().ok()?;
-    let underflow = value == 0.0 && digits.bytes().any(|b| matches!(b, b'1'..=b'9'));
-    (value.is_finite() && !underflow).then_some(value)
 }
 
 struct Cursor<'a> {
@@ -258,13 +244,15 @@ mod tests {
             r#"{"type":"metric","run":"r1","key":"loss","value":-0.0}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":0.1000000000000000055511151231257827}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":123456789012345678,"step":-5}"#,
+            r#"{"type":"metric","run":"r1","key":"loss","value":12345678901234567890123}"#,
+            r#"{"type":"metric","run":"r1","key":"loss","value":1e400}"#,
+            r#"{"type":"metric","run":"r1","key":"loss","value":1e-400}"#,
+            r#"{"type":"param","run":"r1","key":"seed","value":17661420568835545977}"#,
+            r#"{"type":"param","run":"r1","key":"lr","value":1.50e-3}"#,
             r#"{"type":"status","run":"r1","status":"FINISHED"}"#,
             r#"{"type":"status","run":"r1","status":"DONE"}"#,
         ];
         let handed_over: &[&str] = &[
-            r#"{"type":"metric","run":"r1","key":"loss","value":12345678901234567890123}"#,
-            r#"{"type":"metric","run":"r1","key":"loss","value":1e400}"#,
-            r#"{"type":"metric","run":"r1","key":"loss","value":1e-400}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":1,"step":-0}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":1,"step":1.0}"#,
             r#"{"type":"metric","run":"r1","key":"loss","value":1,"step":9223372036854775808}"#,
@@ -277,6 +265,11 @@ mod tests {
             r#"{"type":"metric","run":"r1","key":"loss","value":1,}"#,
             r#"{"type":"metric","run":"r1","stpe":1}"#,
             r#"{"type":"run","run":"r1","params":{"lr":0.1}}"#,
+            r#"{"type":"run","run":"r1","params":{"seed":17661420568835545977,"lr":1.0}}"#,
+            r#"{"type":"run","run":"r1","params":{"lr":0.1,"lr":0.2}}"#,
+            r#"{"type":"run","run":"r1","tags":{"a":"x","a":"x"}}"#,
+            r#"{"type":"run","run":"r1","params":{"lr":null}}"#,
+            "{\"type\":\"run\",\"run\":\"r1\",\"tags\":{\"a\":\"x\\ty\"}}",
             "{\"type\":\"tag\",\"run\":\"r1\",\"key\":\"k\",\"value\":\"a\tb\"}",
             "{}",
             "[]",
@@ -294,5 +287,41 @@ mod tests {
         for line in handed_over {
             assert!(super::scan(line.as_bytes()).is_none(), "line {line}");
         }
+    }
+
+    /// A number's text reaches a param as written on both paths; a key given twice inside
+    /// `params` or `tags` is refused.
+    #[test]
+    fn number_text_is_kept_and_duplicate_keys_are_refused() {
+        use super::super::Line;
+        let value_of = |line: &str| match parse_line(line.as_bytes(), 7) {
+            Ok(Some(Line::Param { value, .. })) => value,
+            other => panic!("{line}: {other:?}"),
+        };
+        let seed = r#"{"type":"param","run":"r","key":"seed","value":17661420568835545977}"#;
+        assert_eq!(value_of(seed), "17661420568835545977");
+        let spaced = r#"{"type":"param","run":"r","key":"lr","value": 1.50e-3 ,"step":null}"#;
+        assert_eq!(value_of(spaced), "1.50e-3");
+        let run = r#"{"type":"run","run":"r","params":{"seed":17661420568835545977,"lr":-0.0}}"#;
+        match parse_line(run.as_bytes(), 7) {
+            Ok(Some(Line::Run { params, .. })) => assert_eq!(
+                params,
+                [
+                    ("seed".to_string(), "17661420568835545977".to_string()),
+                    ("lr".to_string(), "-0.0".to_string())
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        for line in [
+            r#"{"type":"run","run":"r","params":{"a":1,"a":1}}"#,
+            r#"{"type":"run","run":"r","tags":{"a":"x","a":"y"}}"#,
+        ] {
+            let error = parse_line(line.as_bytes(), 7).unwrap_err();
+            assert!(error.contains("\"a\" twice"), "{error}");
+        }
+        let broken = r#"{"type":"metric","run":"r","key":"k","value":}"#;
+        let error = parse_line(broken.as_bytes(), 7).unwrap_err();
+        assert_eq!(error, "expected value at column 46");
     }
 }

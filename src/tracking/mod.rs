@@ -4,9 +4,11 @@
 mod run;
 mod store;
 pub mod system_tags;
+mod usage;
 pub mod validation;
 
 pub use run::{Run, RunOptions};
 #[cfg(feature = "parquet")]
 pub(crate) use store::StoreInner;
-pub use store::{Store, StoreOptions, ViewType, WAL_DIR};
+pub use store::{Store, StoreOptions, ViewType, WAL_DIR, check_is_store};
+pub use usage::{DiskUsage, FileBytes, FileKind, disk_usage};

@@ -8,6 +8,7 @@
 //! - A handle ends its run exactly once: FINISHED by `finish()`, the given status by `end()`,
 //!   and when dropped without either, FAILED if the thread is panicking, else KILLED.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,15 +186,20 @@ impl Run {
         }
     }
 
-    /// Logs several params; all are checked before any is written.
+    /// Logs several params; all are checked before any is written, in time linear in their
+    /// number. A key given twice with one value is logged once; with two values it is refused.
     pub fn log_params(&self, params: &[(&str, &str)]) -> Result<()> {
-        for (index, (key, value)) in params.iter().enumerate() {
+        let mut given: HashMap<&str, &str> = HashMap::with_capacity(params.len());
+        for &(key, value) in params {
             validation::key("param", key)?;
             validation::value("param", key, value, validation::PARAM_VALUE_CHARS_MAX)?;
-            if let Some((_, other)) = params[..index].iter().find(|(k, v)| k == key && v != value) {
-                return Err(Error::InvalidInput(format!(
-                    "param '{key}' is given twice in one call, as '{other}' and '{value}'"
-                )));
+            match given.insert(key, value) {
+                Some(other) if other != value => {
+                    return Err(Error::InvalidInput(format!(
+                        "param '{key}' is given twice in one call, as '{other}' and '{value}'"
+                    )));
+                }
+                _ => {}
             }
         }
         params

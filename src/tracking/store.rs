@@ -35,12 +35,27 @@ use crate::wal::{Durability, Event, Log, LogOptions, RecoveryReport};
 pub const WAL_DIR: &str = "wal";
 const CATALOG_LOCK: &str = "catalog.lock";
 
+/// Fails unless `root` has a store's layout: the `wal/` folder that opening a store for
+/// writing creates first, and that nothing ever removes.
+pub fn check_is_store(root: &Path) -> Result<()> {
+    let wal_dir = root.join(WAL_DIR);
+    match std::fs::metadata(&wal_dir) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(Error::NotAStore(root.to_path_buf())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::NotAStore(root.to_path_buf()))
+        }
+        Err(error) => Err(Error::io("look for", wal_dir, error)),
+    }
+}
+
 /// How a store is opened.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// What an acknowledged call survives (default `Interval(1 s)`); see `docs/DURABILITY.md`.
     pub durability: Durability,
-    /// Preallocated size of each log segment (default 64 MiB).
+    /// Largest preallocated size of a log segment (default 64 MiB). Each writer's first
+    /// segment is 1 MiB (or this, if smaller), and each next one doubles up to this size.
     pub segment_bytes: u64,
     /// Open without writing anything: no recovery, every change refused with `Error::ReadOnly`.
     pub read_only: bool,
@@ -135,10 +150,13 @@ impl Store {
         Store::open_with(root, StoreOptions::default())
     }
 
-    /// Opens the store at `root` with `options`.
+    /// Opens the store at `root` with `options`. A read-only open creates nothing, so it fails
+    /// with [`Error::NotAStore`] on a folder that is not a store.
     pub fn open_with(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
-        if !options.read_only {
+        if options.read_only {
+            check_is_store(&root)?;
+        } else {
             crate::io::create_dirs(&root, options.storage.as_ref())?;
         }
         let wal_dir = root.join(WAL_DIR);

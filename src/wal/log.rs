@@ -39,7 +39,8 @@ use crate::wal::writer::{Writer, WriterOptions, WriterStats};
 /// How a [`Log`] is opened.
 #[derive(Clone, Debug)]
 pub struct LogOptions {
-    /// Preallocated size of each segment (default 64 MiB).
+    /// Largest preallocated size of a segment (default 64 MiB). Each writer's first segment is
+    /// 1 MiB (or this, if smaller), and each next one doubles up to this size.
     pub segment_bytes: u64,
     /// What an acknowledged append survives (default `Interval(1 s)`).
     pub durability: Durability,

@@ -1,6 +1,7 @@
 //! The segment log: append-only segment files of CRC-checked records, one chain per writer.
 //! See `docs/FORMAT.md` for the byte layout and `docs/DURABILITY.md` for the guarantees.
 
+pub mod classify;
 pub mod codec;
 mod durability;
 pub mod event;

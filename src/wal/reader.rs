@@ -1,15 +1,17 @@
 //! Reading segments: validate every CRC and yield each writer's events in the order written.
 //!
-//! Policy (see `docs/DURABILITY.md`):
-//! - A segment other than the last of its writer's chain was sealed and synced before the next
-//!   one was created, so any invalid byte in it is corruption: a hard error naming the file and
-//!   offset (or, in salvage mode, skipped with a report).
-//! - The last segment ends either at a seal or at its first invalid record. If its file still
-//!   ends with a valid seal, the invalid record is corruption. Otherwise the invalid record is
-//!   the torn tail of a writer that crashed (or, for a live writer, a record still being
-//!   written): the log ends there.
-//! - A last segment whose header is invalid and whose body was never written is a segment
-//!   whose creation was cut short: it holds nothing.
+//! Every segment's end is judged by `classify` (shared with the tail and `verify`; see
+//! `docs/DURABILITY.md`):
+//! - A segment that must end with its seal (one that is not the last of its chain, or any
+//!   segment of a writer with no lock file) has every byte checked: an invalid record, a missing
+//!   seal or a byte after the seal is a hard error naming the file and offset (or, in salvage
+//!   mode, an invalid record is skipped with a report).
+//! - The last segment of a writer with a lock file ends either at a seal or at its first invalid
+//!   record. If its file still ends with a valid seal, or is shorter than its preallocated
+//!   length, the invalid record is corruption. Otherwise it is the torn tail of a writer that
+//!   crashed (or, for a live writer, a record still being written): the log ends there. If its
+//!   header is invalid and nothing was written after it, its creation was cut short: it holds
+//!   nothing.
 //!
 //! A segment is mapped only when nothing can shrink it while it is mapped: when it is sealed
 //! and trimmed (final), or when the caller holds its writer's lock. Anything else is read with
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
+use crate::wal::classify::{self, Place, SealedEnd, SegmentFile};
 use crate::wal::event::{Event, Seal};
 use crate::wal::metric::decode_stream;
 use crate::wal::record::{Frame, RecordType, SEAL_RECORD_BYTES, decode_frame};
@@ -237,7 +240,8 @@ pub enum ChainEnd {
         /// The invalid record found there, if any (`None`: never-written space).
         torn: Option<CorruptionKind>,
     },
-    /// The last segment's creation was cut short: it holds nothing and can be removed.
+    /// The last segment's creation was cut short (its writer still has its lock file): it
+    /// holds nothing and can be removed.
     Unborn {
         /// The segment.
         path: PathBuf,
@@ -257,6 +261,8 @@ pub struct ReadOptions {
 }
 
 /// Reads one writer's chain, calling `visit` for each event in order. Returns where it ends.
+/// Whether the last segment may end without a seal is decided by the writer's lock file,
+/// looked at before any segment is read (see `classify`).
 pub fn read_chain(
     wal_dir: &Path,
     writer: WriterId,
@@ -277,10 +283,14 @@ pub fn read_chain(
             ));
         }
     }
+    let life = classify::chain_life(wal_dir, writer)?;
     let mut end = ChainEnd::Empty;
     let mut salvaged = Vec::new();
     for (index, sequence) in segments.iter().enumerate() {
-        let last = index + 1 == segments.len();
+        let place = Place {
+            last: index + 1 == segments.len(),
+            life,
+        };
         let path = segment::segment_path(wal_dir, writer, *sequence);
         let bytes = load_segment(&path, options.writer_locked)?;
         let segment = SegmentRef {
@@ -288,15 +298,9 @@ pub fn read_chain(
             bytes: &bytes,
             writer,
             sequence: *sequence,
-            last,
+            place,
         };
-        end = read_segment(segment, options, &mut salvaged, visit)?;
-        if let ChainEnd::Sealed { seal, .. } = &end
-            && seal.final_segment
-            && !last
-        {
-            return Err(corrupt(path, 0, CorruptionKind::AfterSeal));
-        }
+        end = read_segment(segment, options.salvage, &mut salvaged, visit)?;
     }
     Ok(ChainRead { end, salvaged })
 }
@@ -310,17 +314,27 @@ pub struct ChainRead {
     pub salvaged: Vec<Corruption>,
 }
 
-struct SegmentRef<'a> {
-    path: &'a Path,
-    bytes: &'a [u8],
-    writer: WriterId,
-    sequence: SegmentSequence,
-    last: bool,
+/// One segment file to read, and what decides how it may end.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentRef<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// Its whole content.
+    pub bytes: &'a [u8],
+    /// The writer its name gives.
+    pub writer: WriterId,
+    /// The sequence its name gives.
+    pub sequence: SegmentSequence,
+    /// Its place in the chain, and the chain's life.
+    pub place: Place,
 }
 
-fn read_segment(
+/// Reads one segment, calling `visit` for each event, and judges its end with `classify`:
+/// damage is an error naming the file and offset. With `salvage`, invalid records of a segment
+/// that must end with its seal are skipped and listed in `salvaged` instead.
+pub fn read_segment(
     segment: SegmentRef<'_>,
-    options: ReadOptions,
+    salvage: bool,
     salvaged: &mut Vec<Corruption>,
     visit: &mut dyn FnMut(Event),
 ) -> Result<ChainEnd> {
@@ -329,66 +343,53 @@ fn read_segment(
         bytes,
         writer,
         sequence,
-        last,
+        place,
     } = segment;
-    // The open tail of a chain is never salvaged: an invalid record there is where the log ends.
-    let sealed = !last || ends_with_seal(bytes);
-    let salvage = options.salvage && sealed;
-    let scan = match scan_segment(bytes, HEADER_BYTES, salvage, &mut |_, event| visit(event)) {
-        Ok(scan) => scan,
-        Err(_) if last && never_written(bytes) => {
+    let file = SegmentFile {
+        path,
+        len: bytes.len() as u64,
+        ends_with_seal: ends_with_seal(bytes),
+        place,
+    };
+    // The open end of a chain is never salvaged: an invalid record there is where the log ends.
+    let salvage = salvage && (!place.may_end_open() || file.ends_with_seal);
+    let header = match SegmentHeader::decode(bytes) {
+        Ok(header) => header,
+        Err(kind) => {
+            classify::check_bad_header(file, kind, &mut || Ok(never_written(bytes)))?;
             return Ok(ChainEnd::Unborn {
                 path: path.to_path_buf(),
             });
         }
-        Err((offset, kind)) => return Err(corrupt(path.to_path_buf(), offset, kind)),
     };
+    classify::check_header_names(path, &header, writer, sequence)?;
+    let scan = scan_segment(bytes, HEADER_BYTES, salvage, &mut |_, event| visit(event))
+        .map_err(|(offset, kind)| corrupt(path.to_path_buf(), offset, kind))?;
     salvaged.extend(scan.salvaged.iter().map(|(offset, kind)| Corruption {
         path: path.to_path_buf(),
         offset: *offset,
         kind: kind.clone(),
     }));
-    if scan.header.writer != writer || scan.header.sequence != sequence {
-        return Err(corrupt(
-            path.to_path_buf(),
-            0,
-            CorruptionKind::HeaderMismatch(format!(
-                "header says writer {} segment {}, the file name says writer {writer} segment \
-                 {sequence}",
-                scan.header.writer, scan.header.sequence
-            )),
-        ));
-    }
-    match scan.end {
-        SegmentEnd::Sealed(seal) => Ok(ChainEnd::Sealed {
-            seal,
-            path: path.to_path_buf(),
-            seal_offset: scan.end_offset,
-            untrimmed: scan.end_offset + SEAL_RECORD_BYTES as u64 != bytes.len() as u64,
-        }),
-        SegmentEnd::Invalid(kind) if !last || ends_with_seal(bytes) => {
-            Err(corrupt(path.to_path_buf(), scan.end_offset, kind))
+    let (offset, torn) = match scan.end {
+        SegmentEnd::Sealed(seal) => {
+            let trim = classify::check_sealed_end(file, &seal, scan.end_offset)?;
+            return Ok(ChainEnd::Sealed {
+                seal,
+                path: path.to_path_buf(),
+                seal_offset: scan.end_offset,
+                untrimmed: trim == SealedEnd::Untrimmed,
+            });
         }
-        SegmentEnd::Unwritten if !last || ends_with_seal(bytes) => Err(corrupt(
-            path.to_path_buf(),
-            scan.end_offset,
-            CorruptionKind::MalformedPayload(
-                "segment ends without a seal but a later segment exists".to_string(),
-            ),
-        )),
-        SegmentEnd::Invalid(kind) => Ok(ChainEnd::Open {
-            path: path.to_path_buf(),
-            offset: scan.end_offset,
-            record_count: scan.record_count,
-            torn: Some(kind),
-        }),
-        SegmentEnd::Unwritten => Ok(ChainEnd::Open {
-            path: path.to_path_buf(),
-            offset: scan.end_offset,
-            record_count: scan.record_count,
-            torn: None,
-        }),
-    }
+        SegmentEnd::Invalid(kind) => (scan.end_offset, Some(kind)),
+        SegmentEnd::Unwritten => (scan.end_offset, None),
+    };
+    classify::check_open_end(file, &header, offset, torn.clone())?;
+    Ok(ChainEnd::Open {
+        path: path.to_path_buf(),
+        offset,
+        record_count: scan.record_count,
+        torn,
+    })
 }
 
 /// A segment whose header is not valid and whose body is all zeros: created, never used.
@@ -421,27 +422,43 @@ impl std::ops::Deref for SegmentBytes {
 
 /// Loads a segment, mapping it when that is safe: the caller holds the writer's lock
 /// (`locked`), or the file ends with a valid seal (sealed and trimmed: never changed again).
+///
+/// A copy is checked against the length the file had before it was read: `classify` judges a
+/// segment by its length, and a live writer may seal and trim the file while it is copied,
+/// leaving a copy that is neither the old file nor the new one. Only that trim ever changes a
+/// segment's length once it is created, so a second copy (of a sealed, trimmed file) is whole.
 pub fn load_segment(path: &Path, locked: bool) -> Result<SegmentBytes> {
-    let file = File::open(path).map_err(|error| Error::io("open", path, error))?;
-    let len = file
-        .metadata()
-        .map_err(|error| Error::io("stat", path, error))?
-        .len();
-    if (locked || is_final_and_trimmed(&file, len)) && len > 0 {
-        // SAFETY: the file cannot shrink while mapped: it is either sealed and trimmed, which
-        // nothing ever changes again, or its writer's lock is held by the caller. Deletion
-        // (compaction) does not invalidate a map.
-        let map = unsafe { memmap2::Mmap::map(&file) };
-        if let Ok(map) = map {
-            return Ok(SegmentBytes::Mapped(map));
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let file = File::open(path).map_err(|error| Error::io("open", path, error))?;
+        let len = file
+            .metadata()
+            .map_err(|error| Error::io("stat", path, error))?
+            .len();
+        if (locked || is_final_and_trimmed(&file, len)) && len > 0 {
+            // SAFETY: the file cannot shrink while mapped: it is either sealed and trimmed,
+            // which nothing ever changes again, or its writer's lock is held by the caller.
+            // Deletion (compaction) does not invalidate a map.
+            let map = unsafe { memmap2::Mmap::map(&file) };
+            if let Ok(map) = map {
+                return Ok(SegmentBytes::Mapped(map));
+            }
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        (&file)
+            .read_to_end(&mut bytes)
+            .map_err(|error| Error::io("read", path, error))?;
+        if bytes.len() as u64 == len || attempts == LOAD_ATTEMPTS_MAX {
+            return Ok(SegmentBytes::Owned(bytes));
         }
     }
-    let mut bytes = Vec::with_capacity(len as usize);
-    (&file)
-        .read_to_end(&mut bytes)
-        .map_err(|error| Error::io("read", path, error))?;
-    Ok(SegmentBytes::Owned(bytes))
 }
+
+/// Copies of a segment tried before a copy whose length changed while it was made is taken as
+/// it is: one for a trim during the first copy, one more for good measure. A segment's length
+/// changes at most once after its creation, so a third change is not a writer's doing.
+const LOAD_ATTEMPTS_MAX: u32 = 3;
 
 /// Whether `file` (of `len` bytes) ends with a valid seal record: sealed and trimmed, so
 /// nothing will ever change it again.

@@ -13,6 +13,11 @@
 //! - a sealed segment that was not trimmed is trimmed;
 //! - then the lock file is removed.
 //!
+//! What counts as a repairable end and what as damage is `classify`'s judgement, the same the
+//! readers and `verify` make: a last segment cut shorter than its preallocated length, or an
+//! invalid record before a seal at the end of the file, is damage, and `recover` fails with it
+//! (in salvage mode the writer is left as it is and listed in `unrepaired`).
+//!
 //! Sealed segments are not re-read here; the full read that follows checks every CRC.
 
 use std::fs::{File, OpenOptions};

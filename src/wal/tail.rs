@@ -2,10 +2,12 @@
 //! previous one, writer by writer, in each writer's order.
 //!
 //! The first poll reads every writer from the start, so a tail is also how a store loads its
-//! log. It is as strict as the full reader where the format allows no doubt: an invalid record in
-//! a segment that is sealed, or that has a successor, is corruption and an error. At the end of
-//! a writer's last, unsealed segment an invalid record means "not yet" (a live writer is
-//! mid-append, or a dead one awaits recovery), and the next poll tries again.
+//! log. It judges each segment's end with `classify`, as the full reader and `verify` do: an
+//! invalid record, a missing seal or a byte after a seal where the writer protocol guarantees a
+//! seal (a segment with a successor, or any segment of a writer with no lock file) is
+//! corruption and an error. At the end of the last segment of a writer with a lock file, an
+//! invalid record or a header not yet written means "not yet" (a live writer is mid-append, or
+//! a dead one awaits recovery), and the next poll tries again.
 //!
 //! Sealed segments are mapped; a live segment is read in windows from the cursor, growing only
 //! when a record does not fit, so polling an idle writer reads a few KiB, not its 64 MiB
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
 use crate::limits::{RECORD_PAYLOAD_BYTES_MAX, STREAM_BYTES_MAX};
+use crate::wal::classify::{self, Place, SegmentFile};
 use crate::wal::event::{Event, Seal};
 use crate::wal::metric::{STREAM_OP_BYTES_MAX, decode_stream};
 use crate::wal::reader::{self, corrupt};
@@ -68,6 +71,8 @@ struct Window {
     to_end: bool,
     /// The file ends with a valid seal: sealed and trimmed.
     sealed: bool,
+    /// The file's length when the window was read.
+    file_len: u64,
 }
 
 impl Tail {
@@ -141,11 +146,20 @@ impl Tail {
                 finished: false,
             });
             check_chain(&self.wal_dir, writer, &files.segments, cursor)?;
+            // Looked at before the segments are read (see `classify::chain_life`).
+            let mut life = None;
             while !cursor.finished && files.segments.contains(&cursor.sequence) {
+                let life = match life {
+                    Some(life) => life,
+                    None => *life.insert(classify::chain_life(&self.wal_dir, writer)?),
+                };
                 let path = segment::segment_path(&self.wal_dir, writer, cursor.sequence);
-                let has_successor = files.segments.last() != Some(&cursor.sequence);
+                let place = Place {
+                    last: files.segments.last() == Some(&cursor.sequence),
+                    life,
+                };
                 let expected = (writer, cursor.sequence);
-                let step = poll_segment(&path, expected, cursor, has_successor, &mut |event| {
+                let step = poll_segment(&path, expected, cursor, place, &mut |event| {
                     count += 1;
                     visit(writer, event);
                 })?;
@@ -206,36 +220,87 @@ fn check_chain(
 
 fn poll_segment(
     path: &Path,
-    expected: (WriterId, SegmentSequence),
+    (writer, sequence): (WriterId, SegmentSequence),
     cursor: &mut Cursor,
-    has_successor: bool,
+    place: Place,
     visit: &mut dyn FnMut(Event),
 ) -> Result<Step> {
     let header = reader::read_range(path, 0, HEADER_BYTES)?;
     let header = match SegmentHeader::decode(&header) {
         Ok(header) => header,
-        // Still being created, unless something follows it.
-        Err(kind) if has_successor => return Err(corrupt(path.to_path_buf(), 0, kind)),
-        Err(_) => return Ok(Step::Wait),
+        // Still being created, if it may be; `classify` decides.
+        Err(kind) => {
+            let file = SegmentFile {
+                path,
+                len: file_len(path)?,
+                ends_with_seal: false,
+                place,
+            };
+            classify::check_bad_header(file, kind, &mut || body_is_zero(path))?;
+            return Ok(Step::Wait);
+        }
     };
-    if (header.writer, header.sequence) != expected {
-        return Err(corrupt(
-            path.to_path_buf(),
-            0,
-            CorruptionKind::HeaderMismatch(format!(
-                "header says writer {} segment {}, the file name says writer {} segment {}",
-                header.writer, header.sequence, expected.0, expected.1
-            )),
-        ));
-    }
+    classify::check_header_names(path, &header, writer, sequence)?;
     let mut window_bytes = WINDOW_BYTES_MIN;
     loop {
         let window = open_window(path, cursor.offset, window_bytes)?;
-        let strict = window.sealed || has_successor;
-        match scan_window(path, &window, cursor, strict, visit)? {
+        let end = SegmentEnd {
+            file: SegmentFile {
+                path,
+                len: window.file_len,
+                ends_with_seal: window.sealed,
+                place,
+            },
+            header,
+        };
+        match scan_window(&end, &window, cursor, visit)? {
             Pass::Step(step) => return Ok(step),
             Pass::NeedMore => window_bytes = window_bytes.saturating_mul(4),
         }
+    }
+}
+
+fn file_len(path: &Path) -> Result<u64> {
+    std::fs::metadata(path)
+        .map(|metadata| metadata.len())
+        .map_err(|error| Error::io("stat", path, error))
+}
+
+/// Whether nothing follows the header's place in the file: read in chunks, stopping at the
+/// first written byte. Asked only of a segment whose header does not decode.
+fn body_is_zero(path: &Path) -> Result<bool> {
+    let file = File::open(path).map_err(|error| Error::io("open", path, error))?;
+    let mut chunk = vec![0u8; WINDOW_BYTES_MIN];
+    let mut offset = HEADER_BYTES as u64;
+    loop {
+        let read = match file.read_at(&mut chunk, offset) {
+            Ok(0) => return Ok(true),
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(Error::io("read", path, error)),
+        };
+        if chunk[..read].iter().any(|byte| *byte != 0) {
+            return Ok(false);
+        }
+        offset += read as u64;
+    }
+}
+
+/// A segment being scanned, and what its end is judged by.
+struct SegmentEnd<'a> {
+    file: SegmentFile<'a>,
+    header: SegmentHeader,
+}
+
+impl SegmentEnd<'_> {
+    /// `Ok` if the log may end (for now) at `offset`, where `torn` was found; else the damage.
+    fn judge(&self, offset: u64, torn: Option<CorruptionKind>) -> Result<()> {
+        classify::check_open_end(self.file, &self.header, offset, torn)
+    }
+
+    /// Whether the segment may end without a seal at all: then a stream may still grow.
+    fn may_end_open(&self) -> bool {
+        classify::may_end_open(self.file, &self.header)
     }
 }
 
@@ -252,6 +317,7 @@ fn open_window(path: &Path, offset: u64, len: usize) -> Result<Window> {
             base: 0,
             to_end: true,
             sealed: true,
+            file_len,
         });
     }
     let end = file_len.min(offset.saturating_add(len as u64));
@@ -275,6 +341,7 @@ fn open_window(path: &Path, offset: u64, len: usize) -> Result<Window> {
         base: offset,
         to_end,
         sealed: false,
+        file_len,
     })
 }
 
@@ -292,20 +359,18 @@ fn could_be_cut(kind: &CorruptionKind) -> bool {
 
 /// Decodes records from the cursor on, advancing it past each one yielded.
 fn scan_window(
-    path: &Path,
+    end: &SegmentEnd<'_>,
     window: &Window,
     cursor: &mut Cursor,
-    strict: bool,
     visit: &mut dyn FnMut(Event),
 ) -> Result<Pass> {
-    // An invalid item: a larger window may fix it when the window cut it short; otherwise it
-    // is corruption where the format allows no doubt, and "not yet" at the open end of a chain.
+    // An invalid item: a larger window may fix it when the window cut it short; otherwise
+    // `classify` decides between corruption and "not yet" at the open end of a chain.
     let invalid = |offset: u64, kind: CorruptionKind, could_be_cut: bool| -> Result<Pass> {
         if !window.to_end && could_be_cut {
             Ok(Pass::NeedMore)
-        } else if strict {
-            Err(corrupt(path.to_path_buf(), offset, kind))
         } else {
+            end.judge(offset, Some(kind))?;
             Ok(Pass::Step(Step::Wait))
         }
     };
@@ -321,25 +386,22 @@ fn scan_window(
         };
         match frame {
             Frame::End if rest.len() < FRAME_BYTES && !window.to_end => return Ok(Pass::NeedMore),
-            Frame::End if strict => {
-                return Err(corrupt(
-                    path.to_path_buf(),
-                    cursor.offset,
-                    CorruptionKind::MalformedPayload(
-                        "segment ends without a seal but is sealed or has a successor".into(),
-                    ),
-                ));
+            Frame::End => {
+                end.judge(cursor.offset, None)?;
+                return Ok(Pass::Step(Step::Wait));
             }
-            Frame::End => return Ok(Pass::Step(Step::Wait)),
             Frame::Record {
                 record_type: RecordType::Seal,
                 payload,
                 ..
             } => {
                 return match Seal::decode(payload) {
-                    Ok(seal) => Ok(Pass::Step(Step::NextSegment {
-                        finished: seal.final_segment,
-                    })),
+                    Ok(seal) => {
+                        classify::check_sealed_end(end.file, &seal, cursor.offset)?;
+                        Ok(Pass::Step(Step::NextSegment {
+                            finished: seal.final_segment,
+                        }))
+                    }
                     Err(kind) => invalid(cursor.offset, kind, false),
                 };
             }
@@ -387,7 +449,7 @@ fn scan_window(
                     }
                     _ => false,
                 };
-                if !followed && !strict {
+                if !followed && end.may_end_open() {
                     return Ok(Pass::Step(Step::Wait));
                 }
                 cursor.offset = window.base + next as u64;

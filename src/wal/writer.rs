@@ -1,9 +1,19 @@
 //! The append side of one writer: a chain of preallocated, mmapped segments owned by one
 //! `Writer`, which takes `&mut self` to append, so it needs no lock of its own.
 //!
+//! Segments grow: the first is `SEGMENT_BYTES_FIRST` (1 MiB) or the configured `segment_bytes`
+//! if smaller, and each next one doubles, up to `segment_bytes`, so a writer that logs ten
+//! points costs about 1 MiB of disk, not the configured size. A record that does not fit the
+//! next size gets a segment large enough for it (up to `segment_bytes`, which every record
+//! fits). A metadata chain's first segment is sized to the events it is created for.
+//!
 //! Invariants:
 //! - The writer holds an exclusive OS lock on `wal/<id>.lock` for its whole life; the lock file
-//!   exists before the first segment is created and is removed only after the last is sealed.
+//!   is durable before the first segment is created and is removed only after the last is
+//!   sealed, trimmed and synced.
+//! - A segment's file is exactly as long as the `segment_bytes` its header records until it is
+//!   sealed and trimmed: readers tell an unsealed segment cut short from one still being
+//!   written by that length.
 //! - A segment's header is synced before any record goes in, and `SEAL_RECORD_BYTES` plus one
 //!   byte of room are always kept free: a seal always fits, and never ends exactly at the
 //!   preallocated end, so "the file ends with a seal" means "sealed and trimmed".
@@ -29,8 +39,8 @@ use crate::error::{Error, Result};
 use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
 use crate::io::Storage;
 use crate::limits::{
-    BATCH_POINTS_MAX, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    STREAM_BYTES_MAX,
+    BATCH_POINTS_MAX, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_FIRST, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, STREAM_BYTES_MAX,
 };
 use crate::wal::event::{Event, Seal};
 use crate::wal::metric::{self, Columns, MetricBatch, STREAM_OP_BYTES_MAX, StreamEncoder};
@@ -43,7 +53,9 @@ use crate::wal::segment::{self, HEADER_BYTES, SegmentHeader};
 /// Settings of one writer.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
-    /// Preallocated size of each segment.
+    /// Largest preallocated size of a segment. The first segment is `SEGMENT_BYTES_FIRST`
+    /// (1 MiB) or this if smaller, and each next one doubles up to this; every record must fit
+    /// a segment of this size.
     pub segment_bytes: u64,
     /// msync before every append returns (`Durability::Sync`).
     pub sync_every_append: bool,
@@ -71,6 +83,8 @@ pub struct Writer {
     lock_path: PathBuf,
     lock_file: Option<File>,
     next_sequence: SegmentSequence,
+    /// Preallocated size of the next segment, before growing it to fit a large record.
+    next_segment_bytes: u64,
     active: Option<ActiveSegment>,
     stream: Option<OpenStream>,
     keys: HashMap<RunId, RunKeys, FastHash>,
@@ -110,18 +124,38 @@ impl Writer {
         storage: Arc<dyn Storage>,
         options: WriterOptions,
     ) -> Result<Writer> {
-        Writer::create_with(wal_dir, storage, options, IdRange::Writer)
+        let first_segment_bytes = SEGMENT_BYTES_FIRST.min(options.segment_bytes);
+        Writer::create_with(
+            wal_dir,
+            storage,
+            options,
+            IdRange::Writer,
+            first_segment_bytes,
+        )
     }
 
     /// Creates the writer of a metadata chain (compaction's copies of the events of the
-    /// segments it takes), with an id below every ordinary writer's (see `IdRange`).
+    /// segments it takes), with an id below every ordinary writer's (see `IdRange`), and a
+    /// first segment of `first_segment_bytes` (see [`segment_bytes_to_hold`]), kept within
+    /// `SEGMENT_BYTES_MIN..=options.segment_bytes`.
     #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
     pub(crate) fn create_metadata_chain(
         wal_dir: &Path,
         storage: Arc<dyn Storage>,
         options: WriterOptions,
+        first_segment_bytes: u64,
     ) -> Result<Writer> {
-        Writer::create_with(wal_dir, storage, options, IdRange::MetadataChain)
+        let first_segment_bytes = first_segment_bytes.clamp(
+            SEGMENT_BYTES_MIN,
+            options.segment_bytes.max(SEGMENT_BYTES_MIN),
+        );
+        Writer::create_with(
+            wal_dir,
+            storage,
+            options,
+            IdRange::MetadataChain,
+            first_segment_bytes,
+        )
     }
 
     fn create_with(
@@ -129,6 +163,7 @@ impl Writer {
         storage: Arc<dyn Storage>,
         options: WriterOptions,
         range: IdRange,
+        first_segment_bytes: u64,
     ) -> Result<Writer> {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&options.segment_bytes) {
             return Err(Error::InvalidInput(format!(
@@ -138,6 +173,13 @@ impl Writer {
         }
         crate::io::create_dirs(wal_dir, storage.as_ref())?;
         let (id, lock_path, lock_file) = claim_writer_id(wal_dir, range)?;
+        // The lock file is made durable before the first segment exists: a segment whose
+        // writer has no lock file is read as a closed writer's, which must end with its seal
+        // (`classify`), so a crash must never keep the segment and lose the lock file.
+        if let Err(error) = storage.sync_dir(wal_dir) {
+            let _ = storage.remove(&lock_path);
+            return Err(Error::io("fsync", wal_dir, error));
+        }
         let mut writer = Writer {
             wal_dir: wal_dir.to_path_buf(),
             id,
@@ -146,6 +188,7 @@ impl Writer {
             lock_path,
             lock_file: Some(lock_file),
             next_sequence: SegmentSequence(0),
+            next_segment_bytes: first_segment_bytes,
             active: None,
             stream: None,
             keys: HashMap::default(),
@@ -154,7 +197,7 @@ impl Writer {
             compressed: Vec::new(),
             stats: WriterStats::default(),
         };
-        writer.open_next_segment()?;
+        writer.open_next_segment(0)?;
         Ok(writer)
     }
 
@@ -468,7 +511,7 @@ impl Writer {
             if !fits(active, len) {
                 // Full: the next segment's fresh stream always has room (see open_stream).
                 self.stream = None;
-                self.rotate()?;
+                self.rotate(STREAM_OPEN_BYTES)?;
                 continue;
             }
             let ops_bytes = &ops[..len];
@@ -487,8 +530,7 @@ impl Writer {
 
     fn open_stream(&mut self) -> Result<()> {
         self.stream = None;
-        let needed = STREAM_HEADER_BYTES_MAX + 2 * STREAM_OP_BYTES_MAX;
-        let active = self.room_for(needed)?;
+        let active = self.room_for(STREAM_OPEN_BYTES)?;
         let start = active.written;
         let padding = record::stream_padding(start);
         let header_bytes = FRAME_BYTES + padding + COMMIT_WORD_BYTES;
@@ -516,19 +558,20 @@ impl Writer {
     /// The active segment, rotated first if `len` bytes (plus the seal) do not fit.
     fn room_for(&mut self, len: usize) -> Result<&mut ActiveSegment> {
         if !self.active.as_ref().is_some_and(|active| fits(active, len)) {
-            self.rotate()?;
+            self.rotate(len)?;
         }
         self.active
             .as_mut()
             .ok_or_else(|| Error::InvalidInput("no active segment".to_string()))
     }
 
-    fn rotate(&mut self) -> Result<()> {
+    /// Seals the active segment and opens the next, with room for `record_bytes`.
+    fn rotate(&mut self, record_bytes: usize) -> Result<()> {
         self.stream = None;
         if self.active.is_some() {
             self.seal_active(false)?;
         }
-        self.open_next_segment()
+        self.open_next_segment(record_bytes)
     }
 
     /// Writes the seal, syncs, unmaps, trims the file to its records and fsyncs it.
@@ -571,10 +614,21 @@ impl Writer {
         Ok(())
     }
 
-    fn open_next_segment(&mut self) -> Result<()> {
+    /// Size of the next segment: the grown size, or more if a `record_bytes` record would not
+    /// fit it, never more than the configured `segment_bytes` (which every record fits).
+    fn next_segment_bytes(&self, record_bytes: usize) -> u64 {
+        let to_fit = segment_bytes_for_records(record_bytes as u64);
+        self.next_segment_bytes
+            .max(to_fit.next_power_of_two())
+            .min(self.options.segment_bytes)
+    }
+
+    /// Creates, maps and syncs the header of the next segment, with room for `record_bytes`.
+    /// On failure nothing changes, so a later call retries the same sequence and size.
+    fn open_next_segment(&mut self, record_bytes: usize) -> Result<()> {
         let sequence = self.next_sequence;
         let path = segment::segment_path(&self.wal_dir, self.id, sequence);
-        let bytes = self.options.segment_bytes;
+        let bytes = self.next_segment_bytes(record_bytes);
         let file = self
             .storage
             .create_preallocated(&path, bytes)
@@ -609,6 +663,7 @@ impl Writer {
             return Err(Error::io("sync new segment", path, error));
         }
         self.next_sequence = SegmentSequence(sequence.0 + 1);
+        self.next_segment_bytes = bytes.saturating_mul(2).min(self.options.segment_bytes);
         self.stats.segments += 1;
         self.stats.bytes += HEADER_BYTES as u64;
         self.active = Some(ActiveSegment {
@@ -640,6 +695,31 @@ impl std::fmt::Debug for Writer {
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
+}
+
+/// Room a fresh stream needs: its header and one call's ops.
+const STREAM_OPEN_BYTES: usize = STREAM_HEADER_BYTES_MAX + 2 * STREAM_OP_BYTES_MAX;
+
+/// The smallest segment that holds `record_bytes` of records after its header, with room left
+/// for the seal and the spare byte (see [`fits`]).
+fn segment_bytes_for_records(record_bytes: u64) -> u64 {
+    (HEADER_BYTES + SEAL_RECORD_BYTES + 1) as u64 + record_bytes
+}
+
+/// The preallocated size of a segment that holds every one of `events` (metadata events, as
+/// [`Writer::append`] writes them) and its seal: what a metadata chain's first segment needs.
+#[cfg_attr(not(feature = "parquet"), allow(dead_code))]
+pub(crate) fn segment_bytes_to_hold(events: &[Event]) -> u64 {
+    let mut payload = Vec::new();
+    let record_bytes = events
+        .iter()
+        .map(|event| {
+            payload.clear();
+            event.encode_payload(&mut payload);
+            (FRAME_BYTES + payload.len()) as u64
+        })
+        .sum();
+    segment_bytes_for_records(record_bytes)
 }
 
 /// Whether `len` more bytes fit in `active` with room left for the seal and the spare byte.
@@ -802,6 +882,41 @@ impl FastHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `segment_bytes_to_hold` is exact: the events fill the segment to its spare byte, with
+    /// no rotation, and one event more would not have fit.
+    #[test]
+    fn a_metadata_chain_segment_holds_its_events_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let events: Vec<Event> = (0..100)
+            .map(|i| Event::TagSet {
+                run: RunId(1),
+                time_ms: i,
+                key: format!("key{i}"),
+                value: "v".repeat(usize::try_from(i).unwrap() * 7),
+            })
+            .collect();
+        let segment_bytes = segment_bytes_to_hold(&events);
+        assert!(segment_bytes > SEGMENT_BYTES_MIN, "{segment_bytes}");
+        let options = WriterOptions {
+            segment_bytes: crate::limits::SEGMENT_BYTES_DEFAULT,
+            sync_every_append: false,
+        };
+        let storage: Arc<dyn Storage> = Arc::new(crate::io::OsStorage);
+        let mut writer =
+            Writer::create_metadata_chain(dir.path(), storage, options, segment_bytes).unwrap();
+        for event in &events {
+            writer.append(event).unwrap();
+        }
+        assert_eq!(writer.stats().segments, 1);
+        let path = segment::segment_path(dir.path(), writer.id(), SegmentSequence(0));
+        writer.close().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header = SegmentHeader::decode(&bytes).unwrap();
+        assert_eq!(header.segment_bytes, segment_bytes);
+        // Trimmed after the seal: everything but the spare byte was used.
+        assert_eq!(bytes.len() as u64, segment_bytes - 1);
+    }
 
     #[test]
     fn a_lock_on_a_file_no_longer_at_its_path_does_not_count() {

@@ -410,3 +410,390 @@ fn a_closed_pipe_is_not_an_error_and_errors_are_one_line() {
             .contains("demo-sweep")
     );
 }
+
+/// A store with one experiment, `e`, holding a run `r` with one metric `k` of three points.
+fn small_store(dir: &Path) -> std::path::PathBuf {
+    let store = dir.join("store");
+    let lines: String = (0..3)
+        .map(|i| {
+            format!(
+                "{{\"type\": \"metric\", \"experiment\": \"e\", \"run\": \"r\", \"key\": \"k\", \"value\": {i}, \"step\": {i}}}\n"
+            )
+        })
+        .collect();
+    let output = ingest(&store, &lines, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    store
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn plot_refuses_an_image_too_large_to_draw() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    for (width, height) in [("65536", "65536"), ("100000", "100000"), ("8193", "600")] {
+        let output_file = dir.path().join("big.png");
+        let output = runlog(
+            &store,
+            &[
+                "plot",
+                "r",
+                "--key",
+                "k",
+                "-o",
+                output_file.to_str().unwrap(),
+                "--width",
+                width,
+                "--height",
+                height,
+            ],
+        );
+        assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+        assert!(
+            stderr_of(&output).contains("at most 8192x8192 pixels"),
+            "{}",
+            stderr_of(&output)
+        );
+        assert!(!output_file.exists());
+    }
+}
+
+#[test]
+fn ingest_keeps_a_numbers_text_as_written_in_params_and_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // The run line goes through serde_json; the param line through the fast scanner.
+    let input = r#"{"type": "run", "experiment": "e", "run": "r", "params": {"seed": 17661420568835545977, "lr": 1.50e-3}, "tags": {"n": -12345678901234567890123}}
+{"type":"param","experiment":"e","run":"r","key":"other_seed","value":18446744073709551615}
+{"type":"metric","experiment":"e","run":"r","key":"k","value":17661420568835545977}
+"#;
+    let output = ingest(&store, input, &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let runs = json(&store, &["runs", "e"]);
+    assert_eq!(runs[0]["params.seed"], "17661420568835545977");
+    assert_eq!(runs[0]["params.lr"], "1.50e-3");
+    assert_eq!(runs[0]["params.other_seed"], "18446744073709551615");
+    // A metric value is still a double.
+    assert_eq!(runs[0]["metrics.k"], 17661420568835545977u64 as f64);
+}
+
+#[test]
+fn ingest_refuses_a_key_given_twice_in_params_or_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for (line, what) in [
+        (
+            r#"{"type": "run", "run": "r", "params": {"lr": 0.1, "lr": 0.2}}"#,
+            r#""params" gives the key "lr" twice"#,
+        ),
+        (
+            r#"{"type": "run", "run": "r", "tags": {"t": "a", "u": "b", "t": "a"}}"#,
+            r#""tags" gives the key "t" twice"#,
+        ),
+    ] {
+        let output = ingest(&store, &format!("{line}\n"), &[]);
+        assert_eq!(output.status.code(), Some(1), "{line}");
+        assert!(stderr_of(&output).contains(what), "{}", stderr_of(&output));
+        assert!(
+            stderr_of(&output).contains("line 1:"),
+            "{}",
+            stderr_of(&output)
+        );
+    }
+    // Nothing of the refused lines was written.
+    let experiments = json(&store, &["experiments"]);
+    assert!(
+        experiments.iter().all(|e| e["runs"] == 0),
+        "{experiments:?}"
+    );
+}
+
+/// Runs `runlog ingest FILE` under a file-size limit of about 50 KB: the first segment cannot be
+/// created (EFBIG), a store error on the first line.
+fn ingest_with_a_full_disk(store: &Path, input: &Path, on_error: &str) -> Output {
+    // An ignored SIGXFSZ stays ignored across exec, so the write fails with EFBIG instead.
+    let script = "trap '' XFSZ; ulimit -f 100; exec \"$@\"";
+    Command::new("sh")
+        .args(["-c", script, "sh", env!("CARGO_BIN_EXE_runlog"), "--store"])
+        .arg(store)
+        .args(["ingest", "--on-error", on_error])
+        .arg(input)
+        .env_remove("RUNLOG_STORE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_store_error_stops_the_ingest_whatever_on_error_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let input = dir.path().join("input.jsonl");
+    let lines: String = (0..100)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"metric\",\"run\":\"r\",\"key\":\"k\",\"value\":{i},\"step\":{i}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    for on_error in ["skip", "stop"] {
+        let output = ingest_with_a_full_disk(&store, &input, on_error);
+        let stderr = stderr_of(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "--on-error {on_error}: {stderr}"
+        );
+        assert!(
+            stderr.contains("the store failed at line 1:") && stderr.contains("File too large"),
+            "--on-error {on_error}: {stderr}"
+        );
+        // A store error is not a bad line: no "skipped", no hint about --on-error.
+        assert!(!stderr.contains("skipped"), "{stderr}");
+        assert!(!stderr.contains("--on-error"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
+#[test]
+fn a_closed_acknowledgement_output_fails_the_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let input = dir.path().join("input.jsonl");
+    // Far more acknowledgements than a pipe holds, so the ingest meets the closed pipe.
+    let lines: String = (0..100_000)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"metric\",\"run\":\"r\",\"key\":\"k\",\"value\":{i},\"step\":{i}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runlog"))
+        .arg("--store")
+        .arg(&store)
+        .args(["ingest", "--acknowledge"])
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 2];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"1\n");
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("acknowledging line"), "{stderr}");
+}
+
+#[test]
+fn an_experiment_named_with_another_experiments_id_does_not_shadow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    let experiments = json(&store, &["experiments"]);
+    let id = experiments[0]["id"].as_u64().unwrap().to_string();
+    let impostor = format!(
+        "{{\"type\": \"metric\", \"experiment\": \"{id}\", \"run\": \"impostor\", \"key\": \"k\", \"value\": 1}}\n"
+    );
+    let output = ingest(&store, &impostor, &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let runs = json(&store, &["runs", &id]);
+    let names: Vec<&Value> = runs.iter().map(|r| &r["name"]).collect();
+    assert_eq!(names, [&Value::from("r")]);
+    let runs = json(&store, &["runs", "e"]);
+    assert_eq!(runs[0]["name"], "r");
+}
+
+#[test]
+fn stats_counts_every_byte_of_the_store_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok(
+        &store,
+        &["demo", "--runs", "2", "--steps", "300", "--keys", "2"],
+    );
+    // A file of the user's, and the log after compaction, count too.
+    std::fs::write(store.join("notes.txt"), [b'x'; 1000]).unwrap();
+    let more = "{\"type\":\"metric\",\"experiment\":\"demo-sweep\",\"run\":\"late\",\"key\":\"k\",\"value\":1}\n";
+    assert!(ingest(&store, more, &[]).status.success());
+    let stats = json(&store, &["stats"]);
+    let stat = |name: &str| {
+        stats
+            .iter()
+            .find(|s| s["stat"] == name)
+            .map(|s| s["value"].clone())
+            .unwrap_or_else(|| panic!("no stat {name}: {stats:?}"))
+    };
+    let bytes_under = |dir: &Path| -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .map(|e| e.unwrap())
+                        .map(|e| {
+                            let metadata = e.metadata().unwrap();
+                            if metadata.is_dir() {
+                                walk(&e.path())
+                            } else {
+                                metadata.len()
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        walk(dir)
+    };
+    let total = bytes_under(&store);
+    let manifests = bytes_under(&store.join("manifest"));
+    assert!(manifests > 0, "the demo compacts, so a manifest exists");
+    assert_eq!(stat("total_bytes"), total);
+    assert_eq!(stat("manifest_bytes"), manifests);
+    let kinds: u64 = [
+        "segment",
+        "metadata_chain",
+        "manifest",
+        "parquet",
+        "artifact",
+        "other",
+    ]
+    .iter()
+    .map(|kind| stat(&format!("{kind}_bytes")).as_u64().unwrap())
+    .sum();
+    assert_eq!(kinds, total);
+    assert!(stat("other_bytes").as_u64().unwrap() >= 1000);
+    let points = stat("points").as_u64().unwrap();
+    assert_eq!(points, 2 * 2 * 300 + 1);
+    let per_point = stat("bytes_per_point").as_f64().unwrap();
+    assert!(
+        (per_point - total as f64 / points as f64).abs() < 0.001,
+        "{per_point}"
+    );
+    let series = stat("series").as_u64().unwrap();
+    let per_series = stat("manifest_bytes_per_series").as_f64().unwrap();
+    assert!(
+        (per_series - manifests as f64 / series as f64).abs() < 0.001,
+        "{per_series}"
+    );
+}
+
+/// More runs than the library's largest page (50,000): `--max` reads them page by page.
+#[test]
+fn runs_max_has_no_hidden_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let count = runlog::query::SEARCH_RESULTS_MAX + 1;
+    let input = dir.path().join("runs.jsonl");
+    let lines: String = (0..count)
+        .map(|i| format!("{{\"type\":\"run\",\"experiment\":\"e\",\"run\":\"r{i}\"}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    ok(&store, &["ingest", input.to_str().unwrap()]);
+    let names = |output: &str| -> std::collections::BTreeSet<String> {
+        output
+            .lines()
+            .skip(1)
+            .map(|line| line.split(',').nth(1).unwrap().to_string())
+            .collect()
+    };
+    let all = ok(&store, &["runs", "e", "--max", "100000", "--format", "csv"]);
+    assert_eq!(names(&all).len(), count);
+    let output = runlog(&store, &["runs", "e", "--max", "50000", "--format", "csv"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(
+        names(&String::from_utf8_lossy(&output.stdout)).len(),
+        50_000
+    );
+    assert!(stderr_of(&output).contains("more runs match"));
+    let zero = runlog(&store, &["runs", "e", "--max", "0"]);
+    assert_eq!(zero.status.code(), Some(1));
+    assert!(stderr_of(&zero).contains("--max must be at least 1"));
+}
+
+#[test]
+fn ingest_skips_a_byte_order_mark_and_names_the_input_line_of_a_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let input = "\u{feff}{\"type\":\"metric\",\"run\":\"r\",\"key\":\"k\",\"value\":1}\n\
+                 {\"type\":\"metric\",\"run\":\"r\",\"key\":\"k\",\"value\":2,\"step\":1}\n\
+                 {\"type\":\"metric\",\"run\":\"r\",\"key\":\"k\",\"value\":}\n";
+    let output = ingest(&store, input, &[]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let error = stderr.lines().last().unwrap();
+    assert!(
+        error.starts_with("runlog: error: line 3: expected value at column 46"),
+        "{stderr}"
+    );
+    assert!(!error.contains("line 1"), "{stderr}");
+    let points = json(&store, &["history", "r", "k"]);
+    assert_eq!(points.len(), 2);
+}
+
+#[test]
+fn export_into_an_occupied_folder_says_so_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    let target = dir.path().join("export");
+    ok(&store, &["export", target.to_str().unwrap()]);
+    let again = runlog(&store, &["export", target.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = stderr_of(&again);
+    assert!(
+        stderr.contains("is not empty; export into a new or empty folder\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("already exists"), "{stderr}");
+}
+
+#[test]
+fn compare_refuses_an_empty_or_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    let empty = runlog(&store, &["compare", "r", "--keys", "k,,k"]);
+    assert_eq!(empty.status.code(), Some(1), "{}", stderr_of(&empty));
+    assert!(
+        stderr_of(&empty).contains("empty key"),
+        "{}",
+        stderr_of(&empty)
+    );
+    let unknown = runlog(&store, &["compare", "r", "--keys", "k,nope"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", stderr_of(&unknown));
+    assert!(
+        stderr_of(&unknown).contains("metric \"nope\""),
+        "{}",
+        stderr_of(&unknown)
+    );
+    let known = json(&store, &["compare", "r", "--keys", "k"]);
+    assert_eq!(known[0]["k"], 2.0);
+}
+
+#[test]
+fn tables_escape_control_characters_in_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let line =
+        r#"{"type":"metric","experiment":"e","run":"\u001b[31mred\u0000\nx","key":"k","value":1}"#;
+    let output = ingest(&store, &format!("{line}\n"), &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let table = ok(&store, &["runs", "e"]);
+    assert!(
+        !table.contains('\u{1b}') && !table.contains('\0'),
+        "{table:?}"
+    );
+    assert!(table.contains("\\u{1b}[31mred\\0\\nx"), "{table}");
+    assert_eq!(table.lines().count(), 3, "{table}");
+    // Tools get the name unchanged.
+    let runs = json(&store, &["runs", "e"]);
+    assert_eq!(runs[0]["name"], "\u{1b}[31mred\u{0}\nx");
+}

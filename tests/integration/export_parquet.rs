@@ -169,7 +169,11 @@ fn export_matches_what_was_logged_column_by_column() {
         (report.experiments, report.runs, report.orphan_points),
         (2, 3, 0)
     );
-    assert!(matches!(store.export(&out), Err(Error::AlreadyExists(_))));
+    let occupied = store.export(&out);
+    assert!(
+        matches!(occupied, Err(Error::InvalidInput(_))),
+        "{occupied:?}"
+    );
 
     let experiments = read(&out.join("experiments.parquet"));
     assert_eq!(

@@ -18,6 +18,7 @@ mod fixtures;
 mod processes;
 mod query_history;
 mod query_search;
+mod segment_sizing;
 #[cfg(feature = "parquet")]
 mod sim;
 #[cfg(feature = "parquet")]

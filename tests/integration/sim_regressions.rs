@@ -83,13 +83,15 @@ fn a_failed_sync_while_compacting_stops_every_later_write_of_the_handle() {
     }
 }
 
-/// A crash between creating a segment and syncing its header leaves a file of zeros; `verify`
-/// called that damage although every reader, and recovery, take it as the chain's end.
+/// A crash between creating a segment and syncing its header leaves a file of zeros, beside
+/// the dead writer's lock file; `verify` called that damage although every reader, and
+/// recovery, take it as the chain's end.
 #[test]
 fn verify_notes_a_segment_that_was_created_but_never_written() {
     let dir = tempfile::tempdir().unwrap();
     let wal = dir.path().join("wal");
     std::fs::create_dir(&wal).unwrap();
+    std::fs::write(wal.join("68815d7a7be10ada.lock"), b"").unwrap();
     std::fs::write(wal.join("68815d7a7be10ada-0000000000.wal"), vec![0u8; 8192]).unwrap();
     let report = runlog::verify::verify(dir.path()).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);

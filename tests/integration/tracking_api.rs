@@ -581,3 +581,27 @@ fn a_crafted_huge_key_id_does_not_blow_up_open() {
     let store = Store::open_with(dir.path(), options()).unwrap();
     assert!(store.experiments(ViewType::All).unwrap().is_empty());
 }
+
+/// Duplicates among one call's params are found in linear time: 300,000 params with the only
+/// clash at the very end are refused at once (the quadratic check took minutes), and nothing
+/// of the call is written.
+#[test]
+fn log_params_checks_a_large_call_in_linear_time() {
+    let dir = TempStore::new();
+    let store = open(&dir);
+    let run = new_run(&store, "e");
+    let keys: Vec<String> = (0..300_000).map(|i| format!("p{i}")).collect();
+    let mut params: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "1")).collect();
+    params.push(("p0", "2"));
+    let error = run.log_params(&params).unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidInput(m) if m.contains("'p0' is given twice")),
+        "{error}"
+    );
+    assert!(run.view().unwrap().params.is_empty());
+    params.pop();
+    params.truncate(50_000);
+    params.push(("p0", "1"));
+    run.log_params(&params).unwrap();
+    assert_eq!(run.view().unwrap().params.len(), 50_000);
+}

@@ -197,20 +197,78 @@ const CASES: &[Case] = &[
         expect: |f| Expect::Prefix(f.records.len() - 1),
     },
     Case {
-        name: "torn_last_record_of_sealed_segment_trailer_gone",
+        // A closed writer's segment cannot end torn: it was sealed and trimmed before the lock
+        // file went. The log ends where the cut record starts, and that is damage.
+        name: "torn_last_record_of_closed_segment_trailer_gone",
         sealed: true,
         corrupt: |f, bytes| {
             let r = last(f);
             bytes.truncate(r.offset + (r.end - r.offset) / 2);
         },
-        expect: |f| Expect::Prefix(f.records.len() - 1),
+        expect: |f| Expect::Error {
+            offset: last(f).offset,
+            kind: |k| matches!(k, CorruptionKind::MissingSeal(_)),
+        },
+    },
+    Case {
+        name: "torn_last_record_of_dead_segment_trailer_gone",
+        sealed: false,
+        corrupt: |f, bytes| {
+            let r = last(f);
+            bytes.truncate(r.offset + (r.end - r.offset) / 2);
+        },
+        // Shorter than its preallocated length: cut, not torn by a crash.
+        expect: |f| Expect::Error {
+            offset: last(f).offset,
+            kind: |k| matches!(k, CorruptionKind::MissingSeal(_)),
+        },
     },
     Case {
         name: "truncated_header",
         sealed: true,
         corrupt: |_, bytes| bytes.truncate(HEADER_BYTES / 2),
-        // Only segment of the chain, nothing after the cut: a creation cut short, holding nothing.
+        expect: |_| Expect::Error {
+            offset: 0,
+            kind: |k| matches!(k, CorruptionKind::TruncatedHeader { .. }),
+        },
+    },
+    Case {
+        // What a crash right after creating a dead writer's segment leaves.
+        name: "emptied_open_segment",
+        sealed: false,
+        corrupt: |_, bytes| bytes.clear(),
         expect: |_| Expect::Prefix(0),
+    },
+    Case {
+        name: "emptied_closed_segment",
+        sealed: true,
+        corrupt: |_, bytes| bytes.clear(),
+        expect: |_| Expect::Error {
+            offset: 0,
+            kind: |k| matches!(k, CorruptionKind::TruncatedHeader { found_bytes: 0 }),
+        },
+    },
+    Case {
+        name: "byte_before_final_seal",
+        sealed: true,
+        corrupt: |f, bytes| bytes[last(f).end - 1] ^= 0x01,
+        expect: |f| Expect::Error {
+            offset: last(f).offset,
+            kind: |_| true,
+        },
+    },
+    Case {
+        name: "another_writers_id_in_header",
+        sealed: true,
+        corrupt: |_, bytes| {
+            bytes[16] ^= 0x01;
+            let crc = crc32fast::hash(&bytes[..60]);
+            bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        },
+        expect: |_| Expect::Error {
+            offset: 0,
+            kind: |k| matches!(k, CorruptionKind::HeaderMismatch(_)),
+        },
     },
     Case {
         name: "truncated_header_with_data_after",
@@ -577,4 +635,421 @@ fn a_version_1_stream_with_many_run_changes_reads_whole() {
             .sum()
     };
     assert_eq!((per_run(7), per_run(8)), (35, 35));
+}
+
+/// How the writer of a damaged segment ended, which decides what its segments may look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    /// Closed cleanly: no lock file, every segment sealed and trimmed.
+    Closed,
+    /// Killed: its lock file stays, its last segment is open (preallocated, unsealed).
+    Dead,
+    /// Still running in this process, holding its lock.
+    Live,
+    /// Compaction's metadata chain, listed by the manifest (closed, like every chain).
+    MetadataChain,
+}
+
+/// Which of the writer's segments is damaged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    First,
+    Last,
+}
+
+/// What the store must make of one damage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Damage: `verify` names it as a problem, and opening (read-only and for writing) fails
+    /// naming the same file and offset.
+    Damage,
+    /// What a crash leaves: the data before it survive, opening works, `verify` has no problem.
+    Tail,
+}
+
+/// One damage to apply: its label, the damaged bytes of the segment, and the verdict.
+type Damage = (String, Vec<u8>, Verdict);
+
+/// One named case: a writer's life, the segment damaged, and the damages to apply to it one at a
+/// time (each with its label and verdict).
+struct DamageCase {
+    name: &'static str,
+    life: Life,
+    which: Which,
+    damages: fn(&SegmentFacts) -> Vec<Damage>,
+}
+
+/// The pristine segment and where its records start.
+struct SegmentFacts {
+    bytes: Vec<u8>,
+    record_offsets: Vec<usize>,
+    /// Where the valid records end (the seal's offset, if sealed).
+    records_end: usize,
+    sealed: bool,
+    /// Whether the segment may end without a seal: the last of a dead or live writer.
+    may_end_open: bool,
+}
+
+const POINTS: i64 = 1500;
+
+/// A store with one run of `POINTS` points in 4 KiB segments, its writer ended as `life`
+/// says. Returns the folder, the run, and the live store handle (for `Life::Live`).
+fn damage_store(life: Life) -> (tempfile::TempDir, RunId, Option<runlog::Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = runlog::StoreOptions {
+        segment_bytes: 4096,
+        durability: runlog::wal::Durability::Buffered,
+        lanes: 1,
+        ..runlog::StoreOptions::default()
+    };
+    let store = runlog::Store::open_with(dir.path(), options).unwrap();
+    let experiment = store.get_or_create_experiment("e").unwrap().id;
+    let run = store.start_run(experiment, Default::default()).unwrap();
+    let id = run.id();
+    for step in 0..POINTS {
+        run.log_metric("loss", 1.0 / (step + 1) as f64, step)
+            .unwrap();
+    }
+    run.finish().unwrap();
+    match life {
+        Life::Closed => drop(store),
+        Life::MetadataChain => {
+            store.compact().unwrap();
+            drop(store);
+        }
+        Life::Dead => {
+            store.flush().unwrap();
+            store.abandon();
+        }
+        Life::Live => {
+            store.flush().unwrap();
+            return (dir, id, Some(store));
+        }
+    }
+    (dir, id, None)
+}
+
+/// The segments of the writer `life` is about, in order.
+fn writer_segments(wal: &Path, life: Life) -> Vec<PathBuf> {
+    let chain = |path: &PathBuf| {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        u64::from_str_radix(&name[..16], 16).unwrap() < 1 << 62
+    };
+    let segments: Vec<PathBuf> = crate::util::segments(wal)
+        .into_iter()
+        .filter(|path| chain(path) == (life == Life::MetadataChain))
+        .collect();
+    assert!(!segments.is_empty(), "{life:?}: no segment");
+    segments
+}
+
+fn facts(path: &Path, may_end_open: bool) -> SegmentFacts {
+    let bytes = std::fs::read(path).unwrap();
+    let mut record_offsets = Vec::new();
+    let scan = scan_segment(&bytes, HEADER_BYTES, false, &mut |offset, _| {
+        if record_offsets.last() != Some(&(offset as usize)) {
+            record_offsets.push(offset as usize);
+        }
+    })
+    .unwrap();
+    SegmentFacts {
+        records_end: scan.end_offset as usize,
+        sealed: matches!(scan.end, runlog::wal::reader::SegmentEnd::Sealed(_)),
+        bytes,
+        record_offsets,
+        may_end_open,
+    }
+}
+
+/// Cuts at every offset where a cut means something different: inside the header, at and
+/// just past its end, at each record's start and middle, at the seal, and one byte short.
+/// Only an open segment may lose its whole body (a creation cut short) or everything after its
+/// header (the header synced, its length not yet): those are crash leftovers, all else damage.
+fn cuts(facts: &SegmentFacts) -> Vec<Damage> {
+    let mut offsets = vec![0, 1, HEADER_BYTES / 2, HEADER_BYTES - 1, HEADER_BYTES];
+    for pair in facts.record_offsets.windows(2) {
+        offsets.extend([pair[0] + 1, (pair[0] + pair[1]) / 2, pair[1]]);
+    }
+    offsets.extend([facts.records_end, facts.records_end + 1]);
+    offsets.push(facts.bytes.len() - 1);
+    offsets.sort_unstable();
+    offsets.dedup();
+    offsets
+        .into_iter()
+        .filter(|cut| *cut < facts.bytes.len())
+        .map(|cut| {
+            let crash_leftover = facts.may_end_open && (cut == 0 || cut == HEADER_BYTES);
+            let verdict = if crash_leftover {
+                Verdict::Tail
+            } else {
+                Verdict::Damage
+            };
+            (
+                format!("cut at {cut}"),
+                facts.bytes[..cut].to_vec(),
+                verdict,
+            )
+        })
+        .collect()
+}
+
+/// Damage that keeps the length: another writer's id in the header (CRC fixed up), a header
+/// byte flipped, the byte just before the seal flipped, bytes appended after the seal.
+fn rewrites(facts: &SegmentFacts) -> Vec<Damage> {
+    let mut out = Vec::new();
+    let mut other_writer = facts.bytes.clone();
+    other_writer[16] ^= 0x01;
+    let crc = crc32fast::hash(&other_writer[..60]);
+    other_writer[60..64].copy_from_slice(&crc.to_le_bytes());
+    out.push((
+        "another writer's id in the header".to_string(),
+        other_writer,
+        Verdict::Damage,
+    ));
+    let mut header_flip = facts.bytes.clone();
+    header_flip[20] ^= 0x10;
+    out.push((
+        "a header byte flipped".to_string(),
+        header_flip,
+        Verdict::Damage,
+    ));
+    if facts.sealed {
+        let mut before_seal = facts.bytes.clone();
+        before_seal[facts.records_end - 1] ^= 0x01;
+        out.push((
+            "the byte before the seal flipped".to_string(),
+            before_seal,
+            Verdict::Damage,
+        ));
+        let mut appended = facts.bytes.clone();
+        appended.extend_from_slice(&[0u8; 100]);
+        let verdict = if facts.may_end_open {
+            Verdict::Tail
+        } else {
+            Verdict::Damage
+        };
+        out.push(("bytes after the seal".to_string(), appended, verdict));
+    }
+    out
+}
+
+fn cuts_and_rewrites(facts: &SegmentFacts) -> Vec<Damage> {
+    let mut out = cuts(facts);
+    out.extend(rewrites(facts));
+    out
+}
+
+const DAMAGE_CASES: &[DamageCase] = &[
+    DamageCase {
+        name: "closed_writer_first_segment",
+        life: Life::Closed,
+        which: Which::First,
+        damages: cuts_and_rewrites,
+    },
+    DamageCase {
+        name: "closed_writer_last_segment",
+        life: Life::Closed,
+        which: Which::Last,
+        damages: cuts_and_rewrites,
+    },
+    DamageCase {
+        name: "dead_writer_sealed_segment",
+        life: Life::Dead,
+        which: Which::First,
+        damages: cuts_and_rewrites,
+    },
+    DamageCase {
+        name: "dead_writer_torn_last_segment",
+        life: Life::Dead,
+        which: Which::Last,
+        damages: cuts_and_rewrites,
+    },
+    DamageCase {
+        name: "metadata_chain",
+        life: Life::MetadataChain,
+        which: Which::Last,
+        damages: cuts_and_rewrites,
+    },
+];
+
+/// What the store made of the damage: `verify`'s report, and the run's points (or the error)
+/// through a read-only open and then through an open for writing (which recovers first).
+struct Seen {
+    report: runlog::verify::VerifyReport,
+    read_only: runlog::Result<usize>,
+    writable: runlog::Result<usize>,
+}
+
+fn points_through(root: &Path, run: RunId, read_only: bool) -> runlog::Result<usize> {
+    let options = runlog::StoreOptions {
+        read_only,
+        durability: runlog::wal::Durability::Buffered,
+        lanes: 1,
+        ..runlog::StoreOptions::default()
+    };
+    let store = runlog::Store::open_with(root, options)?;
+    Ok(store.history(run, "loss", ..)?.len())
+}
+
+fn look(root: &Path, run: RunId) -> Seen {
+    let read_only = points_through(root, run, true);
+    let report = runlog::verify::verify(root).unwrap();
+    let writable = points_through(root, run, false);
+    Seen {
+        report,
+        read_only,
+        writable,
+    }
+}
+
+/// `verify` and both opens agree: a problem in `verify` is an open error naming the same file
+/// and offset, and no problem means every open works.
+fn check_agreement(context: &str, segment: &Path, verdict: Verdict, seen: &Seen) {
+    match verdict {
+        Verdict::Damage => {
+            let problem =
+                seen.report.problems.first().unwrap_or_else(|| {
+                    panic!("{context}: verify found no problem: {:?}", seen.report)
+                });
+            assert_eq!(problem.path, segment, "{context}: {problem}");
+            for (how, outcome) in [("read-only", &seen.read_only), ("writable", &seen.writable)] {
+                match outcome {
+                    Err(Error::Corrupt(c)) => {
+                        assert_eq!(
+                            (c.path.as_path(), Some(c.offset)),
+                            (problem.path.as_path(), problem.offset),
+                            "{context}: {how} open reports {c}, verify {problem}"
+                        );
+                    }
+                    other => panic!("{context}: {how} open gave {other:?}; verify: {problem}"),
+                }
+            }
+        }
+        Verdict::Tail => {
+            assert!(
+                seen.report.problems.is_empty(),
+                "{context}: {:?}",
+                seen.report.problems
+            );
+            for (how, outcome) in [("read-only", &seen.read_only), ("writable", &seen.writable)] {
+                match outcome {
+                    Ok(points) => assert!(*points <= POINTS as usize, "{context}: {how}"),
+                    Err(error) => panic!("{context}: {how} open failed: {error}"),
+                }
+            }
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Truncation, emptying and in-place damage of the segments of closed, dead and metadata-chain
+/// writers: every outcome either keeps the data or is reported alike by `verify` and by both
+/// opens, naming the file and offset.
+#[test]
+fn damage_table_verify_and_open_agree() {
+    for case in DAMAGE_CASES {
+        let (pristine, run, _) = damage_store(case.life);
+        let segments = writer_segments(&pristine.path().join("wal"), case.life);
+        assert!(
+            case.life == Life::MetadataChain || segments.len() >= 2,
+            "{}: {} segments",
+            case.name,
+            segments.len()
+        );
+        let index = match case.which {
+            Which::First => 0,
+            Which::Last => segments.len() - 1,
+        };
+        let last = index + 1 == segments.len();
+        let may_end_open = last && case.life == Life::Dead;
+        let facts = facts(&segments[index], may_end_open);
+        // Looked at in a copy: opening for writing recovers a dead writer.
+        let untouched_copy = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), untouched_copy.path());
+        let untouched = look(untouched_copy.path(), run);
+        assert!(untouched.report.problems.is_empty(), "{}", case.name);
+        assert_eq!(
+            untouched.read_only.as_ref().ok(),
+            Some(&(POINTS as usize)),
+            "{}",
+            case.name
+        );
+        for (label, bytes, verdict) in (case.damages)(&facts) {
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(pristine.path(), copy.path());
+            let segment = copy
+                .path()
+                .join("wal")
+                .join(segments[index].file_name().unwrap());
+            std::fs::write(&segment, &bytes).unwrap();
+            let seen = look(copy.path(), run);
+            check_agreement(&format!("{}: {label}", case.name), &segment, verdict, &seen);
+        }
+    }
+}
+
+/// A live writer's current segment legitimately ends in never-written space, so only a cut (a
+/// length its writer never gave it) is damage; its sealed segments are checked like any other.
+#[test]
+fn damage_to_a_live_writers_segments_is_reported_alike() {
+    let (probe, _, live) = damage_store(Life::Live);
+    let segments = writer_segments(&probe.path().join("wal"), Life::Live);
+    let last_len = std::fs::metadata(segments.last().unwrap()).unwrap().len() as usize;
+    drop(live);
+    let damages = [
+        (Which::Last, HEADER_BYTES + 10, Verdict::Damage),
+        (Which::Last, last_len - 1, Verdict::Damage),
+        (Which::Last, 0, Verdict::Tail),
+        (Which::First, 100, Verdict::Damage),
+    ];
+    for (which, cut, verdict) in damages {
+        let (dir, run, live) = damage_store(Life::Live);
+        let live = live.unwrap();
+        let segments = writer_segments(&dir.path().join("wal"), Life::Live);
+        let segment = match which {
+            Which::First => segments[0].clone(),
+            Which::Last => segments.last().unwrap().clone(),
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.set_len(cut as u64).unwrap();
+        drop(file);
+        let seen = look(dir.path(), run);
+        // Its map now runs past the file's end: let it go without touching it.
+        live.abandon();
+        drop(live);
+        check_agreement(
+            &format!("live {which:?} cut at {cut}"),
+            &segment,
+            verdict,
+            &seen,
+        );
+    }
+}
+
+/// A metadata chain that the newest manifest lists holds the experiments and runs of the
+/// segments it replaced: with its files gone, `verify` and every open report it, instead of
+/// the experiment vanishing.
+#[test]
+fn a_listed_metadata_chain_whose_files_are_gone_is_damage() {
+    let (dir, run, _) = damage_store(Life::MetadataChain);
+    let chain = writer_segments(&dir.path().join("wal"), Life::MetadataChain);
+    for segment in &chain {
+        std::fs::remove_file(segment).unwrap();
+    }
+    let seen = look(dir.path(), run);
+    check_agreement("listed chain removed", &chain[0], Verdict::Damage, &seen);
 }

@@ -1,6 +1,7 @@
 //! Truncate a small segment at every byte offset and flip every bit of it. Opening never
 //! panics, never returns a record whose CRC did not check, and recovers exactly the valid
-//! prefix (or, for damage inside a sealed segment, fails naming the damaged record).
+//! prefix of a dead writer's torn tail; any other damage (inside a closed writer's segment, or a
+//! cut that no crash leaves) fails naming where the valid log ends.
 
 use runlog::Error;
 use runlog::wal::Log;
@@ -45,21 +46,49 @@ fn records_ending_by(fixture: &Fixture, cut: usize) -> usize {
     fixture.records.iter().take_while(|r| r.end <= cut).count()
 }
 
+/// What a segment cut at `cut` must read as. A closed writer's segment (`sealed`) is whole only
+/// uncut; a dead writer's (which keeps its lock file) may be cut only where its creation could
+/// have been: before anything was written, or right after its header. Any other cut is damage
+/// located where the first record that is not whole starts.
+fn expected_after_cut(
+    fixture: &Fixture,
+    sealed: bool,
+    cut: usize,
+    len: usize,
+) -> Result<Vec<runlog::wal::Event>, u64> {
+    if cut == len {
+        return Ok(fixture.all());
+    }
+    if !sealed && (cut == 0 || cut == HEADER_BYTES) {
+        return Ok(Vec::new());
+    }
+    if cut < HEADER_BYTES {
+        return Err(0);
+    }
+    let whole = records_ending_by(fixture, cut);
+    Err(fixture
+        .records
+        .get(whole)
+        .map_or(fixture.records.last().unwrap().end, |r| r.offset) as u64)
+}
+
 fn truncate_everywhere(sealed: bool) {
     let fixture = fixture(sealed);
     let bytes = std::fs::read(&fixture.segment).unwrap();
     let limit = (fixture.records.last().unwrap().end + 64).min(bytes.len());
     for cut in 0..=limit {
-        let expected = fixture.prefix(records_ending_by(&fixture, cut));
-        let expected = if cut == bytes.len() {
-            fixture.all()
-        } else {
-            expected
-        };
+        let expected = expected_after_cut(&fixture, sealed, cut, bytes.len());
         for (reader, outcome) in outcomes(&fixture, &bytes[..cut]) {
-            match outcome {
-                Ok(events) => assert_eq!(events, expected, "cut at {cut}: {reader}"),
-                Err(error) => panic!("cut at {cut}: {reader} failed: {error}"),
+            match (&expected, outcome) {
+                (Ok(expected), Ok(events)) => {
+                    assert_eq!(&events, expected, "cut at {cut}: {reader}")
+                }
+                (Err(offset), Err(Error::Corrupt(c))) => {
+                    assert_eq!(c.offset, *offset, "cut at {cut}: {reader}: {c}");
+                }
+                (expected, outcome) => {
+                    panic!("cut at {cut}: {reader}: expected {expected:?}, got {outcome:?}")
+                }
             }
         }
     }
@@ -102,8 +131,14 @@ fn flip_everywhere(sealed: bool) {
                     (false, Some(index), Ok(events)) if !sealed => {
                         assert_eq!(events, fixture.prefix(index), "{context}");
                     }
-                    // Past the last record: the seal (sealed) or never-written space (open).
-                    (false, None, Ok(events)) => assert_eq!(events, fixture.all(), "{context}"),
+                    // The seal of a closed writer's segment.
+                    (false, None, Err(Error::Corrupt(c))) if sealed => {
+                        assert_eq!(c.offset, last_end as u64, "{context}");
+                    }
+                    // Never-written space of a dead writer's segment.
+                    (false, None, Ok(events)) if !sealed => {
+                        assert_eq!(events, fixture.all(), "{context}");
+                    }
                     (_, _, outcome) => panic!("{context}: unexpected {outcome:?}"),
                 }
             }

@@ -1,5 +1,7 @@
 //! Recovery at open: dead writers are sealed, live ones left alone, cut-short creations removed.
 
+use std::path::Path;
+
 use runlog::wal::{Event, Log, RepairAction};
 use runlog::{ExperimentId, RunId};
 
@@ -72,18 +74,23 @@ fn a_live_writer_is_left_alone_and_its_data_is_visible_without_a_flush() {
 fn a_segment_whose_creation_was_cut_short_is_removed() {
     let store = Store::new();
     let mut writer = store.writer(4096);
-    writer.log_point(RunId(1), "loss", 0, 0, 1.0).unwrap();
+    // Log until the writer seals segment 0 and starts segment 1; that last point is in 1.
+    let mut step = 0;
+    while crate::util::segments(&store.wal()).len() < 2 {
+        writer.log_point(RunId(1), "loss", step, 0, 1.0).unwrap();
+        step += 1;
+    }
     let id = writer.id();
     writer.flush().unwrap();
     writer.abandon();
-    // The next segment exists with its blocks but no header yet.
+    // Segment 1 as a crash right after its creation leaves it: its blocks, no header yet.
     let unborn = store.wal().join(format!("{id}-0000000001.wal"));
     std::fs::write(&unborn, vec![0u8; 4096]).unwrap();
-    // Recovery looks at the last segment first: the unborn one goes, then segment 0 is the
-    // open tail and gets sealed.
+    // Recovery looks at the last segment: the unborn one goes, and segment 0 ends the chain.
     let (_log, report) = Log::open(store.wal(), small_options()).unwrap();
     assert!(!unborn.exists(), "{report:?}");
-    assert_eq!(read(&store.wal()).unwrap().points.len(), 1);
+    let points = read(&store.wal()).unwrap().points.len();
+    assert_eq!(points as i64, step - 1);
 }
 
 /// A crash between writing a seal and trimming the file: the writer's lock file is still
@@ -198,4 +205,79 @@ fn rotation_keeps_order_across_many_segments() {
         })
         .collect();
     assert_eq!(tags, (0..20).map(|i| i * 1000).collect::<Vec<_>>());
+}
+
+/// A folder without `wal/` is not a store: a read-only open (the read commands) and `verify`
+/// refuse it instead of reading it as an empty store, while an open for writing still creates a
+/// store in an empty or missing folder.
+#[test]
+fn read_only_opens_and_verify_refuse_a_folder_that_is_not_a_store() {
+    let read_only = runlog::StoreOptions {
+        read_only: true,
+        ..runlog::StoreOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not a store").unwrap();
+    for root in [dir.path(), Path::new("/")] {
+        let opened = runlog::Store::open_with(root, read_only.clone());
+        assert!(
+            matches!(&opened, Err(runlog::Error::NotAStore(path)) if path == root),
+            "{root:?}: {:?}",
+            opened.map(|_| ())
+        );
+        let verified = runlog::verify::verify(root);
+        assert!(
+            matches!(&verified, Err(runlog::Error::NotAStore(_))),
+            "{root:?}: {verified:?}"
+        );
+    }
+    assert!(!dir.path().join("wal").exists());
+    let missing = dir.path().join("new");
+    for root in [dir.path().to_path_buf(), missing] {
+        drop(runlog::Store::open(&root).unwrap());
+        assert!(runlog::verify::verify(&root).unwrap().is_ok());
+        drop(runlog::Store::open_with(&root, read_only.clone()).unwrap());
+    }
+}
+
+/// A segment is read as its writer's only while the writer's lock file is there; without it,
+/// the chain is taken as closed and must be sealed. So the lock file must be durable before
+/// the first segment is: a power loss that kept a new segment's folder entry and lost its lock
+/// file's would turn a crash into reported damage. Every crash point of a writer's creation
+/// and first appends, with torn folders and pages, must leave a store `verify` and open accept.
+#[test]
+fn a_crash_anywhere_in_a_writers_creation_leaves_no_segment_without_its_lock_file() {
+    use runlog::io::{CrashMode, CrashStorage, OsStorage};
+    for operation in 0..8 {
+        for seed in 0..32 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            std::fs::create_dir_all(root.join("wal")).unwrap();
+            let crash = std::sync::Arc::new(
+                CrashStorage::new(&root, std::sync::Arc::new(OsStorage)).unwrap(),
+            );
+            let image = dir.path().join("image");
+            crash.crash_at(operation, &image, CrashMode::Torn { seed });
+            let options = runlog::wal::WriterOptions {
+                segment_bytes: 4096,
+                sync_every_append: false,
+            };
+            if let Ok(mut writer) =
+                runlog::wal::Writer::create(&root.join("wal"), crash.clone(), options)
+            {
+                let _ = writer.log_point(RunId(1), "loss", 0, 0, 1.0);
+                let _ = writer.flush();
+                writer.abandon();
+            }
+            if !crash.crashed() {
+                crash.crash_now(&image, CrashMode::Torn { seed }).unwrap();
+            }
+            let context = format!("crash at operation {operation}, seed {seed}");
+            let report = runlog::verify::verify(&image).unwrap();
+            assert!(report.is_ok(), "{context}: {:?}", report.problems);
+            if let Err(error) = Log::open(image.join("wal"), small_options()) {
+                panic!("{context}: open failed: {error}");
+            }
+        }
+    }
 }

@@ -9,6 +9,9 @@
 //!   values, statuses) is checked while parsing, before anything of the line is appended.
 //! - A bad line is reported with its 1-based line number. With `--on-error stop` (the default)
 //!   nothing after it is applied; what came before is flushed and stays.
+//! - A store error (I/O, a full disk, damage) is never a bad line: it stops the ingest with a
+//!   failure whatever `--on-error` says. So does a closed acknowledgement output: an ingest
+//!   that did not write its whole input never reports success.
 //! - `run` names a run within its experiment, created at its first mention in this input;
 //!   `run_id` names a run that already exists. Runs are left as their lines leave them: a run
 //!   without a `status` line stays RUNNING.
@@ -92,7 +95,11 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
                 number += 1;
                 let applied = match line {
                     Ok(None) => continue,
-                    Ok(Some(line)) => ingest.apply(&block, line).map_err(|e| e.to_string()),
+                    Ok(Some(line)) => match ingest.apply(&block, line) {
+                        Ok(()) => Ok(()),
+                        Err(error) if is_line_fault(&error) => Err(error.to_string()),
+                        Err(error) => return Err(store_failure(this, &error)),
+                    },
                     Err(message) => Err(message),
                 };
                 match applied {
@@ -174,6 +181,7 @@ fn read_and_parse(
     sender: &std::sync::mpsc::SyncSender<Outcome<Parsed>>,
 ) {
     let mut carry: Vec<u8> = Vec::new();
+    let mut start_of_input = true;
     loop {
         let mut block = std::mem::take(&mut carry);
         let end_of_input = match fill(input, &mut block, stdin) {
@@ -183,6 +191,9 @@ fn read_and_parse(
                 return;
             }
         };
+        if start_of_input {
+            start_of_input = strip_byte_order_mark(&mut block, end_of_input);
+        }
         // A trailing partial line waits for the next block; a block without any newline
         // grows until it has one.
         let cut = if end_of_input {
@@ -224,6 +235,19 @@ fn read_and_parse(
             return;
         }
     }
+}
+
+/// UTF-8's byte-order mark, which some editors write at the start of a text file.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
+/// Removes a byte-order mark from the start of the input's first bytes, `block`; true while
+/// `block` is too short to tell (the next block starts the input too).
+fn strip_byte_order_mark(block: &mut Vec<u8>, end_of_input: bool) -> bool {
+    if block.starts_with(BYTE_ORDER_MARK) {
+        block.drain(..BYTE_ORDER_MARK.len());
+        return false;
+    }
+    !end_of_input && BYTE_ORDER_MARK.starts_with(block)
 }
 
 /// Pieces a block is parsed in: enough to keep every core busy and balance uneven lines.
@@ -301,11 +325,44 @@ fn stdin_ready() -> bool {
     ready > 0
 }
 
+/// Acknowledges line `number`. The reader of the acknowledgements going away ends the ingest
+/// with a failure, never quietly: the lines after this one are not written, and a caller that
+/// counts on every line being logged must not see success.
 fn writeln_ack(context: &mut Context, number: u64) -> Outcome {
     use std::io::Write;
-    writeln!(context.out, "{number}")?;
-    context.out.flush()?;
-    Ok(())
+    writeln!(context.out, "{number}")
+        .and_then(|()| context.out.flush())
+        .map_err(|error| {
+            Failure::Message(format!(
+                "acknowledging line {number}: {error}; stopped there, nothing after line \
+                 {number} was written"
+            ))
+        })
+}
+
+/// Whether `error`, from applying a line, is the line's fault (a run id that does not exist, a
+/// param that would change, a deleted run): `--on-error` decides what happens then. Anything
+/// else is the store failing (I/O, a full disk, damage, a poisoned writer), which no later
+/// line can get past.
+fn is_line_fault(error: &runlog::Error) -> bool {
+    use runlog::Error;
+    matches!(
+        error,
+        Error::InvalidInput(_)
+            | Error::NotFound(_)
+            | Error::AlreadyExists(_)
+            | Error::ParamChanged { .. }
+            | Error::Deleted { .. }
+    )
+}
+
+/// The failure of a store error met while applying line `number`: the ingest stops there,
+/// whatever `--on-error` says.
+fn store_failure(number: u64, error: &runlog::Error) -> Failure {
+    Failure::Message(format!(
+        "the store failed at line {number}: {error}; ingest stopped there, and no line after \
+         it was written"
+    ))
 }
 
 fn parse_durability(text: &str) -> Outcome<Durability> {

@@ -1,8 +1,12 @@
 //! Inspection commands: `experiments`, `runs`, `history`, `compare`, and how a command line
 //! names experiments and runs.
 //!
-//! Invariant: a run is named by its id or by a name that is unique in the store; an ambiguous
-//! name is refused with the ids it could mean, never resolved by guessing.
+//! Invariants:
+//! - A run is named by its id or by a name that is unique in the store; an ambiguous name is
+//!   refused with the ids it could mean, never resolved by guessing.
+//! - An experiment is named by its id or its name; an id wins over a name that looks like it.
+//! - `compare --keys` names metrics that exist: an empty or unknown key is an error, not an
+//!   empty column.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -11,7 +15,7 @@ use serde_json::Value;
 
 use crate::output::{Table, float, float_or_null, time};
 use crate::{Context, Failure, Outcome};
-use runlog::query::{Aggregate, SearchRuns};
+use runlog::query::{Aggregate, RunsPage, SEARCH_RESULTS_MAX, SearchRuns};
 use runlog::{Experiment, RunId, Store, ViewType};
 
 #[derive(clap::Args, Debug)]
@@ -31,7 +35,7 @@ pub struct RunsArgs {
     /// Ordering, e.g. "metrics.acc DESC" (repeatable).
     #[arg(long = "order-by")]
     order_by: Vec<String>,
-    /// At most this many runs.
+    /// At most this many runs (at least 1, no upper limit).
     #[arg(long, default_value_t = 1000)]
     max: usize,
 }
@@ -108,13 +112,16 @@ pub fn experiments(args: ExperimentsArgs, context: &mut Context) -> Outcome {
 pub fn runs(args: RunsArgs, context: &mut Context) -> Outcome {
     let store = context.open_read_only()?;
     let experiment = resolve_experiment(&store, &args.experiment)?;
-    let page = store.search_runs(&SearchRuns {
-        experiments: vec![experiment.id],
-        filter: args.filter,
-        order_by: args.order_by,
-        max_results: args.max,
-        ..SearchRuns::default()
-    })?;
+    let page = search_pages(
+        &store,
+        SearchRuns {
+            experiments: vec![experiment.id],
+            filter: args.filter,
+            order_by: args.order_by,
+            ..SearchRuns::default()
+        },
+        args.max,
+    )?;
     let metrics: BTreeSet<&String> = page.runs.iter().flat_map(|r| r.metrics.keys()).collect();
     let params: BTreeSet<&String> = page.runs.iter().flat_map(|r| r.params.keys()).collect();
     let mut table = Table::new(
@@ -151,6 +158,29 @@ pub fn runs(args: RunsArgs, context: &mut Context) -> Outcome {
         ));
     }
     Ok(())
+}
+
+/// Up to `max` runs of `search`, read in pages of at most the library's page size, so that
+/// `--max` has no limit of its own; the page's token is set when more runs match.
+fn search_pages(store: &Store, mut search: SearchRuns, max: usize) -> Outcome<RunsPage> {
+    if max == 0 {
+        return Err(Failure::Message("--max must be at least 1".into()));
+    }
+    let mut runs = Vec::new();
+    loop {
+        search.max_results = (max - runs.len()).min(SEARCH_RESULTS_MAX);
+        let page = store.search_runs(&search)?;
+        runs.extend(page.runs);
+        match page.next_page_token {
+            Some(token) if runs.len() < max => search.page_token = Some(token),
+            next_page_token => {
+                return Ok(RunsPage {
+                    runs,
+                    next_page_token,
+                });
+            }
+        }
+    }
 }
 
 pub fn history(args: HistoryArgs, context: &mut Context) -> Outcome {
@@ -208,7 +238,22 @@ pub fn compare(args: CompareArgs, context: &mut Context) -> Outcome {
         .map(|r| resolve_run(&store, r))
         .collect::<Outcome<_>>()?;
     let keys: Vec<&str> = args.keys.iter().map(String::as_str).collect();
+    if keys.iter().any(|key| key.is_empty()) {
+        return Err(Failure::Message(format!(
+            "--keys {:?} holds an empty key; separate metric keys with single commas",
+            keys.join(",")
+        )));
+    }
     let compared = store.compare(&runs, &keys)?;
+    if let Some(unknown) = keys.iter().find(|key| {
+        !compared
+            .iter()
+            .any(|c| c.key == **key && c.summary.is_some())
+    }) {
+        return Err(Failure::Message(format!(
+            "none of the runs given has a metric {unknown:?}"
+        )));
+    }
     let all_keys: Vec<String> = if keys.is_empty() {
         compared
             .iter()
@@ -248,14 +293,17 @@ pub fn compare(args: CompareArgs, context: &mut Context) -> Outcome {
     Ok(table.write(&mut context.out, context.format)?)
 }
 
-/// An experiment by name, or by id when no experiment has that name.
+/// An experiment by id, or by name when no experiment has that id. The id wins, as it does
+/// for runs: an experiment named with another's id must not shadow it.
 pub fn resolve_experiment(store: &Store, text: &str) -> Outcome<Experiment> {
-    if let Some(experiment) = store.experiment_by_name(text)? {
-        return Ok(experiment);
+    if let Ok(id) = text.parse::<u64>() {
+        match store.experiment(runlog::ExperimentId(id)) {
+            Ok(experiment) => return Ok(experiment),
+            Err(runlog::Error::NotFound(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
     }
-    if let Ok(id) = text.parse::<u64>()
-        && let Ok(experiment) = store.experiment(runlog::ExperimentId(id))
-    {
+    if let Some(experiment) = store.experiment_by_name(text)? {
         return Ok(experiment);
     }
     Err(Failure::Message(format!(

@@ -5,7 +5,8 @@
 //! - An error is one line on stderr and a non-zero exit (1; 2 for usage errors, from clap).
 //! - Results go to stdout; progress and summaries of long work go to stderr, and progress bars
 //!   only when stderr is a terminal.
-//! - A closed stdout (`runlog history ... | head`) ends the command quietly with exit 0.
+//! - A closed stdout (`runlog history ... | head`) ends the command quietly with exit 0, unless
+//!   it cuts work short: `ingest --acknowledge` then fails, as its input was not all written.
 
 mod demo;
 mod ingest;

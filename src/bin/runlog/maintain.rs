@@ -3,7 +3,7 @@
 //! Invariant: `verify` changes nothing and opens no handle (it must be safe on a damaged store
 //! and beside writers); `stats` opens the store read-only.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -109,78 +109,67 @@ pub fn stats(context: &mut Context) -> Outcome {
             points += run.metrics.values().map(|m| m.count).sum::<u64>();
         }
     }
-    let (wal_files, wal_bytes) = disk_usage(&root.join(runlog::tracking::WAL_DIR))?;
-    let (compacted_files, compacted_bytes) =
-        disk_usage(&root.join(runlog::compaction::EXPERIMENTS_DIR))?;
+    let usage = runlog::tracking::disk_usage(&root)?;
     let compacted_points: u64 = runlog::compaction::manifest::load(&root)?
         .files
         .iter()
         .map(|f| f.rows)
         .sum();
-    // The log also holds metadata and segments not yet deleted, so its bytes per point is an
-    // upper bound on what a point costs there.
     let wal_points = points.saturating_sub(compacted_points);
-    let per_point = |bytes: u64, points: u64| {
-        if points == 0 {
-            Value::Null
-        } else {
-            Value::from(round3(bytes as f64 / points as f64))
-        }
-    };
-    let mut table = Table::new(["stat", "value"]);
-    let rows: [(&str, Value); 14] = [
-        ("experiments", Value::from(experiments)),
-        ("runs", Value::from(runs)),
-        ("series", Value::from(series)),
-        ("points", Value::from(points)),
-        ("points_in_wal", Value::from(wal_points)),
-        ("points_compacted", Value::from(compacted_points)),
-        ("wal_files", Value::from(wal_files)),
-        ("wal_bytes", Value::from(wal_bytes)),
-        ("compacted_files", Value::from(compacted_files)),
-        ("compacted_bytes", Value::from(compacted_bytes)),
-        (
-            "bytes_per_point",
-            per_point(wal_bytes + compacted_bytes, points),
-        ),
-        ("wal_bytes_per_wal_point", per_point(wal_bytes, wal_points)),
-        (
-            "compacted_bytes_per_compacted_point",
-            per_point(compacted_bytes, compacted_points),
-        ),
-        (
-            "manifest_generation",
-            Value::from(runlog::compaction::manifest::newest_generation(&root)?),
-        ),
+    let mut rows: Vec<(String, Value)> = vec![
+        ("experiments".into(), Value::from(experiments)),
+        ("runs".into(), Value::from(runs)),
+        ("series".into(), Value::from(series)),
+        ("points".into(), Value::from(points)),
+        ("points_in_wal".into(), Value::from(wal_points)),
+        ("points_compacted".into(), Value::from(compacted_points)),
     ];
+    let total = usage.total();
+    for (kind, counted) in [
+        ("segment", usage.segments),
+        ("metadata_chain", usage.metadata_chains),
+        ("manifest", usage.manifests),
+        ("parquet", usage.parquet),
+        ("artifact", usage.artifacts),
+        ("other", usage.other),
+        ("total", total),
+    ] {
+        rows.push((format!("{kind}_files"), Value::from(counted.files)));
+        rows.push((format!("{kind}_bytes"), Value::from(counted.bytes)));
+    }
+    // Every byte of the store over every point: what a point really costs, manifests,
+    // metadata and not yet deleted segments included.
+    rows.push(("bytes_per_point".into(), ratio(total.bytes, points)));
+    rows.push((
+        "segment_bytes_per_wal_point".into(),
+        ratio(usage.segments.bytes, wal_points),
+    ));
+    rows.push((
+        "parquet_bytes_per_compacted_point".into(),
+        ratio(usage.parquet.bytes, compacted_points),
+    ));
+    rows.push((
+        "manifest_bytes_per_series".into(),
+        ratio(usage.manifests.bytes, series),
+    ));
+    rows.push((
+        "manifest_generation".into(),
+        Value::from(runlog::compaction::manifest::newest_generation(&root)?),
+    ));
+    let mut table = Table::new(["stat", "value"]);
     for (name, value) in rows {
         table.push(vec![Value::from(name), value]);
     }
     Ok(table.write(&mut context.out, context.format)?)
 }
 
-/// Files and bytes under `dir` (0, 0 if it does not exist).
-fn disk_usage(dir: &Path) -> Outcome<(u64, u64)> {
-    let mut files = 0;
-    let mut bytes = 0;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-        Err(error) => return Err(Failure::Message(format!("list {}: {error}", dir.display()))),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let metadata = entry.metadata()?;
-        if metadata.is_dir() {
-            let (f, b) = disk_usage(&entry.path())?;
-            files += f;
-            bytes += b;
-        } else {
-            files += 1;
-            bytes += metadata.len();
-        }
+/// `bytes` per item, to 3 decimals; null when there is no item.
+fn ratio(bytes: u64, count: u64) -> Value {
+    if count == 0 {
+        Value::Null
+    } else {
+        Value::from(round3(bytes as f64 / count as f64))
     }
-    Ok((files, bytes))
 }
 
 fn round3(x: f64) -> f64 {

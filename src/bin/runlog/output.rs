@@ -3,6 +3,9 @@
 //! Invariant: every cell is a JSON value, so `--format json` keeps numbers as numbers (and
 //! NaN/±inf as the strings "NaN"/"Infinity"/"-Infinity", which JSON cannot hold otherwise),
 //! while the text and CSV forms print the same cells with `Display`.
+//! - The text table shows control characters (an ANSI escape, NUL, a newline) escaped, as
+//!   `\u{1b}`, `\0`, `\n`: a run name cannot drive the terminal or break the table's lines.
+//!   CSV and JSON carry them unchanged (JSON escapes them itself).
 
 use std::io::{self, Write};
 
@@ -49,9 +52,10 @@ impl Table {
         let cells: Vec<Vec<String>> = self
             .rows
             .iter()
-            .map(|row| row.iter().map(short_text).collect())
+            .map(|row| row.iter().map(|cell| printable(short_text(cell))).collect())
             .collect();
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        let headers: Vec<String> = self.headers.iter().cloned().map(printable).collect();
+        let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
         for row in &cells {
             for (width, cell) in widths.iter_mut().zip(row) {
                 *width = (*width).max(cell.chars().count());
@@ -82,7 +86,7 @@ impl Table {
                         .all(|row| row.get(column).is_some_and(is_number))
             })
             .collect();
-        line(out, &self.headers, &numeric)?;
+        line(out, &headers, &numeric)?;
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
         line(out, &rule, &vec![false; widths.len()])?;
         for row in &cells {
@@ -120,6 +124,22 @@ impl Table {
         serde_json::to_writer_pretty(&mut *out, &Value::Array(objects)).map_err(io::Error::from)?;
         writeln!(out)
     }
+}
+
+/// `text` with each control character escaped as Rust escapes it in a string literal.
+fn printable(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn is_number(value: &Value) -> bool {
@@ -258,6 +278,18 @@ mod tests {
                 .unwrap()
                 .contains("0.748570084571838")
         );
+    }
+
+    #[test]
+    fn the_text_table_escapes_control_characters() {
+        let mut table = Table::new(["name"]);
+        table.push(vec![Value::from("\u{1b}[31mred\u{0}\nx")]);
+        let mut out = Vec::new();
+        table.write(&mut out, Format::Table).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\\u{1b}[31mred\\0\\nx\n"), "{text}");
+        assert!(!text.contains('\u{1b}') && !text.contains('\0'), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 
     #[test]

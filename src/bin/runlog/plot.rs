@@ -29,12 +29,39 @@ pub struct Args {
     /// Buckets along the step axis.
     #[arg(long, default_value_t = 400)]
     buckets: usize,
-    /// Image width in pixels.
+    /// Image width in pixels (200 to 8192).
     #[arg(long, default_value_t = 1000)]
     width: u32,
-    /// Image height in pixels.
+    /// Image height in pixels (150 to 8192).
     #[arg(long, default_value_t = 600)]
     height: u32,
+}
+
+/// The smallest image that still has room for the axes, labels and legend.
+const SIZE_PIXELS_MIN: (u32, u32) = (200, 150);
+
+/// The largest side: a PNG's pixels are held in memory (3 bytes each, 192 MiB at the largest
+/// square), and plotters' bitmap backend computes buffer offsets in `u32`, which sides of 65,536
+/// overflow.
+const SIDE_PIXELS_MAX: u32 = 8_192;
+
+const _: () = assert!(3 * (SIDE_PIXELS_MAX as u64) * (SIDE_PIXELS_MAX as u64) <= u32::MAX as u64);
+
+/// Refuses an image too small to draw in, or too large to draw safely.
+fn check_size(width: u32, height: u32) -> Outcome {
+    let (width_min, height_min) = SIZE_PIXELS_MIN;
+    if width < width_min || height < height_min {
+        return Err(Failure::Message(format!(
+            "the image must be at least {width_min}x{height_min} pixels, not {width}x{height}"
+        )));
+    }
+    if width > SIDE_PIXELS_MAX || height > SIDE_PIXELS_MAX {
+        return Err(Failure::Message(format!(
+            "the image may be at most {SIDE_PIXELS_MAX}x{SIDE_PIXELS_MAX} pixels, not \
+             {width}x{height}"
+        )));
+    }
+    Ok(())
 }
 
 const FONT: &str = "runlog-mono";
@@ -56,11 +83,10 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
             )));
         }
     };
-    if args.buckets == 0 || args.width < 200 || args.height < 150 {
-        return Err(Failure::Message(
-            "--buckets must be at least 1, and the image at least 200x150".into(),
-        ));
+    if args.buckets == 0 {
+        return Err(Failure::Message("--buckets must be at least 1".into()));
     }
+    check_size(args.width, args.height)?;
     let store = context.open_read_only()?;
     let mut runs = Vec::new();
     for text in &args.runs {
