@@ -186,6 +186,9 @@ pub enum CorruptionKind {
     MalformedPayload(String),
     /// A header field disagrees with the file name or the writer's chain.
     HeaderMismatch(String),
+    /// Data the manifest in force does not account for: a compacted file no manifest lists, or
+    /// a chain that starts past what the manifest covers. A manifest is missing.
+    MissingHistory(String),
     /// A segment of a writer's chain is missing.
     MissingSegment {
         /// The writer whose chain has the gap.
@@ -242,6 +245,7 @@ impl fmt::Display for CorruptionKind {
             CorruptionKind::NonZeroReserved => write!(f, "reserved bytes are not zero"),
             CorruptionKind::MalformedPayload(why) => write!(f, "malformed payload: {why}"),
             CorruptionKind::HeaderMismatch(why) => write!(f, "header mismatch: {why}"),
+            CorruptionKind::MissingHistory(why) => write!(f, "missing manifest history: {why}"),
             CorruptionKind::MissingSegment { writer, sequence } => {
                 write!(f, "writer {writer} has no segment {sequence}")
             }

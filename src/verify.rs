@@ -9,8 +9,12 @@
 //!   final seal). Each segment is judged by the readers' own procedure (`wal::classify`, through
 //!   `wal::reader::read_segment`), so what is a problem here is exactly what opening the store
 //!   refuses;
-//! - the newest compaction manifest (its CRC and layout) and, with the `parquet` feature, that
-//!   every file it lists opens as Parquet with the row count the manifest records.
+//! - the newest compaction manifest (its CRC, layout and name), every file it lists against
+//!   the length and CRC it records (manifests before version 3 record none) and, with the
+//!   `parquet` feature, that the file opens as Parquet with the row count it records;
+//! - that the manifest accounts for everything compacted (`compaction::survey`): a compacted
+//!   file no manifest lists, or a chain that starts past its watermark, is missing history;
+//!   a compaction's provable leftovers and files runlog did not write are notes.
 //!
 //! What the next write-open repairs is a note, not damage: the torn tail or unborn last segment
 //! of a writer that died (its lock file is still there), a sealed segment it did not trim. A
@@ -18,7 +22,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::compaction::manifest;
+use crate::compaction::{manifest, survey};
 use crate::error::{Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
 use crate::tracking::WAL_DIR;
@@ -232,26 +236,50 @@ fn note_repairable_end(
 }
 
 fn verify_compacted(root: &Path, report: &mut VerifyReport) {
-    let generation = match manifest::newest_generation(root) {
-        Ok(0) => return,
-        Ok(generation) => generation,
+    let manifests = manifest::ManifestCache::default();
+    let (manifest, survey) = match survey::survey_newest(root, &manifests) {
+        Ok(found) => found,
         Err(error) => {
-            report.problems.push(from_error(root, error));
-            return;
-        }
-    };
-    let manifest = match manifest::load(root) {
-        Ok(manifest) => manifest,
-        Err(error) => {
+            let newest = manifest::newest_generation(root).unwrap_or(0);
             report
                 .problems
-                .push(from_error(&manifest::path(root, generation), error));
+                .push(from_error(&manifest::path(root, newest), error));
             return;
         }
     };
+    for (path, why) in survey.missing {
+        report.problems.push(Finding {
+            path,
+            offset: None,
+            message: format!("missing manifest history: {why}"),
+        });
+    }
+    let note = |path: PathBuf, message: &str| Finding {
+        path,
+        offset: None,
+        message: message.into(),
+    };
+    for path in survey.leftovers {
+        report.notes.push(note(
+            path,
+            "a compaction's leftover (crashed before its manifest, or superseded); the next \
+             compaction removes it",
+        ));
+    }
+    for path in survey.foreign {
+        report
+            .notes
+            .push(note(path, "not a file runlog wrote here; left alone"));
+    }
     for file in &manifest.files {
         report.compacted_files += 1;
         let path = root.join(&file.path);
+        if let Some(checksum) = file.checksum
+            && let Err(error) = checksum.check_file(&path)
+        {
+            report.problems.push(from_error(&path, error));
+            continue;
+        }
         if let Err(message) = check_compacted_file(&path, file.rows) {
             report.problems.push(Finding {
                 path,

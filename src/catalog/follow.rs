@@ -32,6 +32,11 @@ use crate::wal::{Tail, classify, segment};
 /// manifest; more than one is needed only when compactions keep deleting under it.
 const REBUILDS_MAX: usize = 4;
 
+/// Manifests one refresh takes in before it gives up: each takes a compaction that published
+/// while the refresh polled, so reaching this means compactions outpace the poll, and the
+/// caller gets a stale read to retry rather than a loop.
+const MANIFESTS_PER_REFRESH_MAX: usize = 64;
+
 /// A handle's position in the store (see the module doc).
 #[derive(Debug)]
 pub(crate) struct Follower {
@@ -87,10 +92,12 @@ impl Follower {
         mut staged: Option<&mut Staged>,
     ) -> Result<()> {
         let mut listed = None;
-        loop {
+        for _ in 0..MANIFESTS_PER_REFRESH_MAX {
             let newest = manifest::newest_generation(&self.root)?;
             if newest > self.generation {
-                let manifest = manifest::load(&self.root)?;
+                // Loaded by the generation just listed, which it must hold: so each round
+                // takes in a newer generation than the last.
+                let manifest = manifest::load_generation(&self.root, newest)?;
                 if manifest.covers_catalog() {
                     for (writer, mark) in &manifest.writers {
                         if own.contains(writer) || self.tail.knows(*writer) {
@@ -131,6 +138,7 @@ impl Follower {
                 return Ok(());
             }
         }
+        Err(crate::compaction::stale(&self.root.display().to_string()))
     }
 }
 

@@ -13,7 +13,10 @@
 //!   manifest in force lists, and no point of a later segment is in any.
 //! - Files and manifests are published atomically and never changed; a manifest is published
 //!   after every file and metadata chain it lists is durable, and segments are deleted only
-//!   after it is. A file no manifest lists is ignored and removed by the next compaction.
+//!   after it is. Nothing in `experiments/` is removed unless the survey (`survey.rs`) proves
+//!   it a compaction's own leftover, by the intent (`intent.rs`) a compaction publishes
+//!   before its first file or by the previous manifest; a compacted file nothing accounts for
+//!   is missing history, which open, compaction and `verify` report.
 //! - A reader of points uses one manifest: its files, then each writer's segments after the
 //!   watermark. A read that a compaction overtook (a file or segment gone, a chain that starts
 //!   past its watermark, a newer manifest) is stale and starts over (`uncompacted`,
@@ -26,17 +29,23 @@
 
 #[cfg(feature = "parquet")]
 mod background;
+// Without parquet there is no compactor to write intents; surveys still read them.
+#[cfg_attr(not(feature = "parquet"), allow(dead_code))]
+mod intent;
 pub mod manifest;
 #[cfg(feature = "parquet")]
 mod reader;
+mod stats;
+pub(crate) mod survey;
 #[cfg(feature = "parquet")]
 mod writer;
 
 #[cfg(feature = "parquet")]
 pub(crate) use background::Background;
-pub use manifest::{CompactedFile, Manifest, SeriesRows, WriterMark};
+pub use manifest::{CompactedFile, FileChecksum, Manifest, SeriesRows, WriterMark};
 #[cfg(feature = "parquet")]
 pub(crate) use reader::{Keep, MetadataCache, read_series};
+pub use stats::ManifestStats;
 #[cfg(feature = "parquet")]
 pub use writer::CompactionReport;
 

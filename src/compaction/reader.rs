@@ -1,6 +1,12 @@
 //! Reading one series back from a compacted file (columns step, timestamp, value): only its rows,
 //! which the manifest locates, so the page index lets the reader skip every other page. Parsed
 //! footers are cached per store handle.
+//!
+//! Invariant: no byte of a compacted file is decoded before the whole file has matched the
+//! length and CRC its manifest entry records, once per handle (the cache remembers files that
+//! did, by path, inode, length and modification time). parquet-rs writes no page CRCs, and
+//! page CRCs would not cover page headers or the footer, so the whole-file check is what
+//! turns a flipped bit into an error naming the file instead of a wrong value.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,7 +21,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::metadata::PageIndexPolicy;
 
-use super::SeriesRows;
+use super::{CompactedFile, FileChecksum, SeriesRows};
 use crate::error::{Error, Result};
 
 /// Files whose parsed footers a cache keeps before starting over (far more than any manifest
@@ -23,20 +29,39 @@ use crate::error::{Error, Result};
 const METADATA_CACHE_FILES_MAX: usize = 4096;
 
 /// Parsed footers and page indexes of compacted files, so repeated queries skip parsing them.
-/// Keyed by path, inode and length: a compacted file never changes, and a name reused after a
-/// crashed compaction's file was removed is a different inode.
+/// Keyed by path, inode, length and modification time: a compacted file never changes, a name
+/// reused after a crashed compaction's file was removed is a different inode, and a file
+/// changed in place has a new modification time, so it is checked again.
 #[derive(Debug, Default)]
 pub(crate) struct MetadataCache {
-    files: Mutex<HashMap<(PathBuf, u64, u64), ArrowReaderMetadata>>,
+    files: Mutex<HashMap<FileKey, ArrowReaderMetadata>>,
 }
 
+/// Path, inode, length, and modification time in seconds and nanoseconds.
+type FileKey = (PathBuf, u64, u64, i64, i64);
+
 impl MetadataCache {
-    fn get(&self, path: &Path, file: &File) -> Result<ArrowReaderMetadata> {
+    fn get(
+        &self,
+        path: &Path,
+        file: &File,
+        checksum: Option<FileChecksum>,
+    ) -> Result<ArrowReaderMetadata> {
         use std::os::unix::fs::MetadataExt;
         let stat = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-        let key = (path.to_path_buf(), stat.ino(), stat.len());
+        let key = (
+            path.to_path_buf(),
+            stat.ino(),
+            stat.len(),
+            stat.mtime(),
+            stat.mtime_nsec(),
+        );
         if let Some(metadata) = crate::catalog::lock(&self.files).get(&key) {
             return Ok(metadata.clone());
+        }
+        if let Some(checksum) = checksum {
+            // Through the handle about to be read, so the bytes checked are the bytes decoded.
+            checksum.check_open_file(path, file)?;
         }
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let metadata = ArrowReaderMetadata::load(file, options)
@@ -54,6 +79,12 @@ impl MetadataCache {
 /// default of 1,024 rows spends more on per-batch setup than on decoding).
 const BATCH_ROWS: usize = 8192;
 
+/// The cache, with what the file being read must check against.
+struct Checked<'a> {
+    cache: &'a MetadataCache,
+    checksum: Option<FileChecksum>,
+}
+
 /// Which of a series' points a read keeps.
 pub(crate) enum Keep<'a> {
     /// Every point.
@@ -69,12 +100,18 @@ pub(crate) enum Keep<'a> {
 /// two, so the page index skips every page outside it. A series is sorted by step, so a step
 /// range is a contiguous run of its rows.
 pub(crate) fn read_series(
-    path: &Path,
+    root: &Path,
+    file: &CompactedFile,
     series: &SeriesRows,
     keep: Keep<'_>,
     out: &mut (Vec<i64>, Vec<i64>, Vec<f64>),
     cache: &MetadataCache,
 ) -> Result<()> {
+    let path = &root.join(&file.path);
+    let cache = &Checked {
+        cache,
+        checksum: file.checksum,
+    };
     match keep {
         Keep::All => read_rows(path, series.row_start, series.row_count, out, cache),
         Keep::Steps(keep) => {
@@ -128,7 +165,7 @@ fn read_rows(
     start: u64,
     count: u64,
     out: &mut (Vec<i64>, Vec<i64>, Vec<f64>),
-    cache: &MetadataCache,
+    cache: &Checked<'_>,
 ) -> Result<()> {
     out.0.reserve(count as usize);
     out.1.reserve(count as usize);
@@ -161,14 +198,14 @@ fn for_each_batch(
     start: u64,
     count: u64,
     columns: &[usize],
-    cache: &MetadataCache,
+    cache: &Checked<'_>,
     mut visit: impl FnMut(&arrow_array::RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let parquet_error = |e: parquet::errors::ParquetError| {
         Error::io("read parquet", path, std::io::Error::other(e))
     };
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let metadata = cache.get(path, &file)?;
+    let metadata = cache.cache.get(path, &file, cache.checksum)?;
     let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
     if builder.schema().fields().len() != 3 {
         return Err(not_runlog_columns(path));

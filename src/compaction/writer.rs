@@ -13,8 +13,9 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 
-use super::manifest::{self, CompactedFile, Manifest, SeriesRows};
+use super::manifest::{self, CompactedFile, FileChecksum, Manifest, SeriesRows};
 use super::{EXPERIMENTS_DIR, FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
+use super::{intent, survey};
 use crate::catalog::MetricSummary;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::export::file::{Layout, write as write_parquet};
@@ -129,12 +130,17 @@ impl Store {
         self.refresh()?;
         let loaded = manifest::load(&root)?;
         // Files a crashed compaction published without a manifest would collide with this
-        // generation's names; no manifest lists them, so they go first.
-        remove_unlisted(&root, &loaded);
+        // generation's names, so its provable leftovers go first; anything no manifest
+        // accounts for stops the compaction, which would otherwise build on lost history.
+        let survey = survey::survey(&root, &loaded)?;
+        survey.check()?;
+        remove_leftovers(&survey, storage);
         // A stage-one manifest has no summaries or metadata chains, so nothing it covers may be
         // deleted: compact the whole log again (its segments are all still there) and let its
         // files be removed once the new manifest is in force.
         let mut manifest = if loaded.covers_catalog() {
+            let mut loaded = loaded;
+            add_checksums(&root, &mut loaded)?;
             loaded
         } else {
             Manifest {
@@ -164,6 +170,8 @@ impl Store {
         if report.segments == 0 {
             return Ok(Some(report));
         }
+        // From here on, files of `generation` may exist before its manifest does.
+        intent::write(&root, generation, storage)?;
         if !metadata.is_empty() {
             let chain = self.write_metadata_chain(&metadata)?;
             manifest.metadata.insert(chain);
@@ -184,7 +192,7 @@ impl Store {
         // effort: a failure here is met again, and reported, by the next read.
         let _ = self.refresh();
         report.segments_deleted = delete_compacted(&root, &manifest, storage);
-        remove_unlisted(&root, &manifest);
+        clean_up(&root, &manifest, storage);
         drop(lock);
         Ok(Some(report))
     }
@@ -214,6 +222,15 @@ impl Store {
     pub fn manifest(&self) -> Result<Manifest> {
         manifest::load(&self.inner.root)
     }
+}
+
+/// Checksums the files a version 2 manifest lists, which it has no checksums for, so the
+/// manifest this compaction writes has one for every file it keeps.
+fn add_checksums(root: &Path, manifest: &mut Manifest) -> Result<()> {
+    for file in manifest.files.iter_mut().filter(|f| f.checksum.is_none()) {
+        file.checksum = Some(FileChecksum::of_file(&root.join(&file.path))?);
+    }
+    Ok(())
 }
 
 fn file_path(experiment: ExperimentId, name: &str) -> String {
@@ -450,7 +467,7 @@ fn write_file(
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns)
         .map_err(|e| Error::InvalidInput(format!("building a compacted file: {e}")))?;
-    let bytes = write_parquet(&root.join(relative), &batch, Layout::Compacted, storage)?;
+    let written = write_parquet(&root.join(relative), &batch, Layout::Compacted, storage)?;
     let rows = rows as u64;
     let path = relative.to_string();
     Ok((
@@ -458,10 +475,14 @@ fn write_file(
             experiment,
             generation,
             path,
+            checksum: Some(FileChecksum {
+                bytes: written.bytes,
+                crc: written.crc,
+            }),
             rows,
             series: index,
         },
-        bytes,
+        written.bytes,
     ))
 }
 
@@ -490,7 +511,7 @@ fn merge_generations(
         old.sort_by_key(|f| f.generation);
         let mut series = ExperimentSeries::new();
         for file in &old {
-            read_series_of(&root.join(&file.path), file, &mut series)?;
+            read_series_of(root, file, &mut series)?;
         }
         let path = file_path(experiment, &format!("{generation:010}-merged"));
         let (file, bytes) = write_file(root, &path, experiment, generation, series, storage)?;
@@ -503,12 +524,12 @@ fn merge_generations(
 }
 
 /// Appends every series of a compacted file to `series`, using the manifest's index.
-fn read_series_of(path: &Path, file: &CompactedFile, series: &mut ExperimentSeries) -> Result<()> {
+fn read_series_of(root: &Path, file: &CompactedFile, series: &mut ExperimentSeries) -> Result<()> {
     // A merge reads each file once: a cache of its own keeps the store's free of them.
     let cache = super::MetadataCache::default();
     for rows in &file.series {
         let mut columns = (Vec::new(), Vec::new(), Vec::new());
-        super::reader::read_series(path, rows, super::Keep::All, &mut columns, &cache)?;
+        super::reader::read_series(root, file, rows, super::Keep::All, &mut columns, &cache)?;
         let target = series.entry((rows.run, rows.key.clone())).or_default();
         target.steps.extend(columns.0);
         target.timestamps_ms.extend(columns.1);
@@ -517,28 +538,39 @@ fn read_series_of(path: &Path, file: &CompactedFile, series: &mut ExperimentSeri
     Ok(())
 }
 
-/// Removes compacted files the manifest no longer lists (merged away, or left by a compaction
-/// that crashed before its manifest), and manifests older than the previous one. Best effort:
-/// a file left behind is only disk space.
-fn remove_unlisted(root: &Path, manifest: &Manifest) {
-    let listed: std::collections::HashSet<&str> =
-        manifest.files.iter().map(|f| f.path.as_str()).collect();
-    if let Ok(experiments) = std::fs::read_dir(root.join(EXPERIMENTS_DIR)) {
-        for experiment in experiments.flatten() {
-            let Ok(files) = std::fs::read_dir(experiment.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let relative = format!(
-                    "{EXPERIMENTS_DIR}/{}/{}",
-                    experiment.file_name().to_string_lossy(),
-                    file.file_name().to_string_lossy()
-                );
-                if !listed.contains(relative.as_str()) {
-                    let _ = std::fs::remove_file(file.path());
-                }
+/// Removes the files `survey` proves to be leftovers; returns whether every one is gone.
+/// Best effort: a leftover left behind is only disk space, and the next survey finds it again.
+fn remove_leftovers(survey: &survey::Survey, storage: &dyn Storage) -> bool {
+    let mut removed_all = true;
+    let mut folders = std::collections::BTreeSet::new();
+    for path in &survey.leftovers {
+        match storage.remove(path) {
+            Ok(()) => {
+                folders.extend(path.parent().map(Path::to_path_buf));
             }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => removed_all = false,
         }
+    }
+    // The removals must outlast a power loss before the manifest that proves them leftovers
+    // goes: a file back from the dead with no manifest listing it would be missing history.
+    for folder in folders {
+        removed_all &= storage.sync_dir(&folder).is_ok();
+    }
+    removed_all
+}
+
+/// After `manifest` is published: removes the files it superseded (the previous manifest's
+/// that it does not list), its intent, and the manifests older than the previous one, which
+/// go only once every file they prove a leftover is gone. Best effort.
+fn clean_up(root: &Path, manifest: &Manifest, storage: &dyn Storage) {
+    let Ok(survey) = survey::survey(root, manifest) else {
+        return;
+    };
+    let removed_all = remove_leftovers(&survey, storage);
+    intent::remove_through(root, manifest.generation, storage);
+    if !removed_all {
+        return;
     }
     if let Ok(entries) = std::fs::read_dir(root.join(manifest::MANIFEST_DIR)) {
         for entry in entries.flatten() {
@@ -546,10 +578,11 @@ fn remove_unlisted(root: &Path, manifest: &Manifest) {
             let generation = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".manifest"))
+                .filter(|n| n.len() == 10)
                 .and_then(|n| n.parse::<u64>().ok());
             // The previous generation stays, for readers that chose it a moment ago.
             if generation.is_some_and(|g| g + 1 < manifest.generation) {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = storage.remove(&entry.path());
             }
         }
     }

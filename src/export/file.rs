@@ -96,13 +96,41 @@ fn properties(layout: Layout) -> Result<WriterProperties> {
     Ok(builder.build())
 }
 
-/// Writes `batch` to `path` through a temporary name; returns the file's size.
+/// What was written: the file's length and CRC-32, computed over the bytes as they went out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub bytes: u64,
+    pub crc: u32,
+}
+
+/// A writer that passes bytes through and checksums exactly those the file took.
+struct Checksummed<'a> {
+    file: &'a mut std::fs::File,
+    crc: &'a mut crc32fast::Hasher,
+    bytes: &'a mut u64,
+}
+
+impl std::io::Write for Checksummed<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        let taken = buf.get(..written).unwrap_or(buf);
+        self.crc.update(taken);
+        *self.bytes += taken.len() as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Writes `batch` to `path` through a temporary name; returns the file's size and CRC.
 pub(crate) fn write(
     path: &Path,
     batch: &RecordBatch,
     layout: Layout,
     storage: &dyn Storage,
-) -> Result<u64> {
+) -> Result<Written> {
     if let Some(dir) = path.parent() {
         create_dirs(dir, storage)?;
     }
@@ -112,12 +140,31 @@ pub(crate) fn write(
         let parquet_error = |e: parquet::errors::ParquetError| {
             Error::io("write parquet", temporary, std::io::Error::other(e))
         };
-        let mut writer = ArrowWriter::try_new(&mut *file, batch.schema(), Some(properties))
-            .map_err(parquet_error)?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut bytes = 0u64;
+        let out = Checksummed {
+            file,
+            crc: &mut crc,
+            bytes: &mut bytes,
+        };
+        let mut writer =
+            ArrowWriter::try_new(out, batch.schema(), Some(properties)).map_err(parquet_error)?;
         writer.write(batch).map_err(parquet_error)?;
         writer.close().map_err(parquet_error)?;
-        file.metadata()
-            .map(|m| m.len())
-            .map_err(|e| Error::io("stat", temporary, e))
+        let length = file
+            .metadata()
+            .map_err(|e| Error::io("stat", temporary, e))?
+            .len();
+        if length != bytes {
+            return Err(Error::io(
+                "write parquet",
+                temporary,
+                std::io::Error::other(format!("{length} bytes on disk, {bytes} written")),
+            ));
+        }
+        Ok(Written {
+            bytes,
+            crc: crc.finalize(),
+        })
     })
 }

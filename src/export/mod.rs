@@ -88,7 +88,7 @@ impl Store {
         report.orphan_points = tables.orphan_points;
         report.orphan_runs = tables.orphan_runs;
         let mut write = |path: PathBuf, batch: &RecordBatch, layout: file::Layout| -> Result<()> {
-            report.bytes += file::write(&path, batch, layout, storage)?;
+            report.bytes += file::write(&path, batch, layout, storage)?.bytes;
             report.files.push(path);
             Ok(())
         };

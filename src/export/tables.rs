@@ -201,7 +201,6 @@ fn read_points_once(
     let manifest = store.inner.manifests.newest(root)?;
     let mut g = Gathering::default();
     for file in &manifest.files {
-        let path = root.join(&file.path);
         for series in &file.series {
             let Some(experiment) = run_experiment.get(&series.run) else {
                 g.orphans += series.row_count;
@@ -210,7 +209,8 @@ fn read_points_once(
             let mut columns = (Vec::new(), Vec::new(), Vec::new());
             let cache = &store.inner.compacted_metadata;
             crate::compaction::read_series(
-                &path,
+                root,
+                file,
                 series,
                 crate::compaction::Keep::All,
                 &mut columns,

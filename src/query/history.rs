@@ -226,25 +226,25 @@ impl Store {
         let index: HashMap<RunId, usize> = runs.iter().enumerate().map(|(i, r)| (*r, i)).collect();
         // The compacted series to read, in manifest (generation) order; read in parallel, then
         // appended in that order so each run's points keep their order.
-        let jobs: Vec<(usize, &str, &crate::compaction::SeriesRows)> = manifest
+        let jobs: Vec<(
+            usize,
+            &crate::compaction::CompactedFile,
+            &crate::compaction::SeriesRows,
+        )> = manifest
             .files
             .iter()
-            .flat_map(|file| {
-                file.series
-                    .iter()
-                    .map(move |series| (file.path.as_str(), series))
-            })
+            .flat_map(|file| file.series.iter().map(move |series| (file, series)))
             .filter(|(_, series)| {
                 series.key == key && overlaps(steps, series.first_step, series.last_step)
             })
-            .filter_map(|(path, series)| index.get(&series.run).map(|slot| (*slot, path, series)))
+            .filter_map(|(file, series)| index.get(&series.run).map(|slot| (*slot, file, series)))
             .collect();
         let parts: Vec<(usize, History)> = {
             use rayon::prelude::*;
             jobs.par_iter()
-                .map(|(slot, path, series)| {
+                .map(|(slot, file, series)| {
                     let mut part = History::default();
-                    read_compacted(self, &root.join(path), series, steps, &mut part)?;
+                    read_compacted(self, file, series, steps, &mut part)?;
                     Ok((*slot, part))
                 })
                 .collect::<Result<_>>()?
@@ -310,7 +310,7 @@ fn overlaps(steps: &impl RangeBounds<i64>, first: i64, last: i64) -> bool {
 #[cfg(feature = "parquet")]
 fn read_compacted(
     store: &Store,
-    path: &std::path::Path,
+    file: &crate::compaction::CompactedFile,
     series: &crate::compaction::SeriesRows,
     steps: &impl RangeBounds<i64>,
     history: &mut History,
@@ -328,7 +328,8 @@ fn read_compacted(
         crate::compaction::Keep::Steps(&test)
     };
     let cache = &store.inner.compacted_metadata;
-    let result = crate::compaction::read_series(path, series, keep, &mut columns, cache);
+    let root = &store.inner.root;
+    let result = crate::compaction::read_series(root, file, series, keep, &mut columns, cache);
     (history.steps, history.timestamps_ms, history.values) = columns;
     result
 }
@@ -336,14 +337,14 @@ fn read_compacted(
 #[cfg(not(feature = "parquet"))]
 fn read_compacted(
     _: &Store,
-    path: &std::path::Path,
+    file: &crate::compaction::CompactedFile,
     _: &crate::compaction::SeriesRows,
     _: &impl RangeBounds<i64>,
     _: &mut History,
 ) -> Result<()> {
     Err(Error::InvalidInput(format!(
         "{} is compacted Parquet; this build of runlog has no parquet feature",
-        path.display()
+        file.path
     )))
 }
 

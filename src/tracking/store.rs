@@ -169,6 +169,12 @@ impl Store {
             storage: Arc::clone(&options.storage),
         };
         let (log, recovery) = Log::open(&wal_dir, log_options)?;
+        let manifests = crate::compaction::manifest::ManifestCache::default();
+        // A store whose manifest history is missing would read as if the data it covered had
+        // never been: refused, naming what is missing.
+        crate::compaction::survey::survey_newest(&root, &manifests)?
+            .1
+            .check()?;
         let follower = Follower::new(&root, &wal_dir);
         let store = Store {
             inner: Arc::new(StoreInner {
@@ -180,7 +186,7 @@ impl Store {
                 follower: Mutex::new(follower),
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
-                manifests: Default::default(),
+                manifests,
                 #[cfg(feature = "parquet")]
                 background: Mutex::new(None),
             }),

@@ -97,7 +97,13 @@ fn the_checked_in_store_takes_new_writes_and_compacts() {
     run.log_metric("loss", 1.0, 0).unwrap();
     run.finish().unwrap();
     store.compact().unwrap();
+    // The version 2 manifest's file is kept, now with its length and CRC.
+    let manifest = store.manifest().unwrap();
+    assert_eq!(manifest.version, 3);
+    assert!(manifest.files.iter().all(|f| f.checksum.is_some()));
     drop(store);
+    let report = runlog::verify::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
     let store = Store::open(dir.path()).unwrap();
     check_contents(&store);
     assert_eq!(store.experiments(ViewType::All).unwrap().len(), 3);

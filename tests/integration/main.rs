@@ -10,6 +10,7 @@ mod util;
 #[cfg(feature = "cli")]
 mod cli;
 mod compaction;
+mod compaction_damage;
 mod export_parquet;
 #[cfg(feature = "parquet")]
 mod fixtures;
