@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::io::{OsStorage, Storage};
 use crate::limits::{LANES_DEFAULT, SEGMENT_BYTES_DEFAULT};
+use crate::tracking::keyed::RunSlots;
 use crate::tracking::run::{Run, RunOptions};
 use crate::tracking::validation;
 use crate::wal::writer::{now_ms, random_u64};
@@ -134,6 +135,8 @@ pub(crate) struct StoreInner {
     pub catalog: Catalog,
     pub recovery: RecoveryReport,
     follower: Mutex<Follower>,
+    /// Run id to run entry, for writes by id (`keyed.rs`).
+    pub(crate) run_slots: RunSlots,
     /// Parsed footers of compacted files, reused by history queries.
     #[cfg(feature = "parquet")]
     pub compacted_metadata: crate::compaction::MetadataCache,
@@ -178,6 +181,7 @@ impl Store {
                 catalog: Catalog::default(),
                 recovery,
                 follower: Mutex::new(follower),
+                run_slots: RunSlots::default(),
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
                 manifests: Default::default(),
