@@ -16,7 +16,6 @@
 //!   `catalog.lock`, after a refresh, so two processes asking for the same name get one
 //!   experiment.
 
-use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -251,8 +250,8 @@ impl Store {
     /// # }
     /// ```
     pub fn refresh(&self) -> Result<()> {
-        let own: BTreeSet<_> = self.inner.log.own_writers();
-        catalog::lock(&self.inner.follower).refresh(&self.inner.catalog, &own)
+        let log = &self.inner.log;
+        catalog::lock(&self.inner.follower).refresh(&self.inner.catalog, &|w| log.is_own(w))
     }
 
     /// Makes everything this handle appended durable (see `docs/DURABILITY.md`).
