@@ -415,6 +415,16 @@ impl Store {
         self.store_artifact(run, path, &mut std::io::Cursor::new(bytes))
     }
 
+    /// The content of artifact `path` of `run`, checked against its recorded SHA-256.
+    pub fn read_artifact(&self, run: RunId, path: &str) -> Result<Vec<u8>> {
+        let view = self.run(run)?;
+        let artifact = view
+            .artifacts
+            .get(path)
+            .ok_or_else(|| Error::NotFound(format!("artifact {path:?} of run {run}")))?;
+        artifact::read(&self.inner.root, run, artifact)
+    }
+
     fn store_artifact(
         &self,
         run: RunId,

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::artifact;
 use crate::catalog::{self, Artifact, RunEntry, RunView};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
@@ -296,7 +295,7 @@ impl Run {
 
     /// The content of artifact `path`, checked against its recorded SHA-256.
     pub fn read_artifact(&self, path: &str) -> Result<Vec<u8>> {
-        read_artifact(&self.store, self.entry.id, path)
+        self.store.read_artifact(self.entry.id, path)
     }
 
     /// Lets go of the handle without ending the run: it stays as it is (RUNNING, unless ended
@@ -341,14 +340,4 @@ impl Drop for Run {
         // what its log says.
         let _ = self.end_inner(status);
     }
-}
-
-/// The content of artifact `path` of `run`, verified.
-pub(crate) fn read_artifact(store: &Store, run: RunId, path: &str) -> Result<Vec<u8>> {
-    let view = store.run(run)?;
-    let artifact = view
-        .artifacts
-        .get(path)
-        .ok_or_else(|| Error::NotFound(format!("artifact {path:?} of run {run}")))?;
-    artifact::read(&store.inner.root, run, artifact)
 }
