@@ -149,6 +149,9 @@ fn contents(store: &Store, run: RunId) -> RunView {
     store.run(run).unwrap()
 }
 
+/// Params or tags of a batch.
+type Pairs<'a> = &'a [(&'a str, &'a str)];
+
 #[test]
 fn a_refused_batch_writes_nothing() {
     let dir = TempStore::new();
@@ -168,7 +171,7 @@ fn a_refused_batch_writes_nothing() {
     let long_tag = "v".repeat(8_001);
     let good = [point("loss", 2, 0.25), point("acc", 2, 0.75)];
     let bad_key = [point("loss", 2, 0.25), point("a*b", 2, 1.0)];
-    let cases: [(&str, &[MetricPoint], &[(&str, &str)], &[(&str, &str)]); 6] = [
+    let cases: [(&str, &[MetricPoint], Pairs, Pairs); 6] = [
         (
             "a bad metric key after a good point",
             &bad_key,
