@@ -156,8 +156,11 @@ impl Store {
     /// let run = store.start_run(store.get_or_create_experiment("e")?.id, Default::default())?;
     /// let id = run.id();
     /// run.detach(); // e.g. a server: requests name the run by id
-    /// let point = |step, value| MetricPoint { key: "loss", value, step, timestamp_ms: 1_700_000_000_000 + step };
-    /// store.log_batch(id, &[point(2, 0.5), point(1, 0.7)], &[("lr", "0.01")], &[("phase", "warmup")])?;
+    /// let point = |step, value| {
+    ///     MetricPoint { key: "loss", value, step, timestamp_ms: 1_700_000_000_000 + step }
+    /// };
+    /// let (params, tags) = ([("lr", "0.01")], [("phase", "warmup")]);
+    /// store.log_batch(id, &[point(2, 0.5), point(1, 0.7)], &params, &tags)?;
     /// // Refused whole: the param changed, so the point at step 3 is not written either.
     /// assert!(store.log_batch(id, &[point(3, 0.4)], &[("lr", "0.02")], &[]).is_err());
     /// let view = store.run(id)?;
@@ -340,7 +343,8 @@ impl Store {
     /// let run = store.start_run(store.get_or_create_experiment("e")?.id, Default::default())?;
     /// let id = run.id();
     /// run.detach();
-    /// let info = store.update_run(id, Some(RunStatus::Finished), Some(1_700_000_000_000), Some("baseline"))?;
+    /// let end = Some(1_700_000_000_000);
+    /// let info = store.update_run(id, Some(RunStatus::Finished), end, Some("baseline"))?;
     /// assert_eq!((info.status, info.end_time_ms), (RunStatus::Finished, Some(1_700_000_000_000)));
     /// assert_eq!(store.run(id)?.tags["mlflow.runName"], "baseline");
     /// # Ok(())
