@@ -1,5 +1,7 @@
 //! Tracking-API benches: `log_metric` one call per point on one thread and on 8 threads logging
-//! to 8 runs, and opening a store whose log holds 10 million points.
+//! to 8 runs; the same points through the handle (`Run::log_metric_at`) and by run id
+//! (`Store::log_batch` with one point, as MLflow's async client sends them), in one run so the
+//! two compare; and opening a store whose log holds 10 million points.
 //!
 //! Run: `cargo bench --bench tracking`. Figures go in `docs/BENCHMARKS.md`.
 
@@ -8,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use runlog::{Durability, RunOptions, Store, StoreOptions};
+use runlog::{Durability, MetricPoint, Run, RunOptions, Store, StoreOptions};
 
 const KEYS: [&str; 4] = ["train/loss", "train/acc", "lr", "grad_norm"];
 
@@ -60,6 +62,73 @@ fn log_metric(c: &mut Criterion) {
                 elapsed
             });
         });
+    }
+    group.finish();
+}
+
+/// How `keyed_vs_handle` logs a point.
+#[derive(Clone, Copy)]
+enum Path {
+    Handle,
+    Keyed,
+}
+
+fn log_one(store: &Store, run: &Run, path: Path, i: u64) {
+    let key = KEYS[i as usize % KEYS.len()];
+    let step = (i / KEYS.len() as u64) as i64;
+    let timestamp_ms = 1_700_000_000_000 + step;
+    match path {
+        Path::Handle => run
+            .log_metric_at(key, value(i), step, timestamp_ms)
+            .unwrap(),
+        Path::Keyed => {
+            let point = MetricPoint {
+                key,
+                value: value(i),
+                step,
+                timestamp_ms,
+            };
+            store.log_batch(run.id(), &[point], &[], &[]).unwrap();
+        }
+    }
+}
+
+fn keyed_vs_handle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tracking/keyed_vs_handle");
+    group.throughput(Throughput::Elements(1));
+    for threads in [1usize, 8] {
+        for (name, path) in [("handle", Path::Handle), ("keyed", Path::Keyed)] {
+            group.bench_function(format!("{name}_{threads}_threads_{threads}_runs"), |b| {
+                b.iter_custom(|iterations| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = Store::open_with(dir.path(), options()).unwrap();
+                    let experiment = store.get_or_create_experiment("bench").unwrap();
+                    let runs: Vec<_> = (0..threads)
+                        .map(|_| {
+                            store
+                                .start_run(experiment.id, RunOptions::default())
+                                .unwrap()
+                        })
+                        .collect();
+                    let per_thread = iterations / threads as u64;
+                    let start = Instant::now();
+                    std::thread::scope(|scope| {
+                        for run in &runs {
+                            let store = &store;
+                            scope.spawn(move || {
+                                for i in 0..per_thread {
+                                    log_one(store, run, path, i);
+                                }
+                            });
+                        }
+                    });
+                    let elapsed = start.elapsed();
+                    drop(runs);
+                    store.close().unwrap();
+                    elapsed
+                });
+            });
+        }
     }
     group.finish();
 }
@@ -171,6 +240,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = log_metric, open_10m, search_10k
+    targets = log_metric, keyed_vs_handle, open_10m, search_10k
 }
 criterion_main!(benches);

@@ -90,5 +90,5 @@ pub mod wal;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
-pub use tracking::{Run, RunOptions, Store, StoreOptions, ViewType};
+pub use tracking::{MetricPoint, Run, RunOptions, Store, StoreOptions, ViewType};
 pub use wal::{Durability, RunStatus};

@@ -61,8 +61,10 @@ impl Follower {
         }
     }
 
-    /// Applies to `catalog` everything other writers (all but `own`) added since the last call.
-    pub fn refresh(&mut self, catalog: &Catalog, own: &BTreeSet<WriterId>) -> Result<()> {
+    /// Applies to `catalog` everything other writers (those `own` says are not this handle's)
+    /// added since the last call. `own` is asked after each listing, never before, so a writer
+    /// this handle creates meanwhile is never taken for another's.
+    pub fn refresh(&mut self, catalog: &Catalog, own: &dyn Fn(WriterId) -> bool) -> Result<()> {
         let mut error = match self.step(catalog, own, None) {
             Err(error) if is_gap(&error) => error,
             other => return other,
@@ -88,7 +90,7 @@ impl Follower {
     fn step(
         &mut self,
         catalog: &Catalog,
-        own: &BTreeSet<WriterId>,
+        own: &dyn Fn(WriterId) -> bool,
         mut staged: Option<&mut Staged>,
     ) -> Result<()> {
         let mut listed = None;
@@ -100,7 +102,7 @@ impl Follower {
                 let manifest = manifest::load_generation(&self.root, newest)?;
                 if manifest.covers_catalog() {
                     for (writer, mark) in &manifest.writers {
-                        if own.contains(writer) || self.tail.knows(*writer) {
+                        if own(*writer) || self.tail.knows(*writer) {
                             continue;
                         }
                         catalog.adopt_compacted(

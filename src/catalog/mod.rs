@@ -15,6 +15,8 @@
 //!   foreign part is ever rebuilt (`follow.rs`), so a rebuild never races the hot path.
 //! - Every change to a run's metadata goes through `with_run`, which bumps `meta_epoch` after
 //!   it, so search's column snapshot (`columns.rs`) knows when it is stale.
+//! - A run's name is the latest of its creation event's name and its `mlflow.runName` tags:
+//!   setting that tag renames a run, as in MLflow.
 //! - A series keeps its slot in its run's `MetricTable` for good: slots are only appended.
 
 mod columns;
@@ -36,6 +38,9 @@ use lww::{Lww, Stamp};
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::wal::writer::FastHash;
 use crate::wal::{Event, MetricBatch, RunStatus};
+
+/// The tag that holds a run's name: setting it renames the run, as in MLflow.
+const RUN_NAME_TAG: &str = "mlflow.runName";
 
 /// Whether an experiment or run is active or soft-deleted (MLflow's lifecycle stage).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -501,6 +506,9 @@ impl Catalog {
                 value,
             } => {
                 self.with_run(*run, |m| {
+                    if key == RUN_NAME_TAG {
+                        lww::set(&mut m.name, at(*time_ms), value.clone());
+                    }
                     set_tag(&mut m.tags, key, at(*time_ms), Some(value.clone()))
                 });
             }

@@ -1,12 +1,14 @@
 //! The tracking API: experiments, runs, params, tags, metrics and artifacts, following MLflow's
 //! data model and rules, on top of the segment log and the catalog.
 
+mod keyed;
 mod run;
 mod store;
 pub mod system_tags;
 mod usage;
 pub mod validation;
 
+pub use keyed::MetricPoint;
 pub use run::{Run, RunOptions};
 #[cfg(feature = "parquet")]
 pub(crate) use store::StoreInner;

@@ -1,4 +1,6 @@
-//! `Run`: the handle a training job logs through.
+//! `Run`: the handle a training job logs through. Its writes are the keyed writes of
+//! `keyed.rs` (one write path, one set of rules); the handle adds the run's lifetime and skips
+//! the run-id lookup on the hot path.
 //!
 //! Invariants:
 //! - A change is acknowledged only once the log accepted it; the catalog is updated after.
@@ -13,10 +15,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::artifact;
 use crate::catalog::{self, Artifact, RunEntry, RunView};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
+use crate::tracking::keyed::MetricPoint;
 use crate::tracking::store::Store;
 use crate::tracking::{system_tags, validation};
 use crate::wal::writer::{now_ms, random_u64};
@@ -117,12 +119,7 @@ impl Run {
             entry,
             ended: AtomicBool::new(false),
         };
-        run.record(Event::RunStatusChanged {
-            run: id,
-            time_ms: now_ms(),
-            status: RunStatus::Running,
-            end_time_ms: None,
-        })?;
+        run.store.set_status(&run.entry, RunStatus::Running, None)?;
         Ok(run)
     }
 
@@ -134,15 +131,6 @@ impl Run {
     /// A snapshot of the run.
     pub fn view(&self) -> Result<RunView> {
         self.store.run(self.entry.id)
-    }
-
-    fn check_active(&self) -> Result<()> {
-        if self.entry.deleted.load(Ordering::Acquire) {
-            return Err(Error::Deleted {
-                what: format!("run {}", self.entry.id),
-            });
-        }
-        Ok(())
     }
 
     fn record(&self, event: Event) -> Result<()> {
@@ -164,26 +152,7 @@ impl Run {
     /// # }
     /// ```
     pub fn log_param(&self, key: &str, value: &str) -> Result<()> {
-        self.check_active()?;
-        validation::key("param", key)?;
-        validation::value("param", key, value, validation::PARAM_VALUE_CHARS_MAX)?;
-        // Held across check and append so two threads cannot both pass the check.
-        let _guard = catalog::lock(&self.entry.param_writes);
-        match self.entry.param(key) {
-            Some(existing) if existing == value => Ok(()),
-            Some(existing) => Err(Error::ParamChanged {
-                run: self.entry.id,
-                key: key.to_string(),
-                existing,
-                attempted: value.to_string(),
-            }),
-            None => self.record(Event::ParamLogged {
-                run: self.entry.id,
-                time_ms: now_ms(),
-                key: key.to_string(),
-                value: value.to_string(),
-            }),
-        }
+        self.store.log_param(self.entry.id, key, value)
     }
 
     /// Logs several params; all are checked before any is written, in time linear in their
@@ -209,31 +178,12 @@ impl Run {
 
     /// Sets a tag (tags are mutable).
     pub fn set_tag(&self, key: &str, value: &str) -> Result<()> {
-        self.check_active()?;
-        validation::key("tag", key)?;
-        validation::value("tag", key, value, validation::TAG_VALUE_CHARS_MAX)?;
-        self.record(Event::TagSet {
-            run: self.entry.id,
-            time_ms: now_ms(),
-            key: key.to_string(),
-            value: value.to_string(),
-        })
+        self.store.set_tag(self.entry.id, key, value)
     }
 
     /// Deletes a tag; `NotFound` if it is not set.
     pub fn delete_tag(&self, key: &str) -> Result<()> {
-        self.check_active()?;
-        if !self.view()?.tags.contains_key(key) {
-            return Err(Error::NotFound(format!(
-                "tag {key:?} of run {}",
-                self.entry.id
-            )));
-        }
-        self.record(Event::TagDeleted {
-            run: self.entry.id,
-            time_ms: now_ms(),
-            key: key.to_string(),
-        })
+        self.store.delete_tag(self.entry.id, key)
     }
 
     /// Sets the run's notes (the `mlflow.note.content` tag).
@@ -265,21 +215,13 @@ impl Run {
     /// ```
     #[inline]
     pub fn log_metric_at(&self, key: &str, value: f64, step: i64, timestamp_ms: i64) -> Result<()> {
-        self.check_active()?;
-        let mut metrics = catalog::lock(&self.entry.metrics);
-        let slot = match metrics.slot(key) {
-            Some(slot) => slot,
-            None => {
-                validation::key("metric", key)?;
-                metrics.slot_or_insert(key)
-            }
+        let point = MetricPoint {
+            key,
+            value,
+            step,
+            timestamp_ms,
         };
-        self.store
-            .inner
-            .log
-            .log_point(self.entry.id, key, step, timestamp_ms, value)?;
-        metrics.own[slot].update(step, timestamp_ms, value);
-        Ok(())
+        self.store.append_points(&self.entry, &[point])
     }
 
     /// Logs several keys at one step with one timestamp.
@@ -312,8 +254,6 @@ impl Run {
         timestamps_ms: Option<&[i64]>,
         values: &[f64],
     ) -> Result<()> {
-        self.check_active()?;
-        validation::key("metric", key)?;
         let now;
         let timestamps_ms = match timestamps_ms {
             Some(timestamps) => timestamps,
@@ -322,32 +262,13 @@ impl Run {
                 &now
             }
         };
-        let mut metrics = catalog::lock(&self.entry.metrics);
         self.store
-            .inner
-            .log
-            .log_columns(self.entry.id, key, steps, timestamps_ms, values)?;
-        let slot = metrics.slot_or_insert(key);
-        let summary = &mut metrics.own[slot];
-        for ((step, timestamp), value) in steps.iter().zip(timestamps_ms).zip(values) {
-            summary.update(*step, *timestamp, *value);
-        }
-        Ok(())
+            .append_columns(&self.entry, key, steps, timestamps_ms, values)
     }
 
     /// Copies the file at `source` into the run's artifact folder under its file name.
     pub fn log_artifact(&self, source: impl AsRef<Path>) -> Result<Artifact> {
-        let source = source.as_ref();
-        let name = source
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| {
-                Error::InvalidInput(format!("{} has no UTF-8 file name", source.display()))
-            })?
-            .to_string();
-        let mut file = std::fs::File::open(source)
-            .map_err(|e| Error::io("open artifact source", source, e))?;
-        self.store_artifact(&name, &mut file)
+        self.store.log_artifact(self.entry.id, source)
     }
 
     /// Stores `bytes` as the artifact `path` (relative, may contain folders).
@@ -364,43 +285,7 @@ impl Run {
     /// # }
     /// ```
     pub fn log_artifact_bytes(&self, path: &str, bytes: &[u8]) -> Result<Artifact> {
-        self.store_artifact(path, &mut std::io::Cursor::new(bytes))
-    }
-
-    fn store_artifact(&self, path: &str, source: &mut dyn std::io::Read) -> Result<Artifact> {
-        self.check_active()?;
-        validation::artifact_path(path)?;
-        if self.store.inner.options.read_only {
-            return Err(Error::ReadOnly);
-        }
-        if self.view()?.artifacts.contains_key(path) {
-            return Err(Error::AlreadyExists(format!(
-                "artifact {path:?} of run {} (artifacts are write-once)",
-                self.entry.id
-            )));
-        }
-        let inner = &self.store.inner;
-        let stored = artifact::store(
-            &inner.root,
-            self.entry.id,
-            path,
-            source,
-            inner.options.storage.as_ref(),
-        )?;
-        let time_ms = now_ms();
-        self.record(Event::ArtifactRecorded {
-            run: self.entry.id,
-            time_ms,
-            size_bytes: stored.size_bytes,
-            sha256: stored.sha256,
-            path: path.to_string(),
-        })?;
-        Ok(Artifact {
-            path: path.to_string(),
-            size_bytes: stored.size_bytes,
-            sha256: stored.sha256,
-            time_ms,
-        })
+        self.store.log_artifact_bytes(self.entry.id, path, bytes)
     }
 
     /// The run's artifacts, by path.
@@ -410,7 +295,7 @@ impl Run {
 
     /// The content of artifact `path`, checked against its recorded SHA-256.
     pub fn read_artifact(&self, path: &str) -> Result<Vec<u8>> {
-        read_artifact(&self.store, self.entry.id, path)
+        self.store.read_artifact(self.entry.id, path)
     }
 
     /// Lets go of the handle without ending the run: it stays as it is (RUNNING, unless ended
@@ -440,13 +325,7 @@ impl Run {
         if self.ended.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let time_ms = now_ms();
-        self.record(Event::RunStatusChanged {
-            run: self.entry.id,
-            time_ms,
-            status,
-            end_time_ms: Some(time_ms),
-        })
+        self.store.set_status(&self.entry, status, Some(now_ms()))
     }
 }
 
@@ -461,14 +340,4 @@ impl Drop for Run {
         // what its log says.
         let _ = self.end_inner(status);
     }
-}
-
-/// The content of artifact `path` of `run`, verified.
-pub(crate) fn read_artifact(store: &Store, run: RunId, path: &str) -> Result<Vec<u8>> {
-    let view = store.run(run)?;
-    let artifact = view
-        .artifacts
-        .get(path)
-        .ok_or_else(|| Error::NotFound(format!("artifact {path:?} of run {run}")))?;
-    artifact::read(&store.inner.root, run, artifact)
 }

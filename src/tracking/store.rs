@@ -16,7 +16,6 @@
 //!   `catalog.lock`, after a refresh, so two processes asking for the same name get one
 //!   experiment.
 
-use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::io::{OsStorage, Storage};
 use crate::limits::{LANES_DEFAULT, SEGMENT_BYTES_DEFAULT};
+use crate::tracking::keyed::RunSlots;
 use crate::tracking::run::{Run, RunOptions};
 use crate::tracking::validation;
 use crate::wal::writer::{now_ms, random_u64};
@@ -134,6 +134,8 @@ pub(crate) struct StoreInner {
     pub catalog: Catalog,
     pub recovery: RecoveryReport,
     follower: Mutex<Follower>,
+    /// Run id to run entry, for writes by id (`keyed.rs`).
+    pub(crate) run_slots: RunSlots,
     /// Parsed footers of compacted files, reused by history queries.
     #[cfg(feature = "parquet")]
     pub compacted_metadata: crate::compaction::MetadataCache,
@@ -184,6 +186,7 @@ impl Store {
                 catalog: Catalog::default(),
                 recovery,
                 follower: Mutex::new(follower),
+                run_slots: RunSlots::default(),
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
                 manifests,
@@ -253,8 +256,8 @@ impl Store {
     /// # }
     /// ```
     pub fn refresh(&self) -> Result<()> {
-        let own: BTreeSet<_> = self.inner.log.own_writers();
-        catalog::lock(&self.inner.follower).refresh(&self.inner.catalog, &own)
+        let log = &self.inner.log;
+        catalog::lock(&self.inner.follower).refresh(&self.inner.catalog, &|w| log.is_own(w))
     }
 
     /// Makes everything this handle appended durable (see `docs/DURABILITY.md`).

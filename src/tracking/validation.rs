@@ -19,6 +19,17 @@ pub const EXPERIMENT_NAME_CHARS_MAX: usize = 500;
 pub const EXPERIMENT_TAG_VALUE_CHARS_MAX: usize = 20_000;
 /// Longest artifact path.
 pub const ARTIFACT_PATH_BYTES_MAX: usize = 1_024;
+/// Most metric points in one `Store::log_batch`.
+pub const BATCH_METRICS_MAX: usize = 1_000;
+/// Most params in one `Store::log_batch`.
+pub const BATCH_PARAMS_MAX: usize = 100;
+/// Most tags in one `Store::log_batch`.
+pub const BATCH_TAGS_MAX: usize = 100;
+/// Most items (points, params and tags together) in one `Store::log_batch`.
+pub const BATCH_ITEMS_MAX: usize = 1_000;
+
+const _: () = assert!(BATCH_METRICS_MAX <= BATCH_ITEMS_MAX);
+const _: () = assert!(BATCH_PARAMS_MAX + BATCH_TAGS_MAX <= BATCH_ITEMS_MAX);
 
 /// Checks a metric, param or tag key: at most 250 characters of letters, digits, `_ - . : /`
 /// and space, and a normalized relative path (no empty, `.` or `..` segments, no leading `/`),
@@ -56,6 +67,24 @@ pub fn value(what: &str, key: &str, value: &str, chars_max: usize) -> Result<()>
             "{what} '{key}' value of {chars} characters exceeds {chars_max} (runlog refuses \
              rather than truncating)"
         )));
+    }
+    Ok(())
+}
+
+/// Checks the sizes of a batch against MLflow's LogBatch limits.
+pub fn batch_sizes(metrics: usize, params: usize, tags: usize) -> Result<()> {
+    let limits = [
+        ("metrics", metrics, BATCH_METRICS_MAX),
+        ("params", params, BATCH_PARAMS_MAX),
+        ("tags", tags, BATCH_TAGS_MAX),
+        ("items", metrics + params + tags, BATCH_ITEMS_MAX),
+    ];
+    for (what, count, count_max) in limits {
+        if count > count_max {
+            return Err(invalid(format!(
+                "a batch may hold at most {count_max} {what}; this one holds {count} (split it)"
+            )));
+        }
     }
     Ok(())
 }

@@ -79,7 +79,8 @@ struct Inner {
     options: LogOptions,
     lanes: Box<[Mutex<Option<Writer>>]>,
     /// Every writer this handle ever created, so a reader of the same store can tell its own
-    /// appends from other processes'.
+    /// appends from other processes'. A writer's id enters it before its first segment exists:
+    /// a reader that lists a segment and then asks `is_own` gets the right answer.
     own_writers: Mutex<BTreeSet<WriterId>>,
     flusher: Mutex<Option<Periodic>>,
     /// Set once a writer of this handle is poisoned; read on every append, written once, so
@@ -235,6 +236,13 @@ impl Log {
         lock(&self.inner.own_writers).clone()
     }
 
+    /// Whether this handle created `writer`. Ask after listing the writer's segments: a set
+    /// copied before the listing misses writers created in between, whose appends a reader
+    /// would then count as another writer's as well.
+    pub(crate) fn is_own(&self, writer: WriterId) -> bool {
+        lock(&self.inner.own_writers).contains(&writer)
+    }
+
     /// Totals of what this handle's lanes appended.
     pub fn stats(&self) -> WriterStats {
         let mut total = WriterStats::default();
@@ -313,15 +321,17 @@ impl Log {
         let writer = match guard.as_mut() {
             Some(writer) => writer,
             None => {
-                let writer = Writer::create(
+                let writer = Writer::create_announced(
                     &self.inner.wal_dir,
                     Arc::clone(&self.inner.options.storage),
                     WriterOptions {
                         segment_bytes: self.inner.options.segment_bytes,
                         sync_every_append: self.inner.options.durability == Durability::Sync,
                     },
+                    &mut |id| {
+                        lock(&self.inner.own_writers).insert(id);
+                    },
                 )?;
-                lock(&self.inner.own_writers).insert(writer.id());
                 guard.insert(writer)
             }
         };

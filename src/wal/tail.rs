@@ -14,7 +14,7 @@
 //! preallocation. An open stream is re-read from its start on each poll (streams are capped
 //! at `STREAM_BYTES_MAX`) and only its points not yet yielded are passed on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -110,26 +110,27 @@ impl Tail {
 
     /// Calls `visit` for every event appended since the last poll; returns how many.
     pub fn poll(&mut self, visit: &mut dyn FnMut(WriterId, Event)) -> Result<usize> {
-        self.poll_except(&BTreeSet::new(), visit)
+        self.poll_except(&|_| false, visit)
     }
 
-    /// Like [`Tail::poll`], but passes over the writers in `skip` (a store applies its own
-    /// appends directly and must not see them twice).
+    /// Like [`Tail::poll`], but passes over the writers `skip` names (a store applies its own
+    /// appends directly and must not see them twice). `skip` is asked after the folder is
+    /// listed, so it can answer for writers created since the last poll.
     pub fn poll_except(
         &mut self,
-        skip: &BTreeSet<WriterId>,
+        skip: &dyn Fn(WriterId) -> bool,
         visit: &mut dyn FnMut(WriterId, Event),
     ) -> Result<usize> {
         let mut count = 0;
         let listed = reader::list_writers(&self.wal_dir)?;
         // A writer with unread segments cannot vanish: only compaction removes segments.
         for (writer, cursor) in &self.cursors {
-            if !cursor.finished && !skip.contains(writer) && !listed.contains_key(writer) {
+            if !cursor.finished && !skip(*writer) && !listed.contains_key(writer) {
                 return Err(missing(&self.wal_dir, *writer, cursor.sequence));
             }
         }
         for (writer, files) in listed {
-            if skip.contains(&writer) {
+            if skip(writer) {
                 continue;
             }
             let Some(first) = files.segments.first() else {

@@ -124,6 +124,17 @@ impl Writer {
         storage: Arc<dyn Storage>,
         options: WriterOptions,
     ) -> Result<Writer> {
+        Writer::create_announced(wal_dir, storage, options, &mut |_| {})
+    }
+
+    /// Like [`Writer::create`], calling `claimed` with the new id before the writer's first
+    /// segment exists, so that whoever lists that segment can already tell whose it is.
+    pub(crate) fn create_announced(
+        wal_dir: &Path,
+        storage: Arc<dyn Storage>,
+        options: WriterOptions,
+        claimed: &mut dyn FnMut(WriterId),
+    ) -> Result<Writer> {
         let first_segment_bytes = SEGMENT_BYTES_FIRST.min(options.segment_bytes);
         Writer::create_with(
             wal_dir,
@@ -131,6 +142,7 @@ impl Writer {
             options,
             IdRange::Writer,
             first_segment_bytes,
+            claimed,
         )
     }
 
@@ -155,6 +167,7 @@ impl Writer {
             options,
             IdRange::MetadataChain,
             first_segment_bytes,
+            &mut |_| {},
         )
     }
 
@@ -164,6 +177,7 @@ impl Writer {
         options: WriterOptions,
         range: IdRange,
         first_segment_bytes: u64,
+        claimed: &mut dyn FnMut(WriterId),
     ) -> Result<Writer> {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&options.segment_bytes) {
             return Err(Error::InvalidInput(format!(
@@ -180,6 +194,7 @@ impl Writer {
             let _ = storage.remove(&lock_path);
             return Err(Error::io("fsync", wal_dir, error));
         }
+        claimed(id);
         let mut writer = Writer {
             wal_dir: wal_dir.to_path_buf(),
             id,

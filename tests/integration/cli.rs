@@ -797,3 +797,52 @@ fn tables_escape_control_characters_in_names() {
     let runs = json(&store, &["runs", "e"]);
     assert_eq!(runs[0]["name"], "\u{1b}[31mred\u{0}\nx");
 }
+
+/// Lines naming an ended run by `run_id` write to it as it is: the run is not resumed, and
+/// stays FINISHED with its end time (only a `status` line changes those).
+#[test]
+fn ingest_by_run_id_never_resumes_an_ended_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let first = r#"{"type": "metric", "experiment": "e", "run": "r1", "key": "loss", "value": 1, "step": 1}
+{"type": "status", "experiment": "e", "run": "r1", "status": "FINISHED"}
+{"type": "metric", "experiment": "e", "run": "r1", "key": "loss", "value": 2, "step": 2}
+"#;
+    let output = ingest(&store, first, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id: runlog::RunId = json(&store, &["runs", "e"])[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ended = runlog::Store::open(&store).unwrap().run(id).unwrap().info;
+    assert_eq!(ended.status, runlog::RunStatus::Finished);
+    assert!(ended.end_time_ms.is_some());
+
+    let later = format!(
+        r#"{{"type": "metric", "run_id": "{id}", "key": "loss", "value": 3, "step": 3}}
+{{"type": "param", "run_id": "{id}", "key": "lr", "value": "0.1"}}
+{{"type": "tag", "run_id": "{id}", "key": "note", "value": "late"}}
+"#
+    );
+    let output = ingest(&store, &later, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let view = runlog::Store::open(&store).unwrap().run(id).unwrap();
+    assert_eq!(
+        view.info, ended,
+        "the ingest changed the run's status or end time"
+    );
+    assert_eq!(view.metrics["loss"].count, 3);
+    assert_eq!(
+        (view.params["lr"].as_str(), view.tags["note"].as_str()),
+        ("0.1", "late")
+    );
+}

@@ -15,6 +15,9 @@
 //! - `run` names a run within its experiment, created at its first mention in this input;
 //!   `run_id` names a run that already exists. Runs are left as their lines leave them: a run
 //!   without a `status` line stays RUNNING.
+//! - Only a `status` line changes a run's status or end time. A run this input did not start,
+//!   or one a `status` line ended, is written by id (`Store::log_batch` and friends), which
+//!   never resumes it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -29,7 +32,7 @@ use crate::output::Table;
 use crate::{Context, Failure, Outcome};
 use runlog::ingest::{Line, Target, parse_line};
 use runlog::wal::writer::{FastHash, now_ms};
-use runlog::{Durability, ExperimentId, Run, RunId, RunOptions, RunStatus, Store, StoreOptions};
+use runlog::{Durability, ExperimentId, Run, RunId, RunOptions, Store, StoreOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -414,6 +417,11 @@ impl Text {
     }
 }
 
+/// Borrowed pairs of a `run` line's params or tags.
+fn pairs(map: &[(String, String)]) -> Vec<(&str, &str)> {
+    map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// `target` with its strings read from `block`.
 fn target_in<'b>(target: &'b Target<Text>, block: &'b [u8]) -> Target<&'b str> {
     target.as_ref().map(|text| text.get(block))
@@ -421,11 +429,40 @@ fn target_in<'b>(target: &'b Target<Text>, block: &'b [u8]) -> Target<&'b str> {
 
 // ---- applying ----
 
-/// A run this input has mentioned.
-enum Slot {
-    Open(Run),
-    /// Ended by a `status` line; a later line reopens it, applies, and ends it again.
-    Ended(RunStatus),
+/// Where a line's writes go: the handle of a run this input started and has not ended, or
+/// any other run, by id.
+enum To<'a> {
+    Handle(&'a Run),
+    Id(&'a Store, RunId),
+}
+
+impl To<'_> {
+    fn log_metric(
+        &self,
+        key: &str,
+        value: f64,
+        step: i64,
+        timestamp_ms: i64,
+    ) -> runlog::Result<()> {
+        match self {
+            To::Handle(run) => run.log_metric_at(key, value, step, timestamp_ms),
+            To::Id(store, id) => store.log_metric(*id, key, value, step, timestamp_ms),
+        }
+    }
+
+    fn log_param(&self, key: &str, value: &str) -> runlog::Result<()> {
+        match self {
+            To::Handle(run) => run.log_param(key, value),
+            To::Id(store, id) => store.log_param(*id, key, value),
+        }
+    }
+
+    fn set_tag(&self, key: &str, value: &str) -> runlog::Result<()> {
+        match self {
+            To::Handle(run) => run.set_tag(key, value),
+            To::Id(store, id) => store.set_tag(*id, key, value),
+        }
+    }
 }
 
 struct Ingest {
@@ -433,7 +470,8 @@ struct Ingest {
     experiments: HashMap<String, ExperimentId, FastHash>,
     /// Runs by name, per experiment (nested so a lookup borrows the line's `&str`).
     named: HashMap<ExperimentId, HashMap<String, RunId, FastHash>, FastHash>,
-    runs: HashMap<RunId, Slot, FastHash>,
+    /// Handles of the runs this input started and no `status` line ended yet.
+    open: HashMap<RunId, Run, FastHash>,
     counts: Summary,
 }
 
@@ -455,7 +493,7 @@ impl Ingest {
             store,
             experiments: HashMap::default(),
             named: HashMap::default(),
-            runs: HashMap::default(),
+            open: HashMap::default(),
             counts: Summary::default(),
         }
     }
@@ -471,28 +509,30 @@ impl Ingest {
                 timestamp_ms,
             } => {
                 let key = key.get(block);
-                self.with_run(target_in(&target, block), |run| {
-                    run.log_metric_at(key, value, step, timestamp_ms)
+                self.with_run(target_in(&target, block), |to| {
+                    to.log_metric(key, value, step, timestamp_ms)
                 })?;
                 self.counts.metrics += 1;
             }
             Line::Param { target, key, value } => {
                 let key = key.get(block);
-                self.with_run(target_in(&target, block), |run| run.log_param(key, &value))?;
+                self.with_run(target_in(&target, block), |to| to.log_param(key, &value))?;
                 self.counts.params += 1;
             }
             Line::Tag { target, key, value } => {
                 let key = key.get(block);
-                self.with_run(target_in(&target, block), |run| run.set_tag(key, &value))?;
+                self.with_run(target_in(&target, block), |to| to.set_tag(key, &value))?;
                 self.counts.tags += 1;
             }
             Line::Status { target, status } => {
                 let id = self.resolve(target_in(&target, block))?;
-                match self.runs.remove(&id) {
-                    Some(Slot::Open(run)) => run.end(status)?,
-                    Some(Slot::Ended(_)) | None => self.store.resume_run(id)?.end(status)?,
+                match self.open.remove(&id) {
+                    Some(run) => run.end(status)?,
+                    None => {
+                        self.store
+                            .update_run(id, Some(status), Some(now_ms()), None)?;
+                    }
                 }
-                self.runs.insert(id, Slot::Ended(status));
                 self.counts.statuses += 1;
             }
             Line::Run {
@@ -517,17 +557,9 @@ impl Ingest {
                     Some(id) => id,
                     None => self.create(experiment, name, parent)?,
                 };
-                self.with_run(Target::Id(id), |run| {
-                    for (k, v) in &tags {
-                        run.set_tag(k, v)?;
-                    }
-                    run.log_params(
-                        &params
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect::<Vec<_>>(),
-                    )
-                })?;
+                // Params and tags in one batch, written whole or not at all.
+                self.store
+                    .log_batch(id, &[], &pairs(&params), &pairs(&tags))?;
                 self.counts.params += params.len() as u64;
                 self.counts.tags += tags.len() as u64;
             }
@@ -568,7 +600,7 @@ impl Ingest {
             .entry(experiment)
             .or_default()
             .insert(name.to_string(), id);
-        self.runs.insert(id, Slot::Open(run));
+        self.open.insert(id, run);
         self.counts.runs_created += 1;
         Ok(id)
     }
@@ -603,40 +635,26 @@ impl Ingest {
     fn with_run(
         &mut self,
         target: Target<&str>,
-        apply: impl FnOnce(&Run) -> runlog::Result<()>,
+        apply: impl FnOnce(To<'_>) -> runlog::Result<()>,
     ) -> runlog::Result<()> {
         // The hot path: a named run already open.
         if let Target::Named { experiment, run } = &target
             && let Some(experiment) = self.experiments.get(*experiment)
             && let Some(id) = self.named_run(*experiment, run)
-            && let Some(Slot::Open(run)) = self.runs.get(&id)
+            && let Some(run) = self.open.get(&id)
         {
-            return apply(run);
+            return apply(To::Handle(run));
         }
         let id = self.resolve(target)?;
-        match self.runs.get(&id) {
-            Some(Slot::Open(run)) => apply(run),
-            Some(Slot::Ended(status)) => {
-                let status = *status;
-                let run = self.store.resume_run(id)?;
-                let result = apply(&run);
-                run.end(status)?;
-                result
-            }
-            None => {
-                let run = self.store.resume_run(id)?;
-                let result = apply(&run);
-                self.runs.insert(id, Slot::Open(run));
-                result
-            }
+        match self.open.get(&id) {
+            Some(run) => apply(To::Handle(run)),
+            None => apply(To::Id(&self.store, id)),
         }
     }
 
     fn finish(self) -> runlog::Result<Summary> {
-        for (_, slot) in self.runs {
-            if let Slot::Open(run) = slot {
-                run.detach();
-            }
+        for (_, run) in self.open {
+            run.detach();
         }
         self.store.flush()?;
         Ok(self.counts)
