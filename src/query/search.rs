@@ -73,12 +73,11 @@ impl Store {
     /// # }
     /// ```
     pub fn search_runs(&self, search: &SearchRuns) -> Result<RunsPage> {
-        let filter =
-            filter::parse(&search.filter).map_err(|e| invalid_filter(&search.filter, e))?;
+        let filter = filter::parse(&search.filter)?;
         let order: Vec<OrderBy> = search
             .order_by
             .iter()
-            .map(|o| filter::parse_order_by(o).map_err(|e| invalid_filter(o, e)))
+            .map(|o| filter::parse_order_by(o).map_err(Error::from))
             .collect::<Result<_>>()?;
         let page_size = match search.max_results {
             0 => SEARCH_RESULTS_DEFAULT,
@@ -210,14 +209,6 @@ fn includes(view: ViewType, stage: LifecycleStage) -> bool {
     }
 }
 
-fn invalid_filter(input: &str, error: filter::FilterError) -> Error {
-    Error::InvalidFilter {
-        input: input.to_string(),
-        column: error.column,
-        message: error.message,
-    }
-}
-
 /// Ties a page token to the query it came from, so a token is not replayed on another query.
 fn fingerprint(search: &SearchRuns) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -326,6 +317,11 @@ impl AttributeParts<'_> {
             Attribute::LifecycleStage => AttributeValue::Text(self.stage.as_str().to_string()),
             Attribute::StartTime => AttributeValue::Number(Some(self.start_time_ms)),
             Attribute::EndTime => AttributeValue::Number(self.end_time_ms),
+            // Experiment attributes: a run has none, so no clause on them holds.
+            Attribute::Name
+            | Attribute::ExperimentId
+            | Attribute::CreationTime
+            | Attribute::LastUpdateTime => AttributeValue::Number(None),
         }
     }
 }
@@ -474,6 +470,10 @@ fn column_test<'a>(clause: &'a Clause, columns: &'a RunColumns) -> Option<Column
             Attribute::RunId => {
                 Box::new(move |row| text_holds(Some(&columns.ids[row].to_string()), op, value))
             }
+            Attribute::Name
+            | Attribute::ExperimentId
+            | Attribute::CreationTime
+            | Attribute::LastUpdateTime => Box::new(|_| false),
             Attribute::StartTime | Attribute::EndTime => {
                 let Value::Number(target) = *value else {
                     return Some(Box::new(|_| false));

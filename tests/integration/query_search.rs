@@ -404,7 +404,10 @@ fn bad_filters_and_orders_name_the_column() {
         })
         .unwrap_err();
     assert!(
-        matches!(&error, Error::InvalidFilter { column: 19, .. }),
+        matches!(
+            &error,
+            Error::InvalidFilter(runlog::query::FilterError { column: 19, .. })
+        ),
         "{error}"
     );
     let message = error.to_string();
@@ -421,7 +424,10 @@ fn bad_filters_and_orders_name_the_column() {
         })
         .unwrap_err();
     assert!(
-        matches!(error, Error::InvalidFilter { column: 13, .. }),
+        matches!(
+            error,
+            Error::InvalidFilter(runlog::query::FilterError { column: 13, .. })
+        ),
         "{error}"
     );
     assert!(
