@@ -73,6 +73,23 @@ pub struct Experiment {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A created experiment's fields, borrowed from the catalog for the length of a scan.
+pub(crate) struct ExperimentRow<'a> {
+    pub id: ExperimentId,
+    pub name: &'a str,
+    pub lifecycle_stage: LifecycleStage,
+    pub creation_time_ms: i64,
+    pub last_update_time_ms: i64,
+    tags: &'a BTreeMap<String, Lww<Option<String>>>,
+}
+
+impl ExperimentRow<'_> {
+    /// The live value of tag `key`, if set.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key)?.value.as_deref()
+    }
+}
+
 /// A stored artifact file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Artifact {
@@ -615,6 +632,35 @@ impl Catalog {
         experiments
             .iter()
             .filter_map(|(id, entry)| experiment_view(*id, entry))
+            .collect()
+    }
+
+    /// `pick` applied to every created experiment in place, under the map's read lock: a search
+    /// decides on borrowed fields and copies out only what it keeps.
+    pub fn scan_experiments<T>(
+        &self,
+        mut pick: impl FnMut(&ExperimentRow<'_>) -> Option<T>,
+    ) -> Vec<T> {
+        let experiments = self
+            .experiments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        experiments
+            .iter()
+            .filter_map(|(id, entry)| {
+                let row = ExperimentRow {
+                    id: *id,
+                    name: &entry.name.as_ref()?.value,
+                    lifecycle_stage: entry
+                        .lifecycle
+                        .as_ref()
+                        .map_or(LifecycleStage::Active, |l| l.value),
+                    creation_time_ms: entry.creation_time_ms?,
+                    last_update_time_ms: entry.last_update_time_ms,
+                    tags: &entry.tags,
+                };
+                pick(&row)
+            })
             .collect()
     }
 

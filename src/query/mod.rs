@@ -2,11 +2,13 @@
 //! metric history, downsampled history and step-aligned comparison (from the log).
 
 mod compare;
+mod experiments;
 pub mod filter;
 mod history;
 mod search;
 
 pub use compare::{Aggregate, ComparedSeries};
+pub use experiments::{ExperimentsPage, SearchExperiments};
 pub use filter::{
     Filter, FilterError, Subject, parse, parse_for, parse_order_by, parse_order_by_for,
 };

@@ -93,7 +93,7 @@ impl Store {
             Some(token) => parse_token(token, fingerprint)?,
             None => 0,
         };
-        self.refresh()?;
+        self.refresh_if_stale()?;
         let columns = self.inner.catalog.run_columns();
         let experiments = &search.experiments;
         // Clauses on metadata are decided from the columns; the rest (metric values, which
@@ -220,7 +220,7 @@ fn fingerprint(search: &SearchRuns) -> u64 {
     hasher.finish()
 }
 
-fn parse_token(token: &str, fingerprint: u64) -> Result<usize> {
+pub(super) fn parse_token(token: &str, fingerprint: u64) -> Result<usize> {
     let parsed = token.split_once('.').and_then(|(offset, print)| {
         Some((
             usize::from_str_radix(offset, 16).ok()?,
@@ -362,7 +362,7 @@ fn clause_holds(clause: &Clause, run: &impl RunFields) -> bool {
     }
 }
 
-fn compare_number(value: f64, op: Op, target: f64) -> bool {
+pub(super) fn compare_number(value: f64, op: Op, target: f64) -> bool {
     match op {
         Op::Eq => value == target,
         Op::Ne => value != target,
@@ -374,7 +374,7 @@ fn compare_number(value: f64, op: Op, target: f64) -> bool {
     }
 }
 
-fn text_holds(value: Option<&str>, op: Op, target: &Value) -> bool {
+pub(super) fn text_holds(value: Option<&str>, op: Op, target: &Value) -> bool {
     match (op, value, target) {
         (Op::IsNull, value, _) => value.is_none(),
         (Op::IsNotNull, value, _) => value.is_some(),
@@ -389,10 +389,11 @@ fn text_holds(value: Option<&str>, op: Op, target: &Value) -> bool {
     }
 }
 
-/// A sortable value (a field is all numbers or all texts).
+/// A sortable value (a field is all numbers, all ids or all texts).
 #[derive(PartialEq)]
-enum Key {
+pub(super) enum Key {
     Number(f64),
+    Id(u64),
     Text(String),
 }
 
@@ -420,16 +421,23 @@ struct Hit {
 }
 
 fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
+    compare_keys(order, &a.keys, &b.keys)
+        .then(b.start_time_ms.cmp(&a.start_time_ms))
+        .then(a.id.cmp(&b.id))
+}
+
+/// Orders two sets of sort keys by `order`: missing values last in either direction.
+pub(super) fn compare_keys(order: &[OrderBy], a: &[Option<Key>], b: &[Option<Key>]) -> Ordering {
     for (index, OrderBy { ascending, .. }) in order.iter().enumerate() {
-        let ordering = match (&a.keys[index], &b.keys[index]) {
+        let (Some(a), Some(b)) = (a.get(index), b.get(index)) else {
+            return Ordering::Equal;
+        };
+        let ordering = match (a, b) {
             (None, None) => Ordering::Equal,
             // Missing values go last in either direction.
             (None, Some(_)) => return Ordering::Greater,
             (Some(_), None) => return Ordering::Less,
-            (Some(Key::Number(x)), Some(Key::Number(y))) => x.total_cmp(y),
-            (Some(Key::Text(x)), Some(Key::Text(y))) => x.cmp(y),
-            (Some(Key::Number(_)), Some(Key::Text(_))) => Ordering::Less,
-            (Some(Key::Text(_)), Some(Key::Number(_))) => Ordering::Greater,
+            (Some(x), Some(y)) => compare_key(x, y),
         };
         let ordering = if *ascending {
             ordering
@@ -440,7 +448,21 @@ fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
             return ordering;
         }
     }
-    b.start_time_ms.cmp(&a.start_time_ms).then(a.id.cmp(&b.id))
+    Ordering::Equal
+}
+
+fn compare_key(a: &Key, b: &Key) -> Ordering {
+    let rank = |key: &Key| match key {
+        Key::Number(_) => 0,
+        Key::Id(_) => 1,
+        Key::Text(_) => 2,
+    };
+    match (a, b) {
+        (Key::Number(x), Key::Number(y)) => x.total_cmp(y),
+        (Key::Id(x), Key::Id(y)) => x.cmp(y),
+        (Key::Text(x), Key::Text(y)) => x.cmp(y),
+        _ => rank(a).cmp(&rank(b)),
+    }
 }
 
 /// A clause decided from the run columns alone, per row.

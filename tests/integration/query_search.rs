@@ -391,6 +391,7 @@ fn a_search_sees_changes_made_since_the_previous_search() {
         .set_tag("stage", "prod")
         .unwrap();
     other.flush().unwrap();
+    store.refresh().unwrap();
     assert_eq!(count("tags.stage = 'prod'"), 1);
 }
 
