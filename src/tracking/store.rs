@@ -232,7 +232,8 @@ impl Store {
     }
 
     /// Applies what other writers (threads of other handles, other processes) appended since
-    /// the last refresh. Reads call it; call it directly to poll.
+    /// the last refresh. Reads do so when the last refresh is older than `refresh_interval`;
+    /// call this to see other writers' appends now.
     ///
     /// ```
     /// # fn main() -> runlog::Result<()> {
@@ -243,7 +244,8 @@ impl Store {
     /// let options = StoreOptions { read_only: true, ..StoreOptions::default() };
     /// let reader = Store::open_with(dir.path(), options)?; // e.g. in a dashboard process
     /// run.log_metric("loss", 0.5, 1)?;
-    /// assert_eq!(reader.run(run.id())?.metrics["loss"].last_value, 0.5); // run() refreshes
+    /// reader.refresh()?; // reads see it within `refresh_interval`; this, at once
+    /// assert_eq!(reader.run(run.id())?.metrics["loss"].last_value, 0.5);
     /// # Ok(())
     /// # }
     /// ```
