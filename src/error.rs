@@ -85,18 +85,8 @@ pub enum Error {
         attempted: String,
     },
     /// A search filter or ordering that does not parse.
-    #[error(
-        "invalid filter at column {column}: {message}\n  {input}\n  {caret:>column$}",
-        caret = "^"
-    )]
-    InvalidFilter {
-        /// The text given.
-        input: String,
-        /// 1-based character column of the mistake.
-        column: usize,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    InvalidFilter(#[from] crate::query::FilterError),
     /// Logging to a run (or experiment) that is deleted.
     #[error("{what} is deleted; restore it before logging to it")]
     Deleted {

@@ -1,4 +1,4 @@
-//! Fuzzes the search filter and order-by parsers: any input gives `Ok` or an error whose column
+//! Fuzzes the search filter and order-by parsers, for runs and for experiments: any input gives `Ok` or an error whose column
 //! lies within the input (or just past its end), never a panic. A filter that parses must also
 //! be evaluable against a run without panicking.
 #![no_main]
@@ -34,6 +34,13 @@ fuzz_target!(|data: &[u8]| {
         Err(error) => assert!(error.column >= 1 && error.column <= columns, "{error} in {text:?}"),
     }
     if let Err(error) = runlog::query::parse_order_by(text) {
+        assert!(error.column >= 1 && error.column <= columns, "{error} in {text:?}");
+    }
+    let experiments = runlog::query::Subject::Experiments;
+    if let Err(error) = runlog::query::parse_for(experiments, text) {
+        assert!(error.column >= 1 && error.column <= columns, "{error} in {text:?}");
+    }
+    if let Err(error) = runlog::query::parse_order_by_for(experiments, text) {
         assert!(error.column >= 1 && error.column <= columns, "{error} in {text:?}");
     }
 });

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Catalog, LifecycleStage, RunEntry, lock};
+use super::{Catalog, LifecycleStage, RunEntry, lock, read, write};
 use crate::ids::{ExperimentId, RunId};
 use crate::wal::RunStatus;
 use crate::wal::writer::FastHash;
@@ -118,7 +118,7 @@ impl RunColumns {
             by_start: Vec::new(),
         };
         for entry in entries {
-            let meta = lock(&entry.meta);
+            let meta = read(&entry.meta);
             let Some(created) = meta.created else {
                 continue;
             };
@@ -197,7 +197,13 @@ impl Catalog {
     /// The run columns as of now: the cached snapshot if no run's metadata changed since it was
     /// built, else a new one.
     pub fn run_columns(&self) -> Arc<RunColumns> {
-        let mut cached = lock(&self.columns);
+        let epoch = self.meta_epoch.load(Ordering::Acquire);
+        if let Some(columns) = read(&self.columns).as_ref().filter(|c| c.epoch == epoch) {
+            return Arc::clone(columns);
+        }
+        // One build at a time: searches that find the snapshot stale wait for it rather than
+        // each building their own.
+        let mut cached = write(&self.columns);
         let epoch = self.meta_epoch.load(Ordering::Acquire);
         if let Some(columns) = cached.as_ref().filter(|c| c.epoch == epoch) {
             return Arc::clone(columns);

@@ -9,6 +9,9 @@
 //!   appends at once and other writers' whenever it tails them.
 //! - The hot path (`log_metric`) touches only its run's `metrics` mutex: the maps of runs and
 //!   experiments are locked only to find or create an entry.
+//! - Readers share: the maps of runs and experiments, each run's metadata and search's column
+//!   snapshot are `RwLock`s, so views and searches on many threads proceed in parallel. Only a
+//!   run's `metrics` table is a mutex, held by a reader just long enough to copy summaries.
 //! - Only created entities are visible: placeholders stay hidden until their creation event.
 //! - A series' summary has two parts: what this handle logged (`own`, updated by `log_metric`)
 //!   and what other writers did (`foreign`, from the log and the compaction manifest). Only the
@@ -31,7 +34,7 @@ pub use summary::MetricSummary;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use lww::{Lww, Stamp};
 
@@ -76,6 +79,23 @@ pub struct Experiment {
     pub last_update_time_ms: i64,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
+}
+
+/// A created experiment's fields, borrowed from the catalog for the length of a scan.
+pub(crate) struct ExperimentRow<'a> {
+    pub id: ExperimentId,
+    pub name: &'a str,
+    pub lifecycle_stage: LifecycleStage,
+    pub creation_time_ms: i64,
+    pub last_update_time_ms: i64,
+    tags: &'a BTreeMap<String, Lww<Option<String>>>,
+}
+
+impl ExperimentRow<'_> {
+    /// The live value of tag `key`, if set.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key)?.value.as_deref()
+    }
 }
 
 /// A stored artifact file.
@@ -146,7 +166,8 @@ pub(crate) struct RunEntry {
     pub deleted: AtomicBool,
     /// Serializes this handle's param checks with their appends (params are immutable).
     pub param_writes: Mutex<()>,
-    pub meta: Mutex<RunMeta>,
+    /// Read far more often than written (every view and column build): readers share it.
+    pub meta: RwLock<RunMeta>,
     pub metrics: Mutex<MetricTable>,
 }
 
@@ -239,13 +260,23 @@ pub(crate) struct Catalog {
     /// Bumped after every change to a run's metadata: tells search whether `columns` is
     /// current (`columns.rs`).
     meta_epoch: AtomicU64,
-    columns: Mutex<Option<Arc<RunColumns>>>,
+    columns: RwLock<Option<Arc<RunColumns>>>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Catalog updates keep their structures valid at every step, so data behind a mutex
     // whose holder panicked is still consistent.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Shared access; poisoning is ignored for the reason given at [`lock`].
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Exclusive access; poisoning is ignored for the reason given at [`lock`].
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Foreign summaries being rebuilt, per run and slot, before they replace the live ones.
@@ -560,7 +591,7 @@ impl Catalog {
 
     fn with_run(&self, id: RunId, change: impl FnOnce(&mut RunMeta)) {
         let entry = self.run_or_insert(id);
-        let mut meta = lock(&entry.meta);
+        let mut meta = write(&entry.meta);
         change(&mut meta);
         let deleted = meta
             .lifecycle
@@ -582,7 +613,7 @@ impl Catalog {
                 id: run,
                 deleted: AtomicBool::new(false),
                 param_writes: Mutex::new(()),
-                meta: Mutex::new(RunMeta::default()),
+                meta: RwLock::new(RunMeta::default()),
                 metrics: Mutex::new(MetricTable::default()),
             })
         }))
@@ -600,7 +631,7 @@ impl Catalog {
     /// Whether `run` exists (its creation event has been applied).
     pub fn has_run(&self, run: RunId) -> bool {
         self.run_entry(run)
-            .is_some_and(|entry| lock(&entry.meta).created.is_some())
+            .is_some_and(|entry| read(&entry.meta).created.is_some())
     }
 
     /// A snapshot of an experiment, if it was created.
@@ -623,6 +654,35 @@ impl Catalog {
         experiments
             .iter()
             .filter_map(|(id, entry)| experiment_view(*id, entry))
+            .collect()
+    }
+
+    /// `pick` applied to every created experiment in place, under the map's read lock: a search
+    /// decides on borrowed fields and copies out only what it keeps.
+    pub fn scan_experiments<T>(
+        &self,
+        mut pick: impl FnMut(&ExperimentRow<'_>) -> Option<T>,
+    ) -> Vec<T> {
+        let experiments = self
+            .experiments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        experiments
+            .iter()
+            .filter_map(|(id, entry)| {
+                let row = ExperimentRow {
+                    id: *id,
+                    name: &entry.name.as_ref()?.value,
+                    lifecycle_stage: entry
+                        .lifecycle
+                        .as_ref()
+                        .map_or(LifecycleStage::Active, |l| l.value),
+                    creation_time_ms: entry.creation_time_ms?,
+                    last_update_time_ms: entry.last_update_time_ms,
+                    tags: &entry.tags,
+                };
+                pick(&row)
+            })
             .collect()
     }
 
@@ -684,7 +744,7 @@ fn experiment_view(id: ExperimentId, entry: &ExperimentEntry) -> Option<Experime
 impl RunEntry {
     /// A snapshot, if the run was created.
     pub fn view(&self) -> Option<RunView> {
-        let meta = lock(&self.meta);
+        let meta = read(&self.meta);
         let created = meta.created?;
         let (status, end_time_ms) = meta
             .status
@@ -728,6 +788,6 @@ impl RunEntry {
 
     /// The param `key`, if logged.
     pub fn param(&self, key: &str) -> Option<String> {
-        lock(&self.meta).params.get(key).map(|p| p.value.clone())
+        read(&self.meta).params.get(key).map(|p| p.value.clone())
     }
 }

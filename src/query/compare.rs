@@ -49,15 +49,13 @@ impl Store {
     /// The summaries of `keys` (every key of those runs if empty) for each of `runs`, in the
     /// order given; `NotFound` for an unknown run.
     pub fn compare(&self, runs: &[RunId], keys: &[&str]) -> Result<Vec<ComparedSeries>> {
-        self.refresh()?;
         let mut rows = Vec::new();
         let views = runs
             .iter()
             .map(|id| {
-                let entry = self.inner.catalog.run_entry(*id);
-                entry
-                    .and_then(|e| e.view())
-                    .ok_or_else(|| Error::NotFound(format!("run {id}")))
+                let view =
+                    self.lookup_fresh(|| self.inner.catalog.run_entry(*id).and_then(|e| e.view()))?;
+                view.ok_or_else(|| Error::NotFound(format!("run {id}")))
             })
             .collect::<Result<Vec<_>>>()?;
         let all_keys: Vec<String> = if keys.is_empty() {

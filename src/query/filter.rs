@@ -9,9 +9,15 @@
 //! | `tags` (`tag`) | same as params | quoted string |
 //! | `attributes` (`attribute`, `attr`, `run`), or no entity | `run_id`: `= != LIKE ILIKE IN NOT IN`; `run_name`, `status`, `user_id`, `lifecycle_stage`: `= != LIKE ILIKE`; `start_time` (`created`), `end_time`: numeric comparators | string, list or number |
 //!
+//! `search_experiments` ([`Subject::Experiments`]) takes the same grammar over other fields:
+//! `tags.<key>` as above, and the attributes `name` (`= != LIKE ILIKE`), `creation_time` and
+//! `last_update_time` (numeric comparators); orderings name `name`, `experiment_id`,
+//! `creation_time` or `last_update_time`.
+//!
 //! Keys with other characters go in backticks or double quotes (``metrics.`val loss` > 1``).
 //! Only the first `.` separates entity and key (`tags.mlflow.runName`). Every error names the
-//! 1-based character column where the problem starts.
+//! 1-based character column where the problem starts, and names fields and operators as MLflow
+//! spells them (`start_time`, `>`).
 //!
 //! Invariant: `parse` never panics, whatever the input (fuzzed: `fuzz/fuzz_targets/filter.rs`).
 
@@ -65,24 +71,87 @@ pub enum Attribute {
     StartTime,
     /// `end_time`, ms.
     EndTime,
+    /// An experiment's `name`.
+    Name,
+    /// An experiment's `experiment_id` (ordering only, as in MLflow).
+    ExperimentId,
+    /// An experiment's `creation_time`, ms.
+    CreationTime,
+    /// An experiment's `last_update_time`, ms.
+    LastUpdateTime,
 }
 
 impl Attribute {
-    fn from_name(name: &str) -> Option<Attribute> {
-        Some(match name {
-            "run_id" => Attribute::RunId,
-            "run_name" | "run name" => Attribute::RunName,
-            "status" => Attribute::Status,
-            "user_id" => Attribute::UserId,
-            "lifecycle_stage" => Attribute::LifecycleStage,
-            "start_time" | "created" | "Created" => Attribute::StartTime,
-            "end_time" => Attribute::EndTime,
+    fn from_name(subject: Subject, name: &str) -> Option<Attribute> {
+        Some(match (subject, name) {
+            (Subject::Runs, "run_id") => Attribute::RunId,
+            (Subject::Runs, "run_name" | "run name") => Attribute::RunName,
+            (Subject::Runs, "status") => Attribute::Status,
+            (Subject::Runs, "user_id") => Attribute::UserId,
+            (Subject::Runs, "lifecycle_stage") => Attribute::LifecycleStage,
+            (Subject::Runs, "start_time" | "created" | "Created") => Attribute::StartTime,
+            (Subject::Runs, "end_time") => Attribute::EndTime,
+            (Subject::Experiments, "name") => Attribute::Name,
+            (Subject::Experiments, "experiment_id") => Attribute::ExperimentId,
+            (Subject::Experiments, "creation_time") => Attribute::CreationTime,
+            (Subject::Experiments, "last_update_time") => Attribute::LastUpdateTime,
             _ => return None,
         })
     }
 
+    /// MLflow's name for the attribute, as a user writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attribute::RunId => "run_id",
+            Attribute::RunName => "run_name",
+            Attribute::Status => "status",
+            Attribute::UserId => "user_id",
+            Attribute::LifecycleStage => "lifecycle_stage",
+            Attribute::StartTime => "start_time",
+            Attribute::EndTime => "end_time",
+            Attribute::Name => "name",
+            Attribute::ExperimentId => "experiment_id",
+            Attribute::CreationTime => "creation_time",
+            Attribute::LastUpdateTime => "last_update_time",
+        }
+    }
+
     fn is_numeric(self) -> bool {
-        matches!(self, Attribute::StartTime | Attribute::EndTime)
+        matches!(
+            self,
+            Attribute::StartTime
+                | Attribute::EndTime
+                | Attribute::CreationTime
+                | Attribute::LastUpdateTime
+        )
+    }
+}
+
+impl fmt::Display for Attribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a filter searches: MLflow gives runs and experiments different fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// `search_runs`: metrics, params, tags and run attributes.
+    Runs,
+    /// `search_experiments`: `name`, `creation_time`, `last_update_time` and tags
+    /// (`experiment_id` too, in an ordering).
+    Experiments,
+}
+
+impl Subject {
+    fn attribute_names(self) -> &'static str {
+        match self {
+            Subject::Runs => {
+                "run_id, run_name, status, user_id, lifecycle_stage, start_time or end_time \
+                 (or an entity prefix: metrics., params., tags.)"
+            }
+            Subject::Experiments => "name, creation_time or last_update_time (or tags.<key>)",
+        }
     }
 }
 
@@ -115,6 +184,32 @@ pub enum Op {
     IsNotNull,
 }
 
+impl Op {
+    /// The operator as MLflow's grammar spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Eq => "=",
+            Op::Ne => "!=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Like => "LIKE",
+            Op::ILike => "ILIKE",
+            Op::In => "IN",
+            Op::NotIn => "NOT IN",
+            Op::IsNull => "IS NULL",
+            Op::IsNotNull => "IS NOT NULL",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The right side of a clause.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -128,18 +223,26 @@ pub enum Value {
     None,
 }
 
-/// A filter that does not parse: where and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A filter or ordering that does not parse: the text, where and why. Its message names fields
+/// and operators as MLflow does (`start_time`, `>`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid filter at column {column}: {message}\n  {input}\n  {caret:>column$}",
+    caret = "^"
+)]
 pub struct FilterError {
+    /// The text given.
+    pub input: String,
     /// 1-based character column of the problem.
     pub column: usize,
     /// What is wrong.
     pub message: String,
 }
 
-impl fmt::Display for FilterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "column {}: {}", self.column, self.message)
+impl FilterError {
+    fn within(mut self, input: &str) -> FilterError {
+        self.input = input.to_string();
+        self
     }
 }
 
@@ -162,6 +265,7 @@ struct Spanned {
 
 fn error(column: usize, message: impl Into<String>) -> FilterError {
     FilterError {
+        input: String::new(),
         column,
         message: message.into(),
     }
@@ -280,15 +384,17 @@ fn starts_number(chars: &[char], at: usize) -> bool {
 }
 
 struct Parser {
+    subject: Subject,
     tokens: Vec<Spanned>,
     position: usize,
     end_column: usize,
 }
 
 impl Parser {
-    fn new(input: &str) -> Result<Parser, FilterError> {
+    fn new(subject: Subject, input: &str) -> Result<Parser, FilterError> {
         let tokens = tokenize(input)?;
         Ok(Parser {
+            subject,
             tokens,
             position: 0,
             end_column: input.chars().count() + 1,
@@ -353,28 +459,39 @@ impl Parser {
         if key.is_empty() {
             return Err(error(column, "empty key"));
         }
-        let field = match entity.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            Some("metric" | "metrics") => Field::Metric(key),
-            Some("param" | "params" | "parameter" | "parameters") => Field::Param(key),
-            Some("tag" | "tags") => Field::Tag(key),
-            Some("attribute" | "attributes" | "attr" | "run") | None => {
-                let attribute = Attribute::from_name(&key).ok_or_else(|| {
+        let entity = entity.as_deref().map(str::to_ascii_lowercase);
+        let field = match (self.subject, entity.as_deref()) {
+            (Subject::Runs, Some("metric" | "metrics")) => Field::Metric(key),
+            (Subject::Runs, Some("param" | "params" | "parameter" | "parameters")) => {
+                Field::Param(key)
+            }
+            (_, Some("tag" | "tags")) => Field::Tag(key),
+            (_, Some("attribute" | "attributes" | "attr" | "run") | None) => {
+                let attribute = Attribute::from_name(self.subject, &key).ok_or_else(|| {
                     error(
                         column,
                         format!(
-                            "unknown attribute {key:?}; expected run_id, run_name, status, \
-                             user_id, lifecycle_stage, start_time or end_time (or an entity \
-                             prefix: metrics., params., tags.)"
+                            "unknown attribute {key:?}; expected {}",
+                            self.subject.attribute_names()
                         ),
                     )
                 })?;
                 Field::Attribute(attribute)
             }
-            Some(other) => {
+            (Subject::Runs, Some(other)) => {
                 return Err(error(
                     column,
                     format!(
                         "unknown entity {other:?}; expected metrics, params, tags or attributes"
+                    ),
+                ));
+            }
+            (Subject::Experiments, Some(other)) => {
+                return Err(error(
+                    column,
+                    format!(
+                        "unknown entity {other:?}; experiments have tags and attributes (name, \
+                         creation_time, last_update_time), no metrics or params"
                     ),
                 ));
             }
@@ -553,12 +670,27 @@ fn check(
         Field::Param(_) | Field::Tag(_) => &[Eq, Ne, Like, ILike, IsNull, IsNotNull],
         Field::Attribute(a) if a.is_numeric() => &[Eq, Ne, Lt, Le, Gt, Ge],
         Field::Attribute(Attribute::RunId) => &[Eq, Ne, Like, ILike, In, NotIn],
+        Field::Attribute(Attribute::ExperimentId) => &[],
         Field::Attribute(_) => &[Eq, Ne, Like, ILike],
     };
-    if !allowed.contains(&op) {
+    if allowed.is_empty() {
         return Err(error(
             op_column,
-            format!("{op:?} is not allowed on {}", field_name(field)),
+            format!(
+                "{} can only be ordered by, not filtered on",
+                field_name(field)
+            ),
+        ));
+    }
+    if !allowed.contains(&op) {
+        let names: Vec<&str> = allowed.iter().map(|op| op.as_str()).collect();
+        return Err(error(
+            op_column,
+            format!(
+                "'{op}' is not allowed on {} (allowed: {})",
+                field_name(field),
+                names.join(", ")
+            ),
         ));
     }
     match (numeric, value) {
@@ -579,13 +711,22 @@ fn field_name(field: &Field) -> String {
         Field::Metric(key) => format!("metrics.{key}"),
         Field::Param(key) => format!("params.{key}"),
         Field::Tag(key) => format!("tags.{key}"),
-        Field::Attribute(attribute) => format!("attributes.{attribute:?}"),
+        Field::Attribute(attribute) => attribute.name().to_string(),
     }
 }
 
-/// Parses a filter. An empty (or all-blank) filter matches every run.
+/// Parses a run filter. An empty (or all-blank) filter matches every run.
 pub fn parse(input: &str) -> Result<Filter, FilterError> {
-    let mut parser = Parser::new(input)?;
+    parse_for(Subject::Runs, input)
+}
+
+/// Parses a filter over `subject`'s fields. An empty (or all-blank) filter matches everything.
+pub fn parse_for(subject: Subject, input: &str) -> Result<Filter, FilterError> {
+    clauses(subject, input).map_err(|error| error.within(input))
+}
+
+fn clauses(subject: Subject, input: &str) -> Result<Filter, FilterError> {
+    let mut parser = Parser::new(subject, input)?;
     let mut filter = Filter::default();
     if parser.peek().is_none() {
         return Ok(filter);
@@ -620,10 +761,25 @@ pub struct OrderBy {
     pub ascending: bool,
 }
 
-/// Parses one `order_by` element.
+/// Parses one `order_by` element of a run search.
 pub fn parse_order_by(input: &str) -> Result<OrderBy, FilterError> {
-    let mut parser = Parser::new(input)?;
-    let (field, _) = parser.field()?;
+    parse_order_by_for(Subject::Runs, input)
+}
+
+/// Parses one `order_by` element over `subject`'s fields.
+pub fn parse_order_by_for(subject: Subject, input: &str) -> Result<OrderBy, FilterError> {
+    order_by(subject, input).map_err(|error| error.within(input))
+}
+
+fn order_by(subject: Subject, input: &str) -> Result<OrderBy, FilterError> {
+    let mut parser = Parser::new(subject, input)?;
+    let (field, column) = parser.field()?;
+    if subject == Subject::Experiments && !matches!(field, Field::Attribute(_)) {
+        return Err(error(
+            column,
+            "experiments are ordered by name, experiment_id, creation_time or last_update_time",
+        ));
+    }
     let ascending = if parser.keyword("desc") {
         parser.position += 1;
         false
@@ -751,6 +907,69 @@ mod tests {
             assert_eq!(error.column, *column, "{input:?}: {error}");
             assert!(error.message.contains(needle), "{input:?}: {error}");
         }
+    }
+
+    #[test]
+    fn errors_use_mlflow_names_never_rust_ones() {
+        let cases: &[(&str, &[&str])] = &[
+            ("params.lr > '1'", &["'>'", "params.lr", "IS NOT NULL"]),
+            ("start_time LIKE 'x'", &["'LIKE'", "start_time", "<="]),
+            ("status >= 'x'", &["'>='", "status"]),
+            ("end_time = 'x'", &["end_time takes a number"]),
+            ("run_id < 'x'", &["'<'", "run_id", "NOT IN"]),
+        ];
+        for (input, needles) in cases {
+            let error = parse(input).unwrap_err();
+            let text = error.to_string();
+            for needle in *needles {
+                assert!(text.contains(needle), "{input:?}: {text}");
+            }
+            for rust_name in [
+                "Gt",
+                "Ge",
+                "Lt",
+                "Like",
+                "StartTime",
+                "EndTime",
+                "RunId",
+                "Status",
+            ] {
+                assert!(!text.contains(rust_name), "{input:?}: {text}");
+            }
+            assert_eq!(error.input, *input);
+        }
+    }
+
+    #[test]
+    fn experiments_have_their_own_fields() {
+        let filter = parse_for(
+            Subject::Experiments,
+            "name LIKE 'a%' AND attributes.creation_time > 5 AND tags.team ILIKE 'x' \
+             AND last_update_time <= 9 AND tags.t IS NULL",
+        )
+        .unwrap();
+        assert_eq!(filter.clauses[0].field, Field::Attribute(Attribute::Name));
+        assert_eq!(
+            filter.clauses[1].field,
+            Field::Attribute(Attribute::CreationTime)
+        );
+        assert_eq!(filter.clauses[2].field, Field::Tag("team".into()));
+        let cases: &[(&str, usize, &str)] = &[
+            ("metrics.acc > 1", 1, "no metrics or params"),
+            ("run_name = 'x'", 1, "unknown attribute \"run_name\""),
+            ("name > 'x'", 6, "'>' is not allowed on name"),
+            ("creation_time = 'x'", 17, "creation_time takes a number"),
+            ("experiment_id = '1'", 15, "only be ordered by"),
+        ];
+        for (input, column, needle) in cases {
+            let error = parse_for(Subject::Experiments, input).unwrap_err();
+            assert_eq!(error.column, *column, "{input:?}: {error}");
+            assert!(error.message.contains(needle), "{input:?}: {error}");
+        }
+        assert!(parse("name = 'x'").is_err());
+        let order = parse_order_by_for(Subject::Experiments, "experiment_id DESC").unwrap();
+        assert_eq!(order.field, Field::Attribute(Attribute::ExperimentId));
+        assert!(parse_order_by_for(Subject::Experiments, "tags.team").is_err());
     }
 
     #[test]

@@ -217,8 +217,14 @@ impl Store {
         steps: &(impl RangeBounds<i64> + Sync),
     ) -> Result<Vec<History>> {
         // One refresh for the whole call, and an existence check that copies nothing out.
-        self.refresh()?;
-        if let Some(missing) = runs.iter().find(|run| !self.inner.catalog.has_run(**run)) {
+        let all_known = || {
+            runs.iter()
+                .all(|run| self.inner.catalog.has_run(*run))
+                .then_some(())
+        };
+        if self.lookup_fresh(all_known)?.is_none()
+            && let Some(missing) = runs.iter().find(|run| !self.inner.catalog.has_run(**run))
+        {
             return Err(Error::NotFound(format!("run {missing}")));
         }
         let root = &self.inner.root;

@@ -2,12 +2,16 @@
 //! metric history, downsampled history and step-aligned comparison (from the log).
 
 mod compare;
+mod experiments;
 pub mod filter;
 mod history;
 mod search;
 
 pub use compare::{Aggregate, ComparedSeries};
-pub use filter::{Filter, FilterError, parse, parse_order_by};
+pub use experiments::{ExperimentsPage, SearchExperiments};
+pub use filter::{
+    Filter, FilterError, Subject, parse, parse_for, parse_order_by, parse_order_by_for,
+};
 pub use history::{Bucket, Downsampled, History, Point, downsample};
 pub use search::{
     AttributeValue, RunFields, RunsPage, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX, SearchRuns,

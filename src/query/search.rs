@@ -73,12 +73,11 @@ impl Store {
     /// # }
     /// ```
     pub fn search_runs(&self, search: &SearchRuns) -> Result<RunsPage> {
-        let filter =
-            filter::parse(&search.filter).map_err(|e| invalid_filter(&search.filter, e))?;
+        let filter = filter::parse(&search.filter)?;
         let order: Vec<OrderBy> = search
             .order_by
             .iter()
-            .map(|o| filter::parse_order_by(o).map_err(|e| invalid_filter(o, e)))
+            .map(|o| filter::parse_order_by(o).map_err(Error::from))
             .collect::<Result<_>>()?;
         let page_size = match search.max_results {
             0 => SEARCH_RESULTS_DEFAULT,
@@ -94,7 +93,7 @@ impl Store {
             Some(token) => parse_token(token, fingerprint)?,
             None => 0,
         };
-        self.refresh()?;
+        self.refresh_if_stale()?;
         let columns = self.inner.catalog.run_columns();
         let experiments = &search.experiments;
         // Clauses on metadata are decided from the columns; the rest (metric values, which
@@ -210,14 +209,6 @@ fn includes(view: ViewType, stage: LifecycleStage) -> bool {
     }
 }
 
-fn invalid_filter(input: &str, error: filter::FilterError) -> Error {
-    Error::InvalidFilter {
-        input: input.to_string(),
-        column: error.column,
-        message: error.message,
-    }
-}
-
 /// Ties a page token to the query it came from, so a token is not replayed on another query.
 fn fingerprint(search: &SearchRuns) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -229,7 +220,7 @@ fn fingerprint(search: &SearchRuns) -> u64 {
     hasher.finish()
 }
 
-fn parse_token(token: &str, fingerprint: u64) -> Result<usize> {
+pub(super) fn parse_token(token: &str, fingerprint: u64) -> Result<usize> {
     let parsed = token.split_once('.').and_then(|(offset, print)| {
         Some((
             usize::from_str_radix(offset, 16).ok()?,
@@ -326,6 +317,11 @@ impl AttributeParts<'_> {
             Attribute::LifecycleStage => AttributeValue::Text(self.stage.as_str().to_string()),
             Attribute::StartTime => AttributeValue::Number(Some(self.start_time_ms)),
             Attribute::EndTime => AttributeValue::Number(self.end_time_ms),
+            // Experiment attributes: a run has none, so no clause on them holds.
+            Attribute::Name
+            | Attribute::ExperimentId
+            | Attribute::CreationTime
+            | Attribute::LastUpdateTime => AttributeValue::Number(None),
         }
     }
 }
@@ -366,7 +362,7 @@ fn clause_holds(clause: &Clause, run: &impl RunFields) -> bool {
     }
 }
 
-fn compare_number(value: f64, op: Op, target: f64) -> bool {
+pub(super) fn compare_number(value: f64, op: Op, target: f64) -> bool {
     match op {
         Op::Eq => value == target,
         Op::Ne => value != target,
@@ -378,7 +374,7 @@ fn compare_number(value: f64, op: Op, target: f64) -> bool {
     }
 }
 
-fn text_holds(value: Option<&str>, op: Op, target: &Value) -> bool {
+pub(super) fn text_holds(value: Option<&str>, op: Op, target: &Value) -> bool {
     match (op, value, target) {
         (Op::IsNull, value, _) => value.is_none(),
         (Op::IsNotNull, value, _) => value.is_some(),
@@ -393,10 +389,11 @@ fn text_holds(value: Option<&str>, op: Op, target: &Value) -> bool {
     }
 }
 
-/// A sortable value (a field is all numbers or all texts).
+/// A sortable value (a field is all numbers, all ids or all texts).
 #[derive(PartialEq)]
-enum Key {
+pub(super) enum Key {
     Number(f64),
+    Id(u64),
     Text(String),
 }
 
@@ -424,16 +421,23 @@ struct Hit {
 }
 
 fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
+    compare_keys(order, &a.keys, &b.keys)
+        .then(b.start_time_ms.cmp(&a.start_time_ms))
+        .then(a.id.cmp(&b.id))
+}
+
+/// Orders two sets of sort keys by `order`: missing values last in either direction.
+pub(super) fn compare_keys(order: &[OrderBy], a: &[Option<Key>], b: &[Option<Key>]) -> Ordering {
     for (index, OrderBy { ascending, .. }) in order.iter().enumerate() {
-        let ordering = match (&a.keys[index], &b.keys[index]) {
+        let (Some(a), Some(b)) = (a.get(index), b.get(index)) else {
+            return Ordering::Equal;
+        };
+        let ordering = match (a, b) {
             (None, None) => Ordering::Equal,
             // Missing values go last in either direction.
             (None, Some(_)) => return Ordering::Greater,
             (Some(_), None) => return Ordering::Less,
-            (Some(Key::Number(x)), Some(Key::Number(y))) => x.total_cmp(y),
-            (Some(Key::Text(x)), Some(Key::Text(y))) => x.cmp(y),
-            (Some(Key::Number(_)), Some(Key::Text(_))) => Ordering::Less,
-            (Some(Key::Text(_)), Some(Key::Number(_))) => Ordering::Greater,
+            (Some(x), Some(y)) => compare_key(x, y),
         };
         let ordering = if *ascending {
             ordering
@@ -444,7 +448,21 @@ fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
             return ordering;
         }
     }
-    b.start_time_ms.cmp(&a.start_time_ms).then(a.id.cmp(&b.id))
+    Ordering::Equal
+}
+
+fn compare_key(a: &Key, b: &Key) -> Ordering {
+    let rank = |key: &Key| match key {
+        Key::Number(_) => 0,
+        Key::Id(_) => 1,
+        Key::Text(_) => 2,
+    };
+    match (a, b) {
+        (Key::Number(x), Key::Number(y)) => x.total_cmp(y),
+        (Key::Id(x), Key::Id(y)) => x.cmp(y),
+        (Key::Text(x), Key::Text(y)) => x.cmp(y),
+        _ => rank(a).cmp(&rank(b)),
+    }
 }
 
 /// A clause decided from the run columns alone, per row.
@@ -474,6 +492,10 @@ fn column_test<'a>(clause: &'a Clause, columns: &'a RunColumns) -> Option<Column
             Attribute::RunId => {
                 Box::new(move |row| text_holds(Some(&columns.ids[row].to_string()), op, value))
             }
+            Attribute::Name
+            | Attribute::ExperimentId
+            | Attribute::CreationTime
+            | Attribute::LastUpdateTime => Box::new(|_| false),
             Attribute::StartTime | Attribute::EndTime => {
                 let Value::Number(target) = *value else {
                     return Some(Box::new(|_| false));

@@ -10,21 +10,27 @@
 //!
 //! Invariants:
 //! - The catalog reflects every event this handle appended (applied as soon as the log
-//!   accepted it) and every event of other writers up to the last refresh. Reads refresh first,
-//!   so they see other processes' acknowledged appends.
+//!   accepted it) and every event of other writers up to the last refresh.
+//! - Bounded staleness: a read sees every append other writers acknowledged at least
+//!   `refresh_interval` before the read began. A read refreshes only when the last refresh
+//!   started longer ago than that; one thread refreshes (single flight) while fresh readers go
+//!   on without taking any lock of the store, and stale ones wait for that one refresh.
+//!   `Store::refresh` always refreshes.
 //! - Experiment names are unique: creation and renaming happen under the store-wide
 //!   `catalog.lock`, after a refresh, so two processes asking for the same name get one
 //!   experiment.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::catalog::{self, Catalog, Experiment, Follower, LifecycleStage, RunView};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::io::{OsStorage, Storage};
-use crate::limits::{LANES_DEFAULT, SEGMENT_BYTES_DEFAULT};
+use crate::limits::{LANES_DEFAULT, REFRESH_INTERVAL_DEFAULT, SEGMENT_BYTES_DEFAULT};
 use crate::tracking::keyed::RunSlots;
 use crate::tracking::run::{Run, RunOptions};
 use crate::tracking::validation;
@@ -66,6 +72,11 @@ pub struct StoreOptions {
     /// Compact sealed segments in a background thread this often (default: never; call
     /// `Store::compact`). Needs the `parquet` feature; ignored by read-only handles.
     pub compaction_interval: Option<std::time::Duration>,
+    /// How stale a read may be with respect to other handles' and processes' writes (default
+    /// 5 ms). A read refreshes from the log only if the last refresh is older than this;
+    /// `None` refreshes on every read. This handle's own writes are visible at once whatever
+    /// the interval, and `Store::refresh` always refreshes.
+    pub refresh_interval: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -77,6 +88,7 @@ impl Default for StoreOptions {
             lanes: LANES_DEFAULT,
             storage: Arc::new(OsStorage),
             compaction_interval: None,
+            refresh_interval: Some(REFRESH_INTERVAL_DEFAULT),
         }
     }
 }
@@ -136,6 +148,10 @@ pub(crate) struct StoreInner {
     follower: Mutex<Follower>,
     /// Run id to run entry, for writes by id (`keyed.rs`).
     pub(crate) run_slots: RunSlots,
+    /// The clock of `last_refresh_ns`.
+    opened: Instant,
+    /// When the newest completed refresh started, in ns since `opened`, plus one (0: never).
+    last_refresh_ns: AtomicU64,
     /// Parsed footers of compacted files, reused by history queries.
     #[cfg(feature = "parquet")]
     pub compacted_metadata: crate::compaction::MetadataCache,
@@ -187,6 +203,8 @@ impl Store {
                 recovery,
                 follower: Mutex::new(follower),
                 run_slots: RunSlots::default(),
+                opened: Instant::now(),
+                last_refresh_ns: AtomicU64::new(0),
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
                 manifests,
@@ -240,7 +258,8 @@ impl Store {
     }
 
     /// Applies what other writers (threads of other handles, other processes) appended since
-    /// the last refresh. Reads call it; call it directly to poll.
+    /// the last refresh. Reads do so when the last refresh is older than `refresh_interval`;
+    /// call this to see other writers' appends now.
     ///
     /// ```
     /// # fn main() -> runlog::Result<()> {
@@ -251,13 +270,67 @@ impl Store {
     /// let options = StoreOptions { read_only: true, ..StoreOptions::default() };
     /// let reader = Store::open_with(dir.path(), options)?; // e.g. in a dashboard process
     /// run.log_metric("loss", 0.5, 1)?;
-    /// assert_eq!(reader.run(run.id())?.metrics["loss"].last_value, 0.5); // run() refreshes
+    /// reader.refresh()?; // reads see it within `refresh_interval`; this, at once
+    /// assert_eq!(reader.run(run.id())?.metrics["loss"].last_value, 0.5);
     /// # Ok(())
     /// # }
     /// ```
     pub fn refresh(&self) -> Result<()> {
+        let mut follower = catalog::lock(&self.inner.follower);
+        self.refresh_locked(&mut follower)
+    }
+
+    /// Refreshes if the last refresh started longer ago than `refresh_interval` (always when it
+    /// is `None`). Reads call this: when the catalog is fresh enough they take no store lock,
+    /// so readers on many threads run in parallel.
+    pub(crate) fn refresh_if_stale(&self) -> Result<()> {
+        let Some(interval) = self.inner.options.refresh_interval else {
+            return self.refresh();
+        };
+        let interval_ns = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        self.refresh_unless_started_after(self.clock_ns().saturating_sub(interval_ns))
+    }
+
+    /// `lookup` on a fresh-enough catalog; on a miss, again after a refresh that started after
+    /// the miss, so that what another handle just created is never reported missing.
+    pub(crate) fn lookup_fresh<T>(&self, lookup: impl Fn() -> Option<T>) -> Result<Option<T>> {
+        self.refresh_if_stale()?;
+        if let Some(found) = lookup() {
+            return Ok(Some(found));
+        }
+        self.refresh_unless_started_after(self.clock_ns().saturating_sub(1))?;
+        Ok(lookup())
+    }
+
+    /// Refreshes unless a refresh that started after `floor_ns` (on `clock_ns`) has completed.
+    /// Single flight: threads that wait for another's refresh take it as their own.
+    fn refresh_unless_started_after(&self, floor_ns: u64) -> Result<()> {
+        let done = || self.inner.last_refresh_ns.load(Ordering::Acquire) > floor_ns;
+        if done() {
+            return Ok(());
+        }
+        let mut follower = catalog::lock(&self.inner.follower);
+        if done() {
+            return Ok(());
+        }
+        self.refresh_locked(&mut follower)
+    }
+
+    fn refresh_locked(&self, follower: &mut Follower) -> Result<()> {
+        let started_ns = self.clock_ns();
         let log = &self.inner.log;
-        catalog::lock(&self.inner.follower).refresh(&self.inner.catalog, &|w| log.is_own(w))
+        follower.refresh(&self.inner.catalog, &|w| log.is_own(w))?;
+        self.inner
+            .last_refresh_ns
+            .fetch_max(started_ns, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Nanoseconds since this handle opened, plus one (so that 0 can mean "never").
+    fn clock_ns(&self) -> u64 {
+        u64::try_from(self.inner.opened.elapsed().as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     /// Makes everything this handle appended durable (see `docs/DURABILITY.md`).
@@ -338,22 +411,18 @@ impl Store {
 
     /// The experiment with `id`.
     pub fn experiment(&self, id: ExperimentId) -> Result<Experiment> {
-        self.refresh()?;
-        self.inner
-            .catalog
-            .experiment(id)
+        self.lookup_fresh(|| self.inner.catalog.experiment(id))?
             .ok_or_else(|| Error::NotFound(format!("experiment {id}")))
     }
 
     /// The experiment named `name` (active or deleted), if any.
     pub fn experiment_by_name(&self, name: &str) -> Result<Option<Experiment>> {
-        self.refresh()?;
-        Ok(self.inner.catalog.experiment_by_name(name))
+        self.lookup_fresh(|| self.inner.catalog.experiment_by_name(name))
     }
 
     /// Experiments in `view`, by id.
     pub fn experiments(&self, view: ViewType) -> Result<Vec<Experiment>> {
-        self.refresh()?;
+        self.refresh_if_stale()?;
         let mut all = self.inner.catalog.experiments();
         all.retain(|experiment| view.includes(experiment.lifecycle_stage));
         Ok(all)
@@ -450,17 +519,18 @@ impl Store {
 
     /// A snapshot of the run with `id`.
     pub fn run(&self, id: RunId) -> Result<RunView> {
-        self.refresh()?;
-        self.inner
-            .catalog
-            .run_entry(id)
-            .and_then(|entry| entry.view())
-            .ok_or_else(|| Error::NotFound(format!("run {id}")))
+        self.lookup_fresh(|| {
+            self.inner
+                .catalog
+                .run_entry(id)
+                .and_then(|entry| entry.view())
+        })?
+        .ok_or_else(|| Error::NotFound(format!("run {id}")))
     }
 
     /// Snapshots of the runs of `experiment` in `view`, newest first.
     pub fn runs(&self, experiment: ExperimentId, view: ViewType) -> Result<Vec<RunView>> {
-        self.refresh()?;
+        self.refresh_if_stale()?;
         let mut runs = self.inner.catalog.runs(Some(experiment));
         runs.retain(|run| view.includes(run.info.lifecycle_stage));
         Ok(runs)

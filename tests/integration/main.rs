@@ -16,8 +16,10 @@ mod export_parquet;
 mod fixtures;
 #[cfg(feature = "cli")]
 mod processes;
+mod query_experiments;
 mod query_history;
 mod query_search;
+mod reads_concurrent;
 mod segment_sizing;
 #[cfg(feature = "parquet")]
 mod sim;

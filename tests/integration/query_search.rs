@@ -391,6 +391,7 @@ fn a_search_sees_changes_made_since_the_previous_search() {
         .set_tag("stage", "prod")
         .unwrap();
     other.flush().unwrap();
+    store.refresh().unwrap();
     assert_eq!(count("tags.stage = 'prod'"), 1);
 }
 
@@ -404,7 +405,10 @@ fn bad_filters_and_orders_name_the_column() {
         })
         .unwrap_err();
     assert!(
-        matches!(&error, Error::InvalidFilter { column: 19, .. }),
+        matches!(
+            &error,
+            Error::InvalidFilter(runlog::query::FilterError { column: 19, .. })
+        ),
         "{error}"
     );
     let message = error.to_string();
@@ -421,7 +425,10 @@ fn bad_filters_and_orders_name_the_column() {
         })
         .unwrap_err();
     assert!(
-        matches!(error, Error::InvalidFilter { column: 13, .. }),
+        matches!(
+            error,
+            Error::InvalidFilter(runlog::query::FilterError { column: 13, .. })
+        ),
         "{error}"
     );
     assert!(

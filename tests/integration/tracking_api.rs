@@ -493,6 +493,8 @@ fn a_read_only_handle_and_a_second_handle_see_live_writes() {
         run.log_metric("loss", 1.0 / step as f64, step).unwrap();
     }
     run.log_param("lr", "0.1").unwrap();
+    // Reads may be up to `refresh_interval` stale; `refresh` makes them current now.
+    reader.refresh().unwrap();
     let view = reader.run(run.id()).unwrap();
     assert_eq!(view.metrics["loss"].count, 1000);
     assert_eq!(view.metrics["loss"].last_step, 999);
@@ -507,6 +509,8 @@ fn a_read_only_handle_and_a_second_handle_see_live_writes() {
     let second = open(&dir);
     let other = second.resume_run(run.id()).unwrap();
     other.log_metric("loss", 0.0, 1000).unwrap();
+    writer.refresh().unwrap();
+    reader.refresh().unwrap();
     assert_eq!(writer.run(run.id()).unwrap().metrics["loss"].count, 1001);
     assert_eq!(
         reader.run(run.id()).unwrap().metrics["loss"].last_step,
