@@ -401,6 +401,8 @@ fn keyed_writes_find_runs_of_other_handles_and_refuse_unknown_ids() {
         .log_metric(id, "loss", 0.5, 1, 1_700_000_000_000)
         .unwrap();
     server.set_tag(id, "via", "server").unwrap();
+    // Another handle's writes show within `refresh_interval`; `refresh` takes them in now.
+    creator.refresh().unwrap();
     assert_eq!(creator.run(id).unwrap().metrics["loss"].count, 1);
     assert_eq!(creator.run(id).unwrap().tags["via"], "server");
 
