@@ -462,7 +462,7 @@ impl Manifest {
 }
 
 /// Whether `file.path` is the name its experiment and generation give a compacted file
-/// (`FORMAT.md`, section 14.1): so no manifest can point a reader outside `experiments/`.
+/// (`docs/format/compacted.md`, section 14.1): so no manifest can point a reader outside `experiments/`.
 fn is_file_path(file: &CompactedFile) -> bool {
     let folder = format!("{}/{}/", super::EXPERIMENTS_DIR, file.experiment);
     let Some(name) = file.path.strip_prefix(&folder) else {

@@ -1,6 +1,6 @@
 //! `Store::export`: the store as Hive-partitioned Parquet that DuckDB, Polars, pyarrow and Spark
 //! read directly. The layout and every column are a public contract, specified in
-//! `docs/FORMAT.md` ("Parquet export"):
+//! `docs/format/export.md`:
 //!
 //! ```text
 //! <dir>/experiments.parquet

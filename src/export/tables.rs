@@ -1,5 +1,5 @@
 //! The export's tables as Arrow record batches: column names and types exactly as specified in
-//! `docs/FORMAT.md` ("Parquet export").
+//! `docs/format/export.md`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

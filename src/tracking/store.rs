@@ -3,7 +3,7 @@
 //!
 //! Layout of a store directory:
 //! ```text
-//! <root>/wal/            segment log (docs/FORMAT.md)
+//! <root>/wal/            segment log (docs/format/log.md)
 //! <root>/artifacts/      artifact files, by run id
 //! <root>/catalog.lock    serializes experiment creation and renaming across processes
 //! ```

@@ -1,5 +1,5 @@
-//! Input rules of the tracking API, MLflow's where MLflow has one (see
-//! `../shared/research/mlflow-rest-api.md` §4). Lengths count characters, as MLflow does.
+//! Input rules of the tracking API, MLflow's where MLflow has one (MLflow 3.17,
+//! `mlflow/utils/validation.py`). Lengths count characters, as MLflow does.
 //!
 //! Where MLflow truncates (param values over 6,000 characters, tag values over 8,000), runlog
 //! refuses with an error instead: a tracking store that silently shortens a value loses data

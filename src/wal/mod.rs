@@ -1,5 +1,5 @@
 //! The segment log: append-only segment files of CRC-checked records, one chain per writer.
-//! See `docs/FORMAT.md` for the byte layout and `docs/DURABILITY.md` for the guarantees.
+//! See `docs/format/log.md` for the byte layout and `docs/DURABILITY.md` for the guarantees.
 
 pub mod classify;
 pub mod codec;

@@ -228,7 +228,7 @@ fn compaction_never_deletes_files_it_did_not_write() {
     }
 }
 
-/// The intent of generation `generation`, byte by byte as `FORMAT.md` section 14.8 gives it.
+/// The intent of generation `generation`, byte by byte as `docs/format/compacted.md` section 14.8 gives it.
 fn intent_bytes(generation: u64) -> Vec<u8> {
     let mut bytes = b"RUNLOGCI".to_vec();
     bytes.extend_from_slice(&1u16.to_le_bytes());
