@@ -31,7 +31,8 @@ const LOCK_FILE: &str = "compaction.lock";
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompactionReport {
-    /// The manifest generation written (0: nothing to compact).
+    /// The manifest generation in force after the call: the one written, or, when there was
+    /// nothing to compact (`segments` is 0), the one already in force (0: none yet).
     pub generation: u64,
     /// Segments compacted.
     pub segments: usize,
@@ -168,6 +169,7 @@ impl Store {
             &mut report,
         )?;
         if report.segments == 0 {
+            report.generation = manifest.generation;
             return Ok(Some(report));
         }
         // From here on, files of `generation` may exist before its manifest does.

@@ -794,3 +794,25 @@ fn a_chain_ending_in_a_non_final_seal_is_compacted_and_deleted_without_stalling_
     compactor.compact().unwrap();
     check(&reopened, &logged, "after a second compaction");
 }
+
+/// A compaction with nothing to do reports the generation already in force, so `runlog compact`
+/// and `runlog stats` name the same one (it reported 0).
+#[test]
+fn a_compaction_with_nothing_to_do_reports_the_generation_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let experiment = store.get_or_create_experiment("e").unwrap();
+    let run = store
+        .start_run(experiment.id, RunOptions::default())
+        .unwrap();
+    for step in 0..100 {
+        run.log_metric("loss", 1.0 / (step + 1) as f64, step)
+            .unwrap();
+    }
+    run.finish().unwrap();
+    let first = store.compact().unwrap();
+    assert_eq!((first.generation, first.segments > 0), (1, true));
+    let idle = store.compact().unwrap();
+    assert_eq!((idle.generation, idle.segments), (1, 0));
+    assert_eq!(store.manifest().unwrap().generation, 1);
+}
