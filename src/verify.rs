@@ -123,7 +123,7 @@ fn verify_log(wal_dir: &Path, report: &mut VerifyReport) -> Result<()> {
 }
 
 /// Reports a metadata chain that the newest manifest lists but whose files are gone, as the
-/// store's follower does (`wal::classify::check_listed_chains`). A manifest that does not load
+/// store's follower does (`compaction::survey::check_listed_chains`). A manifest that does not load
 /// is reported by the compacted part; a compaction that published a newer manifest meanwhile
 /// may have deleted a chain legitimately, so the check then stands down.
 fn verify_listed_chains(root: &Path, report: &mut VerifyReport) {
@@ -133,7 +133,7 @@ fn verify_listed_chains(root: &Path, report: &mut VerifyReport) {
     if manifest.generation == 0 {
         return;
     }
-    let checked = classify::check_listed_chains(&root.join(WAL_DIR), &manifest);
+    let checked = crate::compaction::survey::check_listed_chains(&root.join(WAL_DIR), &manifest);
     let still_newest = manifest::newest_generation(root).ok() == Some(manifest.generation);
     if let Err(error) = checked
         && still_newest

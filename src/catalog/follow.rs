@@ -15,18 +15,18 @@
 //! segment that a rebuild does not explain is damage and is returned as such.
 //!
 //! Each newly taken-in manifest's metadata chains are checked to still have their files
-//! (`classify::check_listed_chains`): a listed chain whose files are gone would otherwise take
+//! (`compaction::survey::check_listed_chains`): a listed chain whose files are gone would otherwise take
 //! its experiments and runs with it silently.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::{Catalog, KeyMap, Staged};
-use crate::compaction::manifest;
+use crate::compaction::{manifest, survey};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
 use crate::wal::writer::is_metadata_chain;
-use crate::wal::{Tail, classify, segment};
+use crate::wal::{Tail, segment};
 
 /// Rebuilds tried before a missing segment counts as damage. Each one loads the newest
 /// manifest; more than one is needed only when compactions keep deleting under it.
@@ -135,7 +135,7 @@ impl Follower {
                 // Only now: a listed chain may be deleted by a compaction whose newer
                 // manifest no longer lists it, which the check above would have caught.
                 if let Some(manifest) = &listed {
-                    classify::check_listed_chains(self.tail.dir(), manifest)?;
+                    survey::check_listed_chains(self.tail.dir(), manifest)?;
                 }
                 return Ok(());
             }

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use super::manifest::{self, Manifest};
 use super::{EXPERIMENTS_DIR, intent};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
+use crate::ids::SegmentSequence;
 use crate::tracking::WAL_DIR;
 use crate::wal::{reader, segment};
 
@@ -237,6 +238,37 @@ pub(crate) fn survey_newest(
         }
     }
     Err(super::stale(&root.display().to_string()))
+}
+
+/// Checks that every metadata chain `manifest` lists still has the segment its watermark
+/// starts from. Compaction closes a chain before any manifest lists it and deletes it only
+/// after a newer manifest stops listing it, so a listed chain without that segment has lost
+/// its files, and with them the experiments and runs it holds: `MissingSegment`.
+pub fn check_listed_chains(wal_dir: &Path, manifest: &Manifest) -> Result<()> {
+    for chain in &manifest.metadata {
+        let mark = manifest.writers.get(chain);
+        if mark.is_some_and(|mark| mark.finished) {
+            continue;
+        }
+        let start = SegmentSequence(mark.and_then(|m| m.through).map_or(0, |s| s.0 + 1));
+        let path = segment::segment_path(wal_dir, *chain, start);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let kind = CorruptionKind::MissingSegment {
+                    writer: *chain,
+                    sequence: start.0,
+                };
+                return Err(Error::Corrupt(Corruption {
+                    path,
+                    offset: 0,
+                    kind,
+                }));
+            }
+            Err(error) => return Err(Error::io("look for", path, error)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
