@@ -530,19 +530,23 @@ fn ingest_with_a_full_disk(store: &Path, input: &Path, on_error: &str) -> Output
         .unwrap()
 }
 
-#[test]
-fn a_store_error_stops_the_ingest_whatever_on_error_says() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let input = dir.path().join("input.jsonl");
-    let lines: String = (0..100)
+/// `count` ingest lines of one series of run `r`: value and step `0..count`.
+fn metric_lines(count: u32) -> String {
+    (0..count)
         .map(|i| {
             format!(
                 "{{\"type\":\"metric\",\"run\":\"r\",\"key\":\"k\",\"value\":{i},\"step\":{i}}}\n"
             )
         })
-        .collect();
-    std::fs::write(&input, lines).unwrap();
+        .collect()
+}
+
+#[test]
+fn a_store_error_stops_the_ingest_whatever_on_error_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let input = dir.path().join("input.jsonl");
+    std::fs::write(&input, metric_lines(100)).unwrap();
     for on_error in ["skip", "stop"] {
         let output = ingest_with_a_full_disk(&store, &input, on_error);
         let stderr = stderr_of(&output);
@@ -568,14 +572,7 @@ fn a_closed_acknowledgement_output_fails_the_ingest() {
     let store = dir.path().join("store");
     let input = dir.path().join("input.jsonl");
     // Far more acknowledgements than a pipe holds, so the ingest meets the closed pipe.
-    let lines: String = (0..100_000)
-        .map(|i| {
-            format!(
-                "{{\"type\":\"metric\",\"run\":\"r\",\"key\":\"k\",\"value\":{i},\"step\":{i}}}\n"
-            )
-        })
-        .collect();
-    std::fs::write(&input, lines).unwrap();
+    std::fs::write(&input, metric_lines(100_000)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_runlog"))
         .arg("--store")
         .arg(&store)
