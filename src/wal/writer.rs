@@ -25,6 +25,8 @@
 //! - A segment is sealed (seal record, msync, trim, fsync) before the next one is created, so
 //!   only the last segment of a chain can end in a torn record.
 //! - After a failed sync the writer is poisoned: every later call fails.
+//! - In a process forked from the writer's, every call fails with `Error::Forked` and dropping
+//!   the writer touches nothing on disk: the segments and the lock are the parent's.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -37,7 +39,7 @@ use memmap2::{MmapMut, MmapOptions};
 
 use crate::error::{Error, Result};
 use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
-use crate::io::Storage;
+use crate::io::{ForkGuard, Storage};
 use crate::limits::{
     BATCH_POINTS_MAX, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_FIRST, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, STREAM_BYTES_MAX,
@@ -92,6 +94,7 @@ pub struct Writer {
     scratch: Vec<u8>,
     compressed: Vec<u8>,
     stats: WriterStats,
+    fork_guard: ForkGuard,
 }
 
 struct ActiveSegment {
@@ -211,6 +214,7 @@ impl Writer {
             scratch: Vec::new(),
             compressed: Vec::new(),
             stats: WriterStats::default(),
+            fork_guard: ForkGuard::new(),
         };
         writer.open_next_segment(0)?;
         Ok(writer)
@@ -357,6 +361,7 @@ impl Writer {
     }
 
     fn check_usable(&self) -> Result<()> {
+        self.fork_guard.check()?;
         match &self.poisoned {
             Some(cause) => Err(Error::Poisoned {
                 writer: self.id,
@@ -695,7 +700,9 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if self.poisoned.is_none() && self.lock_file.is_some() {
+        // A forked child closing its copies of the map and the lock file changes nothing for
+        // the parent: the flock stays with the parent's open file description.
+        if self.poisoned.is_none() && self.lock_file.is_some() && !self.fork_guard.is_forked() {
             // Errors cannot be returned from drop; the chain is then repaired on the next open.
             let _ = self.close_inner();
         }
