@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering;
 
 use super::{Catalog, LifecycleStage, RunEntry, lock};
 use crate::ids::{ExperimentId, RunId};
+use crate::util::FastHash;
 use crate::wal::RunStatus;
-use crate::wal::writer::FastHash;
 
 /// The code of a row without a value.
 pub(crate) const MISSING: u32 = u32::MAX;

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use lww::{Lww, Stamp};
 
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
-use crate::wal::writer::FastHash;
+use crate::util::FastHash;
 use crate::wal::{Event, MetricBatch, RunStatus};
 
 /// The tag that holds a run's name: setting it renames the run, as in MLflow.

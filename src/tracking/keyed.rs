@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::ids::RunId;
 use crate::tracking::store::Store;
 use crate::tracking::{system_tags, validation};
-use crate::wal::writer::{FastHash, now_ms};
+use crate::util::{FastHash, now_ms};
 use crate::wal::{Event, RunStatus};
 
 /// One metric point of a batch.

@@ -31,7 +31,7 @@ use serde_json::Value;
 use crate::output::Table;
 use crate::{Context, Failure, Outcome};
 use runlog::ingest::{Line, Target, parse_line};
-use runlog::wal::writer::{FastHash, now_ms};
+use runlog::util::{FastHash, now_ms};
 use runlog::{Durability, ExperimentId, Run, RunId, RunOptions, Store, StoreOptions};
 
 #[derive(clap::Args, Debug)]
