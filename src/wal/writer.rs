@@ -42,7 +42,7 @@ use crate::limits::{
     BATCH_POINTS_MAX, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_FIRST, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, STREAM_BYTES_MAX,
 };
-use crate::util::{FastHash, now_ms, random_u64, same_file};
+use crate::util::{IdHash, KeyHash, now_ms, random_u64, same_file};
 use crate::wal::event::{Event, Seal};
 use crate::wal::metric::{self, Columns, MetricBatch, STREAM_OP_BYTES_MAX, StreamEncoder};
 use crate::wal::record::{
@@ -88,7 +88,7 @@ pub struct Writer {
     next_segment_bytes: u64,
     active: Option<ActiveSegment>,
     stream: Option<OpenStream>,
-    keys: HashMap<RunId, RunKeys, FastHash>,
+    keys: HashMap<RunId, RunKeys, IdHash>,
     poisoned: Option<String>,
     scratch: Vec<u8>,
     compressed: Vec<u8>,
@@ -116,7 +116,7 @@ struct OpenStream {
 
 #[derive(Default)]
 struct RunKeys {
-    by_name: HashMap<Box<str>, KeyId, FastHash>,
+    by_name: HashMap<Box<str>, KeyId, KeyHash>,
 }
 
 impl Writer {
