@@ -97,5 +97,5 @@ fn main() -> runlog::Result<()> {
 }
 
 fn now() -> i64 {
-    runlog::wal::writer::now_ms()
+    runlog::util::now_ms()
 }

@@ -50,6 +50,17 @@ pub enum Error {
         /// The error that poisoned it.
         cause: String,
     },
+    /// The handle was opened by another process, of which this one is a forked child. Its
+    /// segments and locks belong to the parent; the child must open the store itself.
+    #[error(
+        "this handle was opened by process {owner_pid}; a forked child (process {pid}) must open the store itself"
+    )]
+    Forked {
+        /// The process that opened the handle.
+        owner_pid: u32,
+        /// The calling process.
+        pid: u32,
+    },
     /// The caller passed something the engine cannot accept.
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -84,6 +84,7 @@ pub mod limits;
 mod periodic;
 pub mod query;
 pub mod tracking;
+pub mod util;
 pub mod verify;
 pub mod wal;
 

@@ -4,19 +4,22 @@
 //! Invariants: dropping the handle stops the thread and waits for it, except when the drop
 //! happens on that thread itself (its task held the last reference to what owns the handle);
 //! a stop requested before the thread starts waiting is not missed, so a drop never waits a
-//! whole interval.
+//! whole interval; in a process forked from the one that started the thread, dropping the
+//! handle neither locks nor joins (the thread does not exist there).
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::catalog::lock;
+use crate::io::ForkGuard;
 
 /// The running thread, and how to stop it.
 #[derive(Debug)]
 pub(crate) struct Periodic {
     stop: Arc<(Mutex<bool>, Condvar)>,
     handle: Option<JoinHandle<()>>,
+    fork_guard: ForkGuard,
 }
 
 impl Periodic {
@@ -52,12 +55,21 @@ impl Periodic {
         Ok(Periodic {
             stop,
             handle: Some(handle),
+            fork_guard: ForkGuard::new(),
         })
     }
 }
 
 impl Drop for Periodic {
     fn drop(&mut self) {
+        if self.fork_guard.is_forked() {
+            // Joining would wait forever for a thread this process does not have, and the stop
+            // mutex may have been held by it at the fork.
+            if let Some(handle) = self.handle.take() {
+                std::mem::forget(handle);
+            }
+            return;
+        }
         *lock(&self.stop.0) = true;
         self.stop.1.notify_all();
         if let Some(handle) = self.handle.take()

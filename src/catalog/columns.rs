@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering;
 
 use super::{Catalog, LifecycleStage, RunEntry, lock, read, write};
 use crate::ids::{ExperimentId, RunId};
+use crate::util::KeyHash;
 use crate::wal::RunStatus;
-use crate::wal::writer::FastHash;
 
 /// The code of a row without a value.
 pub(crate) const MISSING: u32 = u32::MAX;
@@ -31,7 +31,7 @@ pub(crate) struct TextColumn {
     pub values: Vec<Box<str>>,
     /// Per row: an index into `values`, or [`MISSING`].
     pub codes: Vec<u32>,
-    lookup: HashMap<Box<str>, u32, FastHash>,
+    lookup: HashMap<Box<str>, u32, KeyHash>,
 }
 
 impl TextColumn {
@@ -79,12 +79,12 @@ pub(crate) struct RunColumns {
     pub names: TextColumn,
     /// The `mlflow.user` tag ("" when unset), MLflow's `attributes.user_id`.
     pub users: TextColumn,
-    pub params: HashMap<Box<str>, TextColumn, FastHash>,
-    pub tags: HashMap<Box<str>, TextColumn, FastHash>,
+    pub params: HashMap<Box<str>, TextColumn, KeyHash>,
+    pub tags: HashMap<Box<str>, TextColumn, KeyHash>,
     /// Per metric key, each row's slot in its run's `MetricTable` ([`MISSING`] if the run had
     /// no such series when this was built). Slots are never reassigned, so a recorded slot
     /// stays right; a series created since is found through the table's index.
-    pub metric_slots: HashMap<Box<str>, Vec<u32>, FastHash>,
+    pub metric_slots: HashMap<Box<str>, Vec<u32>, KeyHash>,
     /// Rows in search's default order: start time descending, then run id.
     by_start: Vec<u32>,
 }
@@ -187,7 +187,7 @@ impl RunColumns {
 }
 
 fn column<'a>(
-    columns: &'a mut HashMap<Box<str>, TextColumn, FastHash>,
+    columns: &'a mut HashMap<Box<str>, TextColumn, KeyHash>,
     key: &str,
 ) -> &'a mut TextColumn {
     columns.entry(key.into()).or_default()

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use lww::{Lww, Stamp};
 
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
-use crate::wal::writer::FastHash;
+use crate::util::KeyHash;
 use crate::wal::{Event, MetricBatch, RunStatus};
 
 /// The tag that holds a run's name: setting it renames the run, as in MLflow.
@@ -192,7 +192,7 @@ struct Created {
 /// The metric series of one run: summaries in vectors, found by key through an index.
 #[derive(Debug, Default)]
 pub(crate) struct MetricTable {
-    index: HashMap<Box<str>, usize, FastHash>,
+    index: HashMap<Box<str>, usize, KeyHash>,
     keys: Vec<Box<str>>,
     /// What this handle logged, per slot.
     pub own: Vec<MetricSummary>,

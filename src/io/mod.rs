@@ -9,10 +9,12 @@
 
 mod crash;
 mod fault;
+mod fork;
 mod publish;
 
 pub use crash::{CrashMode, CrashStorage};
 pub use fault::{FaultStorage, Operation};
+pub(crate) use fork::ForkGuard;
 pub(crate) use publish::{create_dirs, publish};
 
 use std::fmt;

@@ -26,7 +26,7 @@ pub(crate) fn publish<T>(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let random = crate::wal::writer::random_u64();
+    let random = crate::util::random_u64();
     let temporary = dir.join(format!(".{name}.tmp-{random:016x}"));
     let result = (|| {
         let mut file =

@@ -142,7 +142,8 @@ fn page_size(max_results: usize) -> Result<usize> {
 /// Ties a page token to the search it came from, so it is not replayed on another search.
 fn fingerprint(search: &SearchExperiments) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut hasher = crate::wal::writer::FastHasher::default();
+    // Fixed seed: a token must match its search in every process serving the store.
+    let mut hasher = std::hash::BuildHasher::build_hasher(&crate::util::IdHash::default());
     "experiments".hash(&mut hasher);
     search.filter.hash(&mut hasher);
     search.order_by.hash(&mut hasher);

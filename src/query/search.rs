@@ -212,7 +212,8 @@ fn includes(view: ViewType, stage: LifecycleStage) -> bool {
 /// Ties a page token to the query it came from, so a token is not replayed on another query.
 fn fingerprint(search: &SearchRuns) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut hasher = crate::wal::writer::FastHasher::default();
+    // Fixed seed: a token must match its query in every process serving the store.
+    let mut hasher = std::hash::BuildHasher::build_hasher(&crate::util::IdHash::default());
     search.experiments.hash(&mut hasher);
     search.filter.hash(&mut hasher);
     search.order_by.hash(&mut hasher);

@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::ids::RunId;
 use crate::tracking::store::Store;
 use crate::tracking::{system_tags, validation};
-use crate::wal::writer::{FastHash, now_ms};
+use crate::util::{IdHash, now_ms};
 use crate::wal::{Event, RunStatus};
 
 /// One metric point of a batch.
@@ -54,7 +54,7 @@ pub struct MetricPoint<'a> {
 /// Shards of the run-slot map: enough that threads logging to different runs rarely share one.
 const RUN_SLOT_SHARDS: usize = 64;
 
-type Shard = RwLock<HashMap<RunId, Arc<RunEntry>, FastHash>>;
+type Shard = RwLock<HashMap<RunId, Arc<RunEntry>, IdHash>>;
 
 /// Run id to the run's catalog entry (its metric table and lifecycle flag), for created runs.
 #[derive(Debug)]

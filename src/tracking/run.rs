@@ -21,7 +21,7 @@ use crate::ids::{ExperimentId, RunId};
 use crate::tracking::keyed::MetricPoint;
 use crate::tracking::store::Store;
 use crate::tracking::{system_tags, validation};
-use crate::wal::writer::{now_ms, random_u64};
+use crate::util::{now_ms, random_u64};
 use crate::wal::{Event, RunStatus};
 
 /// How to start a run.

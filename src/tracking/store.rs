@@ -34,7 +34,7 @@ use crate::limits::{LANES_DEFAULT, REFRESH_INTERVAL_DEFAULT, SEGMENT_BYTES_DEFAU
 use crate::tracking::keyed::RunSlots;
 use crate::tracking::run::{Run, RunOptions};
 use crate::tracking::validation;
-use crate::wal::writer::{now_ms, random_u64};
+use crate::util::{now_ms, random_u64};
 use crate::wal::{Durability, Event, Log, LogOptions, RecoveryReport};
 
 /// The log folder inside a store.

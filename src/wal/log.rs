@@ -11,6 +11,10 @@
 //! mid-append abandons its writer (see `lock_lane`), whose unsynced appends then survive a
 //! process crash but are covered by no later `flush`; reopening recovers them from disk.
 //!
+//! Invariant: in a process forked from the one that opened the handle, every append, flush and
+//! close fails with `Error::Forked`, and dropping the handle leaves the parent's writers, lock
+//! files and flusher thread alone.
+//!
 //! Invariant: once any writer of this handle is poisoned (a sync failed, so its unsynced
 //! appends may be lost), every later append, flush and close of the handle fails with that
 //! error, no other lane is synced (not by `flush`, the flusher thread or `close`), and
@@ -27,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::error::{Error, Result};
 use crate::ids::{RunId, WriterId};
-use crate::io::{OsStorage, Storage};
+use crate::io::{ForkGuard, OsStorage, Storage};
 use crate::limits::{LANES_DEFAULT, SEGMENT_BYTES_DEFAULT};
 use crate::periodic::Periodic;
 use crate::wal::durability::Durability;
@@ -88,6 +92,7 @@ struct Inner {
     poisoned: AtomicBool,
     /// The writer and the cause, for the error every later call returns.
     poison: Mutex<Option<(WriterId, String)>>,
+    fork_guard: ForkGuard,
 }
 
 /// What reading a whole log found for one writer.
@@ -146,6 +151,7 @@ impl Log {
             flusher: Mutex::new(None),
             poisoned: AtomicBool::new(false),
             poison: Mutex::new(None),
+            fork_guard: ForkGuard::new(),
         });
         if let Some(interval) = interval {
             let weak = Arc::downgrade(&inner);
@@ -200,6 +206,7 @@ impl Log {
     /// Syncs every lane: when this returns `Ok`, everything appended through this handle before
     /// the call survives a power loss.
     pub fn flush(&self) -> Result<()> {
+        self.inner.fork_guard.check()?;
         for lane in self.inner.lanes.iter() {
             // Checked before each lane: once one writer is poisoned, syncing the others could
             // make durable what depends on its lost appends.
@@ -260,6 +267,7 @@ impl Log {
 
     /// Seals every lane's segment and releases its lock. Later appends start new writers.
     pub fn close(&self) -> Result<()> {
+        self.inner.fork_guard.check()?;
         let mut first_error = None;
         for lane in self.inner.lanes.iter() {
             self.check_poison()?;
@@ -315,6 +323,8 @@ impl Log {
         if self.inner.options.read_only {
             return Err(Error::ReadOnly);
         }
+        // Before the lane: a child must not start a writer of its own under its parent's handle.
+        self.inner.fork_guard.check()?;
         self.check_poison()?;
         let lane = &self.inner.lanes[lane_hint() % self.inner.lanes.len()];
         let mut guard = lock_lane(&self.inner, lane);
@@ -408,6 +418,21 @@ fn flush_lanes(inner: &Weak<Inner>) -> bool {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if self.fork_guard.is_forked() {
+            // The writers are the parent's. Locking nothing (a lock held by a parent thread at
+            // the fork is never released here), let them go without sealing or syncing; the
+            // flusher guards its own drop.
+            for lane in self.lanes.iter_mut() {
+                if let Some(writer) = lane
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                {
+                    writer.abandon();
+                }
+            }
+            return;
+        }
         // A healthy writer seals itself when dropped, which syncs it. After a poisoning that
         // could make durable what depends on lost appends, so every writer is let go as a
         // crash would; the next open repairs their chains from disk.

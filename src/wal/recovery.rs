@@ -26,11 +26,11 @@ use std::path::{Path, PathBuf};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::WriterId;
 use crate::io::Storage;
+use crate::util::same_file;
 use crate::wal::event::Seal;
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
 use crate::wal::record::{self, FRAME_BYTES, RecordType, SEAL_RECORD_BYTES};
 use crate::wal::segment;
-use crate::wal::writer;
 
 /// What recovery did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub fn probe(wal_dir: &Path, writer: WriterId) -> Result<Liveness> {
         Err(error) => return Err(Error::io("open lock file", path, error)),
     };
     match file.try_lock() {
-        Ok(()) if writer::same_file(&file, &path) => Ok(Liveness::Dead(file)),
+        Ok(()) if same_file(&file, &path) => Ok(Liveness::Dead(file)),
         // Another recovery removed it after we opened it: that writer is dealt with.
         Ok(()) => Ok(Liveness::Closed),
         Err(std::fs::TryLockError::WouldBlock) => Ok(Liveness::Live),

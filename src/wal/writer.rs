@@ -25,23 +25,24 @@
 //! - A segment is sealed (seal record, msync, trim, fsync) before the next one is created, so
 //!   only the last segment of a chain can end in a torn record.
 //! - After a failed sync the writer is poisoned: every later call fails.
+//! - In a process forked from the writer's, every call fails with `Error::Forked` and dropping
+//!   the writer touches nothing on disk: the segments and the lock are the parent's.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use memmap2::{MmapMut, MmapOptions};
 
 use crate::error::{Error, Result};
 use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
-use crate::io::Storage;
+use crate::io::{ForkGuard, Storage};
 use crate::limits::{
     BATCH_POINTS_MAX, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_FIRST, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, STREAM_BYTES_MAX,
 };
+use crate::util::{IdHash, KeyHash, now_ms, random_u64, same_file};
 use crate::wal::event::{Event, Seal};
 use crate::wal::metric::{self, Columns, MetricBatch, STREAM_OP_BYTES_MAX, StreamEncoder};
 use crate::wal::record::{
@@ -87,11 +88,12 @@ pub struct Writer {
     next_segment_bytes: u64,
     active: Option<ActiveSegment>,
     stream: Option<OpenStream>,
-    keys: HashMap<RunId, RunKeys, FastHash>,
+    keys: HashMap<RunId, RunKeys, IdHash>,
     poisoned: Option<String>,
     scratch: Vec<u8>,
     compressed: Vec<u8>,
     stats: WriterStats,
+    fork_guard: ForkGuard,
 }
 
 struct ActiveSegment {
@@ -114,7 +116,7 @@ struct OpenStream {
 
 #[derive(Default)]
 struct RunKeys {
-    by_name: HashMap<Box<str>, KeyId, FastHash>,
+    by_name: HashMap<Box<str>, KeyId, KeyHash>,
 }
 
 impl Writer {
@@ -211,6 +213,7 @@ impl Writer {
             scratch: Vec::new(),
             compressed: Vec::new(),
             stats: WriterStats::default(),
+            fork_guard: ForkGuard::new(),
         };
         writer.open_next_segment(0)?;
         Ok(writer)
@@ -357,6 +360,7 @@ impl Writer {
     }
 
     fn check_usable(&self) -> Result<()> {
+        self.fork_guard.check()?;
         match &self.poisoned {
             Some(cause) => Err(Error::Poisoned {
                 writer: self.id,
@@ -695,7 +699,9 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if self.poisoned.is_none() && self.lock_file.is_some() {
+        // A forked child closing its copies of the map and the lock file changes nothing for
+        // the parent: the flock stays with the parent's open file description.
+        if self.poisoned.is_none() && self.lock_file.is_some() && !self.fork_guard.is_forked() {
             // Errors cannot be returned from drop; the chain is then repaired on the next open.
             let _ = self.close_inner();
         }
@@ -818,82 +824,6 @@ fn claim_writer_id(wal_dir: &Path, range: IdRange) -> Result<(WriterId, PathBuf,
     ))
 }
 
-/// Whether `file` is the file now at `path` (same device and inode).
-pub(crate) fn same_file(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
-        _ => false,
-    }
-}
-
-/// 64 random bits from the OS-seeded hasher keys of the standard library.
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A small multiplicative hasher for the key-interning maps on the hot path: their keys come
-/// from the process itself, so flooding resistance buys nothing there.
-#[derive(Default, Clone, Copy)]
-pub struct FastHasher(u64);
-
-/// `BuildHasher` of [`FastHasher`].
-pub type FastHash = BuildHasherDefault<FastHasher>;
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let mut tail = [0u8; 8];
-        let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        self.add(u64::from_le_bytes(tail) ^ rest.len() as u64);
-    }
-
-    #[inline]
-    fn write_u8(&mut self, value: u8) {
-        self.add(u64::from(value));
-    }
-
-    #[inline]
-    fn write_u128(&mut self, value: u128) {
-        self.add(value as u64);
-        self.add((value >> 64) as u64);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, value: usize) {
-        self.add(value as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FastHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -931,17 +861,5 @@ mod tests {
         assert_eq!(header.segment_bytes, segment_bytes);
         // Trimmed after the seal: everything but the spare byte was used.
         assert_eq!(bytes.len() as u64, segment_bytes - 1);
-    }
-
-    #[test]
-    fn a_lock_on_a_file_no_longer_at_its_path_does_not_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.lock");
-        let file = File::create(&path).unwrap();
-        assert!(same_file(&file, &path));
-        std::fs::remove_file(&path).unwrap();
-        assert!(!same_file(&file, &path));
-        File::create(&path).unwrap();
-        assert!(!same_file(&file, &path));
     }
 }

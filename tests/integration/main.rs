@@ -14,6 +14,7 @@ mod compaction_damage;
 mod export_parquet;
 #[cfg(feature = "parquet")]
 mod fixtures;
+mod fork;
 #[cfg(feature = "cli")]
 mod processes;
 mod query_experiments;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::output::{Table, float, float_or_null};
 use crate::{Context, Failure, Outcome};
 use runlog::query::SearchRuns;
-use runlog::wal::writer::now_ms;
+use runlog::util::now_ms;
 use runlog::{Durability, RunOptions, Store, StoreOptions, ViewType};
 
 #[derive(clap::Args, Debug)]

@@ -31,7 +31,7 @@ use serde_json::Value;
 use crate::output::Table;
 use crate::{Context, Failure, Outcome};
 use runlog::ingest::{Line, Target, parse_line};
-use runlog::wal::writer::{FastHash, now_ms};
+use runlog::util::{IdHash, KeyHash, now_ms};
 use runlog::{Durability, ExperimentId, Run, RunId, RunOptions, Store, StoreOptions};
 
 #[derive(clap::Args, Debug)]
@@ -467,11 +467,11 @@ impl To<'_> {
 
 struct Ingest {
     store: Store,
-    experiments: HashMap<String, ExperimentId, FastHash>,
+    experiments: HashMap<String, ExperimentId, KeyHash>,
     /// Runs by name, per experiment (nested so a lookup borrows the line's `&str`).
-    named: HashMap<ExperimentId, HashMap<String, RunId, FastHash>, FastHash>,
+    named: HashMap<ExperimentId, HashMap<String, RunId, KeyHash>, IdHash>,
     /// Handles of the runs this input started and no `status` line ended yet.
-    open: HashMap<RunId, Run, FastHash>,
+    open: HashMap<RunId, Run, IdHash>,
     counts: Summary,
 }
 

@@ -1,0 +1,61 @@
+//! Crate-wide utilities with no dependency on the rest of the crate: the wall clock in ms, random
+//! ids, file identity and the hashers of the engine's maps. A leaf: every module may use
+//! it, and it uses none of them.
+
+use std::fs::File;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Whether `file` is the file now at `path` (same device and inode).
+pub(crate) fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// 64 random bits from the OS (`getrandom`). If the OS source fails, which Linux's `getrandom`
+/// system call does not once the pool is seeded at boot, the bits come from the OS-seeded keys
+/// of the standard library's `RandomState`: ids must not fail to be made, and both sources are
+/// seeded by the OS.
+pub(crate) fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+    })
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The hasher of maps whose keys come from callers, files or the network: metric, param and
+/// tag keys, experiment names. Its seed is random per process (foldhash's `RandomState`), so no
+/// one can choose keys that all collide and turn lookups quadratic (hash flooding through a
+/// server).
+pub type KeyHash = foldhash::fast::RandomState;
+
+/// The hasher of maps whose keys the engine makes itself (run, experiment and key ids): fixed
+/// seed, so equal inputs hash alike in every process. Never use it for keys a caller chooses.
+pub type IdHash = foldhash::fast::FixedState;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_on_a_file_no_longer_at_its_path_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.lock");
+        let file = File::create(&path).unwrap();
+        assert!(same_file(&file, &path));
+        std::fs::remove_file(&path).unwrap();
+        assert!(!same_file(&file, &path));
+        File::create(&path).unwrap();
+        assert!(!same_file(&file, &path));
+    }
+}
