@@ -88,7 +88,7 @@ pub fn remove_through(root: &Path, generation: u64, storage: &dyn Storage) {
         else {
             continue;
         };
-        if stem.len() == 10 && stem.parse::<u64>().is_ok_and(|g| g <= generation) {
+        if super::manifest::parse_generation(stem).is_some_and(|g| g <= generation) {
             let _ = storage.remove(&entry.path());
         }
     }

@@ -720,6 +720,20 @@ pub fn path(root: &Path, generation: u64) -> PathBuf {
         .join(format!("{generation:010}.{EXTENSION}"))
 }
 
+/// The generation a file name's stem spells: exactly 10 ASCII digits (`0000000007`). One rule for
+/// every name a generation is read from (manifests, intents, compacted files), so a stray name
+/// such as `+000000009` is nobody's generation.
+pub(crate) fn parse_generation(stem: &str) -> Option<u64> {
+    (stem.len() == 10 && stem.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stem.parse().ok())
+        .flatten()
+}
+
+/// The generation of a manifest's file name (`<generation:010>.manifest`).
+pub(crate) fn generation_of_manifest_name(name: &str) -> Option<u64> {
+    parse_generation(name.strip_suffix(EXTENSION)?.strip_suffix('.')?)
+}
+
 /// The generation of the newest manifest in `root` (0 if there is none), from the folder's
 /// listing alone: cheap enough to call on every refresh.
 pub fn newest_generation(root: &Path) -> Result<u64> {
@@ -732,11 +746,7 @@ pub fn newest_generation(root: &Path) -> Result<u64> {
     let mut newest = 0;
     for entry in entries {
         let name = entry.map_err(|e| Error::io("list", &dir, e))?.file_name();
-        let generation = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".manifest"))
-            .filter(|n| n.len() == 10)
-            .and_then(|n| n.parse::<u64>().ok());
+        let generation = name.to_str().and_then(generation_of_manifest_name);
         newest = newest.max(generation.unwrap_or(0));
     }
     Ok(newest)
@@ -816,6 +826,22 @@ pub fn store(root: &Path, manifest: &Manifest, storage: &dyn Storage) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_is_exactly_ten_ascii_digits() {
+        assert_eq!(parse_generation("0000000009"), Some(9));
+        assert_eq!(generation_of_manifest_name("0000000009.manifest"), Some(9));
+        for stray in [
+            "+000000009",
+            "000000009",
+            "00000000009",
+            "00000000x9",
+            " 000000009",
+        ] {
+            assert_eq!(parse_generation(stray), None, "{stray:?}");
+        }
+        assert_eq!(generation_of_manifest_name("0000000009manifest"), None);
+    }
 
     fn sample() -> Manifest {
         let mut summary = MetricSummary::EMPTY;

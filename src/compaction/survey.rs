@@ -10,7 +10,8 @@
 //!   (`intent.rs`) is there: the compaction of that generation created it and crashed before
 //!   its manifest, or merged it away and has not yet cleaned up; or the previous manifest
 //!   (still kept) lists it, so the manifest in force superseded it (merged away, or a version
-//!   1 file compacted again).
+//!   1 file compacted again); or the manifest in force is of version 1 or 2, written before
+//!   compactions wrote intents, and the file is of the next generation.
 //!
 //! Temporary names of `io::publish` are leftovers when their generation's intent is there, or
 //! when their target name exists (a publish never replaces, so they can never become it).
@@ -68,9 +69,7 @@ enum Name<'a> {
 fn compacted_generation(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(".parquet")?;
     let stem = stem.strip_suffix("-merged").unwrap_or(stem);
-    (stem.len() == 10 && stem.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| stem.parse().ok())
-        .flatten()
+    manifest::parse_generation(stem)
 }
 
 fn classify(name: &str) -> Name<'_> {
@@ -118,11 +117,17 @@ pub(crate) fn survey(root: &Path, newest: &Manifest) -> Result<Survey> {
             .contains(relative)
     };
     let mut intents: HashMap<u64, bool> = HashMap::new();
+    // Manifests before version 3 were written by compactions that wrote no intents: the next
+    // generation's files beside such a manifest are a crashed compaction's, as they were taken
+    // to be then. A store with no manifest at all gets no such allowance.
+    let written_without_intents = (1..3).contains(&newest.version);
     let mut proven_by_intent = |generation: u64| -> bool {
-        (generation == newest.generation || generation == newest.generation + 1)
-            && *intents
-                .entry(generation)
-                .or_insert_with(|| intent::is_valid(root, generation))
+        let next = generation == newest.generation + 1;
+        (written_without_intents && next)
+            || ((generation == newest.generation || next)
+                && *intents
+                    .entry(generation)
+                    .or_insert_with(|| intent::is_valid(root, generation)))
     };
     let dir = root.join(EXPERIMENTS_DIR);
     for (folder, name, path) in list_experiment_files(&dir, &mut survey.foreign)? {

@@ -135,7 +135,9 @@ impl Store {
         // accounts for stops the compaction, which would otherwise build on lost history.
         let survey = survey::survey(&root, &loaded)?;
         survey.check()?;
-        remove_leftovers(&survey, storage);
+        // A leftover that stays must stop this compaction: its proof is a manifest that the
+        // clean-up after the next manifest would remove, and it would then read as damage.
+        remove_leftovers(&survey, storage)?;
         // A stage-one manifest has no summaries or metadata chains, so nothing it covers may be
         // deleted: compact the whole log again (its segments are all still there) and let its
         // files be removed once the new manifest is in force.
@@ -542,8 +544,8 @@ fn read_series_of(root: &Path, file: &CompactedFile, series: &mut ExperimentSeri
 
 /// Removes the files `survey` proves to be leftovers; returns whether every one is gone.
 /// Best effort: a leftover left behind is only disk space, and the next survey finds it again.
-fn remove_leftovers(survey: &survey::Survey, storage: &dyn Storage) -> bool {
-    let mut removed_all = true;
+fn remove_leftovers(survey: &survey::Survey, storage: &dyn Storage) -> Result<()> {
+    let mut first_error = None;
     let mut folders = std::collections::BTreeSet::new();
     for path in &survey.leftovers {
         match storage.remove(path) {
@@ -551,15 +553,19 @@ fn remove_leftovers(survey: &survey::Survey, storage: &dyn Storage) -> bool {
                 folders.extend(path.parent().map(Path::to_path_buf));
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => removed_all = false,
+            Err(error) => {
+                first_error.get_or_insert_with(|| Error::io("remove leftover", path, error));
+            }
         }
     }
     // The removals must outlast a power loss before the manifest that proves them leftovers
     // goes: a file back from the dead with no manifest listing it would be missing history.
     for folder in folders {
-        removed_all &= storage.sync_dir(&folder).is_ok();
+        if let Err(error) = storage.sync_dir(&folder) {
+            first_error.get_or_insert_with(|| Error::io("fsync", &folder, error));
+        }
     }
-    removed_all
+    first_error.map_or(Ok(()), Err)
 }
 
 /// After `manifest` is published: removes the files it superseded (the previous manifest's
@@ -569,19 +575,20 @@ fn clean_up(root: &Path, manifest: &Manifest, storage: &dyn Storage) {
     let Ok(survey) = survey::survey(root, manifest) else {
         return;
     };
-    let removed_all = remove_leftovers(&survey, storage);
-    intent::remove_through(root, manifest.generation, storage);
-    if !removed_all {
+    // The intent and older manifests go only while nothing depends on them: every leftover
+    // they prove is gone (the intent is the only proof of this generation's files merged away
+    // at once), and nothing in `experiments/` lacks a manifest.
+    let removed_all = remove_leftovers(&survey, storage).is_ok();
+    if !removed_all || !survey.missing.is_empty() {
         return;
     }
+    intent::remove_through(root, manifest.generation, storage);
     if let Ok(entries) = std::fs::read_dir(root.join(manifest::MANIFEST_DIR)) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let generation = name
                 .to_str()
-                .and_then(|n| n.strip_suffix(".manifest"))
-                .filter(|n| n.len() == 10)
-                .and_then(|n| n.parse::<u64>().ok());
+                .and_then(manifest::generation_of_manifest_name);
             // The previous generation stays, for readers that chose it a moment ago.
             if generation.is_some_and(|g| g + 1 < manifest.generation) {
                 let _ = storage.remove(&entry.path());

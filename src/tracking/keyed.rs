@@ -127,10 +127,12 @@ impl Store {
     #[cold]
     fn run_slot_slow(&self, run: RunId) -> Result<Arc<RunEntry>> {
         let catalog = &self.inner.catalog;
-        if !catalog.has_run(run) {
-            self.refresh()?;
-        }
-        if !catalog.has_run(run) {
+        // Single flight: many requests for an unknown id (a network client picks ids) share
+        // one refresh instead of queueing a full refresh each.
+        if self
+            .lookup_fresh(|| catalog.has_run(run).then_some(()))?
+            .is_none()
+        {
             return Err(Error::NotFound(format!("run {run}")));
         }
         let entry = catalog.run_or_insert(run);
@@ -204,6 +206,9 @@ impl Store {
         if params.is_empty() {
             return Ok(());
         }
+        // Another process's value of the same key must be seen to be refused; what it logged
+        // within the last `refresh_interval` may still be missed (the earliest value then wins).
+        self.refresh_if_stale()?;
         let _guard = catalog::lock(&entry.param_writes);
         let mut new = Vec::with_capacity(params.len());
         for (key, value) in params {

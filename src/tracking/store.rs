@@ -276,6 +276,7 @@ impl Store {
     /// # }
     /// ```
     pub fn refresh(&self) -> Result<()> {
+        self.inner.log.check_fork()?;
         let mut follower = catalog::lock(&self.inner.follower);
         self.refresh_locked(&mut follower)
     }
@@ -284,6 +285,7 @@ impl Store {
     /// is `None`). Reads call this: when the catalog is fresh enough they take no store lock,
     /// so readers on many threads run in parallel.
     pub(crate) fn refresh_if_stale(&self) -> Result<()> {
+        self.inner.log.check_fork()?;
         let Some(interval) = self.inner.options.refresh_interval else {
             return self.refresh();
         };

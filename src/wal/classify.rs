@@ -6,8 +6,10 @@
 //! What the writer protocol guarantees (`writer.rs`, `recovery.rs`, `docs/DURABILITY.md`):
 //! - A writer's lock file is durable before its first segment is created, and is removed only
 //!   after its last segment is sealed, trimmed and synced, by the writer's close or by the
-//!   recovery of a dead writer. A chain with no lock file is complete: every segment of it ends
-//!   with its seal, and the file ends there.
+//!   recovery of a dead writer. A chain with no lock file is closed: every segment of it ends
+//!   with its seal, and the file ends there. (Its last seal is not always marked final: a crash
+//!   between a rotation's seal and the next segment's creation leaves a non-final seal that
+//!   recovery keeps. So a closed chain whose newest segments were deleted is not detected here.)
 //! - A segment is sealed, trimmed and synced before the next one is created: every segment but
 //!   the last of a chain ends with its seal, and the file ends there.
 //! - Until it is sealed, a segment keeps the length it was preallocated with, which its header

@@ -238,6 +238,13 @@ impl Log {
         note_poison(&self.inner, writer);
     }
 
+    /// `Error::Forked` in a process forked from the one that opened this handle. Reads check
+    /// it too: a child skips the parent's writers as its own, so it would never see what the
+    /// parent appends after the fork.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        self.inner.fork_guard.check()
+    }
+
     /// Ids of every writer this handle created.
     pub fn own_writers(&self) -> BTreeSet<WriterId> {
         lock(&self.inner.own_writers).clone()

@@ -445,7 +445,19 @@ pub fn load_segment(path: &Path, locked: bool) -> Result<SegmentBytes> {
                 return Ok(SegmentBytes::Mapped(map));
             }
         }
-        let mut bytes = Vec::with_capacity(len as usize);
+        // The length comes from the file system: a damaged or foreign file may claim any size,
+        // which must be an error naming it, not an allocation that aborts the process.
+        if len > crate::limits::SEGMENT_BYTES_MAX {
+            return Err(Error::Corrupt(Corruption {
+                path: path.to_path_buf(),
+                offset: crate::limits::SEGMENT_BYTES_MAX,
+                kind: CorruptionKind::HeaderMismatch(format!(
+                    "the file is {len} bytes, more than any segment ({} at most)",
+                    crate::limits::SEGMENT_BYTES_MAX
+                )),
+            }));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         (&file)
             .read_to_end(&mut bytes)
             .map_err(|error| Error::io("read", path, error))?;

@@ -470,3 +470,107 @@ fn manifest_stats_count_every_manifest_kept() {
     assert_eq!(stats.series, 2);
     assert!((stats.bytes_per_series() - on_disk as f64 / 2.0).abs() < 1e-9);
 }
+
+/// The OS's storage, except that removing a Parquet file fails while `refuse_parquet_removal`
+/// is set: a leftover that cannot be removed.
+#[derive(Debug, Default)]
+struct StubbornParquet {
+    os: runlog::io::OsStorage,
+    refuse_parquet_removal: std::sync::atomic::AtomicBool,
+}
+
+impl runlog::io::Storage for StubbornParquet {
+    fn create_preallocated(&self, path: &Path, bytes: u64) -> std::io::Result<std::fs::File> {
+        self.os.create_preallocated(path, bytes)
+    }
+    fn sync_map(
+        &self,
+        path: &Path,
+        map: &memmap2::MmapMut,
+        offset: usize,
+        len: usize,
+    ) -> std::io::Result<()> {
+        self.os.sync_map(path, map, offset, len)
+    }
+    fn sync_file(&self, path: &Path, file: &std::fs::File) -> std::io::Result<()> {
+        self.os.sync_file(path, file)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.os.sync_dir(dir)
+    }
+    fn set_len(&self, path: &Path, file: &std::fs::File, bytes: u64) -> std::io::Result<()> {
+        self.os.set_len(path, file, bytes)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.os.rename(from, to)
+    }
+    fn link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.os.link(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        let parquet = path.extension().is_some_and(|e| e == "parquet");
+        if parquet
+            && self
+                .refuse_parquet_removal
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.os.remove(path)
+    }
+    fn write_at(
+        &self,
+        path: &Path,
+        file: &std::fs::File,
+        offset: u64,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        self.os.write_at(path, file, offset, bytes)
+    }
+}
+
+/// A merge's superseded files are leftovers that only the previous manifest proves. While they
+/// cannot be removed, a compaction must stop rather than publish a manifest after which the
+/// clean-up would remove that proof and leave them to read as missing history.
+#[test]
+fn a_leftover_that_cannot_be_removed_stops_compaction_and_the_store_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = std::sync::Arc::new(StubbornParquet::default());
+    let stubborn = StoreOptions {
+        storage: storage.clone(),
+        ..options()
+    };
+    let store = Store::open_with(dir.path(), stubborn).unwrap();
+    let mut runs = Vec::new();
+    for round in 0..runlog::compaction::FILES_PER_EXPERIMENT_MAX {
+        runs.push(log(&store, "e", 0..1_000));
+        assert_eq!(store.compact().unwrap().generation, round as u64 + 1);
+    }
+    storage
+        .refuse_parquet_removal
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // This compaction merges the experiment's files; removing the merged-away ones fails.
+    runs.push(log(&store, "e", 0..1_000));
+    store.compact().unwrap();
+    runs.push(log(&store, "e", 0..1_000));
+    let stopped = store.compact();
+    assert!(
+        matches!(&stopped, Err(Error::Io { .. })),
+        "a compaction that cannot remove a leftover went on: {stopped:?}"
+    );
+    drop(store);
+    for run in &runs {
+        assert_eq!(history(dir.path(), *run).unwrap(), expected(0..1_000));
+    }
+    storage
+        .refuse_parquet_removal
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    store.compact().unwrap();
+    drop(store);
+    let report = runlog::verify::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    for run in &runs {
+        assert_eq!(history(dir.path(), *run).unwrap(), expected(0..1_000));
+    }
+}

@@ -147,3 +147,23 @@ fn the_corrupted_copies_are_errors_naming_the_file_and_offset() {
         assert!(error.to_string().contains(file), "{name}: {error}");
     }
 }
+
+/// A compaction by the code that wrote version 2 manifests wrote no intent: a file of the next
+/// generation beside such a manifest is that compaction's leftover after a crash, to be
+/// removed, not missing history that makes the store refuse to open.
+#[test]
+fn a_crashed_compactions_file_beside_a_version_2_manifest_is_a_leftover() {
+    let dir = tempfile::tempdir().unwrap();
+    copy(&fixture("valid"), dir.path());
+    let folder = dir.path().join("experiments/1882601202969842099");
+    let orphan = folder.join("0000000002.parquet");
+    std::fs::copy(folder.join("0000000001.parquet"), &orphan).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    check_contents(&store);
+    store.compact().unwrap();
+    assert!(!orphan.exists(), "the leftover was kept");
+    drop(store);
+    let report = runlog::verify::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    check_contents(&Store::open(dir.path()).unwrap());
+}

@@ -13,6 +13,8 @@ const CHILD_LOGGED: i32 = 10;
 const CHILD_LOG_WRONG_ERROR: i32 = 11;
 const CHILD_FLUSHED: i32 = 20;
 const CHILD_FLUSH_WRONG_ERROR: i32 = 21;
+const CHILD_REFRESHED: i32 = 30;
+const CHILD_REFRESH_WRONG_ERROR: i32 = 31;
 
 fn lock_files(root: &Path) -> usize {
     std::fs::read_dir(root.join("wal"))
@@ -36,11 +38,21 @@ fn child(store: Store, run: runlog::Run) -> ! {
         Err(Error::Forked { .. }) => CHILD_OK,
         Err(_) => CHILD_FLUSH_WRONG_ERROR,
     };
+    // A read that refreshes would take the parent's writers for the child's own and never see
+    // what the parent appends after the fork.
+    let refreshed = match store.refresh() {
+        Ok(()) => CHILD_REFRESHED,
+        Err(Error::Forked { .. }) => CHILD_OK,
+        Err(_) => CHILD_REFRESH_WRONG_ERROR,
+    };
     // The last references in this process: the run's drop tries to end it, and the store's
     // drop reaches the writers, the flusher and the background compactor.
     drop(run);
     drop(store);
-    let code = if logged != CHILD_OK { logged } else { flushed };
+    let code = [logged, flushed, refreshed]
+        .into_iter()
+        .find(|&code| code != CHILD_OK)
+        .unwrap_or(CHILD_OK);
     // SAFETY: ends the child without running the test harness's exit path.
     unsafe { libc::_exit(code) }
 }
@@ -97,7 +109,7 @@ fn a_forked_child_cannot_log_and_its_drop_leaves_the_parent_alone() {
     let code = wait_child(pid);
     assert_eq!(
         code, CHILD_OK,
-        "child exit code (10: logged, 11/21: wrong error, 20: flushed)"
+        "child exit code (10: logged, 20: flushed, 30: refreshed, 11/21/31: wrong error)"
     );
     assert_eq!(
         lock_files(&root),

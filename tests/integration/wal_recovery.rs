@@ -281,3 +281,46 @@ fn a_crash_anywhere_in_a_writers_creation_leaves_no_segment_without_its_lock_fil
         }
     }
 }
+
+/// A segment whose file claims far more bytes than any segment holds (here a sparse terabyte)
+/// is damage named by `verify` and by open, not an allocation that aborts the process.
+#[test]
+fn a_segment_file_larger_than_any_segment_is_damage_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = runlog::Store::open(dir.path()).unwrap();
+    let experiment = store.get_or_create_experiment("e").unwrap();
+    let run = store
+        .start_run(experiment.id, runlog::RunOptions::default())
+        .unwrap();
+    run.log_metric("loss", 0.5, 1).unwrap();
+    run.finish().unwrap();
+    store.close().unwrap();
+    drop(store);
+    let segment = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|e| e == "wal"))
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let report = runlog::verify::verify(dir.path()).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.path == segment),
+        "{:?}",
+        report.problems
+    );
+    let read_only = runlog::StoreOptions {
+        read_only: true,
+        ..runlog::StoreOptions::default()
+    };
+    let opened = runlog::Store::open_with(dir.path(), read_only);
+    assert!(
+        matches!(&opened, Err(runlog::Error::Corrupt(c)) if c.path == segment),
+        "{:?}",
+        opened.map(|_| ())
+    );
+}
