@@ -80,6 +80,7 @@ mod ids;
 #[cfg(feature = "jsonl")]
 pub mod ingest;
 pub mod io;
+pub mod layout;
 pub mod limits;
 mod periodic;
 pub mod query;

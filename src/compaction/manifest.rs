@@ -61,9 +61,8 @@ const VERSION_2: u16 = 2;
 const VERSION_1: u16 = 1;
 /// `bytes` of a file entry with no checksum (read from a version 1 or 2 manifest).
 const NO_CHECKSUM_BYTES: u64 = u64::MAX;
-/// The folder of manifests inside a store.
-pub const MANIFEST_DIR: &str = "manifest";
-const EXTENSION: &str = "manifest";
+pub use crate::layout::MANIFEST_DIR;
+use crate::layout::{COMPACTED_EXTENSION, MANIFEST_EXTENSION as EXTENSION};
 
 /// How far one writer's log is compacted, and the keys its later points may refer to.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -469,7 +468,7 @@ fn is_file_path(file: &CompactedFile) -> bool {
         return false;
     };
     let stem = format!("{:010}", file.generation);
-    name == format!("{stem}.parquet") || name == format!("{stem}-merged.parquet")
+    name == format!("{stem}.{COMPACTED_EXTENSION}") || name == format!("{stem}-merged.{COMPACTED_EXTENSION}")
 }
 
 /// A file's series lie one after another, each non-empty with its steps in order, and cover
@@ -734,7 +733,7 @@ pub fn newest_generation(root: &Path) -> Result<u64> {
         let name = entry.map_err(|e| Error::io("list", &dir, e))?.file_name();
         let generation = name
             .to_str()
-            .and_then(|n| n.strip_suffix(".manifest"))
+            .and_then(|n| n.strip_suffix(&format!(".{EXTENSION}")))
             .filter(|n| n.len() == 10)
             .and_then(|n| n.parse::<u64>().ok());
         newest = newest.max(generation.unwrap_or(0));

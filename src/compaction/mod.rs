@@ -49,8 +49,7 @@ pub use stats::ManifestStats;
 #[cfg(feature = "parquet")]
 pub use writer::CompactionReport;
 
-/// The folder of compacted files inside a store.
-pub const EXPERIMENTS_DIR: &str = "experiments";
+pub use crate::layout::EXPERIMENTS_DIR;
 /// An experiment with more files than this has them merged into one.
 pub const FILES_PER_EXPERIMENT_MAX: usize = 4;
 /// With more metadata chains than this, a compaction merges them into its own.

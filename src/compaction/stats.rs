@@ -3,7 +3,8 @@
 
 use std::collections::HashSet;
 
-use super::manifest::{self, MANIFEST_DIR};
+use super::manifest;
+use crate::layout::{MANIFEST_DIR, MANIFEST_EXTENSION};
 use crate::error::{Error, Result};
 use crate::tracking::Store;
 
@@ -47,7 +48,7 @@ impl Store {
                         .metadata()
                         .map_err(|e| Error::io("stat", entry.path(), e))?;
                     stats.bytes += metadata.len();
-                    if entry.file_name().to_string_lossy().ends_with(".manifest") {
+                    if entry.file_name().to_string_lossy().ends_with(&format!(".{MANIFEST_EXTENSION}")) {
                         stats.manifests += 1;
                     }
                 }

@@ -23,10 +23,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::manifest::{self, Manifest};
-use super::{EXPERIMENTS_DIR, intent};
+use super::intent;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::SegmentSequence;
-use crate::tracking::WAL_DIR;
+use crate::layout::{COMPACTED_EXTENSION, EXPERIMENTS_DIR, WAL_DIR};
 use crate::wal::{reader, segment};
 
 /// The files of `experiments/`, sorted by what may be done with them.
@@ -66,7 +66,7 @@ enum Name<'a> {
 }
 
 fn compacted_generation(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".parquet")?;
+    let stem = name.strip_suffix(&format!(".{COMPACTED_EXTENSION}"))?;
     let stem = stem.strip_suffix("-merged").unwrap_or(stem);
     (stem.len() == 10 && stem.bytes().all(|b| b.is_ascii_digit()))
         .then(|| stem.parse().ok())

@@ -14,19 +14,22 @@ use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch}
 use arrow_schema::{DataType, Field, Schema};
 
 use super::manifest::{self, CompactedFile, FileChecksum, Manifest, SeriesRows};
-use super::{EXPERIMENTS_DIR, FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
+use super::{FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
 use super::{intent, survey};
 use crate::catalog::MetricSummary;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::export::file::{Layout, write as write_parquet};
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::io::Storage;
-use crate::tracking::{Store, WAL_DIR};
+use crate::layout::WAL_DIR;
+use crate::tracking::Store;
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
 use crate::wal::writer::{Writer, WriterOptions, segment_bytes_to_hold};
 use crate::wal::{Event, MetricBatch, segment};
 
-const LOCK_FILE: &str = "compaction.lock";
+use crate::layout::{
+    COMPACTED_EXTENSION, COMPACTION_LOCK as LOCK_FILE, EXPERIMENTS_DIR, MANIFEST_EXTENSION,
+};
 
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -236,7 +239,7 @@ fn add_checksums(root: &Path, manifest: &mut Manifest) -> Result<()> {
 }
 
 fn file_path(experiment: ExperimentId, name: &str) -> String {
-    format!("{EXPERIMENTS_DIR}/{experiment}/{name}.parquet")
+    format!("{EXPERIMENTS_DIR}/{experiment}/{name}.{COMPACTED_EXTENSION}")
 }
 
 /// Reads every compactable segment after each writer's watermark: every segment but a chain's
@@ -579,7 +582,7 @@ fn clean_up(root: &Path, manifest: &Manifest, storage: &dyn Storage) {
             let name = entry.file_name();
             let generation = name
                 .to_str()
-                .and_then(|n| n.strip_suffix(".manifest"))
+                .and_then(|n| n.strip_suffix(&format!(".{MANIFEST_EXTENSION}")))
                 .filter(|n| n.len() == 10)
                 .and_then(|n| n.parse::<u64>().ok());
             // The previous generation stays, for readers that chose it a moment ago.
