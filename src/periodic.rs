@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::catalog::lock;
+use crate::util::lock;
 use crate::io::ForkGuard;
 
 /// The running thread, and how to stop it.

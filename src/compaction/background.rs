@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::CompactionReport;
 use super::writer::Include;
-use crate::catalog::lock;
+use crate::util::lock;
 use crate::error::{Error, Result};
 use crate::periodic::Periodic;
 use crate::tracking::{Store, StoreInner};

@@ -47,7 +47,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::catalog::MetricSummary;
+use crate::summary::MetricSummary;
+pub use crate::summary::WriterMark;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
 use crate::io::{Storage, create_dirs, publish};
@@ -63,19 +64,6 @@ const VERSION_1: u16 = 1;
 const NO_CHECKSUM_BYTES: u64 = u64::MAX;
 pub use crate::layout::MANIFEST_DIR;
 use crate::layout::{COMPACTED_EXTENSION, MANIFEST_EXTENSION as EXTENSION};
-
-/// How far one writer's log is compacted, and the keys its later points may refer to.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct WriterMark {
-    /// Every segment up to this one is compacted.
-    pub through: Option<SegmentSequence>,
-    /// Its final segment is compacted: the writer has nothing more to compact.
-    pub finished: bool,
-    /// Key ids interned in compacted segments, for points in later ones.
-    pub keys: BTreeMap<(RunId, KeyId), String>,
-    /// Per series, the summary of this writer's compacted points.
-    pub summaries: BTreeMap<(RunId, String), MetricSummary>,
-}
 
 /// One series' rows in a file (files are sorted by run, key, step, so they are contiguous).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -785,13 +773,13 @@ impl ManifestCache {
     /// The newest manifest in `root`.
     pub fn newest(&self, root: &Path) -> Result<std::sync::Arc<Manifest>> {
         let generation = newest_generation(root)?;
-        if let Some(cached) = crate::catalog::lock(&self.newest).as_ref()
+        if let Some(cached) = crate::util::lock(&self.newest).as_ref()
             && cached.generation == generation
         {
             return Ok(std::sync::Arc::clone(cached));
         }
         let manifest = std::sync::Arc::new(load(root)?);
-        *crate::catalog::lock(&self.newest) = Some(std::sync::Arc::clone(&manifest));
+        *crate::util::lock(&self.newest) = Some(std::sync::Arc::clone(&manifest));
         Ok(manifest)
     }
 }

@@ -83,7 +83,7 @@ pub(crate) fn uncompacted(
     root: &std::path::Path,
     manifest: &Manifest,
 ) -> crate::Result<Vec<(crate::ids::WriterId, Vec<crate::ids::SegmentSequence>)>> {
-    let wal_dir = root.join(crate::tracking::WAL_DIR);
+    let wal_dir = root.join(crate::layout::WAL_DIR);
     let mut out = Vec::new();
     for (writer, files) in crate::wal::reader::list_writers(&wal_dir)? {
         if manifest.metadata.contains(&writer) {
@@ -116,7 +116,7 @@ pub(crate) fn read_uncompacted(
     manifest: &Manifest,
     visit: &mut dyn FnMut(crate::ids::WriterId, crate::wal::Event),
 ) -> crate::Result<()> {
-    let wal_dir = root.join(crate::tracking::WAL_DIR);
+    let wal_dir = root.join(crate::layout::WAL_DIR);
     for (writer, segments) in uncompacted(root, manifest)? {
         for ((run, key_id), key) in manifest
             .writers

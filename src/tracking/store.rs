@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::catalog::{self, Catalog, Experiment, Follower, LifecycleStage, RunView};
+use super::follow::Follower;
+use crate::catalog::{self, Catalog, Experiment, LifecycleStage, RunView};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::io::{OsStorage, Storage};
