@@ -25,8 +25,8 @@
 mod columns;
 mod lww;
 
-pub(crate) use columns::{MISSING, RunColumns, TextColumn};
 pub use crate::summary::MetricSummary;
+pub(crate) use columns::{MISSING, RunColumns, TextColumn};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

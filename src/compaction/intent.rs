@@ -17,9 +17,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::layout::MANIFEST_DIR;
 use crate::error::{Error, Result};
 use crate::io::{Storage, create_dirs, publish};
+use crate::layout::MANIFEST_DIR;
 
 const MAGIC: [u8; 8] = *b"RUNLOGCI";
 const VERSION: u16 = 1;

@@ -47,11 +47,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::summary::MetricSummary;
-pub use crate::summary::WriterMark;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
 use crate::io::{Storage, create_dirs, publish};
+use crate::summary::MetricSummary;
+pub use crate::summary::WriterMark;
 use crate::wal::codec::{Decoder, Encoder, unzigzag, zigzag};
 
 const MAGIC: [u8; 8] = *b"RUNLOGMF";
@@ -456,7 +456,8 @@ fn is_file_path(file: &CompactedFile) -> bool {
         return false;
     };
     let stem = format!("{:010}", file.generation);
-    name == format!("{stem}.{COMPACTED_EXTENSION}") || name == format!("{stem}-merged.{COMPACTED_EXTENSION}")
+    name == format!("{stem}.{COMPACTED_EXTENSION}")
+        || name == format!("{stem}-merged.{COMPACTED_EXTENSION}")
 }
 
 /// A file's series lie one after another, each non-empty with its steps in order, and cover

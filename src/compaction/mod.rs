@@ -21,7 +21,7 @@
 //!   watermark. A read that a compaction overtook (a file or segment gone, a chain that starts
 //!   past its watermark, a newer manifest) is stale and starts over (`uncompacted`,
 //!   `check_still_newest`). A handle whose catalog had not read deleted segments rebuilds
-//!   from the newest manifest (`catalog/follow.rs`).
+//!   from the newest manifest (`tracking/follow.rs`).
 //! - A writer is marked finished once its chain is compacted to its end and it can append no
 //!   more: its final segment is compacted, or its last segment is and it has no lock file, or
 //!   it has no file left in `wal/` at all. Otherwise tails would wait for a next segment.

@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 
 use super::manifest;
-use crate::layout::{MANIFEST_DIR, MANIFEST_EXTENSION};
 use crate::error::{Error, Result};
+use crate::layout::{MANIFEST_DIR, MANIFEST_EXTENSION};
 use crate::tracking::Store;
 
 /// The manifests' size.
@@ -48,7 +48,11 @@ impl Store {
                         .metadata()
                         .map_err(|e| Error::io("stat", entry.path(), e))?;
                     stats.bytes += metadata.len();
-                    if entry.file_name().to_string_lossy().ends_with(&format!(".{MANIFEST_EXTENSION}")) {
+                    if entry
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(&format!(".{MANIFEST_EXTENSION}"))
+                    {
                         stats.manifests += 1;
                     }
                 }

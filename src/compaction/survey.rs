@@ -22,8 +22,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::manifest::{self, Manifest};
 use super::intent;
+use super::manifest::{self, Manifest};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::SegmentSequence;
 use crate::layout::{COMPACTED_EXTENSION, EXPERIMENTS_DIR, WAL_DIR};

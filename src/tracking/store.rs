@@ -38,8 +38,8 @@ use crate::tracking::validation;
 use crate::util::{now_ms, random_u64};
 use crate::wal::{Durability, Event, Log, LogOptions, RecoveryReport};
 
-pub use crate::layout::WAL_DIR;
 use crate::layout::CATALOG_LOCK;
+pub use crate::layout::WAL_DIR;
 
 /// Fails unless `root` has a store's layout: the `wal/` folder that opening a store for
 /// writing creates first, and that nothing ever removes.

@@ -47,7 +47,11 @@ const EXCEPTIONS: &[Exception] = &[
     Exception {
         from: "compaction",
         to: "tracking",
-        files: &["compaction/writer.rs", "compaction/stats.rs", "compaction/background.rs"],
+        files: &[
+            "compaction/writer.rs",
+            "compaction/stats.rs",
+            "compaction/background.rs",
+        ],
         reason: "compaction extends Store: `impl Store` blocks add compact() and \
                  compaction_stats(), and the background compactor holds a weak StoreInner; \
                  these three files sit above tracking, the rest of compaction below it",
@@ -69,9 +73,13 @@ fn modules_and_reexports(src: &Path) -> (BTreeSet<String>, BTreeMap<String, Stri
     let mut reexports = BTreeMap::new();
     let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
     for line in lib.lines() {
-        let Some(rest) = line.trim().strip_prefix("pub use ") else { continue };
+        let Some(rest) = line.trim().strip_prefix("pub use ") else {
+            continue;
+        };
         let module = rest.split("::").next().unwrap().to_string();
-        let items = rest[module.len()..].trim_start_matches("::").trim_end_matches(';');
+        let items = rest[module.len()..]
+            .trim_start_matches("::")
+            .trim_end_matches(';');
         for item in items.trim_matches(|c| c == '{' || c == '}').split(',') {
             let name = item.split_whitespace().last().unwrap_or("").to_string();
             reexports.insert(name, module.clone());
@@ -113,7 +121,9 @@ fn crate_roots(text: &str) -> Vec<String> {
 }
 
 fn identifier(text: &str) -> String {
-    text.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+    text.chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -141,7 +151,11 @@ fn module_graph(src: &Path) -> BTreeMap<(String, String), BTreeSet<String>> {
     }
     let mut edges: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for file in files {
-        let relative = file.strip_prefix(src).unwrap().to_string_lossy().replace('\\', "/");
+        let relative = file
+            .strip_prefix(src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         let from = identifier(&relative);
         let text = std::fs::read_to_string(&file).unwrap();
         // Plain comments name modules without using them; doc comments are kept (a doc
@@ -156,9 +170,15 @@ fn module_graph(src: &Path) -> BTreeMap<(String, String), BTreeSet<String>> {
             .join("\n");
         for root in crate_roots(&code) {
             let to = reexports.get(&root).cloned().unwrap_or(root);
-            assert!(modules.contains(&to), "{relative}: crate::{to} is not a top-level module");
+            assert!(
+                modules.contains(&to),
+                "{relative}: crate::{to} is not a top-level module"
+            );
             if to != from {
-                edges.entry((from.clone(), to)).or_default().insert(relative.clone());
+                edges
+                    .entry((from.clone(), to))
+                    .or_default()
+                    .insert(relative.clone());
             }
         }
     }
@@ -177,7 +197,10 @@ fn layer_of(module: &str) -> Option<usize> {
 fn every_module_is_in_a_layer() {
     let (modules, _) = modules_and_reexports(&src_dir());
     let unplaced: Vec<_> = modules.iter().filter(|m| layer_of(m).is_none()).collect();
-    assert!(unplaced.is_empty(), "modules in no layer (add them to LAYERS and ARCHITECTURE.md): {unplaced:?}");
+    assert!(
+        unplaced.is_empty(),
+        "modules in no layer (add them to LAYERS and ARCHITECTURE.md): {unplaced:?}"
+    );
 }
 
 #[test]
@@ -185,7 +208,9 @@ fn module_dependencies_point_down() {
     let edges = module_graph(&src_dir());
     let mut violations = Vec::new();
     for ((from, to), files) in &edges {
-        let (Some(from_layer), Some(to_layer)) = (layer_of(from), layer_of(to)) else { continue };
+        let (Some(from_layer), Some(to_layer)) = (layer_of(from), layer_of(to)) else {
+            continue;
+        };
         if to_layer < from_layer {
             continue;
         }
@@ -195,10 +220,16 @@ fn module_dependencies_point_down() {
             .filter(|f| !exception.is_some_and(|e| e.files.contains(&f.as_str())))
             .collect();
         if !unexcused.is_empty() {
-            violations.push(format!("{from} -> {to} (layer {from_layer} -> {to_layer}) in {unexcused:?}"));
+            violations.push(format!(
+                "{from} -> {to} (layer {from_layer} -> {to_layer}) in {unexcused:?}"
+            ));
         }
     }
-    assert!(violations.is_empty(), "dependencies that do not point down:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "dependencies that do not point down:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -256,6 +287,10 @@ fn no_cycle_but_through_an_exception() {
     let mut done = BTreeSet::new();
     for node in next.keys() {
         let cycle = visit(node, &next, &mut Vec::new(), &mut done);
-        assert!(cycle.is_none(), "module cycle: {}", cycle.unwrap().join(" -> "));
+        assert!(
+            cycle.is_none(),
+            "module cycle: {}",
+            cycle.unwrap().join(" -> ")
+        );
     }
 }
