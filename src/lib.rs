@@ -80,9 +80,13 @@ mod ids;
 #[cfg(feature = "jsonl")]
 pub mod ingest;
 pub mod io;
+pub mod layout;
 pub mod limits;
+#[cfg(feature = "parquet")]
+mod parquet_file;
 mod periodic;
 pub mod query;
+mod summary;
 pub mod tracking;
 pub mod util;
 pub mod verify;

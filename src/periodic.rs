@@ -11,8 +11,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::catalog::lock;
 use crate::io::ForkGuard;
+use crate::util::lock;
 
 /// The running thread, and how to stop it.
 #[derive(Debug)]

@@ -1,10 +1,17 @@
 //! Crate-wide utilities with no dependency on the rest of the crate: the wall clock in ms, random
-//! ids, file identity and the hashers of the engine's maps. A leaf: every module may use
+//! ids, file identity, poison-tolerant locking and the hashers of the engine's maps. A leaf: every module may use
 //! it, and it uses none of them.
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Locks `mutex`, ignoring poisoning: the engine keeps the structures behind its mutexes valid
+/// at every step, so data whose holder panicked is still consistent.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Whether `file` is the file now at `path` (same device and inode).
 pub(crate) fn same_file(file: &File, path: &Path) -> bool {

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::compaction::{manifest, survey};
 use crate::error::{Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
-use crate::tracking::WAL_DIR;
+use crate::layout::WAL_DIR;
 use crate::wal::classify::{self, Place};
 use crate::wal::reader::{self, ChainEnd, SegmentRef};
 use crate::wal::segment::{self, HEADER_BYTES};

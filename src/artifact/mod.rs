@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ids::RunId;
 
-/// The folder holding every run's artifacts.
-pub const ARTIFACTS_DIR: &str = "artifacts";
+pub use crate::layout::ARTIFACTS_DIR;
 
 /// The artifact folder of `run`.
 pub fn run_dir(root: &Path, run: RunId) -> PathBuf {

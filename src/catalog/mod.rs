@@ -23,18 +23,14 @@
 //! - A series keeps its slot in its run's `MetricTable` for good: slots are only appended.
 
 mod columns;
-mod follow;
 mod lww;
-mod summary;
 
+pub use crate::summary::MetricSummary;
 pub(crate) use columns::{MISSING, RunColumns, TextColumn};
-pub(crate) use follow::Follower;
-
-pub use summary::MetricSummary;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use lww::{Lww, Stamp};
 
@@ -263,18 +259,14 @@ pub(crate) struct Catalog {
     columns: RwLock<Option<Arc<RunColumns>>>,
 }
 
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Catalog updates keep their structures valid at every step, so data behind a mutex
-    // whose holder panicked is still consistent.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::util::lock;
 
-/// Shared access; poisoning is ignored for the reason given at [`lock`].
+/// Shared access; poisoning is ignored for the reason given at [`crate::util::lock`].
 pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Exclusive access; poisoning is ignored for the reason given at [`lock`].
+/// Exclusive access; poisoning is ignored for the reason given at [`crate::util::lock`].
 pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
@@ -373,7 +365,7 @@ impl Catalog {
         &self,
         keys: &mut KeyMap,
         writer: WriterId,
-        mark: &crate::compaction::WriterMark,
+        mark: &crate::summary::WriterMark,
         mut staged: Option<&mut Staged>,
     ) {
         for ((run, key_id), key) in &mark.keys {

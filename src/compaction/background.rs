@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use super::CompactionReport;
 use super::writer::Include;
-use crate::catalog::lock;
 use crate::error::{Error, Result};
 use crate::periodic::Periodic;
 use crate::tracking::{Store, StoreInner};
+use crate::util::lock;
 
 /// The outcome of the last round that ran (skipped rounds leave it as it was).
 type Outcome = Arc<Mutex<Option<std::result::Result<CompactionReport, String>>>>;

@@ -17,13 +17,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::manifest::MANIFEST_DIR;
 use crate::error::{Error, Result};
 use crate::io::{Storage, create_dirs, publish};
+use crate::layout::MANIFEST_DIR;
 
 const MAGIC: [u8; 8] = *b"RUNLOGCI";
 const VERSION: u16 = 1;
-const EXTENSION: &str = "compacting";
+use crate::layout::INTENT_EXTENSION as EXTENSION;
 const MAGIC_BYTES: usize = 8;
 const VERSION_END: usize = MAGIC_BYTES + 2;
 const GENERATION_END: usize = VERSION_END + 8;

@@ -47,10 +47,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::catalog::MetricSummary;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
 use crate::io::{Storage, create_dirs, publish};
+use crate::summary::MetricSummary;
+pub use crate::summary::WriterMark;
 use crate::wal::codec::{Decoder, Encoder, unzigzag, zigzag};
 
 const MAGIC: [u8; 8] = *b"RUNLOGMF";
@@ -61,22 +62,8 @@ const VERSION_2: u16 = 2;
 const VERSION_1: u16 = 1;
 /// `bytes` of a file entry with no checksum (read from a version 1 or 2 manifest).
 const NO_CHECKSUM_BYTES: u64 = u64::MAX;
-/// The folder of manifests inside a store.
-pub const MANIFEST_DIR: &str = "manifest";
-const EXTENSION: &str = "manifest";
-
-/// How far one writer's log is compacted, and the keys its later points may refer to.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct WriterMark {
-    /// Every segment up to this one is compacted.
-    pub through: Option<SegmentSequence>,
-    /// Its final segment is compacted: the writer has nothing more to compact.
-    pub finished: bool,
-    /// Key ids interned in compacted segments, for points in later ones.
-    pub keys: BTreeMap<(RunId, KeyId), String>,
-    /// Per series, the summary of this writer's compacted points.
-    pub summaries: BTreeMap<(RunId, String), MetricSummary>,
-}
+pub use crate::layout::MANIFEST_DIR;
+use crate::layout::{COMPACTED_EXTENSION, MANIFEST_EXTENSION as EXTENSION};
 
 /// One series' rows in a file (files are sorted by run, key, step, so they are contiguous).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -469,7 +456,8 @@ fn is_file_path(file: &CompactedFile) -> bool {
         return false;
     };
     let stem = format!("{:010}", file.generation);
-    name == format!("{stem}.parquet") || name == format!("{stem}-merged.parquet")
+    name == format!("{stem}.{COMPACTED_EXTENSION}")
+        || name == format!("{stem}-merged.{COMPACTED_EXTENSION}")
 }
 
 /// A file's series lie one after another, each non-empty with its steps in order, and cover
@@ -796,13 +784,13 @@ impl ManifestCache {
     /// The newest manifest in `root`.
     pub fn newest(&self, root: &Path) -> Result<std::sync::Arc<Manifest>> {
         let generation = newest_generation(root)?;
-        if let Some(cached) = crate::catalog::lock(&self.newest).as_ref()
+        if let Some(cached) = crate::util::lock(&self.newest).as_ref()
             && cached.generation == generation
         {
             return Ok(std::sync::Arc::clone(cached));
         }
         let manifest = std::sync::Arc::new(load(root)?);
-        *crate::catalog::lock(&self.newest) = Some(std::sync::Arc::clone(&manifest));
+        *crate::util::lock(&self.newest) = Some(std::sync::Arc::clone(&manifest));
         Ok(manifest)
     }
 }

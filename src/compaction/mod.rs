@@ -21,7 +21,7 @@
 //!   watermark. A read that a compaction overtook (a file or segment gone, a chain that starts
 //!   past its watermark, a newer manifest) is stale and starts over (`uncompacted`,
 //!   `check_still_newest`). A handle whose catalog had not read deleted segments rebuilds
-//!   from the newest manifest (`catalog/follow.rs`).
+//!   from the newest manifest (`tracking/follow.rs`).
 //! - A writer is marked finished once its chain is compacted to its end and it can append no
 //!   more: its final segment is compacted, or its last segment is and it has no lock file, or
 //!   it has no file left in `wal/` at all. Otherwise tails would wait for a next segment.
@@ -49,8 +49,7 @@ pub use stats::ManifestStats;
 #[cfg(feature = "parquet")]
 pub use writer::CompactionReport;
 
-/// The folder of compacted files inside a store.
-pub const EXPERIMENTS_DIR: &str = "experiments";
+pub use crate::layout::EXPERIMENTS_DIR;
 /// An experiment with more files than this has them merged into one.
 pub const FILES_PER_EXPERIMENT_MAX: usize = 4;
 /// With more metadata chains than this, a compaction merges them into its own.
@@ -84,7 +83,7 @@ pub(crate) fn uncompacted(
     root: &std::path::Path,
     manifest: &Manifest,
 ) -> crate::Result<Vec<(crate::ids::WriterId, Vec<crate::ids::SegmentSequence>)>> {
-    let wal_dir = root.join(crate::tracking::WAL_DIR);
+    let wal_dir = root.join(crate::layout::WAL_DIR);
     let mut out = Vec::new();
     for (writer, files) in crate::wal::reader::list_writers(&wal_dir)? {
         if manifest.metadata.contains(&writer) {
@@ -117,7 +116,7 @@ pub(crate) fn read_uncompacted(
     manifest: &Manifest,
     visit: &mut dyn FnMut(crate::ids::WriterId, crate::wal::Event),
 ) -> crate::Result<()> {
-    let wal_dir = root.join(crate::tracking::WAL_DIR);
+    let wal_dir = root.join(crate::layout::WAL_DIR);
     for (writer, segments) in uncompacted(root, manifest)? {
         for ((run, key_id), key) in manifest
             .writers

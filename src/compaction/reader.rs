@@ -56,7 +56,7 @@ impl MetadataCache {
             stat.mtime(),
             stat.mtime_nsec(),
         );
-        if let Some(metadata) = crate::catalog::lock(&self.files).get(&key) {
+        if let Some(metadata) = crate::util::lock(&self.files).get(&key) {
             return Ok(metadata.clone());
         }
         if let Some(checksum) = checksum {
@@ -66,7 +66,7 @@ impl MetadataCache {
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let metadata = ArrowReaderMetadata::load(file, options)
             .map_err(|e| Error::io("read parquet footer", path, std::io::Error::other(e)))?;
-        let mut files = crate::catalog::lock(&self.files);
+        let mut files = crate::util::lock(&self.files);
         if files.len() >= METADATA_CACHE_FILES_MAX {
             files.clear();
         }

@@ -3,8 +3,9 @@
 
 use std::collections::HashSet;
 
-use super::manifest::{self, MANIFEST_DIR};
+use super::manifest;
 use crate::error::{Error, Result};
+use crate::layout::{MANIFEST_DIR, MANIFEST_EXTENSION};
 use crate::tracking::Store;
 
 /// The manifests' size.
@@ -47,7 +48,11 @@ impl Store {
                         .metadata()
                         .map_err(|e| Error::io("stat", entry.path(), e))?;
                     stats.bytes += metadata.len();
-                    if entry.file_name().to_string_lossy().ends_with(".manifest") {
+                    if entry
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(&format!(".{MANIFEST_EXTENSION}"))
+                    {
                         stats.manifests += 1;
                     }
                 }

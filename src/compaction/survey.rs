@@ -23,11 +23,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::intent;
 use super::manifest::{self, Manifest};
-use super::{EXPERIMENTS_DIR, intent};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::SegmentSequence;
-use crate::tracking::WAL_DIR;
+use crate::layout::{COMPACTED_EXTENSION, EXPERIMENTS_DIR, WAL_DIR};
 use crate::wal::{reader, segment};
 
 /// The files of `experiments/`, sorted by what may be done with them.
@@ -67,7 +67,7 @@ enum Name<'a> {
 }
 
 fn compacted_generation(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".parquet")?;
+    let stem = name.strip_suffix(&format!(".{COMPACTED_EXTENSION}"))?;
     let stem = stem.strip_suffix("-merged").unwrap_or(stem);
     manifest::parse_generation(stem)
 }

@@ -14,19 +14,20 @@ use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch}
 use arrow_schema::{DataType, Field, Schema};
 
 use super::manifest::{self, CompactedFile, FileChecksum, Manifest, SeriesRows};
-use super::{EXPERIMENTS_DIR, FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
+use super::{FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
 use super::{intent, survey};
-use crate::catalog::MetricSummary;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
-use crate::export::file::{Layout, write as write_parquet};
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::io::Storage;
-use crate::tracking::{Store, WAL_DIR};
+use crate::layout::WAL_DIR;
+use crate::parquet_file::{Layout, write as write_parquet};
+use crate::summary::MetricSummary;
+use crate::tracking::Store;
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
 use crate::wal::writer::{Writer, WriterOptions, segment_bytes_to_hold};
 use crate::wal::{Event, MetricBatch, segment};
 
-const LOCK_FILE: &str = "compaction.lock";
+use crate::layout::{COMPACTED_EXTENSION, COMPACTION_LOCK as LOCK_FILE, EXPERIMENTS_DIR};
 
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -238,7 +239,7 @@ fn add_checksums(root: &Path, manifest: &mut Manifest) -> Result<()> {
 }
 
 fn file_path(experiment: ExperimentId, name: &str) -> String {
-    format!("{EXPERIMENTS_DIR}/{experiment}/{name}.parquet")
+    format!("{EXPERIMENTS_DIR}/{experiment}/{name}.{COMPACTED_EXTENSION}")
 }
 
 /// Reads every compactable segment after each writer's watermark: every segment but a chain's

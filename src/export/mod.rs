@@ -21,7 +21,6 @@
 //! The export is not a snapshot: it reads the catalog, then the log, so points logged during an
 //! export may be missing from `metric_summaries` or from `metrics`.
 
-pub(crate) mod file;
 mod tables;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +28,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 
 use crate::error::{Error, Result};
+use crate::parquet_file as file;
 use crate::tracking::Store;
 
 /// What an export wrote.

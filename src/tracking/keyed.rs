@@ -10,7 +10,7 @@
 //! - Params are immutable: the same value again is accepted and writes nothing, a different one
 //!   is `Error::ParamChanged`.
 //! - Points may come in any step order and from any number of threads at once for one run:
-//!   the metric summaries are order-independent (`catalog/summary.rs`).
+//!   the metric summaries are order-independent (`summary.rs`).
 //! - Writes refuse a deleted run (`Error::Deleted`); a finished run still accepts them. No write
 //!   changes a run's status or end time, except `update_run`, which changes exactly what it is
 //!   given.

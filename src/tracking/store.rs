@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::catalog::{self, Catalog, Experiment, Follower, LifecycleStage, RunView};
+use super::follow::Follower;
+use crate::catalog::{self, Catalog, Experiment, LifecycleStage, RunView};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::io::{OsStorage, Storage};
@@ -37,9 +38,8 @@ use crate::tracking::validation;
 use crate::util::{now_ms, random_u64};
 use crate::wal::{Durability, Event, Log, LogOptions, RecoveryReport};
 
-/// The log folder inside a store.
-pub const WAL_DIR: &str = "wal";
-const CATALOG_LOCK: &str = "catalog.lock";
+use crate::layout::CATALOG_LOCK;
+pub use crate::layout::WAL_DIR;
 
 /// Fails unless `root` has a store's layout: the `wal/` folder that opening a store for
 /// writing creates first, and that nothing ever removes.

@@ -10,11 +10,11 @@
 
 use std::path::Path;
 
-use crate::artifact::ARTIFACTS_DIR;
-use crate::compaction::EXPERIMENTS_DIR;
-use crate::compaction::manifest::MANIFEST_DIR;
 use crate::error::{Error, Result};
-use crate::tracking::WAL_DIR;
+use crate::layout::WAL_DIR;
+use crate::layout::{
+    ARTIFACTS_DIR, COMPACTED_EXTENSION, EXPERIMENTS_DIR, MANIFEST_DIR, MANIFEST_EXTENSION,
+};
 use crate::wal::segment::{WalFile, parse_file_name};
 use crate::wal::writer::is_metadata_chain;
 
@@ -149,8 +149,12 @@ fn kind_of(area: Option<&str>, name: &str) -> FileKind {
             Some(WalFile::Segment(..)) => FileKind::Segment,
             _ => FileKind::Other,
         },
-        Some(MANIFEST_DIR) if name.ends_with(".manifest") => FileKind::Manifest,
-        Some(EXPERIMENTS_DIR) if name.ends_with(".parquet") => FileKind::Parquet,
+        Some(MANIFEST_DIR) if name.ends_with(&format!(".{MANIFEST_EXTENSION}")) => {
+            FileKind::Manifest
+        }
+        Some(EXPERIMENTS_DIR) if name.ends_with(&format!(".{COMPACTED_EXTENSION}")) => {
+            FileKind::Parquet
+        }
         Some(ARTIFACTS_DIR) => FileKind::Artifact,
         _ => FileKind::Other,
     }

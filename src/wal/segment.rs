@@ -48,10 +48,7 @@ pub const HEADER_BYTES: usize = CRC_OFFSET + 4;
 
 const _: () = assert!(HEADER_BYTES == 64);
 
-/// Extension of segment files.
-pub const SEGMENT_EXTENSION: &str = "wal";
-/// Extension of writer lock files.
-pub const LOCK_EXTENSION: &str = "lock";
+pub use crate::layout::{LOCK_EXTENSION, SEGMENT_EXTENSION};
 
 /// The decoded segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,6 +15,7 @@ mod export_parquet;
 #[cfg(feature = "parquet")]
 mod fixtures;
 mod fork;
+mod layers;
 #[cfg(feature = "cli")]
 mod processes;
 mod query_experiments;

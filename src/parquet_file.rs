@@ -1,5 +1,6 @@
 //! Writing one Parquet file: the encodings and statistics readers prune on, published
-//! atomically.
+//! atomically. Below both of its users, compaction (the store's compacted files) and export
+//! (the Hive-partitioned copy), so neither depends on the other for it.
 
 use std::path::Path;
 

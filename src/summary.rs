@@ -1,5 +1,8 @@
-//! The per-series summary the catalog keeps for every (run, key): enough to answer "latest
-//! metrics" and "compare runs" without reading history.
+//! What the catalog and compaction both know of a metric series: the per-series summary the
+//! catalog keeps for every (run, key), enough to answer "latest metrics" and "compare runs"
+//! without reading history, and the [`WriterMark`] a manifest records for each compacted writer.
+//! A leaf below `catalog` and `compaction`, so neither depends on the other (it imports only
+//! the ids).
 //!
 //! Invariant: every update is commutative (order-independent): count and min/max obviously; the
 //! latest value is the point with the greatest (step, timestamp, value), MLflow's rule, with
@@ -9,6 +12,22 @@
 //! So replaying writers in any order gives the same summary.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use crate::ids::{KeyId, RunId, SegmentSequence};
+
+/// How far one writer's log is compacted, and the keys its later points may refer to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriterMark {
+    /// Every segment up to this one is compacted.
+    pub through: Option<SegmentSequence>,
+    /// Its final segment is compacted: the writer has nothing more to compact.
+    pub finished: bool,
+    /// Key ids interned in compacted segments, for points in later ones.
+    pub keys: BTreeMap<(RunId, KeyId), String>,
+    /// Per series, the summary of this writer's compacted points.
+    pub summaries: BTreeMap<(RunId, String), MetricSummary>,
+}
 
 /// Summary of one metric series of one run.
 #[derive(Clone, Copy, Debug, PartialEq)]
