@@ -147,18 +147,7 @@ struct LogPoints {
 /// into one table shared by all experiments. Started over if a compaction deletes what the
 /// read chose.
 fn read_points(store: &Store, run_experiment: &HashMap<RunId, ExperimentId>) -> Result<LogPoints> {
-    let mut attempts = 0;
-    loop {
-        match read_points_once(store, run_experiment) {
-            Err(error)
-                if crate::compaction::is_stale(&error)
-                    && attempts + 1 < crate::compaction::READ_ATTEMPTS_MAX =>
-            {
-                attempts += 1;
-            }
-            other => return other,
-        }
-    }
+    crate::compaction::retry_stale(|| read_points_once(store, run_experiment))
 }
 
 /// Interns keys and runs while points are gathered.
@@ -215,7 +204,8 @@ fn read_points_once(
                 crate::compaction::Keep::All,
                 &mut columns,
                 cache,
-            )?;
+            )
+            .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))?;
             let key = g.key(&series.key);
             let (points, run) = g.target(*experiment, series.run);
             points

@@ -192,18 +192,7 @@ impl Store {
         key: &str,
         steps: &(impl RangeBounds<i64> + Sync),
     ) -> Result<Vec<History>> {
-        let mut attempts = 0;
-        loop {
-            match self.histories_once(runs, key, steps) {
-                Err(error)
-                    if crate::compaction::is_stale(&error)
-                        && attempts + 1 < crate::compaction::READ_ATTEMPTS_MAX =>
-                {
-                    attempts += 1;
-                }
-                other => return other,
-            }
-        }
+        crate::compaction::retry_stale(|| self.histories_once(runs, key, steps))
     }
 
     /// The histories of `key` for each of `runs`, in order; `NotFound` for an unknown run.
@@ -250,7 +239,8 @@ impl Store {
             jobs.par_iter()
                 .map(|(slot, file, series)| {
                     let mut part = History::default();
-                    read_compacted(self, file, series, steps, &mut part)?;
+                    read_compacted(self, file, series, steps, &mut part)
+                        .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))?;
                     Ok((*slot, part))
                 })
                 .collect::<Result<_>>()?
