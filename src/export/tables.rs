@@ -75,7 +75,7 @@ fn floats(values: impl IntoIterator<Item = f64>) -> ArrayRef {
 }
 
 pub(super) fn collect(store: &Store, experiments: &[Experiment]) -> Result<Tables> {
-    let runs = store.inner.catalog.runs(None);
+    let runs = store.catalog().runs(None);
     let run_experiment: HashMap<RunId, ExperimentId> = runs
         .iter()
         .map(|view| (view.info.id, view.info.experiment))
@@ -186,8 +186,8 @@ fn read_points_once(
     store: &Store,
     run_experiment: &HashMap<RunId, ExperimentId>,
 ) -> Result<LogPoints> {
-    let root = &store.inner.root;
-    let manifest = store.inner.manifests.newest(root)?;
+    let root = store.root();
+    let manifest = store.manifests().newest(root)?;
     let mut g = Gathering::default();
     for file in &manifest.files {
         for series in &file.series {
@@ -196,7 +196,7 @@ fn read_points_once(
                 continue;
             };
             let mut columns = (Vec::new(), Vec::new(), Vec::new());
-            let cache = &store.inner.compacted_metadata;
+            let cache = &store.compacted_metadata();
             crate::compaction::read_series(
                 root,
                 file,

@@ -208,16 +208,16 @@ impl Store {
         // One refresh for the whole call, and an existence check that copies nothing out.
         let all_known = || {
             runs.iter()
-                .all(|run| self.inner.catalog.has_run(*run))
+                .all(|run| self.catalog().has_run(*run))
                 .then_some(())
         };
         if self.lookup_fresh(all_known)?.is_none()
-            && let Some(missing) = runs.iter().find(|run| !self.inner.catalog.has_run(**run))
+            && let Some(missing) = runs.iter().find(|run| !self.catalog().has_run(**run))
         {
             return Err(Error::NotFound(format!("run {missing}")));
         }
-        let root = &self.inner.root;
-        let manifest = self.inner.manifests.newest(root)?;
+        let root = self.root();
+        let manifest = self.manifests().newest(root)?;
         let index: HashMap<RunId, usize> = runs.iter().enumerate().map(|(i, r)| (*r, i)).collect();
         // The compacted series to read, in manifest (generation) order; read in parallel, then
         // appended in that order so each run's points keep their order.
@@ -323,8 +323,8 @@ fn read_compacted(
     } else {
         crate::compaction::Keep::Steps(&test)
     };
-    let cache = &store.inner.compacted_metadata;
-    let root = &store.inner.root;
+    let cache = &store.compacted_metadata();
+    let root = store.root();
     let result = crate::compaction::read_series(root, file, series, keep, &mut columns, cache);
     (history.steps, history.timestamps_ms, history.values) = columns;
     result
