@@ -61,6 +61,16 @@ pub enum Error {
         /// The calling process.
         pid: u32,
     },
+    /// A read was overtaken by compactions every time it started over: each attempt found
+    /// what it had chosen to read (named here) replaced by a newer manifest. Nothing is
+    /// damaged; the read may be retried, or compactions made less frequent.
+    #[error("read kept being overtaken by compaction: {what} changed under it {attempts} times")]
+    StaleRead {
+        /// What moved under the read (a file, a folder, or the manifest).
+        what: String,
+        /// Attempts made.
+        attempts: usize,
+    },
     /// The caller passed something the engine cannot accept.
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -190,6 +200,8 @@ pub enum CorruptionKind {
     /// Data the manifest in force does not account for: a compacted file no manifest lists, or
     /// a chain that starts past what the manifest covers. A manifest is missing.
     MissingHistory(String),
+    /// A file the manifest in force lists is gone, while no newer manifest replaced it.
+    MissingFile,
     /// A segment of a writer's chain is missing.
     MissingSegment {
         /// The writer whose chain has the gap.
@@ -247,6 +259,12 @@ impl fmt::Display for CorruptionKind {
             CorruptionKind::MalformedPayload(why) => write!(f, "malformed payload: {why}"),
             CorruptionKind::HeaderMismatch(why) => write!(f, "header mismatch: {why}"),
             CorruptionKind::MissingHistory(why) => write!(f, "missing manifest history: {why}"),
+            CorruptionKind::MissingFile => {
+                write!(
+                    f,
+                    "listed by the manifest in force, but the file is missing"
+                )
+            }
             CorruptionKind::MissingSegment { writer, sequence } => {
                 write!(f, "writer {writer} has no segment {sequence}")
             }

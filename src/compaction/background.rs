@@ -32,7 +32,7 @@ impl Background {
     /// Starts compacting `store` every `interval`.
     pub fn start(store: &Store, interval: Duration) -> Result<Background> {
         let last: Outcome = Arc::new(Mutex::new(None));
-        let weak = Arc::downgrade(&store.inner);
+        let weak = store.downgrade();
         let outcome = Arc::clone(&last);
         let thread = Periodic::start("runlog-compactor", interval, move || {
             compact_once(&weak, &outcome)
@@ -47,10 +47,10 @@ impl Background {
 
 /// One round; false once the store is gone.
 fn compact_once(store: &Weak<StoreInner>, last: &Outcome) -> bool {
-    let Some(inner) = store.upgrade() else {
+    let Some(store) = Store::upgrade(store) else {
         return false;
     };
-    match (Store { inner }).compact_with(Include::SealedOnly) {
+    match store.compact_with(Include::SealedOnly) {
         Ok(Some(report)) => *lock(last) = Some(Ok(report)),
         Ok(None) => {}
         Err(error) => *lock(last) = Some(Err(error.to_string())),

@@ -20,8 +20,9 @@
 //! - A reader of points uses one manifest: its files, then each writer's segments after the
 //!   watermark. A read that a compaction overtook (a file or segment gone, a chain that starts
 //!   past its watermark, a newer manifest) is stale and starts over (`uncompacted`,
-//!   `check_still_newest`). A handle whose catalog had not read deleted segments rebuilds
-//!   from the newest manifest (`tracking/follow.rs`).
+//!   `check_still_newest`, `retry_stale`). A file gone while no newer manifest exists is
+//!   damage, never a race (`missing_or_stale`). A handle whose catalog had not read deleted
+//!   segments rebuilds from the newest manifest (`tracking/follow.rs`).
 //! - A writer is marked finished once its chain is compacted to its end and it can append no
 //!   more: its final segment is compacted, or its last segment is and it has no lock file, or
 //!   it has no file left in `wal/` at all. Otherwise tails would wait for a next segment.
@@ -56,21 +57,53 @@ pub const FILES_PER_EXPERIMENT_MAX: usize = 4;
 pub const METADATA_CHAINS_MAX: usize = 4;
 
 /// A reader's view changed under it: a compaction published a newer manifest and deleted
-/// segments the reader had chosen. Reads start over with the newer manifest.
+/// what the reader had chosen (`what`). Reads start over with the newer manifest; only when
+/// `READ_ATTEMPTS_MAX` attempts were all overtaken does the caller see it.
 pub(crate) fn stale(what: &str) -> crate::Error {
-    crate::Error::io(
-        "read the log after the manifest",
-        what,
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "compacted and deleted meanwhile",
-        ),
-    )
+    crate::Error::StaleRead {
+        what: what.to_string(),
+        attempts: 1,
+    }
 }
 
-/// Whether `error` means "start over with the newest manifest".
-pub(crate) fn is_stale(error: &crate::Error) -> bool {
-    matches!(error, crate::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+/// Runs `read` until it is not overtaken by a compaction, at most `READ_ATTEMPTS_MAX` times;
+/// the last stale error counts all the attempts.
+pub(crate) fn retry_stale<T>(mut read: impl FnMut() -> crate::Result<T>) -> crate::Result<T> {
+    let mut attempts = 1;
+    loop {
+        match read() {
+            Err(crate::Error::StaleRead { what, .. }) if attempts >= READ_ATTEMPTS_MAX => {
+                return Err(crate::Error::StaleRead { what, attempts });
+            }
+            Err(crate::Error::StaleRead { .. }) => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Tells a race from damage when a file `manifest` led the reader to is gone: a newer manifest
+/// means a compaction replaced and deleted it (stale); with `manifest` still the newest, nothing
+/// may delete it, so it is missing. Other errors pass through.
+pub(crate) fn missing_or_stale(
+    root: &std::path::Path,
+    manifest: &Manifest,
+    error: crate::Error,
+) -> crate::Error {
+    let crate::Error::Io { path, source, .. } = &error else {
+        return error;
+    };
+    if source.kind() != std::io::ErrorKind::NotFound {
+        return error;
+    }
+    match manifest::newest_generation(root) {
+        Ok(newest) if newest != manifest.generation => stale(&path.display().to_string()),
+        Ok(_) => crate::Error::Corrupt(crate::error::Corruption {
+            path: path.clone(),
+            offset: 0,
+            kind: crate::error::CorruptionKind::MissingFile,
+        }),
+        Err(other) => other,
+    }
 }
 
 /// Times a read starts over because compactions keep changing the store under it.
@@ -99,7 +132,21 @@ pub(crate) fn uncompacted(
         match later.first() {
             None => continue,
             Some(first) if first.0 != start => {
-                return Err(stale(&wal_dir.display().to_string()));
+                check_still_newest(root, manifest)?;
+                // No newer manifest compacted the chain's start away: it is lost.
+                return Err(crate::error::Corruption {
+                    path: crate::wal::segment::segment_path(
+                        &wal_dir,
+                        writer,
+                        crate::ids::SegmentSequence(start),
+                    ),
+                    offset: 0,
+                    kind: crate::error::CorruptionKind::MissingSegment {
+                        writer,
+                        sequence: start,
+                    },
+                }
+                .into());
             }
             Some(_) => out.push((writer, later.to_vec())),
         }
@@ -112,6 +159,14 @@ pub(crate) fn uncompacted(
 /// key id its compacted segments interned, so callers resolve key ids as if they had read the
 /// whole chain.
 pub(crate) fn read_uncompacted(
+    root: &std::path::Path,
+    manifest: &Manifest,
+    visit: &mut dyn FnMut(crate::ids::WriterId, crate::wal::Event),
+) -> crate::Result<()> {
+    read_uncompacted_once(root, manifest, visit).map_err(|e| missing_or_stale(root, manifest, e))
+}
+
+fn read_uncompacted_once(
     root: &std::path::Path,
     manifest: &Manifest,
     visit: &mut dyn FnMut(crate::ids::WriterId, crate::wal::Event),
@@ -153,4 +208,35 @@ pub(crate) fn check_still_newest(root: &std::path::Path, manifest: &Manifest) ->
         return Err(stale(&root.display().to_string()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_stale_gives_up_after_the_attempts_max_and_counts_them() {
+        let mut calls = 0;
+        let result: crate::Result<()> = retry_stale(|| {
+            calls += 1;
+            Err(stale("a file"))
+        });
+        assert_eq!(calls, READ_ATTEMPTS_MAX);
+        assert!(
+            matches!(&result, Err(crate::Error::StaleRead { what, attempts })
+                if what == "a file" && *attempts == READ_ATTEMPTS_MAX),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn retry_stale_returns_other_errors_at_once() {
+        let mut calls = 0;
+        let result: crate::Result<()> = retry_stale(|| {
+            calls += 1;
+            Err(crate::Error::NotFound("run".into()))
+        });
+        assert_eq!(calls, 1);
+        assert!(matches!(result, Err(crate::Error::NotFound(_))));
+    }
 }

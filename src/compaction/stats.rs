@@ -37,7 +37,7 @@ impl ManifestStats {
 impl Store {
     /// The manifests' size on disk, and per series.
     pub fn manifest_stats(&self) -> Result<ManifestStats> {
-        let root = &self.inner.root;
+        let root = self.root();
         let dir = root.join(MANIFEST_DIR);
         let mut stats = ManifestStats::default();
         match std::fs::read_dir(&dir) {
@@ -60,7 +60,7 @@ impl Store {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(stats),
             Err(error) => return Err(Error::io("list", &dir, error)),
         }
-        let newest = self.inner.manifests.newest(root)?;
+        let newest = self.manifests().newest(root)?;
         stats.generation = newest.generation;
         if newest.generation == 0 {
             return Ok(stats);

@@ -242,7 +242,10 @@ pub(crate) fn survey_newest(
             return Ok((newest, survey));
         }
     }
-    Err(super::stale(&root.display().to_string()))
+    Err(Error::StaleRead {
+        what: root.display().to_string(),
+        attempts: super::READ_ATTEMPTS_MAX,
+    })
 }
 
 /// Checks that every metadata chain `manifest` lists still has the segment its watermark

@@ -117,7 +117,7 @@ impl Store {
         match include {
             Include::OwnTail => {
                 lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
-                self.inner.log.close()?;
+                self.log().close()?;
             }
             Include::SealedOnly => match lock.try_lock() {
                 Ok(()) => {}
@@ -127,8 +127,8 @@ impl Store {
                 }
             },
         }
-        let root = self.inner.root.clone();
-        let storage = self.inner.options.storage.as_ref();
+        let root = self.root().to_path_buf();
+        let storage = self.options().storage.as_ref();
         self.refresh()?;
         let loaded = manifest::load(&root)?;
         // Files a crashed compaction published without a manifest would collide with this
@@ -154,8 +154,7 @@ impl Store {
         };
         let generation = manifest.generation + 1;
         let run_experiment: HashMap<RunId, ExperimentId> = self
-            .inner
-            .catalog
+            .catalog()
             .runs(None)
             .iter()
             .map(|v| (v.info.id, v.info.experiment))
@@ -207,11 +206,11 @@ impl Store {
     /// not refuse a compaction, which frees space.
     fn write_metadata_chain(&self, events: &[Event]) -> Result<WriterId> {
         let options = WriterOptions {
-            segment_bytes: self.inner.options.segment_bytes,
+            segment_bytes: self.options().segment_bytes,
             sync_every_append: false,
         };
-        let storage = Arc::clone(&self.inner.options.storage);
-        let wal_dir = self.inner.root.join(WAL_DIR);
+        let storage = Arc::clone(&self.options().storage);
+        let wal_dir = self.root().join(WAL_DIR);
         let segment_bytes = segment_bytes_to_hold(events);
         let mut writer = Writer::create_metadata_chain(&wal_dir, storage, options, segment_bytes)?;
         for event in events {
@@ -225,7 +224,7 @@ impl Store {
 
     /// The manifest in force.
     pub fn manifest(&self) -> Result<Manifest> {
-        manifest::load(&self.inner.root)
+        manifest::load(self.root())
     }
 }
 

@@ -78,11 +78,11 @@ impl Store {
                 dir.display()
             )));
         }
-        let storage = self.inner.options.storage.as_ref();
+        let storage = self.options().storage.as_ref();
         crate::io::create_dirs(dir, storage)?;
         self.refresh()?;
         let mut report = ExportReport::default();
-        let experiments = self.inner.catalog.experiments();
+        let experiments = self.catalog().experiments();
         report.experiments = experiments.len();
         let tables = tables::collect(self, &experiments)?;
         report.orphan_points = tables.orphan_points;

@@ -75,7 +75,7 @@ fn floats(values: impl IntoIterator<Item = f64>) -> ArrayRef {
 }
 
 pub(super) fn collect(store: &Store, experiments: &[Experiment]) -> Result<Tables> {
-    let runs = store.inner.catalog.runs(None);
+    let runs = store.catalog().runs(None);
     let run_experiment: HashMap<RunId, ExperimentId> = runs
         .iter()
         .map(|view| (view.info.id, view.info.experiment))
@@ -147,18 +147,7 @@ struct LogPoints {
 /// into one table shared by all experiments. Started over if a compaction deletes what the
 /// read chose.
 fn read_points(store: &Store, run_experiment: &HashMap<RunId, ExperimentId>) -> Result<LogPoints> {
-    let mut attempts = 0;
-    loop {
-        match read_points_once(store, run_experiment) {
-            Err(error)
-                if crate::compaction::is_stale(&error)
-                    && attempts + 1 < crate::compaction::READ_ATTEMPTS_MAX =>
-            {
-                attempts += 1;
-            }
-            other => return other,
-        }
-    }
+    crate::compaction::retry_stale(|| read_points_once(store, run_experiment))
 }
 
 /// Interns keys and runs while points are gathered.
@@ -197,8 +186,8 @@ fn read_points_once(
     store: &Store,
     run_experiment: &HashMap<RunId, ExperimentId>,
 ) -> Result<LogPoints> {
-    let root = &store.inner.root;
-    let manifest = store.inner.manifests.newest(root)?;
+    let root = store.root();
+    let manifest = store.manifests().newest(root)?;
     let mut g = Gathering::default();
     for file in &manifest.files {
         for series in &file.series {
@@ -207,7 +196,7 @@ fn read_points_once(
                 continue;
             };
             let mut columns = (Vec::new(), Vec::new(), Vec::new());
-            let cache = &store.inner.compacted_metadata;
+            let cache = &store.compacted_metadata();
             crate::compaction::read_series(
                 root,
                 file,
@@ -215,7 +204,8 @@ fn read_points_once(
                 crate::compaction::Keep::All,
                 &mut columns,
                 cache,
-            )?;
+            )
+            .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))?;
             let key = g.key(&series.key);
             let (points, run) = g.target(*experiment, series.run);
             points

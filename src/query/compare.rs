@@ -54,7 +54,7 @@ impl Store {
             .iter()
             .map(|id| {
                 let view =
-                    self.lookup_fresh(|| self.inner.catalog.run_entry(*id).and_then(|e| e.view()))?;
+                    self.lookup_fresh(|| self.catalog().run_entry(*id).and_then(|e| e.view()))?;
                 view.ok_or_else(|| Error::NotFound(format!("run {id}")))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -83,7 +83,7 @@ impl Store {
             None => 0,
         };
         self.refresh_if_stale()?;
-        let mut hits = self.inner.catalog.scan_experiments(|row| {
+        let mut hits = self.catalog().scan_experiments(|row| {
             let wanted = includes(search.view, row) && holds_all(&filter, row);
             wanted.then(|| ExperimentHit {
                 keys: order.iter().map(|o| sort_key(row, &o.field)).collect(),
@@ -104,7 +104,7 @@ impl Store {
             .iter()
             .skip(offset)
             .take(page_size)
-            .filter_map(|hit| self.inner.catalog.experiment(hit.id))
+            .filter_map(|hit| self.catalog().experiment(hit.id))
             .collect();
         let next = offset + experiments.len();
         let next_page_token = more.then(|| format!("{next:x}.{fingerprint:016x}"));

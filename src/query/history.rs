@@ -192,18 +192,7 @@ impl Store {
         key: &str,
         steps: &(impl RangeBounds<i64> + Sync),
     ) -> Result<Vec<History>> {
-        let mut attempts = 0;
-        loop {
-            match self.histories_once(runs, key, steps) {
-                Err(error)
-                    if crate::compaction::is_stale(&error)
-                        && attempts + 1 < crate::compaction::READ_ATTEMPTS_MAX =>
-                {
-                    attempts += 1;
-                }
-                other => return other,
-            }
-        }
+        crate::compaction::retry_stale(|| self.histories_once(runs, key, steps))
     }
 
     /// The histories of `key` for each of `runs`, in order; `NotFound` for an unknown run.
@@ -219,16 +208,16 @@ impl Store {
         // One refresh for the whole call, and an existence check that copies nothing out.
         let all_known = || {
             runs.iter()
-                .all(|run| self.inner.catalog.has_run(*run))
+                .all(|run| self.catalog().has_run(*run))
                 .then_some(())
         };
         if self.lookup_fresh(all_known)?.is_none()
-            && let Some(missing) = runs.iter().find(|run| !self.inner.catalog.has_run(**run))
+            && let Some(missing) = runs.iter().find(|run| !self.catalog().has_run(**run))
         {
             return Err(Error::NotFound(format!("run {missing}")));
         }
-        let root = &self.inner.root;
-        let manifest = self.inner.manifests.newest(root)?;
+        let root = self.root();
+        let manifest = self.manifests().newest(root)?;
         let index: HashMap<RunId, usize> = runs.iter().enumerate().map(|(i, r)| (*r, i)).collect();
         // The compacted series to read, in manifest (generation) order; read in parallel, then
         // appended in that order so each run's points keep their order.
@@ -250,7 +239,8 @@ impl Store {
             jobs.par_iter()
                 .map(|(slot, file, series)| {
                     let mut part = History::default();
-                    read_compacted(self, file, series, steps, &mut part)?;
+                    read_compacted(self, file, series, steps, &mut part)
+                        .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))?;
                     Ok((*slot, part))
                 })
                 .collect::<Result<_>>()?
@@ -333,8 +323,8 @@ fn read_compacted(
     } else {
         crate::compaction::Keep::Steps(&test)
     };
-    let cache = &store.inner.compacted_metadata;
-    let root = &store.inner.root;
+    let cache = &store.compacted_metadata();
+    let root = store.root();
     let result = crate::compaction::read_series(root, file, series, keep, &mut columns, cache);
     (history.steps, history.timestamps_ms, history.values) = columns;
     result

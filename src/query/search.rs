@@ -94,7 +94,7 @@ impl Store {
             None => 0,
         };
         self.refresh_if_stale()?;
-        let columns = self.inner.catalog.run_columns();
+        let columns = self.catalog().run_columns();
         let experiments = &search.experiments;
         // Clauses on metadata are decided from the columns; the rest (metric values, which
         // change with every point) from each surviving run's live summaries, under its lock.

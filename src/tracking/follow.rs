@@ -140,13 +140,19 @@ impl Follower {
                 return Ok(());
             }
         }
-        Err(crate::compaction::stale(&self.root.display().to_string()))
+        Err(Error::StaleRead {
+            what: self.root.display().to_string(),
+            attempts: MANIFESTS_PER_REFRESH_MAX,
+        })
     }
 }
 
-/// Whether `error` may come from a compaction deleting segments under the tail.
+/// Whether `error` may come from a compaction deleting segments under the tail, or from
+/// manifests changing faster than (or, lost, behind) what the follower took in: a rebuild from
+/// the newest manifest settles each.
 fn is_gap(error: &Error) -> bool {
     match error {
+        Error::StaleRead { .. } => true,
         Error::Corrupt(corruption) => {
             matches!(corruption.kind, CorruptionKind::MissingSegment { .. })
         }

@@ -118,7 +118,7 @@ impl Store {
     /// refresh (another process created it).
     #[inline]
     pub(crate) fn run_slot(&self, run: RunId) -> Result<Arc<RunEntry>> {
-        match self.inner.run_slots.get(run) {
+        match self.run_slots().get(run) {
             Some(entry) => Ok(entry),
             None => self.run_slot_slow(run),
         }
@@ -126,7 +126,7 @@ impl Store {
 
     #[cold]
     fn run_slot_slow(&self, run: RunId) -> Result<Arc<RunEntry>> {
-        let catalog = &self.inner.catalog;
+        let catalog = self.catalog();
         // Single flight: many requests for an unknown id (a network client picks ids) share
         // one refresh instead of queueing a full refresh each.
         if self
@@ -136,7 +136,7 @@ impl Store {
             return Err(Error::NotFound(format!("run {run}")));
         }
         let entry = catalog.run_or_insert(run);
-        Ok(self.inner.run_slots.insert(entry))
+        Ok(self.run_slots().insert(entry))
     }
 
     /// The entry of `run` for a write: it exists and is not deleted.
@@ -256,7 +256,7 @@ impl Store {
         check_new_keys(&metrics, points)?;
         for point in points {
             let slot = metrics.slot_or_insert(point.key);
-            self.inner.log.log_point(
+            self.log().log_point(
                 entry.id,
                 point.key,
                 point.step,
@@ -280,8 +280,7 @@ impl Store {
         check_not_deleted(entry)?;
         validation::key("metric", key)?;
         let mut metrics = catalog::lock(&entry.metrics);
-        self.inner
-            .log
+        self.log()
             .log_columns(entry.id, key, steps, timestamps_ms, values)?;
         let slot = metrics.slot_or_insert(key);
         let summary = &mut metrics.own[slot];
@@ -431,7 +430,7 @@ impl Store {
             .artifacts
             .get(path)
             .ok_or_else(|| Error::NotFound(format!("artifact {path:?} of run {run}")))?;
-        artifact::read(&self.inner.root, run, artifact)
+        artifact::read(self.root(), run, artifact)
     }
 
     fn store_artifact(
@@ -441,7 +440,7 @@ impl Store {
         source: &mut dyn std::io::Read,
     ) -> Result<Artifact> {
         validation::artifact_path(path)?;
-        if self.inner.options.read_only {
+        if self.options().read_only {
             return Err(Error::ReadOnly);
         }
         let view = self.run(run)?;
@@ -451,13 +450,12 @@ impl Store {
                 "artifact {path:?} of run {run} (artifacts are write-once)"
             )));
         }
-        let inner = &self.inner;
         let stored = artifact::store(
-            &inner.root,
+            self.root(),
             run,
             path,
             source,
-            inner.options.storage.as_ref(),
+            self.options().storage.as_ref(),
         )?;
         let time_ms = now_ms();
         self.record(Event::ArtifactRecorded {

@@ -84,7 +84,7 @@ impl Run {
             parent: options.parent,
             name: name.clone(),
         })?;
-        let entry = store.inner.catalog.run_or_insert(id);
+        let entry = store.catalog().run_or_insert(id);
         let run = Run {
             store,
             entry,
@@ -113,7 +113,7 @@ impl Run {
                 what: format!("run {id}"),
             });
         }
-        let entry = store.inner.catalog.run_or_insert(id);
+        let entry = store.catalog().run_or_insert(id);
         let run = Run {
             store,
             entry,

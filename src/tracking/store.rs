@@ -135,31 +135,31 @@ impl ViewType {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Store {
-    pub(crate) inner: Arc<StoreInner>,
+    inner: Arc<StoreInner>,
 }
 
 #[derive(Debug)]
 pub(crate) struct StoreInner {
-    pub root: PathBuf,
-    pub options: StoreOptions,
-    pub log: Log,
-    pub catalog: Catalog,
-    pub recovery: RecoveryReport,
+    root: PathBuf,
+    options: StoreOptions,
+    log: Log,
+    catalog: Catalog,
+    recovery: RecoveryReport,
     follower: Mutex<Follower>,
     /// Run id to run entry, for writes by id (`keyed.rs`).
-    pub(crate) run_slots: RunSlots,
+    run_slots: RunSlots,
     /// The clock of `last_refresh_ns`.
     opened: Instant,
     /// When the newest completed refresh started, in ns since `opened`, plus one (0: never).
     last_refresh_ns: AtomicU64,
     /// Parsed footers of compacted files, reused by history queries.
     #[cfg(feature = "parquet")]
-    pub compacted_metadata: crate::compaction::MetadataCache,
+    compacted_metadata: crate::compaction::MetadataCache,
     /// The newest manifest, decoded once per generation.
-    pub manifests: crate::compaction::manifest::ManifestCache,
+    manifests: crate::compaction::manifest::ManifestCache,
     /// The background compactor, if `compaction_interval` asked for one.
     #[cfg(feature = "parquet")]
-    pub background: Mutex<Option<crate::compaction::Background>>,
+    background: Mutex<Option<crate::compaction::Background>>,
 }
 
 impl Store {
@@ -255,6 +255,49 @@ impl Store {
     /// What recovery did when this handle opened the store.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.inner.recovery
+    }
+
+    /// The options the store was opened with.
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// This handle's own log (its writers' segments).
+    pub(crate) fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    /// The in-memory catalog of experiments and runs.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Run id to run entry, for writes by id.
+    pub(crate) fn run_slots(&self) -> &RunSlots {
+        &self.inner.run_slots
+    }
+
+    /// The newest compaction manifest, decoded once per generation.
+    pub(crate) fn manifests(&self) -> &crate::compaction::manifest::ManifestCache {
+        &self.inner.manifests
+    }
+
+    /// Parsed footers of compacted files.
+    #[cfg(feature = "parquet")]
+    pub(crate) fn compacted_metadata(&self) -> &crate::compaction::MetadataCache {
+        &self.inner.compacted_metadata
+    }
+
+    /// A reference that does not keep the store open (for the background compactor).
+    #[cfg(feature = "parquet")]
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<StoreInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The store behind `weak`, if a handle still holds it.
+    #[cfg(feature = "parquet")]
+    pub(crate) fn upgrade(weak: &std::sync::Weak<StoreInner>) -> Option<Store> {
+        weak.upgrade().map(|inner| Store { inner })
     }
 
     /// Applies what other writers (threads of other handles, other processes) appended since

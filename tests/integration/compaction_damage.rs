@@ -574,3 +574,36 @@ fn a_leftover_that_cannot_be_removed_stops_compaction_and_the_store_still_opens(
         assert_eq!(history(dir.path(), *run).unwrap(), expected(0..1_000));
     }
 }
+
+/// A compacted file the manifest in force lists, deleted while no compaction runs, is missing
+/// history: history and export report it as damage naming the file, never as a read that a
+/// compaction overtook (which would be retried and then blamed on compaction).
+#[test]
+fn a_deleted_listed_file_is_reported_missing_not_retried_as_a_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let runs = two_generations(root);
+    let file = manifest::load(root).unwrap().files[0].clone();
+    assert_eq!(file.generation, 1);
+    let path = root.join(&file.path);
+    // Opened before the deletion, so what is tested is the reads, not open's survey.
+    let store = Store::open_with(root, read_only()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let reads: [(&str, runlog::Result<()>); 3] = [
+        ("history", store.history(runs[0], "loss", ..).map(drop)),
+        ("range", store.history(runs[0], "loss", 100..200).map(drop)),
+        (
+            "export",
+            store
+                .export(tempfile::tempdir().unwrap().path().join("out"))
+                .map(drop),
+        ),
+    ];
+    for (name, result) in reads {
+        match result {
+            Ok(()) => panic!("{name} read a deleted file"),
+            Err(error) => assert_corrupt_names(&error, &path, name),
+        }
+    }
+    assert_verify_names(root, &path, "verify");
+}
