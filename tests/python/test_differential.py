@@ -451,6 +451,11 @@ def scenario_raw_http(client, n):
         ("missing_name", "POST", "/api/2.0/mlflow/experiments/create", {}),
     ]:
         r = requests.request(method, url + path, json=body, timeout=60)
+        if name == "unknown_endpoint":
+            # MLflow's Flask app answers an unknown path with a 404 HTML page; runlog answers
+            # 404 ENDPOINT_NOT_FOUND in MLflow's JSON error shape. Only the status is compared.
+            out[name] = {"status": r.status_code}
+            continue
         try:
             code = r.json().get("error_code")
         except ValueError:
