@@ -92,6 +92,7 @@ pub mod util;
 pub mod verify;
 pub mod wal;
 
+pub use artifact::ArtifactEntry;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
