@@ -16,7 +16,11 @@
 //!   checksummed manifest, by call or in the background;
 //! - `export` (feature `parquet`, on by default): the store as Hive-partitioned Parquet;
 //! - [`verify`]: a read-only check of every checksummed structure of a store;
-//! - `ingest` (feature `jsonl`, on with `cli`): the JSON Lines event format of `runlog ingest`.
+//! - `ingest` (feature `jsonl`, on with `cli`): the JSON Lines event format of `runlog ingest`;
+//! - `mlflow` (feature `mlflow`, on with `cli`): MLflow's tracking REST protocol over the
+//!   engine, for the HTTP server and the Python plugin;
+//! - `server` (feature `server`, on with `cli`): that protocol over HTTP/1.1, the library side
+//!   of `runlog serve` (`docs/SERVER.md`).
 //!
 //! The `runlog` binary (feature `cli`, on by default; `docs/CLI.md`) is a thin command line
 //! over these.
@@ -82,8 +86,12 @@ pub mod ingest;
 pub mod io;
 pub mod layout;
 pub mod limits;
+#[cfg(feature = "mlflow")]
+pub mod mlflow;
 #[cfg(feature = "parquet")]
 mod parquet_file;
+#[cfg(feature = "server")]
+pub mod server;
 mod periodic;
 pub mod query;
 mod summary;
@@ -92,6 +100,7 @@ pub mod util;
 pub mod verify;
 pub mod wal;
 
+pub use artifact::ArtifactEntry;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};

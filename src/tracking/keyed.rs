@@ -433,6 +433,15 @@ impl Store {
         artifact::read(self.root(), run, artifact)
     }
 
+    /// The direct children of artifact folder `dir` of `run` (`""` for its artifact folder),
+    /// in path order; a `dir` that is a file or holds nothing lists nothing.
+    pub fn list_artifacts(&self, run: RunId, dir: &str) -> Result<Vec<artifact::ArtifactEntry>> {
+        if !dir.is_empty() {
+            validation::artifact_path(dir)?;
+        }
+        Ok(artifact::list(&self.run(run)?.artifacts, dir))
+    }
+
     fn store_artifact(
         &self,
         run: RunId,
