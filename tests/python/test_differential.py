@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import pytest
 import requests
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -34,7 +35,8 @@ def compare(scenario, reference_url, subject_url):
             while mlflow.active_run() is not None:
                 mlflow.end_run()
     reference, subject = results
-    assert reference == subject, "results differ:\n" + normalize.diff(reference, subject)
+    if reference != subject:
+        pytest.fail("results differ:\n" + normalize.diff(reference, subject), pytrace=False)
 
 
 def raises(fn):
