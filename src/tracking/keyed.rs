@@ -442,6 +442,36 @@ impl Store {
         Ok(artifact::list(&self.run(run)?.artifacts, dir))
     }
 
+    /// Deletes artifact `path` of `run`, or every artifact under folder `path`, as MLflow's
+    /// artifact stores do; a path that names nothing is `NotFound`. Returns what was deleted.
+    pub fn delete_artifacts(&self, run: RunId, path: &str) -> Result<Vec<String>> {
+        validation::artifact_path(path)?;
+        if self.options().read_only {
+            return Err(Error::ReadOnly);
+        }
+        let view = self.run(run)?;
+        self.writable_run(run)?;
+        let folder = format!("{path}/");
+        let doomed: Vec<String> = view
+            .artifacts
+            .keys()
+            .filter(|stored| *stored == path || stored.starts_with(&folder))
+            .cloned()
+            .collect();
+        if doomed.is_empty() {
+            return Err(Error::NotFound(format!("artifact {path:?} of run {run}")));
+        }
+        for stored in &doomed {
+            self.record(Event::ArtifactDeleted {
+                run,
+                time_ms: now_ms(),
+                path: stored.clone(),
+            })?;
+            artifact::remove(self.root(), run, stored, self.options().storage.as_ref())?;
+        }
+        Ok(doomed)
+    }
+
     fn store_artifact(
         &self,
         run: RunId,

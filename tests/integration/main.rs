@@ -28,6 +28,7 @@ mod sim;
 #[cfg(feature = "parquet")]
 mod sim_regressions;
 mod tracking_api;
+mod tracking_artifacts;
 mod tracking_keyed;
 mod tracking_model;
 mod tracking_multiprocess;
