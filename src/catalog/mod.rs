@@ -175,7 +175,8 @@ pub(crate) struct RunMeta {
     lifecycle: Option<Lww<LifecycleStage>>,
     params: BTreeMap<String, Lww<String>>,
     tags: BTreeMap<String, Lww<Option<String>>>,
-    artifacts: BTreeMap<String, Artifact>,
+    /// By path; `None` once deleted (kept, so an older record applied later stays deleted).
+    artifacts: BTreeMap<String, Lww<Option<Artifact>>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -545,19 +546,19 @@ impl Catalog {
                 sha256,
                 path,
             } => {
+                let artifact = Artifact {
+                    path: path.clone(),
+                    size_bytes: *size_bytes,
+                    sha256: *sha256,
+                    time_ms: *time_ms,
+                };
                 self.with_run(*run, |m| {
-                    let artifact = Artifact {
-                        path: path.clone(),
-                        size_bytes: *size_bytes,
-                        sha256: *sha256,
-                        time_ms: *time_ms,
-                    };
-                    match m.artifacts.get(path) {
-                        Some(existing) if existing.time_ms > *time_ms => {}
-                        _ => {
-                            m.artifacts.insert(path.clone(), artifact);
-                        }
-                    }
+                    set_register(&mut m.artifacts, path, at(*time_ms), Some(artifact))
+                });
+            }
+            Event::ArtifactDeleted { run, time_ms, path } => {
+                self.with_run(*run, |m| {
+                    set_register(&mut m.artifacts, path, at(*time_ms), None)
                 });
             }
             // Metric events of this handle update summaries directly (see `Run::log_metric`);
@@ -705,10 +706,20 @@ fn set_tag(
     at: Stamp,
     value: Option<String>,
 ) {
-    match tags.get_mut(key) {
+    set_register(tags, key, at, value);
+}
+
+/// Sets (`Some`) or deletes (`None`) the register of `key`, last writer wins.
+fn set_register<T>(
+    registers: &mut BTreeMap<String, Lww<Option<T>>>,
+    key: &str,
+    at: Stamp,
+    value: Option<T>,
+) {
+    match registers.get_mut(key) {
         Some(register) => register.set(at, value),
         None => {
-            tags.insert(key.to_string(), Lww::new(at, value));
+            registers.insert(key.to_string(), Lww::new(at, value));
         }
     }
 }
@@ -766,7 +777,11 @@ impl RunEntry {
             .iter()
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
-        let artifacts = meta.artifacts.clone();
+        let artifacts = meta
+            .artifacts
+            .iter()
+            .filter_map(|(path, register)| Some((path.clone(), register.value.clone()?)))
+            .collect();
         drop(meta);
         let metrics = lock(&self.metrics).view();
         Some(RunView {

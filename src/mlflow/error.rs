@@ -112,7 +112,7 @@ impl MlflowError {
     pub fn endpoint_not_found(method: Method, path: &str) -> MlflowError {
         MlflowError::new(
             ErrorCode::EndpointNotFound,
-            format!("No API endpoint for {method:?} {path}"),
+            format!("No API endpoint for {} {path}", method.as_str()),
         )
     }
 

@@ -30,9 +30,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::artifact;
-use crate::catalog::{self, Artifact, RunEntry, RunInfo};
+use crate::catalog::{self, Artifact, LifecycleStage, RunEntry, RunInfo};
 use crate::error::{Error, Result};
-use crate::ids::RunId;
+use crate::ids::{ExperimentId, RunId};
+use crate::tracking::run::{RunOptions, SystemTags, record_new_run};
 use crate::tracking::store::Store;
 use crate::tracking::{system_tags, validation};
 use crate::util::{IdHash, now_ms};
@@ -144,6 +145,34 @@ impl Store {
         let entry = self.run_slot(run)?;
         check_not_deleted(&entry)?;
         Ok(entry)
+    }
+
+    /// Creates a run in `experiment` without a handle (MLflow's CreateRun): it stays RUNNING
+    /// until `update_run` ends it. Unlike [`Store::start_run`] it records none of this process's
+    /// user, source or git tags, only its name and parent tags and `options.tags`: a server's
+    /// client sends its own.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// let experiment = store.get_or_create_experiment("e")?.id;
+    /// let options = runlog::RunOptions { name: Some("remote".into()), ..Default::default() };
+    /// let info = store.create_run(experiment, options)?;
+    /// let tags = store.run(info.id)?.tags;
+    /// assert_eq!(tags.keys().collect::<Vec<_>>(), ["mlflow.runName"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create_run(&self, experiment: ExperimentId, options: RunOptions) -> Result<RunInfo> {
+        let found = self.experiment(experiment)?;
+        if found.lifecycle_stage == LifecycleStage::Deleted {
+            return Err(Error::Deleted {
+                what: format!("experiment {experiment}"),
+            });
+        }
+        let entry = record_new_run(self, experiment, options, SystemTags::NameAndParentOnly)?;
+        Ok(self.run(entry.id)?.info)
     }
 
     /// Logs metric points, params and tags to `run` with MLflow's batch rules (see the module
@@ -440,6 +469,36 @@ impl Store {
             validation::artifact_path(dir)?;
         }
         Ok(artifact::list(&self.run(run)?.artifacts, dir))
+    }
+
+    /// Deletes artifact `path` of `run`, or every artifact under folder `path`, as MLflow's
+    /// artifact stores do; a path that names nothing is `NotFound`. Returns what was deleted.
+    pub fn delete_artifacts(&self, run: RunId, path: &str) -> Result<Vec<String>> {
+        validation::artifact_path(path)?;
+        if self.options().read_only {
+            return Err(Error::ReadOnly);
+        }
+        let view = self.run(run)?;
+        self.writable_run(run)?;
+        let folder = format!("{path}/");
+        let doomed: Vec<String> = view
+            .artifacts
+            .keys()
+            .filter(|stored| *stored == path || stored.starts_with(&folder))
+            .cloned()
+            .collect();
+        if doomed.is_empty() {
+            return Err(Error::NotFound(format!("artifact {path:?} of run {run}")));
+        }
+        for stored in &doomed {
+            self.record(Event::ArtifactDeleted {
+                run,
+                time_ms: now_ms(),
+                path: stored.clone(),
+            })?;
+            artifact::remove(self.root(), run, stored, self.options().storage.as_ref())?;
+        }
+        Ok(doomed)
     }
 
     fn store_artifact(

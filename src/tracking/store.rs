@@ -39,6 +39,9 @@ use crate::util::{now_ms, random_u64};
 use crate::wal::{Durability, Event, Log, LogOptions, RecoveryReport};
 
 use crate::layout::CATALOG_LOCK;
+
+/// The name of MLflow's default experiment, id 0 ([`Store::default_experiment`]).
+pub const DEFAULT_EXPERIMENT_NAME: &str = "Default";
 pub use crate::layout::WAL_DIR;
 
 /// Fails unless `root` has a store's layout: the `wal/` folder that opening a store for
@@ -452,6 +455,51 @@ impl Store {
             .catalog
             .experiment(id)
             .ok_or_else(|| Error::NotFound(format!("experiment {id}")))
+    }
+
+    /// MLflow's default experiment: id 0, named `Default`, created if there is none. MLflow's
+    /// clients log to it when no experiment is chosen. `AlreadyExists` if another experiment
+    /// already holds the name `Default`.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// let store = runlog::Store::open(dir.path())?;
+    /// let default = store.default_experiment()?;
+    /// assert_eq!((default.id, default.name.as_str()), (runlog::ExperimentId(0), "Default"));
+    /// assert_eq!(store.default_experiment()?.id, default.id);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn default_experiment(&self) -> Result<Experiment> {
+        const DEFAULT: ExperimentId = ExperimentId(0);
+        if let Ok(experiment) = self.experiment(DEFAULT) {
+            return Ok(experiment);
+        }
+        let _lock = self.lock_catalog()?;
+        self.refresh()?;
+        if let Some(experiment) = self.inner.catalog.experiment(DEFAULT) {
+            return Ok(experiment);
+        }
+        if self
+            .inner
+            .catalog
+            .experiment_by_name(DEFAULT_EXPERIMENT_NAME)
+            .is_some()
+        {
+            return Err(Error::AlreadyExists(format!(
+                "experiment {DEFAULT_EXPERIMENT_NAME:?} (not the default experiment, id 0)"
+            )));
+        }
+        self.record(Event::ExperimentCreated {
+            experiment: DEFAULT,
+            time_ms: now_ms(),
+            name: DEFAULT_EXPERIMENT_NAME.to_string(),
+        })?;
+        self.inner
+            .catalog
+            .experiment(DEFAULT)
+            .ok_or_else(|| Error::NotFound(format!("experiment {DEFAULT}")))
     }
 
     /// The experiment with `id`.

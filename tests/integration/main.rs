@@ -16,6 +16,8 @@ mod export_parquet;
 mod fixtures;
 mod fork;
 mod layers;
+#[cfg(feature = "mlflow")]
+mod mlflow_api;
 #[cfg(feature = "cli")]
 mod processes;
 mod query_experiments;
@@ -28,6 +30,7 @@ mod sim;
 #[cfg(feature = "parquet")]
 mod sim_regressions;
 mod tracking_api;
+mod tracking_artifacts;
 mod tracking_keyed;
 mod tracking_model;
 mod tracking_multiprocess;
