@@ -8,6 +8,8 @@ Deliberate differences (documented in docs/SERVER.md, "Differences from MLflow")
 here, each at the one place that says so:
 - +-inf: MLflow's SQL store clamps to +-1.7976931348623157e308 (sys.float_info.max), runlog
   keeps the exact infinity. Both are shown as "inf"/"-inf".
+- -0.0: MLflow's sqlite store returns 0.0 (SQLite stores a REAL without a fraction as an
+  integer, losing the sign), runlog keeps the exact bits. Both are shown as "0.0".
 - exact duplicate metric points (same key, step, timestamp and value): MLflow's SQL store keeps
   one (they collide on its primary key), runlog keeps every point logged. History is compared
   with exact duplicates collapsed. Points at a repeated step with another value or timestamp
@@ -132,8 +134,8 @@ def time_mark(ms):
 
 
 def value(v):
-    """A metric value as a comparable string: NaN equals NaN, and +-inf is folded as the
-    module docstring says (MLflow clamps, runlog keeps; docs/SERVER.md)."""
+    """A metric value as a comparable string: NaN equals NaN; +-inf and -0.0 are folded as the
+    module docstring says (MLflow loses them, runlog keeps them; docs/SERVER.md)."""
     if v is None:
         return None
     v = float(v)
@@ -141,6 +143,8 @@ def value(v):
         return "nan"
     if math.isinf(v) or abs(v) == sys.float_info.max:
         return "inf" if v > 0 else "-inf"
+    if v == 0.0:
+        return "0.0"  # -0.0 folded, module docstring
     return repr(v)
 
 
