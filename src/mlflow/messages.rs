@@ -200,6 +200,6 @@ mod tests {
         assert_eq!(json(f64::NEG_INFINITY), r#""-Infinity""#);
         assert_eq!(json(-0.0), "-0.0");
         assert_eq!(json(0.1), "0.1");
-        assert_eq!(json(1e300), "1e300");
+        assert_eq!(json(1e300), "1e+300");
     }
 }
