@@ -232,12 +232,23 @@ pub(crate) fn get_history_bulk_interval(service: &Service, request: &Request<'_>
         }
     };
     let steps = step_range(fields.int("start_step")?, fields.int("end_step")?)?;
-    let mut histories = Vec::with_capacity(run_ids.len());
+    let mut runs = Vec::with_capacity(run_ids.len());
     for text in &run_ids {
-        histories.push(read_history(service, text, key, steps)?);
+        runs.push(runs::parse_id(text)?);
     }
+    // One read of the log for every run; the first unknown run is MLflow's 404.
+    let histories = service
+        .store()
+        .history_of_runs(&runs, key, steps)
+        .map_err(|e| match e {
+            crate::Error::NotFound(what) => {
+                let id = what.strip_prefix("run ").unwrap_or(&what).to_string();
+                runs::not_found(&id)
+            }
+            other => MlflowError::from(other),
+        })?;
     let mut out = Vec::new();
-    for (run, history) in &histories {
+    for (run, history) in runs.iter().zip(&histories) {
         let points = by_step(history);
         out.extend(
             sample_like_ntile(&points, per_run)

@@ -211,7 +211,10 @@ fn every_module_is_in_a_layer() {
 fn the_mlflow_protocol_sits_between_the_engine_and_its_front_ends() {
     let mlflow = layer_of("mlflow").unwrap();
     for below in ["tracking", "query", "catalog", "wal"] {
-        assert!(layer_of(below).unwrap() < mlflow, "{below} must sit below mlflow");
+        assert!(
+            layer_of(below).unwrap() < mlflow,
+            "{below} must sit below mlflow"
+        );
     }
     assert!(layer_of("server").unwrap() > mlflow);
     // Nothing below it uses it (module_dependencies_point_down checks every edge; this names
