@@ -111,7 +111,7 @@ impl<'a> RunInfoMessage<'a> {
             run_uuid: id.clone(),
             experiment_id: info.experiment.to_string(),
             run_name: &info.name,
-            user_id: info.user.as_deref().unwrap_or(""),
+            user_id: info.user.as_deref().unwrap_or(super::runs::UNKNOWN_USER),
             status: info.status.as_str(),
             start_time: info.start_time_ms,
             end_time: info.end_time_ms,
