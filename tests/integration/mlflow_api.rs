@@ -326,6 +326,12 @@ fn mlflow_run_create_get_update_shapes() {
         info["artifact_uri"],
         format!("mlflow-artifacts:/{experiment}/{id}/artifacts")
     );
+    // MLflow's client names user "unknown" when it knows none; MLflow records no tag then.
+    let body = json!({"experiment_id": experiment, "user_id": "unknown"});
+    let anonymous = api.ok_post("runs/create", body);
+    assert_eq!(anonymous["run"]["info"]["user_id"], "unknown");
+    let tags = anonymous["run"]["data"]["tags"].as_array().unwrap();
+    assert!(tags.iter().all(|t| t["key"] != "mlflow.user"), "{tags:?}");
     let tags = created["run"]["data"]["tags"].as_array().unwrap();
     let keys: Vec<&str> = tags.iter().map(|t| t["key"].as_str().unwrap()).collect();
     // No tag of the server's own process (its user, source or git commit) leaks in.
@@ -1008,15 +1014,18 @@ fn mlflow_history_bulk_and_bulk_interval() {
         "INVALID_PARAMETER_VALUE",
         "at most 100 run_ids",
     );
-    assert_error(
-        api.get(
-            "metrics/get-history-bulk-interval",
-            "run_ids=0123456789abcdef0123456789abcdef&metric_key=m",
-        ),
-        404,
-        "RESOURCE_DOES_NOT_EXIST",
-        "not found",
-    );
+    // Unknown runs have no points, as in MLflow's SQL store.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    for route in [
+        "get-history-bulk-interval?run_ids",
+        "get-history-bulk?run_id",
+    ] {
+        let (route, name) = route.split_once('?').unwrap();
+        let query = format!("{name}={unknown}&{name}=nonsense&metric_key=m");
+        assert_eq!(api.ok_get(&format!("metrics/{route}"), &query), json!({}));
+    }
+    let query = format!("run_id={unknown}&metric_key=m");
+    assert_eq!(api.ok_get("metrics/get-history", &query), json!({}));
     assert_error(
         api.get("metrics/get-history-bulk", "metric_key=m"),
         400,
