@@ -283,18 +283,20 @@ impl Store {
         // exactly when the log holds it.
         let mut metrics = catalog::lock(&entry.metrics);
         check_new_keys(&metrics, points)?;
-        for point in points {
-            let slot = metrics.slot_or_insert(point.key);
-            self.log().log_point(
-                entry.id,
-                point.key,
-                point.step,
-                point.timestamp_ms,
-                point.value,
-            )?;
-            metrics.own[slot].update(point.step, point.timestamp_ms, point.value);
-        }
-        Ok(())
+        let slots: Vec<usize> = points
+            .iter()
+            .map(|point| metrics.slot_or_insert(point.key))
+            .collect();
+        // One append call for the batch: under `Durability::Sync` it is one msync, not one per
+        // point. Each point is counted as soon as the log holds it.
+        let columns = points
+            .iter()
+            .map(|p| (p.key, p.step, p.timestamp_ms, p.value));
+        self.log().log_points(entry.id, columns, &mut |index| {
+            if let (Some(point), Some(slot)) = (points.get(index), slots.get(index)) {
+                metrics.own[*slot].update(point.step, point.timestamp_ms, point.value);
+            }
+        })
     }
 
     /// Appends a column-wise batch of one key to a run whose entry the caller holds.

@@ -273,6 +273,26 @@ impl Writer {
         self.after_append()
     }
 
+    /// Appends points of `run`, each as [`Writer::log_point`] does, and syncs once after the
+    /// last under `sync_every_append`: a batch costs one msync, not one per point.
+    /// `appended(i)` runs once point `i` is in the log, so a caller can count exactly the
+    /// points the log holds even if a later one fails.
+    pub fn log_points<'a>(
+        &mut self,
+        run: RunId,
+        points: impl IntoIterator<Item = (&'a str, i64, i64, f64)>,
+        appended: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.check_usable()?;
+        for (index, (key, step, timestamp_ms, value)) in points.into_iter().enumerate() {
+            let key_id = self.intern(run, key)?;
+            self.stream_point(run, key_id, step, timestamp_ms, value)?;
+            self.stats.points += 1;
+            appended(index);
+        }
+        self.after_append()
+    }
+
     /// Appends points of one run and key as column-wise batch records (split as needed).
     pub fn log_columns(
         &mut self,

@@ -184,9 +184,39 @@ fn mlflow_experiment_lifecycle() {
         "No tag with name: k",
     );
 
+    let run = api.run(&id);
+    let gone = api.run(&id);
+    api.ok_post("runs/delete", json!({ "run_id": gone }));
     api.ok_post("experiments/delete", json!({"experiment_id": id}));
     let got = api.ok_get("experiments/get", &format!("experiment_id={id}"));
     assert_eq!(got["experiment"]["lifecycle_stage"], "deleted");
+    // As in MLflow, deleting an experiment deletes its runs, and only an active one can go.
+    let got = api.ok_get("runs/get", &format!("run_id={run}"));
+    assert_eq!(got["run"]["info"]["lifecycle_stage"], "deleted");
+    assert_error(
+        api.post("experiments/delete", json!({"experiment_id": id})),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "No Experiment with id=",
+    );
+    assert_error(
+        api.post(
+            "experiments/update",
+            json!({"experiment_id": id, "new_name": "x"}),
+        ),
+        500,
+        "INVALID_STATE",
+        "Cannot rename a non-active experiment.",
+    );
+    assert_error(
+        api.post(
+            "experiments/set-experiment-tag",
+            json!({"experiment_id": id, "key": "k", "value": "v"}),
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "must be in the 'active' state",
+    );
     assert_error(
         api.post("runs/create", json!({"experiment_id": id})),
         400,
@@ -194,6 +224,17 @@ fn mlflow_experiment_lifecycle() {
         "must be in the 'active' state",
     );
     api.ok_post("experiments/restore", json!({"experiment_id": id}));
+    // Restoring restores every run of the experiment, as MLflow does.
+    for restored in [&run, &gone] {
+        let got = api.ok_get("runs/get", &format!("run_id={restored}"));
+        assert_eq!(got["run"]["info"]["lifecycle_stage"], "active");
+    }
+    assert_error(
+        api.post("experiments/restore", json!({"experiment_id": id})),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "No Experiment with id=",
+    );
     api.run(&id);
 }
 
