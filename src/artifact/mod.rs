@@ -119,7 +119,14 @@ mod tests {
 
     #[test]
     fn lists_direct_children_only() {
-        let stored = artifacts(&["a.txt", "d/b.txt", "d/e/c.txt", "d/f.txt", "d-x.txt", "dd/g"]);
+        let stored = artifacts(&[
+            "a.txt",
+            "d/b.txt",
+            "d/e/c.txt",
+            "d/f.txt",
+            "d-x.txt",
+            "dd/g",
+        ]);
         assert_eq!(paths(&list(&stored, "")), ["a.txt", "d-x.txt", "d/", "dd/"]);
         assert_eq!(paths(&list(&stored, "d")), ["d/b.txt", "d/e/", "d/f.txt"]);
         assert_eq!(paths(&list(&stored, "d/e")), ["d/e/c.txt"]);

@@ -20,6 +20,8 @@ const LAYERS: &[&[&str]] = &[
     &["compaction"],
     &["tracking"],
     &["query", "export", "verify", "ingest"],
+    &["mlflow"],
+    &["server"],
 ];
 
 /// An edge that does not point down, allowed only from `files` (paths under `src/`).
