@@ -13,7 +13,7 @@ use super::wire::{Fields, missing, wrong_type};
 use super::{Body, MlflowError, Request, Service};
 use crate::query::SearchExperiments;
 use crate::tracking::validation;
-use crate::{Error, ExperimentId, ViewType};
+use crate::{Error, Experiment, ExperimentId, LifecycleStage, ViewType};
 
 /// The largest page of `experiments/search` (MLflow's `SEARCH_MAX_RESULTS_THRESHOLD`).
 const SEARCH_RESULTS_MAX: i64 = 50_000;
@@ -206,12 +206,53 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
     }))
 }
 
-/// `experiments/update`: renames.
+/// The experiment `text` names, which must be in `stage` (MLflow looks an experiment up among
+/// the active ones to delete it, among the deleted ones to restore it: any other is not found).
+fn experiment_in(
+    service: &Service,
+    text: &str,
+    stage: LifecycleStage,
+) -> Result<Experiment, MlflowError> {
+    let experiment = service
+        .store()
+        .experiment(parse_id(text)?)
+        .map_err(|e| experiment_error(text, e))?;
+    if experiment.lifecycle_stage != stage {
+        return Err(not_found(text));
+    }
+    Ok(experiment)
+}
+
+/// An active experiment, for a change MLflow allows only on active ones.
+fn active_experiment(service: &Service, text: &str) -> Result<Experiment, MlflowError> {
+    let experiment = service
+        .store()
+        .experiment(parse_id(text)?)
+        .map_err(|e| experiment_error(text, e))?;
+    if experiment.lifecycle_stage != LifecycleStage::Active {
+        return Err(MlflowError::invalid(format!(
+            "The experiment {text} must be in the 'active' state. Current state is deleted."
+        )));
+    }
+    Ok(experiment)
+}
+
+/// `experiments/update`: renames an active experiment.
 pub(crate) fn update(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.required_string("experiment_id")?;
     let new_name = fields.required_string("new_name")?;
     let id = parse_id(text)?;
+    let experiment = service
+        .store()
+        .experiment(id)
+        .map_err(|e| experiment_error(text, e))?;
+    if experiment.lifecycle_stage != LifecycleStage::Active {
+        return Err(MlflowError::new(
+            super::ErrorCode::InvalidState,
+            "Cannot rename a non-active experiment.",
+        ));
+    }
     service
         .store()
         .rename_experiment(id, new_name)
@@ -225,25 +266,33 @@ pub(crate) fn update(service: &Service, request: &Request<'_>) -> Body {
     Ok(b"{}".to_vec())
 }
 
-/// `experiments/delete`.
+/// `experiments/delete`: deletes an active experiment and, as MLflow does, its runs.
 pub(crate) fn delete(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.required_string("experiment_id")?;
-    service
-        .store()
-        .delete_experiment(parse_id(text)?)
+    let experiment = experiment_in(service, text, LifecycleStage::Active)?;
+    let store = service.store();
+    store
+        .delete_experiment(experiment.id)
         .map_err(|e| experiment_error(text, e))?;
+    for run in store.runs(experiment.id, ViewType::ActiveOnly)? {
+        store.delete_run(run.info.id)?;
+    }
     Ok(b"{}".to_vec())
 }
 
-/// `experiments/restore`.
+/// `experiments/restore`: restores a deleted experiment and, as MLflow does, all its runs.
 pub(crate) fn restore(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.required_string("experiment_id")?;
-    service
-        .store()
-        .restore_experiment(parse_id(text)?)
+    let experiment = experiment_in(service, text, LifecycleStage::Deleted)?;
+    let store = service.store();
+    store
+        .restore_experiment(experiment.id)
         .map_err(|e| experiment_error(text, e))?;
+    for run in store.runs(experiment.id, ViewType::DeletedOnly)? {
+        store.restore_run(run.info.id)?;
+    }
     Ok(b"{}".to_vec())
 }
 
@@ -253,9 +302,10 @@ pub(crate) fn set_tag(service: &Service, request: &Request<'_>) -> Body {
     let text = fields.required_string("experiment_id")?;
     let key = fields.required_string("key")?;
     let value = fields.string("value")?.unwrap_or("");
+    let experiment = active_experiment(service, text)?;
     service
         .store()
-        .set_experiment_tag(parse_id(text)?, key, value)
+        .set_experiment_tag(experiment.id, key, value)
         .map_err(|e| experiment_error(text, e))?;
     Ok(b"{}".to_vec())
 }
@@ -265,11 +315,8 @@ pub(crate) fn delete_tag(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.required_string("experiment_id")?;
     let key = fields.required_string("key")?;
-    let id = parse_id(text)?;
-    let experiment = service
-        .store()
-        .experiment(id)
-        .map_err(|e| experiment_error(text, e))?;
+    let experiment = active_experiment(service, text)?;
+    let id = experiment.id;
     if !experiment.tags.contains_key(key) {
         return Err(MlflowError::not_found(format!(
             "No tag with name: {key} in experiment with id {text}"

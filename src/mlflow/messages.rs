@@ -111,7 +111,7 @@ impl<'a> RunInfoMessage<'a> {
             run_uuid: id.clone(),
             experiment_id: info.experiment.to_string(),
             run_name: &info.name,
-            user_id: info.user.as_deref().unwrap_or(""),
+            user_id: info.user.as_deref().unwrap_or(super::runs::UNKNOWN_USER),
             status: info.status.as_str(),
             start_time: info.start_time_ms,
             end_time: info.end_time_ms,
@@ -200,6 +200,6 @@ mod tests {
         assert_eq!(json(f64::NEG_INFINITY), r#""-Infinity""#);
         assert_eq!(json(-0.0), "-0.0");
         assert_eq!(json(0.1), "0.1");
-        assert_eq!(json(1e300), "1e300");
+        assert_eq!(json(1e300), "1e+300");
     }
 }

@@ -71,21 +71,22 @@ fn by_step(history: &History) -> Vec<Point> {
     points
 }
 
-/// Reads `key` of the run `text` names: checks that the run exists (MLflow answers 404 for an
-/// unknown run, an empty list for an unknown key).
+/// Reads `key` of the run `text` names. A run that does not exist has no points, as in
+/// MLflow's SQL store (its history queries do not check the run).
 fn read_history(
     service: &Service,
     text: &str,
     key: &str,
     steps: (std::ops::Bound<i64>, std::ops::Bound<i64>),
-) -> Result<(RunId, History), MlflowError> {
-    let run = runs::parse_id(text)?;
-    service.store().run(run).map_err(|e| run_error(text, e))?;
-    let history = service
-        .store()
-        .history(run, key, steps)
-        .map_err(|e| run_error(text, e))?;
-    Ok((run, history))
+) -> Result<(Option<RunId>, History), MlflowError> {
+    let Ok(run) = runs::parse_id(text) else {
+        return Ok((None, History::default()));
+    };
+    match service.store().history(run, key, steps) {
+        Ok(history) => Ok((Some(run), history)),
+        Err(crate::Error::NotFound(_)) => Ok((Some(run), History::default())),
+        Err(other) => Err(run_error(text, other)),
+    }
 }
 
 const ALL_STEPS: (std::ops::Bound<i64>, std::ops::Bound<i64>) =
@@ -187,7 +188,9 @@ pub(crate) fn get_history_bulk(service: &Service, request: &Request<'_>) -> Body
     run_ids.sort();
     let mut out = Vec::new();
     for text in &run_ids {
-        let (run, history) = read_history(service, text, &key, ALL_STEPS)?;
+        let (Some(run), history) = read_history(service, text, &key, ALL_STEPS)? else {
+            continue;
+        };
         let points = by_time(&history);
         out.extend(
             points
@@ -232,12 +235,17 @@ pub(crate) fn get_history_bulk_interval(service: &Service, request: &Request<'_>
         }
     };
     let steps = step_range(fields.int("start_step")?, fields.int("end_step")?)?;
-    let mut histories = Vec::with_capacity(run_ids.len());
-    for text in &run_ids {
-        histories.push(read_history(service, text, key, steps)?);
-    }
+    // Runs that do not exist have no points (as in MLflow's SQL store); the rest are read in
+    // one pass over the log.
+    let store = service.store();
+    let runs: Vec<RunId> = run_ids
+        .iter()
+        .filter_map(|text| runs::parse_id(text).ok())
+        .filter(|run| store.run(*run).is_ok())
+        .collect();
+    let histories = store.history_of_runs(&runs, key, steps)?;
     let mut out = Vec::new();
-    for (run, history) in &histories {
+    for (run, history) in runs.iter().zip(&histories) {
         let points = by_step(history);
         out.extend(
             sample_like_ntile(&points, per_run)

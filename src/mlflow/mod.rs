@@ -1,5 +1,5 @@
 //! MLflow's tracking REST protocol over the engine: MLflow's request and response messages,
-//! its validation, limits and error codes, mapped onto [`Store`](crate::Store) and
+//! its validation, limits and error codes, mapped onto [`Store`] and
 //! [`query`](crate::query). It knows nothing of HTTP servers: a front-end (the HTTP server, the
 //! Python plugin) turns its transport into a [`Request`] and sends back the [`Reply`].
 //!

@@ -24,6 +24,9 @@ use crate::tracking::{system_tags, validation};
 use crate::util::now_ms;
 use crate::{Error, ExperimentId, MetricPoint, RunId, RunOptions, RunStatus};
 
+/// The user MLflow's client names when it knows none, and MLflow reports for a run without one.
+pub(crate) const UNKNOWN_USER: &str = "unknown";
+
 /// The largest page of `runs/search` (MLflow's server limit).
 const SEARCH_RESULTS_MAX: i64 = 50_000;
 
@@ -126,7 +129,9 @@ pub(crate) fn create(service: &Service, request: &Request<'_>) -> Body {
              different values (run_name='{name}', mlflow.runName='{tag}')."
         )));
     }
-    if let Some(user) = user_id
+    // MLflow's client sends `unknown` when it knows no user; MLflow's server records no tag
+    // for it then.
+    if let Some(user) = user_id.filter(|u| *u != UNKNOWN_USER)
         && !tags.iter().any(|(key, _)| key == system_tags::USER)
     {
         tags.push((system_tags::USER.to_string(), user.to_string()));

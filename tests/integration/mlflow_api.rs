@@ -184,9 +184,39 @@ fn mlflow_experiment_lifecycle() {
         "No tag with name: k",
     );
 
+    let run = api.run(&id);
+    let gone = api.run(&id);
+    api.ok_post("runs/delete", json!({ "run_id": gone }));
     api.ok_post("experiments/delete", json!({"experiment_id": id}));
     let got = api.ok_get("experiments/get", &format!("experiment_id={id}"));
     assert_eq!(got["experiment"]["lifecycle_stage"], "deleted");
+    // As in MLflow, deleting an experiment deletes its runs, and only an active one can go.
+    let got = api.ok_get("runs/get", &format!("run_id={run}"));
+    assert_eq!(got["run"]["info"]["lifecycle_stage"], "deleted");
+    assert_error(
+        api.post("experiments/delete", json!({"experiment_id": id})),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "No Experiment with id=",
+    );
+    assert_error(
+        api.post(
+            "experiments/update",
+            json!({"experiment_id": id, "new_name": "x"}),
+        ),
+        500,
+        "INVALID_STATE",
+        "Cannot rename a non-active experiment.",
+    );
+    assert_error(
+        api.post(
+            "experiments/set-experiment-tag",
+            json!({"experiment_id": id, "key": "k", "value": "v"}),
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "must be in the 'active' state",
+    );
     assert_error(
         api.post("runs/create", json!({"experiment_id": id})),
         400,
@@ -194,6 +224,17 @@ fn mlflow_experiment_lifecycle() {
         "must be in the 'active' state",
     );
     api.ok_post("experiments/restore", json!({"experiment_id": id}));
+    // Restoring restores every run of the experiment, as MLflow does.
+    for restored in [&run, &gone] {
+        let got = api.ok_get("runs/get", &format!("run_id={restored}"));
+        assert_eq!(got["run"]["info"]["lifecycle_stage"], "active");
+    }
+    assert_error(
+        api.post("experiments/restore", json!({"experiment_id": id})),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "No Experiment with id=",
+    );
     api.run(&id);
 }
 
@@ -326,6 +367,12 @@ fn mlflow_run_create_get_update_shapes() {
         info["artifact_uri"],
         format!("mlflow-artifacts:/{experiment}/{id}/artifacts")
     );
+    // MLflow's client names user "unknown" when it knows none; MLflow records no tag then.
+    let body = json!({"experiment_id": experiment, "user_id": "unknown"});
+    let anonymous = api.ok_post("runs/create", body);
+    assert_eq!(anonymous["run"]["info"]["user_id"], "unknown");
+    let tags = anonymous["run"]["data"]["tags"].as_array().unwrap();
+    assert!(tags.iter().all(|t| t["key"] != "mlflow.user"), "{tags:?}");
     let tags = created["run"]["data"]["tags"].as_array().unwrap();
     let keys: Vec<&str> = tags.iter().map(|t| t["key"].as_str().unwrap()).collect();
     // No tag of the server's own process (its user, source or git commit) leaks in.
@@ -1008,15 +1055,18 @@ fn mlflow_history_bulk_and_bulk_interval() {
         "INVALID_PARAMETER_VALUE",
         "at most 100 run_ids",
     );
-    assert_error(
-        api.get(
-            "metrics/get-history-bulk-interval",
-            "run_ids=0123456789abcdef0123456789abcdef&metric_key=m",
-        ),
-        404,
-        "RESOURCE_DOES_NOT_EXIST",
-        "not found",
-    );
+    // Unknown runs have no points, as in MLflow's SQL store.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    for route in [
+        "get-history-bulk-interval?run_ids",
+        "get-history-bulk?run_id",
+    ] {
+        let (route, name) = route.split_once('?').unwrap();
+        let query = format!("{name}={unknown}&{name}=nonsense&metric_key=m");
+        assert_eq!(api.ok_get(&format!("metrics/{route}"), &query), json!({}));
+    }
+    let query = format!("run_id={unknown}&metric_key=m");
+    assert_eq!(api.ok_get("metrics/get-history", &query), json!({}));
     assert_error(
         api.get("metrics/get-history-bulk", "metric_key=m"),
         400,
