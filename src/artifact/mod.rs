@@ -9,8 +9,8 @@
 //! - Artifacts are write-once: publishing fails if the path exists, so the file always matches
 //!   the one event that recorded it (replacing it could leave an old event describing new
 //!   content after a crash).
-//! - A deletion is recorded in the log before the file is removed, so the log never lists a
-//!   file that is gone. A crash in between leaves an orphan file; the same path cannot be
+//! - A deletion is recorded in the log, and made durable, before the file is removed, so the log
+//!   never lists a file that is gone, whatever the durability level. A crash in between leaves an orphan file; the same path cannot be
 //!   stored again until it is removed by hand (publishing never replaces).
 
 mod reader;
