@@ -90,10 +90,10 @@ pub mod limits;
 pub mod mlflow;
 #[cfg(feature = "parquet")]
 mod parquet_file;
-#[cfg(feature = "server")]
-pub mod server;
 mod periodic;
 pub mod query;
+#[cfg(feature = "server")]
+pub mod server;
 mod summary;
 pub mod tracking;
 pub mod util;

@@ -9,8 +9,8 @@
 //! - Artifacts are write-once: publishing fails if the path exists, so the file always matches
 //!   the one event that recorded it (replacing it could leave an old event describing new
 //!   content after a crash).
-//! - A deletion is recorded in the log before the file is removed, so the log never lists a
-//!   file that is gone. A crash in between leaves an orphan file; the same path cannot be
+//! - A deletion is recorded in the log, and made durable, before the file is removed, so the log
+//!   never lists a file that is gone, whatever the durability level. A crash in between leaves an orphan file; the same path cannot be
 //!   stored again until it is removed by hand (publishing never replaces).
 
 mod reader;
@@ -119,7 +119,14 @@ mod tests {
 
     #[test]
     fn lists_direct_children_only() {
-        let stored = artifacts(&["a.txt", "d/b.txt", "d/e/c.txt", "d/f.txt", "d-x.txt", "dd/g"]);
+        let stored = artifacts(&[
+            "a.txt",
+            "d/b.txt",
+            "d/e/c.txt",
+            "d/f.txt",
+            "d-x.txt",
+            "dd/g",
+        ]);
         assert_eq!(paths(&list(&stored, "")), ["a.txt", "d-x.txt", "d/", "dd/"]);
         assert_eq!(paths(&list(&stored, "d")), ["d/b.txt", "d/e/", "d/f.txt"]);
         assert_eq!(paths(&list(&stored, "d/e")), ["d/e/c.txt"]);

@@ -44,7 +44,10 @@ pub(crate) fn handle(service: &Service, request: Request<'_>) -> Reply {
                 Method::Put => upload(service, raw, request.body),
                 Method::Get => download(service, raw),
                 Method::Delete => delete(service, raw),
-                _ => Err(MlflowError::endpoint_not_found(request.method, request.path)),
+                _ => Err(MlflowError::endpoint_not_found(
+                    request.method,
+                    request.path,
+                )),
             }
         }
         (Method::Post, route) if route.starts_with("mpu/") => Err(MlflowError::new(
@@ -55,7 +58,10 @@ pub(crate) fn handle(service: &Service, request: Request<'_>) -> Reply {
             ErrorCode::NotImplemented,
             "Presigned URLs are not supported for the current artifact repository",
         )),
-        _ => Err(MlflowError::endpoint_not_found(request.method, request.path)),
+        _ => Err(MlflowError::endpoint_not_found(
+            request.method,
+            request.path,
+        )),
     };
     answer.unwrap_or_else(|error| error.reply())
 }
@@ -90,7 +96,11 @@ fn list_tracking(service: &Service, query: &str) -> Result<Reply, MlflowError> {
     let mut body = serde_json::Map::new();
     body.insert(
         "root_uri".into(),
-        format!("mlflow-artifacts:/{}/{run}/{RUN_FOLDER}", view.info.experiment).into(),
+        format!(
+            "mlflow-artifacts:/{}/{run}/{RUN_FOLDER}",
+            view.info.experiment
+        )
+        .into(),
     );
     if !files.is_empty() {
         body.insert("files".into(), files.into());
@@ -189,16 +199,19 @@ struct Location<'a> {
     path: &'a str,
 }
 
-/// Splits `<experiment>/<run>/artifacts/<path>`, checking the path whole first and that the
+/// Splits `<experiment>/<run>/artifacts[/<path>]`, checking the path whole first and that the
 /// run exists in that experiment.
 fn locate<'a>(service: &Service, decoded: &'a str) -> Result<Location<'a>, MlflowError> {
     check_whole(decoded)?;
     let mut parts = decoded.splitn(4, '/');
-    let (Some(experiment), Some(run), Some(RUN_FOLDER), Some(path)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(experiment), Some(run), Some(RUN_FOLDER)) =
+        (parts.next(), parts.next(), parts.next())
     else {
         return Err(no_such_artifact(decoded));
     };
+    // Nothing after the run's folder names the folder itself (a listing); the library refuses
+    // an empty path for anything else.
+    let path = parts.next().unwrap_or("");
     let run = run_of(service, experiment, run)?;
     Ok(Location { run, path })
 }
@@ -236,7 +249,10 @@ fn no_such_artifact(path: &str) -> MlflowError {
 /// Percent-decodes a URL path, refusing encoded separators and NUL (see the module doc).
 fn decode_path(raw: &str) -> Result<String, MlflowError> {
     let lowered = raw.to_ascii_lowercase();
-    if ["%2f", "%5c", "%00"].iter().any(|code| lowered.contains(code)) {
+    if ["%2f", "%5c", "%00"]
+        .iter()
+        .any(|code| lowered.contains(code))
+    {
         return Err(MlflowError::invalid(format!(
             "Invalid path: '{raw}' (encoded separators and NUL are not allowed)"
         )));

@@ -110,8 +110,8 @@ async fn read_body(
     }
     // Without a declared length the body may be as large as the limit allows.
     let reserved_bytes = declared_bytes.map_or(shared.body_bytes_max, |n| n as usize);
-    let budget = u32::try_from(units(reserved_bytes))
-        .map_err(|_| too_large(shared.body_bytes_max))?;
+    let budget =
+        u32::try_from(units(reserved_bytes)).map_err(|_| too_large(shared.body_bytes_max))?;
     let Ok(permit) = shared.body_budget.clone().acquire_many_owned(budget).await else {
         return Err(internal("the server is shutting down"));
     };

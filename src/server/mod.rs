@@ -34,7 +34,6 @@ use tokio::sync::Semaphore;
 
 use crate::mlflow::Service;
 
-
 /// Limits of a [`Server`]. The defaults suit one trusted machine or a private network.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -105,8 +104,7 @@ impl Server {
         service: Service,
         options: ServerOptions,
     ) -> Result<Server, ServerError> {
-        let listener =
-            TcpListener::bind(address).map_err(io_error(format!("bind {address}")))?;
+        let listener = TcpListener::bind(address).map_err(io_error(format!("bind {address}")))?;
         listener
             .set_nonblocking(true)
             .map_err(io_error(format!("configure listener on {address}")))?;
@@ -140,7 +138,8 @@ impl Server {
     /// place to print where the server listens).
     pub fn run_until_signal(self, ready: impl FnOnce()) -> Result<(), ServerError> {
         self.runtime()?.block_on(async move {
-            let signals = signals::Signals::install().map_err(io_error("install signal handlers"))?;
+            let signals =
+                signals::Signals::install().map_err(io_error("install signal handlers"))?;
             ready();
             self.serve(signals.first()).await
         })

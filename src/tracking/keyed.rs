@@ -498,6 +498,11 @@ impl Store {
                 time_ms: now_ms(),
                 path: stored.clone(),
             })?;
+        }
+        // Whatever the durability level, the deletions are durable before any file goes: a
+        // power loss must not keep an event naming a removed file.
+        self.flush()?;
+        for stored in &doomed {
             artifact::remove(self.root(), run, stored, self.options().storage.as_ref())?;
         }
         Ok(doomed)

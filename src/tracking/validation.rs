@@ -180,7 +180,17 @@ mod tests {
         assert!(artifact_path("../etc/passwd").is_err());
         assert!(artifact_path("/abs").is_err());
         for bad in [
-            "", "a/../../b", "..", ".", "a//b", "a/", "a\\b", "a\0b", "a\nb", "./a", "a/.",
+            "",
+            "a/../../b",
+            "..",
+            ".",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "./a",
+            "a/.",
         ] {
             assert!(artifact_path(bad).is_err(), "{bad:?} accepted");
         }

@@ -25,6 +25,12 @@ mod query_history;
 mod query_search;
 mod reads_concurrent;
 mod segment_sizing;
+#[cfg(feature = "server")]
+mod server_http;
+#[cfg(feature = "cli")]
+mod server_process;
+#[cfg(feature = "server")]
+mod server_util;
 #[cfg(feature = "parquet")]
 mod sim;
 #[cfg(feature = "parquet")]

@@ -25,11 +25,21 @@ fn folders_list_their_direct_children() {
     let dir = TempStore::new();
     let store = open(&dir);
     let experiment = store.get_or_create_experiment("e").unwrap().id;
-    let run = store.start_run(experiment, Default::default()).unwrap().id();
-    for (path, bytes) in [("a.txt", &b"hello"[..]), ("d/b.txt", b"bb"), ("d/e/c.txt", b"c")] {
+    let run = store
+        .start_run(experiment, Default::default())
+        .unwrap()
+        .id();
+    for (path, bytes) in [
+        ("a.txt", &b"hello"[..]),
+        ("d/b.txt", b"bb"),
+        ("d/e/c.txt", b"c"),
+    ] {
         store.log_artifact_bytes(run, path, bytes).unwrap();
     }
-    assert_eq!(names(&store.list_artifacts(run, "").unwrap()), ["a.txt:5", "d/"]);
+    assert_eq!(
+        names(&store.list_artifacts(run, "").unwrap()),
+        ["a.txt:5", "d/"]
+    );
     assert_eq!(
         names(&store.list_artifacts(run, "d").unwrap()),
         ["d/b.txt:2", "d/e/"]
@@ -47,7 +57,10 @@ fn a_deleted_artifact_is_gone_after_reopen_and_its_path_is_free_again() {
     let dir = TempStore::new();
     let store = open(&dir);
     let experiment = store.get_or_create_experiment("e").unwrap().id;
-    let run = store.start_run(experiment, Default::default()).unwrap().id();
+    let run = store
+        .start_run(experiment, Default::default())
+        .unwrap()
+        .id();
     store.log_artifact_bytes(run, "keep.txt", b"k").unwrap();
     store.log_artifact_bytes(run, "m/a.bin", b"a").unwrap();
     store.log_artifact_bytes(run, "m/sub/b.bin", b"b").unwrap();
@@ -78,14 +91,20 @@ fn a_deleted_artifact_is_gone_after_reopen_and_its_path_is_free_again() {
     ));
     for bad in ["..", "../keep.txt", "/keep.txt", "a\\b", "a\0b"] {
         assert!(
-            matches!(store.delete_artifacts(run, bad), Err(Error::InvalidInput(_))),
+            matches!(
+                store.delete_artifacts(run, bad),
+                Err(Error::InvalidInput(_))
+            ),
             "{bad:?}"
         );
     }
     drop(store);
 
     let store = open(&dir);
-    assert_eq!(names(&store.list_artifacts(run, "").unwrap()), ["keep.txt:1"]);
+    assert_eq!(
+        names(&store.list_artifacts(run, "").unwrap()),
+        ["keep.txt:1"]
+    );
     // The path can be stored again, with new content.
     store.log_artifact_bytes(run, "m/a.bin", b"new").unwrap();
     assert_eq!(store.read_artifact(run, "m/a.bin").unwrap(), b"new");
@@ -100,7 +119,10 @@ fn deletion_survives_compaction() {
     let dir = TempStore::new();
     let store = open(&dir);
     let experiment = store.get_or_create_experiment("e").unwrap().id;
-    let run = store.start_run(experiment, Default::default()).unwrap().id();
+    let run = store
+        .start_run(experiment, Default::default())
+        .unwrap()
+        .id();
     store.log_artifact_bytes(run, "x.txt", b"x").unwrap();
     store.log_artifact_bytes(run, "y.txt", b"y").unwrap();
     store.delete_artifacts(run, "x.txt").unwrap();
