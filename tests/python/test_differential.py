@@ -214,6 +214,75 @@ def test_runs(reference_url, subject_url):
     compare(scenario_runs, reference_url, subject_url)
 
 
+def scenario_search(client, n):
+    """The filter grammar and ordering rules beyond the basic cases: every comparator, NaN and
+    missing values in order_by, attribute filters, and the server's limits."""
+    exp = client.create_experiment("search-area")
+    n.exp(exp)
+    spec = [  # name, lr, loss (None: never logged), tag
+        ("s0", "0.1", 0.5, "Alpha"),
+        ("s1", "0.2", NAN, "beta"),
+        ("s2", "0.3", None, "alphabet"),
+        ("s3", "0.01", -1.0, None),
+        ("s4", "1e-3", 2.0, "ALPHA"),
+    ]
+    ids = {}
+    for i, (name, lr, loss, tag) in enumerate(spec):
+        rid = client.create_run(exp, run_name=name, start_time=T0 + 1000 * i).info.run_id
+        ids[name] = rid
+        n.run(rid)
+        client.log_param(rid, "lr", lr)
+        if loss is not None:
+            client.log_metric(rid, "loss", loss, timestamp=T0, step=0)
+        if tag is not None:
+            client.set_tag(rid, "family", tag)
+    client.set_terminated(ids["s0"])
+
+    def names(flt="", order_by=None):
+        return [r.info.run_name for r in client.search_runs([exp], flt, order_by=order_by)]
+
+    def sorted_names(flt):
+        return sorted(names(flt))
+
+    out = {}
+    for flt in [
+        "metrics.loss > 0", "metrics.loss >= 0.5", "metrics.loss < 0", "metrics.loss <= 2",
+        "metrics.loss = 2", "metrics.loss != 2", "metrics.loss > -1e9",
+        "params.lr = '0.1'", "params.lr != '0.1'", "params.lr LIKE '0.%'", "params.lr ILIKE '1E%'",
+        "tags.family = 'Alpha'", "tags.family LIKE 'alpha%'", "tags.family ILIKE 'alpha%'",
+        "tags.family != 'beta'", "tags.family IS NULL", "tags.family IS NOT NULL",
+        "params.lr IS NOT NULL",
+        "attributes.status = 'FINISHED'", "attributes.status != 'FINISHED'",
+        f"attributes.start_time > {T0 + 1500}", f"attributes.start_time <= {T0 + 1000}",
+        "attributes.run_name LIKE 's%'", "attributes.run_name ILIKE 'S1'",
+        f"attributes.run_id IN ('{ids['s1']}', '{ids['s3']}')",
+        f"attributes.run_id = '{ids['s2']}'",
+        "metrics.loss > 0 AND params.lr LIKE '0.%' AND tags.family ILIKE '%a%'",
+        "metrics.`loss` > 0", 'params."lr" = \'0.2\'',
+    ]:
+        out[f"filter {flt}".replace(ids["s1"], "<s1>").replace(ids["s2"], "<s2>").replace(ids["s3"], "<s3>")] = (
+            sorted_names(flt)
+        )
+    for order in [["metrics.loss ASC"], ["metrics.loss DESC"], ["params.lr ASC"], ["tags.family DESC"],
+                  ["attributes.run_name DESC"], ["attributes.start_time DESC"],
+                  ["params.lr DESC", "attributes.run_name ASC"]]:
+        out[f"order {order}"] = names(order_by=order)
+    out["too_many_results"] = raises(lambda: client.search_runs([exp], max_results=50_001))
+    out["unknown_experiment_search"] = sorted_names_or_error(client, ["987654"])
+    return out
+
+
+def sorted_names_or_error(client, experiment_ids):
+    try:
+        return sorted(r.info.run_name for r in client.search_runs(experiment_ids))
+    except MlflowException as e:
+        return normalize.error(e)
+
+
+def test_search_filters_and_order(reference_url, subject_url):
+    compare(scenario_search, reference_url, subject_url)
+
+
 # ---------------------------------------------------------------- params and tags
 
 
