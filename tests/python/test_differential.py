@@ -115,6 +115,43 @@ def test_experiments(reference_url, subject_url):
     compare(scenario_experiments, reference_url, subject_url)
 
 
+def scenario_experiment_lifecycle(client, n):
+    """What deleting and restoring an experiment does to its runs and to later writes."""
+    out = {}
+    exp = client.create_experiment("lifecycle-area")
+    n.exp(exp)
+    other = client.create_experiment("lifecycle-area-other")
+    n.exp(other)
+    runs = []
+    for i in range(3):
+        rid = client.create_run(exp, run_name=f"l{i}").info.run_id
+        n.run(rid)
+        runs.append(rid)
+    client.delete_run(runs[2])
+    client.delete_experiment(exp)
+    out["runs_after_experiment_delete"] = [n.run_info(client.get_run(r).info) for r in runs]
+    for view in (ViewType.ACTIVE_ONLY, ViewType.DELETED_ONLY, ViewType.ALL):
+        out[f"search_runs_view_{view}"] = sorted(
+            r.info.run_name for r in client.search_runs([exp], run_view_type=view)
+        )
+    out["create_run_in_deleted"] = raises(lambda: client.create_run(exp))
+    out["log_to_run_of_deleted"] = raises(lambda: client.log_metric(runs[0], "m", 1.0))
+    out["rename_deleted"] = raises(lambda: client.rename_experiment(exp, "lifecycle-area-x"))
+    out["tag_deleted"] = raises(lambda: client.set_experiment_tag(exp, "k", "v"))
+    out["delete_deleted"] = raises(lambda: client.delete_experiment(exp))
+    out["create_same_name_while_deleted"] = raises(lambda: client.create_experiment("lifecycle-area"))
+    client.restore_experiment(exp)
+    out["runs_after_experiment_restore"] = [n.run_info(client.get_run(r).info) for r in runs]
+    out["restore_active"] = raises(lambda: client.restore_experiment(exp))
+    out["rename_to_taken"] = raises(lambda: client.rename_experiment(exp, "lifecycle-area-other"))
+    out["delete_default_experiment_unknown"] = raises(lambda: client.delete_experiment("987654"))
+    return out
+
+
+def test_experiment_lifecycle(reference_url, subject_url):
+    compare(scenario_experiment_lifecycle, reference_url, subject_url)
+
+
 # ---------------------------------------------------------------- runs
 
 
