@@ -357,6 +357,50 @@ def test_params_and_tags(reference_url, subject_url):
     compare(scenario_params_tags, reference_url, subject_url)
 
 
+def scenario_values_and_keys(client, n):
+    """Edge values and key shapes on the wire: unicode, the key characters MLflow allows, the
+    length limits, extreme floats, writes to a finished run, a batch mixing all three kinds."""
+    out = {}
+    exp = client.create_experiment("values-area")
+    n.exp(exp)
+    rid = client.create_run(exp, run_name="v").info.run_id
+    n.run(rid)
+    client.log_param(rid, "unicode", "\u00e9\u00e8 \u6f22\u5b57 \U0001f600")
+    client.set_tag(rid, "unicode", "\u00fc\n\ttab")
+    client.set_tag(rid, "long_tag", "y" * 9000)  # cut to 8000
+    client.log_param(rid, "k" * 250, "max key length")
+    out["key_too_long"] = raises(lambda: client.log_param(rid, "k" * 251, "x"))
+    for key in ["with space", "a/b/c", "col:on", "dash-dot.under_score", "\u00e9t\u00e9"]:
+        client.log_metric(rid, key, 1.0, timestamp=T0, step=0)
+    for i, v in enumerate([1e-300, 5e-324, 1e308, -1e308, 123456789.123456789, 0.1 + 0.2, 3, 2**53 + 1]):
+        client.log_metric(rid, "extreme", v, timestamp=T0, step=i)
+    out["bool_metric"] = raises(lambda: client.log_metric(rid, "b", True))
+    out["string_metric"] = raises(lambda: client.log_metric(rid, "b", "1.0"))
+    client.set_terminated(rid)
+    client.log_metric(rid, "after_finish", 1.0, timestamp=T0, step=0)  # MLflow accepts this
+    client.set_tag(rid, "after_finish", "ok")
+    mixed_metrics = [Metric("mixed", float(i), T0, i) for i in range(950)]
+    mixed_params = [Param(f"mp{i}", str(i)) for i in range(60)]
+    mixed_tags = [RunTag(f"mt{i}", str(i)) for i in range(60)]
+    client.log_batch(rid, metrics=mixed_metrics, params=mixed_params, tags=mixed_tags)  # over 1000: split
+    got = client.get_run(rid)
+    run = n.run_obj(got)
+    run["tags"]["long_tag"] = f"{len(got.data.tags['long_tag'])} chars"
+    out["run"] = run
+    out["extreme_history"] = normalize.history(client.get_metric_history(rid, "extreme"))
+    out["mixed_count"] = len(client.get_metric_history(rid, "mixed"))
+    out["experiment_tag_too_long"] = raises(lambda: client.set_experiment_tag(exp, "t", "z" * 20001))
+    client.set_experiment_tag(exp, "t", "z" * 20000)
+    out["experiment_tag_len"] = len(client.get_experiment(exp).tags["t"])
+    out["experiment_name_too_long"] = raises(lambda: client.create_experiment("n" * 501))
+    out["experiment_name_empty"] = raises(lambda: client.create_experiment(""))
+    return out
+
+
+def test_values_and_keys(reference_url, subject_url):
+    compare(scenario_values_and_keys, reference_url, subject_url)
+
+
 # ---------------------------------------------------------------- metrics
 
 
