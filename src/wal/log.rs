@@ -178,6 +178,12 @@ impl Log {
         self.with_lane(|writer| writer.append(event))
     }
 
+    /// Appends metadata events through this thread's lane, durable together: under
+    /// `Durability::Sync` one msync for all of them (see [`Writer::append_all`]).
+    pub fn append_all(&self, events: &[Event], appended: &mut dyn FnMut(usize)) -> Result<()> {
+        self.with_lane(|writer| writer.append_all(events, appended))
+    }
+
     /// Appends one metric point through this thread's lane.
     #[inline]
     pub fn log_point(

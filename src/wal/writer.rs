@@ -256,6 +256,26 @@ impl Writer {
         self.after_append()
     }
 
+    /// Appends metadata events in order, as [`Writer::append`] does each, and syncs once after
+    /// the last under `sync_every_append`. `appended(i)` runs once event `i` is in the log.
+    pub fn append_all(&mut self, events: &[Event], appended: &mut dyn FnMut(usize)) -> Result<()> {
+        for (index, event) in events.iter().enumerate() {
+            if matches!(event, Event::Metrics(_) | Event::MetricKeyDefined { .. }) {
+                return Err(Error::InvalidInput(
+                    "metric events are appended through log_point or log_columns".to_string(),
+                ));
+            }
+            self.check_usable()?;
+            self.scratch.clear();
+            self.scratch.resize(FRAME_BYTES, 0);
+            event.encode_payload(&mut self.scratch);
+            self.check_decodes(event.record_type())?;
+            self.write_scratch_record(event.record_type(), 0)?;
+            appended(index);
+        }
+        self.after_append()
+    }
+
     /// Appends one metric point. A key already used by `run` in this writer costs no allocation.
     #[inline]
     pub fn log_point(

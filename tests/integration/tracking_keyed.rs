@@ -498,3 +498,37 @@ fn a_synced_batch_costs_one_msync() {
     // The next batch's msync is the failing one: the writer is poisoned, as before.
     assert!(store.log_batch(run, &points, &[], &[]).is_err());
 }
+
+/// Under `Durability::Sync` a batch's params and tags are made durable together, with one
+/// msync, and its points with one more.
+#[test]
+fn a_synced_batch_of_params_tags_and_points_costs_two_msyncs() {
+    use runlog::io::{FaultStorage, Operation};
+    let dir = TempStore::new();
+    let storage = Arc::new(FaultStorage::new());
+    let options = StoreOptions {
+        durability: Durability::Sync,
+        storage: storage.clone(),
+        ..options()
+    };
+    let store = Store::open_with(dir.dir.path(), options).unwrap();
+    let experiment = store.get_or_create_experiment("sync").unwrap();
+    let run = store
+        .create_run(experiment.id, RunOptions::default())
+        .unwrap()
+        .id;
+    storage.fail_from(Operation::SyncMap, 2, libc::EIO);
+    let point = MetricPoint {
+        key: "loss",
+        value: 0.5,
+        step: 1,
+        timestamp_ms: 1_000,
+    };
+    let params = [("a", "1"), ("b", "2"), ("c", "3")];
+    let tags = [("x", "1"), ("y", "2")];
+    store.log_batch(run, &[point], &params, &tags).unwrap();
+    assert_eq!(storage.injected(), 0);
+    let view = store.run(run).unwrap();
+    assert_eq!((view.params.len(), view.tags["y"].as_str()), (3, "2"));
+    assert_eq!(view.metrics["loss"].count, 1);
+}
