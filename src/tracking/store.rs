@@ -405,6 +405,20 @@ impl Store {
         Ok(())
     }
 
+    /// Appends `events` with one sync under `Durability::Sync`, applying each to the catalog
+    /// once the log holds it.
+    pub(crate) fn record_all(&self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let catalog = &self.inner.catalog;
+        self.inner.log.append_all(events, &mut |index| {
+            if let Some(event) = events.get(index) {
+                catalog.apply(event);
+            }
+        })
+    }
+
     // ---- experiments ----
 
     /// Creates an experiment; fails with `AlreadyExists` if the name is taken (by an active or

@@ -256,6 +256,26 @@ impl Writer {
         self.after_append()
     }
 
+    /// Appends metadata events in order, as [`Writer::append`] does each, and syncs once after
+    /// the last under `sync_every_append`. `appended(i)` runs once event `i` is in the log.
+    pub fn append_all(&mut self, events: &[Event], appended: &mut dyn FnMut(usize)) -> Result<()> {
+        for (index, event) in events.iter().enumerate() {
+            if matches!(event, Event::Metrics(_) | Event::MetricKeyDefined { .. }) {
+                return Err(Error::InvalidInput(
+                    "metric events are appended through log_point or log_columns".to_string(),
+                ));
+            }
+            self.check_usable()?;
+            self.scratch.clear();
+            self.scratch.resize(FRAME_BYTES, 0);
+            event.encode_payload(&mut self.scratch);
+            self.check_decodes(event.record_type())?;
+            self.write_scratch_record(event.record_type(), 0)?;
+            appended(index);
+        }
+        self.after_append()
+    }
+
     /// Appends one metric point. A key already used by `run` in this writer costs no allocation.
     #[inline]
     pub fn log_point(
@@ -270,6 +290,26 @@ impl Writer {
         let key_id = self.intern(run, key)?;
         self.stream_point(run, key_id, step, timestamp_ms, value)?;
         self.stats.points += 1;
+        self.after_append()
+    }
+
+    /// Appends points of `run`, each as [`Writer::log_point`] does, and syncs once after the
+    /// last under `sync_every_append`: a batch costs one msync, not one per point.
+    /// `appended(i)` runs once point `i` is in the log, so a caller can count exactly the
+    /// points the log holds even if a later one fails.
+    pub fn log_points<'a>(
+        &mut self,
+        run: RunId,
+        points: impl IntoIterator<Item = (&'a str, i64, i64, f64)>,
+        appended: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.check_usable()?;
+        for (index, (key, step, timestamp_ms, value)) in points.into_iter().enumerate() {
+            let key_id = self.intern(run, key)?;
+            self.stream_point(run, key_id, step, timestamp_ms, value)?;
+            self.stats.points += 1;
+            appended(index);
+        }
         self.after_append()
     }
 
