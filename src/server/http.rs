@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body as _;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -70,7 +71,7 @@ pub(super) async fn answer(
 /// Reads the body and hands the request to the service.
 async fn forward(shared: Arc<Shared>, request: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let (body, _budget) = match read_body(&shared, &parts.headers, body).await {
+    let (body, _budget) = match read_body(&shared, body).await {
         Ok(read) => read,
         Err(reply) => return response(reply),
     };
@@ -99,17 +100,16 @@ async fn forward(shared: Arc<Shared>, request: hyper::Request<Incoming>) -> Resp
 /// in-flight budget it holds.
 async fn read_body(
     shared: &Shared,
-    headers: &hyper::HeaderMap,
     body: Incoming,
 ) -> Result<(Bytes, OwnedSemaphorePermit), Reply> {
-    let declared_bytes = declared_length(headers)?;
-    if let Some(declared) = declared_bytes
-        && declared > shared.body_bytes_max as u64
-    {
+    // hyper knows the exact length of a body with `Content-Length` (0 without a body, as for
+    // most GETs) and refuses a malformed one itself; a chunked body has no exact length.
+    let hint = body.size_hint();
+    if hint.lower() > shared.body_bytes_max as u64 {
         return Err(too_large(shared.body_bytes_max));
     }
-    // Without a declared length the body may be as large as the limit allows.
-    let reserved_bytes = declared_bytes.map_or(shared.body_bytes_max, |n| n as usize);
+    // A chunked body may be as large as the limit allows.
+    let reserved_bytes = hint.exact().map_or(shared.body_bytes_max, |n| n as usize);
     let budget =
         u32::try_from(units(reserved_bytes)).map_err(|_| too_large(shared.body_bytes_max))?;
     let Ok(permit) = shared.body_budget.clone().acquire_many_owned(budget).await else {
@@ -138,21 +138,6 @@ async fn read_body(
             408,
         )),
     }
-}
-
-/// The `Content-Length`, if the request declares one.
-fn declared_length(headers: &hyper::HeaderMap) -> Result<Option<u64>, Reply> {
-    let Some(value) = headers.get(CONTENT_LENGTH) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            MlflowError::new(ErrorCode::BadRequest, "Content-Length is not a number").reply()
-        })
 }
 
 fn too_large(body_bytes_max: usize) -> Reply {

@@ -359,3 +359,43 @@ fn artifact_paths_that_try_to_escape_are_refused_and_write_nothing() {
         }
     }
 }
+
+#[test]
+fn requests_without_a_body_do_not_wait_for_the_body_budget() {
+    // The budget holds exactly one largest body; one request holding a few bytes of it must
+    // not stop requests that have no body at all.
+    let server = Embedded::with(ServerOptions {
+        body_bytes_max: 1 << 20,
+        body_bytes_in_flight_max: 1 << 20,
+        ..ServerOptions::default()
+    });
+    let (_, run) = server.client.create_run();
+    let address = server.client.base.trim_start_matches("http://");
+    let mut held = TcpStream::connect(address).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    held.write_all(
+        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\
+          Content-Type: application/json\r\nContent-Length: 10\r\n\r\n",
+    )
+    .unwrap();
+    // `100 Continue` comes once the handler reads the body, holding its share of the budget.
+    let mut continued = [0u8; 12];
+    held.read_exact(&mut continued).unwrap();
+    assert_eq!(&continued, b"HTTP/1.1 100");
+
+    // A guard against a hang, not a timing assertion: the old rule made a GET reserve a whole
+    // largest body and wait for the held request forever.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let url = format!(
+        "{}/api/2.0/mlflow/runs/get?run_id={run}",
+        server.client.base
+    );
+    let answer = agent.get(&url).call();
+    assert_eq!(answer.map(|a| a.status().as_u16()).ok(), Some(200));
+    drop(held);
+}
