@@ -257,8 +257,9 @@ pub(crate) fn update(service: &Service, request: &Request<'_>) -> Body {
         .store()
         .rename_experiment(id, new_name)
         .map_err(|e| match e {
+            // MLflow's SQL store reports the unique-name violation of a rename as BAD_REQUEST.
             Error::AlreadyExists(_) => MlflowError::new(
-                super::ErrorCode::ResourceAlreadyExists,
+                super::ErrorCode::BadRequest,
                 format!("Experiment(name={new_name}) already exists."),
             ),
             other => experiment_error(text, other),
@@ -271,13 +272,10 @@ pub(crate) fn delete(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.required_string("experiment_id")?;
     let experiment = experiment_in(service, text, LifecycleStage::Active)?;
-    let store = service.store();
-    store
-        .delete_experiment(experiment.id)
+    service
+        .store()
+        .delete_experiment_and_runs(experiment.id)
         .map_err(|e| experiment_error(text, e))?;
-    for run in store.runs(experiment.id, ViewType::ActiveOnly)? {
-        store.delete_run(run.info.id)?;
-    }
     Ok(b"{}".to_vec())
 }
 
@@ -286,13 +284,10 @@ pub(crate) fn restore(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.required_string("experiment_id")?;
     let experiment = experiment_in(service, text, LifecycleStage::Deleted)?;
-    let store = service.store();
-    store
-        .restore_experiment(experiment.id)
+    service
+        .store()
+        .restore_experiment_and_runs(experiment.id)
         .map_err(|e| experiment_error(text, e))?;
-    for run in store.runs(experiment.id, ViewType::DeletedOnly)? {
-        store.restore_run(run.info.id)?;
-    }
     Ok(b"{}".to_vec())
 }
 
