@@ -384,8 +384,8 @@ fn requests_without_a_body_do_not_wait_for_the_body_budget() {
     held.read_exact(&mut continued).unwrap();
     assert_eq!(&continued, b"HTTP/1.1 100");
 
-    // A guard against a hang, not a timing assertion: the old rule made a GET reserve a whole
-    // largest body and wait for the held request forever.
+    // A guard against a hang, not a timing assertion: a GET that reserved a whole largest
+    // body would wait for the held request forever.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
