@@ -257,8 +257,9 @@ pub(crate) fn update(service: &Service, request: &Request<'_>) -> Body {
         .store()
         .rename_experiment(id, new_name)
         .map_err(|e| match e {
+            // MLflow's SQL store reports the unique-name violation of a rename as BAD_REQUEST.
             Error::AlreadyExists(_) => MlflowError::new(
-                super::ErrorCode::ResourceAlreadyExists,
+                super::ErrorCode::BadRequest,
                 format!("Experiment(name={new_name}) already exists."),
             ),
             other => experiment_error(text, other),

@@ -57,18 +57,36 @@ fn by_time(history: &History) -> Vec<Point> {
     points
 }
 
-/// The points of `history` in MLflow's sampling order: (step, timestamp, value).
-fn by_step(history: &History) -> Vec<Point> {
+/// MLflow's sampling order: (step, timestamp, value).
+fn step_order(a: &Point, b: &Point) -> Ordering {
+    a.step
+        .cmp(&b.step)
+        .then(a.timestamp_ms.cmp(&b.timestamp_ms))
+        .then(compare_values(a.value, b.value))
+}
+
+/// The points of `history` MLflow's interval sample keeps, in its order. A history is sorted
+/// by step already (in logging order within a step), which is MLflow's order unless a step
+/// holds points logged out of timestamp order: only then are the points copied and sorted.
+fn sample_history(history: &History, max_results: usize) -> Vec<Point> {
+    let in_order = (1..history.len()).all(|i| match (history.point(i - 1), history.point(i)) {
+        (Some(a), Some(b)) => step_order(&a, &b) != Ordering::Greater,
+        _ => true,
+    });
+    if in_order {
+        return sample_indices(history.len(), max_results)
+            .into_iter()
+            .filter_map(|i| history.point(i))
+            .collect();
+    }
     let mut points: Vec<Point> = (0..history.len())
         .filter_map(|i| history.point(i))
         .collect();
-    points.sort_by(|a, b| {
-        a.step
-            .cmp(&b.step)
-            .then(a.timestamp_ms.cmp(&b.timestamp_ms))
-            .then(compare_values(a.value, b.value))
-    });
-    points
+    points.sort_by(step_order);
+    sample_indices(points.len(), max_results)
+        .into_iter()
+        .filter_map(|i| points.get(i).copied())
+        .collect()
 }
 
 /// Reads `key` of the run `text` names. A run that does not exist has no points, as in
@@ -246,11 +264,10 @@ pub(crate) fn get_history_bulk_interval(service: &Service, request: &Request<'_>
     let histories = store.history_of_runs(&runs, key, steps)?;
     let mut out = Vec::new();
     for (run, history) in runs.iter().zip(&histories) {
-        let points = by_step(history);
         out.extend(
-            sample_like_ntile(&points, per_run)
-                .into_iter()
-                .map(|p| metric(key, &p, Some(*run))),
+            sample_history(history, per_run)
+                .iter()
+                .map(|p| metric(key, p, Some(*run))),
         );
     }
     Ok(to_json(&MetricsResponse {
@@ -278,21 +295,19 @@ fn step_range(
     }
 }
 
-/// MLflow's SQL sample of ordered points: split them into `max_results` buckets as SQL's
-/// `NTILE` does (the first `n % k` buckets one point larger), keep each bucket's first point,
-/// and make sure the last point is there (replacing the sample's last point when the sample is
-/// full).
-pub(crate) fn sample_like_ntile(points: &[Point], max_results: usize) -> Vec<Point> {
-    let n = points.len();
+/// The indices MLflow's SQL store samples out of `n` ordered points: split them into
+/// `max_results` buckets as SQL's `NTILE` does (the first `n % k` buckets one point larger),
+/// keep each bucket's first point, and make sure the last point is there (it takes the last
+/// slot of a full sample).
+pub(crate) fn sample_indices(n: usize, max_results: usize) -> Vec<usize> {
     let k = max_results.max(1);
     if n <= k {
-        return points.to_vec();
+        return (0..n).collect();
     }
     let (base, rem) = (n / k, n % k);
-    let mut sample: Vec<Point> = (0..k).map(|i| points[i * base + i.min(rem)]).collect();
-    // The sample is full (k points of more than k), so the last point takes the last slot.
-    if let (Some(slot), Some(last)) = (sample.last_mut(), points.last()) {
-        *slot = *last;
+    let mut sample: Vec<usize> = (0..k).map(|i| i * base + i.min(rem)).collect();
+    if let Some(slot) = sample.last_mut() {
+        *slot = n - 1;
     }
     sample
 }
@@ -301,35 +316,41 @@ pub(crate) fn sample_like_ntile(points: &[Point], max_results: usize) -> Vec<Poi
 mod tests {
     use super::*;
 
-    fn points(n: i64) -> Vec<Point> {
-        (0..n)
-            .map(|step| Point {
-                step,
-                timestamp_ms: step,
-                value: step as f64,
-            })
-            .collect()
-    }
-
     #[test]
     fn ntile_sample_keeps_every_point_up_to_the_limit() {
-        assert_eq!(sample_like_ntile(&points(5), 5).len(), 5);
-        assert_eq!(sample_like_ntile(&points(0), 5).len(), 0);
+        assert_eq!(sample_indices(5, 5), [0, 1, 2, 3, 4]);
+        assert!(sample_indices(0, 5).is_empty());
     }
 
     #[test]
     fn ntile_sample_takes_bucket_firsts_and_the_last_point() {
         // 10 points in 4 buckets: sizes 3, 3, 2, 2, firsts 0, 3, 6, 8; the last point (9)
         // replaces 8 because the sample is full.
-        let steps: Vec<i64> = sample_like_ntile(&points(10), 4)
+        assert_eq!(sample_indices(10, 4), [0, 3, 6, 9]);
+        assert_eq!(sample_indices(10, 1), [9]);
+    }
+
+    #[test]
+    fn a_step_logged_out_of_timestamp_order_is_sampled_in_mlflow_order() {
+        let history = History {
+            steps: vec![0, 1, 1, 2],
+            timestamps_ms: vec![0, 9, 5, 3],
+            values: vec![0.0, 1.0, 2.0, 3.0],
+        };
+        let timestamps: Vec<i64> = sample_history(&history, 10)
+            .iter()
+            .map(|p| p.timestamp_ms)
+            .collect();
+        assert_eq!(timestamps, [0, 5, 9, 3]);
+        let in_order = History {
+            steps: (0..10).collect(),
+            timestamps_ms: (0..10).collect(),
+            values: (0..10).map(|v| v as f64).collect(),
+        };
+        let steps: Vec<i64> = sample_history(&in_order, 4)
             .iter()
             .map(|p| p.step)
             .collect();
         assert_eq!(steps, [0, 3, 6, 9]);
-        let one: Vec<i64> = sample_like_ntile(&points(10), 1)
-            .iter()
-            .map(|p| p.step)
-            .collect();
-        assert_eq!(one, [9]);
     }
 }

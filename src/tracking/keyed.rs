@@ -299,12 +299,12 @@ impl Store {
             .map(|point| metrics.slot_or_insert(point.key))
             .collect();
         // One append call for the batch: under `Durability::Sync` it is one msync, not one per
-        // point. Each point is counted as soon as the log holds it.
+        // point. Points are counted once the call is over (after its sync): those the log holds.
         let columns = points
             .iter()
             .map(|p| (p.key, p.step, p.timestamp_ms, p.value));
-        self.log().log_points(entry.id, columns, &mut |index| {
-            if let (Some(point), Some(slot)) = (points.get(index), slots.get(index)) {
+        self.log().log_points(entry.id, columns, &mut |held| {
+            for (point, slot) in points.iter().zip(&slots).take(held) {
                 metrics.own[*slot].update(point.step, point.timestamp_ms, point.value);
             }
         })

@@ -405,15 +405,15 @@ impl Store {
         Ok(())
     }
 
-    /// Appends `events` with one sync under `Durability::Sync`, applying each to the catalog
-    /// once the log holds it.
+    /// Appends `events` with one sync under `Durability::Sync`, then applies to the catalog
+    /// those the log holds (all of them, once the call succeeded and synced).
     pub(crate) fn record_all(&self, events: &[Event]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         let catalog = &self.inner.catalog;
-        self.inner.log.append_all(events, &mut |index| {
-            if let Some(event) = events.get(index) {
+        self.inner.log.append_all(events, &mut |held| {
+            for event in events.iter().take(held) {
                 catalog.apply(event);
             }
         })

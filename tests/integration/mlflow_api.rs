@@ -166,6 +166,16 @@ fn mlflow_experiment_lifecycle() {
         "RESOURCE_ALREADY_EXISTS",
         "Experiment(name=exp) already exists",
     );
+    api.experiment("taken");
+    assert_error(
+        api.post(
+            "experiments/update",
+            json!({"experiment_id": id, "new_name": "taken"}),
+        ),
+        400,
+        "BAD_REQUEST",
+        "Experiment(name=taken) already exists",
+    );
     api.ok_post(
         "experiments/update",
         json!({"experiment_id": id, "new_name": "renamed"}),

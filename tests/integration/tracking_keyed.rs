@@ -532,3 +532,59 @@ fn a_synced_batch_of_params_tags_and_points_costs_two_msyncs() {
     assert_eq!((view.params.len(), view.tags["y"].as_str()), (3, "2"));
     assert_eq!(view.metrics["loss"].count, 1);
 }
+
+/// Under `Durability::Sync` a batch whose msync fails is not shown by the catalog: readers never
+/// see params, tags or points that were not made durable.
+#[test]
+fn a_synced_batch_whose_msync_fails_is_not_shown() {
+    use runlog::io::{FaultStorage, Operation};
+    let dir = TempStore::new();
+    let storage = Arc::new(FaultStorage::new());
+    let sync_options = StoreOptions {
+        durability: Durability::Sync,
+        storage: storage.clone(),
+        ..options()
+    };
+    let store = Store::open_with(dir.dir.path(), sync_options).unwrap();
+    let experiment = store.get_or_create_experiment("sync").unwrap();
+    let run = store
+        .create_run(experiment.id, RunOptions::default())
+        .unwrap()
+        .id;
+    let point = MetricPoint {
+        key: "loss",
+        value: 0.5,
+        step: 1,
+        timestamp_ms: 1_000,
+    };
+    // The params and tags fail to sync.
+    storage.fail_once(Operation::SyncMap, 0, libc::EIO);
+    assert!(
+        store
+            .log_batch(run, &[point], &[("a", "1")], &[("t", "x")])
+            .is_err()
+    );
+    let view = store.run(run).unwrap();
+    assert!(view.params.is_empty(), "{:?}", view.params);
+    assert!(!view.tags.contains_key("t"));
+    assert!(view.metrics.get("loss").is_none_or(|m| m.count == 0));
+
+    // In a second store, the points fail to sync.
+    let dir = TempStore::new();
+    let storage = Arc::new(FaultStorage::new());
+    let sync_options = StoreOptions {
+        durability: Durability::Sync,
+        storage: storage.clone(),
+        ..options()
+    };
+    let store = Store::open_with(dir.dir.path(), sync_options).unwrap();
+    let experiment = store.get_or_create_experiment("sync").unwrap();
+    let run = store
+        .create_run(experiment.id, RunOptions::default())
+        .unwrap()
+        .id;
+    storage.fail_once(Operation::SyncMap, 0, libc::EIO);
+    assert!(store.log_batch(run, &[point, point], &[], &[]).is_err());
+    let view = store.run(run).unwrap();
+    assert!(view.metrics.get("loss").is_none_or(|m| m.count == 0));
+}
