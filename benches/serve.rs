@@ -26,6 +26,8 @@ const RUNS: usize = 10;
 const POINTS_PER_RUN: usize = 1_000_000;
 const BATCH_POINTS: usize = 1_000;
 const SEARCH_RUNS: usize = 10_000;
+/// Requests timed per latency measure.
+const SAMPLES: usize = 50;
 
 struct Server {
     child: Child,
@@ -239,7 +241,7 @@ fn bulk_interval(server: &Server, runs: &[String]) {
     }
     let first = get(&agent, &url);
     let returned = first["metrics"].as_array().map_or(0, Vec::len);
-    let samples: Vec<Duration> = (0..200)
+    let samples: Vec<Duration> = (0..SAMPLES)
         .map(|_| {
             let started = Instant::now();
             get(&agent, &url);
@@ -284,7 +286,7 @@ fn search(server: &Server) {
     .to_string();
     let first = post(&agent, &server.base, "runs/search", body.as_bytes());
     let returned = first["runs"].as_array().map_or(0, Vec::len);
-    let samples: Vec<Duration> = (0..200)
+    let samples: Vec<Duration> = (0..SAMPLES)
         .map(|_| {
             let started = Instant::now();
             post(&agent, &server.base, "runs/search", body.as_bytes());

@@ -384,8 +384,8 @@ fn requests_without_a_body_do_not_wait_for_the_body_budget() {
     held.read_exact(&mut continued).unwrap();
     assert_eq!(&continued, b"HTTP/1.1 100");
 
-    // A guard against a hang, not a timing assertion: the old rule made a GET reserve a whole
-    // largest body and wait for the held request forever.
+    // A guard against a hang, not a timing assertion: a GET that reserved a whole largest
+    // body would wait for the held request forever.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -398,4 +398,31 @@ fn requests_without_a_body_do_not_wait_for_the_body_budget() {
     let answer = agent.get(&url).call();
     assert_eq!(answer.map(|a| a.status().as_u16()).ok(), Some(200));
     drop(held);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let server = Embedded::with(ServerOptions {
+        header_read_timeout: Duration::from_millis(200),
+        ..ServerOptions::default()
+    });
+    let address = server.client.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    // A guard against a hang, not a timing assertion: an idle connection left open fails here.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !answer.ends_with(b"\r\n\r\nOK") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "closed before the answer");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    // Kept alive after the answer, then idle: the server closes it.
+    let after = stream.read(&mut buffer);
+    assert!(matches!(after, Ok(0)), "{after:?}");
 }

@@ -265,3 +265,28 @@ fn every_point_acknowledged_under_sync_survives_sigkill_exactly_once() {
     }
     assert!(total >= ACKNOWLEDGED_BEFORE_KILL);
 }
+
+#[test]
+fn listening_beyond_loopback_prints_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
+        .arg("--store")
+        .arg(dir.path())
+        .args(["serve", "--host", "0.0.0.0", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on http://0.0.0.0:"), "{line}");
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("no access control"),
+        "{stderr}"
+    );
+}
