@@ -6,6 +6,8 @@ Each scenario takes a tracking URI and a Normalizer and returns plain data. Expe
 carry the area's name so the areas never see each other's data on the shared servers.
 """
 
+import hashlib
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -559,6 +561,11 @@ def scenario_artifacts(client, n):
         out["load_text"] = mlflow.artifacts.load_text(f"runs:/{rid}/notes/readme.txt")
         out["load_dict_json"] = mlflow.artifacts.load_dict(f"runs:/{rid}/cfg.json")
         out["load_text_yaml"] = mlflow.artifacts.load_text(f"runs:/{rid}/cfg.yaml")
+        blob = random.Random(14).randbytes(3 * 1024 * 1024 + 7)
+        Path(tmp, "blob.bin").write_bytes(blob)
+        client.log_artifact(rid, str(Path(tmp, "blob.bin")), artifact_path="bin")
+        got = Path(client.download_artifacts(rid, "bin/blob.bin", str(dst / "bin"))).read_bytes()
+        out["binary_round_trip"] = {"size": len(got), "same_bytes": hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()}
         out["download_missing"] = raises(lambda: client.download_artifacts(rid, "nope.txt", str(dst / "x")))
     return out
 
