@@ -272,13 +272,10 @@ pub(crate) fn delete(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.required_string("experiment_id")?;
     let experiment = experiment_in(service, text, LifecycleStage::Active)?;
-    let store = service.store();
-    store
-        .delete_experiment(experiment.id)
+    service
+        .store()
+        .delete_experiment_and_runs(experiment.id)
         .map_err(|e| experiment_error(text, e))?;
-    for run in store.runs(experiment.id, ViewType::ActiveOnly)? {
-        store.delete_run(run.info.id)?;
-    }
     Ok(b"{}".to_vec())
 }
 
@@ -287,13 +284,10 @@ pub(crate) fn restore(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.required_string("experiment_id")?;
     let experiment = experiment_in(service, text, LifecycleStage::Deleted)?;
-    let store = service.store();
-    store
-        .restore_experiment(experiment.id)
+    service
+        .store()
+        .restore_experiment_and_runs(experiment.id)
         .map_err(|e| experiment_error(text, e))?;
-    for run in store.runs(experiment.id, ViewType::DeletedOnly)? {
-        store.restore_run(run.info.id)?;
-    }
     Ok(b"{}".to_vec())
 }
 

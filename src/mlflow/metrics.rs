@@ -123,8 +123,10 @@ pub(crate) fn get_history(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
     let key = fields.required_string("metric_key")?;
+    // Without `max_results` MLflow's server sends the whole series in one answer; a page of at
+    // most 25,000 points (what MLflow's client asks for) keeps one answer's memory bounded.
     let page_size = match fields.int("max_results")? {
-        None => None,
+        None => Some(HISTORY_PAGE_MAX as usize),
         Some(n) if n <= 0 => {
             return Err(MlflowError::invalid(format!(
                 "Invalid value {n} for parameter 'max_results' supplied. It must be a positive \
@@ -147,7 +149,7 @@ pub(crate) fn get_history(service: &Service, request: &Request<'_>) -> Body {
     let end = page_size.map_or(points.len(), |size| {
         start.saturating_add(size).min(points.len())
     });
-    let next_page_token = (page_size.is_some() && end < points.len()).then(|| end.to_string());
+    let next_page_token = (end < points.len()).then(|| end.to_string());
     Ok(to_json(&MetricsResponse {
         metrics: points[start..end]
             .iter()

@@ -407,16 +407,28 @@ impl Store {
 
     /// Appends `events` with one sync under `Durability::Sync`, then applies to the catalog
     /// those the log holds (all of them, once the call succeeded and synced).
+    ///
+    /// Events are grouped by their owner's lane (`Log::lane_of`), one append call per group in
+    /// order of first appearance, so each run's and experiment's events keep their order.
     pub(crate) fn record_all(&self, events: &[Event]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
+        let log = &self.inner.log;
+        let mut groups: Vec<(usize, Vec<Event>)> = Vec::new();
+        for event in events {
+            let lane = log.lane_of(event.owner());
+            match groups.iter_mut().find(|(l, _)| *l == lane) {
+                Some((_, group)) => group.push(event.clone()),
+                None => groups.push((lane, vec![event.clone()])),
+            }
         }
         let catalog = &self.inner.catalog;
-        self.inner.log.append_all(events, &mut |held| {
-            for event in events.iter().take(held) {
-                catalog.apply(event);
-            }
-        })
+        for (_, group) in &groups {
+            log.append_all(group, &mut |held| {
+                for event in group.iter().take(held) {
+                    catalog.apply(event);
+                }
+            })?;
+        }
+        Ok(())
     }
 
     // ---- experiments ----
@@ -571,6 +583,57 @@ impl Store {
             experiment: id,
             time_ms: now_ms(),
         })
+    }
+
+    /// Soft-deletes an experiment together with its active runs, as MLflow's DeleteExperiment
+    /// does, in one append call (one msync under `Durability::Sync`).
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// use runlog::{LifecycleStage, ViewType};
+    /// let experiment = store.get_or_create_experiment("e")?.id;
+    /// let run = store.create_run(experiment, Default::default())?.id;
+    /// store.delete_experiment_and_runs(experiment)?;
+    /// assert_eq!(store.run(run)?.info.lifecycle_stage, LifecycleStage::Deleted);
+    /// store.restore_experiment_and_runs(experiment)?;
+    /// assert_eq!(store.runs(experiment, ViewType::ActiveOnly)?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delete_experiment_and_runs(&self, id: ExperimentId) -> Result<()> {
+        self.experiment(id)?;
+        let time_ms = now_ms();
+        let mut events = vec![Event::ExperimentDeleted {
+            experiment: id,
+            time_ms,
+        }];
+        for run in self.runs(id, ViewType::ActiveOnly)? {
+            events.push(Event::RunDeleted {
+                run: run.info.id,
+                time_ms,
+            });
+        }
+        self.record_all(&events)
+    }
+
+    /// Restores an experiment together with every deleted run of it, as MLflow's
+    /// RestoreExperiment does, in one append call.
+    pub fn restore_experiment_and_runs(&self, id: ExperimentId) -> Result<()> {
+        self.experiment(id)?;
+        let time_ms = now_ms();
+        let mut events = vec![Event::ExperimentRestored {
+            experiment: id,
+            time_ms,
+        }];
+        for run in self.runs(id, ViewType::DeletedOnly)? {
+            events.push(Event::RunRestored {
+                run: run.info.id,
+                time_ms,
+            });
+        }
+        self.record_all(&events)
     }
 
     /// Sets an experiment tag.

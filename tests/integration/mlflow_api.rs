@@ -1126,3 +1126,57 @@ fn mlflow_get_accepts_a_json_body_without_a_query_string() {
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["experiment"]["name"], "Default");
 }
+
+#[test]
+fn mlflow_search_orders_nan_metrics_after_numbers_and_before_missing_ones() {
+    let api = Api::new();
+    let experiment = api.experiment("nan-order");
+    let mut ids = Vec::new();
+    for value in [json!(1.0), json!("NaN"), Value::Null, json!(2.0)] {
+        let run = api.run(&experiment);
+        if !value.is_null() {
+            let body = json!({"run_id": run, "key": "m", "value": value, "timestamp": 1});
+            api.ok_post("runs/log-metric", body);
+        }
+        ids.push(run);
+    }
+    for (direction, want) in [("ASC", [0, 3, 1, 2]), ("DESC", [3, 0, 1, 2])] {
+        let body = json!({"experiment_ids": [experiment],
+            "order_by": [format!("metrics.m {direction}")]});
+        let found = api.ok_post("runs/search", body);
+        let got: Vec<&str> = found["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["info"]["run_id"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = want.iter().map(|i| ids[*i].as_str()).collect();
+        assert_eq!(got, want, "{direction}");
+    }
+}
+
+#[test]
+fn mlflow_history_without_max_results_comes_in_pages_of_25000() {
+    let api = Api::new();
+    let experiment = api.experiment("long-history");
+    let run = api.run(&experiment);
+    for batch in 0..26 {
+        let metrics: Vec<Value> = (0..1_000)
+            .map(|i| {
+                let step = batch * 1_000 + i;
+                json!({"key": "m", "value": 1.0, "timestamp": step, "step": step})
+            })
+            .collect();
+        api.ok_post("runs/log-batch", json!({"run_id": run, "metrics": metrics}));
+    }
+    let first = api.ok_get("metrics/get-history", &format!("run_id={run}&metric_key=m"));
+    assert_eq!(first["metrics"].as_array().unwrap().len(), 25_000);
+    let token = first["next_page_token"].as_str().unwrap();
+    let rest = api.ok_get(
+        "metrics/get-history",
+        &format!("run_id={run}&metric_key=m&page_token={token}"),
+    );
+    assert_eq!(rest["metrics"].as_array().unwrap().len(), 1_000);
+    assert_eq!(rest["metrics"][999]["step"], 25_999);
+    assert!(rest.get("next_page_token").is_none());
+}
