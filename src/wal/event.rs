@@ -266,7 +266,8 @@ impl Event {
             | Event::ParamLogged { run, .. }
             | Event::TagSet { run, .. }
             | Event::TagDeleted { run, .. }
-            | Event::ArtifactRecorded { run, .. } => Some(Owner::Run(*run)),
+            | Event::ArtifactRecorded { run, .. }
+            | Event::ArtifactDeleted { run, .. } => Some(Owner::Run(*run)),
             Event::MetricKeyDefined { .. } | Event::Metrics(_) => None,
         }
     }
