@@ -92,7 +92,9 @@ impl ManifestEdit {
             .copied()
             .collect();
         let writers = (next.writers.iter())
-            .filter_map(|(writer, mark)| WriterChange::diff(*writer, previous.writers.get(writer), mark))
+            .filter_map(|(writer, mark)| {
+                WriterChange::diff(*writer, previous.writers.get(writer), mark)
+            })
             .collect();
         let (files_removed, files_added) = diff_files(&previous.files, &next.files)?;
         Some(ManifestEdit {
@@ -129,11 +131,16 @@ impl ManifestEdit {
         let removed: HashSet<&str> = self.files_removed.iter().map(String::as_str).collect();
         let before = state.files.len();
         state.files.retain(|f| !removed.contains(f.path.as_str()));
-        if before - state.files.len() != removed.len() || removed.len() != self.files_removed.len() {
+        if before - state.files.len() != removed.len() || removed.len() != self.files_removed.len()
+        {
             return malformed("removes a file that is not listed, or one twice".into());
         }
         let listed: HashSet<&str> = state.files.iter().map(|f| f.path.as_str()).collect();
-        if let Some(file) = self.files_added.iter().find(|f| listed.contains(f.path.as_str())) {
+        if let Some(file) = self
+            .files_added
+            .iter()
+            .find(|f| listed.contains(f.path.as_str()))
+        {
             return malformed(format!("adds file {}, which is already listed", file.path));
         }
         state.files.extend(self.files_added.iter().cloned());
@@ -274,7 +281,11 @@ fn diff_files(
 impl WriterChange {
     /// What changed in `writer`'s mark from `previous` (none: a new writer) to `next`; `None`
     /// if nothing did.
-    fn diff(writer: WriterId, previous: Option<&WriterMark>, next: &WriterMark) -> Option<WriterChange> {
+    fn diff(
+        writer: WriterId,
+        previous: Option<&WriterMark>,
+        next: &WriterMark,
+    ) -> Option<WriterChange> {
         let empty = WriterMark::default();
         let old = previous.unwrap_or(&empty);
         let keys_removed: Vec<_> = (old.keys.keys())
@@ -401,9 +412,8 @@ impl WriterChange {
 
 /// Summaries equal bit for bit: NaN values and payloads included, which `==` would not match.
 fn same_summary(a: &MetricSummary, b: &MetricSummary) -> bool {
-    let floats = |s: &MetricSummary| {
-        [s.last_value, s.min_value, s.max_value, s.sum].map(f64::to_bits)
-    };
+    let floats =
+        |s: &MetricSummary| [s.last_value, s.min_value, s.max_value, s.sum].map(f64::to_bits);
     let integers = |s: &MetricSummary| {
         [
             s.count as i64,
@@ -468,7 +478,11 @@ mod tests {
         Manifest {
             version: VERSION,
             generation: 3,
-            writers: [(WriterId(1), mark(2, &[5, 6])), (WriterId(2), mark(0, &[7]))].into(),
+            writers: [
+                (WriterId(1), mark(2, &[5, 6])),
+                (WriterId(2), mark(0, &[7])),
+            ]
+            .into(),
             metadata: [WriterId(9)].into(),
             files: vec![
                 file(11, 1, false, &[5]),

@@ -1,11 +1,15 @@
 //! The compaction manifest: which Parquet files hold which compacted points, how far each
 //! writer's log they cover, and which log chains hold the metadata of deleted segments. One file
 //! per generation, `manifest/<generation:010>.manifest`, written once (published without
-//! replacing) and never changed.
+//! replacing) and never changed. In version 4 a file is either a base, the whole manifest, or an
+//! edit of what one compaction changed (`edit.rs`); the state of a generation is the base it
+//! names with every edit after it applied in order. A compaction writes an edit until the edits
+//! on a base would pass half the base's bytes, then a new base (`publish_next`).
 //!
 //! ```text
 //! magic          8  "RUNLOGMF"
-//! version        2  u16 LE (3; versions 1 and 2 still read)
+//! version        2  u16 LE (4; versions 1 to 3 still read)
+//! kind           1  (v4) 0: a base, the body below; 1: an edit (`edit.rs`)
 //! body           n  see below, the codec of `wal/codec.rs`
 //! crc            4  CRC-32 (IEEE) of every byte before it
 //!
@@ -40,9 +44,11 @@
 //! segment is in a listed metadata chain (or a chain a merge of them produced). So the
 //! summaries, the metadata chains and the log after the watermarks make up the whole catalog,
 //! and compacted segments may be deleted. Summaries are kept per writer so that a handle can
-//! rebuild what other writers contributed without touching what it logged itself. Readers take the newest manifest; it was
-//! published complete and synced before anything relied on it, so one that does not check is
-//! damage, reported as `Error::Corrupt` naming the file, not skipped.
+//! rebuild what other writers contributed without touching what it logged itself. Readers take
+//! the newest manifest's state; each file of it was published complete and synced before
+//! anything relied on it, so one that does not check is damage, reported as `Error::Corrupt`
+//! naming that file, not skipped. A compaction removes no file of the chains of the state it
+//! writes and of the one before, so both stay loadable.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -441,7 +447,11 @@ impl ManifestFile {
                 supported: VERSION,
             });
         }
-        let kind = if version == VERSION { d.u8()? } else { KIND_BASE };
+        let kind = if version == VERSION {
+            d.u8()?
+        } else {
+            KIND_BASE
+        };
         let file = match kind {
             KIND_BASE => ManifestFile::Base(Manifest::decode_body(&mut d, version)?),
             KIND_EDIT => ManifestFile::Edit(ManifestEdit::decode_body(&mut d)?),
@@ -535,7 +545,11 @@ pub(super) fn decode_file(
     };
     let rows = d.u64()?;
     let mut series = Vec::new();
-    let series_bytes_min = if names.is_some() { 1 + 1 + 3 } else { 16 + 4 + 8 * 4 };
+    let series_bytes_min = if names.is_some() {
+        1 + 1 + 3
+    } else {
+        16 + 4 + 8 * 4
+    };
     let mut next_row = 0u64;
     for _ in 0..bounded(d, series_bytes_min)? {
         let rows = if let Some(names) = names {
@@ -702,7 +716,10 @@ impl NameTables {
         if names.is_some() { 1 } else { 16 }
     }
 
-    pub(super) fn run(names: Option<&NameTables>, d: &mut Decoder<'_>) -> Result<RunId, CorruptionKind> {
+    pub(super) fn run(
+        names: Option<&NameTables>,
+        d: &mut Decoder<'_>,
+    ) -> Result<RunId, CorruptionKind> {
         let Some(names) = names else {
             return Ok(RunId(d.u128()?));
         };
@@ -714,7 +731,10 @@ impl NameTables {
             .ok_or_else(|| out_of_table("run", index, names.runs.len()))
     }
 
-    pub(super) fn key(names: Option<&NameTables>, d: &mut Decoder<'_>) -> Result<String, CorruptionKind> {
+    pub(super) fn key(
+        names: Option<&NameTables>,
+        d: &mut Decoder<'_>,
+    ) -> Result<String, CorruptionKind> {
         let Some(names) = names else {
             return d.string();
         };

@@ -202,7 +202,8 @@ impl Store {
         merge_generations(&root, &mut manifest, generation, storage, &mut report)?;
         manifest.generation = generation;
         let previous = previous.unwrap_or_default();
-        report.manifest_bytes = manifest::publish_next(&root, &previous, chain, &manifest, storage)?;
+        report.manifest_bytes =
+            manifest::publish_next(&root, &previous, chain, &manifest, storage)?;
         report.generation = generation;
         // Read what is about to be deleted, so this handle need not rebuild its catalog. Best
         // effort: a failure here is met again, and reported, by the next read.

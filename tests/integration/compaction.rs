@@ -896,7 +896,10 @@ fn a_compaction_writes_manifest_bytes_in_proportion_to_what_it_changed() {
     assert_eq!(store.history(late, "metric/002", ..).unwrap().len(), 4);
     let runs = store.runs(experiment, runlog::ViewType::All).unwrap();
     assert_eq!(runs.len(), 201);
-    assert!(runs.iter().all(|r| r.metrics.values().all(|s| s.count >= 1)));
+    assert!(
+        runs.iter()
+            .all(|r| r.metrics.values().all(|s| s.count >= 1))
+    );
 }
 
 /// Compaction after compaction, the state in force is a base and the edits since, within half
