@@ -49,6 +49,8 @@ pub struct CompactionReport {
     pub metadata_events: usize,
     /// Compacted segments deleted from the log.
     pub segments_deleted: usize,
+    /// Bytes of the manifest file written: an edit, or a whole manifest (a base).
+    pub manifest_bytes: u64,
 }
 
 /// What a compaction takes in.
@@ -130,7 +132,16 @@ impl Store {
         let root = self.root().to_path_buf();
         let storage = self.options().storage.as_ref();
         self.refresh()?;
-        let loaded = manifest::load(&root)?;
+        let (loaded, chain) = match manifest::newest_generation(&root)? {
+            0 => (Manifest::default(), None),
+            newest => manifest::load_with_chain(&root, newest)?,
+        };
+        // The manifest of the generation before this one stays loadable until the one after
+        // this is published: its chain starts here.
+        let keep_from = chain.map_or(loaded.generation, |c| c.base);
+        // An edit is what turns the state loaded into the next; only a version 4 state has a
+        // chain to add one to.
+        let previous = chain.map(|_| loaded.clone());
         // Files a crashed compaction published without a manifest would collide with this
         // generation's names, so its provable leftovers go first; anything no manifest
         // accounts for stops the compaction, which would otherwise build on lost history.
@@ -190,13 +201,15 @@ impl Store {
         }
         merge_generations(&root, &mut manifest, generation, storage, &mut report)?;
         manifest.generation = generation;
-        manifest::store(&root, &manifest, storage)?;
+        let previous = previous.unwrap_or_default();
+        report.manifest_bytes =
+            manifest::publish_next(&root, &previous, chain, &manifest, storage)?;
         report.generation = generation;
         // Read what is about to be deleted, so this handle need not rebuild its catalog. Best
         // effort: a failure here is met again, and reported, by the next read.
         let _ = self.refresh();
         report.segments_deleted = delete_compacted(&root, &manifest, storage);
-        clean_up(&root, &manifest, storage);
+        clean_up(&root, &manifest, keep_from, storage);
         drop(lock);
         Ok(Some(report))
     }
@@ -569,9 +582,11 @@ fn remove_leftovers(survey: &survey::Survey, storage: &dyn Storage) -> Result<()
 }
 
 /// After `manifest` is published: removes the files it superseded (the previous manifest's
-/// that it does not list), its intent, and the manifests older than the previous one, which
-/// go only once every file they prove a leftover is gone. Best effort.
-fn clean_up(root: &Path, manifest: &Manifest, storage: &dyn Storage) {
+/// that it does not list), its intent, and the manifest files before `keep_from` (where the
+/// chain of the previous generation starts), which go only once every file they prove a
+/// leftover is gone, and with them temporaries of manifests and intents left by crashes.
+/// Best effort.
+fn clean_up(root: &Path, manifest: &Manifest, keep_from: u64, storage: &dyn Storage) {
     let Ok(survey) = survey::survey(root, manifest) else {
         return;
     };
@@ -583,16 +598,24 @@ fn clean_up(root: &Path, manifest: &Manifest, storage: &dyn Storage) {
         return;
     }
     intent::remove_through(root, manifest.generation, storage);
-    if let Ok(entries) = std::fs::read_dir(root.join(manifest::MANIFEST_DIR)) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let generation = name
-                .to_str()
-                .and_then(manifest::generation_of_manifest_name);
-            // The previous generation stays, for readers that chose it a moment ago.
-            if generation.is_some_and(|g| g + 1 < manifest.generation) {
-                let _ = storage.remove(&entry.path());
-            }
+    let Ok(entries) = std::fs::read_dir(root.join(manifest::MANIFEST_DIR)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        // The chains of this generation and the one before stay: readers may have chosen
+        // either a moment ago, and the survey proves leftovers with the one before.
+        let old_manifest =
+            manifest::generation_of_manifest_name(name).is_some_and(|g| g < keep_from);
+        // Under the compaction lock no publication into `manifest/` is under way, so a
+        // temporary of a generation up to this one is a crashed publication's.
+        let dead_temporary =
+            manifest::generation_of_temporary_name(name).is_some_and(|g| g <= manifest.generation);
+        if old_manifest || dead_temporary {
+            let _ = storage.remove(&entry.path());
         }
     }
 }
