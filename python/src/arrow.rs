@@ -122,6 +122,7 @@ fn dtype_name(data_type: &DataType) -> String {
         DataType::Int8 => "int8".into(),
         DataType::Int16 => "int16".into(),
         DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
         DataType::UInt8 => "uint8".into(),
         DataType::UInt16 => "uint16".into(),
         DataType::UInt32 => "uint32".into(),
