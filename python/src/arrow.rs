@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema, from_ffi};
-use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StructArray};
+use arrow_array::{
+    Array, ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StructArray,
+};
 use arrow_data::ArrayData;
 use arrow_schema::{DataType, Field, Schema};
 use pyo3::intern;
@@ -73,10 +75,20 @@ pub fn import_column(what: &str, object: &Bound<'_, PyAny>) -> PyResult<ArrayDat
     };
     let capsules = arrow_object.call_method0(intern!(py, "__arrow_c_array__"))?;
     let capsules = capsules.cast_into::<PyTuple>().map_err(PyErr::from)?;
-    let schema = capsules.get_item(0)?.cast_into::<PyCapsule>().map_err(PyErr::from)?;
-    let array = capsules.get_item(1)?.cast_into::<PyCapsule>().map_err(PyErr::from)?;
-    let schema_ptr = schema.pointer_checked(Some(c"arrow_schema"))?.cast::<FFI_ArrowSchema>();
-    let array_ptr = array.pointer_checked(Some(c"arrow_array"))?.cast::<FFI_ArrowArray>();
+    let schema = capsules
+        .get_item(0)?
+        .cast_into::<PyCapsule>()
+        .map_err(PyErr::from)?;
+    let array = capsules
+        .get_item(1)?
+        .cast_into::<PyCapsule>()
+        .map_err(PyErr::from)?;
+    let schema_ptr = schema
+        .pointer_checked(Some(c"arrow_schema"))?
+        .cast::<FFI_ArrowSchema>();
+    let array_ptr = array
+        .pointer_checked(Some(c"arrow_array"))?
+        .cast::<FFI_ArrowArray>();
     // SAFETY: the capsules are named as the Arrow PyCapsule interface requires, so they hold
     // an `ArrowSchema` and an `ArrowArray`; `from_raw` moves the array out and leaves a
     // released one behind, as the interface prescribes for a consumer that takes ownership.
@@ -100,7 +112,10 @@ pub fn import_column(what: &str, object: &Bound<'_, PyAny>) -> PyResult<ArrayDat
 pub fn steps(data: ArrayData) -> PyResult<Int64Array> {
     match data.data_type() {
         DataType::Int64 => Ok(Int64Array::from(data)),
-        other => Err(invalid(format!("steps must be int64, got {}", dtype_name(other)))),
+        other => Err(invalid(format!(
+            "steps must be int64, got {}",
+            dtype_name(other)
+        ))),
     }
 }
 
@@ -108,7 +123,9 @@ pub fn steps(data: ArrayData) -> PyResult<Int64Array> {
 pub fn values(data: ArrayData) -> PyResult<Float64Array> {
     match data.data_type() {
         DataType::Float64 => Ok(Float64Array::from(data)),
-        DataType::Float32 => Ok(Float32Array::from(data).unary::<_, arrow_array::types::Float64Type>(f64::from)),
+        DataType::Float32 => {
+            Ok(Float32Array::from(data).unary::<_, arrow_array::types::Float64Type>(f64::from))
+        }
         other => Err(invalid(format!(
             "values must be float64 or float32, got {}",
             dtype_name(other)

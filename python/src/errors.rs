@@ -5,21 +5,81 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-create_exception!(runlog, Error, PyException, "Base class of every error runlog raises.");
-create_exception!(runlog, NotFound, Error, "An experiment, run, key or artifact does not exist.");
-create_exception!(runlog, InvalidInput, Error, "An argument runlog refuses (bad key, value, dtype, id...).");
-create_exception!(runlog, InvalidFilter, InvalidInput, "A search filter or order_by that does not parse.");
-create_exception!(runlog, Corruption, Error, "Damage found on disk; the message names the file and byte offset.");
+create_exception!(
+    runlog,
+    Error,
+    PyException,
+    "Base class of every error runlog raises."
+);
+create_exception!(
+    runlog,
+    NotFound,
+    Error,
+    "An experiment, run, key or artifact does not exist."
+);
+create_exception!(
+    runlog,
+    InvalidInput,
+    Error,
+    "An argument runlog refuses (bad key, value, dtype, id...)."
+);
+create_exception!(
+    runlog,
+    InvalidFilter,
+    InvalidInput,
+    "A search filter or order_by that does not parse."
+);
+create_exception!(
+    runlog,
+    Corruption,
+    Error,
+    "Damage found on disk; the message names the file and byte offset."
+);
 create_exception!(runlog, IoError, Error, "An operating-system call failed.");
 create_exception!(runlog, StorageFull, IoError, "The disk (or quota) is full.");
-create_exception!(runlog, Poisoned, Error, "A writer failed to sync; reopen the store.");
-create_exception!(runlog, Forked, Error, "A forked child used its parent's handle; the child must open the store itself.");
-create_exception!(runlog, StaleRead, Error, "A read kept being overtaken by compaction; it may be retried.");
+create_exception!(
+    runlog,
+    Poisoned,
+    Error,
+    "A writer failed to sync; reopen the store."
+);
+create_exception!(
+    runlog,
+    Forked,
+    Error,
+    "A forked child used its parent's handle; the child must open the store itself."
+);
+create_exception!(
+    runlog,
+    StaleRead,
+    Error,
+    "A read kept being overtaken by compaction; it may be retried."
+);
 create_exception!(runlog, ReadOnly, Error, "The store is open read-only.");
-create_exception!(runlog, NotAStore, Error, "The directory is not a runlog store.");
-create_exception!(runlog, AlreadyExists, Error, "An experiment with that name already exists.");
-create_exception!(runlog, ParamChanged, InvalidInput, "A param was logged again with a different value.");
-create_exception!(runlog, Deleted, Error, "The experiment or run is deleted; restore it first.");
+create_exception!(
+    runlog,
+    NotAStore,
+    Error,
+    "The directory is not a runlog store."
+);
+create_exception!(
+    runlog,
+    AlreadyExists,
+    Error,
+    "An experiment with that name already exists."
+);
+create_exception!(
+    runlog,
+    ParamChanged,
+    InvalidInput,
+    "A param was logged again with a different value."
+);
+create_exception!(
+    runlog,
+    Deleted,
+    Error,
+    "The experiment or run is deleted; restore it first."
+);
 
 /// Adds every exception class to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -53,13 +53,15 @@ impl Run {
         f: impl FnOnce(&runlog::Run) -> runlog::Result<T> + Send,
     ) -> PyResult<T> {
         let call = || -> PyResult<T> {
-            let guard = self
-                .handle
-                .read()
-                .map_err(|_| invalid(format!("run {} handle is unusable after a panic", self.id)))?;
+            let guard = self.handle.read().map_err(|_| {
+                invalid(format!("run {} handle is unusable after a panic", self.id))
+            })?;
             match guard.as_ref() {
                 Some(run) => f(run).map_err(to_py),
-                None => Err(invalid(format!("run {} has ended; resume it to log more", self.id))),
+                None => Err(invalid(format!(
+                    "run {} has ended; resume it to log more",
+                    self.id
+                ))),
             }
         };
         if detach { py.detach(call) } else { call() }
@@ -90,13 +92,22 @@ impl Run {
 
     /// Logs one point; the timestamp is taken inside.
     fn log_metric(&self, py: Python<'_>, key: &str, value: f64, step: i64) -> PyResult<()> {
-        self.with(py, self.writes == Writes::Synced, |run| run.log_metric(key, value, step))
+        self.with(py, self.writes == Writes::Synced, |run| {
+            run.log_metric(key, value, step)
+        })
     }
 
     /// Logs several keys at one step, from a dict of key to value.
-    fn log_metrics(&self, py: Python<'_>, metrics: HashMap<String, f64>, step: i64) -> PyResult<()> {
+    fn log_metrics(
+        &self,
+        py: Python<'_>,
+        metrics: HashMap<String, f64>,
+        step: i64,
+    ) -> PyResult<()> {
         let points: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        self.with(py, self.writes == Writes::Synced, |run| run.log_metrics(step, &points))
+        self.with(py, self.writes == Writes::Synced, |run| {
+            run.log_metrics(step, &points)
+        })
     }
 
     /// Logs a whole series segment of `key`: `steps` (int64) and `values` (float64 or float32)
@@ -125,19 +136,27 @@ impl Run {
 
     /// Logs a param (params are write-once: a different value is refused).
     fn log_param(&self, py: Python<'_>, key: &str, value: &str) -> PyResult<()> {
-        self.with(py, self.writes == Writes::Synced, |run| run.log_param(key, value))
+        self.with(py, self.writes == Writes::Synced, |run| {
+            run.log_param(key, value)
+        })
     }
 
     /// Logs several params from a dict.
     fn log_params(&self, py: Python<'_>, params: HashMap<String, String>) -> PyResult<()> {
-        let pairs: Vec<(&str, &str)> =
-            params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        self.with(py, self.writes == Writes::Synced, |run| run.log_params(&pairs))
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.with(py, self.writes == Writes::Synced, |run| {
+            run.log_params(&pairs)
+        })
     }
 
     /// Sets a tag (the last value set wins).
     fn set_tag(&self, py: Python<'_>, key: &str, value: &str) -> PyResult<()> {
-        self.with(py, self.writes == Writes::Synced, |run| run.set_tag(key, value))
+        self.with(py, self.writes == Writes::Synced, |run| {
+            run.set_tag(key, value)
+        })
     }
 
     /// Deletes a tag.
@@ -147,7 +166,8 @@ impl Run {
 
     /// Copies the file at `path` into the run's artifacts under its file name.
     fn log_artifact(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<Artifact> {
-        self.with(py, true, |run| run.log_artifact(&path)).map(Artifact::from)
+        self.with(py, true, |run| run.log_artifact(&path))
+            .map(Artifact::from)
     }
 
     /// Stores `data` as the artifact `path`.
@@ -195,7 +215,11 @@ impl Run {
         _exc_value: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let status = if exc_type.is_some() { RunStatus::Failed } else { RunStatus::Finished };
+        let status = if exc_type.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Finished
+        };
         self.end_with(py, status)?;
         Ok(false)
     }

@@ -67,7 +67,9 @@ fn view_type(name: &str) -> PyResult<ViewType> {
         "active" => Ok(ViewType::ActiveOnly),
         "deleted" => Ok(ViewType::DeletedOnly),
         "all" => Ok(ViewType::All),
-        other => Err(invalid(format!("view {other:?}: expected \"active\", \"deleted\" or \"all\""))),
+        other => Err(invalid(format!(
+            "view {other:?}: expected \"active\", \"deleted\" or \"all\""
+        ))),
     }
 }
 
@@ -83,9 +85,19 @@ impl Store {
         read_only: bool,
     ) -> PyResult<Store> {
         let durability = self::durability(durability)?;
-        let writes = if durability == Durability::Sync { Writes::Synced } else { Writes::Buffered };
-        let options = StoreOptions { durability, read_only, ..StoreOptions::default() };
-        let inner = py.detach(|| runlog::Store::open_with(&path, options)).py_err()?;
+        let writes = if durability == Durability::Sync {
+            Writes::Synced
+        } else {
+            Writes::Buffered
+        };
+        let options = StoreOptions {
+            durability,
+            read_only,
+            ..StoreOptions::default()
+        };
+        let inner = py
+            .detach(|| runlog::Store::open_with(&path, options))
+            .py_err()?;
         Ok(Store { inner, writes })
     }
 
@@ -97,17 +109,23 @@ impl Store {
 
     /// The experiment named `name`, created if it does not exist.
     fn get_or_create_experiment(&self, py: Python<'_>, name: &str) -> PyResult<Experiment> {
-        py.detach(|| self.inner.get_or_create_experiment(name)).py_err().map(Experiment::from)
+        py.detach(|| self.inner.get_or_create_experiment(name))
+            .py_err()
+            .map(Experiment::from)
     }
 
     /// Creates an experiment; `runlog.AlreadyExists` if the name is taken.
     fn create_experiment(&self, py: Python<'_>, name: &str) -> PyResult<Experiment> {
-        py.detach(|| self.inner.create_experiment(name)).py_err().map(Experiment::from)
+        py.detach(|| self.inner.create_experiment(name))
+            .py_err()
+            .map(Experiment::from)
     }
 
     /// The experiment with id `experiment_id`.
     fn get_experiment(&self, py: Python<'_>, experiment_id: u64) -> PyResult<Experiment> {
-        py.detach(|| self.inner.experiment(ExperimentId(experiment_id))).py_err().map(Experiment::from)
+        py.detach(|| self.inner.experiment(ExperimentId(experiment_id)))
+            .py_err()
+            .map(Experiment::from)
     }
 
     /// Experiments: `view` is `"active"` (default), `"deleted"` or `"all"`.
@@ -141,8 +159,10 @@ impl Store {
         let run = py
             .detach(|| {
                 let run = self.inner.start_run(ExperimentId(experiment_id), options)?;
-                let pairs: Vec<(&str, &str)> =
-                    params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let pairs: Vec<(&str, &str)> = params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 if !pairs.is_empty() {
                     run.log_params(&pairs)?;
                 }
@@ -213,7 +233,10 @@ impl Store {
         Columns(vec![
             ("step_start", ints(|b| b.step_start)),
             ("step_end", ints(|b| b.step_end)),
-            ("count", ints(|b| i64::try_from(b.count).unwrap_or(i64::MAX))),
+            (
+                "count",
+                ints(|b| i64::try_from(b.count).unwrap_or(i64::MAX)),
+            ),
             ("min", floats(|b| b.min)),
             ("max", floats(|b| b.max)),
             ("last_step", ints(|b| b.last.step)),
@@ -237,7 +260,11 @@ impl Store {
         view: &str,
     ) -> PyResult<Vec<RunData>> {
         let search = SearchRuns {
-            experiments: experiment_ids.unwrap_or_default().into_iter().map(ExperimentId).collect(),
+            experiments: experiment_ids
+                .unwrap_or_default()
+                .into_iter()
+                .map(ExperimentId)
+                .collect(),
             filter: filter_string.to_string(),
             order_by: order_by.unwrap_or_default(),
             max_results,
@@ -258,7 +285,10 @@ impl Store {
         run_ids: Vec<String>,
         keys: Option<Vec<String>>,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let ids = run_ids.iter().map(|id| run_id(id)).collect::<PyResult<Vec<_>>>()?;
+        let ids = run_ids
+            .iter()
+            .map(|id| run_id(id))
+            .collect::<PyResult<Vec<_>>>()?;
         let keys = keys.unwrap_or_default();
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let rows = py.detach(|| self.inner.compare(&ids, &key_refs)).py_err()?;

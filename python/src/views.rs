@@ -137,6 +137,9 @@ impl From<runlog::Artifact> for Artifact {
 #[pymethods]
 impl Artifact {
     fn __repr__(&self) -> String {
-        format!("Artifact(path={:?}, size_bytes={})", self.path, self.size_bytes)
+        format!(
+            "Artifact(path={:?}, size_bytes={})",
+            self.path, self.size_bytes
+        )
     }
 }
