@@ -25,8 +25,9 @@ use crate::catalog::{Catalog, KeyMap, Staged};
 use crate::compaction::{manifest, survey};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
+use crate::wal::segment;
+use crate::wal::tail::Tail;
 use crate::wal::writer::is_metadata_chain;
-use crate::wal::{Tail, segment};
 
 /// Rebuilds tried before a missing segment counts as damage. Each one loads the newest
 /// manifest; more than one is needed only when compactions keep deleting under it.

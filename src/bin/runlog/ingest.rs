@@ -28,11 +28,16 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::output::Table;
+use crate::output::{Table, now_ms};
 use crate::{Context, Failure, Outcome};
 use runlog::ingest::{Line, Target, parse_line};
-use runlog::util::{IdHash, KeyHash, now_ms};
 use runlog::{Durability, ExperimentId, Run, RunId, RunOptions, Store, StoreOptions};
+
+/// The hasher of maps keyed by names read from the input: seeded per process, so no input can
+/// make its names collide on purpose.
+type KeyHash = foldhash::fast::RandomState;
+/// The hasher of maps keyed by ids the engine made.
+type IdHash = foldhash::fast::FixedState;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

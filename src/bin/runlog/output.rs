@@ -215,6 +215,13 @@ pub fn float_or_null(value: Option<f64>) -> Value {
     value.map_or(Value::Null, float)
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it), as the engine stamps times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A time in ms since the Unix epoch, as `YYYY-MM-DD HH:MM:SS` UTC for the text table, and as
 /// the number itself for tools.
 pub fn time(ms: i64, format: Format) -> Value {
