@@ -70,6 +70,18 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// Declares modules that are `pub` with the `testing` feature and `pub(crate)` without it: the
+/// integration tests, benches and fuzz targets reach into the engine's internals, and a user of
+/// the crate does not see them. (An attribute cannot change a file module's visibility.)
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "testing")]
+        pub mod $name;
+        #[cfg(not(feature = "testing"))]
+        pub(crate) mod $name;
+    )*};
+}
+
 mod artifact;
 pub mod catalog;
 pub mod compaction;
@@ -80,7 +92,6 @@ mod ids;
 #[cfg(feature = "jsonl")]
 pub mod ingest;
 pub mod io;
-pub mod layout;
 pub mod limits;
 #[cfg(feature = "parquet")]
 mod parquet_file;
@@ -88,9 +99,10 @@ mod periodic;
 pub mod query;
 mod summary;
 pub mod tracking;
-pub mod util;
 pub mod verify;
 pub mod wal;
+
+internal_modules!(layout, util);
 
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};

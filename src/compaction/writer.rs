@@ -17,11 +17,11 @@ use super::manifest::{self, CompactedFile, FileChecksum, Manifest, SeriesRows};
 use super::{FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
 use super::{intent, survey};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
-use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
+use crate::ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
 use crate::io::Storage;
 use crate::layout::WAL_DIR;
 use crate::parquet_file::{Layout, write as write_parquet};
-use crate::summary::MetricSummary;
+use crate::summary::{MetricSummary, WriterMark};
 use crate::tracking::Store;
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
 use crate::wal::writer::{Writer, WriterOptions, segment_bytes_to_hold};
@@ -254,6 +254,34 @@ fn file_path(experiment: ExperimentId, name: &str) -> String {
     format!("{EXPERIMENTS_DIR}/{experiment}/{name}.{COMPACTED_EXTENSION}")
 }
 
+/// Whether a compaction gathers the metadata chains too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MetadataChains {
+    /// Pass them over: their events are compacted already.
+    PassOver,
+    /// Gather them, so that their events move into the one chain this compaction writes.
+    Merge,
+}
+
+/// Where `gather` puts what it reads.
+struct Gathered<'a> {
+    run_experiment: &'a HashMap<RunId, ExperimentId>,
+    series: &'a mut BTreeMap<ExperimentId, ExperimentSeries>,
+    metadata: &'a mut Vec<Event>,
+    report: &'a mut CompactionReport,
+}
+
+/// What compaction takes from one sealed segment.
+struct SegmentContents {
+    /// The writer's key definitions up to the end of the segment.
+    keys: BTreeMap<(RunId, KeyId), String>,
+    batches: Vec<MetricBatch>,
+    /// Events but metric batches and key definitions, in log order.
+    events: Vec<Event>,
+    /// The seal says the writer appends no further segment.
+    final_segment: bool,
+}
+
 /// Reads every compactable segment after each writer's watermark: every segment but a chain's
 /// last, and the last too once it is sealed and trimmed. A writer stops before a segment with a
 /// point whose run has no known experiment (the run's creation is not readable yet) or whose key
@@ -271,83 +299,24 @@ fn gather(
     report: &mut CompactionReport,
 ) -> Result<()> {
     let wal_dir = root.join(WAL_DIR);
-    let merge_metadata = manifest.metadata.len() > METADATA_CHAINS_MAX;
+    let chains = if manifest.metadata.len() > METADATA_CHAINS_MAX {
+        MetadataChains::Merge
+    } else {
+        MetadataChains::PassOver
+    };
+    let mut into = Gathered {
+        run_experiment,
+        series: gathered,
+        metadata,
+        report,
+    };
     let listed = reader::list_writers(&wal_dir)?;
     for (writer, files) in &listed {
-        let (writer, files) = (*writer, files);
-        if manifest.metadata.contains(&writer) && !merge_metadata {
+        if chains == MetadataChains::PassOver && manifest.metadata.contains(writer) {
             continue;
         }
-        let mark = manifest.writers.entry(writer).or_default();
-        let start = mark.through.map_or(0, |s| s.0 + 1);
-        let mut finished = false;
-        let last = files.segments.last().copied();
-        for sequence in files.segments.iter().copied().filter(|s| s.0 >= start) {
-            let path = segment::segment_path(&wal_dir, writer, sequence);
-            if Some(sequence) == last && !is_sealed(&path)? {
-                break;
-            }
-            let mut keys = mark.keys.clone();
-            let mut batches = Vec::new();
-            let mut events = Vec::new();
-            let options = ReadOptions::default();
-            let read =
-                reader::read_chain(
-                    &wal_dir,
-                    writer,
-                    &[sequence],
-                    options,
-                    &mut |event| match event {
-                        Event::MetricKeyDefined { run, key_id, key } => {
-                            keys.insert((run, key_id), key);
-                        }
-                        Event::Metrics(batch) => batches.push(batch),
-                        other => events.push(other),
-                    },
-                )?;
-            // Read alone, a segment counts as its chain's last; only a sealed one may be
-            // compacted, and one that has lost its seal is damage, not a tail.
-            let ChainEnd::Sealed { seal, .. } = read.end else {
-                return Err(Error::Corrupt(Corruption {
-                    path,
-                    offset: 0,
-                    kind: CorruptionKind::MalformedPayload(
-                        "a segment to compact does not end with its seal".into(),
-                    ),
-                }));
-            };
-            finished = seal.final_segment;
-            let placeable = batches.iter().all(|batch| {
-                run_experiment.contains_key(&batch.run)
-                    && batch
-                        .key_ids
-                        .iter()
-                        .all(|key_id| keys.contains_key(&(batch.run, *key_id)))
-            });
-            if !placeable {
-                break;
-            }
-            for batch in &batches {
-                if let Some(experiment) = run_experiment.get(&batch.run) {
-                    report.points += batch.len() as u64;
-                    let series = gathered.entry(*experiment).or_default();
-                    add_batch(series, &mut mark.summaries, &keys, batch);
-                }
-            }
-            metadata.append(&mut events);
-            report.segments += 1;
-            mark.keys = keys;
-            mark.through = Some(sequence);
-        }
-        // A chain taken to its last segment is finished if that segment's seal says so, or if
-        // the writer has no lock file: it was closed, or it died and recovery removed its lock,
-        // so it can never append again, even when its last seal is a rotation's (non-final)
-        // one. Readers would otherwise wait for a next segment that will never exist.
-        let taken_whole = mark.through.is_some() && mark.through == files.segments.last().copied();
-        if finished || (taken_whole && !files.has_lock_file) {
-            mark.keys.clear();
-            mark.finished = true;
-        }
+        let mark = manifest.writers.entry(*writer).or_default();
+        gather_writer(&wal_dir, *writer, files, mark, &mut into)?;
     }
     // A writer with no file left at all (everything compacted and deleted, no lock) is done.
     for (writer, mark) in manifest.writers.iter_mut() {
@@ -357,7 +326,7 @@ fn gather(
         }
     }
     manifest.writers.retain(|_, mark| mark.through.is_some());
-    if merge_metadata {
+    if chains == MetadataChains::Merge {
         // Every chain gathered whole moved into the new one; a chain that could not be (it lost
         // its seal: an error above) stays listed.
         let writers = &manifest.writers;
@@ -366,6 +335,105 @@ fn gather(
             .retain(|chain| !writers.get(chain).is_some_and(|mark| mark.finished));
     }
     Ok(())
+}
+
+/// Gathers one writer's compactable segments after its watermark `mark`, and moves the mark.
+fn gather_writer(
+    wal_dir: &Path,
+    writer: WriterId,
+    files: &reader::WriterFiles,
+    mark: &mut WriterMark,
+    into: &mut Gathered<'_>,
+) -> Result<()> {
+    let start = mark.through.map_or(0, |s| s.0 + 1);
+    let mut finished = false;
+    let last = files.segments.last().copied();
+    for sequence in files.segments.iter().copied().filter(|s| s.0 >= start) {
+        let path = segment::segment_path(wal_dir, writer, sequence);
+        if Some(sequence) == last && !is_sealed(&path)? {
+            break;
+        }
+        let mut contents = read_sealed_segment(wal_dir, writer, sequence, mark.keys.clone())?;
+        finished = contents.final_segment;
+        if !into.placeable(&contents) {
+            break;
+        }
+        for batch in &contents.batches {
+            if let Some(experiment) = into.run_experiment.get(&batch.run) {
+                into.report.points += batch.len() as u64;
+                let series = into.series.entry(*experiment).or_default();
+                add_batch(series, &mut mark.summaries, &contents.keys, batch);
+            }
+        }
+        into.metadata.append(&mut contents.events);
+        into.report.segments += 1;
+        mark.keys = contents.keys;
+        mark.through = Some(sequence);
+    }
+    // A chain taken to its last segment is finished if that segment's seal says so, or if
+    // the writer has no lock file: it was closed, or it died and recovery removed its lock,
+    // so it can never append again, even when its last seal is a rotation's (non-final)
+    // one. Readers would otherwise wait for a next segment that will never exist.
+    let taken_whole = mark.through.is_some() && mark.through == last;
+    if finished || (taken_whole && !files.has_lock_file) {
+        mark.keys.clear();
+        mark.finished = true;
+    }
+    Ok(())
+}
+
+impl Gathered<'_> {
+    /// Whether every point of `contents` has a run of known experiment and a defined key.
+    fn placeable(&self, contents: &SegmentContents) -> bool {
+        contents.batches.iter().all(|batch| {
+            self.run_experiment.contains_key(&batch.run)
+                && batch
+                    .key_ids
+                    .iter()
+                    .all(|key_id| contents.keys.contains_key(&(batch.run, *key_id)))
+        })
+    }
+}
+
+/// Reads one segment of `writer` on its own, with the key definitions `keys` of the segments
+/// before it. Read alone, a segment counts as its chain's last; only a sealed one may be
+/// compacted, and one that has lost its seal is damage, not a tail.
+fn read_sealed_segment(
+    wal_dir: &Path,
+    writer: WriterId,
+    sequence: SegmentSequence,
+    mut keys: BTreeMap<(RunId, KeyId), String>,
+) -> Result<SegmentContents> {
+    let mut batches = Vec::new();
+    let mut events = Vec::new();
+    let read = reader::read_chain(
+        wal_dir,
+        writer,
+        &[sequence],
+        ReadOptions::default(),
+        &mut |event| match event {
+            Event::MetricKeyDefined { run, key_id, key } => {
+                keys.insert((run, key_id), key);
+            }
+            Event::Metrics(batch) => batches.push(batch),
+            other => events.push(other),
+        },
+    )?;
+    let ChainEnd::Sealed { seal, .. } = read.end else {
+        return Err(Error::Corrupt(Corruption {
+            path: segment::segment_path(wal_dir, writer, sequence),
+            offset: 0,
+            kind: CorruptionKind::MalformedPayload(
+                "a segment to compact does not end with its seal".into(),
+            ),
+        }));
+    };
+    Ok(SegmentContents {
+        keys,
+        batches,
+        events,
+        final_segment: seal.final_segment,
+    })
 }
 
 /// Deletes every segment at or below its writer's watermark. Best effort: a segment left behind
