@@ -11,7 +11,7 @@ internal_modules!(
 pub use durability::Durability;
 #[cfg(feature = "testing")]
 pub use event::Seal;
-pub use event::{Event, RunStatus};
+pub use event::{Event, Owner, RunStatus};
 pub use log::{Log, LogOptions, WriterSummary, read_dir};
 pub use metric::MetricBatch;
 pub use reader::{ChainEnd, ReadOptions};
