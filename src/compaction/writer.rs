@@ -354,10 +354,12 @@ fn gather_writer(
             break;
         }
         let mut contents = read_sealed_segment(wal_dir, writer, sequence, mark.keys.clone())?;
-        finished = contents.final_segment;
+        // A segment left out stays in the log with its keys still needed: only a final
+        // segment actually taken ends the writer.
         if !into.placeable(&contents) {
             break;
         }
+        finished = contents.final_segment;
         for batch in &contents.batches {
             if let Some(experiment) = into.run_experiment.get(&batch.run) {
                 into.report.points += batch.len() as u64;

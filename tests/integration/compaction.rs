@@ -945,3 +945,91 @@ fn edits_are_bounded_by_their_base_and_old_chains_are_removed() {
         }
     }
 }
+
+/// A writer whose final segment holds points of a run no compaction can place yet (its creation
+/// is in another writer that appears later) has not had that segment compacted: the manifest
+/// must not call it finished. A finished writer's readers start after its watermark and expect
+/// nothing there: the compacting handle stopped reading the segment's points, and the store
+/// refused to open ("a segment follows the writer's final seal").
+#[test]
+fn a_final_segment_left_uncompacted_does_not_mark_its_writer_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let (experiment, known_run) = {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        let experiment = store.get_or_create_experiment("e").unwrap();
+        let run = store
+            .start_run(experiment.id, RunOptions::default())
+            .unwrap();
+        (experiment.id, run.id())
+    };
+    let writer_options = runlog::wal::WriterOptions {
+        segment_bytes: 4 * 1024,
+        sync_every_append: false,
+    };
+    let storage = Arc::new(runlog::io::OsStorage);
+    // Writer A: a first segment of a known run's points, then a final one that also holds
+    // points of a run created nowhere yet.
+    let mut a = runlog::wal::Writer::create(&wal, storage.clone(), writer_options.clone()).unwrap();
+    let mut known = Logged::new();
+    let mut step = 0i64;
+    while a.stats().segments < 2 {
+        a.log_point(known_run, "loss", step, step, step as f64)
+            .unwrap();
+        let point = (step, step, (step as f64).to_bits());
+        known
+            .entry((known_run, "loss".into()))
+            .or_default()
+            .push(point);
+        step += 1;
+        assert!(step < 100_000, "the writer never rotated");
+    }
+    let later_run = RunId(0x5eed_0000_0000_0000_0000_0000_0000_0001);
+    let mut logged = known.clone();
+    for step in 0..10i64 {
+        a.log_point(later_run, "acc", step, step, step as f64)
+            .unwrap();
+        let point = (step, step, (step as f64).to_bits());
+        logged
+            .entry((later_run, "acc".into()))
+            .or_default()
+            .push(point);
+    }
+    let a_id = a.id();
+    a.close().unwrap();
+
+    let compactor = Store::open_with(dir.path(), options()).unwrap();
+    compactor.compact().unwrap();
+    let mark = compactor.manifest().unwrap().writers[&a_id].clone();
+    assert!(
+        !mark.finished && mark.through == Some(runlog::SegmentSequence(0)),
+        "writer A's last segment is not compacted, yet its mark is {mark:?}"
+    );
+    check(&compactor, &known, "compactor");
+    drop(compactor);
+    let reopened = Store::open_with(dir.path(), options()).unwrap();
+    check(&reopened, &known, "reopened before the run is created");
+    drop(reopened);
+
+    // Writer B creates the run: now every point of A can be placed.
+    let mut b = runlog::wal::Writer::create(&wal, storage, writer_options).unwrap();
+    b.append(&runlog::wal::Event::RunCreated {
+        run: later_run,
+        time_ms: 1,
+        experiment,
+        parent: None,
+        name: "later".into(),
+    })
+    .unwrap();
+    b.close().unwrap();
+    let reopened = Store::open_with(dir.path(), options()).unwrap();
+    check(&reopened, &logged, "reopened before the second compaction");
+    reopened.compact().unwrap();
+    check(&reopened, &logged, "after the second compaction");
+    let mark = reopened.manifest().unwrap().writers[&a_id].clone();
+    assert!(mark.finished, "writer A is compacted whole: {mark:?}");
+    let again = Store::open_with(dir.path(), options()).unwrap();
+    check(&again, &logged, "reopened after the second compaction");
+    let verified = runlog::verify::verify(dir.path()).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+}
