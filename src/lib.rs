@@ -18,7 +18,9 @@
 //! - [`verify`]: a read-only check of every checksummed structure of a store;
 //! - `ingest` (feature `jsonl`, on with `cli`): the JSON Lines event format of `runlog ingest`;
 //! - `mlflow` (feature `mlflow`, on with `cli`): MLflow's tracking REST protocol over the
-//!   engine, for the HTTP server and the Python plugin.
+//!   engine, for the HTTP server and the Python plugin;
+//! - `server` (feature `server`, on with `cli`): that protocol over HTTP/1.1, the library side
+//!   of `runlog serve` (`docs/SERVER.md`).
 //!
 //! The `runlog` binary (feature `cli`, on by default; `docs/CLI.md`) is a thin command line
 //! over these.
@@ -101,6 +103,8 @@ pub mod mlflow;
 mod parquet_file;
 mod periodic;
 pub mod query;
+#[cfg(feature = "server")]
+pub mod server;
 mod summary;
 pub mod tracking;
 pub mod verify;
@@ -108,6 +112,7 @@ pub mod wal;
 
 internal_modules!(layout, util);
 
+pub use artifact::ArtifactEntry;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};

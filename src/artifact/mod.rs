@@ -9,15 +9,20 @@
 //! - Artifacts are write-once: publishing fails if the path exists, so the file always matches
 //!   the one event that recorded it (replacing it could leave an old event describing new
 //!   content after a crash).
+//! - A deletion is recorded in the log, and made durable, before the file is removed, so the log
+//!   never lists a file that is gone, whatever the durability level. A crash in between leaves an orphan file; the same path cannot be
+//!   stored again until it is removed by hand (publishing never replaces).
 
 mod reader;
 mod writer;
 
 pub(crate) use reader::read;
-pub(crate) use writer::store;
+pub(crate) use writer::{remove, store};
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::catalog::Artifact;
 use crate::ids::RunId;
 
 pub use crate::layout::ARTIFACTS_DIR;
@@ -25,4 +30,114 @@ pub use crate::layout::ARTIFACTS_DIR;
 /// The artifact folder of `run`.
 pub fn run_dir(root: &Path, run: RunId) -> PathBuf {
     root.join(ARTIFACTS_DIR).join(run.to_string())
+}
+
+/// One entry of an artifact folder's listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArtifactEntry {
+    /// A file.
+    File {
+        /// Path relative to the run's artifact folder.
+        path: String,
+        /// Its size.
+        size_bytes: u64,
+    },
+    /// A folder (it exists because some file below it does).
+    Dir {
+        /// Path relative to the run's artifact folder.
+        path: String,
+    },
+}
+
+impl ArtifactEntry {
+    /// Path relative to the run's artifact folder.
+    pub fn path(&self) -> &str {
+        match self {
+            ArtifactEntry::File { path, .. } | ArtifactEntry::Dir { path } => path,
+        }
+    }
+}
+
+/// The direct children of folder `dir` (`""` for the run's artifact folder itself) among a
+/// run's `artifacts`, in path order. A `dir` that is a file or holds nothing lists nothing.
+pub fn list(artifacts: &BTreeMap<String, Artifact>, dir: &str) -> Vec<ArtifactEntry> {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut entries: Vec<ArtifactEntry> = Vec::new();
+    for (path, artifact) in artifacts.range(prefix.clone()..) {
+        let Some(rest) = path.strip_prefix(&prefix) else {
+            break;
+        };
+        match rest.split_once('/') {
+            None => entries.push(ArtifactEntry::File {
+                path: path.clone(),
+                size_bytes: artifact.size_bytes,
+            }),
+            Some((child, _)) => {
+                let child_path = format!("{prefix}{child}");
+                // Paths below one child folder are adjacent in order, so one look back suffices.
+                if entries.last().map(ArtifactEntry::path) != Some(child_path.as_str()) {
+                    entries.push(ArtifactEntry::Dir { path: child_path });
+                }
+            }
+        }
+    }
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifacts(paths: &[&str]) -> BTreeMap<String, Artifact> {
+        paths
+            .iter()
+            .map(|path| {
+                let artifact = Artifact {
+                    path: path.to_string(),
+                    size_bytes: path.len() as u64,
+                    sha256: [0; 32],
+                    time_ms: 0,
+                };
+                (path.to_string(), artifact)
+            })
+            .collect()
+    }
+
+    fn paths(entries: &[ArtifactEntry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|entry| match entry {
+                ArtifactEntry::File { path, .. } => path.clone(),
+                ArtifactEntry::Dir { path } => format!("{path}/"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lists_direct_children_only() {
+        let stored = artifacts(&[
+            "a.txt",
+            "d/b.txt",
+            "d/e/c.txt",
+            "d/f.txt",
+            "d-x.txt",
+            "dd/g",
+        ]);
+        assert_eq!(paths(&list(&stored, "")), ["a.txt", "d-x.txt", "d/", "dd/"]);
+        assert_eq!(paths(&list(&stored, "d")), ["d/b.txt", "d/e/", "d/f.txt"]);
+        assert_eq!(paths(&list(&stored, "d/e")), ["d/e/c.txt"]);
+        assert!(list(&stored, "a.txt").is_empty());
+        assert!(list(&stored, "missing").is_empty());
+        assert_eq!(
+            list(&stored, "d/e"),
+            [ArtifactEntry::File {
+                path: "d/e/c.txt".into(),
+                size_bytes: 9
+            }]
+        );
+    }
 }

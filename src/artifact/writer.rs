@@ -43,6 +43,23 @@ pub(crate) fn store(
     })
 }
 
+/// Removes the file of artifact `path` of `run`, once the log recorded its deletion. A file
+/// already gone is fine (a concurrent delete, or a crash after an earlier removal).
+pub(crate) fn remove(root: &Path, run: RunId, path: &str, storage: &dyn Storage) -> Result<()> {
+    let file_path = super::run_dir(root, run).join(path);
+    match storage.remove(&file_path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(Error::io("remove artifact", &file_path, error)),
+    }
+    match file_path.parent() {
+        Some(dir) => storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync artifact folder", dir, e)),
+        None => Ok(()),
+    }
+}
+
 /// Copies `source` into `file`, hashing as it goes.
 fn copy(source: &mut dyn Read, path: &Path, file: &mut File) -> Result<Stored> {
     let mut hasher = Sha256::new();

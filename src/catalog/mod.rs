@@ -176,7 +176,8 @@ pub(crate) struct RunMeta {
     lifecycle: Option<Lww<LifecycleStage>>,
     params: BTreeMap<String, Lww<String>>,
     tags: BTreeMap<String, Lww<Option<String>>>,
-    artifacts: BTreeMap<String, Artifact>,
+    /// By path; `None` once deleted (kept, so an older record applied later stays deleted).
+    artifacts: BTreeMap<String, Lww<Option<Artifact>>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -438,21 +439,9 @@ impl Catalog {
                 key,
                 value,
             ),
-            Event::ArtifactRecorded {
-                run,
-                time_ms,
-                size_bytes,
-                sha256,
-                path,
-            } => self.apply_artifact(
-                *run,
-                Artifact {
-                    path: path.clone(),
-                    size_bytes: *size_bytes,
-                    sha256: *sha256,
-                    time_ms: *time_ms,
-                },
-            ),
+            Event::ArtifactRecorded { .. } | Event::ArtifactDeleted { .. } => {
+                self.apply_artifact_event(event, origin)
+            }
             // Metric events of this handle update summaries directly (see `Run::log_metric`);
             // other writers' go through `apply_foreign`.
             Event::MetricKeyDefined { .. } | Event::Metrics(_) => {}
@@ -599,14 +588,36 @@ impl Catalog {
         });
     }
 
-    /// An artifact: the latest record of a path is its content.
-    fn apply_artifact(&self, run: RunId, artifact: Artifact) {
-        self.with_run(run, |m| match m.artifacts.get(&artifact.path) {
-            Some(existing) if existing.time_ms > artifact.time_ms => {}
-            _ => {
-                m.artifacts.insert(artifact.path.clone(), artifact);
+    /// An artifact's record or deletion: the latest event of a path decides (a deleted path
+    /// keeps its register, so an older record applied later stays deleted). `apply_from`
+    /// sends no other event here.
+    fn apply_artifact_event(&self, event: &Event, origin: Origin) {
+        let at = |time_ms: i64| Stamp { time_ms, origin };
+        match event {
+            Event::ArtifactRecorded {
+                run,
+                time_ms,
+                size_bytes,
+                sha256,
+                path,
+            } => {
+                let artifact = Artifact {
+                    path: path.clone(),
+                    size_bytes: *size_bytes,
+                    sha256: *sha256,
+                    time_ms: *time_ms,
+                };
+                self.with_run(*run, |m| {
+                    set_register(&mut m.artifacts, path, at(*time_ms), Some(artifact))
+                });
             }
-        });
+            Event::ArtifactDeleted { run, time_ms, path } => {
+                self.with_run(*run, |m| {
+                    set_register(&mut m.artifacts, path, at(*time_ms), None)
+                });
+            }
+            _ => {}
+        }
     }
 
     fn with_experiment(
@@ -748,10 +759,20 @@ fn set_tag(
     at: Stamp,
     value: Option<String>,
 ) {
-    match tags.get_mut(key) {
+    set_register(tags, key, at, value);
+}
+
+/// Sets (`Some`) or deletes (`None`) the register of `key`, last writer wins.
+fn set_register<T>(
+    registers: &mut BTreeMap<String, Lww<Option<T>>>,
+    key: &str,
+    at: Stamp,
+    value: Option<T>,
+) {
+    match registers.get_mut(key) {
         Some(register) => register.set(at, value),
         None => {
-            tags.insert(key.to_string(), Lww::new(at, value));
+            registers.insert(key.to_string(), Lww::new(at, value));
         }
     }
 }
@@ -809,7 +830,11 @@ impl RunEntry {
             .iter()
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
-        let artifacts = meta.artifacts.clone();
+        let artifacts = meta
+            .artifacts
+            .iter()
+            .filter_map(|(path, register)| Some((path.clone(), register.value.clone()?)))
+            .collect();
         drop(meta);
         let metrics = lock(&self.metrics).view();
         Some(RunView {

@@ -1,13 +1,361 @@
-//! MLflow's artifact routes (`/api/2.0/mlflow-artifacts/...` and `artifacts/list`).
+//! MLflow's artifact routes, as `mlflow server --serve-artifacts` answers them over a local
+//! destination: the mlflow-artifacts service (`PUT`, `GET` and `DELETE` of
+//! `<experiment>/<run>/artifacts/<path>`, and listing with `?path=`) and the tracking API's
+//! `artifacts/list`, all over the store's artifact files (`Store::log_artifact_bytes` and
+//! friends). Multipart uploads and presigned URLs answer 501 `NOT_IMPLEMENTED`, as MLflow's
+//! local destination does, and the client falls back to a plain `PUT`.
+//!
+//! Invariants:
+//! - A path with an encoded separator or NUL (`%2F`, `%5C`, `%00`) is refused before it is
+//!   decoded, so one path segment can never turn into several; the decoded path is then
+//!   checked whole by the library's artifact path rule (no `..`, `.`, empty or absolute
+//!   segments, no backslash or control character). A refused path writes nothing and answers
+//!   `INVALID_PARAMETER_VALUE`.
+//! - Every answer about a run that does not exist, or an experiment that is not the run's, is
+//!   404 `RESOURCE_DOES_NOT_EXIST`.
 
-use super::{MlflowError, Reply, Request, Service};
+use crate::tracking::validation;
+use crate::{ArtifactEntry, ExperimentId, RunId};
 
-/// Answers a request under `/api/2.0/mlflow-artifacts/`.
-pub(crate) fn handle(_service: &Service, request: Request<'_>) -> Reply {
-    MlflowError::endpoint_not_found(request.method, request.path).reply()
+use super::{ErrorCode, JSON, Method, MlflowError, Reply, Request, Service};
+
+/// The prefixes the mlflow-artifacts service is served under.
+const PREFIXES: [&str; 2] = [
+    "/api/2.0/mlflow-artifacts/",
+    "/ajax-api/2.0/mlflow-artifacts/",
+];
+
+/// The folder every run's artifacts live in, in MLflow's artifact URIs.
+const RUN_FOLDER: &str = "artifacts";
+
+/// Answers a request under `/api/2.0/mlflow-artifacts/` (or its `ajax-api` twin).
+pub(crate) fn handle(service: &Service, request: Request<'_>) -> Reply {
+    let Some(route) = PREFIXES
+        .iter()
+        .find_map(|prefix| request.path.strip_prefix(prefix))
+    else {
+        return MlflowError::endpoint_not_found(request.method, request.path).reply();
+    };
+    let answer = match (request.method, route) {
+        (Method::Get, "artifacts") => list_service(service, request.query),
+        (method, route) if route.starts_with("artifacts/") => {
+            let raw = &route["artifacts/".len()..];
+            match method {
+                Method::Put => upload(service, raw, request.body),
+                Method::Get => download(service, raw),
+                Method::Delete => delete(service, raw),
+                _ => Err(MlflowError::endpoint_not_found(
+                    request.method,
+                    request.path,
+                )),
+            }
+        }
+        (Method::Post, route) if route.starts_with("mpu/") => Err(MlflowError::new(
+            ErrorCode::NotImplemented,
+            "Multipart upload is not supported for the current artifact repository",
+        )),
+        (Method::Get, route) if route.starts_with("presigned/") => Err(MlflowError::new(
+            ErrorCode::NotImplemented,
+            "Presigned URLs are not supported for the current artifact repository",
+        )),
+        _ => Err(MlflowError::endpoint_not_found(
+            request.method,
+            request.path,
+        )),
+    };
+    answer.unwrap_or_else(|error| error.reply())
 }
 
-/// Answers `artifacts/list` of the tracking API.
-pub(crate) fn list(_service: &Service, request: Request<'_>) -> Reply {
-    MlflowError::endpoint_not_found(request.method, request.path).reply()
+/// Answers `artifacts/list` of the tracking API: the direct children of `path` (default the
+/// run's artifact folder), with paths relative to that folder.
+pub(crate) fn list(service: &Service, request: Request<'_>) -> Reply {
+    list_tracking(service, request.query).unwrap_or_else(|error| error.reply())
+}
+
+fn list_tracking(service: &Service, query: &str) -> Result<Reply, MlflowError> {
+    let fields = query_fields(query)?;
+    let find = |name: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let Some(run_text) = find("run_id").or(find("run_uuid")) else {
+        return Err(MlflowError::invalid(
+            "Missing value for required parameter 'run_id'.",
+        ));
+    };
+    let run = parse_run(run_text)?;
+    let dir = find("path").unwrap_or("").trim_matches('/');
+    let view = service.store().run(run)?;
+    let entries = service.store().list_artifacts(run, dir)?;
+    let files: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|entry| file_info(entry, entry.path()))
+        .collect();
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "root_uri".into(),
+        format!(
+            "mlflow-artifacts:/{}/{run}/{RUN_FOLDER}",
+            view.info.experiment
+        )
+        .into(),
+    );
+    if !files.is_empty() {
+        body.insert("files".into(), files.into());
+    }
+    Ok(json(&serde_json::Value::Object(body)))
+}
+
+/// The mlflow-artifacts listing: direct children of `?path=<experiment>/<run>/artifacts[/dir]`
+/// by base name; a path that names no folder lists nothing (`{}`), as MLflow answers.
+fn list_service(service: &Service, query: &str) -> Result<Reply, MlflowError> {
+    let fields = query_fields(query)?;
+    let raw = fields
+        .iter()
+        .find(|(key, _)| key == "path")
+        .map_or("", |(_, value)| value.as_str());
+    let path = raw.trim_matches('/');
+    if path.is_empty() {
+        return Ok(json(&serde_json::json!({})));
+    }
+    check_whole(path)?;
+    let entries = match locate(service, path) {
+        Ok(Location { run, path }) => service.store().list_artifacts(run, path)?,
+        // A run's own folder (`<experiment>/<run>`) holds only its artifact folder.
+        Err(_) if path.split('/').count() == 2 => {
+            let (experiment, run) = path.split_once('/').unwrap_or((path, ""));
+            run_of(service, experiment, run)?;
+            let folder = serde_json::json!({"path": RUN_FOLDER, "is_dir": true});
+            return Ok(json(&serde_json::json!({ "files": [folder] })));
+        }
+        Err(_) => Vec::new(),
+    };
+    if entries.is_empty() {
+        return Ok(json(&serde_json::json!({})));
+    }
+    let files: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|entry| {
+            let name = entry.path().rsplit('/').next().unwrap_or(entry.path());
+            file_info(entry, name)
+        })
+        .collect();
+    Ok(json(&serde_json::json!({ "files": files })))
+}
+
+fn file_info(entry: &ArtifactEntry, path: &str) -> serde_json::Value {
+    match entry {
+        ArtifactEntry::File { size_bytes, .. } => {
+            serde_json::json!({"path": path, "is_dir": false, "file_size": size_bytes})
+        }
+        ArtifactEntry::Dir { .. } => serde_json::json!({"path": path, "is_dir": true}),
+    }
+}
+
+fn upload(service: &Service, raw: &str, body: &[u8]) -> Result<Reply, MlflowError> {
+    let decoded = decode_path(raw)?;
+    let Location { run, path } = locate(service, &decoded)?;
+    service.store().log_artifact_bytes(run, path, body)?;
+    Ok(json(&serde_json::json!({})))
+}
+
+fn download(service: &Service, raw: &str) -> Result<Reply, MlflowError> {
+    let decoded = decode_path(raw)?;
+    let Location { run, path } = locate(service, &decoded)?;
+    match service.store().read_artifact(run, path) {
+        Ok(bytes) => Ok(Reply {
+            status: 200,
+            content_type: content_type(path),
+            body: bytes,
+        }),
+        Err(crate::Error::NotFound(_)) => {
+            if service.store().list_artifacts(run, path)?.is_empty() {
+                Err(no_such_artifact(&decoded))
+            } else {
+                Err(MlflowError::invalid(format!(
+                    "'{decoded}' is a directory, not a file"
+                )))
+            }
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn delete(service: &Service, raw: &str) -> Result<Reply, MlflowError> {
+    let decoded = decode_path(raw)?;
+    let Location { run, path } = locate(service, &decoded)?;
+    match service.store().delete_artifacts(run, path) {
+        Ok(_) => Ok(json(&serde_json::json!({}))),
+        Err(crate::Error::NotFound(_)) => Err(no_such_artifact(&decoded)),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// A run and a path inside its artifact folder.
+struct Location<'a> {
+    run: RunId,
+    path: &'a str,
+}
+
+/// Splits `<experiment>/<run>/artifacts[/<path>]`, checking the path whole first and that the
+/// run exists in that experiment.
+fn locate<'a>(service: &Service, decoded: &'a str) -> Result<Location<'a>, MlflowError> {
+    check_whole(decoded)?;
+    let mut parts = decoded.splitn(4, '/');
+    let (Some(experiment), Some(run), Some(RUN_FOLDER)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(no_such_artifact(decoded));
+    };
+    // Nothing after the run's folder names the folder itself (a listing); the library refuses
+    // an empty path for anything else.
+    let path = parts.next().unwrap_or("");
+    let run = run_of(service, experiment, run)?;
+    Ok(Location { run, path })
+}
+
+/// The run `run` of experiment `experiment`, or 404.
+fn run_of(service: &Service, experiment: &str, run: &str) -> Result<RunId, MlflowError> {
+    let id = parse_run(run)?;
+    let view = service.store().run(id)?;
+    let in_experiment = experiment
+        .parse::<u64>()
+        .is_ok_and(|number| view.info.experiment == ExperimentId(number));
+    if !in_experiment {
+        return Err(MlflowError::not_found(format!(
+            "Run '{run}' is not in experiment '{experiment}'"
+        )));
+    }
+    Ok(id)
+}
+
+fn parse_run(text: &str) -> Result<RunId, MlflowError> {
+    text.parse::<RunId>()
+        .map_err(|_| MlflowError::not_found(format!("Run '{text}' not found")))
+}
+
+/// The library's path rule, applied to the whole path below the service root.
+fn check_whole(path: &str) -> Result<(), MlflowError> {
+    validation::artifact_path(path)
+        .map_err(|_| MlflowError::invalid(format!("Invalid path: '{path}'")))
+}
+
+fn no_such_artifact(path: &str) -> MlflowError {
+    MlflowError::not_found(format!("No such artifact: '{path}'"))
+}
+
+/// Percent-decodes a URL path, refusing encoded separators and NUL (see the module doc).
+fn decode_path(raw: &str) -> Result<String, MlflowError> {
+    let lowered = raw.to_ascii_lowercase();
+    if ["%2f", "%5c", "%00"]
+        .iter()
+        .any(|code| lowered.contains(code))
+    {
+        return Err(MlflowError::invalid(format!(
+            "Invalid path: '{raw}' (encoded separators and NUL are not allowed)"
+        )));
+    }
+    percent_decode(raw, Plus::Literal)
+}
+
+/// Whether `+` means a space (form-encoded query strings) or itself (paths).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plus {
+    Space,
+    Literal,
+}
+
+fn percent_decode(raw: &str, plus: Plus) -> Result<String, MlflowError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'%' => {
+                let hex = bytes
+                    .get(at + 1..at + 3)
+                    .and_then(|pair| std::str::from_utf8(pair).ok())
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    .ok_or_else(|| {
+                        MlflowError::invalid(format!("Invalid percent-encoding in '{raw}'"))
+                    })?;
+                out.push(hex);
+                at += 3;
+            }
+            b'+' if plus == Plus::Space => {
+                out.push(b' ');
+                at += 1;
+            }
+            other => {
+                out.push(other);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| MlflowError::invalid(format!("'{raw}' does not decode to UTF-8")))
+}
+
+/// The decoded `name=value` pairs of a query string, in order.
+fn query_fields(query: &str) -> Result<Vec<(String, String)>, MlflowError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((
+                percent_decode(name, Plus::Space)?,
+                percent_decode(value, Plus::Space)?,
+            ))
+        })
+        .collect()
+}
+
+/// A `Content-Type` for a download, from the file's extension (MLflow guesses it the same
+/// way); the client writes the bytes whatever it says.
+fn content_type(path: &str) -> &'static str {
+    let extension = path.rsplit_once('.').map_or("", |(_, e)| e);
+    match extension.to_ascii_lowercase().as_str() {
+        "txt" | "log" | "md" | "py" | "yaml" | "yml" | "csv" | "html" => {
+            "text/plain; charset=utf-8"
+        }
+        "json" => JSON,
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "svg" => "image/svg+xml",
+        _ => "application/octet-stream",
+    }
+}
+
+fn json(value: &serde_json::Value) -> Reply {
+    Reply::json(value.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_separators_are_refused_before_decoding() {
+        for bad in ["a%2F..%2Fb", "a%2f..", "a%5Cb", "a%00b", "%zz", "%e2%28"] {
+            assert!(decode_path(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(decode_path("a%20b/c+d").ok().as_deref(), Some("a b/c+d"));
+        assert_eq!(decode_path("%2e%2e/x").ok().as_deref(), Some("../x"));
+        assert!(check_whole("../x").is_err());
+    }
+
+    #[test]
+    fn query_strings_decode_plus_as_space() {
+        let fields = query_fields("path=1%2Fr+x&&run_id=").ok();
+        assert_eq!(
+            fields,
+            Some(vec![
+                ("path".to_string(), "1/r x".to_string()),
+                ("run_id".to_string(), String::new())
+            ])
+        );
+    }
 }

@@ -475,6 +475,50 @@ impl Store {
         artifact::read(self.root(), run, artifact)
     }
 
+    /// The direct children of artifact folder `dir` of `run` (`""` for its artifact folder),
+    /// in path order; a `dir` that is a file or holds nothing lists nothing.
+    pub fn list_artifacts(&self, run: RunId, dir: &str) -> Result<Vec<artifact::ArtifactEntry>> {
+        if !dir.is_empty() {
+            validation::artifact_path(dir)?;
+        }
+        Ok(artifact::list(&self.run(run)?.artifacts, dir))
+    }
+
+    /// Deletes artifact `path` of `run`, or every artifact under folder `path`, as MLflow's
+    /// artifact stores do; a path that names nothing is `NotFound`. Returns what was deleted.
+    pub fn delete_artifacts(&self, run: RunId, path: &str) -> Result<Vec<String>> {
+        validation::artifact_path(path)?;
+        if self.options().read_only {
+            return Err(Error::ReadOnly);
+        }
+        let view = self.run(run)?;
+        self.writable_run(run)?;
+        let folder = format!("{path}/");
+        let doomed: Vec<String> = view
+            .artifacts
+            .keys()
+            .filter(|stored| *stored == path || stored.starts_with(&folder))
+            .cloned()
+            .collect();
+        if doomed.is_empty() {
+            return Err(Error::NotFound(format!("artifact {path:?} of run {run}")));
+        }
+        for stored in &doomed {
+            self.record(Event::ArtifactDeleted {
+                run,
+                time_ms: now_ms(),
+                path: stored.clone(),
+            })?;
+        }
+        // Whatever the durability level, the deletions are durable before any file goes: a
+        // power loss must not keep an event naming a removed file.
+        self.flush()?;
+        for stored in &doomed {
+            artifact::remove(self.root(), run, stored, self.options().storage.as_ref())?;
+        }
+        Ok(doomed)
+    }
+
     fn store_artifact(
         &self,
         run: RunId,

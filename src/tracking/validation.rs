@@ -103,7 +103,10 @@ pub fn experiment_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks an artifact path: relative, normalized, no NUL, at most 1,024 bytes.
+/// Checks an artifact path: relative, normalized, at most 1,024 bytes, no NUL or other control
+/// character, no backslash (a separator on some systems, so `a\..\b` could escape there). Every
+/// front-end goes through this check, so a path that could leave the run's artifact folder is
+/// refused before anything is written.
 pub fn artifact_path(path: &str) -> Result<()> {
     if path.len() > ARTIFACT_PATH_BYTES_MAX {
         return Err(invalid(format!(
@@ -111,10 +114,10 @@ pub fn artifact_path(path: &str) -> Result<()> {
             path.len()
         )));
     }
-    if path.contains('\0') || path.contains('\\') || !is_normal_relative_path(path) {
+    if path.chars().any(|c| c == '\\' || c.is_control()) || !is_normal_relative_path(path) {
         return Err(invalid(format!(
             "artifact path {path:?} must be a relative path without empty, '.' or '..' \
-             segments, backslashes or NUL"
+             segments, backslashes or control characters"
         )));
     }
     Ok(())
@@ -176,5 +179,21 @@ mod tests {
         assert!(artifact_path("model/weights.bin").is_ok());
         assert!(artifact_path("../etc/passwd").is_err());
         assert!(artifact_path("/abs").is_err());
+        for bad in [
+            "",
+            "a/../../b",
+            "..",
+            ".",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "./a",
+            "a/.",
+        ] {
+            assert!(artifact_path(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(artifact_path("a/..b/c..d/.e").is_ok());
     }
 }

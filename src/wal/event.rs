@@ -21,6 +21,7 @@
 //! MetricKeyDefined      run u128, key_id u32, key str
 //! MetricColumns         see metric.rs (optionally lz4-compressed)
 //! ArtifactRecorded      run u128, time_ms i64, size_bytes u64, sha256 [32], path str
+//! ArtifactDeleted       run u128, time_ms i64, path str
 //! Seal                  record_count u64, final_segment u8 (0 or 1)
 //! ```
 //!
@@ -223,6 +224,15 @@ pub enum Event {
         /// Path relative to the run's artifact folder.
         path: String,
     },
+    /// An artifact file of a run was deleted.
+    ArtifactDeleted {
+        /// The run.
+        run: RunId,
+        /// When.
+        time_ms: i64,
+        /// Path relative to the run's artifact folder.
+        path: String,
+    },
 }
 
 /// Whose register an event sets: the run or experiment whose metadata it changes. A handle
@@ -256,7 +266,8 @@ impl Event {
             | Event::ParamLogged { run, .. }
             | Event::TagSet { run, .. }
             | Event::TagDeleted { run, .. }
-            | Event::ArtifactRecorded { run, .. } => Some(Owner::Run(*run)),
+            | Event::ArtifactRecorded { run, .. }
+            | Event::ArtifactDeleted { run, .. } => Some(Owner::Run(*run)),
             Event::MetricKeyDefined { .. } | Event::Metrics(_) => None,
         }
     }
@@ -281,6 +292,7 @@ impl Event {
             Event::MetricKeyDefined { .. } => RecordType::MetricKeyDefined,
             Event::Metrics(_) => RecordType::MetricColumns,
             Event::ArtifactRecorded { .. } => RecordType::ArtifactRecorded,
+            Event::ArtifactDeleted { .. } => RecordType::ArtifactDeleted,
         }
     }
 
@@ -423,6 +435,11 @@ impl Event {
                 e.bytes(sha256);
                 e.str(path);
             }
+            Event::ArtifactDeleted { run, time_ms, path } => {
+                e.u128(run.0);
+                e.i64(*time_ms);
+                e.str(path);
+            }
         }
     }
 
@@ -527,6 +544,11 @@ impl Event {
                     digest.copy_from_slice(d.take(32)?);
                     digest
                 },
+                path: d.string()?,
+            },
+            RecordType::ArtifactDeleted => Event::ArtifactDeleted {
+                run: RunId(d.u128()?),
+                time_ms: d.i64()?,
                 path: d.string()?,
             },
             RecordType::MetricColumns | RecordType::MetricStream | RecordType::Seal => {

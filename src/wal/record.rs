@@ -112,6 +112,8 @@ record_types! {
     MetricStream = 16,
     /// An artifact file was recorded.
     ArtifactRecorded = 17,
+    /// An artifact file was deleted (format version 3).
+    ArtifactDeleted = 18,
     /// The end of a segment: nothing follows in this file.
     Seal = 255,
 }

@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     // MLflow's protocol over the engine's public API; its front-ends (the HTTP server, the
     // Python plugin) sit above it.
     &["mlflow"],
+    // The HTTP transport over the protocol; nothing in the library uses it.
     &["server"],
 ];
 

@@ -25,11 +25,18 @@ mod query_history;
 mod query_search;
 mod reads_concurrent;
 mod segment_sizing;
+#[cfg(feature = "server")]
+mod server_http;
+#[cfg(feature = "cli")]
+mod server_process;
+#[cfg(feature = "server")]
+mod server_util;
 #[cfg(feature = "parquet")]
 mod sim;
 #[cfg(feature = "parquet")]
 mod sim_regressions;
 mod tracking_api;
+mod tracking_artifacts;
 mod tracking_keyed;
 mod tracking_model;
 mod tracking_multiprocess;

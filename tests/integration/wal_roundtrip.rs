@@ -124,6 +124,11 @@ fn metadata_event() -> impl Strategy<Value = Event> {
                 path
             }
         ),
+        (run(), t(), text()).prop_map(|(run, time_ms, path)| Event::ArtifactDeleted {
+            run,
+            time_ms,
+            path
+        }),
     ]
 }
 

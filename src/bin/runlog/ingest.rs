@@ -385,7 +385,7 @@ fn store_failure(number: u64, error: &runlog::Error) -> Failure {
     ))
 }
 
-fn parse_durability(text: &str) -> Outcome<Durability> {
+pub(crate) fn parse_durability(text: &str) -> Outcome<Durability> {
     match text {
         "buffered" => Ok(Durability::Buffered),
         "sync" => Ok(Durability::Sync),

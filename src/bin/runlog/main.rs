@@ -14,6 +14,7 @@ mod inspect;
 mod maintain;
 mod output;
 mod plot;
+mod serve;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ enum Command {
     Verify,
     /// Counts and sizes: series, points, bytes per point, log versus compacted.
     Stats,
+    /// Serve MLflow's tracking REST API over the store on HTTP (docs/SERVER.md).
+    Serve(serve::Args),
 }
 
 /// A command's failure: printed as one line.
@@ -206,5 +209,6 @@ fn run(command: Command, context: &mut Context) -> Outcome {
         Command::Export(args) => maintain::export(args, context),
         Command::Verify => maintain::verify(context),
         Command::Stats => maintain::stats(context),
+        Command::Serve(args) => serve::run(args, context),
     }
 }

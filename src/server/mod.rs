@@ -1,0 +1,211 @@
+//! The HTTP server (feature `server`): a thin transport that carries MLflow's REST API
+//! ([`crate::mlflow::Service`]) over HTTP/1.1, for `runlog serve` and for any program that
+//! embeds it.
+//!
+//! It owns HTTP concerns only: `/health` and `/version`, limits on bodies, time and
+//! concurrency, and shutdown. Every other path goes to [`Service::handle`], which routes it and
+//! answers unknown ones; no MLflow or engine logic lives here.
+//!
+//! Invariants:
+//! - The engine's blocking calls never run on the async executor threads: each request's
+//!   `Service::handle` runs on tokio's blocking pool, and at most
+//!   [`ServerOptions::requests_in_flight_max`] run at once.
+//! - Memory is bounded whatever the clients do: at most `connections_max` connections are
+//!   accepted, no body over `body_bytes_max` is read (413), and the bodies held at once total at
+//!   most `body_bytes_in_flight_max`.
+//! - A reply is sent only after `Service::handle` returned, so a 200 to a write means the
+//!   engine call returned, with the durability the store was opened with.
+//! - Shutdown stops accepting, lets every request already received finish, closes idle
+//!   connections, then returns; the caller flushes and closes the store.
+
+mod http;
+mod signals;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::Semaphore;
+
+use crate::mlflow::Service;
+
+/// Limits of a [`Server`]. The defaults suit one trusted machine or a private network.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Largest request body (default 64 MiB); a larger one is answered 413 unread.
+    pub body_bytes_max: usize,
+    /// Most body bytes held by all requests together (default 256 MiB); a request waits for
+    /// room before its body is read.
+    pub body_bytes_in_flight_max: usize,
+    /// Most requests handed to the engine at once (default 64); others wait.
+    pub requests_in_flight_max: usize,
+    /// Most open connections (default 1,024); further ones wait in the listen queue.
+    pub connections_max: usize,
+    /// Time a client has to send a request's headers, counted from the connection's start or
+    /// the end of its previous reply, so it also closes idle keep-alive connections (default
+    /// 60 s).
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body once its headers arrived (default
+    /// 120 s); a stalled body is answered 408.
+    pub body_read_timeout: Duration,
+    /// Threads of the async executor (default: the number of cores).
+    pub worker_threads: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            body_bytes_max: 64 << 20,
+            body_bytes_in_flight_max: 256 << 20,
+            requests_in_flight_max: 64,
+            connections_max: 1_024,
+            header_read_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(120),
+            worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// An error that stops the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the listener or starting the runtime.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let what = what.into();
+    move |source| ServerError::Io { what, source }
+}
+
+/// A bound HTTP server over one [`Service`]; [`Server::run_until`] serves.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    service: Service,
+    options: ServerOptions,
+}
+
+impl Server {
+    /// Binds `address` (port 0 picks a free port; see [`Server::local_address`]).
+    pub fn bind(
+        address: SocketAddr,
+        service: Service,
+        options: ServerOptions,
+    ) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(address).map_err(io_error(format!("bind {address}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io_error(format!("configure listener on {address}")))?;
+        Ok(Server {
+            listener,
+            service,
+            options,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_address(&self) -> Result<SocketAddr, ServerError> {
+        self.listener
+            .local_addr()
+            .map_err(io_error("read the listener's address"))
+    }
+
+    /// Serves on a runtime of its own until `shutdown` completes, then stops accepting,
+    /// finishes the requests already received and returns. The store is left open: flush and
+    /// close it after.
+    pub fn run_until<F>(self, shutdown: F) -> Result<(), ServerError>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        self.runtime()?.block_on(self.serve(shutdown))
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down as [`Server::run_until`] does; a second
+    /// signal ends the process at once (exit status 130). `ready` is called once the signal
+    /// handlers are installed, so a signal sent after it is always a graceful shutdown (the
+    /// place to print where the server listens).
+    pub fn run_until_signal(self, ready: impl FnOnce()) -> Result<(), ServerError> {
+        self.runtime()?.block_on(async move {
+            let signals =
+                signals::Signals::install().map_err(io_error("install signal handlers"))?;
+            ready();
+            self.serve(signals.first()).await
+        })
+    }
+
+    fn runtime(&self) -> Result<tokio::runtime::Runtime, ServerError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.options.worker_threads.max(1))
+            // Engine calls are bounded by `requests_in_flight_max`; a few more threads serve
+            // tokio's own blocking work.
+            .max_blocking_threads(self.options.requests_in_flight_max.max(1) + 4)
+            .enable_io()
+            .enable_time()
+            .thread_name("runlog-serve")
+            .build()
+            .map_err(io_error("start the async runtime"))
+    }
+
+    async fn serve<F: Future<Output = ()>>(self, shutdown: F) -> Result<(), ServerError> {
+        let listener = tokio::net::TcpListener::from_std(self.listener)
+            .map_err(io_error("register the listener"))?;
+        let shared = Arc::new(http::Shared::new(self.service, &self.options));
+        let connections = Arc::new(Semaphore::new(self.options.connections_max.max(1)));
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.options.header_read_timeout)
+            .keep_alive(true);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                permit = connections.clone().acquire_owned() => permit,
+                () = &mut shutdown => break,
+            };
+            let Ok(permit) = permit else { break };
+            let stream = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let stream = match stream {
+                Ok((stream, _peer)) => stream,
+                // Out of file descriptors, or a connection reset before it was accepted: the
+                // listener is still fine. Pause so a persistent error does not spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            // Small replies must not wait for Nagle's algorithm.
+            let _ = stream.set_nodelay(true);
+            let shared = shared.clone();
+            let connection = builder.serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |request| http::answer(shared.clone(), request)),
+            );
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                // A connection's error (reset, timeout, malformed request) ends that connection
+                // only; hyper has answered what could be answered.
+                let _ = connection.await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
+    }
+}

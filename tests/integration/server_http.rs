@@ -1,0 +1,428 @@
+//! The HTTP server over real HTTP on 127.0.0.1, embedded in the test process: health and
+//! version, routing under both prefixes, the body limit, malformed and stalled requests, and
+//! the artifact routes with every escape attempt.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use runlog::RunId;
+use runlog::server::ServerOptions;
+use serde_json::json;
+
+use crate::server_util::{Client, Embedded};
+
+/// Sends `request` as is on a new connection and reads until the server closes it; the status
+/// and the body of the first answer (`None` if the server closed without answering).
+fn raw(client: &Client, request: &[u8]) -> Option<(u16, String)> {
+    let address = client.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    // A guard against a hung test, not an assertion about time.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((status, body))
+}
+
+fn get_request(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn health_and_version_answer_once_the_store_is_open() {
+    let server = Embedded::start();
+    let health = server.client.get("/health");
+    assert_eq!((health.status, health.text().as_str()), (200, "OK"));
+    let version = server.client.get("/version");
+    assert_eq!(version.status, 200);
+    assert_eq!(version.text(), env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn tracking_routes_answer_under_both_prefixes_and_unknown_ones_are_mlflow_errors() {
+    let server = Embedded::start();
+    let created = server
+        .client
+        .post("experiments/create", json!({"name": "both"}));
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["experiment_id"].clone();
+    for prefix in ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"] {
+        let found = server.client.get(&format!(
+            "{prefix}/experiments/get-by-name?experiment_name=both"
+        ));
+        assert_eq!(found.status, 200, "{prefix}: {}", found.text());
+        assert_eq!(found.json()["experiment"]["experiment_id"], id);
+        assert_eq!(found.content_type, "application/json");
+    }
+    for path in [
+        "/api/2.0/mlflow/no-such-endpoint",
+        "/api/2.0/other",
+        "/",
+        "/healthz",
+    ] {
+        let answer = server.client.get(path);
+        assert_eq!(answer.status, 404, "{path}");
+        assert_eq!(answer.error_code(), "ENDPOINT_NOT_FOUND", "{path}");
+    }
+    // Only GET reads health; anything else is the protocol layer's business.
+    let posted = server.client.post_bytes("/health", b"");
+    assert_eq!(posted.error_code(), "ENDPOINT_NOT_FOUND");
+}
+
+#[test]
+fn a_body_over_the_limit_is_413_in_mlflows_shape_and_writes_nothing() {
+    let server = Embedded::with(ServerOptions {
+        body_bytes_max: 4_096,
+        ..ServerOptions::default()
+    });
+    let (_, run) = server.client.create_run();
+    let metrics: Vec<_> = (0..200)
+        .map(|step| json!({"key": "loss", "value": 1.0, "timestamp": 1, "step": step}))
+        .collect();
+    let body = json!({"run_id": run, "metrics": metrics}).to_string();
+    assert!(body.len() > 4_096);
+    let refused = server
+        .client
+        .post_bytes("/api/2.0/mlflow/runs/log-batch", body.as_bytes());
+    assert_eq!(refused.status, 413);
+    assert_eq!(refused.error_code(), "INVALID_PARAMETER_VALUE");
+    assert!(refused.json()["message"].as_str().unwrap().contains("4096"));
+
+    // A chunked body (no Content-Length) is cut off at the limit too.
+    let chunk = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let request = format!(
+        "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"
+    );
+    let (status, answer) = raw(&server.client, request.as_bytes()).unwrap();
+    assert_eq!(status, 413, "{answer}");
+
+    let id: RunId = run.parse().unwrap();
+    assert!(server.store.run(id).unwrap().metrics.is_empty());
+    // The server goes on.
+    assert_eq!(server.client.get("/health").status, 200);
+}
+
+#[test]
+fn malformed_requests_get_clear_errors_and_the_server_goes_on() {
+    let server = Embedded::start();
+    let (_, run) = server.client.create_run();
+    let bad_json = server
+        .client
+        .post_bytes("/api/2.0/mlflow/runs/log-metric", b"{\"run_id\": ");
+    assert_eq!(bad_json.status, 400);
+    assert_eq!(bad_json.error_code(), "MALFORMED_REQUEST");
+    let wrong_type = server.client.post(
+        "runs/log-metric",
+        json!({"run_id": run, "key": "k", "value": "high", "timestamp": 1}),
+    );
+    assert_eq!(wrong_type.status, 400);
+    assert_eq!(wrong_type.error_code(), "INVALID_PARAMETER_VALUE");
+
+    // Not HTTP at all: hyper answers 400 (or closes) and the server keeps serving.
+    let garbage = raw(&server.client, b"\x00\x01 not http\r\n\r\n");
+    assert!(matches!(garbage, None | Some((400, _))), "{garbage:?}");
+    let bad_length = raw(
+        &server.client,
+        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\nContent-Length: lots\r\n\r\n",
+    );
+    assert!(
+        matches!(bad_length, None | Some((400, _))),
+        "{bad_length:?}"
+    );
+    let id: RunId = run.parse().unwrap();
+    assert!(server.store.run(id).unwrap().metrics.is_empty());
+    assert_eq!(server.client.get("/health").status, 200);
+}
+
+#[test]
+fn a_stalled_body_is_answered_408_and_stalled_headers_are_dropped() {
+    let server = Embedded::with(ServerOptions {
+        body_read_timeout: Duration::from_millis(200),
+        header_read_timeout: Duration::from_millis(200),
+        ..ServerOptions::default()
+    });
+    let (_, run) = server.client.create_run();
+    // Promises 500 bytes, sends 10, then waits: the server must not wait forever.
+    let stalled = b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\n\
+                    Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"run_id\":";
+    let (status, body) = raw(&server.client, stalled).unwrap();
+    assert_eq!(status, 408, "{body}");
+    // Half a request line, then silence: the connection is closed without an answer or with
+    // 408, never left open.
+    let half = raw(&server.client, b"GET /hea");
+    assert!(matches!(half, None | Some((408, _))), "{half:?}");
+    let id: RunId = run.parse().unwrap();
+    assert!(server.store.run(id).unwrap().metrics.is_empty());
+    assert_eq!(server.client.get("/health").status, 200);
+}
+
+const ARTIFACTS: &str = "/api/2.0/mlflow-artifacts/artifacts";
+
+#[test]
+fn artifacts_go_up_and_down_are_listed_and_deleted() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, run) = client.create_run();
+    let root = format!("{experiment}/{run}/artifacts");
+    for (path, content) in [
+        ("a.txt", &b"hello"[..]),
+        ("dd/b.txt", b"bb"),
+        ("dd/ee/c.json", b"{}"),
+        ("with%20space.bin", &[0, 1, 2, 255]),
+    ] {
+        let put = client.put(&format!("{ARTIFACTS}/{root}/{path}"), content);
+        assert_eq!(put.status, 200, "{path}: {}", put.text());
+    }
+    let got = client.get(&format!("{ARTIFACTS}/{root}/with%20space.bin"));
+    assert_eq!(
+        (got.status, got.body.as_slice()),
+        (200, &[0, 1, 2, 255][..])
+    );
+    let got = client.get(&format!(
+        "/ajax-api/2.0/mlflow-artifacts/artifacts/{root}/a.txt"
+    ));
+    assert_eq!((got.status, got.text().as_str()), (200, "hello"));
+
+    // The mlflow-artifacts listing: base names, sizes for files only.
+    let listed = client.get(&format!("{ARTIFACTS}?path={root}"));
+    assert_eq!(
+        listed.json(),
+        json!({"files": [
+            {"path": "a.txt", "is_dir": false, "file_size": 5},
+            {"path": "dd", "is_dir": true},
+            {"path": "with space.bin", "is_dir": false, "file_size": 4},
+        ]})
+    );
+    let listed = client.get(&format!("{ARTIFACTS}?path={root}/dd"));
+    assert_eq!(
+        listed.json(),
+        json!({"files": [
+            {"path": "b.txt", "is_dir": false, "file_size": 2},
+            {"path": "ee", "is_dir": true},
+        ]})
+    );
+    assert_eq!(
+        client.get(&format!("{ARTIFACTS}?path={root}/a.txt")).json(),
+        json!({})
+    );
+    assert_eq!(
+        client.get(&format!("{ARTIFACTS}?path={root}/none")).json(),
+        json!({})
+    );
+
+    // The tracking API's listing: paths relative to the run's folder, and its root URI.
+    let tracking = client.get(&format!(
+        "/api/2.0/mlflow/artifacts/list?run_id={run}&path=dd"
+    ));
+    assert_eq!(tracking.status, 200, "{}", tracking.text());
+    assert_eq!(
+        tracking.json(),
+        json!({
+            "root_uri": format!("mlflow-artifacts:/{root}"),
+            "files": [
+                {"path": "dd/b.txt", "is_dir": false, "file_size": 2},
+                {"path": "dd/ee", "is_dir": true},
+            ]
+        })
+    );
+
+    // Missing files, directories, other runs.
+    let missing = client.get(&format!("{ARTIFACTS}/{root}/nope.txt"));
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (404, "RESOURCE_DOES_NOT_EXIST")
+    );
+    let directory = client.get(&format!("{ARTIFACTS}/{root}/dd"));
+    assert_eq!(directory.status, 400);
+    let other = RunId(u128::from_str_radix(&run, 16).unwrap() ^ 1);
+    let unknown = client.put(
+        &format!("{ARTIFACTS}/{experiment}/{other}/artifacts/x"),
+        b"x",
+    );
+    assert_eq!(unknown.status, 404);
+    let wrong_experiment = client.get(&format!("{ARTIFACTS}/9999/{run}/artifacts/a.txt"));
+    assert_eq!(wrong_experiment.status, 404);
+
+    // Write-once: the same path again is refused and keeps its content.
+    let again = client.put(&format!("{ARTIFACTS}/{root}/a.txt"), b"other");
+    assert_eq!(again.error_code(), "RESOURCE_ALREADY_EXISTS");
+    assert_eq!(
+        client.get(&format!("{ARTIFACTS}/{root}/a.txt")).text(),
+        "hello"
+    );
+
+    // Delete a file, then a folder with everything under it.
+    assert_eq!(
+        client.delete(&format!("{ARTIFACTS}/{root}/a.txt")).status,
+        200
+    );
+    assert_eq!(client.get(&format!("{ARTIFACTS}/{root}/a.txt")).status, 404);
+    assert_eq!(client.delete(&format!("{ARTIFACTS}/{root}/dd")).status, 200);
+    assert_eq!(client.delete(&format!("{ARTIFACTS}/{root}/dd")).status, 404);
+    let left = client.get(&format!("{ARTIFACTS}?path={root}"));
+    assert_eq!(
+        left.json(),
+        json!({"files": [{"path": "with space.bin", "is_dir": false, "file_size": 4}]})
+    );
+
+    // Multipart and presigned transfers are not offered.
+    for (answer, what) in [
+        (
+            client.post_bytes(
+                &format!("/api/2.0/mlflow-artifacts/mpu/create/{root}"),
+                br#"{"path": "big.bin", "num_parts": 2}"#,
+            ),
+            "mpu",
+        ),
+        (
+            client.get(&format!("/api/2.0/mlflow-artifacts/presigned/{root}/x")),
+            "presigned",
+        ),
+    ] {
+        assert_eq!(answer.status, 501, "{what}");
+        assert_eq!(answer.error_code(), "NOT_IMPLEMENTED", "{what}");
+    }
+}
+
+#[test]
+fn artifact_paths_that_try_to_escape_are_refused_and_write_nothing() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, run) = client.create_run();
+    let root = format!("{experiment}/{run}/artifacts");
+    let attempts = [
+        format!("{root}/../../../escape.txt"),
+        format!("{root}/a/../../escape.txt"),
+        format!("{root}/%2e%2e/%2e%2e/escape.txt"),
+        format!("{root}/a%2F..%2F..%2Fescape.txt"),
+        format!("{root}/a%2f..%2f..%2fescape.txt"),
+        format!("{root}/..%5C..%5Cescape.txt"),
+        format!("{root}/a%00.txt"),
+        format!("{root}/a%0a.txt"),
+        format!("{root}//etc/escape.txt"),
+        format!("{root}/./escape.txt"),
+        format!("{root}/a\\..\\escape.txt"),
+        format!("../{run}/artifacts/escape.txt"),
+        "%2Fetc%2Fescape.txt".to_string(),
+        "/etc/escape.txt".to_string(),
+    ];
+    for attempt in &attempts {
+        let path = format!("{ARTIFACTS}/{attempt}");
+        let request = format!(
+            "PUT {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 4\r\n\r\nevil"
+        );
+        let (status, body) = raw(client, request.as_bytes()).unwrap();
+        assert_eq!(status, 400, "{attempt}: {body}");
+        assert!(
+            body.contains("INVALID_PARAMETER_VALUE"),
+            "{attempt}: {body}"
+        );
+        let (status, _) = raw(client, &get_request(&path)).unwrap();
+        assert_eq!(status, 400, "GET {attempt}");
+    }
+    let listing = raw(
+        client,
+        &get_request(&format!("{ARTIFACTS}?path={root}/../..")),
+    );
+    assert_eq!(listing.map(|(status, _)| status), Some(400));
+    let tracking = client.get(&format!(
+        "/api/2.0/mlflow/artifacts/list?run_id={run}&path=../.."
+    ));
+    assert_eq!(tracking.status, 400);
+
+    // Nothing was written anywhere: no artifact listed, no file outside the run's folder.
+    let id: RunId = run.parse().unwrap();
+    assert!(server.store.run(id).unwrap().artifacts.is_empty());
+    let store_dir = server.store.root().to_path_buf();
+    let mut stack = vec![store_dir.parent().unwrap().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            assert!(
+                !path.to_string_lossy().contains("escape"),
+                "{} was written",
+                path.display()
+            );
+            if path.is_dir() && path.starts_with(&store_dir) {
+                stack.push(path);
+            }
+        }
+    }
+}
+
+#[test]
+fn requests_without_a_body_do_not_wait_for_the_body_budget() {
+    // The budget holds exactly one largest body; one request holding a few bytes of it must
+    // not stop requests that have no body at all.
+    let server = Embedded::with(ServerOptions {
+        body_bytes_max: 1 << 20,
+        body_bytes_in_flight_max: 1 << 20,
+        ..ServerOptions::default()
+    });
+    let (_, run) = server.client.create_run();
+    let address = server.client.base.trim_start_matches("http://");
+    let mut held = TcpStream::connect(address).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    held.write_all(
+        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\
+          Content-Type: application/json\r\nContent-Length: 10\r\n\r\n",
+    )
+    .unwrap();
+    // `100 Continue` comes once the handler reads the body, holding its share of the budget.
+    let mut continued = [0u8; 12];
+    held.read_exact(&mut continued).unwrap();
+    assert_eq!(&continued, b"HTTP/1.1 100");
+
+    // A guard against a hang, not a timing assertion: a GET that reserved a whole largest
+    // body would wait for the held request forever.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let url = format!(
+        "{}/api/2.0/mlflow/runs/get?run_id={run}",
+        server.client.base
+    );
+    let answer = agent.get(&url).call();
+    assert_eq!(answer.map(|a| a.status().as_u16()).ok(), Some(200));
+    drop(held);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let server = Embedded::with(ServerOptions {
+        header_read_timeout: Duration::from_millis(200),
+        ..ServerOptions::default()
+    });
+    let address = server.client.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    // A guard against a hang, not a timing assertion: an idle connection left open fails here.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !answer.ends_with(b"\r\n\r\nOK") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "closed before the answer");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    // Kept alive after the answer, then idle: the server closes it.
+    let after = stream.read(&mut buffer);
+    assert!(matches!(after, Ok(0)), "{after:?}");
+}

@@ -1,0 +1,292 @@
+//! `runlog serve` as a child process: graceful shutdown (SIGTERM drains the request in flight,
+//! exits 0, and the store reopens clean), a second signal ending it at once, and the SIGKILL
+//! test: every point that got a 200 under `--durability sync` is there exactly once after a
+//! kill -9 and a restart.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use runlog::{RunId, Store};
+use serde_json::{Value, json};
+
+use crate::server_util::{Client, Process};
+
+/// A log-metric request whose headers are sent and whose body is held back: the connection
+/// and the server's handler wait for it.
+struct Held {
+    stream: TcpStream,
+    body: Vec<u8>,
+}
+
+impl Held {
+    /// Sends the headers with `Expect: 100-continue` and returns once the server answered
+    /// `100 Continue`, which it does when its handler starts reading the body: from then on
+    /// the request is in flight.
+    fn start(client: &Client, run: &str, value: f64) -> Held {
+        let body = json!({"run_id": run, "key": "held", "value": value, "timestamp": 1, "step": 0})
+            .to_string()
+            .into_bytes();
+        let address = client.base.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let head = format!(
+            "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
+        let mut blank = String::new();
+        reader.read_line(&mut blank).unwrap();
+        Held { stream, body }
+    }
+
+    /// Sends the body; the status of the answer.
+    fn finish(mut self) -> u16 {
+        self.stream.write_all(&self.body).unwrap();
+        let mut answer = String::new();
+        let _ = self.stream.read_to_string(&mut answer);
+        answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Waits until the server refuses new connections: it has taken the signal and stopped
+/// accepting. Polls without a deadline of its own (the test harness has one).
+fn wait_until_refused(client: &Client) {
+    let address = client.base.trim_start_matches("http://");
+    while TcpStream::connect(address).is_ok() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sigterm_drains_the_request_in_flight_exits_0_and_the_store_reopens_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Process::start(dir.path(), &["--durability", "sync"]);
+    assert!(
+        server.line.contains("listening on http://127.0.0.1:"),
+        "{}",
+        server.line
+    );
+    let (_, run) = server.client.create_run();
+    let logged = server.client.post(
+        "runs/log-batch",
+        json!({"run_id": run, "metrics": [{"key": "loss", "value": 0.5, "timestamp": 1, "step": 1}]}),
+    );
+    assert_eq!(logged.status, 200, "{}", logged.text());
+
+    let held = Held::start(&server.client, &run, 42.0);
+    server.signal(libc::SIGTERM);
+    wait_until_refused(&server.client);
+    assert_eq!(held.finish(), 200, "the request in flight was not finished");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
+        .arg("--store")
+        .arg(dir.path())
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let store = Store::open(dir.path()).unwrap();
+    let view = store.run(run.parse::<RunId>().unwrap()).unwrap();
+    assert_eq!(view.metrics["loss"].last_value, 0.5);
+    assert_eq!(view.metrics["held"].last_value, 42.0);
+}
+
+#[test]
+fn a_second_signal_exits_at_once_without_waiting_for_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Process::start(dir.path(), &[]);
+    let (_, run) = server.client.create_run();
+    // Held until the process is gone: the drain alone would wait for its body.
+    let held = Held::start(&server.client, &run, 1.0);
+    server.signal(libc::SIGTERM);
+    wait_until_refused(&server.client);
+    server.signal(libc::SIGINT);
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    drop(held);
+}
+
+/// Every point one client thread got a 200 for: value (unique across the test) to its key.
+type Acknowledged = HashMap<u64, String>;
+
+/// Logs to `run` until the server stops answering, alternating single log-metric calls and
+/// 10-point log-batch calls, each value unique; returns what was acknowledged.
+fn log_until_killed(
+    client: &Client,
+    thread: u64,
+    run: &str,
+    acknowledged_count: &AtomicUsize,
+) -> Acknowledged {
+    let key = format!("k{thread}");
+    let mut acknowledged = Acknowledged::new();
+    let mut next = thread << 32;
+    for call in 0u64.. {
+        let values: Vec<u64> = if call.is_multiple_of(2) {
+            vec![next]
+        } else {
+            (next..next + 10).collect()
+        };
+        next += values.len() as u64;
+        let path_and_body = if let [value] = values[..] {
+            (
+                "/api/2.0/mlflow/runs/log-metric",
+                json!({"run_id": run, "key": key, "value": value as f64, "timestamp": 1, "step": value}),
+            )
+        } else {
+            let metrics: Vec<Value> = values
+                .iter()
+                .map(|v| json!({"key": key, "value": *v as f64, "timestamp": 1, "step": *v}))
+                .collect();
+            (
+                "/api/2.0/mlflow/runs/log-batch",
+                json!({"run_id": run, "metrics": metrics}),
+            )
+        };
+        let (path, body) = path_and_body;
+        let sent = client
+            .agent
+            .post(format!("{}{path}", client.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes());
+        match sent {
+            Ok(response) if response.status() == 200 => {
+                for value in &values {
+                    acknowledged.insert(*value, key.clone());
+                }
+                acknowledged_count.fetch_add(values.len(), Ordering::Relaxed);
+            }
+            Ok(response) => panic!("log refused: {}", response.status()),
+            // The server is gone.
+            Err(_) => return acknowledged,
+        }
+    }
+    acknowledged
+}
+
+/// Every (value, key) of `run`'s history of `key`, by paging through get-history.
+fn history(client: &Client, run: &str, key: &str) -> Vec<f64> {
+    let mut values = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut path = format!(
+            "/api/2.0/mlflow/metrics/get-history?run_id={run}&metric_key={key}&max_results=25000"
+        );
+        if !token.is_empty() {
+            path.push_str(&format!("&page_token={token}"));
+        }
+        let answer = client.get(&path);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let page = answer.json();
+        for point in page["metrics"].as_array().cloned().unwrap_or_default() {
+            values.push(point["value"].as_f64().unwrap());
+        }
+        match page["next_page_token"].as_str() {
+            Some(next) if !next.is_empty() => token = next.to_string(),
+            _ => return values,
+        }
+    }
+}
+
+#[test]
+fn every_point_acknowledged_under_sync_survives_sigkill_exactly_once() {
+    const THREADS: u64 = 8;
+    const ACKNOWLEDGED_BEFORE_KILL: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::start(dir.path(), &["--durability", "sync"]);
+    let runs: Vec<String> = (0..2).map(|_| server.client.create_run().1).collect();
+    let acknowledged_count = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let client = Client {
+                base: server.client.base.clone(),
+                agent: crate::server_util::agent(),
+            };
+            let run = runs[(thread % 2) as usize].clone();
+            let count = acknowledged_count.clone();
+            std::thread::spawn(move || {
+                (run.clone(), log_until_killed(&client, thread, &run, &count))
+            })
+        })
+        .collect();
+    while acknowledged_count.load(Ordering::Relaxed) < ACKNOWLEDGED_BEFORE_KILL {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.signal(libc::SIGKILL);
+    let results: Vec<(String, Acknowledged)> =
+        threads.into_iter().map(|t| t.join().unwrap()).collect();
+    drop(server);
+
+    let restarted = Process::start(dir.path(), &["--durability", "sync"]);
+    let mut total = 0;
+    for (thread, (run, acknowledged)) in results.iter().enumerate() {
+        let key = format!("k{thread}");
+        let stored = history(&restarted.client, run, &key);
+        let mut seen: HashMap<u64, usize> = HashMap::new();
+        for value in &stored {
+            *seen.entry(*value as u64).or_default() += 1;
+        }
+        let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            duplicated.is_empty(),
+            "{key}: points stored twice: {duplicated:?}"
+        );
+        let lost: Vec<_> = acknowledged
+            .keys()
+            .filter(|value| !seen.contains_key(value))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{key}: {} acknowledged points lost, e.g. {:?}",
+            lost.len(),
+            lost.first()
+        );
+        total += acknowledged.len();
+    }
+    assert!(total >= ACKNOWLEDGED_BEFORE_KILL);
+}
+
+#[test]
+fn listening_beyond_loopback_prints_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
+        .arg("--store")
+        .arg(dir.path())
+        .args(["serve", "--host", "0.0.0.0", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on http://0.0.0.0:"), "{line}");
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("no access control"),
+        "{stderr}"
+    );
+}
