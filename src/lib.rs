@@ -16,7 +16,9 @@
 //!   checksummed manifest, by call or in the background;
 //! - `export` (feature `parquet`, on by default): the store as Hive-partitioned Parquet;
 //! - [`verify`]: a read-only check of every checksummed structure of a store;
-//! - `ingest` (feature `jsonl`, on with `cli`): the JSON Lines event format of `runlog ingest`.
+//! - `ingest` (feature `jsonl`, on with `cli`): the JSON Lines event format of `runlog ingest`;
+//! - `mlflow` (feature `mlflow`, on with `cli`): MLflow's tracking REST protocol over the
+//!   engine, for the HTTP server and the Python plugin.
 //!
 //! The `runlog` binary (feature `cli`, on by default; `docs/CLI.md`) is a thin command line
 //! over these.
@@ -82,6 +84,8 @@ pub mod ingest;
 pub mod io;
 pub mod layout;
 pub mod limits;
+#[cfg(feature = "mlflow")]
+pub mod mlflow;
 #[cfg(feature = "parquet")]
 mod parquet_file;
 mod periodic;

@@ -142,6 +142,35 @@ impl Store {
         Ok(histories.pop().unwrap_or_default())
     }
 
+    /// The points of `key` of each of `runs` whose step is in `steps`, in the order of `runs`:
+    /// what [`history`](Store::history) gives for each, read in one pass over the log for all
+    /// of them. `NotFound` if a run does not exist.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// # let experiment = store.get_or_create_experiment("e")?.id;
+    /// let (a, b) = (store.start_run(experiment, Default::default())?, store.start_run(experiment, Default::default())?);
+    /// for step in 0..10 {
+    ///     a.log_metric("loss", 1.0, step)?;
+    ///     b.log_metric("loss", 2.0, step * 2)?;
+    /// }
+    /// let both = store.history_of_runs(&[a.id(), b.id()], "loss", 5..=10)?;
+    /// assert_eq!(both[0].steps, [5, 6, 7, 8, 9]);
+    /// assert_eq!(both[1].steps, [6, 8, 10]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn history_of_runs(
+        &self,
+        runs: &[RunId],
+        key: &str,
+        steps: impl RangeBounds<i64> + Sync,
+    ) -> Result<Vec<History>> {
+        self.histories(runs, key, &steps)
+    }
+
     /// `key` of `run` in at most `max_points` buckets over the step axis (see the module doc).
     pub fn history_downsampled(
         &self,
@@ -185,14 +214,36 @@ impl Store {
     }
 
     /// `histories_once`, retried when a concurrent compaction removed a file, manifest or
-    /// segment the call had chosen: the retry loads the newer manifest.
+    /// segment the call had chosen: the retry loads the newer manifest. A run named more than
+    /// once is read once and its history given at each place it was named.
     fn histories(
         &self,
         runs: &[RunId],
         key: &str,
         steps: &(impl RangeBounds<i64> + Sync),
     ) -> Result<Vec<History>> {
-        crate::compaction::retry_stale(|| self.histories_once(runs, key, steps))
+        let mut unique: Vec<RunId> = Vec::with_capacity(runs.len());
+        let mut slot_of: HashMap<RunId, usize> = HashMap::with_capacity(runs.len());
+        for run in runs {
+            slot_of.entry(*run).or_insert_with(|| {
+                unique.push(*run);
+                unique.len() - 1
+            });
+        }
+        let read = crate::compaction::retry_stale(|| self.histories_once(&unique, key, steps))?;
+        if unique.len() == runs.len() {
+            return Ok(read);
+        }
+        Ok(runs
+            .iter()
+            .map(|run| {
+                slot_of
+                    .get(run)
+                    .and_then(|slot| read.get(*slot))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 
     /// The histories of `key` for each of `runs`, in order; `NotFound` for an unknown run.

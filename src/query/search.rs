@@ -1,8 +1,8 @@
 //! `search_runs`: filter, order and page runs, answered from the catalog (latest metric values
 //! come from the summaries, so no history is read).
 //!
-//! Ordering follows MLflow's SQL store: each `order_by` field in turn, missing values (and NaN)
-//! last whatever the direction, then start time descending and run id as tie-breakers, so pages
+//! Ordering follows MLflow's SQL store: each `order_by` field in turn, a NaN metric after every
+//! number and a missing value after that, whatever the direction, then start time descending and run id as tie-breakers, so pages
 //! are stable.
 
 use std::cmp::Ordering;
@@ -394,16 +394,22 @@ pub(super) fn text_holds(value: Option<&str>, op: Op, target: &Value) -> bool {
 #[derive(PartialEq)]
 pub(super) enum Key {
     Number(f64),
+    /// A metric whose latest value is NaN: after every number, before a missing value, in
+    /// either direction (MLflow's SQL store sorts on its `is_nan` flag first).
+    NaN,
     Id(u64),
     Text(String),
 }
 
 fn sort_key(run: &impl RunFields, field: &Field) -> Option<Key> {
     match field {
-        Field::Metric(key) => run
-            .metric_last(key)
-            .filter(|v| !v.is_nan())
-            .map(Key::Number),
+        Field::Metric(key) => run.metric_last(key).map(|value| {
+            if value.is_nan() {
+                Key::NaN
+            } else {
+                Key::Number(value)
+            }
+        }),
         Field::Param(key) => run.param(key).map(|v| Key::Text(v.to_string())),
         Field::Tag(key) => run.tag(key).map(|v| Key::Text(v.to_string())),
         Field::Attribute(attribute) => match run.attribute(*attribute) {
@@ -427,7 +433,7 @@ fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
         .then(a.id.cmp(&b.id))
 }
 
-/// Orders two sets of sort keys by `order`: missing values last in either direction.
+/// Orders two sets of sort keys by `order`: NaN, then missing values, last in either direction.
 pub(super) fn compare_keys(order: &[OrderBy], a: &[Option<Key>], b: &[Option<Key>]) -> Ordering {
     for (index, OrderBy { ascending, .. }) in order.iter().enumerate() {
         let (Some(a), Some(b)) = (a.get(index), b.get(index)) else {
@@ -438,6 +444,9 @@ pub(super) fn compare_keys(order: &[OrderBy], a: &[Option<Key>], b: &[Option<Key
             // Missing values go last in either direction.
             (None, Some(_)) => return Ordering::Greater,
             (Some(_), None) => return Ordering::Less,
+            (Some(Key::NaN), Some(Key::NaN)) => Ordering::Equal,
+            (Some(Key::NaN), Some(_)) => return Ordering::Greater,
+            (Some(_), Some(Key::NaN)) => return Ordering::Less,
             (Some(x), Some(y)) => compare_key(x, y),
         };
         let ordering = if *ascending {
@@ -455,8 +464,9 @@ pub(super) fn compare_keys(order: &[OrderBy], a: &[Option<Key>], b: &[Option<Key
 fn compare_key(a: &Key, b: &Key) -> Ordering {
     let rank = |key: &Key| match key {
         Key::Number(_) => 0,
-        Key::Id(_) => 1,
-        Key::Text(_) => 2,
+        Key::NaN => 1,
+        Key::Id(_) => 2,
+        Key::Text(_) => 3,
     };
     match (a, b) {
         (Key::Number(x), Key::Number(y)) => x.total_cmp(y),

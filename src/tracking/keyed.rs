@@ -30,9 +30,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::artifact;
-use crate::catalog::{self, Artifact, RunEntry, RunInfo};
+use crate::catalog::{self, Artifact, LifecycleStage, RunEntry, RunInfo};
 use crate::error::{Error, Result};
-use crate::ids::RunId;
+use crate::ids::{ExperimentId, RunId};
+use crate::tracking::run::{RunOptions, SystemTags, record_new_run};
 use crate::tracking::store::Store;
 use crate::tracking::{system_tags, validation};
 use crate::util::{IdHash, now_ms};
@@ -146,6 +147,34 @@ impl Store {
         Ok(entry)
     }
 
+    /// Creates a run in `experiment` without a handle (MLflow's CreateRun): it stays RUNNING
+    /// until `update_run` ends it. Unlike [`Store::start_run`] it records none of this process's
+    /// user, source or git tags, only its name and parent tags and `options.tags`: a server's
+    /// client sends its own.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// let experiment = store.get_or_create_experiment("e")?.id;
+    /// let options = runlog::RunOptions { name: Some("remote".into()), ..Default::default() };
+    /// let info = store.create_run(experiment, options)?;
+    /// let tags = store.run(info.id)?.tags;
+    /// assert_eq!(tags.keys().collect::<Vec<_>>(), ["mlflow.runName"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create_run(&self, experiment: ExperimentId, options: RunOptions) -> Result<RunInfo> {
+        let found = self.experiment(experiment)?;
+        if found.lifecycle_stage == LifecycleStage::Deleted {
+            return Err(Error::Deleted {
+                what: format!("experiment {experiment}"),
+            });
+        }
+        let entry = record_new_run(self, experiment, options, SystemTags::NameAndParentOnly)?;
+        Ok(self.run(entry.id)?.info)
+    }
+
     /// Logs metric points, params and tags to `run` with MLflow's batch rules (see the module
     /// doc): everything is checked first, and a refused batch writes nothing. Sizes follow
     /// MLflow's LogBatch: at most 1,000 points, 100 params, 100 tags and 1,000 items in all.
@@ -188,23 +217,31 @@ impl Store {
             return self.append_points_unchecked(&entry, metrics);
         }
         check_new_keys(&catalog::lock(&entry.metrics), metrics)?;
-        self.write_params(&entry, params)?;
-        for (key, value) in tags {
-            self.record(Event::TagSet {
+        let time_ms = now_ms();
+        let tags: Vec<Event> = tags
+            .iter()
+            .map(|(key, value)| Event::TagSet {
                 run,
-                time_ms: now_ms(),
+                time_ms,
                 key: key.to_string(),
                 value: value.to_string(),
-            })?;
-        }
+            })
+            .collect();
+        self.write_params_and(&entry, params, tags)?;
         self.append_points_unchecked(&entry, metrics)
     }
 
-    /// Checks `params` against the run's logged ones and writes the new ones, holding the run's
-    /// param lock across both so two writers cannot both pass the check.
-    fn write_params(&self, entry: &RunEntry, params: &[(&str, &str)]) -> Result<()> {
+    /// Checks `params` against the run's logged ones and writes the new ones, then `then`
+    /// (the batch's tags), in one append call: one msync under `Durability::Sync`. The run's
+    /// param lock is held across the check and the write so two writers cannot both pass it.
+    fn write_params_and(
+        &self,
+        entry: &RunEntry,
+        params: &[(&str, &str)],
+        then: Vec<Event>,
+    ) -> Result<()> {
         if params.is_empty() {
-            return Ok(());
+            return self.record_all(&then);
         }
         // Another process's value of the same key must be seen to be refused; what it logged
         // within the last `refresh_interval` may still be missed (the earliest value then wins).
@@ -225,15 +262,18 @@ impl Store {
                 None => new.push((key, value)),
             }
         }
-        for (key, value) in new {
-            self.record(Event::ParamLogged {
+        let time_ms = now_ms();
+        let mut events: Vec<Event> = new
+            .into_iter()
+            .map(|(key, value)| Event::ParamLogged {
                 run: entry.id,
-                time_ms: now_ms(),
+                time_ms,
                 key: key.to_string(),
                 value: value.to_string(),
-            })?;
-        }
-        Ok(())
+            })
+            .collect();
+        events.extend(then);
+        self.record_all(&events)
     }
 
     /// Appends points to a run whose entry the caller holds (a `Run` handle), refusing a
@@ -254,18 +294,20 @@ impl Store {
         // exactly when the log holds it.
         let mut metrics = catalog::lock(&entry.metrics);
         check_new_keys(&metrics, points)?;
-        for point in points {
-            let slot = metrics.slot_or_insert(point.key);
-            self.log().log_point(
-                entry.id,
-                point.key,
-                point.step,
-                point.timestamp_ms,
-                point.value,
-            )?;
-            metrics.own[slot].update(point.step, point.timestamp_ms, point.value);
-        }
-        Ok(())
+        let slots: Vec<usize> = points
+            .iter()
+            .map(|point| metrics.slot_or_insert(point.key))
+            .collect();
+        // One append call for the batch: under `Durability::Sync` it is one msync, not one per
+        // point. Points are counted once the call is over (after its sync): those the log holds.
+        let columns = points
+            .iter()
+            .map(|p| (p.key, p.step, p.timestamp_ms, p.value));
+        self.log().log_points(entry.id, columns, &mut |held| {
+            for (point, slot) in points.iter().zip(&slots).take(held) {
+                metrics.own[*slot].update(point.step, point.timestamp_ms, point.value);
+            }
+        })
     }
 
     /// Appends a column-wise batch of one key to a run whose entry the caller holds.

@@ -13,5 +13,5 @@ pub use keyed::MetricPoint;
 pub use run::{Run, RunOptions};
 #[cfg(feature = "parquet")]
 pub(crate) use store::StoreInner;
-pub use store::{Store, StoreOptions, ViewType, WAL_DIR, check_is_store};
+pub use store::{DEFAULT_EXPERIMENT_NAME, Store, StoreOptions, ViewType, WAL_DIR, check_is_store};
 pub use usage::{DiskUsage, FileBytes, FileKind, disk_usage};

@@ -59,51 +59,74 @@ pub struct Run {
     ended: AtomicBool,
 }
 
+/// Which of MLflow's system tags a new run gets besides its name and parent tags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SystemTags {
+    /// The user, source and git commit of this process: the process is the one logging.
+    FromProcess,
+    /// None: the caller (a server answering a remote client) sends its own.
+    NameAndParentOnly,
+}
+
+/// Records a new run in `experiment` with `options`' tags and the system tags `system` asks
+/// for, and returns its catalog entry.
+pub(crate) fn record_new_run(
+    store: &Store,
+    experiment: ExperimentId,
+    options: RunOptions,
+    system: SystemTags,
+) -> Result<Arc<RunEntry>> {
+    for (key, value) in &options.tags {
+        validation::key("tag", key)?;
+        validation::value("tag", key, value, validation::TAG_VALUE_CHARS_MAX)?;
+    }
+    if let Some(parent) = options.parent {
+        store.run(parent)?;
+    }
+    let id = RunId((u128::from(random_u64()) << 64) | u128::from(random_u64()));
+    let name = options
+        .name
+        .unwrap_or_else(|| format!("run-{}", &id.to_string()[..8]));
+    let time_ms = options.start_time_ms.unwrap_or_else(now_ms);
+    store.record(Event::RunCreated {
+        run: id,
+        time_ms,
+        experiment,
+        parent: options.parent,
+        name: name.clone(),
+    })?;
+    let entry = store.catalog().run_or_insert(id);
+    let system = match system {
+        SystemTags::FromProcess => system_tags::for_new_run(&name, options.parent),
+        SystemTags::NameAndParentOnly => system_tags::name_and_parent(&name, options.parent),
+    };
+    let tags = system
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(options.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (key, value) in tags {
+        store.record(Event::TagSet {
+            run: id,
+            time_ms,
+            key: key.to_string(),
+            value: value.to_string(),
+        })?;
+    }
+    Ok(entry)
+}
+
 impl Run {
     pub(crate) fn start(
         store: Store,
         experiment: ExperimentId,
         options: RunOptions,
     ) -> Result<Run> {
-        for (key, value) in &options.tags {
-            validation::key("tag", key)?;
-            validation::value("tag", key, value, validation::TAG_VALUE_CHARS_MAX)?;
-        }
-        if let Some(parent) = options.parent {
-            store.run(parent)?;
-        }
-        let id = RunId((u128::from(random_u64()) << 64) | u128::from(random_u64()));
-        let name = options
-            .name
-            .unwrap_or_else(|| format!("run-{}", &id.to_string()[..8]));
-        let time_ms = options.start_time_ms.unwrap_or_else(now_ms);
-        store.record(Event::RunCreated {
-            run: id,
-            time_ms,
-            experiment,
-            parent: options.parent,
-            name: name.clone(),
-        })?;
-        let entry = store.catalog().run_or_insert(id);
-        let run = Run {
+        let entry = record_new_run(&store, experiment, options, SystemTags::FromProcess)?;
+        Ok(Run {
             store,
             entry,
             ended: AtomicBool::new(false),
-        };
-        let system = system_tags::for_new_run(&name, options.parent);
-        let tags = system
-            .iter()
-            .map(|(k, v)| (*k, v.as_str()))
-            .chain(options.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        for (key, value) in tags {
-            run.record(Event::TagSet {
-                run: id,
-                time_ms,
-                key: key.to_string(),
-                value: value.to_string(),
-            })?;
-        }
-        Ok(run)
+        })
     }
 
     pub(crate) fn resume(store: Store, id: RunId) -> Result<Run> {
@@ -131,10 +154,6 @@ impl Run {
     /// A snapshot of the run.
     pub fn view(&self) -> Result<RunView> {
         self.store.run(self.entry.id)
-    }
-
-    fn record(&self, event: Event) -> Result<()> {
-        self.store.record(event)
     }
 
     /// Logs a param. Params are immutable: the same value again is accepted, a different one is

@@ -39,6 +39,9 @@ use crate::util::{now_ms, random_u64};
 use crate::wal::{Durability, Event, Log, LogOptions, RecoveryReport};
 
 use crate::layout::CATALOG_LOCK;
+
+/// The name of MLflow's default experiment, id 0 ([`Store::default_experiment`]).
+pub const DEFAULT_EXPERIMENT_NAME: &str = "Default";
 pub use crate::layout::WAL_DIR;
 
 /// Fails unless `root` has a store's layout: the `wal/` folder that opening a store for
@@ -402,6 +405,20 @@ impl Store {
         Ok(())
     }
 
+    /// Appends `events` with one sync under `Durability::Sync`, then applies to the catalog
+    /// those the log holds (all of them, once the call succeeded and synced).
+    pub(crate) fn record_all(&self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let catalog = &self.inner.catalog;
+        self.inner.log.append_all(events, &mut |held| {
+            for event in events.iter().take(held) {
+                catalog.apply(event);
+            }
+        })
+    }
+
     // ---- experiments ----
 
     /// Creates an experiment; fails with `AlreadyExists` if the name is taken (by an active or
@@ -452,6 +469,51 @@ impl Store {
             .catalog
             .experiment(id)
             .ok_or_else(|| Error::NotFound(format!("experiment {id}")))
+    }
+
+    /// MLflow's default experiment: id 0, named `Default`, created if there is none. MLflow's
+    /// clients log to it when no experiment is chosen. `AlreadyExists` if another experiment
+    /// already holds the name `Default`.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// let store = runlog::Store::open(dir.path())?;
+    /// let default = store.default_experiment()?;
+    /// assert_eq!((default.id, default.name.as_str()), (runlog::ExperimentId(0), "Default"));
+    /// assert_eq!(store.default_experiment()?.id, default.id);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn default_experiment(&self) -> Result<Experiment> {
+        const DEFAULT: ExperimentId = ExperimentId(0);
+        if let Ok(experiment) = self.experiment(DEFAULT) {
+            return Ok(experiment);
+        }
+        let _lock = self.lock_catalog()?;
+        self.refresh()?;
+        if let Some(experiment) = self.inner.catalog.experiment(DEFAULT) {
+            return Ok(experiment);
+        }
+        if self
+            .inner
+            .catalog
+            .experiment_by_name(DEFAULT_EXPERIMENT_NAME)
+            .is_some()
+        {
+            return Err(Error::AlreadyExists(format!(
+                "experiment {DEFAULT_EXPERIMENT_NAME:?} (not the default experiment, id 0)"
+            )));
+        }
+        self.record(Event::ExperimentCreated {
+            experiment: DEFAULT,
+            time_ms: now_ms(),
+            name: DEFAULT_EXPERIMENT_NAME.to_string(),
+        })?;
+        self.inner
+            .catalog
+            .experiment(DEFAULT)
+            .ok_or_else(|| Error::NotFound(format!("experiment {DEFAULT}")))
     }
 
     /// The experiment with `id`.
@@ -509,6 +571,57 @@ impl Store {
             experiment: id,
             time_ms: now_ms(),
         })
+    }
+
+    /// Soft-deletes an experiment together with its active runs, as MLflow's DeleteExperiment
+    /// does, in one append call (one msync under `Durability::Sync`).
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// use runlog::{LifecycleStage, ViewType};
+    /// let experiment = store.get_or_create_experiment("e")?.id;
+    /// let run = store.create_run(experiment, Default::default())?.id;
+    /// store.delete_experiment_and_runs(experiment)?;
+    /// assert_eq!(store.run(run)?.info.lifecycle_stage, LifecycleStage::Deleted);
+    /// store.restore_experiment_and_runs(experiment)?;
+    /// assert_eq!(store.runs(experiment, ViewType::ActiveOnly)?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delete_experiment_and_runs(&self, id: ExperimentId) -> Result<()> {
+        self.experiment(id)?;
+        let time_ms = now_ms();
+        let mut events = vec![Event::ExperimentDeleted {
+            experiment: id,
+            time_ms,
+        }];
+        for run in self.runs(id, ViewType::ActiveOnly)? {
+            events.push(Event::RunDeleted {
+                run: run.info.id,
+                time_ms,
+            });
+        }
+        self.record_all(&events)
+    }
+
+    /// Restores an experiment together with every deleted run of it, as MLflow's
+    /// RestoreExperiment does, in one append call.
+    pub fn restore_experiment_and_runs(&self, id: ExperimentId) -> Result<()> {
+        self.experiment(id)?;
+        let time_ms = now_ms();
+        let mut events = vec![Event::ExperimentRestored {
+            experiment: id,
+            time_ms,
+        }];
+        for run in self.runs(id, ViewType::DeletedOnly)? {
+            events.push(Event::RunRestored {
+                run: run.info.id,
+                time_ms,
+            });
+        }
+        self.record_all(&events)
     }
 
     /// Sets an experiment tag.

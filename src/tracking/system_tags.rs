@@ -38,7 +38,13 @@ pub fn for_new_run(name: &str, parent: Option<RunId>) -> Vec<(&'static str, Stri
     {
         tags.push((GIT_COMMIT, commit));
     }
-    tags.push((RUN_NAME, name.to_string()));
+    tags.extend(name_and_parent(name, parent));
+    tags
+}
+
+/// The tags every new run gets, whoever creates it: its name and, when nested, its parent.
+pub fn name_and_parent(name: &str, parent: Option<RunId>) -> Vec<(&'static str, String)> {
+    let mut tags = vec![(RUN_NAME, name.to_string())];
     if let Some(parent) = parent {
         tags.push((PARENT_RUN_ID, parent.to_string()));
     }

@@ -178,6 +178,12 @@ impl Log {
         self.with_lane(|writer| writer.append(event))
     }
 
+    /// Appends metadata events through this thread's lane, durable together: under
+    /// `Durability::Sync` one msync for all of them (see [`Writer::append_all`]).
+    pub fn append_all(&self, events: &[Event], appended: &mut dyn FnMut(usize)) -> Result<()> {
+        self.with_lane(|writer| writer.append_all(events, appended))
+    }
+
     /// Appends one metric point through this thread's lane.
     #[inline]
     pub fn log_point(
@@ -189,6 +195,17 @@ impl Log {
         value: f64,
     ) -> Result<()> {
         self.with_lane(|writer| writer.log_point(run, key, step, timestamp_ms, value))
+    }
+
+    /// Appends points of one run through this thread's lane, durable together: under
+    /// `Durability::Sync` one msync for the batch (see [`Writer::log_points`]).
+    pub fn log_points<'a>(
+        &self,
+        run: RunId,
+        points: impl IntoIterator<Item = (&'a str, i64, i64, f64)>,
+        appended: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.with_lane(|writer| writer.log_points(run, points, appended))
     }
 
     /// Appends a column-wise batch of one run and key through this thread's lane.

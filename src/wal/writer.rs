@@ -256,6 +256,37 @@ impl Writer {
         self.after_append()
     }
 
+    /// Appends metadata events in order, as [`Writer::append`] does each, and syncs once after
+    /// the last under `sync_every_append`. `appended(n)` is told how many of the first events
+    /// the log holds once the call is over, so the caller applies exactly those: all of them
+    /// after a successful call (after its sync), the ones before a failed append, and none if
+    /// the final sync failed (the writer is then poisoned and they may be lost).
+    pub fn append_all(&mut self, events: &[Event], appended: &mut dyn FnMut(usize)) -> Result<()> {
+        for (index, event) in events.iter().enumerate() {
+            if let Err(error) = self.append_unsynced(event) {
+                appended(index);
+                return Err(error);
+            }
+        }
+        self.after_append()?;
+        appended(events.len());
+        Ok(())
+    }
+
+    fn append_unsynced(&mut self, event: &Event) -> Result<()> {
+        if matches!(event, Event::Metrics(_) | Event::MetricKeyDefined { .. }) {
+            return Err(Error::InvalidInput(
+                "metric events are appended through log_point or log_columns".to_string(),
+            ));
+        }
+        self.check_usable()?;
+        self.scratch.clear();
+        self.scratch.resize(FRAME_BYTES, 0);
+        event.encode_payload(&mut self.scratch);
+        self.check_decodes(event.record_type())?;
+        self.write_scratch_record(event.record_type(), 0)
+    }
+
     /// Appends one metric point. A key already used by `run` in this writer costs no allocation.
     #[inline]
     pub fn log_point(
@@ -271,6 +302,37 @@ impl Writer {
         self.stream_point(run, key_id, step, timestamp_ms, value)?;
         self.stats.points += 1;
         self.after_append()
+    }
+
+    /// Appends points of `run`, each as [`Writer::log_point`] does, and syncs once after the
+    /// last under `sync_every_append`: a batch costs one msync, not one per point.
+    /// `appended(n)` is told how many of the first points the log holds once the call is over,
+    /// as for [`Writer::append_all`], so a caller counts exactly those.
+    pub fn log_points<'a>(
+        &mut self,
+        run: RunId,
+        points: impl IntoIterator<Item = (&'a str, i64, i64, f64)>,
+        appended: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        if let Err(error) = self.check_usable() {
+            appended(0);
+            return Err(error);
+        }
+        let mut count = 0;
+        for (key, step, timestamp_ms, value) in points {
+            let logged = self
+                .intern(run, key)
+                .and_then(|key_id| self.stream_point(run, key_id, step, timestamp_ms, value));
+            if let Err(error) = logged {
+                appended(count);
+                return Err(error);
+            }
+            self.stats.points += 1;
+            count += 1;
+        }
+        self.after_append()?;
+        appended(count);
+        Ok(())
     }
 
     /// Appends points of one run and key as column-wise batch records (split as needed).

@@ -20,6 +20,10 @@ const LAYERS: &[&[&str]] = &[
     &["compaction"],
     &["tracking"],
     &["query", "export", "verify", "ingest"],
+    // MLflow's protocol over the engine's public API; its front-ends (the HTTP server, the
+    // Python plugin) sit above it.
+    &["mlflow"],
+    &["server"],
 ];
 
 /// An edge that does not point down, allowed only from `files` (paths under `src/`).
@@ -201,6 +205,26 @@ fn every_module_is_in_a_layer() {
         unplaced.is_empty(),
         "modules in no layer (add them to LAYERS and ARCHITECTURE.md): {unplaced:?}"
     );
+}
+
+#[test]
+fn the_mlflow_protocol_sits_between_the_engine_and_its_front_ends() {
+    let mlflow = layer_of("mlflow").unwrap();
+    for below in ["tracking", "query", "catalog", "wal"] {
+        assert!(
+            layer_of(below).unwrap() < mlflow,
+            "{below} must sit below mlflow"
+        );
+    }
+    assert!(layer_of("server").unwrap() > mlflow);
+    // Nothing below it uses it (module_dependencies_point_down checks every edge; this names
+    // the one that matters most).
+    let edges = module_graph(&src_dir());
+    let users: Vec<_> = edges
+        .keys()
+        .filter(|(from, to)| to == "mlflow" && layer_of(from).is_some_and(|l| l < mlflow))
+        .collect();
+    assert!(users.is_empty(), "modules below mlflow use it: {users:?}");
 }
 
 #[test]

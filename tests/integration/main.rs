@@ -16,6 +16,8 @@ mod export_parquet;
 mod fixtures;
 mod fork;
 mod layers;
+#[cfg(feature = "mlflow")]
+mod mlflow_api;
 #[cfg(feature = "cli")]
 mod processes;
 mod query_experiments;

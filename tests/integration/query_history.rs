@@ -199,3 +199,46 @@ fn aligned_comparison_uses_the_same_buckets_for_every_run() {
     assert_eq!(compared[0].1.buckets.len(), 20);
     assert_eq!(starts(&compared[0].1)[..], starts(&compared[1].1)[..20]);
 }
+
+#[test]
+fn history_of_runs_reads_several_runs_as_history_reads_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let experiment = store.get_or_create_experiment("e").unwrap();
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            store
+                .start_run(experiment.id, RunOptions::default())
+                .unwrap()
+        })
+        .collect();
+    for (index, run) in runs.iter().enumerate() {
+        for step in (0..200).rev() {
+            run.log_metric_at("loss", (step * (index as i64 + 1)) as f64, step, step)
+                .unwrap();
+        }
+    }
+    #[cfg(feature = "parquet")]
+    store.compact().unwrap();
+    // Points after the compaction come from the log, after the compacted ones.
+    for run in &runs {
+        run.log_metric_at("loss", -1.0, 50, 7).unwrap();
+    }
+    let ids: Vec<RunId> = runs.iter().map(|r| r.id()).collect();
+    // The same run twice, and in another order: answers follow `runs`.
+    let asked = [ids[2], ids[0], ids[2], ids[1]];
+    for range in [(i64::MIN, i64::MAX), (40, 60)] {
+        let together = store
+            .history_of_runs(&asked, "loss", range.0..=range.1)
+            .unwrap();
+        assert_eq!(together.len(), asked.len());
+        for (run, history) in asked.iter().zip(&together) {
+            let alone = store.history(*run, "loss", range.0..=range.1).unwrap();
+            assert_eq!(history, &alone);
+        }
+    }
+    assert!(matches!(
+        store.history_of_runs(&[ids[0], RunId(3)], "loss", ..),
+        Err(Error::NotFound(_))
+    ));
+}

@@ -1,6 +1,7 @@
 //! Writes keyed by run id (`Store::log_batch`, `update_run`, ...): MLflow's batch rules, one
 //! test each, and many threads logging to one run by id, out of order, while a compactor runs.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use runlog::wal::RunStatus;
@@ -457,4 +458,133 @@ fn writers_created_during_a_refresh_are_not_counted_twice() {
     });
     let count = store.run(id).unwrap().metrics["loss"].count;
     assert_eq!(count, 4 * points_per_thread as u64);
+}
+
+/// Under `Durability::Sync` a batch is made durable with one msync, not one per point: with
+/// every msync after the first failing, a three-point batch still succeeds, and its points are
+/// all counted.
+#[test]
+fn a_synced_batch_costs_one_msync() {
+    use runlog::io::{FaultStorage, Operation};
+    let dir = TempStore::new();
+    let storage = Arc::new(FaultStorage::new());
+    let options = StoreOptions {
+        durability: Durability::Sync,
+        storage: storage.clone(),
+        ..options()
+    };
+    let store = Store::open_with(dir.dir.path(), options).unwrap();
+    let experiment = store.get_or_create_experiment("sync").unwrap();
+    let run = store
+        .create_run(experiment.id, RunOptions::default())
+        .unwrap()
+        .id;
+    storage.fail_from(Operation::SyncMap, 1, libc::EIO);
+    let points: Vec<MetricPoint> = (0..3)
+        .map(|step| MetricPoint {
+            key: if step == 1 { "acc" } else { "loss" },
+            value: step as f64,
+            step,
+            timestamp_ms: 1_000 + step,
+        })
+        .collect();
+    store.log_batch(run, &points, &[], &[]).unwrap();
+    assert_eq!(storage.injected(), 0);
+    let view = store.run(run).unwrap();
+    assert_eq!(
+        (view.metrics["loss"].count, view.metrics["acc"].count),
+        (2, 1)
+    );
+    // The next batch's msync is the failing one: the writer is poisoned, as before.
+    assert!(store.log_batch(run, &points, &[], &[]).is_err());
+}
+
+/// Under `Durability::Sync` a batch's params and tags are made durable together, with one
+/// msync, and its points with one more.
+#[test]
+fn a_synced_batch_of_params_tags_and_points_costs_two_msyncs() {
+    use runlog::io::{FaultStorage, Operation};
+    let dir = TempStore::new();
+    let storage = Arc::new(FaultStorage::new());
+    let options = StoreOptions {
+        durability: Durability::Sync,
+        storage: storage.clone(),
+        ..options()
+    };
+    let store = Store::open_with(dir.dir.path(), options).unwrap();
+    let experiment = store.get_or_create_experiment("sync").unwrap();
+    let run = store
+        .create_run(experiment.id, RunOptions::default())
+        .unwrap()
+        .id;
+    storage.fail_from(Operation::SyncMap, 2, libc::EIO);
+    let point = MetricPoint {
+        key: "loss",
+        value: 0.5,
+        step: 1,
+        timestamp_ms: 1_000,
+    };
+    let params = [("a", "1"), ("b", "2"), ("c", "3")];
+    let tags = [("x", "1"), ("y", "2")];
+    store.log_batch(run, &[point], &params, &tags).unwrap();
+    assert_eq!(storage.injected(), 0);
+    let view = store.run(run).unwrap();
+    assert_eq!((view.params.len(), view.tags["y"].as_str()), (3, "2"));
+    assert_eq!(view.metrics["loss"].count, 1);
+}
+
+/// Under `Durability::Sync` a batch whose msync fails is not shown by the catalog: readers never
+/// see params, tags or points that were not made durable.
+#[test]
+fn a_synced_batch_whose_msync_fails_is_not_shown() {
+    use runlog::io::{FaultStorage, Operation};
+    let dir = TempStore::new();
+    let storage = Arc::new(FaultStorage::new());
+    let sync_options = StoreOptions {
+        durability: Durability::Sync,
+        storage: storage.clone(),
+        ..options()
+    };
+    let store = Store::open_with(dir.dir.path(), sync_options).unwrap();
+    let experiment = store.get_or_create_experiment("sync").unwrap();
+    let run = store
+        .create_run(experiment.id, RunOptions::default())
+        .unwrap()
+        .id;
+    let point = MetricPoint {
+        key: "loss",
+        value: 0.5,
+        step: 1,
+        timestamp_ms: 1_000,
+    };
+    // The params and tags fail to sync.
+    storage.fail_once(Operation::SyncMap, 0, libc::EIO);
+    assert!(
+        store
+            .log_batch(run, &[point], &[("a", "1")], &[("t", "x")])
+            .is_err()
+    );
+    let view = store.run(run).unwrap();
+    assert!(view.params.is_empty(), "{:?}", view.params);
+    assert!(!view.tags.contains_key("t"));
+    assert!(view.metrics.get("loss").is_none_or(|m| m.count == 0));
+
+    // In a second store, the points fail to sync.
+    let dir = TempStore::new();
+    let storage = Arc::new(FaultStorage::new());
+    let sync_options = StoreOptions {
+        durability: Durability::Sync,
+        storage: storage.clone(),
+        ..options()
+    };
+    let store = Store::open_with(dir.dir.path(), sync_options).unwrap();
+    let experiment = store.get_or_create_experiment("sync").unwrap();
+    let run = store
+        .create_run(experiment.id, RunOptions::default())
+        .unwrap()
+        .id;
+    storage.fail_once(Operation::SyncMap, 0, libc::EIO);
+    assert!(store.log_batch(run, &[point, point], &[], &[]).is_err());
+    let view = store.run(run).unwrap();
+    assert!(view.metrics.get("loss").is_none_or(|m| m.count == 0));
 }

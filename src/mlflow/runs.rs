@@ -1,0 +1,483 @@
+//! MLflow's run endpoints: create, get, update, delete, restore, search, log-metric,
+//! log-parameter, log-batch, set-tag, delete-tag and log-inputs.
+//!
+//! Invariants:
+//! - A logging request is checked whole (MLflow's field checks and batch limits here, the
+//!   engine's key, param and lifecycle rules in `Store::log_batch`) before anything is written;
+//!   a refused request writes nothing.
+//! - Param and tag values longer than MLflow's limits are cut to them, as MLflow's server does
+//!   by default (`MLFLOW_TRUNCATE_LONG_VALUES`); keys are never cut.
+//! - Engine errors about a run get MLflow's messages (`Run with id=... not found`, `must be in
+//!   the 'active' state`, `Changing param values is not allowed`).
+
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::experiments::{self, key_values, max_results, view_type};
+use super::messages::{RunInfoMessage, RunMessage, to_json};
+use super::wire::{Fields, double_value, int_value, missing, wrong_type};
+use super::{Body, ErrorCode, MlflowError, Request, Service};
+use crate::query::SearchRuns;
+use crate::tracking::{system_tags, validation};
+use crate::util::now_ms;
+use crate::{Error, ExperimentId, MetricPoint, RunId, RunOptions, RunStatus};
+
+/// The user MLflow's client names when it knows none, and MLflow reports for a run without one.
+pub(crate) const UNKNOWN_USER: &str = "unknown";
+
+/// The largest page of `runs/search` (MLflow's server limit).
+const SEARCH_RESULTS_MAX: i64 = 50_000;
+
+/// `Run with id=... not found`, MLflow's words.
+pub(crate) fn not_found(id: &str) -> MlflowError {
+    MlflowError::not_found(format!("Run with id={id} not found"))
+}
+
+/// The run id a request names; text that is no id names no run.
+pub(crate) fn parse_id(text: &str) -> Result<RunId, MlflowError> {
+    RunId::from_str(text).map_err(|_| not_found(text))
+}
+
+/// Maps an engine error about run `id` onto MLflow's messages.
+pub(crate) fn run_error(id: &str, error: Error) -> MlflowError {
+    match error {
+        Error::NotFound(what) if what.starts_with("run ") && what.len() == 4 + 32 => not_found(id),
+        Error::Deleted { what } if what.starts_with("run ") => MlflowError::invalid(format!(
+            "The run {id} must be in the 'active' state. Current state is deleted."
+        )),
+        Error::ParamChanged {
+            key,
+            existing,
+            attempted,
+            ..
+        } => MlflowError::invalid(format!(
+            "Changing param values is not allowed. Param with key='{key}' was already logged \
+             with value='{existing}' for run ID='{id}'. Attempted logging new value \
+             '{attempted}'."
+        )),
+        other => MlflowError::from(other),
+    }
+}
+
+/// Cuts `value` to `chars_max` characters, as MLflow's server does with long values.
+fn truncated(value: &str, chars_max: usize) -> &str {
+    match value.char_indices().nth(chars_max) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    }
+}
+
+/// A `RunStatus` field: its enum name or number.
+fn run_status(fields: &Fields) -> Result<Option<RunStatus>, MlflowError> {
+    let Some(value) = fields.raw("status") else {
+        return Ok(None);
+    };
+    let status = match value {
+        Value::String(s) => match s.as_str() {
+            "RUNNING" => Some(RunStatus::Running),
+            "SCHEDULED" => Some(RunStatus::Scheduled),
+            "FINISHED" => Some(RunStatus::Finished),
+            "FAILED" => Some(RunStatus::Failed),
+            "KILLED" => Some(RunStatus::Killed),
+            _ => None,
+        },
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u8::try_from(n).ok())
+            .and_then(RunStatus::from_byte),
+        _ => None,
+    };
+    status.map(Some).ok_or_else(|| wrong_type("status", value))
+}
+
+#[derive(Serialize)]
+struct RunResponse<'a> {
+    run: RunMessage<'a>,
+}
+
+/// `runs/create`.
+pub(crate) fn create(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let experiment_text = fields.string("experiment_id")?.unwrap_or("0");
+    let experiment_text = if experiment_text.is_empty() {
+        "0"
+    } else {
+        experiment_text
+    };
+    let start_time_ms = fields.int("start_time")?;
+    let run_name = fields.string("run_name")?.filter(|n| !n.is_empty());
+    let user_id = fields.string("user_id")?.filter(|u| !u.is_empty());
+    let mut tags: Vec<(String, String)> = key_values(&fields, "tags")?
+        .into_iter()
+        .map(|(key, value)| {
+            let value = truncated(value, validation::TAG_VALUE_CHARS_MAX);
+            (key.to_string(), value.to_string())
+        })
+        .collect();
+    let name_tag = tags
+        .iter()
+        .rev()
+        .find(|(key, _)| key == system_tags::RUN_NAME)
+        .map(|(_, value)| value.clone());
+    if let (Some(name), Some(tag)) = (run_name, &name_tag)
+        && name != tag
+    {
+        return Err(MlflowError::invalid(format!(
+            "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with \
+             different values (run_name='{name}', mlflow.runName='{tag}')."
+        )));
+    }
+    // MLflow's client sends `unknown` when it knows no user; MLflow's server records no tag
+    // for it then.
+    if let Some(user) = user_id.filter(|u| *u != UNKNOWN_USER)
+        && !tags.iter().any(|(key, _)| key == system_tags::USER)
+    {
+        tags.push((system_tags::USER.to_string(), user.to_string()));
+    }
+    let parent = tags
+        .iter()
+        .find(|(key, _)| key == system_tags::PARENT_RUN_ID)
+        .and_then(|(_, value)| RunId::from_str(value).ok())
+        .filter(|id| service.store().run(*id).is_ok());
+    let options = RunOptions {
+        name: run_name.map(str::to_string).or(name_tag),
+        parent,
+        tags,
+        start_time_ms: Some(start_time_ms.unwrap_or_else(now_ms)),
+    };
+    let experiment = experiments::parse_id(experiment_text)?;
+    let info = service
+        .store()
+        .create_run(experiment, options)
+        .map_err(|e| match e {
+            Error::NotFound(_) => experiments::not_found(experiment_text),
+            Error::Deleted { .. } => MlflowError::invalid(format!(
+                "The experiment {experiment_text} must be in the 'active' state. Current state \
+                 is deleted."
+            )),
+            other => MlflowError::from(other),
+        })?;
+    let run = service.store().run(info.id)?;
+    Ok(to_json(&RunResponse {
+        run: RunMessage::of(&run),
+    }))
+}
+
+/// `runs/get`.
+pub(crate) fn get(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    let run = service
+        .store()
+        .run(parse_id(text)?)
+        .map_err(|e| run_error(text, e))?;
+    Ok(to_json(&RunResponse {
+        run: RunMessage::of(&run),
+    }))
+}
+
+/// `runs/update`: status, end time and name, each only when given.
+pub(crate) fn update(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    let status = run_status(&fields)?;
+    let end_time_ms = fields.int("end_time")?;
+    let name = fields.string("run_name")?.filter(|n| !n.is_empty());
+    let info = service
+        .store()
+        .update_run(parse_id(text)?, status, end_time_ms, name)
+        .map_err(|e| run_error(text, e))?;
+    #[derive(Serialize)]
+    struct Response<'a> {
+        run_info: RunInfoMessage<'a>,
+    }
+    Ok(to_json(&Response {
+        run_info: RunInfoMessage::of(&info),
+    }))
+}
+
+/// `runs/delete`.
+pub(crate) fn delete(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    service
+        .store()
+        .delete_run(parse_id(text)?)
+        .map_err(|e| run_error(text, e))?;
+    Ok(b"{}".to_vec())
+}
+
+/// `runs/restore`.
+pub(crate) fn restore(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    service
+        .store()
+        .restore_run(parse_id(text)?)
+        .map_err(|e| run_error(text, e))?;
+    Ok(b"{}".to_vec())
+}
+
+/// `runs/search`.
+pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &["experiment_ids", "order_by"])?;
+    let experiment_ids = fields.strings("experiment_ids")?;
+    let search = SearchRuns {
+        // An id that is no number names no experiment: it matches no run.
+        experiments: experiment_ids
+            .iter()
+            .filter_map(|text| text.parse::<u64>().ok().map(ExperimentId))
+            .collect(),
+        filter: fields.string("filter")?.unwrap_or("").to_string(),
+        order_by: fields
+            .strings("order_by")?
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        max_results: max_results(&fields, 1_000, SEARCH_RESULTS_MAX)?,
+        page_token: fields
+            .string("page_token")?
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
+        view: view_type(&fields, "run_view_type")?,
+    };
+    #[derive(Serialize)]
+    struct Response<'a> {
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        runs: Vec<RunMessage<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_page_token: Option<String>,
+    }
+    // The engine reads "no experiments" as every experiment; MLflow finds no runs.
+    if search.experiments.is_empty() {
+        search_checks_only(&search)?;
+        return Ok(b"{}".to_vec());
+    }
+    let page = service.store().search_runs(&search)?;
+    Ok(to_json(&Response {
+        runs: page.runs.iter().map(RunMessage::of).collect(),
+        next_page_token: page.next_page_token,
+    }))
+}
+
+/// Parses the search's filter and order, so a request with no experiment still reports a bad
+/// one.
+fn search_checks_only(search: &SearchRuns) -> Result<(), MlflowError> {
+    crate::query::parse(&search.filter).map_err(Error::from)?;
+    for order in &search.order_by {
+        crate::query::parse_order_by(order).map_err(Error::from)?;
+    }
+    Ok(())
+}
+
+/// `runs/log-metric`.
+pub(crate) fn log_metric(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    let key = fields.required_string("key")?;
+    let value = fields.double("value")?.ok_or_else(|| missing("value"))?;
+    let timestamp_ms = fields
+        .int("timestamp")?
+        .ok_or_else(|| missing("timestamp"))?;
+    let step = fields.int("step")?.unwrap_or(0);
+    check_timestamp("timestamp", key, timestamp_ms)?;
+    let point = MetricPoint {
+        key,
+        value,
+        step,
+        timestamp_ms,
+    };
+    let run = parse_id(text)?;
+    service
+        .store()
+        .log_batch(run, &[point], &[], &[])
+        .map_err(|e| run_error(text, e))?;
+    Ok(b"{}".to_vec())
+}
+
+fn check_timestamp(path: &str, key: &str, timestamp_ms: i64) -> Result<(), MlflowError> {
+    if timestamp_ms < 0 {
+        return Err(MlflowError::invalid(format!(
+            "Invalid value {timestamp_ms} for parameter '{path}' supplied: metric '{key}'. \
+             Timestamp must be a nonnegative long (64-bit integer) "
+        )));
+    }
+    Ok(())
+}
+
+/// `runs/log-parameter`.
+pub(crate) fn log_param(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    let key = fields.required_string("key")?;
+    let value = truncated(
+        fields.string("value")?.unwrap_or(""),
+        validation::PARAM_VALUE_CHARS_MAX,
+    );
+    let run = parse_id(text)?;
+    service
+        .store()
+        .log_batch(run, &[], &[(key, value)], &[])
+        .map_err(|e| run_error(text, e))?;
+    Ok(b"{}".to_vec())
+}
+
+/// `runs/set-tag`.
+pub(crate) fn set_tag(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    let key = fields.required_string("key")?;
+    let value = truncated(
+        fields.string("value")?.unwrap_or(""),
+        validation::TAG_VALUE_CHARS_MAX,
+    );
+    let run = parse_id(text)?;
+    service
+        .store()
+        .log_batch(run, &[], &[], &[(key, value)])
+        .map_err(|e| run_error(text, e))?;
+    Ok(b"{}".to_vec())
+}
+
+/// `runs/delete-tag`.
+pub(crate) fn delete_tag(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    let key = fields.required_string("key")?;
+    let run = parse_id(text)?;
+    service.store().delete_tag(run, key).map_err(|e| match e {
+        Error::NotFound(what) if what.starts_with("tag ") => {
+            MlflowError::not_found(format!("No tag with name: {key} in run with id {text}"))
+        }
+        other => run_error(text, other),
+    })?;
+    Ok(b"{}".to_vec())
+}
+
+/// `runs/log-batch`.
+pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    let metrics = fields.list("metrics")?;
+    let params = key_values(&fields, "params")?;
+    let tags = key_values(&fields, "tags")?;
+    check_batch_limits(metrics.len(), params.len(), tags.len())?;
+    check_unique_param_keys(&params)?;
+    let points = metrics
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| metric_point(entry, index))
+        .collect::<Result<Vec<_>, _>>()?;
+    let params: Vec<(&str, &str)> = params
+        .into_iter()
+        .map(|(k, v)| (k, truncated(v, validation::PARAM_VALUE_CHARS_MAX)))
+        .collect();
+    let tags: Vec<(&str, &str)> = tags
+        .into_iter()
+        .map(|(k, v)| (k, truncated(v, validation::TAG_VALUE_CHARS_MAX)))
+        .collect();
+    let run = parse_id(text)?;
+    service
+        .store()
+        .log_batch(run, &points, &params, &tags)
+        .map_err(|e| run_error(text, e))?;
+    Ok(b"{}".to_vec())
+}
+
+/// One entry of `metrics[]`: `key`, `value` and `timestamp` required, `step` 0 by default.
+fn metric_point(entry: &Value, index: usize) -> Result<MetricPoint<'_>, MlflowError> {
+    let path = format!("metrics[{index}]");
+    let Value::Object(map) = entry else {
+        return Err(wrong_type(&path, entry));
+    };
+    let field = |name: &str| map.get(name).filter(|v| !v.is_null());
+    let key = match field("key") {
+        Some(Value::String(key)) if !key.is_empty() => key.as_str(),
+        Some(Value::String(_)) | None => return Err(missing(&format!("{path}.key"))),
+        Some(other) => return Err(wrong_type(&format!("{path}.key"), other)),
+    };
+    let value = field("value")
+        .ok_or_else(|| missing(&format!("{path}.value")))
+        .and_then(|v| double_value(&format!("{path}.value"), v))?;
+    let timestamp_ms = field("timestamp")
+        .ok_or_else(|| missing(&format!("{path}.timestamp")))
+        .and_then(|v| int_value(&format!("{path}.timestamp"), v))?;
+    check_timestamp(&format!("{path}.timestamp"), key, timestamp_ms)?;
+    let step = field("step")
+        .map(|v| int_value(&format!("{path}.step"), v))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(MetricPoint {
+        key,
+        value,
+        step,
+        timestamp_ms,
+    })
+}
+
+/// MLflow's LogBatch limits, with its messages.
+fn check_batch_limits(metrics: usize, params: usize, tags: usize) -> Result<(), MlflowError> {
+    let limits = [
+        ("metrics", metrics, validation::BATCH_METRICS_MAX),
+        ("params", params, validation::BATCH_PARAMS_MAX),
+        ("tags", tags, validation::BATCH_TAGS_MAX),
+        (
+            "metrics, params, and tags",
+            metrics + params + tags,
+            validation::BATCH_ITEMS_MAX,
+        ),
+    ];
+    for (what, count, count_max) in limits {
+        if count > count_max {
+            return Err(MlflowError::invalid(format!(
+                "A batch logging request can contain at most {count_max} {what}. Got {count} \
+                 {what}. Please split up {what} across multiple requests and try again."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_unique_param_keys(params: &[(&str, &str)]) -> Result<(), MlflowError> {
+    let mut seen = std::collections::HashSet::new();
+    let duplicates: Vec<&str> = params
+        .iter()
+        .map(|(key, _)| *key)
+        .filter(|key| !seen.insert(*key))
+        .collect();
+    if duplicates.is_empty() {
+        return Ok(());
+    }
+    let list = duplicates
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(MlflowError::invalid(format!(
+        "Duplicate parameter keys have been submitted: [{list}]. Please ensure the request \
+         contains only one param value per param key."
+    )))
+}
+
+/// `runs/log-inputs`: runlog keeps no datasets, so a request carrying any is refused whole;
+/// one with none (only `models`, or nothing) checks the run and succeeds.
+pub(crate) fn log_inputs(service: &Service, request: &Request<'_>) -> Body {
+    let fields = Fields::of(request, &[])?;
+    let text = fields.run_id()?;
+    let datasets = fields.list("datasets")?;
+    fields.list("models")?;
+    service
+        .store()
+        .run(parse_id(text)?)
+        .map_err(|e| run_error(text, e))?;
+    if !datasets.is_empty() {
+        return Err(MlflowError::new(
+            ErrorCode::NotImplemented,
+            "runlog does not store datasets: runs/log-inputs with datasets is not supported \
+             (nothing was logged)",
+        ));
+    }
+    Ok(b"{}".to_vec())
+}
