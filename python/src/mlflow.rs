@@ -35,7 +35,9 @@ fn method(name: &str) -> PyResult<Method> {
         "PUT" => Ok(Method::Put),
         "PATCH" => Ok(Method::Patch),
         "DELETE" => Ok(Method::Delete),
-        other => Err(invalid(format!("HTTP method {other:?} is not one MLflow uses"))),
+        other => Err(invalid(format!(
+            "HTTP method {other:?} is not one MLflow uses"
+        ))),
     }
 }
 
@@ -96,7 +98,11 @@ impl MlflowService {
             body,
         };
         let reply = py.detach(|| self.service.handle(request));
-        Ok((reply.status, reply.content_type, PyBytes::new(py, &reply.body)))
+        Ok((
+            reply.status,
+            reply.content_type,
+            PyBytes::new(py, &reply.body),
+        ))
     }
 
     fn __repr__(&self) -> String {
