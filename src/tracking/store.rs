@@ -407,16 +407,28 @@ impl Store {
 
     /// Appends `events` with one sync under `Durability::Sync`, then applies to the catalog
     /// those the log holds (all of them, once the call succeeded and synced).
+    ///
+    /// Events are grouped by their owner's lane (`Log::lane_of`), one append call per group in
+    /// order of first appearance, so each run's and experiment's events keep their order.
     pub(crate) fn record_all(&self, events: &[Event]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
+        let log = &self.inner.log;
+        let mut groups: Vec<(usize, Vec<Event>)> = Vec::new();
+        for event in events {
+            let lane = log.lane_of(event.owner());
+            match groups.iter_mut().find(|(l, _)| *l == lane) {
+                Some((_, group)) => group.push(event.clone()),
+                None => groups.push((lane, vec![event.clone()])),
+            }
         }
         let catalog = &self.inner.catalog;
-        self.inner.log.append_all(events, &mut |held| {
-            for event in events.iter().take(held) {
-                catalog.apply(event);
-            }
-        })
+        for (_, group) in &groups {
+            log.append_all(group, &mut |held| {
+                for event in group.iter().take(held) {
+                    catalog.apply(event);
+                }
+            })?;
+        }
+        Ok(())
     }
 
     // ---- experiments ----

@@ -225,7 +225,42 @@ pub enum Event {
     },
 }
 
+/// Whose register an event sets: the run or experiment whose metadata it changes. A handle
+/// appends every event of one owner through one lane (`Log::append`), so events of one owner
+/// replay in the order they were acknowledged even within one millisecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// A run's metadata (creation, status, lifecycle, params, tags, artifacts).
+    Run(RunId),
+    /// An experiment's metadata.
+    Experiment(ExperimentId),
+}
+
 impl Event {
+    /// The run or experiment whose metadata this event sets; `None` for metric points and key
+    /// definitions, which belong to the writer that logs them.
+    pub fn owner(&self) -> Option<Owner> {
+        match self {
+            Event::ExperimentCreated { experiment, .. }
+            | Event::ExperimentRenamed { experiment, .. }
+            | Event::ExperimentDeleted { experiment, .. }
+            | Event::ExperimentRestored { experiment, .. }
+            | Event::ExperimentTagSet { experiment, .. }
+            | Event::ExperimentTagDeleted { experiment, .. } => {
+                Some(Owner::Experiment(*experiment))
+            }
+            Event::RunCreated { run, .. }
+            | Event::RunStatusChanged { run, .. }
+            | Event::RunDeleted { run, .. }
+            | Event::RunRestored { run, .. }
+            | Event::ParamLogged { run, .. }
+            | Event::TagSet { run, .. }
+            | Event::TagDeleted { run, .. }
+            | Event::ArtifactRecorded { run, .. } => Some(Owner::Run(*run)),
+            Event::MetricKeyDefined { .. } | Event::Metrics(_) => None,
+        }
+    }
+
     /// The record type this event is written as.
     pub fn record_type(&self) -> RecordType {
         match self {

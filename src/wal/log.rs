@@ -24,7 +24,7 @@
 //! msync during `compact`; reopen to go on.
 
 use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -35,7 +35,7 @@ use crate::io::{ForkGuard, OsStorage, Storage};
 use crate::limits::{LANES_DEFAULT, SEGMENT_BYTES_DEFAULT};
 use crate::periodic::Periodic;
 use crate::wal::durability::Durability;
-use crate::wal::event::Event;
+use crate::wal::event::{Event, Owner};
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
 use crate::wal::recovery::{self, RecoveryReport};
 use crate::wal::writer::{Writer, WriterOptions, WriterStats};
@@ -93,6 +93,8 @@ struct Inner {
     /// The writer and the cause, for the error every later call returns.
     poison: Mutex<Option<(WriterId, String)>>,
     fork_guard: ForkGuard,
+    /// The lane each run's and experiment's metadata events go through (see `lane_of`).
+    sticky_lanes: Mutex<HashMap<Owner, usize>>,
 }
 
 /// What reading a whole log found for one writer.
@@ -152,6 +154,7 @@ impl Log {
             poisoned: AtomicBool::new(false),
             poison: Mutex::new(None),
             fork_guard: ForkGuard::new(),
+            sticky_lanes: Mutex::new(HashMap::new()),
         });
         if let Some(interval) = interval {
             let weak = Arc::downgrade(&inner);
@@ -173,15 +176,36 @@ impl Log {
         &self.inner.options
     }
 
-    /// Appends a metadata event through this thread's lane.
+    /// Appends a metadata event through its owner's lane (see [`Log::lane_of`]).
     pub fn append(&self, event: &Event) -> Result<()> {
-        self.with_lane(|writer| writer.append(event))
+        self.with_lane_at(self.lane_of(event.owner()), |writer| writer.append(event))
+    }
+
+    /// The lane an event of `owner` goes through. A run's or experiment's first event in this
+    /// handle picks the calling thread's lane, and every later one of that owner uses the same
+    /// lane, whatever thread sends it: the log is replayed writer by writer, so events of one
+    /// owner on two lanes within one millisecond could replay in the wrong order and revert an
+    /// acknowledged change after a restart. A single-threaded program uses its one lane, as
+    /// before. Events without an owner (metric points) use the thread's lane.
+    pub fn lane_of(&self, owner: Option<Owner>) -> usize {
+        let lanes = self.inner.lanes.len();
+        let thread_lane = lane_hint() % lanes;
+        match owner {
+            None => thread_lane,
+            Some(owner) => *lock(&self.inner.sticky_lanes)
+                .entry(owner)
+                .or_insert(thread_lane),
+        }
     }
 
     /// Appends metadata events through this thread's lane, durable together: under
     /// `Durability::Sync` one msync for all of them (see [`Writer::append_all`]).
+    ///
+    /// They go through the lane of the first event's owner: a caller that wants each owner's
+    /// order kept passes events of owners sharing one lane ([`Log::lane_of`]).
     pub fn append_all(&self, events: &[Event], appended: &mut dyn FnMut(usize)) -> Result<()> {
-        self.with_lane(|writer| writer.append_all(events, appended))
+        let lane = self.lane_of(events.first().and_then(Event::owner));
+        self.with_lane_at(lane, |writer| writer.append_all(events, appended))
     }
 
     /// Appends one metric point through this thread's lane.
@@ -344,13 +368,21 @@ impl Log {
     }
 
     fn with_lane<T>(&self, append: impl FnOnce(&mut Writer) -> Result<T>) -> Result<T> {
+        self.with_lane_at(lane_hint() % self.inner.lanes.len(), append)
+    }
+
+    fn with_lane_at<T>(
+        &self,
+        lane: usize,
+        append: impl FnOnce(&mut Writer) -> Result<T>,
+    ) -> Result<T> {
         if self.inner.options.read_only {
             return Err(Error::ReadOnly);
         }
         // Before the lane: a child must not start a writer of its own under its parent's handle.
         self.inner.fork_guard.check()?;
         self.check_poison()?;
-        let lane = &self.inner.lanes[lane_hint() % self.inner.lanes.len()];
+        let lane = &self.inner.lanes[lane % self.inner.lanes.len()];
         let mut guard = lock_lane(&self.inner, lane);
         let writer = match guard.as_mut() {
             Some(writer) => writer,

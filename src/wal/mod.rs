@@ -15,7 +15,7 @@ pub mod tail;
 pub mod writer;
 
 pub use durability::Durability;
-pub use event::{Event, RunStatus, Seal};
+pub use event::{Event, Owner, RunStatus, Seal};
 pub use log::{Log, LogOptions, WriterSummary, read_dir};
 pub use metric::MetricBatch;
 pub use reader::{ChainEnd, ReadOptions};

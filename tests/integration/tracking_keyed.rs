@@ -588,3 +588,65 @@ fn a_synced_batch_whose_msync_fails_is_not_shown() {
     let view = store.run(run).unwrap();
     assert!(view.metrics.get("loss").is_none_or(|m| m.count == 0));
 }
+
+/// A run's metadata events go through one lane of a handle whatever thread sends them, so two
+/// sequential writes of one tag from two threads within one millisecond replay in order after
+/// a reopen (the log is replayed writer by writer). Which thread writes first alternates, so
+/// the test catches a revert whichever writer replays first.
+#[test]
+fn sequential_tag_writes_from_two_threads_keep_their_order_after_reopen() {
+    let dir = TempStore::new();
+    let lanes_options = StoreOptions {
+        lanes: 4,
+        ..options()
+    };
+    let store = Store::open_with(dir.dir.path(), lanes_options.clone()).unwrap();
+    let experiment = store.get_or_create_experiment("lanes").unwrap();
+    let run = store
+        .create_run(experiment.id, RunOptions::default())
+        .unwrap()
+        .id;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let mut same_ms = Vec::new();
+    for index in 0..400 {
+        let key = format!("k{index}");
+        // Idle threads shift which pair of lanes the two writes take, so every pair of
+        // neighbouring lanes (among them one whose writers replay in the opposite order) is
+        // tried.
+        for _ in 0..index % 4 {
+            std::thread::scope(|scope| {
+                scope.spawn(|| ());
+            });
+        }
+        let before = now_ms();
+        for value in ["a", "b"] {
+            // A new thread per write: consecutive threads take different lanes.
+            std::thread::scope(|scope| {
+                scope.spawn(|| store.set_tag(run, &key, value).unwrap());
+            });
+        }
+        if now_ms() == before {
+            same_ms.push(key);
+        }
+    }
+    assert!(
+        same_ms.len() >= 10,
+        "only {} pairs fell in one millisecond",
+        same_ms.len()
+    );
+    drop(store);
+    let reopened = Store::open_with(dir.dir.path(), lanes_options).unwrap();
+    let tags = reopened.run(run).unwrap().tags;
+    let reverted: Vec<&String> = same_ms.iter().filter(|k| tags[*k] != "b").collect();
+    assert!(
+        reverted.is_empty(),
+        "{} of {} reverted: {reverted:?}",
+        reverted.len(),
+        same_ms.len()
+    );
+}
