@@ -1,6 +1,9 @@
 """The runlog:// tracking store: MLflow's own client, unchanged, logging in-process."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -199,3 +202,23 @@ def test_two_uris_for_one_directory_share_the_store(tmp_path):
     second = MlflowClient(tracking_uri=f"runlog://{directory}/")
     exp_id = first.create_experiment("shared")
     assert second.get_experiment(exp_id).name == "shared"
+
+
+def test_environment_uri_in_a_fresh_interpreter(tmp_path):
+    """MLflow loads the entry point while importing itself; the plugin must not cycle."""
+    script = (
+        "import mlflow\n"
+        "with mlflow.start_run() as run:\n"
+        "    mlflow.log_metric('m', 1.5, step=2)\n"
+        "print(run.info.run_id)\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"runlog://{tmp_path / 's'}"}
+    env.pop("MLFLOW_EXPERIMENT_ID", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "partially initialized" not in done.stderr
+    run_id = done.stdout.strip().splitlines()[-1]
+    history = MlflowClient(f"runlog://{tmp_path / 's'}").get_metric_history(run_id, "m")
+    assert [(m.step, m.value) for m in history] == [(2, 1.5)]
