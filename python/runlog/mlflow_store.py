@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from urllib.parse import unquote, urlencode, urlparse
 
-__all__ = ["tracking_store", "store_path"]
+__all__ = ["artifact_repository", "store_path", "tracking_store"]
 
 _STORE_CLASS = None
 
@@ -136,3 +136,107 @@ def _define_store_class():
             return response_proto
 
     return RunlogStore
+
+
+def artifact_repository(artifact_uri: str, tracking_uri: str | None = None, registry_uri=None):
+    """The entry point MLflow calls for an ``mlflow-artifacts:`` URI.
+
+    Runs' artifact URIs are ``mlflow-artifacts:/<experiment>/<run>/artifacts``, which MLflow
+    resolves against its tracking URI. Under a ``runlog://`` tracking URI the requests go to the
+    same in-process service as the tracking calls; under any other tracking URI this is
+    MLflow's own ``MlflowArtifactsRepository``, unchanged.
+    """
+    from mlflow.tracking._tracking_service.utils import get_tracking_uri
+
+    tracking_uri = tracking_uri or get_tracking_uri()
+    if not str(tracking_uri).startswith("runlog:"):
+        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+        return MlflowArtifactsRepository(artifact_uri, tracking_uri, registry_uri)
+    return _artifact_class()(artifact_uri, tracking_uri, registry_uri)
+
+
+_ARTIFACT_CLASS = None
+
+
+def _artifact_class():
+    global _ARTIFACT_CLASS
+    if _ARTIFACT_CLASS is None:
+        _ARTIFACT_CLASS = _define_artifact_class()
+    return _ARTIFACT_CLASS
+
+
+def _define_artifact_class():
+    import os
+    import posixpath
+    from urllib.parse import quote
+
+    from mlflow.entities import FileInfo
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+
+    from runlog._native import MlflowService
+
+    root = "/api/2.0/mlflow-artifacts/artifacts"
+
+    class RunlogArtifactRepository(ArtifactRepository):
+        """A run's artifacts through the service's ``mlflow-artifacts`` routes, in-process."""
+
+        def __init__(self, artifact_uri, tracking_uri=None, registry_uri=None):
+            super().__init__(artifact_uri, tracking_uri, registry_uri)
+            self._service = MlflowService(store_path(tracking_uri))
+            # mlflow-artifacts:/<exp>/<run>/artifacts (or with a host part, which is ignored).
+            self._base = urlparse(artifact_uri).path.strip("/")
+
+        def _call(self, method, relative, query="", body=b""):
+            path = posixpath.join(self._base, relative) if relative else self._base
+            status, _, reply = self._service.handle(method, f"{root}/{quote(path)}", query, body)
+            if status != 200:
+                try:
+                    error = json.loads(reply)
+                except ValueError:
+                    error = {"message": reply.decode("utf-8", errors="replace")}
+                raise MlflowException(
+                    error.get("message", ""), error_code=error.get("error_code", "INTERNAL_ERROR")
+                )
+            return reply
+
+        def log_artifact(self, local_file, artifact_path=None):
+            name = os.path.basename(local_file)
+            relative = posixpath.join(artifact_path, name) if artifact_path else name
+            with open(local_file, "rb") as f:
+                self._call("PUT", relative, body=f.read())
+
+        def log_artifacts(self, local_dir, artifact_path=None):
+            local_dir = os.path.abspath(local_dir)
+            for folder, _, names in os.walk(local_dir):
+                inner = os.path.relpath(folder, local_dir).replace(os.sep, "/")
+                parts = [p for p in (artifact_path, inner) if p and p != "."]
+                target = posixpath.join(*parts) if parts else None
+                for name in names:
+                    self.log_artifact(os.path.join(folder, name), target)
+
+        def list_artifacts(self, path=None):
+            where = posixpath.join(self._base, path) if path else self._base
+            status, _, reply = self._service.handle("GET", root, urlencode({"path": where}), b"")
+            if status != 200:
+                return []
+            infos = [
+                FileInfo(
+                    posixpath.join(path, f["path"]) if path else f["path"],
+                    f["is_dir"],
+                    int(f["file_size"]) if "file_size" in f else None,
+                )
+                for f in json.loads(reply).get("files", [])
+            ]
+            return sorted(infos, key=lambda f: f.path)
+
+        def _download_file(self, remote_file_path, local_path):
+            data = self._call("GET", remote_file_path)
+            with open(local_path, "wb") as f:
+                f.write(data)
+
+        def delete_artifacts(self, artifact_path=None):
+            self._call("DELETE", artifact_path or "")
+
+    return RunlogArtifactRepository

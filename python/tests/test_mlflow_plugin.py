@@ -222,3 +222,52 @@ def test_environment_uri_in_a_fresh_interpreter(tmp_path):
     run_id = done.stdout.strip().splitlines()[-1]
     history = MlflowClient(f"runlog://{tmp_path / 's'}").get_metric_history(run_id, "m")
     assert [(m.step, m.value) for m in history] == [(2, 1.5)]
+
+
+def artifact_routes_served(tmp_path):
+    from runlog import MlflowService
+
+    status, _, body = MlflowService(str(tmp_path / "probe")).handle(
+        "GET", "/api/2.0/mlflow-artifacts/artifacts", "path=0/x/artifacts", b""
+    )
+    return b"ENDPOINT_NOT_FOUND" not in body
+
+
+def test_artifacts_up_list_down_delete(client, tmp_path):
+    if not artifact_routes_served(tmp_path):
+        pytest.skip("this build's runlog::mlflow::Service has no mlflow-artifacts routes")
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_bytes(b"alpha")
+    (source / "sub" / "b.bin").write_bytes(bytes(range(256)))
+    mlflow.set_experiment("artifacts")
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(source / "a.txt"))
+        mlflow.log_artifacts(str(source), artifact_path="tree")
+        mlflow.log_text("hello", "notes/t.txt")
+    run_id = run.info.run_id
+    top = {(f.path, f.is_dir) for f in client.list_artifacts(run_id)}
+    assert top == {("a.txt", False), ("tree", True), ("notes", True)}
+    assert [f.path for f in client.list_artifacts(run_id, "tree/sub")] == ["tree/sub/b.bin"]
+    out = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(tmp_path / "out"))
+    assert (tmp_path / "out" / "tree" / "sub" / "b.bin").read_bytes() == bytes(range(256))
+    assert open(os.path.join(out, "a.txt"), "rb").read() == b"alpha"
+    assert mlflow.artifacts.load_text(f"runs:/{run_id}/notes/t.txt") == "hello"
+
+
+def test_artifact_entry_point_leaves_other_tracking_uris_to_mlflow():
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    repo = get_artifact_repository(
+        "mlflow-artifacts:/1/abc/artifacts", tracking_uri="http://127.0.0.1:5000"
+    )
+    assert type(repo) is MlflowArtifactsRepository
+    assert repo.artifact_uri.startswith("http://127.0.0.1:5000/api/2.0/mlflow-artifacts/")
+
+
+def test_artifact_entry_point_serves_runlog_tracking_uris(tracking):
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo = get_artifact_repository("mlflow-artifacts:/1/abc/artifacts", tracking_uri=tracking)
+    assert type(repo).__name__ == "RunlogArtifactRepository"
