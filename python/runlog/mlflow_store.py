@@ -63,29 +63,31 @@ def _store_class():
     return _STORE_CLASS
 
 
-def _define_store_class():
+def _raise_for(status: int, body: bytes, endpoint: str) -> None:
+    """Raises what MLflow's client raises for this HTTP answer (``verify_rest_response``)."""
     from mlflow.exceptions import MlflowException, RestException
     from mlflow.protos import databricks_pb2
+
+    text = body.decode("utf-8", errors="replace")
+    try:
+        error = json.loads(text)
+    except ValueError:
+        error = None
+    if isinstance(error, dict):
+        raise RestException(error)
+    raise MlflowException(
+        f"API request to endpoint {endpoint} failed with error code {status} != 200. "
+        f"Response body: '{text}'",
+        error_code=databricks_pb2.INTERNAL_ERROR,
+    )
+
+
+def _define_store_class():
     from mlflow.store.tracking.rest_store import RestStore
     from mlflow.utils.proto_json_utils import parse_dict
     from mlflow.utils.rest_utils import MlflowHostCreds
 
     from runlog._native import MlflowService
-
-    def raise_for(status: int, body: bytes, endpoint: str) -> None:
-        """Raises what MLflow's client raises for this HTTP answer (``verify_rest_response``)."""
-        text = body.decode("utf-8", errors="replace")
-        try:
-            error = json.loads(text)
-        except ValueError:
-            error = None
-        if isinstance(error, dict):
-            raise RestException(error)
-        raise MlflowException(
-            f"API request to endpoint {endpoint} failed with error code {status} != 200. "
-            f"Response body: '{text}'",
-            error_code=databricks_pb2.INTERNAL_ERROR,
-        )
 
     class RunlogStore(RestStore):
         """MLflow's ``RestStore`` whose requests are answered in-process by the engine."""
@@ -131,7 +133,7 @@ def _define_store_class():
             if status == 204:
                 return response_proto
             if status != 200:
-                raise_for(status, reply, endpoint)
+                _raise_for(status, reply, endpoint)
             parse_dict(js_dict=json.loads(reply or b"{}"), message=response_proto)
             return response_proto
 
@@ -172,7 +174,6 @@ def _define_artifact_class():
     from urllib.parse import quote
 
     from mlflow.entities import FileInfo
-    from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
     from runlog._native import MlflowService
@@ -192,13 +193,7 @@ def _define_artifact_class():
             path = posixpath.join(self._base, relative) if relative else self._base
             status, _, reply = self._service.handle(method, f"{root}/{quote(path)}", query, body)
             if status != 200:
-                try:
-                    error = json.loads(reply)
-                except ValueError:
-                    error = {"message": reply.decode("utf-8", errors="replace")}
-                raise MlflowException(
-                    error.get("message", ""), error_code=error.get("error_code", "INTERNAL_ERROR")
-                )
+                _raise_for(status, reply, f"{root}/{path}")
             return reply
 
         def log_artifact(self, local_file, artifact_path=None):
