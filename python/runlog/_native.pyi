@@ -142,6 +142,18 @@ class Run:
         traceback: TracebackType | None,
     ) -> bool: ...
 
+class MlflowService:
+    """MLflow's tracking REST API answered in-process by the engine, over the store at
+    ``path`` (created if missing); instances for one directory share one open store. The
+    ``runlog://`` MLflow plugin (``runlog.mlflow_store``) is its user."""
+
+    def __init__(self, path: _Path) -> None: ...
+    @property
+    def path(self) -> pathlib.Path: ...
+    def handle(
+        self, method: str, path: str, query: str = "", body: bytes = b""
+    ) -> tuple[int, str, bytes]: ...
+
 class Store:
     """An open runlog store (a directory)."""
 

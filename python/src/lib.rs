@@ -9,6 +9,7 @@
 
 mod arrow;
 mod errors;
+mod mlflow;
 mod run;
 mod store;
 mod views;
@@ -25,5 +26,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<views::Experiment>()?;
     m.add_class::<views::RunData>()?;
     m.add_class::<views::Artifact>()?;
+    m.add_class::<mlflow::MlflowService>()?;
     Ok(())
 }
