@@ -26,7 +26,6 @@
 //! over these.
 //!
 //! It is not:
-//! - a server (it is a library with a command line on top);
 //! - a general time-series database (it knows runs, keys and steps);
 //! - a replicated store (durability is one machine's disk).
 //!
