@@ -107,13 +107,38 @@ pub enum Error {
     },
     /// A search filter or ordering that does not parse.
     #[error(transparent)]
-    InvalidFilter(#[from] crate::query::FilterError),
+    InvalidFilter(#[from] FilterError),
     /// Logging to a run (or experiment) that is deleted.
     #[error("{what} is deleted; restore it before logging to it")]
     Deleted {
         /// What is deleted (`"run 0123..."`).
         what: String,
     },
+}
+
+/// A filter or ordering that does not parse: the text, where and why. Its message names fields
+/// and operators as MLflow does (`start_time`, `>`). The filter parser (`query`) makes it; it
+/// lives here so that the umbrella [`Error`] can wrap it without depending on the parser.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid filter at column {column}: {message}\n  {input}\n  {caret:>column$}",
+    caret = "^"
+)]
+pub struct FilterError {
+    /// The text given.
+    pub input: String,
+    /// 1-based character column of the problem.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FilterError {
+    /// The same error, reported against the whole `input` it was found in.
+    pub(crate) fn within(mut self, input: &str) -> FilterError {
+        self.input = input.to_string();
+        self
+    }
 }
 
 impl Error {

@@ -16,7 +16,11 @@ pub const MANIFEST_DIR: &str = "manifest";
 
 /// The lock file that serializes experiment creation and renaming.
 pub const CATALOG_LOCK: &str = "catalog.lock";
-/// The lock file that serializes compactions.
+/// The lock file that serializes compactions (only a build that compacts takes it).
+#[cfg_attr(
+    not(any(feature = "parquet", feature = "testing")),
+    expect(dead_code, reason = "compaction needs the parquet feature")
+)]
 pub const COMPACTION_LOCK: &str = "compaction.lock";
 
 /// Extension of segment files in [`WAL_DIR`].

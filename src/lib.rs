@@ -26,7 +26,6 @@
 //! over these.
 //!
 //! It is not:
-//! - a server (it is a library with a command line on top);
 //! - a general time-series database (it knows runs, keys and steps);
 //! - a replicated store (durability is one machine's disk).
 //!
@@ -74,6 +73,18 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// Declares modules that are `pub` with the `testing` feature and `pub(crate)` without it: the
+/// integration tests, benches and fuzz targets reach into the engine's internals, and a user of
+/// the crate does not see them. (An attribute cannot change a file module's visibility.)
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "testing")]
+        pub mod $name;
+        #[cfg(not(feature = "testing"))]
+        pub(crate) mod $name;
+    )*};
+}
+
 mod artifact;
 pub mod catalog;
 pub mod compaction;
@@ -84,7 +95,6 @@ mod ids;
 #[cfg(feature = "jsonl")]
 pub mod ingest;
 pub mod io;
-pub mod layout;
 pub mod limits;
 #[cfg(feature = "mlflow")]
 pub mod mlflow;
@@ -96,9 +106,10 @@ pub mod query;
 pub mod server;
 mod summary;
 pub mod tracking;
-pub mod util;
 pub mod verify;
 pub mod wal;
+
+internal_modules!(layout, util);
 
 pub use artifact::ArtifactEntry;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};

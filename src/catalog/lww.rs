@@ -15,13 +15,23 @@
 //! regression test `a_copy_from_a_metadata_chain_never_undoes_a_later_event`). A chain is
 //! known by its manifest entry or by its id (`wal::writer::IdRange`).
 
-/// When an event happened, and whether it was read from a metadata chain (a copy).
+/// Where an event was read from: the log of the writer that wrote it, or a metadata chain
+/// that compaction wrote as a copy of compacted segments' events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The event as its writer wrote it (this handle's own, or another writer's log).
+    Writer,
+    /// A copy from a metadata chain; it precedes every event still in its writer's log.
+    MetadataChain,
+}
+
+/// When an event happened, and where it was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
     /// The event's time.
     pub time_ms: i64,
-    /// Read from a metadata chain written by compaction.
-    pub copy: bool,
+    /// Its writer's log, or a metadata chain.
+    pub origin: Origin,
 }
 
 impl Stamp {
@@ -30,7 +40,7 @@ impl Stamp {
     pub fn original(time_ms: i64) -> Stamp {
         Stamp {
             time_ms,
-            copy: false,
+            origin: Origin::Writer,
         }
     }
 
@@ -39,7 +49,9 @@ impl Stamp {
         match self.time_ms.cmp(&current.time_ms) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => !self.copy || current.copy,
+            std::cmp::Ordering::Equal => {
+                self.origin == Origin::Writer || current.origin == Origin::MetadataChain
+            }
         }
     }
 }
@@ -49,8 +61,8 @@ impl Stamp {
 pub struct Lww<T> {
     /// When it was set.
     pub time_ms: i64,
-    /// Set by a copy from a metadata chain.
-    pub copy: bool,
+    /// Where the event that set it was read from.
+    pub origin: Origin,
     /// The value.
     pub value: T,
 }
@@ -60,7 +72,7 @@ impl<T> Lww<T> {
     pub fn new(at: Stamp, value: T) -> Self {
         Lww {
             time_ms: at.time_ms,
-            copy: at.copy,
+            origin: at.origin,
             value,
         }
     }
@@ -68,7 +80,7 @@ impl<T> Lww<T> {
     fn stamp(&self) -> Stamp {
         Stamp {
             time_ms: self.time_ms,
-            copy: self.copy,
+            origin: self.origin,
         }
     }
 
@@ -96,7 +108,7 @@ mod tests {
     fn in_one_millisecond_originals_beat_copies_and_copies_never_beat_originals() {
         let copy = Stamp {
             time_ms: 5,
-            copy: true,
+            origin: Origin::MetadataChain,
         };
         let original = Stamp::original(5);
         let mut register = Lww::new(original, "finished");
@@ -112,7 +124,7 @@ mod tests {
         register.set(
             Stamp {
                 time_ms: 6,
-                copy: true,
+                origin: Origin::MetadataChain,
             },
             "newer copy",
         );

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub(crate) use lww::Origin;
 use lww::{Lww, Stamp};
 
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
@@ -303,7 +304,7 @@ impl Catalog {
         keys: &mut KeyMap,
         writer: WriterId,
         event: Event,
-        copy: bool,
+        origin: Origin,
         staged: Option<&mut Staged>,
     ) {
         match event {
@@ -311,7 +312,7 @@ impl Catalog {
                 self.define_key(keys, writer, run, key_id, &key);
             }
             Event::Metrics(batch) => self.apply_batch(keys, writer, &batch, staged),
-            other => self.apply_ranked(&other, copy),
+            other => self.apply_from(&other, origin),
         }
     }
 
@@ -403,14 +404,53 @@ impl Catalog {
         }
     }
 
-    /// Applies a metadata event (this handle's own, or another writer's).
+    /// Applies a metadata event as its writer wrote it (this handle's own, or another
+    /// writer's).
     pub fn apply(&self, event: &Event) {
-        self.apply_ranked(event, false);
+        self.apply_from(event, Origin::Writer);
     }
 
-    /// Applies `event`; `copy` if it was read from a metadata chain (see `lww`).
-    pub fn apply_ranked(&self, event: &Event, copy: bool) {
-        let at = |time_ms: i64| Stamp { time_ms, copy };
+    /// Applies a metadata event read from `origin` (see `lww` for why it matters).
+    pub fn apply_from(&self, event: &Event, origin: Origin) {
+        match event {
+            Event::ExperimentCreated { .. }
+            | Event::ExperimentRenamed { .. }
+            | Event::ExperimentDeleted { .. }
+            | Event::ExperimentRestored { .. }
+            | Event::ExperimentTagSet { .. }
+            | Event::ExperimentTagDeleted { .. } => self.apply_experiment_event(event, origin),
+            Event::RunCreated { .. }
+            | Event::RunStatusChanged { .. }
+            | Event::RunDeleted { .. }
+            | Event::RunRestored { .. }
+            | Event::TagSet { .. }
+            | Event::TagDeleted { .. } => self.apply_run_event(event, origin),
+            Event::ParamLogged {
+                run,
+                time_ms,
+                key,
+                value,
+            } => self.apply_param(
+                *run,
+                Stamp {
+                    time_ms: *time_ms,
+                    origin,
+                },
+                key,
+                value,
+            ),
+            Event::ArtifactRecorded { .. } | Event::ArtifactDeleted { .. } => {
+                self.apply_artifact_event(event, origin)
+            }
+            // Metric events of this handle update summaries directly (see `Run::log_metric`);
+            // other writers' go through `apply_foreign`.
+            Event::MetricKeyDefined { .. } | Event::Metrics(_) => {}
+        }
+    }
+
+    /// The experiment events; `apply_from` sends no other event here.
+    fn apply_experiment_event(&self, event: &Event, origin: Origin) {
+        let at = |time_ms: i64| Stamp { time_ms, origin };
         match event {
             Event::ExperimentCreated {
                 experiment,
@@ -468,6 +508,15 @@ impl Catalog {
                     set_tag(&mut e.tags, key, at(*time_ms), None)
                 });
             }
+            _ => {}
+        }
+    }
+
+    /// The events that change a run's attributes and tags; `apply_from` sends no other event
+    /// here.
+    fn apply_run_event(&self, event: &Event, origin: Origin) {
+        let at = |time_ms: i64| Stamp { time_ms, origin };
+        match event {
             Event::RunCreated {
                 run,
                 time_ms,
@@ -506,23 +555,6 @@ impl Catalog {
                     lww::set(&mut m.lifecycle, at(*time_ms), LifecycleStage::Active)
                 });
             }
-            Event::ParamLogged {
-                run,
-                time_ms,
-                key,
-                value,
-            } => {
-                self.with_run(*run, |m| match m.params.get_mut(key) {
-                    // The earliest value is the param's value: later different ones were
-                    // refused by their writer, or lost a race it could not see.
-                    Some(existing) if existing.time_ms <= *time_ms => {}
-                    Some(existing) => *existing = Lww::new(at(*time_ms), value.clone()),
-                    None => {
-                        m.params
-                            .insert(key.clone(), Lww::new(at(*time_ms), value.clone()));
-                    }
-                });
-            }
             Event::TagSet {
                 run,
                 time_ms,
@@ -539,6 +571,29 @@ impl Catalog {
             Event::TagDeleted { run, time_ms, key } => {
                 self.with_run(*run, |m| set_tag(&mut m.tags, key, at(*time_ms), None));
             }
+            _ => {}
+        }
+    }
+
+    /// A param: its earliest value is its value. Later different ones were refused by their
+    /// writer, or lost a race it could not see.
+    fn apply_param(&self, run: RunId, at: Stamp, key: &str, value: &str) {
+        self.with_run(run, |m| match m.params.get_mut(key) {
+            Some(existing) if existing.time_ms <= at.time_ms => {}
+            Some(existing) => *existing = Lww::new(at, value.to_string()),
+            None => {
+                m.params
+                    .insert(key.to_string(), Lww::new(at, value.to_string()));
+            }
+        });
+    }
+
+    /// An artifact's record or deletion: the latest event of a path decides (a deleted path
+    /// keeps its register, so an older record applied later stays deleted). `apply_from`
+    /// sends no other event here.
+    fn apply_artifact_event(&self, event: &Event, origin: Origin) {
+        let at = |time_ms: i64| Stamp { time_ms, origin };
+        match event {
             Event::ArtifactRecorded {
                 run,
                 time_ms,
@@ -561,9 +616,7 @@ impl Catalog {
                     set_register(&mut m.artifacts, path, at(*time_ms), None)
                 });
             }
-            // Metric events of this handle update summaries directly (see `Run::log_metric`);
-            // other writers' go through `apply_foreign`.
-            Event::MetricKeyDefined { .. } | Event::Metrics(_) => {}
+            _ => {}
         }
     }
 

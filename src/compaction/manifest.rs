@@ -1,11 +1,15 @@
 //! The compaction manifest: which Parquet files hold which compacted points, how far each
 //! writer's log they cover, and which log chains hold the metadata of deleted segments. One file
 //! per generation, `manifest/<generation:010>.manifest`, written once (published without
-//! replacing) and never changed.
+//! replacing) and never changed. In version 4 a file is either a base, the whole manifest, or an
+//! edit of what one compaction changed (`edit.rs`); the state of a generation is the base it
+//! names with every edit after it applied in order. A compaction writes an edit until the edits
+//! on a base would pass half the base's bytes, then a new base (`publish_next`).
 //!
 //! ```text
 //! magic          8  "RUNLOGMF"
-//! version        2  u16 LE (3; versions 1 and 2 still read)
+//! version        2  u16 LE (4; versions 1 to 3 still read)
+//! kind           1  (v4) 0: a base, the body below; 1: an edit (`edit.rs`)
 //! body           n  see below, the codec of `wal/codec.rs`
 //! crc            4  CRC-32 (IEEE) of every byte before it
 //!
@@ -40,9 +44,11 @@
 //! segment is in a listed metadata chain (or a chain a merge of them produced). So the
 //! summaries, the metadata chains and the log after the watermarks make up the whole catalog,
 //! and compacted segments may be deleted. Summaries are kept per writer so that a handle can
-//! rebuild what other writers contributed without touching what it logged itself. Readers take the newest manifest; it was
-//! published complete and synced before anything relied on it, so one that does not check is
-//! damage, reported as `Error::Corrupt` naming the file, not skipped.
+//! rebuild what other writers contributed without touching what it logged itself. Readers take
+//! the newest manifest's state; each file of it was published complete and synced before
+//! anything relied on it, so one that does not check is damage, reported as `Error::Corrupt`
+//! naming that file, not skipped. A compaction removes no file of the chains of the state it
+//! writes and of the one before, so both stay loadable.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -54,12 +60,21 @@ use crate::summary::MetricSummary;
 pub use crate::summary::WriterMark;
 use crate::wal::codec::{Decoder, Encoder, unzigzag, zigzag};
 
+pub use super::edit::ManifestEdit;
+
 const MAGIC: [u8; 8] = *b"RUNLOGMF";
-const VERSION: u16 = 3;
+/// Bases and edits.
+pub(super) const VERSION: u16 = 4;
+/// One whole manifest per generation.
+const VERSION_3: u16 = 3;
 /// No file checksums.
 const VERSION_2: u16 = 2;
 /// Stage one's manifests: no summaries, no metadata chains, no `finished` flags.
 const VERSION_1: u16 = 1;
+/// The kind byte of a version 4 base: a whole manifest.
+const KIND_BASE: u8 = 0;
+/// The kind byte of a version 4 edit: what one compaction changed.
+pub(super) const KIND_EDIT: u8 = 1;
 /// `bytes` of a file entry with no checksum (read from a version 1 or 2 manifest).
 const NO_CHECKSUM_BYTES: u64 = u64::MAX;
 pub use crate::layout::MANIFEST_DIR;
@@ -222,10 +237,9 @@ impl Manifest {
 }
 
 impl Manifest {
-    /// Encodes the manifest with its header and CRC.
+    /// Encodes the manifest as a version 4 base, with its header and CRC.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        let mut out = header(KIND_BASE);
         let names = Names::of(self);
         let mut e = Encoder::new(&mut out);
         e.u64(self.generation);
@@ -254,29 +268,158 @@ impl Manifest {
         }
         e.u32(self.files.len() as u32);
         for file in &self.files {
-            e.u64(file.experiment.0);
-            e.u64(file.generation);
-            e.str(&file.path);
-            e.u64(file.checksum.map_or(NO_CHECKSUM_BYTES, |c| c.bytes));
-            e.u32(file.checksum.map_or(0, |c| c.crc));
-            e.u64(file.rows);
-            e.u32(file.series.len() as u32);
-            for series in &file.series {
-                names.put_run(&mut e, series.run);
-                names.put_key(&mut e, &series.key);
-                // row_start is where the series before ended (`check_series`).
-                e.varint(series.row_count);
-                e.varint(zigzag(series.first_step));
-                e.varint(series.last_step.wrapping_sub(series.first_step) as u64);
-            }
+            encode_file(&mut e, &names, file);
         }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        seal(out)
     }
 
-    /// Decodes and checks a manifest.
+    /// Decodes and checks a manifest that stands alone: a version 4 base, or a version 1 to
+    /// 3 manifest. A version 4 edit is refused here; `ManifestFile::decode` takes both.
     pub fn decode(bytes: &[u8]) -> Result<Manifest, CorruptionKind> {
+        match ManifestFile::decode(bytes)? {
+            ManifestFile::Base(manifest) => Ok(manifest),
+            ManifestFile::Edit(edit) => Err(CorruptionKind::MalformedPayload(format!(
+                "an edit of generation {} (on base {}), not a whole manifest",
+                edit.generation(),
+                edit.base()
+            ))),
+        }
+    }
+
+    /// Decodes the body of a base (version 4) or of a version 1 to 3 manifest.
+    fn decode_body(d: &mut Decoder<'_>, version: u16) -> Result<Manifest, CorruptionKind> {
+        let v2 = version >= VERSION_2;
+        let v3 = version >= VERSION_3;
+        let generation = d.u64()?;
+        let names = if v3 {
+            Some(NameTables::decode(d)?)
+        } else {
+            None
+        };
+        let names = names.as_ref();
+        let mut writers = BTreeMap::new();
+        for _ in 0..bounded(d, 8 + 8 + 4)? {
+            let writer = WriterId(d.u64()?);
+            let through = decode_through(d)?;
+            let finished = if v2 { decode_finished(d)? } else { false };
+            let mut keys = BTreeMap::new();
+            for _ in 0..bounded(d, NameTables::run_bytes_min(names) + 4 + 1)? {
+                let run = NameTables::run(names, d)?;
+                let key_id = KeyId(d.u32()?);
+                keys.insert((run, key_id), NameTables::key(names, d)?);
+            }
+            let mut summaries = BTreeMap::new();
+            if v2 {
+                let summary_bytes_min = if v3 {
+                    SUMMARY_BYTES_MIN
+                } else {
+                    SUMMARY_BYTES_V2
+                };
+                let entry_bytes_min = NameTables::run_bytes_min(names) + 1 + summary_bytes_min;
+                for _ in 0..bounded(d, entry_bytes_min)? {
+                    let run = NameTables::run(names, d)?;
+                    let key = NameTables::key(names, d)?;
+                    let summary = if v3 {
+                        decode_summary(d)?
+                    } else {
+                        decode_summary_v2(d)?
+                    };
+                    summaries.insert((run, key), summary);
+                }
+            }
+            let mark = WriterMark {
+                through,
+                finished,
+                keys,
+                summaries,
+            };
+            writers.insert(writer, mark);
+        }
+        let mut metadata = BTreeSet::new();
+        if v2 {
+            for _ in 0..bounded(d, 8)? {
+                metadata.insert(WriterId(d.u64()?));
+            }
+        }
+        let mut files = Vec::new();
+        for _ in 0..bounded(d, 8 + 8 + 4 + 8 + 4)? {
+            files.push(decode_file(d, names)?);
+        }
+        let manifest = Manifest {
+            version,
+            generation,
+            writers,
+            metadata,
+            files,
+        };
+        manifest.check_fields()?;
+        Ok(manifest)
+    }
+
+    /// Checks each field against its context, beyond what the CRC proves: a manifest that
+    /// checks out byte for byte may still have been written wrong, or be a copy standing
+    /// under another name (`load` checks the name).
+    fn check_fields(&self) -> Result<(), CorruptionKind> {
+        if self.generation == 0 {
+            return Err(CorruptionKind::MalformedPayload(
+                "generation 0 is no manifest's".into(),
+            ));
+        }
+        self.files
+            .iter()
+            .try_for_each(|file| check_file(file, self.generation))
+    }
+}
+
+/// Checks a file entry of a manifest (or edit) of `generation`: the file is not newer than it,
+/// its path is its own name, and its series tile its rows.
+pub(super) fn check_file(file: &CompactedFile, generation: u64) -> Result<(), CorruptionKind> {
+    let malformed = |why: String| Err(CorruptionKind::MalformedPayload(why));
+    if file.generation == 0 || file.generation > generation {
+        return malformed(format!(
+            "file {} is of generation {}, not in 1..={generation}",
+            file.path, file.generation
+        ));
+    }
+    if !is_file_path(file) {
+        return malformed(format!(
+            "file path {:?} is not experiments/{}/{:010}[-merged].parquet",
+            file.path, file.experiment, file.generation
+        ));
+    }
+    check_series(file)
+}
+
+/// The header of a version 4 file of `kind`: magic, version, kind.
+pub(super) fn header(kind: u8) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.push(kind);
+    out
+}
+
+/// Appends the CRC-32 of every byte of `out`.
+pub(super) fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// A manifest file as decoded: a whole manifest (a version 4 base, or a version 1 to 3
+/// manifest), or a version 4 edit, which holds only what one compaction changed and means
+/// something only applied to the state before it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ManifestFile {
+    /// A whole manifest.
+    Base(Manifest),
+    /// What one compaction changed.
+    Edit(ManifestEdit),
+}
+
+impl ManifestFile {
+    /// Decodes and checks a manifest file of any version: its CRC first, then its header,
+    /// then its body.
+    pub fn decode(bytes: &[u8]) -> Result<ManifestFile, CorruptionKind> {
         let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
             return Err(CorruptionKind::TruncatedHeader {
                 found_bytes: bytes.len() as u64,
@@ -304,148 +447,127 @@ impl Manifest {
                 supported: VERSION,
             });
         }
-        let v2 = version >= VERSION_2;
-        let v3 = version >= VERSION;
-        let generation = d.u64()?;
-        let names = if v3 {
-            Some(NameTables::decode(&mut d)?)
+        let kind = if version == VERSION {
+            d.u8()?
         } else {
-            None
+            KIND_BASE
         };
-        let names = names.as_ref();
-        let mut writers = BTreeMap::new();
-        for _ in 0..bounded(&mut d, 8 + 8 + 4)? {
-            let writer = WriterId(d.u64()?);
-            let through = match d.u64()? {
-                u64::MAX => None,
-                sequence => Some(SegmentSequence(sequence)),
-            };
-            let finished = if v2 {
-                match d.u8()? {
-                    0 => false,
-                    1 => true,
-                    other => {
-                        return Err(CorruptionKind::MalformedPayload(format!(
-                            "finished flag {other} is neither 0 nor 1"
-                        )));
-                    }
-                }
-            } else {
-                false
-            };
-            let mut keys = BTreeMap::new();
-            for _ in 0..bounded(&mut d, NameTables::run_bytes_min(names) + 4 + 1)? {
-                let run = NameTables::run(names, &mut d)?;
-                let key_id = KeyId(d.u32()?);
-                keys.insert((run, key_id), NameTables::key(names, &mut d)?);
+        let file = match kind {
+            KIND_BASE => ManifestFile::Base(Manifest::decode_body(&mut d, version)?),
+            KIND_EDIT => ManifestFile::Edit(ManifestEdit::decode_body(&mut d)?),
+            other => {
+                return Err(CorruptionKind::MalformedPayload(format!(
+                    "kind {other} is neither a base (0) nor an edit (1)"
+                )));
             }
-            let mut summaries = BTreeMap::new();
-            if v2 {
-                let summary_bytes_min = if v3 {
-                    SUMMARY_BYTES_MIN
-                } else {
-                    SUMMARY_BYTES_V2
-                };
-                let entry_bytes_min = NameTables::run_bytes_min(names) + 1 + summary_bytes_min;
-                for _ in 0..bounded(&mut d, entry_bytes_min)? {
-                    let run = NameTables::run(names, &mut d)?;
-                    let key = NameTables::key(names, &mut d)?;
-                    let summary = if v3 {
-                        decode_summary(&mut d)?
-                    } else {
-                        decode_summary_v2(&mut d)?
-                    };
-                    summaries.insert((run, key), summary);
-                }
-            }
-            writers.insert(
-                writer,
-                WriterMark {
-                    through,
-                    finished,
-                    keys,
-                    summaries,
-                },
-            );
-        }
-        let mut metadata = BTreeSet::new();
-        if v2 {
-            for _ in 0..bounded(&mut d, 8)? {
-                metadata.insert(WriterId(d.u64()?));
-            }
-        }
-        let mut files = Vec::new();
-        for _ in 0..bounded(&mut d, 8 + 8 + 4 + 8 + 4)? {
-            let experiment = ExperimentId(d.u64()?);
-            let generation = d.u64()?;
-            let path = d.string()?;
-            let checksum = if v3 {
-                match (d.u64()?, d.u32()?) {
-                    (NO_CHECKSUM_BYTES, _) => None,
-                    (bytes, crc) => Some(FileChecksum { bytes, crc }),
-                }
-            } else {
-                None
-            };
-            let rows = d.u64()?;
-            let mut series = Vec::new();
-            let series_bytes_min = if v3 { 1 + 1 + 3 } else { 16 + 4 + 8 * 4 };
-            let mut next_row = 0u64;
-            for _ in 0..bounded(&mut d, series_bytes_min)? {
-                let rows = if let Some(names) = names {
-                    decode_series(&mut d, names, next_row)?
-                } else {
-                    decode_series_v2(&mut d)?
-                };
-                next_row = rows.row_start.saturating_add(rows.row_count);
-                series.push(rows);
-            }
-            files.push(CompactedFile {
-                experiment,
-                generation,
-                path,
-                checksum,
-                rows,
-                series,
-            });
-        }
+        };
         d.finish()?;
-        let manifest = Manifest {
-            version,
-            generation,
-            writers,
-            metadata,
-            files,
-        };
-        manifest.check_fields()?;
-        Ok(manifest)
+        Ok(file)
     }
 
-    /// Checks each field against its context, beyond what the CRC proves: a manifest that
-    /// checks out byte for byte may still have been written wrong, or be a copy standing
-    /// under another name (`load` checks the name).
-    fn check_fields(&self) -> Result<(), CorruptionKind> {
-        let malformed = |why: String| Err(CorruptionKind::MalformedPayload(why));
-        if self.generation == 0 {
-            return malformed("generation 0 is no manifest's".into());
+    /// Encodes the file (a whole manifest of any version as a version 4 base).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ManifestFile::Base(manifest) => manifest.encode(),
+            ManifestFile::Edit(edit) => edit.encode(),
         }
-        for file in &self.files {
-            if file.generation == 0 || file.generation > self.generation {
-                return malformed(format!(
-                    "file {} is of generation {}, not in 1..={}",
-                    file.path, file.generation, self.generation
-                ));
-            }
-            if !is_file_path(file) {
-                return malformed(format!(
-                    "file path {:?} is not experiments/{}/{:010}[-merged].parquet",
-                    file.path, file.experiment, file.generation
-                ));
-            }
-            check_series(file)?;
-        }
-        Ok(())
     }
+
+    /// The generation the file holds.
+    pub fn generation(&self) -> u64 {
+        match self {
+            ManifestFile::Base(manifest) => manifest.generation,
+            ManifestFile::Edit(edit) => edit.generation(),
+        }
+    }
+}
+
+/// A watermark: `u64::MAX` is none.
+pub(super) fn decode_through(
+    d: &mut Decoder<'_>,
+) -> Result<Option<SegmentSequence>, CorruptionKind> {
+    Ok(match d.u64()? {
+        u64::MAX => None,
+        sequence => Some(SegmentSequence(sequence)),
+    })
+}
+
+pub(super) fn encode_through(e: &mut Encoder<'_>, through: Option<SegmentSequence>) {
+    e.u64(through.map_or(u64::MAX, |s| s.0));
+}
+
+/// A `finished` byte: 0 or 1, anything else is damage.
+pub(super) fn decode_finished(d: &mut Decoder<'_>) -> Result<bool, CorruptionKind> {
+    match d.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(CorruptionKind::MalformedPayload(format!(
+            "finished flag {other} is neither 0 nor 1"
+        ))),
+    }
+}
+
+/// A file entry as version 3 and 4 write it.
+pub(super) fn encode_file(e: &mut Encoder<'_>, names: &Names<'_>, file: &CompactedFile) {
+    e.u64(file.experiment.0);
+    e.u64(file.generation);
+    e.str(&file.path);
+    e.u64(file.checksum.map_or(NO_CHECKSUM_BYTES, |c| c.bytes));
+    e.u32(file.checksum.map_or(0, |c| c.crc));
+    e.u64(file.rows);
+    e.u32(file.series.len() as u32);
+    for series in &file.series {
+        names.put_run(e, series.run);
+        names.put_key(e, &series.key);
+        // row_start is where the series before ended (`check_series`).
+        e.varint(series.row_count);
+        e.varint(zigzag(series.first_step));
+        e.varint(series.last_step.wrapping_sub(series.first_step) as u64);
+    }
+}
+
+/// A file entry; `names` is `None` for versions 1 and 2, which store names in place and no
+/// checksum.
+pub(super) fn decode_file(
+    d: &mut Decoder<'_>,
+    names: Option<&NameTables>,
+) -> Result<CompactedFile, CorruptionKind> {
+    let experiment = ExperimentId(d.u64()?);
+    let generation = d.u64()?;
+    let path = d.string()?;
+    let checksum = if names.is_some() {
+        match (d.u64()?, d.u32()?) {
+            (NO_CHECKSUM_BYTES, _) => None,
+            (bytes, crc) => Some(FileChecksum { bytes, crc }),
+        }
+    } else {
+        None
+    };
+    let rows = d.u64()?;
+    let mut series = Vec::new();
+    let series_bytes_min = if names.is_some() {
+        1 + 1 + 3
+    } else {
+        16 + 4 + 8 * 4
+    };
+    let mut next_row = 0u64;
+    for _ in 0..bounded(d, series_bytes_min)? {
+        let rows = if let Some(names) = names {
+            decode_series(d, names, next_row)?
+        } else {
+            decode_series_v2(d)?
+        };
+        next_row = rows.row_start.saturating_add(rows.row_count);
+        series.push(rows);
+    }
+    Ok(CompactedFile {
+        experiment,
+        generation,
+        path,
+        checksum,
+        rows,
+        series,
+    })
 }
 
 /// Whether `file.path` is the name its experiment and generation give a compacted file
@@ -491,10 +613,12 @@ fn check_series(file: &CompactedFile) -> Result<(), CorruptionKind> {
     Ok(())
 }
 
-/// The run ids and key names a version 3 manifest names, each stored once at the start of
-/// its body and referred to by index (a varint) everywhere else: a run id is 16 bytes and a
-/// key a string, and each series names both in a summary and in a file entry.
-struct Names<'a> {
+/// The run ids and key names a version 3 or 4 manifest (or a version 4 edit) names, each
+/// stored once at the start of its body and referred to by index (a varint) everywhere else: a
+/// run id is 16 bytes and a key a string, and each series names both in a summary and in a file
+/// entry.
+#[derive(Default)]
+pub(super) struct Names<'a> {
     runs: BTreeMap<RunId, u64>,
     keys: BTreeMap<&'a str, u64>,
 }
@@ -502,32 +626,52 @@ struct Names<'a> {
 impl<'a> Names<'a> {
     /// Every run and key `manifest` names, numbered in ascending order.
     fn of(manifest: &'a Manifest) -> Names<'a> {
-        let mut runs = BTreeMap::new();
-        let mut keys = BTreeMap::new();
+        let mut names = Names::default();
         for mark in manifest.writers.values() {
-            for ((run, _), key) in &mark.keys {
-                runs.insert(*run, 0);
-                keys.insert(key.as_str(), 0);
-            }
-            for (run, key) in mark.summaries.keys() {
-                runs.insert(*run, 0);
-                keys.insert(key.as_str(), 0);
-            }
+            names.add_mark(mark);
         }
-        for series in manifest.files.iter().flat_map(|f| &f.series) {
-            runs.insert(series.run, 0);
-            keys.insert(series.key.as_str(), 0);
+        for file in &manifest.files {
+            names.add_file(file);
         }
-        for (index, slot) in runs.values_mut().enumerate() {
-            *slot = index as u64;
-        }
-        for (index, slot) in keys.values_mut().enumerate() {
-            *slot = index as u64;
-        }
-        Names { runs, keys }
+        names.number();
+        names
     }
 
-    fn encode(&self, e: &mut Encoder<'_>) {
+    pub(super) fn add(&mut self, run: RunId, key: &'a str) {
+        self.runs.insert(run, 0);
+        self.keys.insert(key, 0);
+    }
+
+    pub(super) fn add_run(&mut self, run: RunId) {
+        self.runs.insert(run, 0);
+    }
+
+    pub(super) fn add_mark(&mut self, mark: &'a WriterMark) {
+        for ((run, _), key) in &mark.keys {
+            self.add(*run, key);
+        }
+        for (run, key) in mark.summaries.keys() {
+            self.add(*run, key);
+        }
+    }
+
+    pub(super) fn add_file(&mut self, file: &'a CompactedFile) {
+        for series in &file.series {
+            self.add(series.run, &series.key);
+        }
+    }
+
+    /// Numbers the names added, in ascending order; call once all are added.
+    pub(super) fn number(&mut self) {
+        for (index, slot) in self.runs.values_mut().enumerate() {
+            *slot = index as u64;
+        }
+        for (index, slot) in self.keys.values_mut().enumerate() {
+            *slot = index as u64;
+        }
+    }
+
+    pub(super) fn encode(&self, e: &mut Encoder<'_>) {
         e.u32(self.runs.len() as u32);
         for run in self.runs.keys() {
             e.u128(run.0);
@@ -538,24 +682,24 @@ impl<'a> Names<'a> {
         }
     }
 
-    fn put_run(&self, e: &mut Encoder<'_>, run: RunId) {
+    pub(super) fn put_run(&self, e: &mut Encoder<'_>, run: RunId) {
         e.varint(self.runs.get(&run).copied().unwrap_or(u64::MAX));
     }
 
-    fn put_key(&self, e: &mut Encoder<'_>, key: &str) {
+    pub(super) fn put_key(&self, e: &mut Encoder<'_>, key: &str) {
         e.varint(self.keys.get(key).copied().unwrap_or(u64::MAX));
     }
 }
 
 /// The name tables as decoded; `None` where a function takes `Option<&NameTables>` means a
 /// version 1 or 2 manifest, which stores every run id and key in place.
-struct NameTables {
+pub(super) struct NameTables {
     runs: Vec<RunId>,
     keys: Vec<String>,
 }
 
 impl NameTables {
-    fn decode(d: &mut Decoder<'_>) -> Result<NameTables, CorruptionKind> {
+    pub(super) fn decode(d: &mut Decoder<'_>) -> Result<NameTables, CorruptionKind> {
         let mut runs = Vec::new();
         for _ in 0..bounded(d, 16)? {
             runs.push(RunId(d.u128()?));
@@ -572,7 +716,10 @@ impl NameTables {
         if names.is_some() { 1 } else { 16 }
     }
 
-    fn run(names: Option<&NameTables>, d: &mut Decoder<'_>) -> Result<RunId, CorruptionKind> {
+    pub(super) fn run(
+        names: Option<&NameTables>,
+        d: &mut Decoder<'_>,
+    ) -> Result<RunId, CorruptionKind> {
         let Some(names) = names else {
             return Ok(RunId(d.u128()?));
         };
@@ -584,7 +731,10 @@ impl NameTables {
             .ok_or_else(|| out_of_table("run", index, names.runs.len()))
     }
 
-    fn key(names: Option<&NameTables>, d: &mut Decoder<'_>) -> Result<String, CorruptionKind> {
+    pub(super) fn key(
+        names: Option<&NameTables>,
+        d: &mut Decoder<'_>,
+    ) -> Result<String, CorruptionKind> {
         let Some(names) = names else {
             return d.string();
         };
@@ -606,11 +756,11 @@ fn out_of_table(what: &str, index: u64, length: usize) -> CorruptionKind {
 /// A version 1 or 2 summary: eleven 8-byte fields.
 const SUMMARY_BYTES_V2: usize = 11 * 8;
 /// The smallest version 3 summary: four 8-byte floats and seven 1-byte varints.
-const SUMMARY_BYTES_MIN: usize = 4 * 8 + 7;
+pub(super) const SUMMARY_BYTES_MIN: usize = 4 * 8 + 7;
 
 /// A summary as version 3 writes it: the floats as raw bits, the counts as varints, the steps
 /// and the timestamp zigzag varints, and the last step as its distance from the first.
-fn encode_summary(e: &mut Encoder<'_>, summary: &MetricSummary) {
+pub(super) fn encode_summary(e: &mut Encoder<'_>, summary: &MetricSummary) {
     e.varint(summary.count);
     e.varint(zigzag(summary.first_step));
     e.varint(summary.last_step.wrapping_sub(summary.first_step) as u64);
@@ -624,7 +774,7 @@ fn encode_summary(e: &mut Encoder<'_>, summary: &MetricSummary) {
     e.varint(summary.finite_count);
 }
 
-fn decode_summary(d: &mut Decoder<'_>) -> Result<MetricSummary, CorruptionKind> {
+pub(super) fn decode_summary(d: &mut Decoder<'_>) -> Result<MetricSummary, CorruptionKind> {
     let count = d.varint()?;
     let first_step = unzigzag(d.varint()?);
     Ok(MetricSummary {
@@ -691,7 +841,7 @@ fn decode_series_v2(d: &mut Decoder<'_>) -> Result<SeriesRows, CorruptionKind> {
 }
 
 /// Reads a count and refuses one the remaining bytes cannot hold (at `entry_bytes_min` each).
-fn bounded(d: &mut Decoder<'_>, entry_bytes_min: usize) -> Result<u32, CorruptionKind> {
+pub(super) fn bounded(d: &mut Decoder<'_>, entry_bytes_min: usize) -> Result<u32, CorruptionKind> {
     let count = d.u32()?;
     if count as usize > d.remaining() / entry_bytes_min {
         return Err(CorruptionKind::MalformedPayload(format!(
@@ -720,6 +870,21 @@ pub(crate) fn parse_generation(stem: &str) -> Option<u64> {
 /// The generation of a manifest's file name (`<generation:010>.manifest`).
 pub(crate) fn generation_of_manifest_name(name: &str) -> Option<u64> {
     parse_generation(name.strip_suffix(EXTENSION)?.strip_suffix('.')?)
+}
+
+/// The generation of a temporary name `io::publish` gives a manifest or an intent
+/// (`.<generation:010>.manifest.tmp-<16 hex digits>`, or `.compacting`); `None` for any other
+/// name.
+pub(crate) fn generation_of_temporary_name(name: &str) -> Option<u64> {
+    let (target, random) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    if random.len() != 16 || !random.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let (stem, extension) = target.split_once('.')?;
+    [EXTENSION, crate::layout::INTENT_EXTENSION]
+        .contains(&extension)
+        .then(|| parse_generation(stem))
+        .flatten()
 }
 
 /// The generation of the newest manifest in `root` (0 if there is none), from the folder's
@@ -752,25 +917,134 @@ pub fn load(root: &Path) -> Result<Manifest> {
 
 /// The manifest of `generation`, checked against its file name: a copy of another
 /// generation's manifest under this name is damage, and taking it would make a reader that
-/// waits for this generation wait forever.
+/// waits for this generation wait forever. A version 4 edit is applied to its base and the
+/// edits between.
 pub fn load_generation(root: &Path, generation: u64) -> Result<Manifest> {
+    load_with_chain(root, generation).map(|(manifest, _)| manifest)
+}
+
+/// Where a version 4 state comes from: its base and the edits applied on it, with their
+/// sizes, which decide when a compaction writes a new base.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Chain {
+    /// The generation of the base.
+    pub base: u64,
+    /// The base's bytes.
+    pub base_bytes: u64,
+    /// Edits after the base, up to the generation loaded.
+    pub edits: u64,
+    /// Their bytes, in all.
+    pub edit_bytes: u64,
+}
+
+/// The manifest of `generation` and, for version 4, the chain it was built from (`None` for
+/// versions 1 to 3, which stand alone). Each file of the chain is checked on its own: its CRC,
+/// that it holds the generation its name says, that each edit builds on the chain's base; an
+/// error names the file at fault.
+pub(crate) fn load_with_chain(root: &Path, generation: u64) -> Result<(Manifest, Option<Chain>)> {
+    let (top, top_bytes) = read_file(root, generation)?;
+    let edit = match top {
+        ManifestFile::Base(manifest) => {
+            let chain = (manifest.version == VERSION).then_some(Chain {
+                base: generation,
+                base_bytes: top_bytes,
+                ..Chain::default()
+            });
+            return Ok((manifest, chain));
+        }
+        ManifestFile::Edit(edit) => edit,
+    };
+    let base = edit.base();
+    let (mut state, base_bytes) = match read_chain_file(root, generation, base)? {
+        (ManifestFile::Base(manifest), bytes) if manifest.version == VERSION => (manifest, bytes),
+        _ => {
+            return Err(file_damage(
+                &path(root, generation),
+                CorruptionKind::HeaderMismatch(format!(
+                    "the edit builds on generation {base}, which is not a version 4 base"
+                )),
+            ));
+        }
+    };
+    let mut chain = Chain {
+        base,
+        base_bytes,
+        ..Chain::default()
+    };
+    for between in base + 1..generation {
+        let (file, bytes) = read_chain_file(root, generation, between)?;
+        let ManifestFile::Edit(step) = file else {
+            return Err(file_damage(
+                &path(root, generation),
+                CorruptionKind::HeaderMismatch(format!(
+                    "the edit builds on base {base}, but generation {between} is a base"
+                )),
+            ));
+        };
+        apply(root, &step, base, &mut state)?;
+        chain.edits += 1;
+        chain.edit_bytes += bytes;
+    }
+    apply(root, &edit, base, &mut state)?;
+    chain.edits += 1;
+    chain.edit_bytes += top_bytes;
+    Ok((state, Some(chain)))
+}
+
+/// Applies `edit`, of the chain on `base`, to `state`; an error names the edit's file.
+fn apply(root: &Path, edit: &ManifestEdit, base: u64, state: &mut Manifest) -> Result<()> {
+    let file = path(root, edit.generation());
+    if edit.base() != base {
+        return Err(file_damage(
+            &file,
+            CorruptionKind::HeaderMismatch(format!(
+                "the edit builds on generation {}, the chain it is in on {base}",
+                edit.base()
+            )),
+        ));
+    }
+    edit.apply(state).map_err(|kind| file_damage(&file, kind))
+}
+
+/// The manifest file of `generation` and its size, decoded and checked against its name.
+fn read_file(root: &Path, generation: u64) -> Result<(ManifestFile, u64)> {
     let file = path(root, generation);
     let bytes = std::fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
-    let corrupt = |kind| {
-        Error::Corrupt(Corruption {
-            path: file.clone(),
-            offset: 0,
-            kind,
-        })
-    };
-    let manifest = Manifest::decode(&bytes).map_err(corrupt)?;
-    if manifest.generation != generation {
-        return Err(corrupt(CorruptionKind::HeaderMismatch(format!(
-            "the manifest holds generation {}, its file name says {generation}",
-            manifest.generation
-        ))));
+    let decoded = ManifestFile::decode(&bytes).map_err(|kind| file_damage(&file, kind))?;
+    if decoded.generation() != generation {
+        return Err(file_damage(
+            &file,
+            CorruptionKind::HeaderMismatch(format!(
+                "the manifest holds generation {}, its file name says {generation}",
+                decoded.generation()
+            )),
+        ));
     }
-    Ok(manifest)
+    Ok((decoded, bytes.len() as u64))
+}
+
+/// A file of the chain that the state of `generation` is built from. One found missing was
+/// removed by a compaction two generations on (a compaction keeps the chains of the state it
+/// wrote and of the one before), so the read is stale; with no such compaction it is lost.
+fn read_chain_file(root: &Path, generation: u64, member: u64) -> Result<(ManifestFile, u64)> {
+    match read_file(root, member) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            let file = path(root, member);
+            if newest_generation(root)? >= generation.saturating_add(2) {
+                return Err(super::stale(&file.display().to_string()));
+            }
+            Err(file_damage(&file, CorruptionKind::MissingFile))
+        }
+        other => other,
+    }
+}
+
+fn file_damage(file: &Path, kind: CorruptionKind) -> Error {
+    Error::Corrupt(Corruption {
+        path: file.to_path_buf(),
+        offset: 0,
+        kind,
+    })
 }
 
 /// The newest manifest, decoded once per generation: a manifest never changes once published,
@@ -795,20 +1069,48 @@ impl ManifestCache {
     }
 }
 
-/// Publishes `manifest` as its generation's file.
+/// Edits on one base at most: a load opens the base and every edit after it, so this bounds
+/// the files it opens, where the byte bound (`publish_next`) bounds what it reads.
+pub(crate) const EDITS_PER_BASE_MAX: u64 = 1024;
+
+/// Publishes `manifest` as its generation's file, whole (a base).
 pub fn store(root: &Path, manifest: &Manifest, storage: &dyn Storage) -> Result<()> {
+    publish_bytes(root, manifest.generation, &manifest.encode(), storage)
+}
+
+/// Publishes `next`, the manifest of the generation after `previous`, as an edit on
+/// `chain`'s base when it can be one, else whole, as a new base. An edit is written while the
+/// edits on the base, this one included, stay within half the base's bytes and
+/// `EDITS_PER_BASE_MAX`: so a compaction writes in proportion to what it changed, amortized
+/// (a base costs at most as much as the edits before it did, doubled), and a load reads at
+/// most one and a half times a base. Returns the bytes written.
+pub(crate) fn publish_next(
+    root: &Path,
+    previous: &Manifest,
+    chain: Option<Chain>,
+    next: &Manifest,
+    storage: &dyn Storage,
+) -> Result<u64> {
+    let edit = chain
+        .filter(|c| c.edits < EDITS_PER_BASE_MAX && previous.version == VERSION)
+        .and_then(|c| Some((c, ManifestEdit::diff(previous, next, c.base)?.encode())))
+        .filter(|(c, bytes)| c.edit_bytes + bytes.len() as u64 <= c.base_bytes / 2);
+    let bytes = match edit {
+        Some((_, bytes)) => bytes,
+        None => next.encode(),
+    };
+    publish_bytes(root, next.generation, &bytes, storage)?;
+    Ok(bytes.len() as u64)
+}
+
+fn publish_bytes(root: &Path, generation: u64, bytes: &[u8], storage: &dyn Storage) -> Result<()> {
     let dir = root.join(MANIFEST_DIR);
     create_dirs(&dir, storage)?;
-    let bytes = manifest.encode();
-    publish(
-        &path(root, manifest.generation),
-        storage,
-        |temporary, file| {
-            use std::io::Write;
-            file.write_all(&bytes)
-                .map_err(|e| Error::io("write manifest", temporary, e))
-        },
-    )
+    publish(&path(root, generation), storage, |temporary, file| {
+        use std::io::Write;
+        file.write_all(bytes)
+            .map_err(|e| Error::io("write manifest", temporary, e))
+    })
 }
 
 #[cfg(test)]
@@ -829,6 +1131,18 @@ mod tests {
             assert_eq!(parse_generation(stray), None, "{stray:?}");
         }
         assert_eq!(generation_of_manifest_name("0000000009manifest"), None);
+        let temporary = ".0000000009.manifest.tmp-00000000deadbeef";
+        assert_eq!(generation_of_temporary_name(temporary), Some(9));
+        let intent = ".0000000009.compacting.tmp-00000000deadbeef";
+        assert_eq!(generation_of_temporary_name(intent), Some(9));
+        for stray in [
+            ".0000000009.manifest.tmp-xyz",
+            ".0000000009.parquet.tmp-00000000deadbeef",
+            "0000000009.manifest.tmp-00000000deadbeef",
+            ".notes.tmp-00000000deadbeef",
+        ] {
+            assert_eq!(generation_of_temporary_name(stray), None, "{stray:?}");
+        }
     }
 
     fn sample() -> Manifest {

@@ -30,6 +30,7 @@
 
 #[cfg(feature = "parquet")]
 mod background;
+mod edit;
 // Without parquet there is no compactor to write intents; surveys still read them.
 #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
 mod intent;
@@ -43,7 +44,9 @@ mod writer;
 
 #[cfg(feature = "parquet")]
 pub(crate) use background::Background;
-pub use manifest::{CompactedFile, FileChecksum, Manifest, SeriesRows, WriterMark};
+pub use manifest::{
+    CompactedFile, FileChecksum, Manifest, ManifestEdit, ManifestFile, SeriesRows, WriterMark,
+};
 #[cfg(feature = "parquet")]
 pub(crate) use reader::{Keep, MetadataCache, read_series};
 pub use stats::ManifestStats;

@@ -1,5 +1,6 @@
-//! What the manifests cost on disk, for storage figures (`runlog stats`): every manifest kept
-//! (the one in force and the previous one), and per series of the one in force.
+//! What the manifests cost on disk, for storage figures (`runlog stats`): every manifest file
+//! kept (the chains of the generation in force and of the one before), the base and the edits
+//! the state in force is built from, and per series of that state.
 
 use std::collections::HashSet;
 
@@ -13,12 +14,22 @@ use crate::tracking::Store;
 pub struct ManifestStats {
     /// The generation in force (0: none).
     pub generation: u64,
-    /// Manifest files in `manifest/` (the one in force and the previous one, normally).
+    /// Manifest files in `manifest/`: bases and edits (the chains of the generation in force
+    /// and of the one before, normally).
     pub manifests: u64,
     /// Bytes of every file in `manifest/`: manifests, intents and temporaries.
     pub bytes: u64,
-    /// Bytes of the manifest in force.
+    /// Bytes of the file of the generation in force: an edit, or a whole manifest.
     pub newest_bytes: u64,
+    /// The generation of the base the state in force is built on (0: none, or a version 1
+    /// to 3 manifest, which stands alone).
+    pub base_generation: u64,
+    /// Bytes of that base.
+    pub base_bytes: u64,
+    /// Edits applied on the base to make the state in force.
+    pub edits: u64,
+    /// Their bytes, in all.
+    pub edit_bytes: u64,
     /// Distinct (run, key) series the manifest in force describes.
     pub series: u64,
 }
@@ -60,15 +71,22 @@ impl Store {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(stats),
             Err(error) => return Err(Error::io("list", &dir, error)),
         }
-        let newest = self.manifests().newest(root)?;
-        stats.generation = newest.generation;
-        if newest.generation == 0 {
+        let generation = manifest::newest_generation(root)?;
+        if generation == 0 {
             return Ok(stats);
         }
+        let (newest, chain) = manifest::load_with_chain(root, generation)?;
+        stats.generation = newest.generation;
         let path = manifest::path(root, newest.generation);
         stats.newest_bytes = std::fs::metadata(&path)
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
+        if let Some(chain) = chain {
+            stats.base_generation = chain.base;
+            stats.base_bytes = chain.base_bytes;
+            stats.edits = chain.edits;
+            stats.edit_bytes = chain.edit_bytes;
+        }
         let mut series: HashSet<(crate::ids::RunId, &str)> = HashSet::new();
         for mark in newest.writers.values() {
             series.extend(mark.summaries.keys().map(|(run, key)| (*run, key.as_str())));

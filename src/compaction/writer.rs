@@ -17,11 +17,11 @@ use super::manifest::{self, CompactedFile, FileChecksum, Manifest, SeriesRows};
 use super::{FILES_PER_EXPERIMENT_MAX, METADATA_CHAINS_MAX};
 use super::{intent, survey};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
-use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
+use crate::ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
 use crate::io::Storage;
 use crate::layout::WAL_DIR;
 use crate::parquet_file::{Layout, write as write_parquet};
-use crate::summary::MetricSummary;
+use crate::summary::{MetricSummary, WriterMark};
 use crate::tracking::Store;
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
 use crate::wal::writer::{Writer, WriterOptions, segment_bytes_to_hold};
@@ -49,6 +49,8 @@ pub struct CompactionReport {
     pub metadata_events: usize,
     /// Compacted segments deleted from the log.
     pub segments_deleted: usize,
+    /// Bytes of the manifest file written: an edit, or a whole manifest (a base).
+    pub manifest_bytes: u64,
 }
 
 /// What a compaction takes in.
@@ -130,7 +132,16 @@ impl Store {
         let root = self.root().to_path_buf();
         let storage = self.options().storage.as_ref();
         self.refresh()?;
-        let loaded = manifest::load(&root)?;
+        let (loaded, chain) = match manifest::newest_generation(&root)? {
+            0 => (Manifest::default(), None),
+            newest => manifest::load_with_chain(&root, newest)?,
+        };
+        // The manifest of the generation before this one stays loadable until the one after
+        // this is published: its chain starts here.
+        let keep_from = chain.map_or(loaded.generation, |c| c.base);
+        // An edit is what turns the state loaded into the next; only a version 4 state has a
+        // chain to add one to.
+        let previous = chain.map(|_| loaded.clone());
         // Files a crashed compaction published without a manifest would collide with this
         // generation's names, so its provable leftovers go first; anything no manifest
         // accounts for stops the compaction, which would otherwise build on lost history.
@@ -190,13 +201,15 @@ impl Store {
         }
         merge_generations(&root, &mut manifest, generation, storage, &mut report)?;
         manifest.generation = generation;
-        manifest::store(&root, &manifest, storage)?;
+        let previous = previous.unwrap_or_default();
+        report.manifest_bytes =
+            manifest::publish_next(&root, &previous, chain, &manifest, storage)?;
         report.generation = generation;
         // Read what is about to be deleted, so this handle need not rebuild its catalog. Best
         // effort: a failure here is met again, and reported, by the next read.
         let _ = self.refresh();
         report.segments_deleted = delete_compacted(&root, &manifest, storage);
-        clean_up(&root, &manifest, storage);
+        clean_up(&root, &manifest, keep_from, storage);
         drop(lock);
         Ok(Some(report))
     }
@@ -241,6 +254,34 @@ fn file_path(experiment: ExperimentId, name: &str) -> String {
     format!("{EXPERIMENTS_DIR}/{experiment}/{name}.{COMPACTED_EXTENSION}")
 }
 
+/// Whether a compaction gathers the metadata chains too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MetadataChains {
+    /// Pass them over: their events are compacted already.
+    PassOver,
+    /// Gather them, so that their events move into the one chain this compaction writes.
+    Merge,
+}
+
+/// Where `gather` puts what it reads.
+struct Gathered<'a> {
+    run_experiment: &'a HashMap<RunId, ExperimentId>,
+    series: &'a mut BTreeMap<ExperimentId, ExperimentSeries>,
+    metadata: &'a mut Vec<Event>,
+    report: &'a mut CompactionReport,
+}
+
+/// What compaction takes from one sealed segment.
+struct SegmentContents {
+    /// The writer's key definitions up to the end of the segment.
+    keys: BTreeMap<(RunId, KeyId), String>,
+    batches: Vec<MetricBatch>,
+    /// Events but metric batches and key definitions, in log order.
+    events: Vec<Event>,
+    /// The seal says the writer appends no further segment.
+    final_segment: bool,
+}
+
 /// Reads every compactable segment after each writer's watermark: every segment but a chain's
 /// last, and the last too once it is sealed and trimmed. A writer stops before a segment with a
 /// point whose run has no known experiment (the run's creation is not readable yet) or whose key
@@ -258,83 +299,24 @@ fn gather(
     report: &mut CompactionReport,
 ) -> Result<()> {
     let wal_dir = root.join(WAL_DIR);
-    let merge_metadata = manifest.metadata.len() > METADATA_CHAINS_MAX;
+    let chains = if manifest.metadata.len() > METADATA_CHAINS_MAX {
+        MetadataChains::Merge
+    } else {
+        MetadataChains::PassOver
+    };
+    let mut into = Gathered {
+        run_experiment,
+        series: gathered,
+        metadata,
+        report,
+    };
     let listed = reader::list_writers(&wal_dir)?;
     for (writer, files) in &listed {
-        let (writer, files) = (*writer, files);
-        if manifest.metadata.contains(&writer) && !merge_metadata {
+        if chains == MetadataChains::PassOver && manifest.metadata.contains(writer) {
             continue;
         }
-        let mark = manifest.writers.entry(writer).or_default();
-        let start = mark.through.map_or(0, |s| s.0 + 1);
-        let mut finished = false;
-        let last = files.segments.last().copied();
-        for sequence in files.segments.iter().copied().filter(|s| s.0 >= start) {
-            let path = segment::segment_path(&wal_dir, writer, sequence);
-            if Some(sequence) == last && !is_sealed(&path)? {
-                break;
-            }
-            let mut keys = mark.keys.clone();
-            let mut batches = Vec::new();
-            let mut events = Vec::new();
-            let options = ReadOptions::default();
-            let read =
-                reader::read_chain(
-                    &wal_dir,
-                    writer,
-                    &[sequence],
-                    options,
-                    &mut |event| match event {
-                        Event::MetricKeyDefined { run, key_id, key } => {
-                            keys.insert((run, key_id), key);
-                        }
-                        Event::Metrics(batch) => batches.push(batch),
-                        other => events.push(other),
-                    },
-                )?;
-            // Read alone, a segment counts as its chain's last; only a sealed one may be
-            // compacted, and one that has lost its seal is damage, not a tail.
-            let ChainEnd::Sealed { seal, .. } = read.end else {
-                return Err(Error::Corrupt(Corruption {
-                    path,
-                    offset: 0,
-                    kind: CorruptionKind::MalformedPayload(
-                        "a segment to compact does not end with its seal".into(),
-                    ),
-                }));
-            };
-            finished = seal.final_segment;
-            let placeable = batches.iter().all(|batch| {
-                run_experiment.contains_key(&batch.run)
-                    && batch
-                        .key_ids
-                        .iter()
-                        .all(|key_id| keys.contains_key(&(batch.run, *key_id)))
-            });
-            if !placeable {
-                break;
-            }
-            for batch in &batches {
-                if let Some(experiment) = run_experiment.get(&batch.run) {
-                    report.points += batch.len() as u64;
-                    let series = gathered.entry(*experiment).or_default();
-                    add_batch(series, &mut mark.summaries, &keys, batch);
-                }
-            }
-            metadata.append(&mut events);
-            report.segments += 1;
-            mark.keys = keys;
-            mark.through = Some(sequence);
-        }
-        // A chain taken to its last segment is finished if that segment's seal says so, or if
-        // the writer has no lock file: it was closed, or it died and recovery removed its lock,
-        // so it can never append again, even when its last seal is a rotation's (non-final)
-        // one. Readers would otherwise wait for a next segment that will never exist.
-        let taken_whole = mark.through.is_some() && mark.through == files.segments.last().copied();
-        if finished || (taken_whole && !files.has_lock_file) {
-            mark.keys.clear();
-            mark.finished = true;
-        }
+        let mark = manifest.writers.entry(*writer).or_default();
+        gather_writer(&wal_dir, *writer, files, mark, &mut into)?;
     }
     // A writer with no file left at all (everything compacted and deleted, no lock) is done.
     for (writer, mark) in manifest.writers.iter_mut() {
@@ -344,7 +326,7 @@ fn gather(
         }
     }
     manifest.writers.retain(|_, mark| mark.through.is_some());
-    if merge_metadata {
+    if chains == MetadataChains::Merge {
         // Every chain gathered whole moved into the new one; a chain that could not be (it lost
         // its seal: an error above) stays listed.
         let writers = &manifest.writers;
@@ -353,6 +335,107 @@ fn gather(
             .retain(|chain| !writers.get(chain).is_some_and(|mark| mark.finished));
     }
     Ok(())
+}
+
+/// Gathers one writer's compactable segments after its watermark `mark`, and moves the mark.
+fn gather_writer(
+    wal_dir: &Path,
+    writer: WriterId,
+    files: &reader::WriterFiles,
+    mark: &mut WriterMark,
+    into: &mut Gathered<'_>,
+) -> Result<()> {
+    let start = mark.through.map_or(0, |s| s.0 + 1);
+    let mut finished = false;
+    let last = files.segments.last().copied();
+    for sequence in files.segments.iter().copied().filter(|s| s.0 >= start) {
+        let path = segment::segment_path(wal_dir, writer, sequence);
+        if Some(sequence) == last && !is_sealed(&path)? {
+            break;
+        }
+        let mut contents = read_sealed_segment(wal_dir, writer, sequence, mark.keys.clone())?;
+        // A segment left out stays in the log with its keys still needed: only a final
+        // segment actually taken ends the writer.
+        if !into.placeable(&contents) {
+            break;
+        }
+        finished = contents.final_segment;
+        for batch in &contents.batches {
+            if let Some(experiment) = into.run_experiment.get(&batch.run) {
+                into.report.points += batch.len() as u64;
+                let series = into.series.entry(*experiment).or_default();
+                add_batch(series, &mut mark.summaries, &contents.keys, batch);
+            }
+        }
+        into.metadata.append(&mut contents.events);
+        into.report.segments += 1;
+        mark.keys = contents.keys;
+        mark.through = Some(sequence);
+    }
+    // A chain taken to its last segment is finished if that segment's seal says so, or if
+    // the writer has no lock file: it was closed, or it died and recovery removed its lock,
+    // so it can never append again, even when its last seal is a rotation's (non-final)
+    // one. Readers would otherwise wait for a next segment that will never exist.
+    let taken_whole = mark.through.is_some() && mark.through == last;
+    if finished || (taken_whole && !files.has_lock_file) {
+        mark.keys.clear();
+        mark.finished = true;
+    }
+    Ok(())
+}
+
+impl Gathered<'_> {
+    /// Whether every point of `contents` has a run of known experiment and a defined key.
+    fn placeable(&self, contents: &SegmentContents) -> bool {
+        contents.batches.iter().all(|batch| {
+            self.run_experiment.contains_key(&batch.run)
+                && batch
+                    .key_ids
+                    .iter()
+                    .all(|key_id| contents.keys.contains_key(&(batch.run, *key_id)))
+        })
+    }
+}
+
+/// Reads one segment of `writer` on its own, with the key definitions `keys` of the segments
+/// before it. Read alone, a segment counts as its chain's last; only a sealed one may be
+/// compacted, and one that has lost its seal is damage, not a tail.
+fn read_sealed_segment(
+    wal_dir: &Path,
+    writer: WriterId,
+    sequence: SegmentSequence,
+    mut keys: BTreeMap<(RunId, KeyId), String>,
+) -> Result<SegmentContents> {
+    let mut batches = Vec::new();
+    let mut events = Vec::new();
+    let read = reader::read_chain(
+        wal_dir,
+        writer,
+        &[sequence],
+        ReadOptions::default(),
+        &mut |event| match event {
+            Event::MetricKeyDefined { run, key_id, key } => {
+                keys.insert((run, key_id), key);
+            }
+            Event::Metrics(batch) => batches.push(batch),
+            other => events.push(other),
+        },
+    )?;
+    let ChainEnd::Sealed { seal, .. } = read.end else {
+        return Err(Error::Corrupt(Corruption {
+            path: segment::segment_path(wal_dir, writer, sequence),
+            offset: 0,
+            kind: CorruptionKind::MalformedPayload(
+                "a segment to compact does not end with its seal".into(),
+            ),
+        }));
+    };
+    Ok(SegmentContents {
+        keys,
+        batches,
+        events,
+        final_segment: seal.final_segment,
+    })
 }
 
 /// Deletes every segment at or below its writer's watermark. Best effort: a segment left behind
@@ -569,9 +652,11 @@ fn remove_leftovers(survey: &survey::Survey, storage: &dyn Storage) -> Result<()
 }
 
 /// After `manifest` is published: removes the files it superseded (the previous manifest's
-/// that it does not list), its intent, and the manifests older than the previous one, which
-/// go only once every file they prove a leftover is gone. Best effort.
-fn clean_up(root: &Path, manifest: &Manifest, storage: &dyn Storage) {
+/// that it does not list), its intent, and the manifest files before `keep_from` (where the
+/// chain of the previous generation starts), which go only once every file they prove a
+/// leftover is gone, and with them temporaries of manifests and intents left by crashes.
+/// Best effort.
+fn clean_up(root: &Path, manifest: &Manifest, keep_from: u64, storage: &dyn Storage) {
     let Ok(survey) = survey::survey(root, manifest) else {
         return;
     };
@@ -583,16 +668,24 @@ fn clean_up(root: &Path, manifest: &Manifest, storage: &dyn Storage) {
         return;
     }
     intent::remove_through(root, manifest.generation, storage);
-    if let Ok(entries) = std::fs::read_dir(root.join(manifest::MANIFEST_DIR)) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let generation = name
-                .to_str()
-                .and_then(manifest::generation_of_manifest_name);
-            // The previous generation stays, for readers that chose it a moment ago.
-            if generation.is_some_and(|g| g + 1 < manifest.generation) {
-                let _ = storage.remove(&entry.path());
-            }
+    let Ok(entries) = std::fs::read_dir(root.join(manifest::MANIFEST_DIR)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        // The chains of this generation and the one before stay: readers may have chosen
+        // either a moment ago, and the survey proves leftovers with the one before.
+        let old_manifest =
+            manifest::generation_of_manifest_name(name).is_some_and(|g| g < keep_from);
+        // Under the compaction lock no publication into `manifest/` is under way, so a
+        // temporary of a generation up to this one is a crashed publication's.
+        let dead_temporary =
+            manifest::generation_of_temporary_name(name).is_some_and(|g| g <= manifest.generation);
+        if old_manifest || dead_temporary {
+            let _ = storage.remove(&entry.path());
         }
     }
 }

@@ -41,12 +41,20 @@ struct Points {
     values: Vec<f64>,
 }
 
-fn utf8(name: &str, nullable: bool) -> Field {
-    Field::new(name, DataType::Utf8, nullable)
+fn utf8(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
 }
 
-fn int64(name: &str, nullable: bool) -> Field {
-    Field::new(name, DataType::Int64, nullable)
+fn optional_utf8(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+}
+
+fn int64(name: &str) -> Field {
+    Field::new(name, DataType::Int64, false)
+}
+
+fn optional_int64(name: &str) -> Field {
+    Field::new(name, DataType::Int64, true)
 }
 
 fn float64(name: &str) -> Field {
@@ -108,10 +116,10 @@ pub(super) fn collect(store: &Store, experiments: &[Experiment]) -> Result<Table
             .sum::<u64>();
     let experiments = batch(
         vec![
-            utf8("experiment_id", false),
-            utf8("name", false),
-            utf8("lifecycle_stage", false),
-            int64("creation_time", false),
+            utf8("experiment_id"),
+            utf8("name"),
+            utf8("lifecycle_stage"),
+            int64("creation_time"),
         ],
         vec![
             strings(
@@ -258,33 +266,45 @@ fn read_points_once(
     })
 }
 
+/// Run ids as text, computed once per experiment: every table of it names runs this way.
+type RunIdTexts = HashMap<RunId, String>;
+
 fn partition(
     experiment: ExperimentId,
     views: &[&RunView],
     (run_ids, points): (Vec<RunId>, Points),
     keys: &[String],
 ) -> Result<Partition> {
-    let id_text: HashMap<RunId, String> = views
+    let id_text: RunIdTexts = views
         .iter()
         .map(|v| (v.info.id, v.info.id.to_string()))
         .collect();
-    // Closures below capture this reference (Copy), not the map.
-    let id_text = &id_text;
-    let text = |run: &RunId| id_text.get(run).cloned().unwrap_or_else(|| run.to_string());
+    Ok(Partition {
+        experiment,
+        runs: runs_table(views, &id_text)?,
+        params: key_value_table(views, &id_text, |v| &v.params)?,
+        tags: key_value_table(views, &id_text, |v| &v.tags)?,
+        metrics: metrics_table(&id_text, &run_ids, &points, keys)?,
+        summaries: summaries_table(views, &id_text)?,
+    })
+}
+
+/// One row per run: its attributes.
+fn runs_table(views: &[&RunView], id_text: &RunIdTexts) -> Result<RecordBatch> {
     let parents: Vec<Option<String>> = views
         .iter()
         .map(|v| v.info.parent.map(|p| p.to_string()))
         .collect();
-    let runs = batch(
+    batch(
         vec![
-            utf8("run_id", false),
-            utf8("name", false),
-            utf8("status", false),
-            int64("start_time", false),
-            int64("end_time", true),
-            utf8("parent_run_id", true),
-            utf8("lifecycle_stage", false),
-            utf8("user", true),
+            utf8("run_id"),
+            utf8("name"),
+            utf8("status"),
+            int64("start_time"),
+            optional_int64("end_time"),
+            optional_utf8("parent_run_id"),
+            utf8("lifecycle_stage"),
+            optional_utf8("user"),
         ],
         vec![
             strings(views.iter().map(|v| id_text[&v.info.id].as_str())),
@@ -298,69 +318,75 @@ fn partition(
             strings(views.iter().map(|v| v.info.lifecycle_stage.as_str())),
             optional_strings(views.iter().map(|v| v.info.user.as_deref())),
         ],
-    )?;
-    let key_value = |pick: fn(&RunView) -> &BTreeMap<String, String>| -> Result<RecordBatch> {
-        let rows: Vec<(&str, &str, &str)> = views
-            .iter()
-            .flat_map(|v| {
-                pick(v).iter().map(move |(k, value)| {
-                    (id_text[&v.info.id].as_str(), k.as_str(), value.as_str())
-                })
-            })
-            .collect();
-        batch(
-            vec![
-                utf8("run_id", false),
-                utf8("key", false),
-                utf8("value", false),
-            ],
-            vec![
-                strings(rows.iter().map(|r| r.0)),
-                strings(rows.iter().map(|r| r.1)),
-                strings(rows.iter().map(|r| r.2)),
-            ],
-        )
-    };
-    let params = key_value(|v| &v.params)?;
-    let tags = key_value(|v| &v.tags)?;
+    )
+}
 
-    // Sort by (run_id, key, step); the sort is stable, so each series keeps its logging order
-    // within a step.
-    let run_texts: Vec<String> = run_ids.iter().map(text).collect();
+/// One row per (run, key) of the map `pick` chooses (params or tags).
+fn key_value_table(
+    views: &[&RunView],
+    id_text: &RunIdTexts,
+    pick: fn(&RunView) -> &BTreeMap<String, String>,
+) -> Result<RecordBatch> {
+    let rows: Vec<(&str, &str, &str)> = views
+        .iter()
+        .flat_map(|v| {
+            pick(v)
+                .iter()
+                .map(move |(k, value)| (id_text[&v.info.id].as_str(), k.as_str(), value.as_str()))
+        })
+        .collect();
+    batch(
+        vec![utf8("run_id"), utf8("key"), utf8("value")],
+        vec![
+            strings(rows.iter().map(|r| r.0)),
+            strings(rows.iter().map(|r| r.1)),
+            strings(rows.iter().map(|r| r.2)),
+        ],
+    )
+}
+
+/// One row per point, sorted by (run_id, key, step); the sort is stable, so each series keeps
+/// its logging order within a step.
+fn metrics_table(
+    id_text: &RunIdTexts,
+    run_ids: &[RunId],
+    points: &Points,
+    keys: &[String],
+) -> Result<RecordBatch> {
+    let run_texts: Vec<String> = run_ids
+        .iter()
+        .map(|run| id_text.get(run).cloned().unwrap_or_else(|| run.to_string()))
+        .collect();
+    let run_text = |i: &u32| run_texts[points.runs[*i as usize] as usize].as_str();
+    let key = |i: &u32| keys[points.keys[*i as usize] as usize].as_str();
     let mut order: Vec<u32> = (0..points.steps.len() as u32).collect();
     order.sort_by(|a, b| {
-        let (a, b) = (*a as usize, *b as usize);
-        run_texts[points.runs[a] as usize]
-            .cmp(&run_texts[points.runs[b] as usize])
-            .then_with(|| keys[points.keys[a] as usize].cmp(&keys[points.keys[b] as usize]))
-            .then(points.steps[a].cmp(&points.steps[b]))
+        run_text(a)
+            .cmp(run_text(b))
+            .then_with(|| key(a).cmp(key(b)))
+            .then(points.steps[*a as usize].cmp(&points.steps[*b as usize]))
     });
     let column = |pick: &dyn Fn(usize) -> i64| integers(order.iter().map(|i| pick(*i as usize)));
-    let metrics = batch(
+    batch(
         vec![
-            utf8("run_id", false),
-            utf8("key", false),
-            int64("step", false),
-            int64("timestamp", false),
+            utf8("run_id"),
+            utf8("key"),
+            int64("step"),
+            int64("timestamp"),
             float64("value"),
         ],
         vec![
-            strings(
-                order
-                    .iter()
-                    .map(|i| run_texts[points.runs[*i as usize] as usize].as_str()),
-            ),
-            strings(
-                order
-                    .iter()
-                    .map(|i| keys[points.keys[*i as usize] as usize].as_str()),
-            ),
+            strings(order.iter().map(run_text)),
+            strings(order.iter().map(key)),
             column(&|i| points.steps[i]),
             column(&|i| points.timestamps_ms[i]),
             floats(order.iter().map(|i| points.values[*i as usize])),
         ],
-    )?;
+    )
+}
 
+/// One row per (run, key): the series' summary.
+fn summaries_table(views: &[&RunView], id_text: &RunIdTexts) -> Result<RecordBatch> {
     let series: Vec<(&str, &str, &crate::catalog::MetricSummary)> = views
         .iter()
         .flat_map(|v| {
@@ -369,19 +395,19 @@ fn partition(
                 .map(move |(k, s)| (id_text[&v.info.id].as_str(), k.as_str(), s))
         })
         .collect();
-    let summaries = batch(
+    batch(
         vec![
-            utf8("run_id", false),
-            utf8("key", false),
-            int64("count", false),
-            int64("first_step", false),
-            int64("last_step", false),
+            utf8("run_id"),
+            utf8("key"),
+            int64("count"),
+            int64("first_step"),
+            int64("last_step"),
             float64("last_value"),
-            int64("last_timestamp", false),
+            int64("last_timestamp"),
             float64("min_value"),
-            int64("min_step", false),
+            int64("min_step"),
             float64("max_value"),
-            int64("max_step", false),
+            int64("max_step"),
         ],
         vec![
             strings(series.iter().map(|s| s.0)),
@@ -396,13 +422,5 @@ fn partition(
             floats(series.iter().map(|s| s.2.max_value)),
             integers(series.iter().map(|s| s.2.max_step)),
         ],
-    )?;
-    Ok(Partition {
-        experiment,
-        runs,
-        params,
-        tags,
-        metrics,
-        summaries,
-    })
+    )
 }

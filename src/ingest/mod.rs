@@ -171,161 +171,230 @@ fn target<'a>(
 /// `now` (ms since the epoch) is the timestamp of a metric line that gives none. The error is
 /// one line of text naming the field at fault, as `runlog ingest` reports it.
 pub fn parse_line(bytes: &[u8], now: i64) -> Result<Option<Line<Cow<'_, str>>>, String> {
-    parse_with(bytes, now, true)
+    parse_with(bytes, now, Parser::ScannerFirst)
 }
 
 /// [`parse_line`] without the fast path: every line goes through serde_json. The two must agree
 /// on every input; the `ingest_line` fuzz target checks that they do.
 pub fn parse_line_reference(bytes: &[u8], now: i64) -> Result<Option<Line<Cow<'_, str>>>, String> {
-    parse_with(bytes, now, false)
+    parse_with(bytes, now, Parser::SerdeJsonOnly)
 }
 
-fn parse_with(bytes: &[u8], now: i64, fast: bool) -> Result<Option<Line<Cow<'_, str>>>, String> {
+/// How a line's JSON is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Parser {
+    /// The scanner takes the common flat lines and gives up on anything else (escapes,
+    /// nesting, null, duplicates, errors), which serde_json then parses and reports.
+    ScannerFirst,
+    /// serde_json reads every line.
+    SerdeJsonOnly,
+}
+
+/// The type of a line (its `"type"` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Metric,
+    Param,
+    Tag,
+    Status,
+    Run,
+}
+
+impl Kind {
+    fn parse(text: &str) -> Result<Kind, String> {
+        match text {
+            "metric" => Ok(Kind::Metric),
+            "param" => Ok(Kind::Param),
+            "tag" => Ok(Kind::Tag),
+            "status" => Ok(Kind::Status),
+            "run" => Ok(Kind::Run),
+            other => Err(unknown_type(other)),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Metric => "metric",
+            Kind::Param => "param",
+            Kind::Tag => "tag",
+            Kind::Status => "status",
+            Kind::Run => "run",
+        }
+    }
+
+    /// The fields a line of this type may give, besides `type`, `experiment` and `run`.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Metric => &["run_id", "key", "value", "step", "timestamp"],
+            Kind::Param | Kind::Tag => &["run_id", "key", "value"],
+            Kind::Status => &["run_id", "status"],
+            Kind::Run => &["params", "tags", "parent"],
+        }
+    }
+}
+
+fn parse_with(
+    bytes: &[u8],
+    now: i64,
+    parser: Parser,
+) -> Result<Option<Line<Cow<'_, str>>>, String> {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    // The scanner takes the common flat lines and gives up on anything else (escapes, nesting,
-    // null, duplicates, errors), which serde_json then parses and reports.
-    let raw = match fast.then(|| scan::scan(bytes)).flatten() {
+    let scanned = match parser {
+        Parser::ScannerFirst => scan::scan(bytes),
+        Parser::SerdeJsonOnly => None,
+    };
+    let raw = match scanned {
         Some(raw) => raw,
         None => serde_json::from_slice::<Raw<'_>>(bytes).map_err(|e| json_error(&e))?,
     };
-    let invalid = |e: crate::Error| e.to_string();
-    let Raw {
-        kind,
-        experiment,
-        run,
-        run_id,
-        key,
-        value,
-        step,
-        timestamp,
-        status,
-        params,
-        tags,
-        parent,
-    } = raw;
-    let experiment = experiment.unwrap_or(Cow::Borrowed(DEFAULT_EXPERIMENT));
-    // A field the line's type does not use is refused, never silently dropped.
-    let used: &[&str] = match kind.as_ref() {
-        "metric" => &["run_id", "key", "value", "step", "timestamp"],
-        "param" | "tag" => &["run_id", "key", "value"],
-        "status" => &["run_id", "status"],
-        "run" => &["params", "tags", "parent"],
-        other => return Err(unknown_type(other)),
-    };
-    let present = [
-        ("run_id", run_id.is_some()),
-        ("key", key.is_some()),
-        ("value", value.is_some()),
-        ("step", step.is_some()),
-        ("timestamp", timestamp.is_some()),
-        ("status", status.is_some()),
-        ("params", params.is_some()),
-        ("tags", tags.is_some()),
-        ("parent", parent.is_some()),
-    ];
-    if let Some((field, _)) = present
-        .iter()
-        .find(|(field, present)| *present && !used.contains(field))
-    {
-        return Err(format!("\"{field}\" does not belong in a {kind:?} line"));
-    }
-    let need_key = |what: &str| -> Result<Cow<'_, str>, String> {
-        let key = key
-            .clone()
-            .ok_or_else(|| format!("a {what} line needs \"key\""))?;
-        validation::key(what, &key).map_err(invalid)?;
-        Ok(key)
-    };
-    let line = match kind.as_ref() {
-        "metric" => {
-            let key = need_key("metric")?;
-            let value = match value {
-                Some(Scalar::Number(text)) => metric_number(text)?,
-                Some(Scalar::Text(text)) => match text.as_ref() {
-                    "NaN" => f64::NAN,
-                    "Infinity" => f64::INFINITY,
-                    "-Infinity" => f64::NEG_INFINITY,
-                    other => {
-                        return Err(format!(
-                            "metric value {other:?} is not a number, \"NaN\", \"Infinity\" or \"-Infinity\""
-                        ));
-                    }
-                },
-                None => return Err("a metric line needs \"value\"".into()),
-            };
-            Line::Metric {
-                target: target(run, run_id, experiment)?,
-                key,
-                value,
-                step: step.unwrap_or(0),
-                timestamp_ms: timestamp.unwrap_or(now),
-            }
-        }
-        "param" | "tag" => {
-            let what = kind.as_ref();
-            let key = need_key(what)?;
-            let value = value
-                .ok_or_else(|| format!("a {what} line needs \"value\""))?
-                .into_text();
-            let target = target(run, run_id, experiment)?;
-            if what == "param" {
-                validation::value("param", &key, &value, validation::PARAM_VALUE_CHARS_MAX)
-                    .map_err(invalid)?;
-                Line::Param { target, key, value }
-            } else {
-                validation::value("tag", &key, &value, validation::TAG_VALUE_CHARS_MAX)
-                    .map_err(invalid)?;
-                Line::Tag { target, key, value }
-            }
-        }
-        "status" => {
-            let status = match status.as_deref() {
-                Some("FINISHED") => RunStatus::Finished,
-                Some("FAILED") => RunStatus::Failed,
-                Some("KILLED") => RunStatus::Killed,
-                Some(other) => {
-                    return Err(format!(
-                        "status {other:?} is not FINISHED, FAILED or KILLED"
-                    ));
-                }
-                None => return Err("a status line needs \"status\"".into()),
-            };
-            Line::Status {
-                target: target(run, run_id, experiment)?,
-                status,
-            }
-        }
-        "run" => {
-            let name = run.ok_or("a run line needs \"run\" (its name)")?;
-            let checked = |what: &str, pairs: Option<Pairs<'_>>, max| {
-                let pairs = pairs.map(|pairs| pairs.0).unwrap_or_default();
-                if let Some(key) = duplicate_key(&pairs) {
-                    return Err(format!("\"{what}s\" gives the key {key:?} twice"));
-                }
-                pairs
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let v = v.into_text();
-                        validation::key(what, &k).map_err(invalid)?;
-                        validation::value(what, &k, &v, max).map_err(invalid)?;
-                        Ok((k, v))
-                    })
-                    .collect::<Result<Vec<_>, String>>()
-            };
-            Line::Run {
-                experiment,
-                name,
-                parent,
-                params: checked("param", params, validation::PARAM_VALUE_CHARS_MAX)?,
-                tags: checked("tag", tags, validation::TAG_VALUE_CHARS_MAX)?,
-            }
-        }
-        other => return Err(unknown_type(other)),
+    let kind = Kind::parse(&raw.kind)?;
+    refuse_unused_fields(&raw, kind)?;
+    let line = match kind {
+        Kind::Metric => metric_line(raw, now)?,
+        Kind::Param | Kind::Tag => text_line(raw, kind)?,
+        Kind::Status => status_line(raw)?,
+        Kind::Run => run_line(raw)?,
     };
     Ok(Some(line))
+}
+
+/// A field the line's type does not use is refused, never silently dropped.
+fn refuse_unused_fields(raw: &Raw<'_>, kind: Kind) -> Result<(), String> {
+    let present = [
+        ("run_id", raw.run_id.is_some()),
+        ("key", raw.key.is_some()),
+        ("value", raw.value.is_some()),
+        ("step", raw.step.is_some()),
+        ("timestamp", raw.timestamp.is_some()),
+        ("status", raw.status.is_some()),
+        ("params", raw.params.is_some()),
+        ("tags", raw.tags.is_some()),
+        ("parent", raw.parent.is_some()),
+    ];
+    match present
+        .iter()
+        .find(|(field, present)| *present && !kind.fields().contains(field))
+    {
+        Some((field, _)) => Err(format!(
+            "\"{field}\" does not belong in a {:?} line",
+            kind.name()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A validation error as the one line of text a line's error is.
+fn invalid(error: crate::Error) -> String {
+    error.to_string()
+}
+
+/// The line's experiment, or the default one.
+fn experiment_or_default(experiment: Option<Cow<'_, str>>) -> Cow<'_, str> {
+    experiment.unwrap_or(Cow::Borrowed(DEFAULT_EXPERIMENT))
+}
+
+/// The line's `key`, required and valid for a `what` line.
+fn required_key<'a>(key: Option<Cow<'a, str>>, what: &str) -> Result<Cow<'a, str>, String> {
+    let key = key.ok_or_else(|| format!("a {what} line needs \"key\""))?;
+    validation::key(what, &key).map_err(invalid)?;
+    Ok(key)
+}
+
+fn metric_line(raw: Raw<'_>, now: i64) -> Result<Line<Cow<'_, str>>, String> {
+    let key = required_key(raw.key, "metric")?;
+    let value = match raw.value {
+        Some(Scalar::Number(text)) => metric_number(text)?,
+        Some(Scalar::Text(text)) => match text.as_ref() {
+            "NaN" => f64::NAN,
+            "Infinity" => f64::INFINITY,
+            "-Infinity" => f64::NEG_INFINITY,
+            other => {
+                return Err(format!(
+                    "metric value {other:?} is not a number, \"NaN\", \"Infinity\" or \"-Infinity\""
+                ));
+            }
+        },
+        None => return Err("a metric line needs \"value\"".into()),
+    };
+    Ok(Line::Metric {
+        target: target(raw.run, raw.run_id, experiment_or_default(raw.experiment))?,
+        key,
+        value,
+        step: raw.step.unwrap_or(0),
+        timestamp_ms: raw.timestamp.unwrap_or(now),
+    })
+}
+
+/// A param or a tag line (`kind`).
+fn text_line(raw: Raw<'_>, kind: Kind) -> Result<Line<Cow<'_, str>>, String> {
+    let what = kind.name();
+    let key = required_key(raw.key, what)?;
+    let value = raw
+        .value
+        .ok_or_else(|| format!("a {what} line needs \"value\""))?
+        .into_text();
+    let target = target(raw.run, raw.run_id, experiment_or_default(raw.experiment))?;
+    if kind == Kind::Param {
+        validation::value("param", &key, &value, validation::PARAM_VALUE_CHARS_MAX)
+            .map_err(invalid)?;
+        Ok(Line::Param { target, key, value })
+    } else {
+        validation::value("tag", &key, &value, validation::TAG_VALUE_CHARS_MAX).map_err(invalid)?;
+        Ok(Line::Tag { target, key, value })
+    }
+}
+
+fn status_line(raw: Raw<'_>) -> Result<Line<Cow<'_, str>>, String> {
+    let status = match raw.status.as_deref() {
+        Some("FINISHED") => RunStatus::Finished,
+        Some("FAILED") => RunStatus::Failed,
+        Some("KILLED") => RunStatus::Killed,
+        Some(other) => {
+            return Err(format!(
+                "status {other:?} is not FINISHED, FAILED or KILLED"
+            ));
+        }
+        None => return Err("a status line needs \"status\"".into()),
+    };
+    Ok(Line::Status {
+        target: target(raw.run, raw.run_id, experiment_or_default(raw.experiment))?,
+        status,
+    })
+}
+
+fn run_line(raw: Raw<'_>) -> Result<Line<Cow<'_, str>>, String> {
+    let name = raw.run.ok_or("a run line needs \"run\" (its name)")?;
+    Ok(Line::Run {
+        experiment: experiment_or_default(raw.experiment),
+        name,
+        parent: raw.parent,
+        params: checked_pairs("param", raw.params, validation::PARAM_VALUE_CHARS_MAX)?,
+        tags: checked_pairs("tag", raw.tags, validation::TAG_VALUE_CHARS_MAX)?,
+    })
+}
+
+/// The params or tags (`what`) of a run line, each key and value valid, no key twice.
+fn checked_pairs(
+    what: &str,
+    pairs: Option<Pairs<'_>>,
+    value_chars_max: usize,
+) -> Result<Vec<(String, String)>, String> {
+    let pairs = pairs.map(|pairs| pairs.0).unwrap_or_default();
+    if let Some(key) = duplicate_key(&pairs) {
+        return Err(format!("\"{what}s\" gives the key {key:?} twice"));
+    }
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v.into_text();
+            validation::key(what, &k).map_err(invalid)?;
+            validation::value(what, &k, &v, value_chars_max).map_err(invalid)?;
+            Ok((k, v))
+        })
+        .collect()
 }
 
 fn unknown_type(kind: &str) -> String {

@@ -2,17 +2,21 @@
 //!
 //! Segment creation with real preallocated blocks, msync, fsync of files and directories,
 //! truncation, renames and removals. The engine never calls these OS functions directly, so
-//! tests can swap in [`FaultStorage`] to fail the Nth operation or return ENOSPC/EIO, and
-//! [`CrashStorage`] to simulate a power loss that keeps only what was synced (or a torn subset
-//! of the rest), and check that the real code paths react correctly. Plain reads do not go through the seam: they
-//! cannot lose data.
+//! tests can swap in `FaultStorage` to fail the Nth operation or return ENOSPC/EIO, and
+//! `CrashStorage` to simulate a power loss that keeps only what was synced (or a torn subset
+//! of the rest), and check that the real code paths react correctly; both exist only with the
+//! `testing` feature. Plain reads do not go through the seam: they cannot lose data.
 
+#[cfg(feature = "testing")]
 mod crash;
+#[cfg(feature = "testing")]
 mod fault;
 mod fork;
 mod publish;
 
+#[cfg(feature = "testing")]
 pub use crash::{CrashMode, CrashStorage};
+#[cfg(feature = "testing")]
 pub use fault::{FaultStorage, Operation};
 pub(crate) use fork::ForkGuard;
 pub(crate) use publish::{create_dirs, publish};

@@ -23,6 +23,8 @@
 
 use std::fmt;
 
+pub use crate::error::FilterError;
+
 /// A parsed filter: every clause must hold.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Filter {
@@ -221,29 +223,6 @@ pub enum Value {
     List(Vec<String>),
     /// Nothing (`IS [NOT] NULL`).
     None,
-}
-
-/// A filter or ordering that does not parse: the text, where and why. Its message names fields
-/// and operators as MLflow does (`start_time`, `>`).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid filter at column {column}: {message}\n  {input}\n  {caret:>column$}",
-    caret = "^"
-)]
-pub struct FilterError {
-    /// The text given.
-    pub input: String,
-    /// 1-based character column of the problem.
-    pub column: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl FilterError {
-    fn within(mut self, input: &str) -> FilterError {
-        self.input = input.to_string();
-        self
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

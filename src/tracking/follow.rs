@@ -21,12 +21,13 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{Catalog, KeyMap, Staged};
+use crate::catalog::{Catalog, KeyMap, Origin, Staged};
 use crate::compaction::{manifest, survey};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
+use crate::wal::segment;
+use crate::wal::tail::Tail;
 use crate::wal::writer::is_metadata_chain;
-use crate::wal::{Tail, segment};
 
 /// Rebuilds tried before a missing segment counts as damage. Each one loads the newest
 /// manifest; more than one is needed only when compactions keep deleting under it.
@@ -128,8 +129,12 @@ impl Follower {
             }
             let (keys, chains) = (&mut self.keys, &self.chains);
             self.tail.poll_except(own, &mut |writer, event| {
-                let copy = chains.contains(&writer) || is_metadata_chain(writer);
-                catalog.apply_foreign(keys, writer, event, copy, staged.as_deref_mut())
+                let origin = if chains.contains(&writer) || is_metadata_chain(writer) {
+                    Origin::MetadataChain
+                } else {
+                    Origin::Writer
+                };
+                catalog.apply_foreign(keys, writer, event, origin, staged.as_deref_mut())
             })?;
             if manifest::newest_generation(&self.root)? == self.generation {
                 // Only now: a listed chain may be deleted by a compaction whose newer

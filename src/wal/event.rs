@@ -273,7 +273,8 @@ impl Event {
     }
 
     /// The record type this event is written as.
-    pub fn record_type(&self) -> RecordType {
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn record_type(&self) -> RecordType {
         match self {
             Event::ExperimentCreated { .. } => RecordType::ExperimentCreated,
             Event::ExperimentRenamed { .. } => RecordType::ExperimentRenamed,
@@ -296,7 +297,8 @@ impl Event {
     }
 
     /// Appends the (uncompressed) payload to `out`.
-    pub fn encode_payload(&self, out: &mut Vec<u8>) {
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn encode_payload(&self, out: &mut Vec<u8>) {
         let mut e = Encoder::new(out);
         match self {
             Event::ExperimentCreated {
@@ -442,7 +444,8 @@ impl Event {
     }
 
     /// Decodes the payload of a non-stream, non-seal record.
-    pub fn decode(
+    #[cfg_attr(feature = "testing", visibility::make(pub))]
+    pub(crate) fn decode(
         record_type: RecordType,
         flags: u8,
         payload: &[u8],

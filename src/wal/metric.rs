@@ -364,6 +364,7 @@ impl StreamOps {
     }
 
     /// Whether the stream has no point.
+    #[cfg(feature = "testing")]
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }

@@ -1,24 +1,23 @@
 //! The segment log: append-only segment files of CRC-checked records, one chain per writer.
 //! See `docs/format/log.md` for the byte layout and `docs/DURABILITY.md` for the guarantees.
 
-pub mod classify;
-pub mod codec;
 mod durability;
-pub mod event;
 mod log;
-pub mod metric;
-pub mod reader;
-pub mod record;
-pub mod recovery;
-pub mod segment;
-pub mod tail;
-pub mod writer;
+
+internal_modules!(
+    classify, codec, event, metric, reader, record, recovery, segment, tail, writer,
+);
 
 pub use durability::Durability;
-pub use event::{Event, Owner, RunStatus, Seal};
+#[cfg(feature = "testing")]
+pub use event::Seal;
+pub use event::{Event, Owner, RunStatus};
 pub use log::{Log, LogOptions, WriterSummary, read_dir};
 pub use metric::MetricBatch;
 pub use reader::{ChainEnd, ReadOptions};
 pub use recovery::{RecoveryReport, Repair, RepairAction};
+#[cfg(feature = "testing")]
 pub use tail::Tail;
-pub use writer::{Writer, WriterOptions, WriterStats};
+pub use writer::WriterStats;
+#[cfg(feature = "testing")]
+pub use writer::{Writer, WriterOptions};

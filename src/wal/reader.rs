@@ -504,15 +504,6 @@ pub fn read_range(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Reads a whole file.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let mut file = File::open(path).map_err(|error| Error::io("open", path, error))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|error| Error::io("read", path, error))?;
-    Ok(bytes)
-}
-
 pub(crate) fn corrupt(path: PathBuf, offset: u64, kind: CorruptionKind) -> Error {
     Error::Corrupt(Corruption { path, offset, kind })
 }

@@ -63,6 +63,7 @@ macro_rules! record_types {
 
         impl RecordType {
             /// Every record type, in type-byte order.
+            #[cfg(test)]
             pub const ALL: &[RecordType] = &[$(RecordType::$name,)*];
 
             /// The type for a type byte, if it is one this version knows.

@@ -109,6 +109,7 @@ impl Tail {
     }
 
     /// Calls `visit` for every event appended since the last poll; returns how many.
+    #[cfg(feature = "testing")]
     pub fn poll(&mut self, visit: &mut dyn FnMut(WriterId, Event)) -> Result<usize> {
         self.poll_except(&|_| false, visit)
     }

@@ -121,6 +121,7 @@ struct RunKeys {
 
 impl Writer {
     /// Creates a writer with a fresh id in `wal_dir` and its first segment.
+    #[cfg(feature = "testing")]
     pub fn create(
         wal_dir: &Path,
         storage: Arc<dyn Storage>,
@@ -230,6 +231,7 @@ impl Writer {
     }
 
     /// Whether appends are refused after a failed sync.
+    #[cfg(feature = "testing")]
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_some()
     }

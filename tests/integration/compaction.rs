@@ -816,3 +816,220 @@ fn a_compaction_with_nothing_to_do_reports_the_generation_in_force() {
     assert_eq!((idle.generation, idle.segments), (1, 0));
     assert_eq!(store.manifest().unwrap().generation, 1);
 }
+
+/// Bytes of every file in `manifest/`, by name.
+fn manifest_files(root: &std::path::Path) -> BTreeMap<String, u64> {
+    std::fs::read_dir(root.join("manifest"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, entry.metadata().unwrap().len())
+        })
+        .collect()
+}
+
+/// A run of `keys` keys with `steps` points each.
+fn log_run(store: &Store, experiment: runlog::ExperimentId, keys: usize, steps: i64) -> RunId {
+    let run = store.start_run(experiment, RunOptions::default()).unwrap();
+    let names: Vec<String> = (0..keys).map(|k| format!("metric/{k:03}")).collect();
+    for step in 0..steps {
+        let points: Vec<(&str, f64)> = names
+            .iter()
+            .map(|k| (k.as_str(), step as f64 * 0.5))
+            .collect();
+        run.log_metrics(step, &points).unwrap();
+    }
+    let id = run.id();
+    run.finish().unwrap();
+    id
+}
+
+/// On a store of 20,000 series, a compaction after one run logged a few points writes to
+/// `manifest/` a small fraction of the whole manifest: an edit, not the manifest again.
+#[test]
+fn a_compaction_writes_manifest_bytes_in_proportion_to_what_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = Store::open_with(root, options()).unwrap();
+    let experiment = store.get_or_create_experiment("sweep").unwrap().id;
+    for _ in 0..200 {
+        log_run(&store, experiment, 100, 1);
+    }
+    let first = store.compact().unwrap();
+    let base = store.manifest_stats().unwrap();
+    assert_eq!((base.generation, base.base_generation), (1, 1));
+    assert_eq!(base.series, 20_000);
+    assert_eq!(first.manifest_bytes, base.base_bytes);
+
+    let before = manifest_files(root);
+    let late = log_run(&store, experiment, 3, 4);
+    let second = store.compact().unwrap();
+    assert_eq!(second.generation, 2);
+    let written: u64 = manifest_files(root)
+        .into_iter()
+        .filter(|(name, _)| !before.contains_key(name))
+        .map(|(_, bytes)| bytes)
+        .sum();
+    let stats = store.manifest_stats().unwrap();
+    println!(
+        "20,000 series: the base is {} bytes ({:.1} per series); the next compaction wrote {} \
+         bytes to manifest/ ({:.3} % of the base)",
+        stats.base_bytes,
+        stats.base_bytes as f64 / 20_000.0,
+        written,
+        100.0 * written as f64 / stats.base_bytes as f64
+    );
+    assert_eq!(written, second.manifest_bytes);
+    assert!(
+        written * 20 < stats.base_bytes,
+        "{written} bytes written, the base is {}",
+        stats.base_bytes
+    );
+    assert_eq!((stats.base_generation, stats.edits), (1, 1), "{stats:?}");
+    assert_eq!(stats.edit_bytes, written);
+    assert_eq!(stats.newest_bytes, written);
+    assert_eq!(stats.series, 20_003);
+    drop(store);
+
+    let store = Store::open_with(root, options()).unwrap();
+    assert_eq!(store.history(late, "metric/002", ..).unwrap().len(), 4);
+    let runs = store.runs(experiment, runlog::ViewType::All).unwrap();
+    assert_eq!(runs.len(), 201);
+    assert!(
+        runs.iter()
+            .all(|r| r.metrics.values().all(|s| s.count >= 1))
+    );
+}
+
+/// Compaction after compaction, the state in force is a base and the edits since, within half
+/// the base's bytes; a new base is written when they would pass it, and `manifest/` keeps only
+/// the chains of the generation in force and of the one before.
+#[test]
+fn edits_are_bounded_by_their_base_and_old_chains_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = Store::open_with(root, options()).unwrap();
+    let experiment = store.get_or_create_experiment("sweep").unwrap().id;
+    let mut runs = vec![log_run(&store, experiment, 20, 2)];
+    store.compact().unwrap();
+    let mut bases = std::collections::BTreeSet::new();
+    let mut previous_base = 1;
+    for round in 0..40 {
+        runs.push(log_run(&store, experiment, 2, 2));
+        let report = store.compact().unwrap();
+        let stats = store.manifest_stats().unwrap();
+        let context = format!("round {round}: {stats:?}");
+        assert_eq!(stats.generation, report.generation, "{context}");
+        assert!(stats.edit_bytes <= stats.base_bytes / 2, "{context}");
+        bases.insert(stats.base_generation);
+        // Kept: the chain of the previous generation (from its base) up to the newest.
+        let mut kept: Vec<u64> = manifest_files(root)
+            .keys()
+            .filter_map(|name| name.strip_suffix(".manifest")?.parse().ok())
+            .collect();
+        kept.sort();
+        let expected: Vec<u64> = (previous_base..=stats.generation).collect();
+        assert_eq!(kept, expected, "{context}");
+        previous_base = stats.base_generation;
+    }
+    assert!(bases.len() > 2, "new bases were written: {bases:?}");
+    drop(store);
+    let report = runlog::verify::verify(root).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let store = Store::open_with(root, options()).unwrap();
+    for run in runs {
+        let view = store.run(run).unwrap();
+        for key in view.metrics.keys() {
+            assert_eq!(store.history(run, key, ..).unwrap().len(), 2);
+        }
+    }
+}
+
+/// A writer whose final segment holds points of a run no compaction can place yet (its creation
+/// is in another writer that appears later) has not had that segment compacted: the manifest
+/// must not call it finished. A finished writer's readers start after its watermark and expect
+/// nothing there: the compacting handle stopped reading the segment's points, and the store
+/// refused to open ("a segment follows the writer's final seal").
+#[test]
+fn a_final_segment_left_uncompacted_does_not_mark_its_writer_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let (experiment, known_run) = {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        let experiment = store.get_or_create_experiment("e").unwrap();
+        let run = store
+            .start_run(experiment.id, RunOptions::default())
+            .unwrap();
+        (experiment.id, run.id())
+    };
+    let writer_options = runlog::wal::WriterOptions {
+        segment_bytes: 4 * 1024,
+        sync_every_append: false,
+    };
+    let storage = Arc::new(runlog::io::OsStorage);
+    // Writer A: a first segment of a known run's points, then a final one that also holds
+    // points of a run created nowhere yet.
+    let mut a = runlog::wal::Writer::create(&wal, storage.clone(), writer_options.clone()).unwrap();
+    let mut known = Logged::new();
+    let mut step = 0i64;
+    while a.stats().segments < 2 {
+        a.log_point(known_run, "loss", step, step, step as f64)
+            .unwrap();
+        let point = (step, step, (step as f64).to_bits());
+        known
+            .entry((known_run, "loss".into()))
+            .or_default()
+            .push(point);
+        step += 1;
+        assert!(step < 100_000, "the writer never rotated");
+    }
+    let later_run = RunId(0x5eed_0000_0000_0000_0000_0000_0000_0001);
+    let mut logged = known.clone();
+    for step in 0..10i64 {
+        a.log_point(later_run, "acc", step, step, step as f64)
+            .unwrap();
+        let point = (step, step, (step as f64).to_bits());
+        logged
+            .entry((later_run, "acc".into()))
+            .or_default()
+            .push(point);
+    }
+    let a_id = a.id();
+    a.close().unwrap();
+
+    let compactor = Store::open_with(dir.path(), options()).unwrap();
+    compactor.compact().unwrap();
+    let mark = compactor.manifest().unwrap().writers[&a_id].clone();
+    assert!(
+        !mark.finished && mark.through == Some(runlog::SegmentSequence(0)),
+        "writer A's last segment is not compacted, yet its mark is {mark:?}"
+    );
+    check(&compactor, &known, "compactor");
+    drop(compactor);
+    let reopened = Store::open_with(dir.path(), options()).unwrap();
+    check(&reopened, &known, "reopened before the run is created");
+    drop(reopened);
+
+    // Writer B creates the run: now every point of A can be placed.
+    let mut b = runlog::wal::Writer::create(&wal, storage, writer_options).unwrap();
+    b.append(&runlog::wal::Event::RunCreated {
+        run: later_run,
+        time_ms: 1,
+        experiment,
+        parent: None,
+        name: "later".into(),
+    })
+    .unwrap();
+    b.close().unwrap();
+    let reopened = Store::open_with(dir.path(), options()).unwrap();
+    check(&reopened, &logged, "reopened before the second compaction");
+    reopened.compact().unwrap();
+    check(&reopened, &logged, "after the second compaction");
+    let mark = reopened.manifest().unwrap().writers[&a_id].clone();
+    assert!(mark.finished, "writer A is compacted whole: {mark:?}");
+    let again = Store::open_with(dir.path(), options()).unwrap();
+    check(&again, &logged, "reopened after the second compaction");
+    let verified = runlog::verify::verify(dir.path()).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+}

@@ -607,3 +607,79 @@ fn a_deleted_listed_file_is_reported_missing_not_retried_as_a_race() {
     }
     assert_verify_names(root, &path, "verify");
 }
+
+/// Two runs as `two_generations` logs them, but on a base wide enough (400 series of a third
+/// run) that generations 2 and 3 are edits on it: `a` in the base, `b` in edit 2, one more
+/// point in edit 3.
+fn base_and_two_edits(root: &Path) -> [RunId; 2] {
+    let store = Store::open_with(root, options()).unwrap();
+    let a = log(&store, "a", 0..3_000);
+    let wide = store.get_or_create_experiment("wide").unwrap().id;
+    let run = store.start_run(wide, RunOptions::default()).unwrap();
+    for key in 0..400 {
+        run.log_metric(&format!("k{key:03}"), 1.0, 0).unwrap();
+    }
+    run.finish().unwrap();
+    assert_eq!(store.compact().unwrap().generation, 1);
+    let b = log(&store, "b", 0..3_000);
+    assert_eq!(store.compact().unwrap().generation, 2);
+    log(&store, "c", 0..1);
+    assert_eq!(store.compact().unwrap().generation, 3);
+    let stats = store.manifest_stats().unwrap();
+    assert_eq!((stats.base_generation, stats.edits), (1, 2), "{stats:?}");
+    [a, b]
+}
+
+/// Damage to any file of the chain in force (the base, an edit between, the newest edit):
+/// the data survive, or verify and every read name that file, not the newest one.
+#[test]
+fn damage_to_a_base_or_an_edit_is_an_error_naming_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let runs = base_and_two_edits(root);
+    let mut cases = 0;
+    for (generation, every) in [(1, false), (2, true), (3, true)] {
+        let path = manifest::path(root, generation);
+        let clean = std::fs::read(&path).unwrap();
+        for damage in damages(clean.len(), every) {
+            std::fs::write(&path, damage.apply(&clean)).unwrap();
+            let context = format!("{} {damage:?} of {}", path.display(), clean.len());
+            survives_or_is_reported(root, runs, &path, &context);
+            cases += 1;
+        }
+        std::fs::write(&path, &clean).unwrap();
+    }
+    // A missing edit between the base and the newest is lost history, named.
+    let between = manifest::path(root, 2);
+    let clean = std::fs::read(&between).unwrap();
+    std::fs::remove_file(&between).unwrap();
+    assert_verify_names(root, &between, "edit 2 removed");
+    let error = history(root, runs[0]).unwrap_err();
+    assert_corrupt_names(&error, &between, "edit 2 removed");
+    std::fs::write(&between, &clean).unwrap();
+    let report = runlog::verify::verify(root).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    println!("{cases} damaged manifest files checked");
+}
+
+/// A crashed publication of an edit leaves only a temporary (the edit is synced before its
+/// name exists): readers ignore it, and the next compaction removes it.
+#[test]
+fn a_torn_edit_is_a_temporary_that_readers_ignore_and_compaction_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let runs = base_and_two_edits(root);
+    let edit = std::fs::read(manifest::path(root, 3)).unwrap();
+    let torn = root.join("manifest/.0000000004.manifest.tmp-00000000deadbeef");
+    std::fs::write(&torn, &edit[..edit.len() / 2]).unwrap();
+    for run in runs {
+        assert_eq!(history(root, run).unwrap(), expected(0..3_000));
+    }
+    let store = Store::open_with(root, options()).unwrap();
+    log(&store, "d", 0..1);
+    assert_eq!(store.compact().unwrap().generation, 4);
+    assert!(!torn.exists(), "the torn edit was kept");
+    drop(store);
+    let report = runlog::verify::verify(root).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}

@@ -7,8 +7,13 @@ use std::path::{Path, PathBuf};
 use runlog::{Error, RunStatus, Store, StoreOptions, ViewType};
 
 fn fixture(name: &str) -> PathBuf {
+    fixture_of("store-v2", name)
+}
+
+fn fixture_of(store: &str, name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/store-v2")
+        .join("tests/fixtures")
+        .join(store)
         .join(name)
 }
 
@@ -99,7 +104,7 @@ fn the_checked_in_store_takes_new_writes_and_compacts() {
     store.compact().unwrap();
     // The version 2 manifest's file is kept, now with its length and CRC.
     let manifest = store.manifest().unwrap();
-    assert_eq!(manifest.version, 3);
+    assert_eq!(manifest.version, 4);
     assert!(manifest.files.iter().all(|f| f.checksum.is_some()));
     drop(store);
     let report = runlog::verify::verify(dir.path()).unwrap();
@@ -166,4 +171,49 @@ fn a_crashed_compactions_file_beside_a_version_2_manifest_is_a_leftover() {
     let report = runlog::verify::verify(dir.path()).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     check_contents(&Store::open(dir.path()).unwrap());
+}
+
+/// A store whose newest manifest is of version 3 opens and reads; its next compaction writes a
+/// version 4 base (a version 3 manifest is no base an edit may build on), the one after that
+/// an edit, and the store reopens with the same contents.
+#[test]
+fn the_checked_in_version_3_store_opens_and_compacts_into_version_4() {
+    let valid = fixture_of("store-v3", "valid");
+    let report = runlog::verify::verify(&valid).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.compacted_files, 1);
+    let checked_in = read_only(&valid).unwrap();
+    check_contents(&checked_in);
+    assert_eq!(checked_in.manifest().unwrap().version, 3);
+    drop(checked_in);
+
+    let dir = tempfile::tempdir().unwrap();
+    copy(&valid, dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    check_contents(&store);
+    let experiment = store.get_or_create_experiment("later").unwrap().id;
+    for step in 0..2 {
+        let run = store
+            .start_run(experiment, runlog::RunOptions::default())
+            .unwrap();
+        run.log_metric("loss", 1.0, step).unwrap();
+        run.finish().unwrap();
+        let report = store.compact().unwrap();
+        assert_eq!(report.generation, 2 + step as u64);
+        let stats = store.manifest_stats().unwrap();
+        assert_eq!(store.manifest().unwrap().version, 4);
+        assert_eq!(stats.base_generation, 2, "step {step}: {stats:?}");
+        assert_eq!(stats.edits, step as u64, "step {step}: {stats:?}");
+    }
+    drop(store);
+    let report = runlog::verify::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let store = Store::open(dir.path()).unwrap();
+    check_contents(&store);
+    let later = store.experiment_by_name("later").unwrap().unwrap();
+    let runs = store.runs(later.id, ViewType::All).unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        assert_eq!(store.history(run.info.id, "loss", ..).unwrap().len(), 1);
+    }
 }

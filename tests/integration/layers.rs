@@ -44,12 +44,6 @@ const EXCEPTIONS: &[Exception] = &[
                  the crate's vocabulary and are used together everywhere",
     },
     Exception {
-        from: "error",
-        to: "query",
-        files: &["error.rs"],
-        reason: "Error::InvalidFilter wraps the filter parser's FilterError",
-    },
-    Exception {
         from: "compaction",
         to: "tracking",
         files: &[

@@ -10,10 +10,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::output::{Table, float, float_or_null};
+use crate::output::{Table, float, float_or_null, now_ms};
 use crate::{Context, Failure, Outcome};
 use runlog::query::SearchRuns;
-use runlog::util::now_ms;
 use runlog::{Durability, RunOptions, Store, StoreOptions, ViewType};
 
 #[derive(clap::Args, Debug)]

@@ -28,11 +28,16 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::output::Table;
+use crate::output::{Table, now_ms};
 use crate::{Context, Failure, Outcome};
 use runlog::ingest::{Line, Target, parse_line};
-use runlog::util::{IdHash, KeyHash, now_ms};
 use runlog::{Durability, ExperimentId, Run, RunId, RunOptions, Store, StoreOptions};
+
+/// The hasher of maps keyed by names read from the input: seeded per process, so no input can
+/// make its names collide on purpose.
+type KeyHash = foldhash::fast::RandomState;
+/// The hasher of maps keyed by ids the engine made.
+type IdHash = foldhash::fast::FixedState;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -68,70 +73,93 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
             ..StoreOptions::default()
         },
     )?;
-    let file = args.file.as_ref().filter(|path| path.as_os_str() != "-");
-    let stdin = file.is_none();
-    let (mut input, length): (Box<dyn Read + Send>, Option<u64>) = match file {
-        None => (Box::new(std::io::stdin()), None),
-        Some(path) => {
-            let file = std::fs::File::open(path)
-                .map_err(|e| Failure::Message(format!("open {}: {e}", path.display())))?;
-            let length = file.metadata().ok().map(|m| m.len());
-            (Box::new(file), length)
-        }
-    };
+    let (mut input, length, stdin) = open_input(&args)?;
     let bar = context.progress(length.unwrap_or(0), "ingest");
     let started = Instant::now();
     let mut ingest = Ingest::new(store);
-    let mut failure = None;
     // One parsed block in flight while another is applied: memory stays at about three blocks
     // whatever the input's size. The reader is not joined: when applying stops early it may be
     // blocked reading an idle stdin, and it ends with the process.
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Outcome<Parsed>>(1);
     std::thread::spawn(move || read_and_parse(&mut *input, stdin, &sender));
-    let applied = (|| -> Outcome {
-        let mut number = 1u64;
-        for parsed in receiver {
-            let Parsed { block, lines } = parsed?;
-            bar.inc(block.len() as u64);
-            for line in lines.into_iter().flatten() {
-                let this = number;
-                number += 1;
-                let applied = match line {
-                    Ok(None) => continue,
-                    Ok(Some(line)) => match ingest.apply(&block, line) {
-                        Ok(()) => Ok(()),
-                        Err(error) if is_line_fault(&error) => Err(error.to_string()),
-                        Err(error) => return Err(store_failure(this, &error)),
-                    },
-                    Err(message) => Err(message),
-                };
-                match applied {
-                    Ok(()) => {
-                        if args.acknowledge {
-                            writeln_ack(context, this)?;
-                        }
-                    }
-                    Err(message) => {
-                        ingest.counts.errors += 1;
-                        let report = format!("line {this}: {message}");
-                        if args.on_error == OnError::Stop {
-                            failure = Some(report);
-                            return Ok(());
-                        }
-                        crate::eprintln_quiet(&format!("runlog: skipped {report}"));
-                    }
-                }
-            }
-        }
-        Ok(())
-    })();
+    let applied = apply_all(receiver, &mut ingest, &args, context, &bar);
     bar.finish_and_clear();
     // On every way out, runs are let go as their lines left them (not ended as KILLED by
     // their handles' drop), and what was applied is flushed.
     let summary = ingest.finish();
-    applied?;
-    let summary = summary?;
-    let seconds = started.elapsed().as_secs_f64();
+    let failure = applied?;
+    let table = summary_table(&summary?, started.elapsed().as_secs_f64());
+    match failure {
+        None if !args.acknowledge => Ok(table.write(&mut context.out, context.format)?),
+        None => Ok(()),
+        Some(report) => {
+            let mut text = Vec::new();
+            table.write(&mut text, crate::output::Format::Table)?;
+            crate::eprintln_quiet(String::from_utf8_lossy(&text).trim_end());
+            Err(Failure::Message(format!(
+                "{report} (nothing after it was written; --on-error skip goes on)"
+            )))
+        }
+    }
+}
+
+/// The input (the file, or stdin for none or `-`), its length if known, and whether it is stdin.
+fn open_input(args: &Args) -> Outcome<(Box<dyn Read + Send>, Option<u64>, bool)> {
+    match args.file.as_ref().filter(|path| path.as_os_str() != "-") {
+        None => Ok((Box::new(std::io::stdin()), None, true)),
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|e| Failure::Message(format!("open {}: {e}", path.display())))?;
+            let length = file.metadata().ok().map(|m| m.len());
+            Ok((Box::new(file), length, false))
+        }
+    }
+}
+
+/// Applies every parsed line in input order. Returns the report of the bad line that stopped
+/// it (`--on-error stop`), if one did; a store failure is an error.
+fn apply_all(
+    receiver: std::sync::mpsc::Receiver<Outcome<Parsed>>,
+    ingest: &mut Ingest,
+    args: &Args,
+    context: &mut Context,
+    bar: &indicatif::ProgressBar,
+) -> Outcome<Option<String>> {
+    let mut number = 1u64;
+    for parsed in receiver {
+        let Parsed { block, lines } = parsed?;
+        bar.inc(block.len() as u64);
+        for line in lines.into_iter().flatten() {
+            let this = number;
+            number += 1;
+            let applied = match line {
+                Ok(None) => continue,
+                Ok(Some(line)) => match ingest.apply(&block, line) {
+                    Ok(()) => Ok(()),
+                    Err(error) if is_line_fault(&error) => Err(error.to_string()),
+                    Err(error) => return Err(store_failure(this, &error)),
+                },
+                Err(message) => Err(message),
+            };
+            match applied {
+                Ok(()) if args.acknowledge => writeln_ack(context, this)?,
+                Ok(()) => {}
+                Err(message) => {
+                    ingest.counts.errors += 1;
+                    let report = format!("line {this}: {message}");
+                    if args.on_error == OnError::Stop {
+                        return Ok(Some(report));
+                    }
+                    crate::eprintln_quiet(&format!("runlog: skipped {report}"));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The one-row table `runlog ingest` prints at the end.
+fn summary_table(summary: &Summary, seconds: f64) -> Table {
     let mut table = Table::new([
         "lines",
         "metrics",
@@ -154,18 +182,7 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
         Value::from((seconds * 1000.0).round() / 1000.0),
         Value::from((summary.lines as f64 / seconds.max(1e-9)).round()),
     ]);
-    match failure {
-        None if !args.acknowledge => Ok(table.write(&mut context.out, context.format)?),
-        None => Ok(()),
-        Some(report) => {
-            let mut text = Vec::new();
-            table.write(&mut text, crate::output::Format::Table)?;
-            crate::eprintln_quiet(String::from_utf8_lossy(&text).trim_end());
-            Err(Failure::Message(format!(
-                "{report} (nothing after it was written; --on-error skip goes on)"
-            )))
-        }
-    }
+    table
 }
 
 /// A block of whole lines and the result of parsing each, in input order.

@@ -9,7 +9,14 @@
 
 use std::io::{self, Write};
 
+use comfy_table::{ContentLineStyle, LineStyle, TableStyle};
 use serde_json::Value;
+
+/// The text table's frame: a rule of `-` under the header, spaces between columns, no borders.
+const TEXT_STYLE: TableStyle = TableStyle::new()
+    .header_lines(ContentLineStyle::none().junction(' '))
+    .header_separator(LineStyle::none().fill('-').junction(' '))
+    .content_lines(ContentLineStyle::none().junction(' '));
 
 /// Output format of the inspection commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -48,63 +55,48 @@ impl Table {
         }
     }
 
+    /// Aligned columns (comfy-table): a header, a rule of `-` under it, no borders, two spaces
+    /// between columns, and numeric columns right-aligned.
     fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
-        let cells: Vec<Vec<String>> = self
-            .rows
-            .iter()
-            .map(|row| row.iter().map(|cell| printable(short_text(cell))).collect())
-            .collect();
-        let headers: Vec<String> = self.headers.iter().cloned().map(printable).collect();
-        let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-        for row in &cells {
-            for (width, cell) in widths.iter_mut().zip(row) {
-                *width = (*width).max(cell.chars().count());
+        let mut table = comfy_table::Table::new();
+        table.load_style(TEXT_STYLE);
+        table.set_header(self.headers.iter().cloned().map(printable));
+        for row in &self.rows {
+            table.add_row(row.iter().map(|cell| printable(short_text(cell))));
+        }
+        let last = self.headers.len().saturating_sub(1);
+        for (index, column) in table.column_iter_mut().enumerate() {
+            // One space of padding and the junction's space make the gap between columns.
+            column.set_padding((0, u16::from(index < last)));
+            if self.is_numeric(index) {
+                column.set_cell_alignment(comfy_table::CellAlignment::Right);
             }
         }
-        let line = |out: &mut dyn Write, row: &[String], numeric: &[bool]| -> io::Result<()> {
-            let mut first = true;
-            for ((cell, width), right) in row.iter().zip(&widths).zip(numeric) {
-                if !first {
-                    out.write_all(b"  ")?;
-                }
-                first = false;
-                if *right {
-                    write!(out, "{cell:>width$}")?;
-                } else {
-                    write!(out, "{cell:<width$}")?;
-                }
-            }
-            writeln!(out)
-        };
-        // Columns whose every value is a number are right-aligned.
-        let numeric: Vec<bool> = (0..self.headers.len())
-            .map(|column| {
-                !self.rows.is_empty()
-                    && self
-                        .rows
-                        .iter()
-                        .all(|row| row.get(column).is_some_and(is_number))
-            })
-            .collect();
-        line(out, &headers, &numeric)?;
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        line(out, &rule, &vec![false; widths.len()])?;
-        for row in &cells {
-            line(out, row, &numeric)?;
+        for line in table.lines() {
+            writeln!(out, "{line}")?;
         }
         Ok(())
     }
 
+    /// Whether every value of `column` is a number (there is at least one row).
+    fn is_numeric(&self, column: usize) -> bool {
+        !self.rows.is_empty()
+            && self
+                .rows
+                .iter()
+                .all(|row| row.get(column).is_some_and(is_number))
+    }
+
+    /// RFC 4180 CSV (the `csv` crate), with `\n` line ends.
     fn write_csv(&self, out: &mut dyn Write) -> io::Result<()> {
-        let row_out = |out: &mut dyn Write, row: &mut dyn Iterator<Item = String>| {
-            let fields: Vec<String> = row.map(|cell| csv_field(&cell)).collect();
-            writeln!(out, "{}", fields.join(","))
-        };
-        row_out(out, &mut self.headers.iter().cloned())?;
+        let mut writer = csv::Writer::from_writer(out);
+        writer.write_record(&self.headers).map_err(csv_error)?;
         for row in &self.rows {
-            row_out(out, &mut row.iter().map(text))?;
+            writer
+                .write_record(row.iter().map(text))
+                .map_err(csv_error)?;
         }
-        Ok(())
+        writer.flush()
     }
 
     fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
@@ -188,11 +180,11 @@ pub fn significant(x: f64, digits: usize) -> String {
     }
 }
 
-fn csv_field(cell: &str) -> String {
-    if cell.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", cell.replace('"', "\"\""))
-    } else {
-        cell.to_string()
+/// A CSV writer's error as the I/O error it is (a record never fails to encode).
+fn csv_error(error: csv::Error) -> io::Error {
+    match error.into_kind() {
+        csv::ErrorKind::Io(error) => error,
+        other => io::Error::other(format!("{other:?}")),
     }
 }
 
@@ -215,6 +207,13 @@ pub fn float_or_null(value: Option<f64>) -> Value {
     value.map_or(Value::Null, float)
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it), as the engine stamps times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A time in ms since the Unix epoch, as `YYYY-MM-DD HH:MM:SS` UTC for the text table, and as
 /// the number itself for tools.
 pub fn time(ms: i64, format: Format) -> Value {
@@ -224,26 +223,13 @@ pub fn time(ms: i64, format: Format) -> Value {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for `ms` since the Unix epoch.
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for `ms` since the Unix epoch: RFC 3339 with a space for the
+/// `T` and whole seconds. A time outside the calendar chrono knows (some ±262,000 years) is
+/// shown as the number of ms.
 pub fn utc(ms: i64) -> String {
-    let seconds = ms.div_euclid(1000);
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |time| time.format("%Y-%m-%d %H:%M:%S").to_string(),
     )
 }
 
@@ -257,6 +243,8 @@ mod tests {
         assert_eq!(utc(1_700_000_000_000), "2023-11-14 22:13:20");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(utc(-1_000), "1969-12-31 23:59:59");
+        assert_eq!(utc(-1), "1969-12-31 23:59:59");
+        assert_eq!(utc(i64::MAX), i64::MAX.to_string());
     }
 
     #[test]
@@ -290,6 +278,23 @@ mod tests {
         assert!(text.contains("\\u{1b}[31mred\\0\\nx\n"), "{text}");
         assert!(!text.contains('\u{1b}') && !text.contains('\0'), "{text}");
         assert_eq!(text.lines().count(), 3, "{text}");
+    }
+
+    #[test]
+    fn the_text_table_aligns_columns_under_a_rule() {
+        let render = |table: &Table| {
+            let mut out = Vec::new();
+            table.write(&mut out, Format::Table).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let mut table = Table::new(["name", "n"]);
+        assert_eq!(render(&table), "name  n\n----- -\n");
+        table.push(vec![Value::from("a"), Value::from(10)]);
+        table.push(vec![Value::from("bcdefg"), Value::from(7)]);
+        assert_eq!(
+            render(&table),
+            "name     n\n------- --\na       10\nbcdefg   7\n"
+        );
     }
 
     #[test]

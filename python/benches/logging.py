@@ -1,0 +1,58 @@
+"""One quick measurement of the binding's hot paths (not a test; run it on a release build):
+
+    maturin develop --release && python benches/logging.py [store-dir]
+
+Prints log_metric calls/s from a Python for loop, log_batch points/s from numpy arrays, and
+the time to read a 10-million-point series into a pyarrow.Table.
+"""
+
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import runlog
+
+
+def best_of(repeats, f):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="runlog-bench-")
+    store = runlog.Store(root, durability="buffered")
+    exp = store.get_or_create_experiment("bench")
+    run = store.start_run(exp.id, name="bench")
+
+    calls = 2_000_000
+    log_metric = run.log_metric
+
+    def loop():
+        for step in range(calls):
+            log_metric("loss", 0.5, step)
+
+    seconds = best_of(3, loop)
+    print(f"log_metric from a for loop: {calls / seconds / 1e6:.2f} M calls/s ({calls:,} calls, best of 3)")
+
+    points = 10_000_000
+    steps = np.arange(points, dtype=np.int64)
+    values = np.random.default_rng(7).random(points)
+    seconds = best_of(3, lambda: run.log_batch("batch", steps, values))
+    print(f"log_batch from numpy: {points / seconds / 1e6:.1f} M points/s ({points:,} points, best of 3)")
+
+    single = store.start_run(exp.id, name="history")
+    single.log_batch("loss", steps, values)
+    single.end()
+    seconds = best_of(3, lambda: store.history(single.id, "loss"))
+    print(f"history of {points:,} points into pyarrow: {seconds * 1e3:.0f} ms (best of 3)")
+    run.end()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+//! `runlog._native.MlflowService`: MLflow's REST protocol (`runlog::mlflow::Service`) called
+//! in-process, for the `runlog://` tracking-store plugin.
+//!
+//! Owns only the crossing between Python and the service: the plugin hands it MLflow's own
+//! requests (method, path, query, JSON body) and gets back what `mlflow server` would answer.
+//! Invariants: validation and error codes are the service's, never re-done here; `handle` runs
+//! with the GIL released, so Python threads (MLflow's async logging among them) log in
+//! parallel; one service per store directory per process, so every `runlog://` URI naming the
+//! same directory shares one open store.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use runlog::mlflow::{Method, Request, Service};
+
+use crate::errors::{IntoPy, invalid};
+
+/// The services opened so far in this process, by the store's canonical directory.
+static SERVICES: Mutex<Option<HashMap<PathBuf, Service>>> = Mutex::new(None);
+
+/// MLflow's tracking REST API answered in-process by the engine, over the store at `path`
+/// (created if missing). Instances for the same directory share one open store.
+#[pyclass(frozen, module = "runlog")]
+pub struct MlflowService {
+    service: Service,
+}
+
+fn method(name: &str) -> PyResult<Method> {
+    match name.to_ascii_uppercase().as_str() {
+        "GET" => Ok(Method::Get),
+        "POST" => Ok(Method::Post),
+        "PUT" => Ok(Method::Put),
+        "PATCH" => Ok(Method::Patch),
+        "DELETE" => Ok(Method::Delete),
+        other => Err(invalid(format!(
+            "HTTP method {other:?} is not one MLflow uses"
+        ))),
+    }
+}
+
+/// The key a store directory is shared under: canonical when the directory exists, so two
+/// spellings of one directory share a service.
+fn key_of(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The shared service for the store at `path`, opening the store on first use.
+fn service_at(path: &Path) -> runlog::Result<Service> {
+    let key = key_of(path);
+    let mut services = SERVICES.lock().unwrap_or_else(PoisonError::into_inner);
+    let services = services.get_or_insert_with(HashMap::new);
+    if let Some(service) = services.get(&key) {
+        return Ok(service.clone());
+    }
+    let store = runlog::Store::open(&key)?;
+    let service = Service::new(Arc::new(store));
+    services.insert(key_of(path), service.clone());
+    Ok(service)
+}
+
+#[pymethods]
+impl MlflowService {
+    /// Opens (or reuses this process's) service over the store at `path`.
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<MlflowService> {
+        let service = py.detach(|| service_at(&path)).py_err()?;
+        Ok(MlflowService { service })
+    }
+
+    /// The store's directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.service.store().root().to_path_buf()
+    }
+
+    /// Answers one MLflow REST request: `method` (`"GET"`, `"POST"`, ...), the full `path`
+    /// (`"/api/2.0/mlflow/runs/get"`), the raw URL `query` (no `?`) and the raw `body`.
+    /// Returns `(status, content_type, body)` exactly as `mlflow server` would send them.
+    #[pyo3(signature = (method, path, query = "", body = b"".as_slice()))]
+    fn handle<'py>(
+        &self,
+        py: Python<'py>,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> PyResult<(u16, &'static str, Bound<'py, PyBytes>)> {
+        let method = self::method(method)?;
+        let request = Request {
+            method,
+            path,
+            query,
+            body,
+        };
+        let reply = py.detach(|| self.service.handle(request));
+        Ok((
+            reply.status,
+            reply.content_type,
+            PyBytes::new(py, &reply.body),
+        ))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("MlflowService({:?})", self.service.store().root())
+    }
+}
