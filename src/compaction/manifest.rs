@@ -465,7 +465,9 @@ impl ManifestFile {
         Ok(file)
     }
 
-    /// Encodes the file (a whole manifest of any version as a version 4 base).
+    /// Encodes the file (a whole manifest of any version as a version 4 base). Compaction
+    /// publishes through `publish_next`; this is for tests and fuzz seeds.
+    #[cfg(any(test, feature = "testing"))]
     pub fn encode(&self) -> Vec<u8> {
         match self {
             ManifestFile::Base(manifest) => manifest.encode(),
@@ -1073,7 +1075,9 @@ impl ManifestCache {
 /// the files it opens, where the byte bound (`publish_next`) bounds what it reads.
 pub(crate) const EDITS_PER_BASE_MAX: u64 = 1024;
 
-/// Publishes `manifest` as its generation's file, whole (a base).
+/// Publishes `manifest` as its generation's file, whole (a base). Compaction publishes
+/// through `publish_next`; this is for tests that write a manifest by hand.
+#[cfg(any(test, feature = "testing"))]
 pub fn store(root: &Path, manifest: &Manifest, storage: &dyn Storage) -> Result<()> {
     publish_bytes(root, manifest.generation, &manifest.encode(), storage)
 }

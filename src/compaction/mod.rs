@@ -34,7 +34,7 @@ mod edit;
 // Without parquet there is no compactor to write intents; surveys still read them.
 #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
 mod intent;
-pub mod manifest;
+internal_modules!(manifest);
 #[cfg(feature = "parquet")]
 mod reader;
 mod stats;
@@ -44,9 +44,9 @@ mod writer;
 
 #[cfg(feature = "parquet")]
 pub(crate) use background::Background;
-pub use manifest::{
-    CompactedFile, FileChecksum, Manifest, ManifestEdit, ManifestFile, SeriesRows, WriterMark,
-};
+pub use manifest::{CompactedFile, FileChecksum, Manifest, SeriesRows, WriterMark};
+#[cfg(feature = "testing")]
+pub use manifest::{ManifestEdit, ManifestFile};
 #[cfg(feature = "parquet")]
 pub(crate) use reader::{Keep, MetadataCache, read_series};
 pub use stats::ManifestStats;

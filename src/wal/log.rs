@@ -199,7 +199,7 @@ impl Log {
     }
 
     /// Appends metadata events through this thread's lane, durable together: under
-    /// `Durability::Sync` one msync for all of them (see [`Writer::append_all`]).
+    /// `Durability::Sync` one msync for all of them (see `Writer::append_all`).
     ///
     /// They go through the lane of the first event's owner: a caller that wants each owner's
     /// order kept passes events of owners sharing one lane ([`Log::lane_of`]).
@@ -222,7 +222,7 @@ impl Log {
     }
 
     /// Appends points of one run through this thread's lane, durable together: under
-    /// `Durability::Sync` one msync for the batch (see [`Writer::log_points`]).
+    /// `Durability::Sync` one msync for the batch (see `Writer::log_points`).
     pub fn log_points<'a>(
         &self,
         run: RunId,

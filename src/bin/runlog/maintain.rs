@@ -110,11 +110,8 @@ pub fn stats(context: &mut Context) -> Outcome {
         }
     }
     let usage = runlog::tracking::disk_usage(&root)?;
-    let compacted_points: u64 = runlog::compaction::manifest::load(&root)?
-        .files
-        .iter()
-        .map(|f| f.rows)
-        .sum();
+    let manifest = store.manifest()?;
+    let compacted_points: u64 = manifest.files.iter().map(|f| f.rows).sum();
     let wal_points = points.saturating_sub(compacted_points);
     let mut rows: Vec<(String, Value)> = vec![
         ("experiments".into(), Value::from(experiments)),
@@ -154,7 +151,7 @@ pub fn stats(context: &mut Context) -> Outcome {
     ));
     rows.push((
         "manifest_generation".into(),
-        Value::from(runlog::compaction::manifest::newest_generation(&root)?),
+        Value::from(manifest.generation),
     ));
     let mut table = Table::new(["stat", "value"]);
     for (name, value) in rows {
