@@ -11,8 +11,8 @@
 //!   `Service::handle` runs on tokio's blocking pool, and at most
 //!   [`ServerOptions::requests_in_flight_max`] run at once.
 //! - Memory is bounded whatever the clients do: at most `connections_max` connections are
-//!   accepted, no body over `body_bytes_max` is read (413), and the bodies held at once total at
-//!   most `body_bytes_in_flight_max`.
+//!   accepted, no body over its route's limit is read (413), and the body bytes held at once
+//!   total at most `body_bytes_in_flight_max`, counted as they arrive.
 //! - A reply is sent only after `Service::handle` returned, so a 200 to a write means the
 //!   engine call returned, with the durability the store was opened with.
 //! - Shutdown stops accepting, lets every request already received finish, closes idle
@@ -37,10 +37,14 @@ use crate::mlflow::Service;
 /// Limits of a [`Server`]. The defaults suit one trusted machine or a private network.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Largest request body (default 64 MiB); a larger one is answered 413 unread.
+    /// Largest artifact upload (`PUT` under `mlflow-artifacts`; default 64 MiB); a larger one
+    /// is answered 413, unread when its `Content-Length` says so.
     pub body_bytes_max: usize,
-    /// Most body bytes held by all requests together (default 256 MiB); a request waits for
-    /// room before its body is read.
+    /// Largest body of every other route (default 8 MiB; MLflow's client sends batches under
+    /// 1 MB), so that parsing JSON stays small; never above `body_bytes_max`.
+    pub json_body_bytes_max: usize,
+    /// Most body bytes held by all requests together (default 256 MiB), taken as the bytes
+    /// arrive; a request whose next bytes do not fit waits for room (within its body timeout).
     pub body_bytes_in_flight_max: usize,
     /// Most requests handed to the engine at once (default 64); others wait.
     pub requests_in_flight_max: usize,
@@ -61,6 +65,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             body_bytes_max: 64 << 20,
+            json_body_bytes_max: 8 << 20,
             body_bytes_in_flight_max: 256 << 20,
             requests_in_flight_max: 64,
             connections_max: 1_024,

@@ -426,3 +426,86 @@ fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let after = stream.read(&mut buffer);
     assert!(matches!(after, Ok(0)), "{after:?}");
 }
+
+#[test]
+fn json_routes_take_the_small_limit_and_only_artifact_uploads_the_large_one() {
+    let server = Embedded::with(ServerOptions {
+        body_bytes_max: 1 << 20,
+        json_body_bytes_max: 64 << 10,
+        ..ServerOptions::default()
+    });
+    let (experiment, run) = server.client.create_run();
+    // Valid JSON padded past the JSON limit, well under the upload limit.
+    let body = format!(
+        "{{\"run_id\": \"{run}\", \"key\": \"k\", \"value\": 1, \"timestamp\": 1{}}}",
+        " ".repeat(128 << 10)
+    );
+    let refused = server
+        .client
+        .post_bytes("/api/2.0/mlflow/runs/log-metric", body.as_bytes());
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(refused.json()["message"].as_str().unwrap().contains("65536"));
+    let chunk = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let request = format!(
+        "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"
+    );
+    let (status, answer) = raw(&server.client, request.as_bytes()).unwrap();
+    assert_eq!(status, 413, "{answer}");
+    let id: RunId = run.parse().unwrap();
+    assert!(server.store.run(id).unwrap().metrics.is_empty());
+
+    let content = vec![7u8; 512 << 10];
+    let put = server.client.put(
+        &format!("{ARTIFACTS}/{experiment}/{run}/artifacts/big.bin"),
+        &content,
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+}
+
+#[test]
+fn uploads_that_declare_large_bodies_and_send_nothing_do_not_stall_other_requests() {
+    // The budget admits exactly four largest bodies; four uploads declare them and send
+    // nothing, with a body timeout far longer than the test's guard.
+    let server = Embedded::with(ServerOptions {
+        body_bytes_max: 1 << 20,
+        body_bytes_in_flight_max: 4 << 20,
+        body_read_timeout: Duration::from_secs(600),
+        ..ServerOptions::default()
+    });
+    let (experiment, run) = server.client.create_run();
+    let address = server.client.base.trim_start_matches("http://");
+    let stalled: Vec<TcpStream> = (0..4)
+        .map(|i| {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let head = format!(
+                "PUT {ARTIFACTS}/{experiment}/{run}/artifacts/s{i}.bin HTTP/1.1\r\n\
+                 Host: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+                1 << 20
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            // `100 Continue` comes once the handler reads the body.
+            let mut continued = [0u8; 12];
+            stream.read_exact(&mut continued).unwrap();
+            assert_eq!(&continued, b"HTTP/1.1 100");
+            stream
+        })
+        .collect();
+    // A guard against a hang, not a timing assertion: the stalled uploads time out only after
+    // 600 s, so a GET waiting for their budget fails here.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let url = format!(
+        "{}/api/2.0/mlflow/runs/get?run_id={run}",
+        server.client.base
+    );
+    let answer = agent.get(&url).call();
+    assert_eq!(answer.map(|a| a.status().as_u16()).ok(), Some(200));
+    drop(stalled);
+}

@@ -31,9 +31,12 @@ pub struct Args {
     /// `sync` (power loss too: synced before the answer), or a sync interval in ms.
     #[arg(long, default_value = "1000")]
     durability: String,
-    /// Largest request body in MiB (artifact uploads included); larger ones get 413.
+    /// Largest artifact upload in MiB; larger ones get 413.
     #[arg(long = "body-limit-mib", default_value_t = 64)]
     body_limit_mib: usize,
+    /// Largest body of every other (JSON) request in MiB; larger ones get 413.
+    #[arg(long = "json-body-limit-mib", default_value_t = 8)]
+    json_body_limit_mib: usize,
 }
 
 pub fn run(args: Args, context: &mut Context) -> Outcome {
@@ -49,6 +52,7 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
     )?;
     let options = ServerOptions {
         body_bytes_max: args.body_limit_mib.saturating_mul(1 << 20),
+        json_body_bytes_max: args.json_body_limit_mib.saturating_mul(1 << 20),
         ..ServerOptions::default()
     };
     let service = Service::new(Arc::new(store.clone()));
