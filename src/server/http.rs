@@ -1,5 +1,5 @@
-//! One request: `/health` and `/version` here, everything else read under the body limits and
-//! handed to [`Service::handle`] on the blocking pool.
+//! One request: `/health` and `/version` here, everything else checked for its `Host` and
+//! `Origin` ([`Security`]), read under the body limits and handed to [`Service::handle`] on the blocking pool.
 //!
 //! Invariants: no body over its route's limit is buffered (an artifact upload's limit is
 //! `body_bytes_max`, every other route's the smaller `json_body_bytes_max`); the body's share of the in-flight budget is
@@ -7,6 +7,7 @@
 //! itself (413, 408, a failed body read) uses MLflow's JSON error shape.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::mlflow::{ErrorCode, Method, MlflowError, Reply, Request, Service};
 
 use super::ServerOptions;
+use super::security::Security;
 
 /// The body budget is counted in units of this many bytes, so that a budget of any size fits
 /// tokio's semaphore.
@@ -29,6 +31,7 @@ const BUDGET_UNIT_BYTES: usize = 1 << 10;
 #[derive(Debug)]
 pub(super) struct Shared {
     service: Service,
+    security: Security,
     /// Units of body bytes that may be held at once, taken as body bytes arrive.
     body_budget: Arc<Semaphore>,
     /// Engine calls that may run at once.
@@ -39,11 +42,12 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(service: Service, options: &ServerOptions) -> Shared {
+    pub(super) fn new(service: Service, options: &ServerOptions, bound: SocketAddr) -> Shared {
         // The budget holds at least one largest body, so an acceptable request alone can proceed.
         let budget_bytes = options.body_bytes_in_flight_max.max(options.body_bytes_max);
         Shared {
             service,
+            security: Security::new(&options.allowed_hosts, &options.cors_allowed_origins, bound),
             body_budget: Arc::new(Semaphore::new(units(budget_bytes))),
             engine_slots: Arc::new(Semaphore::new(options.requests_in_flight_max.max(1))),
             body_bytes_max: options.body_bytes_max,
@@ -67,6 +71,9 @@ pub(super) async fn answer(
         "/health" if is_read => return Ok(text("OK")),
         "/version" if is_read => return Ok(text(env!("CARGO_PKG_VERSION"))),
         _ => {}
+    }
+    if let Err(refused) = shared.security.check(&request) {
+        return Ok(response(refused));
     }
     Ok(forward(shared, request).await)
 }

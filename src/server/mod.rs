@@ -2,7 +2,8 @@
 //! ([`crate::mlflow::Service`]) over HTTP/1.1, for `runlog serve` and for any program that
 //! embeds it.
 //!
-//! It owns HTTP concerns only: `/health` and `/version`, limits on bodies, time and
+//! It owns HTTP concerns only: `/health` and `/version`, the `Host` and `Origin` checks mlflow
+//! server makes by default, limits on bodies, time and
 //! concurrency, and shutdown. Every other path goes to [`Service::handle`], which routes it and
 //! answers unknown ones; no MLflow or engine logic lives here.
 //!
@@ -19,6 +20,7 @@
 //!   connections, then returns; the caller flushes and closes the store.
 
 mod http;
+mod security;
 mod signals;
 
 use std::future::Future;
@@ -57,6 +59,13 @@ pub struct ServerOptions {
     /// Time a client has to send a request's whole body once its headers arrived (default
     /// 120 s); a stalled body is answered 408.
     pub body_read_timeout: Duration,
+    /// `Host` header patterns accepted besides mlflow server's defaults (`localhost`,
+    /// `127.0.0.1`, `[::1]`, `0.0.0.0` and the bound address, any port, and private-network
+    /// addresses); `*` matches any run of characters and a lone `*` accepts every host.
+    pub allowed_hosts: Vec<String>,
+    /// Origins whose state-changing requests (POST, PUT, PATCH, DELETE) are accepted besides
+    /// this machine's and the bound address's; `*` as in `allowed_hosts`.
+    pub cors_allowed_origins: Vec<String>,
     /// Threads of the async executor (default: the number of cores).
     pub worker_threads: usize,
 }
@@ -71,6 +80,8 @@ impl Default for ServerOptions {
             connections_max: 1_024,
             header_read_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(120),
+            allowed_hosts: Vec::new(),
+            cors_allowed_origins: Vec::new(),
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -166,7 +177,10 @@ impl Server {
     async fn serve<F: Future<Output = ()>>(self, shutdown: F) -> Result<(), ServerError> {
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(io_error("register the listener"))?;
-        let shared = Arc::new(http::Shared::new(self.service, &self.options));
+        let bound = listener
+            .local_addr()
+            .map_err(io_error("read the listener's address"))?;
+        let shared = Arc::new(http::Shared::new(self.service, &self.options, bound));
         let connections = Arc::new(Semaphore::new(self.options.connections_max.max(1)));
         let mut builder = http1::Builder::new();
         builder

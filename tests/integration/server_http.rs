@@ -34,7 +34,7 @@ fn raw(client: &Client, request: &[u8]) -> Option<(u16, String)> {
 }
 
 fn get_request(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").into_bytes()
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn a_body_over_the_limit_is_413_in_mlflows_shape_and_writes_nothing() {
     // A chunked body (no Content-Length) is cut off at the limit too.
     let chunk = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
     let request = format!(
-        "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+        "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"
     );
     let (status, answer) = raw(&server.client, request.as_bytes()).unwrap();
@@ -133,7 +133,7 @@ fn malformed_requests_get_clear_errors_and_the_server_goes_on() {
     assert!(matches!(garbage, None | Some((400, _))), "{garbage:?}");
     let bad_length = raw(
         &server.client,
-        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\nContent-Length: lots\r\n\r\n",
+        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: lots\r\n\r\n",
     );
     assert!(
         matches!(bad_length, None | Some((400, _))),
@@ -153,7 +153,7 @@ fn a_stalled_body_is_answered_408_and_stalled_headers_are_dropped() {
     });
     let (_, run) = server.client.create_run();
     // Promises 500 bytes, sends 10, then waits: the server must not wait forever.
-    let stalled = b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\n\
+    let stalled = b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
                     Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"run_id\":";
     let (status, body) = raw(&server.client, stalled).unwrap();
     assert_eq!(status, 408, "{body}");
@@ -319,7 +319,7 @@ fn artifact_paths_that_try_to_escape_are_refused_and_write_nothing() {
     for attempt in &attempts {
         let path = format!("{ARTIFACTS}/{attempt}");
         let request = format!(
-            "PUT {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 4\r\n\r\nevil"
+            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 4\r\n\r\nevil"
         );
         let (status, body) = raw(client, request.as_bytes()).unwrap();
         assert_eq!(status, 400, "{attempt}: {body}");
@@ -375,7 +375,7 @@ fn requests_without_a_body_do_not_wait_for_the_body_budget() {
     held.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     held.write_all(
-        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\
+        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n\
           Content-Type: application/json\r\nContent-Length: 10\r\n\r\n",
     )
     .unwrap();
@@ -413,7 +413,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let mut answer = Vec::new();
     let mut buffer = [0u8; 256];
@@ -432,25 +432,28 @@ fn json_routes_take_the_small_limit_and_only_artifact_uploads_the_large_one() {
     let server = Embedded::with(ServerOptions {
         body_bytes_max: 1 << 20,
         json_body_bytes_max: 64 << 10,
+        body_read_timeout: Duration::from_secs(5),
         ..ServerOptions::default()
     });
     let (experiment, run) = server.client.create_run();
-    // Valid JSON padded past the JSON limit, well under the upload limit.
-    let body = format!(
-        "{{\"run_id\": \"{run}\", \"key\": \"k\", \"value\": 1, \"timestamp\": 1{}}}",
-        " ".repeat(128 << 10)
-    );
-    let refused = server
-        .client
-        .post_bytes("/api/2.0/mlflow/runs/log-metric", body.as_bytes());
-    assert_eq!(refused.status, 413, "{}", refused.text());
-    assert!(refused.json()["message"].as_str().unwrap().contains("65536"));
-    let chunk = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
-    let request = format!(
+    // Only the headers: a body declared over the JSON limit is refused before it is sent
+    // (sending it would race the server's close and reset the connection).
+    let declared = format!(
         "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        128 << 10
     );
-    let (status, answer) = raw(&server.client, request.as_bytes()).unwrap();
+    let (status, answer) = raw(&server.client, declared.as_bytes()).unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("65536"), "{answer}");
+    // A chunked body is refused once what arrived passes the limit.
+    let chunked = format!(
+        "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}",
+        128 << 10,
+        " ".repeat((64 << 10) + 1)
+    );
+    let (status, answer) = raw(&server.client, chunked.as_bytes()).unwrap();
     assert_eq!(status, 413, "{answer}");
     let id: RunId = run.parse().unwrap();
     assert!(server.store.run(id).unwrap().metrics.is_empty());
@@ -508,4 +511,116 @@ fn uploads_that_declare_large_bodies_and_send_nothing_do_not_stall_other_request
     let answer = agent.get(&url).call();
     assert_eq!(answer.map(|a| a.status().as_u16()).ok(), Some(200));
     drop(stalled);
+}
+
+/// A request with the given method, path, `Host` and extra header lines, and an empty JSON body
+/// for writes.
+fn request_with(method: &str, path: &str, host: &str, headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_host_that_is_not_loopback_private_or_allowed_is_refused_403() {
+    let server = Embedded::start();
+    let get = "/api/2.0/mlflow/experiments/search?max_results=1";
+    for host in [
+        "evil.example",
+        "evil.example:5000",
+        "localhost.evil.example",
+        "",
+    ] {
+        let (status, body) = raw(&server.client, &request_with("GET", get, host, "", "")).unwrap();
+        assert_eq!(status, 403, "{host}: {body}");
+        assert!(body.contains("PERMISSION_DENIED"), "{host}: {body}");
+    }
+    for host in [
+        "localhost",
+        "localhost:5000",
+        "127.0.0.1:5000",
+        "[::1]:5000",
+        "10.1.2.3:5000",
+        "192.168.0.7",
+        "172.20.0.1:80",
+    ] {
+        let (status, body) = raw(&server.client, &request_with("GET", get, host, "", "")).unwrap();
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    // Health and version are for probes, whatever name they use.
+    for path in ["/health", "/version"] {
+        let (status, _) = raw(
+            &server.client,
+            &request_with("GET", path, "evil.example", "", ""),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{path}");
+    }
+}
+
+#[test]
+fn a_state_changing_request_from_another_origin_is_refused_403_and_changes_nothing() {
+    let server = Embedded::start();
+    let create = "/api/2.0/mlflow/experiments/create";
+    let body = r#"{"name": "from-a-page"}"#;
+    let evil = "Origin: http://evil.example\r\n";
+    let (status, answer) = raw(
+        &server.client,
+        &request_with("POST", create, "127.0.0.1", evil, body),
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("PERMISSION_DENIED"), "{answer}");
+    let found = server
+        .client
+        .get("/api/2.0/mlflow/experiments/get-by-name?experiment_name=from-a-page");
+    assert_eq!(found.status, 404, "{}", found.text());
+    // A read from another origin is not refused (the browser keeps its answer from the page).
+    let search = "/api/2.0/mlflow/experiments/search?max_results=1";
+    let (status, _) = raw(
+        &server.client,
+        &request_with("GET", search, "127.0.0.1", evil, ""),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    // This machine's pages may write.
+    let local = "Origin: http://localhost:3000\r\n";
+    let (status, answer) = raw(
+        &server.client,
+        &request_with("POST", create, "127.0.0.1", local, body),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[test]
+fn allowed_hosts_and_origins_widen_the_checks() {
+    let server = Embedded::with(ServerOptions {
+        allowed_hosts: vec!["runlog.corp.example".into(), "*.lab.example".into()],
+        cors_allowed_origins: vec!["https://ui.corp.example".into()],
+        ..ServerOptions::default()
+    });
+    let search = "/api/2.0/mlflow/experiments/search?max_results=1";
+    for (host, expected) in [
+        ("runlog.corp.example", 200),
+        ("a.lab.example:5000", 200),
+        ("other.corp.example", 403),
+    ] {
+        let (status, _) = raw(&server.client, &request_with("GET", search, host, "", "")).unwrap();
+        assert_eq!(status, expected, "{host}");
+    }
+    let create = "/api/2.0/mlflow/experiments/create";
+    for (origin, name, expected) in [
+        ("https://ui.corp.example", "ui", 200),
+        ("https://other.corp.example", "other", 403),
+    ] {
+        let headers = format!("Origin: {origin}\r\n");
+        let body = format!("{{\"name\": \"{name}\"}}");
+        let request = request_with("POST", create, "runlog.corp.example", &headers, &body);
+        let (status, answer) = raw(&server.client, &request).unwrap();
+        assert_eq!(status, expected, "{origin}: {answer}");
+    }
 }
