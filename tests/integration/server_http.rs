@@ -624,3 +624,34 @@ fn allowed_hosts_and_origins_widen_the_checks() {
         assert_eq!(status, expected, "{origin}: {answer}");
     }
 }
+
+#[test]
+fn artifact_paths_the_file_system_cannot_take_are_400_naming_the_relative_path() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, run) = client.create_run();
+    let root = format!("{ARTIFACTS}/{experiment}/{run}/artifacts");
+    let store_dir = server.store_dir().display().to_string();
+    assert_eq!(client.put(&format!("{root}/a.txt"), b"a").status, 200);
+    assert_eq!(client.put(&format!("{root}/dd/b.txt"), b"b").status, 200);
+
+    let long = "n".repeat(300);
+    for path in ["a.txt/b.txt", "a.txt/deeper/c.txt", long.as_str()] {
+        let put = client.put(&format!("{root}/{path}"), b"x");
+        assert_eq!(put.status, 400, "{path}: {}", put.text());
+        assert_eq!(put.error_code(), "INVALID_PARAMETER_VALUE", "{path}");
+        let message = put.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains(path), "{message}");
+        assert!(!message.contains(&store_dir), "{message}");
+    }
+    // A folder's name as a file's: the client's mistake, never a 500.
+    let put = client.put(&format!("{root}/dd"), b"x");
+    assert!((400..500).contains(&put.status), "{}", put.text());
+
+    // A name that fits the file system is stored, however close to its limit.
+    let near_limit = "m".repeat(250);
+    let put = client.put(&format!("{root}/{near_limit}"), b"near");
+    assert_eq!(put.status, 200, "{}", put.text());
+    let got = client.get(&format!("{root}/{near_limit}"));
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"near"[..]));
+}
