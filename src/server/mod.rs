@@ -16,8 +16,9 @@
 //!   total at most `body_bytes_in_flight_max`, counted as they arrive.
 //! - A reply is sent only after `Service::handle` returned, so a 200 to a write means the
 //!   engine call returned, with the durability the store was opened with.
-//! - Shutdown stops accepting, lets every request already received finish, closes idle
-//!   connections, then returns; the caller flushes and closes the store.
+//! - Shutdown stops accepting, lets every request already received finish within
+//!   `shutdown_drain_timeout`, closes idle connections, then returns; the caller flushes and
+//!   closes the store.
 
 mod http;
 mod security;
@@ -59,6 +60,9 @@ pub struct ServerOptions {
     /// Time a client has to send a request's whole body once its headers arrived (default
     /// 120 s); a stalled body is answered 408.
     pub body_read_timeout: Duration,
+    /// Longest a graceful shutdown waits for the requests already received (default 30 s);
+    /// then the connections still open are closed and the caller flushes and closes the store.
+    pub shutdown_drain_timeout: Duration,
     /// `Host` header patterns accepted besides mlflow server's defaults (`localhost`,
     /// `127.0.0.1`, `[::1]`, `0.0.0.0` and the bound address, any port, and private-network
     /// addresses); `*` matches any run of characters and a lone `*` accepts every host.
@@ -80,6 +84,7 @@ impl Default for ServerOptions {
             connections_max: 1_024,
             header_read_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(120),
+            shutdown_drain_timeout: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
             cors_allowed_origins: Vec::new(),
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -152,13 +157,15 @@ impl Server {
     /// signal ends the process at once (exit status 130). `ready` is called once the signal
     /// handlers are installed, so a signal sent after it is always a graceful shutdown (the
     /// place to print where the server listens).
+    ///
+    /// The second signal is acted on until the process exits, so also while the caller
+    /// flushes and closes the store after this returns.
     pub fn run_until_signal(self, ready: impl FnOnce()) -> Result<(), ServerError> {
-        self.runtime()?.block_on(async move {
-            let signals =
-                signals::Signals::install().map_err(io_error("install signal handlers"))?;
-            ready();
-            self.serve(signals.first()).await
-        })
+        let first = signals::install().map_err(io_error("install signal handlers"))?;
+        ready();
+        self.runtime()?.block_on(self.serve(async move {
+            let _ = first.await;
+        }))
     }
 
     fn runtime(&self) -> Result<tokio::runtime::Runtime, ServerError> {
@@ -224,7 +231,10 @@ impl Server {
             });
         }
         drop(listener);
-        graceful.shutdown().await;
+        // Past the drain time the connections still open are dropped with the runtime, so a
+        // client that neither sends nor reads cannot hold the shutdown.
+        let _ =
+            tokio::time::timeout(self.options.shutdown_drain_timeout, graceful.shutdown()).await;
         Ok(())
     }
 }

@@ -655,3 +655,42 @@ fn artifact_paths_the_file_system_cannot_take_are_400_naming_the_relative_path()
     let got = client.get(&format!("{root}/{near_limit}"));
     assert_eq!((got.status, got.body.as_slice()), (200, &b"near"[..]));
 }
+
+/// Stops `server` on another thread; whether it stopped within a guard far longer than its
+/// drain time (a guard against a hang, not a timing assertion).
+fn stops(mut server: Embedded) -> bool {
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        server.stop();
+        let _ = done.send(());
+    });
+    stopped.recv_timeout(Duration::from_secs(60)).is_ok()
+}
+
+#[test]
+fn the_shutdown_drain_is_bounded_by_its_timeout() {
+    let server = Embedded::with(ServerOptions {
+        body_read_timeout: Duration::from_secs(600),
+        shutdown_drain_timeout: Duration::from_millis(500),
+        ..ServerOptions::default()
+    });
+    let (_, run) = server.client.create_run();
+    let address = server.client.base.trim_start_matches("http://");
+    // A request whose body never comes: the drain alone would wait for it 600 s.
+    let mut held = TcpStream::connect(address).unwrap();
+    held.write_all(
+        format!(
+            "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Expect: 100-continue\r\nContent-Length: 100\r\n\r\n{{\"run_id\": \"{run}\""
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut continued = [0u8; 12];
+    held.read_exact(&mut continued).unwrap();
+    assert_eq!(&continued, b"HTTP/1.1 100");
+    assert!(stops(server), "the drain waited for the stalled request");
+    drop(held);
+}
