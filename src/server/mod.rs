@@ -20,6 +20,7 @@
 //!   `shutdown_drain_timeout`, closes idle connections, then returns; the caller flushes and
 //!   closes the store.
 
+mod deadline;
 mod http;
 mod security;
 mod signals;
@@ -60,6 +61,9 @@ pub struct ServerOptions {
     /// Time a client has to send a request's whole body once its headers arrived (default
     /// 120 s); a stalled body is answered 408.
     pub body_read_timeout: Duration,
+    /// Longest a write to a client may make no progress (default 60 s); then the connection is
+    /// dropped, so a client that stops reading a reply does not hold it forever.
+    pub write_timeout: Duration,
     /// Longest a graceful shutdown waits for the requests already received (default 30 s);
     /// then the connections still open are closed and the caller flushes and closes the store.
     pub shutdown_drain_timeout: Duration,
@@ -84,6 +88,7 @@ impl Default for ServerOptions {
             connections_max: 1_024,
             header_read_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(60),
             shutdown_drain_timeout: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
             cors_allowed_origins: Vec::new(),
@@ -219,7 +224,10 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             let connection = builder.serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(deadline::WriteDeadline::new(
+                    stream,
+                    self.options.write_timeout,
+                )),
                 service_fn(move |request| http::answer(shared.clone(), request)),
             );
             let connection = graceful.watch(connection);

@@ -694,3 +694,28 @@ fn the_shutdown_drain_is_bounded_by_its_timeout() {
     assert!(stops(server), "the drain waited for the stalled request");
     drop(held);
 }
+
+#[test]
+fn a_client_that_stops_reading_a_reply_is_dropped_after_the_write_timeout() {
+    let server = Embedded::with(ServerOptions {
+        write_timeout: Duration::from_millis(500),
+        shutdown_drain_timeout: Duration::from_secs(600),
+        ..ServerOptions::default()
+    });
+    let (experiment, run) = server.client.create_run();
+    // Larger than what the sockets' buffers on both sides hold.
+    let path = format!("{ARTIFACTS}/{experiment}/{run}/artifacts/large.bin");
+    let put = server.client.put(&path, &vec![1u8; 24 << 20]);
+    assert_eq!(put.status, 200, "{}", put.text());
+    let address = server.client.base.trim_start_matches("http://");
+    let mut reader = TcpStream::connect(address).unwrap();
+    reader
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .unwrap();
+    // Its reply is under way and never read: the drain alone would wait for it 600 s.
+    let mut first = [0u8; 12];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(stops(server), "the stalled reply held the connection");
+    drop(reader);
+}
