@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::ids::RunId;
-use crate::io::{Storage, create_dirs, publish};
+use crate::io::{Storage, TemporaryName, create_dirs, publish_named};
 
 /// What was stored.
 #[derive(Clone, Copy, Debug)]
@@ -32,15 +32,40 @@ pub(crate) fn store(
             "artifact path {path:?} has no folder"
         )));
     };
-    create_dirs(dir, storage)?;
-    // No replacing: a file at its final path always matches the one event that recorded it.
-    publish(&final_path, storage, |temporary, file| {
-        copy(source, temporary, file)
-    })
-    .map_err(|error| match error {
-        Error::AlreadyExists(_) => Error::AlreadyExists(format!("artifact {path:?} of run {run}")),
-        other => other,
-    })
+    // A user's name may be as long as the file system allows, so the temporary name must not
+    // be longer.
+    create_dirs(dir, storage)
+        .and_then(|()| {
+            // No replacing: a file at its final path always matches the one event that
+            // recorded it.
+            publish_named(
+                &final_path,
+                TemporaryName::Short,
+                storage,
+                |temporary, file| copy(source, temporary, file),
+            )
+        })
+        .map_err(|error| match error {
+            Error::AlreadyExists(_) => {
+                Error::AlreadyExists(format!("artifact {path:?} of run {run}"))
+            }
+            other => path_error(other, path, run),
+        })
+}
+
+/// The errors the artifact's own path causes (a folder on it is a file, a file on it is a
+/// folder, a name too long) are the caller's, said with the artifact's relative path only.
+fn path_error(error: Error, path: &str, run: RunId) -> Error {
+    let Error::Io { source, .. } = &error else {
+        return error;
+    };
+    let reason = match source.raw_os_error() {
+        Some(libc::ENOTDIR) => "a folder on its way is a file",
+        Some(libc::EISDIR) => "it is a folder",
+        Some(libc::ENAMETOOLONG) => "a name on its way is too long for the file system",
+        _ => return error,
+    };
+    Error::InvalidInput(format!("artifact path {path:?} of run {run}: {reason}"))
 }
 
 /// Removes the file of artifact `path` of `run`, once the log recorded its deletion. A file

@@ -19,7 +19,7 @@ pub use crash::{CrashMode, CrashStorage};
 #[cfg(feature = "testing")]
 pub use fault::{FaultStorage, Operation};
 pub(crate) use fork::ForkGuard;
-pub(crate) use publish::{create_dirs, publish};
+pub(crate) use publish::{TemporaryName, create_dirs, publish, publish_named};
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

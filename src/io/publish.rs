@@ -1,6 +1,7 @@
 //! Publishing a file atomically: write it under a temporary name in its own folder, fsync it,
 //! link it to its final name (never replacing a file there), fsync the folder (ALICE, OSDI 2014). A reader never sees a
-//! half-written file at the final path, and a crash leaves at most a `.<name>.tmp-<hex>` file.
+//! half-written file at the final path, and a crash leaves at most a `.<name>.tmp-<hex>` file
+//! (or the caller's own temporary name, [`TemporaryName::Short`]).
 
 use std::fs::File;
 use std::path::Path;
@@ -16,18 +17,44 @@ pub(crate) fn publish<T>(
     storage: &dyn Storage,
     write: impl FnOnce(&Path, &mut File) -> Result<T>,
 ) -> Result<T> {
+    publish_named(path, TemporaryName::Derived, storage, write)
+}
+
+/// How the temporary file of [`publish_named`] is named.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TemporaryName {
+    /// `.<name>.tmp-<16 hex digits>`: says which file it was for, which the compaction's
+    /// sweeps rely on, but is 22 bytes longer than the name, so a name near the file system's
+    /// limit cannot be published.
+    Derived,
+    /// `.tmp-<16 hex digits>`: fits whenever the folder exists, for names chosen by users.
+    Short,
+}
+
+/// [`publish`] with the temporary file named as `temporary_name` says.
+pub(crate) fn publish_named<T>(
+    path: &Path,
+    temporary_name: TemporaryName,
+    storage: &dyn Storage,
+    write: impl FnOnce(&Path, &mut File) -> Result<T>,
+) -> Result<T> {
     let Some(dir) = path.parent() else {
         return Err(Error::InvalidInput(format!(
             "{} has no folder",
             path.display()
         )));
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let random = crate::util::random_u64();
-    let temporary = dir.join(format!(".{name}.tmp-{random:016x}"));
+    let temporary = match temporary_name {
+        TemporaryName::Derived => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            dir.join(format!(".{name}.tmp-{random:016x}"))
+        }
+        TemporaryName::Short => dir.join(format!(".tmp-{random:016x}")),
+    };
     let result = (|| {
         let mut file =
             File::create_new(&temporary).map_err(|e| Error::io("create", &temporary, e))?;

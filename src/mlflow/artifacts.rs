@@ -28,6 +28,15 @@ const PREFIXES: [&str; 2] = [
 /// The folder every run's artifacts live in, in MLflow's artifact URIs.
 const RUN_FOLDER: &str = "artifacts";
 
+/// Whether `method` on `path` is a `PUT` of an artifact's content.
+pub(crate) fn is_upload(method: Method, path: &str) -> bool {
+    method == Method::Put
+        && PREFIXES.iter().any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|route| route.starts_with("artifacts/"))
+        })
+}
+
 /// Answers a request under `/api/2.0/mlflow-artifacts/` (or its `ajax-api` twin).
 pub(crate) fn handle(service: &Service, request: Request<'_>) -> Reply {
     let Some(route) = PREFIXES

@@ -121,6 +121,12 @@ impl Service {
         &self.store
     }
 
+    /// Whether `method` on `path` is an artifact upload, the one route whose body is a file's
+    /// content rather than a small JSON message, so a transport may give it a larger body limit.
+    pub fn is_artifact_upload(method: Method, path: &str) -> bool {
+        artifacts::is_upload(method, path)
+    }
+
     /// Answers one request of MLflow's REST API. Blocking: it calls the engine directly, so an
     /// async front-end calls it off its executor threads.
     pub fn handle(&self, request: Request<'_>) -> Reply {

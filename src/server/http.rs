@@ -1,15 +1,17 @@
-//! One request: `/health` and `/version` here, everything else read under the body limits and
-//! handed to [`Service::handle`] on the blocking pool.
+//! One request: `/health` and `/version` here, everything else checked for its `Host` and
+//! `Origin` ([`Security`]), read under the body limits and handed to [`Service::handle`] on the blocking pool.
 //!
-//! Invariants: no body over the limit is buffered; the body's share of the in-flight budget is
+//! Invariants: no body over its route's limit is buffered (an artifact upload's limit is
+//! `body_bytes_max`, every other route's the smaller `json_body_bytes_max`); the body's share of the in-flight budget is
 //! held until the engine call that reads it has returned; every error this transport makes up
 //! itself (413, 408, a failed body read) uses MLflow's JSON error shape.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -19,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::mlflow::{ErrorCode, Method, MlflowError, Reply, Request, Service};
 
 use super::ServerOptions;
+use super::security::Security;
 
 /// The body budget is counted in units of this many bytes, so that a budget of any size fits
 /// tokio's semaphore.
@@ -28,23 +31,27 @@ const BUDGET_UNIT_BYTES: usize = 1 << 10;
 #[derive(Debug)]
 pub(super) struct Shared {
     service: Service,
-    /// Units of body bytes that may be held at once.
+    security: Security,
+    /// Units of body bytes that may be held at once, taken as body bytes arrive.
     body_budget: Arc<Semaphore>,
     /// Engine calls that may run at once.
     engine_slots: Arc<Semaphore>,
     body_bytes_max: usize,
+    json_body_bytes_max: usize,
     body_read_timeout: Duration,
 }
 
 impl Shared {
-    pub(super) fn new(service: Service, options: &ServerOptions) -> Shared {
-        // The budget holds at least one largest body, so every acceptable request can proceed.
+    pub(super) fn new(service: Service, options: &ServerOptions, bound: SocketAddr) -> Shared {
+        // The budget holds at least one largest body, so an acceptable request alone can proceed.
         let budget_bytes = options.body_bytes_in_flight_max.max(options.body_bytes_max);
         Shared {
             service,
+            security: Security::new(&options.allowed_hosts, &options.cors_allowed_origins, bound),
             body_budget: Arc::new(Semaphore::new(units(budget_bytes))),
             engine_slots: Arc::new(Semaphore::new(options.requests_in_flight_max.max(1))),
             body_bytes_max: options.body_bytes_max,
+            json_body_bytes_max: options.json_body_bytes_max.min(options.body_bytes_max),
             body_read_timeout: options.body_read_timeout,
         }
     }
@@ -65,13 +72,22 @@ pub(super) async fn answer(
         "/version" if is_read => return Ok(text(env!("CARGO_PKG_VERSION"))),
         _ => {}
     }
+    if let Err(refused) = shared.security.check(&request) {
+        return Ok(response(refused));
+    }
     Ok(forward(shared, request).await)
 }
 
 /// Reads the body and hands the request to the service.
 async fn forward(shared: Arc<Shared>, request: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let (body, _budget) = match read_body(&shared, body).await {
+    let method = method(&parts.method);
+    let limit_bytes = if Service::is_artifact_upload(method, parts.uri.path()) {
+        shared.body_bytes_max
+    } else {
+        shared.json_body_bytes_max
+    };
+    let (body, _budget) = match read_body(&shared, body, limit_bytes).await {
         Ok(read) => read,
         Err(reply) => return response(reply),
     };
@@ -79,7 +95,6 @@ async fn forward(shared: Arc<Shared>, request: hyper::Request<Incoming>) -> Resp
         return response(internal("the server is shutting down"));
     };
     let service = shared.service.clone();
-    let method = method(&parts.method);
     let handled = tokio::task::spawn_blocking(move || {
         service.handle(Request {
             method,
@@ -96,36 +111,24 @@ async fn forward(shared: Arc<Shared>, request: hyper::Request<Incoming>) -> Resp
     }
 }
 
-/// The whole body, within the size limit and the body read timeout, with the share of the
-/// in-flight budget it holds.
+/// The whole body, within the route's size limit and the body read timeout, with the share of
+/// the in-flight budget it holds.
+///
+/// The budget is taken as bytes arrive, never for what a request only declares, so clients that
+/// announce large bodies and send nothing hold nothing and stall no one.
 async fn read_body(
     shared: &Shared,
     body: Incoming,
-) -> Result<(Bytes, OwnedSemaphorePermit), Reply> {
-    // hyper knows the exact length of a body with `Content-Length` (0 without a body, as for
-    // most GETs) and refuses a malformed one itself; a chunked body has no exact length.
-    let hint = body.size_hint();
-    if hint.lower() > shared.body_bytes_max as u64 {
-        return Err(too_large(shared.body_bytes_max));
+    limit_bytes: usize,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Reply> {
+    // hyper knows the exact length of a body with `Content-Length` and refuses a malformed one
+    // itself; a larger declared body is refused before a byte of it is read.
+    if body.size_hint().lower() > limit_bytes as u64 {
+        return Err(too_large(limit_bytes));
     }
-    // A chunked body may be as large as the limit allows.
-    let reserved_bytes = hint.exact().map_or(shared.body_bytes_max, |n| n as usize);
-    let budget =
-        u32::try_from(units(reserved_bytes)).map_err(|_| too_large(shared.body_bytes_max))?;
-    let Ok(permit) = shared.body_budget.clone().acquire_many_owned(budget).await else {
-        return Err(internal("the server is shutting down"));
-    };
-    let collect = Limited::new(body, shared.body_bytes_max).collect();
-    match tokio::time::timeout(shared.body_read_timeout, collect).await {
-        Ok(Ok(collected)) => Ok((collected.to_bytes(), permit)),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(too_large(shared.body_bytes_max))
-        }
-        Ok(Err(error)) => Err(MlflowError::new(
-            ErrorCode::BadRequest,
-            format!("reading the request body failed: {error}"),
-        )
-        .reply()),
+    let read = collect_within_budget(shared, body, limit_bytes);
+    match tokio::time::timeout(shared.body_read_timeout, read).await {
+        Ok(read) => read,
         Err(_elapsed) => Err(with_status(
             MlflowError::new(
                 ErrorCode::BadRequest,
@@ -138,6 +141,47 @@ async fn read_body(
             408,
         )),
     }
+}
+
+/// Reads `body` frame by frame, refusing it once it passes `limit_bytes` (chunked bodies
+/// included) and taking budget for each frame before keeping it.
+async fn collect_within_budget(
+    shared: &Shared,
+    mut body: Incoming,
+    limit_bytes: usize,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Reply> {
+    let mut bytes = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            MlflowError::new(
+                ErrorCode::BadRequest,
+                format!("reading the request body failed: {error}"),
+            )
+            .reply()
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // Trailers carry nothing the service reads.
+        };
+        let total_bytes = bytes.len().saturating_add(data.len());
+        if total_bytes > limit_bytes {
+            return Err(too_large(limit_bytes));
+        }
+        let held_units = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        let more_units = units(total_bytes).saturating_sub(held_units);
+        if more_units > 0 {
+            let more = u32::try_from(more_units).map_err(|_| too_large(limit_bytes))?;
+            let Ok(permit) = shared.body_budget.clone().acquire_many_owned(more).await else {
+                return Err(internal("the server is shutting down"));
+            };
+            match held.as_mut() {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok((bytes, held))
 }
 
 fn too_large(body_bytes_max: usize) -> Reply {

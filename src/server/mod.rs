@@ -2,7 +2,8 @@
 //! ([`crate::mlflow::Service`]) over HTTP/1.1, for `runlog serve` and for any program that
 //! embeds it.
 //!
-//! It owns HTTP concerns only: `/health` and `/version`, limits on bodies, time and
+//! It owns HTTP concerns only: `/health` and `/version`, the `Host` and `Origin` checks mlflow
+//! server makes by default, limits on bodies, time and
 //! concurrency, and shutdown. Every other path goes to [`Service::handle`], which routes it and
 //! answers unknown ones; no MLflow or engine logic lives here.
 //!
@@ -11,14 +12,17 @@
 //!   `Service::handle` runs on tokio's blocking pool, and at most
 //!   [`ServerOptions::requests_in_flight_max`] run at once.
 //! - Memory is bounded whatever the clients do: at most `connections_max` connections are
-//!   accepted, no body over `body_bytes_max` is read (413), and the bodies held at once total at
-//!   most `body_bytes_in_flight_max`.
+//!   accepted, no body over its route's limit is read (413), and the body bytes held at once
+//!   total at most `body_bytes_in_flight_max`, counted as they arrive.
 //! - A reply is sent only after `Service::handle` returned, so a 200 to a write means the
 //!   engine call returned, with the durability the store was opened with.
-//! - Shutdown stops accepting, lets every request already received finish, closes idle
-//!   connections, then returns; the caller flushes and closes the store.
+//! - Shutdown stops accepting, lets every request already received finish within
+//!   `shutdown_drain_timeout`, closes idle connections, then returns; the caller flushes and
+//!   closes the store.
 
+mod deadline;
 mod http;
+mod security;
 mod signals;
 
 use std::future::Future;
@@ -37,10 +41,14 @@ use crate::mlflow::Service;
 /// Limits of a [`Server`]. The defaults suit one trusted machine or a private network.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Largest request body (default 64 MiB); a larger one is answered 413 unread.
+    /// Largest artifact upload (`PUT` under `mlflow-artifacts`; default 64 MiB); a larger one
+    /// is answered 413, unread when its `Content-Length` says so.
     pub body_bytes_max: usize,
-    /// Most body bytes held by all requests together (default 256 MiB); a request waits for
-    /// room before its body is read.
+    /// Largest body of every other route (default 8 MiB; MLflow's client sends batches under
+    /// 1 MB), so that parsing JSON stays small; never above `body_bytes_max`.
+    pub json_body_bytes_max: usize,
+    /// Most body bytes held by all requests together (default 256 MiB), taken as the bytes
+    /// arrive; a request whose next bytes do not fit waits for room (within its body timeout).
     pub body_bytes_in_flight_max: usize,
     /// Most requests handed to the engine at once (default 64); others wait.
     pub requests_in_flight_max: usize,
@@ -53,6 +61,19 @@ pub struct ServerOptions {
     /// Time a client has to send a request's whole body once its headers arrived (default
     /// 120 s); a stalled body is answered 408.
     pub body_read_timeout: Duration,
+    /// Longest a write to a client may make no progress (default 60 s); then the connection is
+    /// dropped, so a client that stops reading a reply does not hold it forever.
+    pub write_timeout: Duration,
+    /// Longest a graceful shutdown waits for the requests already received (default 30 s);
+    /// then the connections still open are closed and the caller flushes and closes the store.
+    pub shutdown_drain_timeout: Duration,
+    /// `Host` header patterns accepted besides mlflow server's defaults (`localhost`,
+    /// `127.0.0.1`, `[::1]`, `0.0.0.0` and the bound address, any port, and private-network
+    /// addresses); `*` matches any run of characters and a lone `*` accepts every host.
+    pub allowed_hosts: Vec<String>,
+    /// Origins whose state-changing requests (POST, PUT, PATCH, DELETE) are accepted besides
+    /// this machine's and the bound address's; `*` as in `allowed_hosts`.
+    pub cors_allowed_origins: Vec<String>,
     /// Threads of the async executor (default: the number of cores).
     pub worker_threads: usize,
 }
@@ -61,11 +82,16 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             body_bytes_max: 64 << 20,
+            json_body_bytes_max: 8 << 20,
             body_bytes_in_flight_max: 256 << 20,
             requests_in_flight_max: 64,
             connections_max: 1_024,
             header_read_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(60),
+            shutdown_drain_timeout: Duration::from_secs(30),
+            allowed_hosts: Vec::new(),
+            cors_allowed_origins: Vec::new(),
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -136,13 +162,15 @@ impl Server {
     /// signal ends the process at once (exit status 130). `ready` is called once the signal
     /// handlers are installed, so a signal sent after it is always a graceful shutdown (the
     /// place to print where the server listens).
+    ///
+    /// The second signal is acted on until the process exits, so also while the caller
+    /// flushes and closes the store after this returns.
     pub fn run_until_signal(self, ready: impl FnOnce()) -> Result<(), ServerError> {
-        self.runtime()?.block_on(async move {
-            let signals =
-                signals::Signals::install().map_err(io_error("install signal handlers"))?;
-            ready();
-            self.serve(signals.first()).await
-        })
+        let first = signals::install().map_err(io_error("install signal handlers"))?;
+        ready();
+        self.runtime()?.block_on(self.serve(async move {
+            let _ = first.await;
+        }))
     }
 
     fn runtime(&self) -> Result<tokio::runtime::Runtime, ServerError> {
@@ -161,7 +189,10 @@ impl Server {
     async fn serve<F: Future<Output = ()>>(self, shutdown: F) -> Result<(), ServerError> {
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(io_error("register the listener"))?;
-        let shared = Arc::new(http::Shared::new(self.service, &self.options));
+        let bound = listener
+            .local_addr()
+            .map_err(io_error("read the listener's address"))?;
+        let shared = Arc::new(http::Shared::new(self.service, &self.options, bound));
         let connections = Arc::new(Semaphore::new(self.options.connections_max.max(1)));
         let mut builder = http1::Builder::new();
         builder
@@ -193,7 +224,10 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             let connection = builder.serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(deadline::WriteDeadline::new(
+                    stream,
+                    self.options.write_timeout,
+                )),
                 service_fn(move |request| http::answer(shared.clone(), request)),
             );
             let connection = graceful.watch(connection);
@@ -205,7 +239,10 @@ impl Server {
             });
         }
         drop(listener);
-        graceful.shutdown().await;
+        // Past the drain time the connections still open are dropped with the runtime, so a
+        // client that neither sends nor reads cannot hold the shutdown.
+        let _ =
+            tokio::time::timeout(self.options.shutdown_drain_timeout, graceful.shutdown()).await;
         Ok(())
     }
 }

@@ -34,7 +34,7 @@ fn raw(client: &Client, request: &[u8]) -> Option<(u16, String)> {
 }
 
 fn get_request(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").into_bytes()
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn a_body_over_the_limit_is_413_in_mlflows_shape_and_writes_nothing() {
     // A chunked body (no Content-Length) is cut off at the limit too.
     let chunk = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
     let request = format!(
-        "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+        "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"
     );
     let (status, answer) = raw(&server.client, request.as_bytes()).unwrap();
@@ -133,7 +133,7 @@ fn malformed_requests_get_clear_errors_and_the_server_goes_on() {
     assert!(matches!(garbage, None | Some((400, _))), "{garbage:?}");
     let bad_length = raw(
         &server.client,
-        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\nContent-Length: lots\r\n\r\n",
+        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: lots\r\n\r\n",
     );
     assert!(
         matches!(bad_length, None | Some((400, _))),
@@ -153,7 +153,7 @@ fn a_stalled_body_is_answered_408_and_stalled_headers_are_dropped() {
     });
     let (_, run) = server.client.create_run();
     // Promises 500 bytes, sends 10, then waits: the server must not wait forever.
-    let stalled = b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\n\
+    let stalled = b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
                     Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"run_id\":";
     let (status, body) = raw(&server.client, stalled).unwrap();
     assert_eq!(status, 408, "{body}");
@@ -319,7 +319,7 @@ fn artifact_paths_that_try_to_escape_are_refused_and_write_nothing() {
     for attempt in &attempts {
         let path = format!("{ARTIFACTS}/{attempt}");
         let request = format!(
-            "PUT {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 4\r\n\r\nevil"
+            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 4\r\n\r\nevil"
         );
         let (status, body) = raw(client, request.as_bytes()).unwrap();
         assert_eq!(status, 400, "{attempt}: {body}");
@@ -375,7 +375,7 @@ fn requests_without_a_body_do_not_wait_for_the_body_budget() {
     held.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     held.write_all(
-        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\
+        b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n\
           Content-Type: application/json\r\nContent-Length: 10\r\n\r\n",
     )
     .unwrap();
@@ -413,7 +413,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let mut answer = Vec::new();
     let mut buffer = [0u8; 256];
@@ -425,4 +425,297 @@ fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     // Kept alive after the answer, then idle: the server closes it.
     let after = stream.read(&mut buffer);
     assert!(matches!(after, Ok(0)), "{after:?}");
+}
+
+#[test]
+fn json_routes_take_the_small_limit_and_only_artifact_uploads_the_large_one() {
+    let server = Embedded::with(ServerOptions {
+        body_bytes_max: 1 << 20,
+        json_body_bytes_max: 64 << 10,
+        body_read_timeout: Duration::from_secs(5),
+        ..ServerOptions::default()
+    });
+    let (experiment, run) = server.client.create_run();
+    // Only the headers: a body declared over the JSON limit is refused before it is sent
+    // (sending it would race the server's close and reset the connection).
+    let declared = format!(
+        "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        128 << 10
+    );
+    let (status, answer) = raw(&server.client, declared.as_bytes()).unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("65536"), "{answer}");
+    // A chunked body is refused once what arrived passes the limit.
+    let chunked = format!(
+        "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}",
+        128 << 10,
+        " ".repeat((64 << 10) + 1)
+    );
+    let (status, answer) = raw(&server.client, chunked.as_bytes()).unwrap();
+    assert_eq!(status, 413, "{answer}");
+    let id: RunId = run.parse().unwrap();
+    assert!(server.store.run(id).unwrap().metrics.is_empty());
+
+    let content = vec![7u8; 512 << 10];
+    let put = server.client.put(
+        &format!("{ARTIFACTS}/{experiment}/{run}/artifacts/big.bin"),
+        &content,
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+}
+
+#[test]
+fn uploads_that_declare_large_bodies_and_send_nothing_do_not_stall_other_requests() {
+    // The budget admits exactly four largest bodies; four uploads declare them and send
+    // nothing, with a body timeout far longer than the test's guard.
+    let server = Embedded::with(ServerOptions {
+        body_bytes_max: 1 << 20,
+        body_bytes_in_flight_max: 4 << 20,
+        body_read_timeout: Duration::from_secs(600),
+        ..ServerOptions::default()
+    });
+    let (experiment, run) = server.client.create_run();
+    let address = server.client.base.trim_start_matches("http://");
+    let stalled: Vec<TcpStream> = (0..4)
+        .map(|i| {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let head = format!(
+                "PUT {ARTIFACTS}/{experiment}/{run}/artifacts/s{i}.bin HTTP/1.1\r\n\
+                 Host: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+                1 << 20
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            // `100 Continue` comes once the handler reads the body.
+            let mut continued = [0u8; 12];
+            stream.read_exact(&mut continued).unwrap();
+            assert_eq!(&continued, b"HTTP/1.1 100");
+            stream
+        })
+        .collect();
+    // A guard against a hang, not a timing assertion: the stalled uploads time out only after
+    // 600 s, so a GET waiting for their budget fails here.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let url = format!(
+        "{}/api/2.0/mlflow/runs/get?run_id={run}",
+        server.client.base
+    );
+    let answer = agent.get(&url).call();
+    assert_eq!(answer.map(|a| a.status().as_u16()).ok(), Some(200));
+    drop(stalled);
+}
+
+/// A request with the given method, path, `Host` and extra header lines, and an empty JSON body
+/// for writes.
+fn request_with(method: &str, path: &str, host: &str, headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_host_that_is_not_loopback_private_or_allowed_is_refused_403() {
+    let server = Embedded::start();
+    let get = "/api/2.0/mlflow/experiments/search?max_results=1";
+    for host in [
+        "evil.example",
+        "evil.example:5000",
+        "localhost.evil.example",
+        "",
+    ] {
+        let (status, body) = raw(&server.client, &request_with("GET", get, host, "", "")).unwrap();
+        assert_eq!(status, 403, "{host}: {body}");
+        assert!(body.contains("PERMISSION_DENIED"), "{host}: {body}");
+    }
+    for host in [
+        "localhost",
+        "localhost:5000",
+        "127.0.0.1:5000",
+        "[::1]:5000",
+        "10.1.2.3:5000",
+        "192.168.0.7",
+        "172.20.0.1:80",
+    ] {
+        let (status, body) = raw(&server.client, &request_with("GET", get, host, "", "")).unwrap();
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    // Health and version are for probes, whatever name they use.
+    for path in ["/health", "/version"] {
+        let (status, _) = raw(
+            &server.client,
+            &request_with("GET", path, "evil.example", "", ""),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{path}");
+    }
+}
+
+#[test]
+fn a_state_changing_request_from_another_origin_is_refused_403_and_changes_nothing() {
+    let server = Embedded::start();
+    let create = "/api/2.0/mlflow/experiments/create";
+    let body = r#"{"name": "from-a-page"}"#;
+    let evil = "Origin: http://evil.example\r\n";
+    let (status, answer) = raw(
+        &server.client,
+        &request_with("POST", create, "127.0.0.1", evil, body),
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("PERMISSION_DENIED"), "{answer}");
+    let found = server
+        .client
+        .get("/api/2.0/mlflow/experiments/get-by-name?experiment_name=from-a-page");
+    assert_eq!(found.status, 404, "{}", found.text());
+    // A read from another origin is not refused (the browser keeps its answer from the page).
+    let search = "/api/2.0/mlflow/experiments/search?max_results=1";
+    let (status, _) = raw(
+        &server.client,
+        &request_with("GET", search, "127.0.0.1", evil, ""),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    // This machine's pages may write.
+    let local = "Origin: http://localhost:3000\r\n";
+    let (status, answer) = raw(
+        &server.client,
+        &request_with("POST", create, "127.0.0.1", local, body),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[test]
+fn allowed_hosts_and_origins_widen_the_checks() {
+    let server = Embedded::with(ServerOptions {
+        allowed_hosts: vec!["runlog.corp.example".into(), "*.lab.example".into()],
+        cors_allowed_origins: vec!["https://ui.corp.example".into()],
+        ..ServerOptions::default()
+    });
+    let search = "/api/2.0/mlflow/experiments/search?max_results=1";
+    for (host, expected) in [
+        ("runlog.corp.example", 200),
+        ("a.lab.example:5000", 200),
+        ("other.corp.example", 403),
+    ] {
+        let (status, _) = raw(&server.client, &request_with("GET", search, host, "", "")).unwrap();
+        assert_eq!(status, expected, "{host}");
+    }
+    let create = "/api/2.0/mlflow/experiments/create";
+    for (origin, name, expected) in [
+        ("https://ui.corp.example", "ui", 200),
+        ("https://other.corp.example", "other", 403),
+    ] {
+        let headers = format!("Origin: {origin}\r\n");
+        let body = format!("{{\"name\": \"{name}\"}}");
+        let request = request_with("POST", create, "runlog.corp.example", &headers, &body);
+        let (status, answer) = raw(&server.client, &request).unwrap();
+        assert_eq!(status, expected, "{origin}: {answer}");
+    }
+}
+
+#[test]
+fn artifact_paths_the_file_system_cannot_take_are_400_naming_the_relative_path() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, run) = client.create_run();
+    let root = format!("{ARTIFACTS}/{experiment}/{run}/artifacts");
+    let store_dir = server.store_dir().display().to_string();
+    assert_eq!(client.put(&format!("{root}/a.txt"), b"a").status, 200);
+    assert_eq!(client.put(&format!("{root}/dd/b.txt"), b"b").status, 200);
+
+    let long = "n".repeat(300);
+    for path in ["a.txt/b.txt", "a.txt/deeper/c.txt", long.as_str()] {
+        let put = client.put(&format!("{root}/{path}"), b"x");
+        assert_eq!(put.status, 400, "{path}: {}", put.text());
+        assert_eq!(put.error_code(), "INVALID_PARAMETER_VALUE", "{path}");
+        let message = put.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains(path), "{message}");
+        assert!(!message.contains(&store_dir), "{message}");
+    }
+    // A folder's name as a file's: the client's mistake, never a 500.
+    let put = client.put(&format!("{root}/dd"), b"x");
+    assert!((400..500).contains(&put.status), "{}", put.text());
+
+    // A name that fits the file system is stored, however close to its limit.
+    let near_limit = "m".repeat(250);
+    let put = client.put(&format!("{root}/{near_limit}"), b"near");
+    assert_eq!(put.status, 200, "{}", put.text());
+    let got = client.get(&format!("{root}/{near_limit}"));
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"near"[..]));
+}
+
+/// Stops `server` on another thread; whether it stopped within a guard far longer than its
+/// drain time (a guard against a hang, not a timing assertion).
+fn stops(mut server: Embedded) -> bool {
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        server.stop();
+        let _ = done.send(());
+    });
+    stopped.recv_timeout(Duration::from_secs(60)).is_ok()
+}
+
+#[test]
+fn the_shutdown_drain_is_bounded_by_its_timeout() {
+    let server = Embedded::with(ServerOptions {
+        body_read_timeout: Duration::from_secs(600),
+        shutdown_drain_timeout: Duration::from_millis(500),
+        ..ServerOptions::default()
+    });
+    let (_, run) = server.client.create_run();
+    let address = server.client.base.trim_start_matches("http://");
+    // A request whose body never comes: the drain alone would wait for it 600 s.
+    let mut held = TcpStream::connect(address).unwrap();
+    held.write_all(
+        format!(
+            "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Expect: 100-continue\r\nContent-Length: 100\r\n\r\n{{\"run_id\": \"{run}\""
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut continued = [0u8; 12];
+    held.read_exact(&mut continued).unwrap();
+    assert_eq!(&continued, b"HTTP/1.1 100");
+    assert!(stops(server), "the drain waited for the stalled request");
+    drop(held);
+}
+
+#[test]
+fn a_client_that_stops_reading_a_reply_is_dropped_after_the_write_timeout() {
+    let server = Embedded::with(ServerOptions {
+        write_timeout: Duration::from_millis(500),
+        shutdown_drain_timeout: Duration::from_secs(600),
+        ..ServerOptions::default()
+    });
+    let (experiment, run) = server.client.create_run();
+    // Larger than what the sockets' buffers on both sides hold.
+    let path = format!("{ARTIFACTS}/{experiment}/{run}/artifacts/large.bin");
+    let put = server.client.put(&path, &vec![1u8; 24 << 20]);
+    assert_eq!(put.status, 200, "{}", put.text());
+    let address = server.client.base.trim_start_matches("http://");
+    let mut reader = TcpStream::connect(address).unwrap();
+    reader
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .unwrap();
+    // Its reply is under way and never read: the drain alone would wait for it 600 s.
+    let mut first = [0u8; 12];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(stops(server), "the stalled reply held the connection");
+    drop(reader);
 }

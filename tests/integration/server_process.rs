@@ -36,7 +36,7 @@ impl Held {
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let head = format!(
-            "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+            "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
              Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );

@@ -170,6 +170,11 @@ impl Embedded {
         }
     }
 
+    /// The store's folder.
+    pub fn store_dir(&self) -> &std::path::Path {
+        self._dir.dir.path()
+    }
+
     /// Stops the server and waits for it to finish its requests.
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -31,9 +31,25 @@ pub struct Args {
     /// `sync` (power loss too: synced before the answer), or a sync interval in ms.
     #[arg(long, default_value = "1000")]
     durability: String,
-    /// Largest request body in MiB (artifact uploads included); larger ones get 413.
+    /// Largest artifact upload in MiB; larger ones get 413.
     #[arg(long = "body-limit-mib", default_value_t = 64)]
     body_limit_mib: usize,
+    /// Largest body of every other (JSON) request in MiB; larger ones get 413.
+    #[arg(long = "json-body-limit-mib", default_value_t = 8)]
+    json_body_limit_mib: usize,
+    /// `Host` header values accepted besides loopback, private-network addresses and the bound
+    /// address, comma-separated (`*` matches any run of characters; a lone `*` accepts any);
+    /// needed when clients reach the server by a DNS name.
+    #[arg(long, env = "MLFLOW_SERVER_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// Origins (`https://host:port`) whose browser pages may send state-changing requests,
+    /// comma-separated, besides this machine's (`*` as in --allowed-hosts).
+    #[arg(
+        long,
+        env = "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_allowed_origins: Vec<String>,
 }
 
 pub fn run(args: Args, context: &mut Context) -> Outcome {
@@ -49,6 +65,9 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
     )?;
     let options = ServerOptions {
         body_bytes_max: args.body_limit_mib.saturating_mul(1 << 20),
+        json_body_bytes_max: args.json_body_limit_mib.saturating_mul(1 << 20),
+        allowed_hosts: args.allowed_hosts,
+        cors_allowed_origins: args.cors_allowed_origins,
         ..ServerOptions::default()
     };
     let service = Service::new(Arc::new(store.clone()));
