@@ -244,17 +244,7 @@ impl Writer {
     /// Appends a metadata event. Metric points go through [`Writer::log_point`] and
     /// [`Writer::log_columns`], which intern keys.
     pub fn append(&mut self, event: &Event) -> Result<()> {
-        if matches!(event, Event::Metrics(_) | Event::MetricKeyDefined { .. }) {
-            return Err(Error::InvalidInput(
-                "metric events are appended through log_point or log_columns".to_string(),
-            ));
-        }
-        self.check_usable()?;
-        self.scratch.clear();
-        self.scratch.resize(FRAME_BYTES, 0);
-        event.encode_payload(&mut self.scratch);
-        self.check_decodes(event.record_type())?;
-        self.write_scratch_record(event.record_type(), 0)?;
+        self.append_unsynced(event)?;
         self.after_append()
     }
 
