@@ -215,7 +215,9 @@ def _define_artifact_class():
             where = posixpath.join(self._base, path) if path else self._base
             status, _, reply = self._service.handle("GET", root, urlencode({"path": where}), b"")
             if status != 200:
-                return []
+                # A path naming nothing lists as 200 `{}`; any other answer is an error the
+                # caller must see, or download_artifacts would take a folder for a file.
+                _raise_for(status, reply, f"{root}?path={where}")
             infos = [
                 FileInfo(
                     posixpath.join(path, f["path"]) if path else f["path"],

@@ -271,3 +271,19 @@ def test_artifact_entry_point_serves_runlog_tracking_uris(tracking):
 
     repo = get_artifact_repository("mlflow-artifacts:/1/abc/artifacts", tracking_uri=tracking)
     assert type(repo).__name__ == "RunlogArtifactRepository"
+
+
+def test_artifact_listing_raises_what_the_service_refuses(client, tmp_path):
+    if not artifact_routes_served(tmp_path):
+        pytest.skip("this build's runlog::mlflow::Service has no mlflow-artifacts routes")
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    mlflow.set_experiment("listing")
+    with mlflow.start_run() as run:
+        mlflow.log_text("hello", "notes/t.txt")
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+    assert [f.path for f in repo.list_artifacts("notes")] == ["notes/t.txt"]
+    assert repo.list_artifacts("missing") == []
+    with pytest.raises(MlflowException) as excinfo:
+        repo.list_artifacts("../escape")
+    assert error_code(excinfo) == "INVALID_PARAMETER_VALUE"
