@@ -6,7 +6,7 @@
 //! Invariants: validation and error codes are the service's, never re-done here; `handle` runs
 //! with the GIL released, so Python threads (MLflow's async logging among them) log in
 //! parallel; one service per store directory per process, so every `runlog://` URI naming the
-//! same directory shares one open store.
+//! same directory shares one open store, and a forked child opens its own.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,10 @@ use runlog::mlflow::{Method, Request, Service};
 
 use crate::errors::{IntoPy, invalid};
 
-/// The services opened so far in this process, by the store's canonical directory.
-static SERVICES: Mutex<Option<HashMap<PathBuf, Service>>> = Mutex::new(None);
+/// The services opened so far, by opening process and the store's canonical directory. The
+/// process is part of the key because a forked child inherits this map, and the parent's
+/// service refuses every call in the child with `Forked`: the child opens its own.
+static SERVICES: Mutex<Option<HashMap<(u32, PathBuf), Service>>> = Mutex::new(None);
 
 /// MLflow's tracking REST API answered in-process by the engine, over the store at `path`
 /// (created if missing). Instances for the same directory share one open store.
@@ -49,18 +51,29 @@ fn key_of(path: &Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The shared service for the store at `path`, opening the store on first use.
+/// The shared service for the store at `path` in this process, opening the store on first
+/// use. The store is opened outside the map's lock, so a fork while another thread opens a
+/// store never leaves the child a lock that no thread of it will release.
 fn service_at(path: &Path) -> runlog::Result<Service> {
-    let key = key_of(path);
-    let mut services = SERVICES.lock().unwrap_or_else(PoisonError::into_inner);
-    let services = services.get_or_insert_with(HashMap::new);
-    if let Some(service) = services.get(&key) {
+    let key = (std::process::id(), key_of(path));
+    if let Some(service) = services().get_or_insert_with(HashMap::new).get(&key) {
         return Ok(service.clone());
     }
-    let store = runlog::Store::open(&key)?;
-    let service = Service::new(Arc::new(store));
-    services.insert(key_of(path), service.clone());
-    Ok(service)
+    let store = runlog::Store::open(&key.1)?;
+    let opened = Service::new(Arc::new(store));
+    // Another thread may have opened the same store meanwhile: every caller shares the first,
+    // and the second is dropped (closing its store) after the lock is let go.
+    let first = services()
+        .get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_insert_with(|| opened.clone())
+        .clone();
+    drop(opened);
+    Ok(first)
+}
+
+fn services() -> std::sync::MutexGuard<'static, Option<HashMap<(u32, PathBuf), Service>>> {
+    SERVICES.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[pymethods]

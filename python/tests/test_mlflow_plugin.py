@@ -287,3 +287,45 @@ def test_artifact_listing_raises_what_the_service_refuses(client, tmp_path):
     with pytest.raises(MlflowException) as excinfo:
         repo.list_artifacts("../escape")
     assert error_code(excinfo) == "INVALID_PARAMETER_VALUE"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_logs_through_the_same_runlog_uri(client, tmp_path):
+    import time
+    import traceback
+
+    mlflow.set_experiment("fork")
+    with mlflow.start_run() as parent:
+        mlflow.log_metric("m", 1.0, step=1)
+    # The parent's store (and its service) is open and cached by MLflow before the fork.
+    assert [m.value for m in client.get_metric_history(parent.info.run_id, "m")] == [1.0]
+    child_id = tmp_path / "child-run-id"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with mlflow.start_run() as child:
+                mlflow.log_metric("m", 2.0, step=2)
+            child_id.write_text(child.info.run_id)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    run_id = child_id.read_text()
+    assert run_id != parent.info.run_id
+    history = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not history:
+        try:
+            history = client.get_metric_history(run_id, "m")
+        except MlflowException:
+            time.sleep(0.01)
+    assert [(m.step, m.value) for m in history] == [(2, 2.0)]
+    assert [(m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "m")] == [
+        (1, 1.0)
+    ]
+    client.set_tag(parent.info.run_id, "after", "fork")
+    assert client.get_run(parent.info.run_id).data.tags["after"] == "fork"
