@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -27,7 +27,10 @@ static SERVICES: Mutex<Option<HashMap<(u32, PathBuf), Service>>> = Mutex::new(No
 /// (created if missing). Instances for the same directory share one open store.
 #[pyclass(frozen, module = "runlog")]
 pub struct MlflowService {
-    service: Service,
+    /// The directory as given, to reopen from.
+    path: PathBuf,
+    /// Replaced by a freshly opened service once this one can no longer log (see `handle`).
+    service: RwLock<Service>,
 }
 
 fn method(name: &str) -> PyResult<Method> {
@@ -72,6 +75,32 @@ fn service_at(path: &Path) -> runlog::Result<Service> {
     Ok(first)
 }
 
+/// Whether `service` can no longer log in this process: its store handle was opened by a
+/// parent process, or a failed sync poisoned it. Asked only after an `INTERNAL_ERROR`
+/// answer, so the flush it takes costs nothing on the path that succeeds.
+fn is_unusable(service: &Service) -> bool {
+    matches!(
+        service.store().flush(),
+        Err(runlog::Error::Forked { .. } | runlog::Error::Poisoned { .. })
+    )
+}
+
+/// Forgets `service` if it is still the one shared for `path` in this process, so the next
+/// caller opens the store again.
+fn evict(path: &Path, service: &Service) {
+    let key = (std::process::id(), key_of(path));
+    let mut services = services();
+    let Some(map) = services.as_mut() else {
+        return;
+    };
+    if map
+        .get(&key)
+        .is_some_and(|shared| Arc::ptr_eq(shared.store(), service.store()))
+    {
+        map.remove(&key);
+    }
+}
+
 fn services() -> std::sync::MutexGuard<'static, Option<HashMap<(u32, PathBuf), Service>>> {
     SERVICES.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -82,13 +111,16 @@ impl MlflowService {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<MlflowService> {
         let service = py.detach(|| service_at(&path)).py_err()?;
-        Ok(MlflowService { service })
+        Ok(MlflowService {
+            path,
+            service: RwLock::new(service),
+        })
     }
 
     /// The store's directory.
     #[getter]
     fn path(&self) -> PathBuf {
-        self.service.store().root().to_path_buf()
+        self.current().store().root().to_path_buf()
     }
 
     /// Answers one MLflow REST request: `method` (`"GET"`, `"POST"`, ...), the full `path`
@@ -110,7 +142,14 @@ impl MlflowService {
             query,
             body,
         };
-        let reply = py.detach(|| self.service.handle(request));
+        let reply = py.detach(|| {
+            let service = self.current();
+            let reply = service.handle(request);
+            if reply.status == 500 && is_unusable(&service) {
+                self.reopen(&service);
+            }
+            reply
+        });
         Ok((
             reply.status,
             reply.content_type,
@@ -119,6 +158,28 @@ impl MlflowService {
     }
 
     fn __repr__(&self) -> String {
-        format!("MlflowService({:?})", self.service.store().root())
+        format!("MlflowService({:?})", self.current().store().root())
+    }
+}
+
+impl MlflowService {
+    fn current(&self) -> Service {
+        self.service
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops `failed` from the process's services and takes a freshly opened one in its
+    /// place; the request that failed stays failed, the next one goes to the new store. If
+    /// the store cannot be opened now, `failed` stays and the next failure tries again.
+    fn reopen(&self, failed: &Service) {
+        evict(&self.path, failed);
+        if let Ok(fresh) = service_at(&self.path) {
+            let mut service = self.service.write().unwrap_or_else(PoisonError::into_inner);
+            if Arc::ptr_eq(service.store(), failed.store()) {
+                *service = fresh;
+            }
+        }
     }
 }

@@ -329,3 +329,27 @@ def test_a_forked_child_logs_through_the_same_runlog_uri(client, tmp_path):
     ]
     client.set_tag(parent.info.run_id, "after", "fork")
     assert client.get_run(parent.info.run_id).data.tags["after"] == "fork"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_service_that_fails_with_forked_is_replaced_by_the_childs_own(tmp_path):
+    from runlog import MlflowService
+
+    service = MlflowService(str(tmp_path / "store"))
+    create = "/api/2.0/mlflow/experiments/create"
+    assert service.handle("POST", create, "", b'{"name": "parent"}')[0] == 200
+    outcome = tmp_path / "outcome"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            first = service.handle("POST", create, "", b'{"name": "child-1"}')
+            second = service.handle("POST", create, "", b'{"name": "child-2"}')
+            outcome.write_text(f"{first[0]} {second[0]}")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert outcome.read_text() == "500 200"
+    assert service.handle("POST", create, "", b'{"name": "parent-2"}')[0] == 200
