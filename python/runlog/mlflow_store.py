@@ -19,6 +19,7 @@ import cycle. It is imported inside :func:`tracking_store`.
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import unquote, urlencode, urlparse
 
 __all__ = ["artifact_repository", "store_path", "tracking_store"]
@@ -63,6 +64,27 @@ def _store_class():
     return _STORE_CLASS
 
 
+class _ProcessService:
+    """The service over one store for the calling process. MLflow caches stores and
+    artifact repositories by URI, so one can outlive a fork: in the child it opens the
+    child's own service (the parent's refuses every call there) on first use."""
+
+    def __init__(self, path):
+        self._path = path
+        self._pid = os.getpid()
+        from runlog._native import MlflowService
+
+        self._service = MlflowService(path)
+
+    def handle(self, method, path, query="", body=b""):
+        if self._pid != os.getpid():
+            from runlog._native import MlflowService
+
+            self._service = MlflowService(self._path)
+            self._pid = os.getpid()
+        return self._service.handle(method, path, query, body)
+
+
 def _raise_for(status: int, body: bytes, endpoint: str) -> None:
     """Raises what MLflow's client raises for this HTTP answer (``verify_rest_response``)."""
     from mlflow.exceptions import MlflowException, RestException
@@ -87,8 +109,6 @@ def _define_store_class():
     from mlflow.utils.proto_json_utils import parse_dict
     from mlflow.utils.rest_utils import MlflowHostCreds
 
-    from runlog._native import MlflowService
-
     class RunlogStore(RestStore):
         """MLflow's ``RestStore`` whose requests are answered in-process by the engine."""
 
@@ -97,7 +117,7 @@ def _define_store_class():
             # Only MLflow's trace and scorer calls that bypass `_call_endpoint` use these
             # credentials; they then fail as against a server without those routes.
             super().__init__(lambda: MlflowHostCreds(store_uri))
-            self._service = MlflowService(path)
+            self._service = _ProcessService(path)
             self.store_uri = store_uri
 
         def __repr__(self) -> str:
@@ -176,8 +196,6 @@ def _define_artifact_class():
     from mlflow.entities import FileInfo
     from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
-    from runlog._native import MlflowService
-
     root = "/api/2.0/mlflow-artifacts/artifacts"
 
     class RunlogArtifactRepository(ArtifactRepository):
@@ -185,7 +203,7 @@ def _define_artifact_class():
 
         def __init__(self, artifact_uri, tracking_uri=None, registry_uri=None):
             super().__init__(artifact_uri, tracking_uri, registry_uri)
-            self._service = MlflowService(store_path(tracking_uri))
+            self._service = _ProcessService(store_path(tracking_uri))
             # mlflow-artifacts:/<exp>/<run>/artifacts (or with a host part, which is ignored).
             self._base = urlparse(artifact_uri).path.strip("/")
 
@@ -215,7 +233,9 @@ def _define_artifact_class():
             where = posixpath.join(self._base, path) if path else self._base
             status, _, reply = self._service.handle("GET", root, urlencode({"path": where}), b"")
             if status != 200:
-                return []
+                # A path naming nothing lists as 200 `{}`; any other answer is an error the
+                # caller must see, or download_artifacts would take a folder for a file.
+                _raise_for(status, reply, f"{root}?path={where}")
             infos = [
                 FileInfo(
                     posixpath.join(path, f["path"]) if path else f["path"],

@@ -13,6 +13,7 @@ use arrow_array::{
 };
 use arrow_data::ArrayData;
 use arrow_schema::{DataType, Field, Schema};
+use pyo3::exceptions::{PyNotImplementedError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyCapsuleMethods, PyTuple};
@@ -59,6 +60,24 @@ pub fn float64s(values: Vec<f64>) -> ArrayRef {
     Arc::new(Float64Array::from(values))
 }
 
+/// What numpy or pyarrow refused to read (a 2-D array, a byte-swapped dtype, an int past
+/// int64, ...) as `InvalidInput` naming the column, with their error as the cause; anything
+/// else they raise (an interrupt, memory) passes through unchanged.
+fn refused_input(py: Python<'_>, what: &str, error: PyErr) -> PyErr {
+    let refused = error.is_instance_of::<PyValueError>(py)
+        || error.is_instance_of::<PyTypeError>(py)
+        || error.is_instance_of::<PyOverflowError>(py)
+        || error.is_instance_of::<PyNotImplementedError>(py);
+    if !refused {
+        return error;
+    }
+    let wrapped = invalid(format!(
+        "{what}: not readable as a 1-D int or float array: {error}"
+    ));
+    wrapped.set_cause(py, Some(error));
+    wrapped
+}
+
 /// A column taken from Python: any object with `__arrow_c_array__` (pyarrow, polars...) as is,
 /// anything else through `numpy.asarray` then `pyarrow.array`, which wrap numpy arrays and
 /// buffers without copying.
@@ -67,11 +86,12 @@ pub fn import_column(what: &str, object: &Bound<'_, PyAny>) -> PyResult<ArrayDat
     let arrow_object = if object.hasattr(intern!(py, "__arrow_c_array__"))? {
         object.clone()
     } else {
-        let array = py
-            .import(intern!(py, "numpy"))?
-            .call_method1(intern!(py, "asarray"), (object,))?;
-        py.import(intern!(py, "pyarrow"))?
-            .call_method1(intern!(py, "array"), (array,))?
+        let numpy = py.import(intern!(py, "numpy"))?;
+        let pyarrow = py.import(intern!(py, "pyarrow"))?;
+        numpy
+            .call_method1(intern!(py, "asarray"), (object,))
+            .and_then(|array| pyarrow.call_method1(intern!(py, "array"), (array,)))
+            .map_err(|error| refused_input(py, what, error))?
     };
     let capsules = arrow_object.call_method0(intern!(py, "__arrow_c_array__"))?;
     let capsules = capsules.cast_into::<PyTuple>().map_err(PyErr::from)?;

@@ -6,11 +6,11 @@
 //! Invariants: validation and error codes are the service's, never re-done here; `handle` runs
 //! with the GIL released, so Python threads (MLflow's async logging among them) log in
 //! parallel; one service per store directory per process, so every `runlog://` URI naming the
-//! same directory shares one open store.
+//! same directory shares one open store, and a forked child opens its own.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -18,14 +18,19 @@ use runlog::mlflow::{Method, Request, Service};
 
 use crate::errors::{IntoPy, invalid};
 
-/// The services opened so far in this process, by the store's canonical directory.
-static SERVICES: Mutex<Option<HashMap<PathBuf, Service>>> = Mutex::new(None);
+/// The services opened so far, by opening process and the store's canonical directory. The
+/// process is part of the key because a forked child inherits this map, and the parent's
+/// service refuses every call in the child with `Forked`: the child opens its own.
+static SERVICES: Mutex<Option<HashMap<(u32, PathBuf), Service>>> = Mutex::new(None);
 
 /// MLflow's tracking REST API answered in-process by the engine, over the store at `path`
 /// (created if missing). Instances for the same directory share one open store.
 #[pyclass(frozen, module = "runlog")]
 pub struct MlflowService {
-    service: Service,
+    /// The directory as given, to reopen from.
+    path: PathBuf,
+    /// Replaced by a freshly opened service once this one can no longer log (see `handle`).
+    service: RwLock<Service>,
 }
 
 fn method(name: &str) -> PyResult<Method> {
@@ -49,18 +54,55 @@ fn key_of(path: &Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The shared service for the store at `path`, opening the store on first use.
+/// The shared service for the store at `path` in this process, opening the store on first
+/// use. The store is opened outside the map's lock, so a fork while another thread opens a
+/// store never leaves the child a lock that no thread of it will release.
 fn service_at(path: &Path) -> runlog::Result<Service> {
-    let key = key_of(path);
-    let mut services = SERVICES.lock().unwrap_or_else(PoisonError::into_inner);
-    let services = services.get_or_insert_with(HashMap::new);
-    if let Some(service) = services.get(&key) {
+    let key = (std::process::id(), key_of(path));
+    if let Some(service) = services().get_or_insert_with(HashMap::new).get(&key) {
         return Ok(service.clone());
     }
-    let store = runlog::Store::open(&key)?;
-    let service = Service::new(Arc::new(store));
-    services.insert(key_of(path), service.clone());
-    Ok(service)
+    let store = runlog::Store::open(&key.1)?;
+    let opened = Service::new(Arc::new(store));
+    // Another thread may have opened the same store meanwhile: every caller shares the first,
+    // and the second is dropped (closing its store) after the lock is let go.
+    let first = services()
+        .get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_insert_with(|| opened.clone())
+        .clone();
+    drop(opened);
+    Ok(first)
+}
+
+/// Whether `service` can no longer log in this process: its store handle was opened by a
+/// parent process, or a failed sync poisoned it. Asked only after an `INTERNAL_ERROR`
+/// answer, so the flush it takes costs nothing on the path that succeeds.
+fn is_unusable(service: &Service) -> bool {
+    matches!(
+        service.store().flush(),
+        Err(runlog::Error::Forked { .. } | runlog::Error::Poisoned { .. })
+    )
+}
+
+/// Forgets `service` if it is still the one shared for `path` in this process, so the next
+/// caller opens the store again.
+fn evict(path: &Path, service: &Service) {
+    let key = (std::process::id(), key_of(path));
+    let mut services = services();
+    let Some(map) = services.as_mut() else {
+        return;
+    };
+    if map
+        .get(&key)
+        .is_some_and(|shared| Arc::ptr_eq(shared.store(), service.store()))
+    {
+        map.remove(&key);
+    }
+}
+
+fn services() -> std::sync::MutexGuard<'static, Option<HashMap<(u32, PathBuf), Service>>> {
+    SERVICES.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[pymethods]
@@ -69,13 +111,16 @@ impl MlflowService {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<MlflowService> {
         let service = py.detach(|| service_at(&path)).py_err()?;
-        Ok(MlflowService { service })
+        Ok(MlflowService {
+            path,
+            service: RwLock::new(service),
+        })
     }
 
     /// The store's directory.
     #[getter]
     fn path(&self) -> PathBuf {
-        self.service.store().root().to_path_buf()
+        self.current().store().root().to_path_buf()
     }
 
     /// Answers one MLflow REST request: `method` (`"GET"`, `"POST"`, ...), the full `path`
@@ -97,7 +142,14 @@ impl MlflowService {
             query,
             body,
         };
-        let reply = py.detach(|| self.service.handle(request));
+        let reply = py.detach(|| {
+            let service = self.current();
+            let reply = service.handle(request);
+            if reply.status == 500 && is_unusable(&service) {
+                self.reopen(&service);
+            }
+            reply
+        });
         Ok((
             reply.status,
             reply.content_type,
@@ -106,6 +158,28 @@ impl MlflowService {
     }
 
     fn __repr__(&self) -> String {
-        format!("MlflowService({:?})", self.service.store().root())
+        format!("MlflowService({:?})", self.current().store().root())
+    }
+}
+
+impl MlflowService {
+    fn current(&self) -> Service {
+        self.service
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops `failed` from the process's services and takes a freshly opened one in its
+    /// place; the request that failed stays failed, the next one goes to the new store. If
+    /// the store cannot be opened now, `failed` stays and the next failure tries again.
+    fn reopen(&self, failed: &Service) {
+        evict(&self.path, failed);
+        if let Ok(fresh) = service_at(&self.path) {
+            let mut service = self.service.write().unwrap_or_else(PoisonError::into_inner);
+            if Arc::ptr_eq(service.store(), failed.store()) {
+                *service = fresh;
+            }
+        }
     }
 }

@@ -16,11 +16,16 @@ use crate::arrow;
 use crate::errors::{invalid, to_py};
 use crate::views::{Artifact, RunData};
 
-/// Whether a single write may wait on the disk, which decides if it is worth releasing the
-/// GIL for (releasing costs more than a buffered write).
+/// Whether a single write is synced before it returns, which decides if it is worth releasing
+/// the GIL for. A single buffered call keeps the GIL: releasing and retaking it costs more than
+/// the append. The price is that such a call can still wait on the disk with the GIL held:
+/// the interval flusher holds a lane's lock while it syncs that lane, so a write to the lane
+/// waits for the sync (about once per flush interval), and the append that rotates a segment
+/// syncs the finished segment itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Writes {
-    /// Writes land in the page cache; no wait.
+    /// Writes land in the page cache; a call waits only for a lane's interval sync or a
+    /// segment rotation.
     Buffered,
     /// Every write is synced before it returns.
     Synced,

@@ -271,3 +271,85 @@ def test_artifact_entry_point_serves_runlog_tracking_uris(tracking):
 
     repo = get_artifact_repository("mlflow-artifacts:/1/abc/artifacts", tracking_uri=tracking)
     assert type(repo).__name__ == "RunlogArtifactRepository"
+
+
+def test_artifact_listing_raises_what_the_service_refuses(client, tmp_path):
+    if not artifact_routes_served(tmp_path):
+        pytest.skip("this build's runlog::mlflow::Service has no mlflow-artifacts routes")
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    mlflow.set_experiment("listing")
+    with mlflow.start_run() as run:
+        mlflow.log_text("hello", "notes/t.txt")
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+    assert [f.path for f in repo.list_artifacts("notes")] == ["notes/t.txt"]
+    assert repo.list_artifacts("missing") == []
+    with pytest.raises(MlflowException) as excinfo:
+        repo.list_artifacts("../escape")
+    assert error_code(excinfo) == "INVALID_PARAMETER_VALUE"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_logs_through_the_same_runlog_uri(client, tmp_path):
+    import time
+    import traceback
+
+    mlflow.set_experiment("fork")
+    with mlflow.start_run() as parent:
+        mlflow.log_metric("m", 1.0, step=1)
+    # The parent's store (and its service) is open and cached by MLflow before the fork.
+    assert [m.value for m in client.get_metric_history(parent.info.run_id, "m")] == [1.0]
+    child_id = tmp_path / "child-run-id"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with mlflow.start_run() as child:
+                mlflow.log_metric("m", 2.0, step=2)
+            child_id.write_text(child.info.run_id)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    run_id = child_id.read_text()
+    assert run_id != parent.info.run_id
+    history = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not history:
+        try:
+            history = client.get_metric_history(run_id, "m")
+        except MlflowException:
+            time.sleep(0.01)
+    assert [(m.step, m.value) for m in history] == [(2, 2.0)]
+    assert [(m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "m")] == [
+        (1, 1.0)
+    ]
+    client.set_tag(parent.info.run_id, "after", "fork")
+    assert client.get_run(parent.info.run_id).data.tags["after"] == "fork"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_service_that_fails_with_forked_is_replaced_by_the_childs_own(tmp_path):
+    from runlog import MlflowService
+
+    service = MlflowService(str(tmp_path / "store"))
+    create = "/api/2.0/mlflow/experiments/create"
+    assert service.handle("POST", create, "", b'{"name": "parent"}')[0] == 200
+    outcome = tmp_path / "outcome"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            first = service.handle("POST", create, "", b'{"name": "child-1"}')
+            second = service.handle("POST", create, "", b'{"name": "child-2"}')
+            outcome.write_text(f"{first[0]} {second[0]}")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert outcome.read_text() == "500 200"
+    assert service.handle("POST", create, "", b'{"name": "parent-2"}')[0] == 200

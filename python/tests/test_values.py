@@ -114,6 +114,24 @@ def test_log_batch_refuses_other_inputs(store, experiment):
     assert store.history(run.id, "x").num_rows == 0
 
 
+
+@pytest.mark.parametrize(
+    "column, steps, values",
+    [
+        ("steps", np.zeros((2, 2), dtype=np.int64), np.zeros(2)),
+        ("values", np.arange(2), np.zeros((2, 2))),
+        ("steps", np.arange(3, dtype=">i8"), np.zeros(3)),
+        ("steps", [0, 2**70], [1.0, 2.0]),
+    ],
+    ids=["2-D steps", "2-D values", "byte-swapped steps", "int past int64"],
+)
+def test_log_batch_input_numpy_or_pyarrow_refuse_is_invalid_input(
+    store, experiment, column, steps, values
+):
+    with store.start_run(experiment.id) as run:
+        with pytest.raises(runlog.InvalidInput, match=f"{column}: not readable"):
+            run.log_batch("x", steps, values)
+
 def test_large_batch(store, experiment):
     n = 1_000_000
     steps = np.arange(n, dtype=np.int64)

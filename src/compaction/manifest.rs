@@ -50,6 +50,7 @@
 //! naming that file, not skipped. A compaction removes no file of the chains of the state it
 //! writes and of the one before, so both stay loadable.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -695,13 +696,29 @@ impl<'a> Names<'a> {
 
 /// The name tables as decoded; `None` where a function takes `Option<&NameTables>` means a
 /// version 1 or 2 manifest, which stores every run id and key in place.
+///
+/// Every key reference copies its key out of the table, so a small file referencing one long
+/// key many times would make the decode allocate without bound. `key_bytes_left` caps the key
+/// bytes one decode copies at [`KEY_BYTES_PER_FILE_BYTE`] times the decoded bytes plus
+/// [`KEY_BYTES_SLACK`]: a real manifest stays far below it, because a key is at most
+/// `KEY_CHARS_MAX` (250) bytes and each reference to it takes at least 6 bytes of the file.
 pub(super) struct NameTables {
     runs: Vec<RunId>,
     keys: Vec<String>,
+    key_bytes_left: Cell<usize>,
 }
+
+/// Key bytes one decode may copy per byte of the decoded file.
+const KEY_BYTES_PER_FILE_BYTE: usize = 64;
+/// Key bytes one decode may copy on top of the per-byte allowance.
+const KEY_BYTES_SLACK: usize = 64 << 20;
 
 impl NameTables {
     pub(super) fn decode(d: &mut Decoder<'_>) -> Result<NameTables, CorruptionKind> {
+        let file_bytes = d.position() + d.remaining();
+        let key_bytes_max = file_bytes
+            .saturating_mul(KEY_BYTES_PER_FILE_BYTE)
+            .saturating_add(KEY_BYTES_SLACK);
         let mut runs = Vec::new();
         for _ in 0..bounded(d, 16)? {
             runs.push(RunId(d.u128()?));
@@ -710,7 +727,11 @@ impl NameTables {
         for _ in 0..bounded(d, 4)? {
             keys.push(d.string()?);
         }
-        Ok(NameTables { runs, keys })
+        Ok(NameTables {
+            runs,
+            keys,
+            key_bytes_left: Cell::new(key_bytes_max),
+        })
     }
 
     /// The smallest encoding of a run reference: a 1-byte index, or a 16-byte id in place.
@@ -741,11 +762,20 @@ impl NameTables {
             return d.string();
         };
         let index = d.varint()?;
-        usize::try_from(index)
+        let key = usize::try_from(index)
             .ok()
             .and_then(|i| names.keys.get(i))
-            .cloned()
-            .ok_or_else(|| out_of_table("key", index, names.keys.len()))
+            .ok_or_else(|| out_of_table("key", index, names.keys.len()))?;
+        let Some(left) = names.key_bytes_left.get().checked_sub(key.len()) else {
+            return Err(CorruptionKind::MalformedPayload(format!(
+                "key references near byte {} copy more key bytes than a file of {} bytes \
+                 can name ({KEY_BYTES_PER_FILE_BYTE} per byte plus {KEY_BYTES_SLACK})",
+                d.position(),
+                d.position() + d.remaining()
+            )));
+        };
+        names.key_bytes_left.set(left);
+        Ok(key.clone())
     }
 }
 
@@ -1374,5 +1404,41 @@ mod tests {
         assert_eq!(manifest.files[0].series[0].row_count, 10);
         assert!(mark.summaries.is_empty());
         assert!(!manifest.covers_catalog());
+    }
+
+    /// A manifest with a valid CRC whose one long key is referenced far more often than its
+    /// size could justify: the decode must refuse it instead of copying the key each time.
+    /// Sized so that the unbounded decode only uses a few hundred MiB and succeeds.
+    #[test]
+    fn key_references_that_copy_far_more_than_the_file_holds_are_refused() {
+        let key = "k".repeat(1 << 20);
+        let references: u32 = 300;
+        let mut out = header(KIND_BASE);
+        let mut e = Encoder::new(&mut out);
+        e.u64(1);
+        e.u32(1);
+        e.u128(7);
+        e.u32(1);
+        e.str(&key);
+        e.u32(1);
+        e.u64(1);
+        e.u64(u64::MAX);
+        e.u8(0);
+        e.u32(references);
+        for key_id in 0..references {
+            e.varint(0);
+            e.u32(key_id);
+            e.varint(0);
+        }
+        e.u32(0);
+        e.u32(0);
+        e.u32(0);
+        let bytes = seal(out);
+        match ManifestFile::decode(&bytes) {
+            Err(CorruptionKind::MalformedPayload(message)) => {
+                assert!(message.contains("more key bytes"), "{message}");
+            }
+            other => panic!("decoded to {:?}", other.map(|_| "a manifest")),
+        }
     }
 }
