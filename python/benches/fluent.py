@@ -17,14 +17,9 @@ per fluent call, the ceiling any store can reach through that API.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# This directory is first on sys.path when the script runs, and its logging.py would stand in
-# for the standard library's `logging` that MLflow imports.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
