@@ -86,11 +86,24 @@ class _ProcessService:
 
 
 def _raise_for(status: int, body: bytes, endpoint: str) -> None:
-    """Raises what MLflow's client raises for this HTTP answer (``verify_rest_response``)."""
+    """Raises what MLflow's client raises for this HTTP answer.
+
+    MLflow's client retries the statuses it deems transient (5xx, 408, 429) and, when they
+    persist, raises ``INTERNAL_ERROR`` without reading the body (``http_request``); an answer
+    of the service is final, so it is raised as that at once. Any other status goes through
+    ``verify_rest_response``: the body's error code when it is MLflow's JSON error.
+    """
     from mlflow.exceptions import MlflowException, RestException
     from mlflow.protos import databricks_pb2
+    from mlflow.utils.request_utils import _TRANSIENT_FAILURE_RESPONSE_CODES
 
     text = body.decode("utf-8", errors="replace")
+    if status in _TRANSIENT_FAILURE_RESPONSE_CODES:
+        raise MlflowException(
+            f"API request to endpoint {endpoint} failed: too many {status} error responses. "
+            f"Response body: '{text}'",
+            error_code=databricks_pb2.INTERNAL_ERROR,
+        )
     try:
         error = json.loads(text)
     except ValueError:

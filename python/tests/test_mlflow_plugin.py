@@ -196,6 +196,19 @@ def test_errors_carry_mlflow_error_codes(client):
     assert error_code(excinfo) == "INVALID_PARAMETER_VALUE"
 
 
+def test_an_answer_of_status_500_raises_internal_error_as_over_http(client):
+    # Renaming a deleted experiment is refused with a 500 (INVALID_STATE in the body); MLflow's
+    # client retries a 500 and then raises INTERNAL_ERROR without reading the body, so that is
+    # what it sees from `mlflow server` and `runlog serve`, and must see here.
+    exp_id = client.create_experiment("deleted-then-renamed")
+    client.delete_experiment(exp_id)
+    with pytest.raises(MlflowException) as excinfo:
+        client.rename_experiment(exp_id, "new-name")
+    assert error_code(excinfo) == "INTERNAL_ERROR"
+    assert excinfo.value.get_http_status_code() == 500
+    assert "INVALID_STATE" in str(excinfo.value), "the service's answer stays in the message"
+
+
 def test_two_uris_for_one_directory_share_the_store(tmp_path):
     directory = tmp_path / "shared"
     first = MlflowClient(tracking_uri=f"runlog://{directory}")

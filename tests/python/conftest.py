@@ -1,6 +1,9 @@
-"""Session fixtures of the differential suite: one reference `mlflow server` and one subject
-(`runlog serve`), started once and shared by every test. Tests keep apart by naming their
-experiments uniquely and restricting every search to them.
+"""Session fixtures of the differential suite: one reference `mlflow server` and the subjects
+it is compared with, each started once and shared by every test. The subject fixture is
+parametrized over servers.SUBJECTS, so every test runs once per subject (`runlog serve` over
+HTTP, and `runlog:///...` in-process through the package's MLflow plugin); the reference runs
+each scenario once and its result is reused for every subject (test_differential.compare).
+Tests keep apart by naming their experiments uniquely and restricting every search to them.
 """
 
 import os
@@ -24,7 +27,8 @@ def reference_url(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="session")
-def subject_url(tmp_path_factory):
-    with servers.subject_server(tmp_path_factory.mktemp("subject")) as url:
+@pytest.fixture(scope="session", params=servers.SUBJECTS)
+def subject_url(request, tmp_path_factory):
+    """The tracking URI of one subject: an http:// URL or a runlog:/// store URI."""
+    with servers.subject(request.param, tmp_path_factory.mktemp(request.param)) as url:
         yield url

@@ -164,7 +164,7 @@ def error(exc):
     return {"error_code": getattr(exc, "error_code", type(exc).__name__), "http_status": status}
 
 
-def diff(reference, subject):
+def diff(reference, subject, subject_label="runlog serve"):
     a = pprint.pformat(reference, width=100, sort_dicts=True).splitlines()
     b = pprint.pformat(subject, width=100, sort_dicts=True).splitlines()
-    return "\n".join(difflib.unified_diff(a, b, "mlflow server", "runlog serve", lineterm=""))
+    return "\n".join(difflib.unified_diff(a, b, "mlflow server", subject_label, lineterm=""))

@@ -1,7 +1,8 @@
-"""Starts the two servers the differential suite compares: a real `mlflow server` (the
-reference) and `runlog serve` (the subject). Each lives in its own temporary directory, listens
-on a free loopback port and is stopped when the context exits. Shared by the pytest fixtures
-and bench_client.py, so both measure and compare the same configurations.
+"""Starts what the differential suite compares: a real `mlflow server` (the reference) and the
+subjects, `runlog serve` and a `runlog:///` store that MLflow's client opens in-process
+through the package's plugin. Each lives in its own temporary directory; the servers listen on
+a free loopback port and are stopped when the context exits. Shared by the pytest fixtures and
+bench_client.py, so both measure and compare the same configurations.
 """
 
 import contextlib
@@ -139,9 +140,34 @@ def runlog_server(workdir=None, extra_args=()):
             reader.join(timeout=5)
 
 
-def subject_server(workdir=None):
-    """The side under test: runlog serve, or a second mlflow server when
-    RUNLOG_PYTEST_SUBJECT=mlflow (which checks the harness and the normalizer alone)."""
+@contextlib.contextmanager
+def runlog_uri(workdir=None):
+    """A `runlog:///` tracking URI over a fresh store, for MLflow's client in this process.
+
+    Fails rather than skips when the package is missing: the in-process target is part of the
+    contract (tests/python/run.sh installs the package into the suite's venv).
+    """
+    try:
+        import runlog.mlflow_store  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(
+            f"the runlog package is not importable from {sys.executable} ({e}); "
+            "install it with `maturin develop` in python/ (tests/python/run.sh does)"
+        ) from e
+    with tempfile.TemporaryDirectory(prefix="runlog-uri-", dir=workdir) as tmp:
+        yield f"runlog://{tmp}/store"
+
+
+# The sides under test, by the name their tests carry in pytest's ids.
+SUBJECTS = ["runlog-serve", "runlog-uri"]
+
+
+def subject(name, workdir=None):
+    """One side under test by name (SUBJECTS). RUNLOG_PYTEST_SUBJECT=mlflow replaces
+    `runlog serve` with a second mlflow server, which checks the harness and the normalizer
+    alone."""
+    if name == "runlog-uri":
+        return runlog_uri(workdir)
     if os.environ.get("RUNLOG_PYTEST_SUBJECT", "runlog") == "mlflow":
         return mlflow_server(workdir)
     return runlog_server(workdir)

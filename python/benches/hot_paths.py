@@ -1,6 +1,6 @@
 """One quick measurement of the binding's hot paths (not a test; run it on a release build):
 
-    maturin develop --release && python benches/logging.py [store-dir]
+    maturin develop --release && python benches/hot_paths.py [store-dir]
 
 Prints log_metric calls/s from a Python for loop, log_batch points/s from numpy arrays, and
 the time to read a 10-million-point series into a pyarrow.Table.
