@@ -504,8 +504,8 @@ impl Catalog {
         let mut infos: Vec<RunInfo> = self
             .run_entries()
             .iter()
+            .filter(|entry| experiment.is_none_or(|e| entry.experiment() == Some(e)))
             .filter_map(|entry| entry.info())
-            .filter(|info| experiment.is_none_or(|e| info.experiment == e))
             .collect();
         infos.sort_by_key(|info| (std::cmp::Reverse(info.start_time_ms), info.id));
         infos
