@@ -1016,3 +1016,88 @@ impl RunEntry {
         read(&self.meta).params.get(key).map(|p| p.value.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::WriterMark;
+
+    /// One writer's compacted summaries, as a manifest would hold them.
+    #[derive(Debug)]
+    struct Source(WriterMark);
+
+    impl CompactedSummaries for Source {
+        fn each_of_run(
+            &self,
+            _writer: WriterId,
+            run: RunId,
+            each: &mut dyn FnMut(&str, &MetricSummary),
+        ) {
+            self.0.each_of_run(run, each);
+        }
+    }
+
+    fn points(count: u64) -> MetricSummary {
+        let mut summary = MetricSummary::EMPTY;
+        for step in 0..count {
+            summary.update(step as i64, 0, 1.0);
+        }
+        summary
+    }
+
+    fn count(catalog: &Catalog, run: RunId) -> u64 {
+        let entry = catalog.run_entry(run).unwrap();
+        let metrics = catalog.metrics(&entry);
+        metrics
+            .slot("loss")
+            .map_or(0, |slot| metrics.summary(slot).count)
+    }
+
+    /// Runs read every round and runs read only at the end both take each adoption once,
+    /// and past `PENDING_SOURCES_MAX` manifests the pending list settles.
+    #[test]
+    fn each_adoption_is_taken_once_and_pending_manifests_stay_bounded() {
+        let catalog = Catalog::default();
+        let mut keys = KeyMap::default();
+        let (often, once) = (RunId(1), RunId(2));
+        catalog.run_or_insert(often);
+        catalog.run_or_insert(once);
+        let rounds = 3 * PENDING_SOURCES_MAX as u64;
+        for round in 1..=rounds {
+            let mut mark = WriterMark::default();
+            for run in [often, once] {
+                mark.summaries.insert((run, "loss".into()), points(round));
+            }
+            let source: Arc<dyn CompactedSummaries> = Arc::new(Source(mark.clone()));
+            catalog.adopt_compacted(&mut keys, WriterId(round), &mark, &source, None);
+            assert!(read(&catalog.pending).sources <= PENDING_SOURCES_MAX);
+            assert_eq!(count(&catalog, often), (1..=round).sum::<u64>());
+        }
+        assert_eq!(count(&catalog, once), (1..=rounds).sum::<u64>());
+        // A run created after the adoptions has nothing pending.
+        catalog.run_or_insert(RunId(3));
+        assert_eq!(count(&catalog, RunId(3)), 0);
+    }
+
+    /// A replacement installs the staged adoptions: runs take those, and no longer the ones
+    /// pending before.
+    #[test]
+    fn a_replacement_swaps_the_pending_adoptions() {
+        let catalog = Catalog::default();
+        let mut keys = KeyMap::default();
+        let run = RunId(1);
+        catalog.run_or_insert(run);
+        let adopt = |keys: &mut KeyMap, staged: Option<&mut Staged>, count: u64| {
+            let mut mark = WriterMark::default();
+            mark.summaries.insert((run, "loss".into()), points(count));
+            let source: Arc<dyn CompactedSummaries> = Arc::new(Source(mark.clone()));
+            catalog.adopt_compacted(keys, WriterId(7), &mark, &source, staged);
+        };
+        adopt(&mut keys, None, 5);
+        let mut staged = Staged::default();
+        adopt(&mut keys, Some(&mut staged), 8);
+        assert_eq!(count(&catalog, run), 5);
+        catalog.replace_foreign(staged);
+        assert_eq!(count(&catalog, run), 8);
+    }
+}
