@@ -2,7 +2,8 @@
 //! catalog keeps for every (run, key), enough to answer "latest metrics" and "compare runs"
 //! without reading history, and the [`WriterMark`] a manifest records for each compacted writer.
 //! A leaf below `catalog` and `compaction`, so neither depends on the other (it imports only
-//! the ids).
+//! the ids): [`CompactedSummaries`] is how the catalog reads a manifest's summaries without
+//! knowing the manifest.
 //!
 //! Invariant: every update is commutative (order-independent): count and min/max obviously; the
 //! latest value is the point with the greatest (step, timestamp, value), MLflow's rule, with
@@ -14,7 +15,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use crate::ids::{KeyId, RunId, SegmentSequence};
+use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
 
 /// How far one writer's log is compacted, and the keys its later points may refer to.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -27,6 +28,28 @@ pub struct WriterMark {
     pub keys: BTreeMap<(RunId, KeyId), String>,
     /// Per series, the summary of this writer's compacted points.
     pub summaries: BTreeMap<(RunId, String), MetricSummary>,
+}
+
+/// Where the summaries of compacted writers' points are found, run by run: the catalog adopts
+/// a compacted writer by reference and takes a run's summaries only when a read first needs
+/// that run's metrics, so an open costs nothing per compacted series.
+pub(crate) trait CompactedSummaries: Send + Sync + std::fmt::Debug {
+    /// Calls `each` with the key and summary of every series of `run` among `writer`'s
+    /// compacted points, each series once.
+    fn each_of_run(&self, writer: WriterId, run: RunId, each: &mut dyn FnMut(&str, &MetricSummary));
+}
+
+impl WriterMark {
+    /// Calls `each` with every series of `run` in this mark's summaries, in key order.
+    pub fn each_of_run(&self, run: RunId, each: &mut dyn FnMut(&str, &MetricSummary)) {
+        let from = (run, String::new());
+        for ((of, key), summary) in self.summaries.range(from..) {
+            if *of != run {
+                break;
+            }
+            each(key, summary);
+        }
+    }
 }
 
 /// Summary of one metric series of one run.

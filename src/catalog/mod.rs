@@ -16,6 +16,13 @@
 //! - A series' summary has two parts: what this handle logged (`own`, updated by `log_metric`)
 //!   and what other writers did (`foreign`, from the log and the compaction manifest). Only the
 //!   foreign part is ever rebuilt (`follow.rs`), so a rebuild never races the hot path.
+//! - A compacted writer is adopted by reference (`Pending`): its summaries stay in the manifest
+//!   until a read first needs one of its runs' metrics, which then takes that run's series
+//!   (`Catalog::metrics`). So an open costs nothing per compacted series, and memory grows
+//!   with the runs read, not with every series ever logged. Each run's table counts the
+//!   adoptions it has taken, so each is merged exactly once; every read of `foreign` or of a
+//!   table's keys goes through `Catalog::metrics`, writes of `own` need not. Lock order:
+//!   `pending`, then `runs`, then a run's `metrics`.
 //! - Every change to a run's metadata goes through `with_run`, which bumps `meta_epoch` after
 //!   it, so search's column snapshot (`columns.rs`) knows when it is stale.
 //! - A run's name is the latest of its creation event's name and its `mlflow.runName` tags:
@@ -30,17 +37,20 @@ pub(crate) use columns::{MISSING, RunColumns, TextColumn};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub(crate) use lww::Origin;
 use lww::{Lww, Stamp};
 
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
+use crate::summary::CompactedSummaries;
 use crate::util::KeyHash;
 use crate::wal::{Event, MetricBatch, RunStatus};
 
 /// The tag that holds a run's name: setting it renames the run, as in MLflow.
 const RUN_NAME_TAG: &str = "mlflow.runName";
+/// The tag that holds a run's user.
+const USER_TAG: &str = "mlflow.user";
 
 /// Whether an experiment or run is active or soft-deleted (MLflow's lifecycle stage).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -196,6 +206,10 @@ pub(crate) struct MetricTable {
     pub own: Vec<MetricSummary>,
     /// What other writers logged, per slot, as far as this handle has read.
     pub foreign: Vec<MetricSummary>,
+    /// The `Pending::epoch` that `taken` counts in.
+    taken_epoch: u64,
+    /// How many of `Pending::adopted` are merged into `foreign`.
+    taken: usize,
 }
 
 impl MetricTable {
@@ -244,6 +258,64 @@ impl MetricTable {
     }
 }
 
+/// A compacted writer adopted by reference: its summaries stay in `source` until a read takes
+/// a run's.
+#[derive(Clone, Debug)]
+pub(crate) struct Adopted {
+    source: Arc<dyn CompactedSummaries>,
+    writer: WriterId,
+}
+
+/// The compacted writers adopted since the foreign summaries were last replaced, in order.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Bumped by every replacement, which starts a new list.
+    epoch: u64,
+    adopted: Vec<Adopted>,
+    /// Distinct sources in `adopted` (adoptions of one source are consecutive).
+    sources: usize,
+}
+
+/// Distinct manifests that pending adoptions may keep in memory: past this, every run takes
+/// what is pending and the list starts over, so a long-lived reader that follows many
+/// compactions holds a bounded number of old manifests.
+const PENDING_SOURCES_MAX: usize = 4;
+
+impl Pending {
+    fn push(&mut self, adopted: Adopted) {
+        let same = self
+            .adopted
+            .last()
+            .is_some_and(|last| Arc::ptr_eq(&last.source, &adopted.source));
+        if !same {
+            self.sources += 1;
+        }
+        self.adopted.push(adopted);
+    }
+}
+
+/// Merges into `metrics`, the table of `run`, the adoptions of `pending` it has not taken. A
+/// compacted summary goes first, as an open that adopts before it reads the log would merge
+/// it, so that sums round the same.
+fn take_pending(pending: &Pending, metrics: &mut MetricTable, run: RunId) {
+    if metrics.taken_epoch != pending.epoch {
+        metrics.taken_epoch = pending.epoch;
+        metrics.taken = 0;
+    }
+    let todo = pending.adopted.get(metrics.taken..).unwrap_or_default();
+    for adopted in todo {
+        adopted
+            .source
+            .each_of_run(adopted.writer, run, &mut |key, summary| {
+                let slot = metrics.slot_or_insert(key);
+                let mut merged = *summary;
+                merged.merge(&metrics.foreign[slot]);
+                metrics.foreign[slot] = merged;
+            });
+    }
+    metrics.taken = pending.adopted.len();
+}
+
 /// Resolves a foreign writer's interned key ids to metric slots of its runs.
 #[derive(Debug, Default)]
 pub(crate) struct KeyMap {
@@ -259,6 +331,8 @@ pub(crate) struct Catalog {
     /// current (`columns.rs`).
     meta_epoch: AtomicU64,
     columns: RwLock<Option<Arc<RunColumns>>>,
+    /// Compacted writers whose summaries runs take on first read.
+    pending: RwLock<Pending>,
 }
 
 pub(crate) use crate::util::lock;
@@ -273,8 +347,13 @@ pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Foreign summaries being rebuilt, per run and slot, before they replace the live ones.
-pub(crate) type Staged = HashMap<RunId, Vec<MetricSummary>>;
+/// Foreign summaries being rebuilt, per run and slot, and the compacted writers adopted for
+/// them, before they replace the live ones.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    foreign: HashMap<RunId, Vec<MetricSummary>>,
+    adopted: Pending,
+}
 
 /// Where foreign points of `run` go: its live foreign summaries, or its staged ones during a
 /// rebuild (sized to the live table's slots, which a rebuild creates in the live table).
@@ -285,7 +364,7 @@ fn foreign_target<'a>(
 ) -> &'a mut Vec<MetricSummary> {
     match staged {
         Some(staged) => {
-            let target = staged.entry(run).or_default();
+            let target = staged.foreign.entry(run).or_default();
             target.resize(
                 metrics.foreign.len().max(target.len()),
                 MetricSummary::EMPTY,
@@ -361,25 +440,83 @@ impl Catalog {
         }
     }
 
-    /// Takes a compacted writer's key ids and the summaries of its compacted points (from the
-    /// manifest), as if its compacted segments had been read.
+    /// Takes a compacted writer's key ids (from its `mark` in the manifest) and, by reference
+    /// to `source`, the summaries of its compacted points, as if its compacted segments had
+    /// been read. Runs take those summaries on first read (`metrics`).
     pub fn adopt_compacted(
         &self,
         keys: &mut KeyMap,
         writer: WriterId,
         mark: &crate::summary::WriterMark,
-        mut staged: Option<&mut Staged>,
+        source: &Arc<dyn CompactedSummaries>,
+        staged: Option<&mut Staged>,
     ) {
         for ((run, key_id), key) in &mark.keys {
             self.define_key(keys, writer, *run, *key_id, key);
         }
-        for ((run, key), summary) in &mark.summaries {
-            let entry = self.run_or_insert(*run);
-            let mut metrics = lock(&entry.metrics);
-            let slot = metrics.slot_or_insert(key);
-            let target = foreign_target(&mut metrics, staged.as_deref_mut(), *run);
-            target[slot].merge(summary);
+        let adopted = Adopted {
+            source: Arc::clone(source),
+            writer,
+        };
+        match staged {
+            Some(staged) => staged.adopted.push(adopted),
+            None => {
+                let mut pending = write(&self.pending);
+                pending.push(adopted);
+                if pending.sources > PENDING_SOURCES_MAX {
+                    self.settle(&mut pending);
+                }
+            }
         }
+    }
+
+    /// Has every run take what is pending, then empties the list.
+    fn settle(&self, pending: &mut Pending) {
+        // Held throughout: a run created meanwhile would miss what it had pending.
+        let runs = read(&self.runs);
+        let epoch = pending.epoch + 1;
+        for entry in runs.values() {
+            let mut metrics = lock(&entry.metrics);
+            take_pending(pending, &mut metrics, entry.id);
+            metrics.taken_epoch = epoch;
+            metrics.taken = 0;
+        }
+        *pending = Pending {
+            epoch,
+            ..Pending::default()
+        };
+    }
+
+    /// The metric table of `entry`, locked, with every compacted summary adopted so far
+    /// taken: what a read of its summaries or keys must go through.
+    pub fn metrics<'a>(&self, entry: &'a RunEntry) -> MutexGuard<'a, MetricTable> {
+        let pending = read(&self.pending);
+        let mut metrics = lock(&entry.metrics);
+        if metrics.taken_epoch != pending.epoch || metrics.taken != pending.adopted.len() {
+            take_pending(&pending, &mut metrics, entry.id);
+        }
+        metrics
+    }
+
+    /// The attributes of the created runs of `experiment` (all experiments if `None`), newest
+    /// first: metadata alone, no summaries taken.
+    pub fn run_infos(&self, experiment: Option<ExperimentId>) -> Vec<RunInfo> {
+        let mut infos: Vec<RunInfo> = self
+            .run_entries()
+            .iter()
+            .filter(|entry| experiment.is_none_or(|e| entry.experiment() == Some(e)))
+            .filter_map(|entry| entry.info())
+            .collect();
+        infos.sort_by_key(|info| (std::cmp::Reverse(info.start_time_ms), info.id));
+        infos
+    }
+
+    /// The experiment of every created run, from their metadata alone.
+    pub fn run_experiments(&self) -> HashMap<RunId, ExperimentId> {
+        self.run_entries()
+            .iter()
+            .filter_map(|entry| Some((entry.id, entry.experiment()?)))
+            .collect()
     }
 
     /// Every run entry, copied out so no map lock is held while each is locked in turn.
@@ -394,14 +531,24 @@ impl Catalog {
 
     /// Replaces every run's foreign summaries with the rebuilt ones, run by run: a reader sees
     /// each run either before or after, both of them complete as of some moment.
+    /// The rebuilt adoptions replace the pending ones; a run created meanwhile takes them
+    /// whole on first read.
     pub fn replace_foreign(&self, mut staged: Staged) {
+        let mut pending = write(&self.pending);
+        let epoch = pending.epoch + 1;
         let entries = self.run_entries();
         for entry in entries {
             let mut metrics = lock(&entry.metrics);
-            let mut rebuilt = staged.remove(&entry.id).unwrap_or_default();
+            let mut rebuilt = staged.foreign.remove(&entry.id).unwrap_or_default();
             rebuilt.resize(metrics.own.len(), MetricSummary::EMPTY);
             metrics.foreign = rebuilt;
+            metrics.taken_epoch = epoch;
+            metrics.taken = 0;
         }
+        *pending = Pending {
+            epoch,
+            ..staged.adopted
+        };
     }
 
     /// Applies a metadata event as its writer wrote it (this handle's own, or another
@@ -745,8 +892,8 @@ impl Catalog {
         let entries = self.run_entries();
         let mut views: Vec<RunView> = entries
             .iter()
-            .filter_map(|entry| entry.view())
-            .filter(|view| experiment.is_none_or(|e| view.info.experiment == e))
+            .filter(|entry| experiment.is_none_or(|e| entry.experiment() == Some(e)))
+            .filter_map(|entry| entry.view(self))
             .collect();
         views.sort_by_key(|view| (std::cmp::Reverse(view.info.start_time_ms), view.info.id));
         views
@@ -797,34 +944,45 @@ fn experiment_view(id: ExperimentId, entry: &ExperimentEntry) -> Option<Experime
     })
 }
 
-impl RunEntry {
-    /// A snapshot, if the run was created.
-    pub fn view(&self) -> Option<RunView> {
-        let meta = read(&self.meta);
-        let created = meta.created?;
-        let (status, end_time_ms) = meta
-            .status
+/// The attributes of run `id`, if it was created.
+fn run_info(id: RunId, meta: &RunMeta, user: Option<String>) -> Option<RunInfo> {
+    let created = meta.created?;
+    let (status, end_time_ms) = meta
+        .status
+        .as_ref()
+        .map_or((RunStatus::Running, None), |s| s.value);
+    Some(RunInfo {
+        id,
+        experiment: created.experiment,
+        name: meta
+            .name
             .as_ref()
-            .map_or((RunStatus::Running, None), |s| s.value);
+            .map(|n| n.value.clone())
+            .unwrap_or_default(),
+        status,
+        start_time_ms: created.start_time_ms,
+        end_time_ms,
+        parent: created.parent,
+        lifecycle_stage: meta
+            .lifecycle
+            .as_ref()
+            .map_or(LifecycleStage::Active, |l| l.value),
+        user,
+    })
+}
+
+impl RunEntry {
+    /// Its experiment, once the run was created.
+    pub fn experiment(&self) -> Option<ExperimentId> {
+        read(&self.meta).created.map(|c| c.experiment)
+    }
+
+    /// A snapshot, if the run was created; its metric summaries through `catalog`, which
+    /// holds what compacted writers contributed.
+    pub fn view(&self, catalog: &Catalog) -> Option<RunView> {
+        let meta = read(&self.meta);
         let tags = live_tags(&meta.tags);
-        let info = RunInfo {
-            id: self.id,
-            experiment: created.experiment,
-            name: meta
-                .name
-                .as_ref()
-                .map(|n| n.value.clone())
-                .unwrap_or_default(),
-            status,
-            start_time_ms: created.start_time_ms,
-            end_time_ms,
-            parent: created.parent,
-            lifecycle_stage: meta
-                .lifecycle
-                .as_ref()
-                .map_or(LifecycleStage::Active, |l| l.value),
-            user: tags.get("mlflow.user").cloned(),
-        };
+        let info = run_info(self.id, &meta, tags.get(USER_TAG).cloned())?;
         let params = meta
             .params
             .iter()
@@ -836,7 +994,7 @@ impl RunEntry {
             .filter_map(|(path, register)| Some((path.clone(), register.value.clone()?)))
             .collect();
         drop(meta);
-        let metrics = lock(&self.metrics).view();
+        let metrics = catalog.metrics(self).view();
         Some(RunView {
             info,
             params,
@@ -846,8 +1004,100 @@ impl RunEntry {
         })
     }
 
+    /// Its attributes, if the run was created: no params, tags or metrics copied.
+    pub fn info(&self) -> Option<RunInfo> {
+        let meta = read(&self.meta);
+        let user = meta.tags.get(USER_TAG).and_then(|t| t.value.clone());
+        run_info(self.id, &meta, user)
+    }
+
     /// The param `key`, if logged.
     pub fn param(&self, key: &str) -> Option<String> {
         read(&self.meta).params.get(key).map(|p| p.value.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::WriterMark;
+
+    /// One writer's compacted summaries, as a manifest would hold them.
+    #[derive(Debug)]
+    struct Source(WriterMark);
+
+    impl CompactedSummaries for Source {
+        fn each_of_run(
+            &self,
+            _writer: WriterId,
+            run: RunId,
+            each: &mut dyn FnMut(&str, &MetricSummary),
+        ) {
+            self.0.each_of_run(run, each);
+        }
+    }
+
+    fn points(count: u64) -> MetricSummary {
+        let mut summary = MetricSummary::EMPTY;
+        for step in 0..count {
+            summary.update(step as i64, 0, 1.0);
+        }
+        summary
+    }
+
+    fn count(catalog: &Catalog, run: RunId) -> u64 {
+        let entry = catalog.run_entry(run).unwrap();
+        let metrics = catalog.metrics(&entry);
+        metrics
+            .slot("loss")
+            .map_or(0, |slot| metrics.summary(slot).count)
+    }
+
+    /// Runs read every round and runs read only at the end both take each adoption once,
+    /// and past `PENDING_SOURCES_MAX` manifests the pending list settles.
+    #[test]
+    fn each_adoption_is_taken_once_and_pending_manifests_stay_bounded() {
+        let catalog = Catalog::default();
+        let mut keys = KeyMap::default();
+        let (often, once) = (RunId(1), RunId(2));
+        catalog.run_or_insert(often);
+        catalog.run_or_insert(once);
+        let rounds = 3 * PENDING_SOURCES_MAX as u64;
+        for round in 1..=rounds {
+            let mut mark = WriterMark::default();
+            for run in [often, once] {
+                mark.summaries.insert((run, "loss".into()), points(round));
+            }
+            let source: Arc<dyn CompactedSummaries> = Arc::new(Source(mark.clone()));
+            catalog.adopt_compacted(&mut keys, WriterId(round), &mark, &source, None);
+            assert!(read(&catalog.pending).sources <= PENDING_SOURCES_MAX);
+            assert_eq!(count(&catalog, often), (1..=round).sum::<u64>());
+        }
+        assert_eq!(count(&catalog, once), (1..=rounds).sum::<u64>());
+        // A run created after the adoptions has nothing pending.
+        catalog.run_or_insert(RunId(3));
+        assert_eq!(count(&catalog, RunId(3)), 0);
+    }
+
+    /// A replacement installs the staged adoptions: runs take those, and no longer the ones
+    /// pending before.
+    #[test]
+    fn a_replacement_swaps_the_pending_adoptions() {
+        let catalog = Catalog::default();
+        let mut keys = KeyMap::default();
+        let run = RunId(1);
+        catalog.run_or_insert(run);
+        let adopt = |keys: &mut KeyMap, staged: Option<&mut Staged>, count: u64| {
+            let mut mark = WriterMark::default();
+            mark.summaries.insert((run, "loss".into()), points(count));
+            let source: Arc<dyn CompactedSummaries> = Arc::new(Source(mark.clone()));
+            catalog.adopt_compacted(keys, WriterId(7), &mark, &source, staged);
+        };
+        adopt(&mut keys, None, 5);
+        let mut staged = Staged::default();
+        adopt(&mut keys, Some(&mut staged), 8);
+        assert_eq!(count(&catalog, run), 5);
+        catalog.replace_foreign(staged);
+        assert_eq!(count(&catalog, run), 8);
     }
 }

@@ -237,6 +237,19 @@ impl Manifest {
     }
 }
 
+impl crate::summary::CompactedSummaries for Manifest {
+    fn each_of_run(
+        &self,
+        writer: WriterId,
+        run: RunId,
+        each: &mut dyn FnMut(&str, &MetricSummary),
+    ) {
+        if let Some(mark) = self.writers.get(&writer) {
+            mark.each_of_run(run, each);
+        }
+    }
+}
+
 impl Manifest {
     /// Encodes the manifest as a version 4 base, with its header and CRC.
     pub fn encode(&self) -> Vec<u8> {
@@ -1098,6 +1111,18 @@ impl ManifestCache {
         let manifest = std::sync::Arc::new(load(root)?);
         *crate::util::lock(&self.newest) = Some(std::sync::Arc::clone(&manifest));
         Ok(manifest)
+    }
+
+    /// The manifest of `generation`: the cached one if it is that generation (an open
+    /// surveys the store, then follows it, and both need the same one), else loaded without
+    /// caching it, so that only `newest` decides what the cache holds.
+    pub fn generation(&self, root: &Path, generation: u64) -> Result<std::sync::Arc<Manifest>> {
+        if let Some(cached) = crate::util::lock(&self.newest).as_ref()
+            && cached.generation == generation
+        {
+            return Ok(std::sync::Arc::clone(cached));
+        }
+        Ok(std::sync::Arc::new(load_generation(root, generation)?))
     }
 }
 

@@ -164,12 +164,7 @@ impl Store {
             }
         };
         let generation = manifest.generation + 1;
-        let run_experiment: HashMap<RunId, ExperimentId> = self
-            .catalog()
-            .runs(None)
-            .iter()
-            .map(|v| (v.info.id, v.info.experiment))
-            .collect();
+        let run_experiment: HashMap<RunId, ExperimentId> = self.catalog().run_experiments();
         let mut report = CompactionReport::default();
         let mut gathered: BTreeMap<ExperimentId, ExperimentSeries> = BTreeMap::new();
         let mut metadata = Vec::new();

@@ -53,8 +53,11 @@ impl Store {
         let views = runs
             .iter()
             .map(|id| {
-                let view =
-                    self.lookup_fresh(|| self.catalog().run_entry(*id).and_then(|e| e.view()))?;
+                let view = self.lookup_fresh(|| {
+                    self.catalog()
+                        .run_entry(*id)
+                        .and_then(|e| e.view(self.catalog()))
+                })?;
                 view.ok_or_else(|| Error::NotFound(format!("run {id}")))
             })
             .collect::<Result<Vec<_>>>()?;

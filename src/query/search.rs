@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
-use crate::catalog::{self, LifecycleStage, MISSING, MetricTable, RunColumns, RunView, TextColumn};
+use crate::catalog::{LifecycleStage, MISSING, MetricTable, RunColumns, RunView, TextColumn};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::query::filter::{self, Attribute, Clause, Field, Filter, Op, OrderBy, Value};
@@ -117,7 +117,7 @@ impl Store {
             if !wanted {
                 return None;
             }
-            let metrics = needs_metrics.then(|| catalog::lock(&columns.entries[row].metrics));
+            let metrics = needs_metrics.then(|| self.catalog().metrics(&columns.entries[row]));
             let run = Row {
                 columns,
                 row,
@@ -156,7 +156,7 @@ impl Store {
             .iter()
             .skip(offset)
             .take(page_size)
-            .filter_map(|hit| columns.entries[hit.row].view())
+            .filter_map(|hit| columns.entries[hit.row].view(self.catalog()))
             .collect();
         let next = offset + page.len();
         let next_page_token = more.then(|| format!("{next:x}.{fingerprint:016x}"));

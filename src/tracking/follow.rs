@@ -5,7 +5,9 @@
 //! manifest generation it has taken in. Each refresh first takes in a newer manifest: a writer
 //! compacted there that this handle has never read is adopted whole (its compacted points'
 //! summaries and key ids from the manifest, its tail from the segment after its watermark). Then
-//! it polls the tail.
+//! it polls the tail. The summaries are adopted by reference to the manifest (`catalog`'s
+//! `Pending`), and the manifest comes from the store's `ManifestCache`, which the open's survey
+//! has already filled: an open decodes the manifest once and copies no summary out of it.
 //!
 //! Invariant: every foreign point is counted exactly once, either through the manifest (a
 //! writer adopted at its watermark) or through the log (every segment after where the tail
@@ -20,11 +22,14 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::catalog::{Catalog, KeyMap, Origin, Staged};
+use crate::compaction::manifest::ManifestCache;
 use crate::compaction::{manifest, survey};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
+use crate::summary::CompactedSummaries;
 use crate::wal::segment;
 use crate::wal::tail::Tail;
 use crate::wal::writer::is_metadata_chain;
@@ -65,15 +70,20 @@ impl Follower {
     /// Applies to `catalog` everything other writers (those `own` says are not this handle's)
     /// added since the last call. `own` is asked after each listing, never before, so a writer
     /// this handle creates meanwhile is never taken for another's.
-    pub fn refresh(&mut self, catalog: &Catalog, own: &dyn Fn(WriterId) -> bool) -> Result<()> {
-        let mut error = match self.step(catalog, own, None) {
+    pub fn refresh(
+        &mut self,
+        catalog: &Catalog,
+        manifests: &ManifestCache,
+        own: &dyn Fn(WriterId) -> bool,
+    ) -> Result<()> {
+        let mut error = match self.step(catalog, manifests, own, None) {
             Err(error) if is_gap(&error) => error,
             other => return other,
         };
         for _ in 0..REBUILDS_MAX {
             let mut fresh = Follower::new(&self.root, self.tail.dir());
-            let mut staged = Staged::new();
-            match fresh.step(catalog, own, Some(&mut staged)) {
+            let mut staged = Staged::default();
+            match fresh.step(catalog, manifests, own, Some(&mut staged)) {
                 Ok(()) => {
                     catalog.replace_foreign(staged);
                     *self = fresh;
@@ -91,6 +101,7 @@ impl Follower {
     fn step(
         &mut self,
         catalog: &Catalog,
+        manifests: &ManifestCache,
         own: &dyn Fn(WriterId) -> bool,
         mut staged: Option<&mut Staged>,
     ) -> Result<()> {
@@ -100,7 +111,8 @@ impl Follower {
             if newest > self.generation {
                 // Loaded by the generation just listed, which it must hold: so each round
                 // takes in a newer generation than the last.
-                let manifest = manifest::load_generation(&self.root, newest)?;
+                let manifest = manifests.generation(&self.root, newest)?;
+                let source: Arc<dyn CompactedSummaries> = manifest.clone();
                 if manifest.covers_catalog() {
                     for (writer, mark) in &manifest.writers {
                         if own(*writer) || self.tail.knows(*writer) {
@@ -110,6 +122,7 @@ impl Follower {
                             &mut self.keys,
                             *writer,
                             mark,
+                            &source,
                             staged.as_deref_mut(),
                         );
                         let next = SegmentSequence(mark.through.map_or(0, |s| s.0 + 1));

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::follow::Follower;
-use crate::catalog::{self, Catalog, Experiment, LifecycleStage, RunView};
+use crate::catalog::{self, Catalog, Experiment, LifecycleStage, RunInfo, RunView};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::io::{OsStorage, Storage};
@@ -367,7 +367,9 @@ impl Store {
     fn refresh_locked(&self, follower: &mut Follower) -> Result<()> {
         let started_ns = self.clock_ns();
         let log = &self.inner.log;
-        follower.refresh(&self.inner.catalog, &|w| log.is_own(w))?;
+        follower.refresh(&self.inner.catalog, &self.inner.manifests, &|w| {
+            log.is_own(w)
+        })?;
         self.inner
             .last_refresh_ns
             .fetch_max(started_ns, Ordering::AcqRel);
@@ -609,9 +611,9 @@ impl Store {
             experiment: id,
             time_ms,
         }];
-        for run in self.runs(id, ViewType::ActiveOnly)? {
+        for run in self.run_infos(id, ViewType::ActiveOnly)? {
             events.push(Event::RunDeleted {
-                run: run.info.id,
+                run: run.id,
                 time_ms,
             });
         }
@@ -627,9 +629,9 @@ impl Store {
             experiment: id,
             time_ms,
         }];
-        for run in self.runs(id, ViewType::DeletedOnly)? {
+        for run in self.run_infos(id, ViewType::DeletedOnly)? {
             events.push(Event::RunRestored {
-                run: run.info.id,
+                run: run.id,
                 time_ms,
             });
         }
@@ -693,7 +695,7 @@ impl Store {
             self.inner
                 .catalog
                 .run_entry(id)
-                .and_then(|entry| entry.view())
+                .and_then(|entry| entry.view(&self.inner.catalog))
         })?
         .ok_or_else(|| Error::NotFound(format!("run {id}")))
     }
@@ -703,6 +705,15 @@ impl Store {
         self.refresh_if_stale()?;
         let mut runs = self.inner.catalog.runs(Some(experiment));
         runs.retain(|run| view.includes(run.info.lifecycle_stage));
+        Ok(runs)
+    }
+
+    /// The attributes of the runs of `experiment` in `view`, newest first: what `runs` gives
+    /// without params, tags, metrics or artifacts, and without reading any metric summary.
+    pub fn run_infos(&self, experiment: ExperimentId, view: ViewType) -> Result<Vec<RunInfo>> {
+        self.refresh_if_stale()?;
+        let mut runs = self.inner.catalog.run_infos(Some(experiment));
+        runs.retain(|run| view.includes(run.lifecycle_stage));
         Ok(runs)
     }
 

@@ -7,6 +7,7 @@
 
 mod util;
 
+mod catalog_lazy;
 #[cfg(feature = "cli")]
 mod cli;
 mod compaction;

@@ -97,7 +97,7 @@ pub fn experiments(args: ExperimentsArgs, context: &mut Context) -> Outcome {
     };
     let mut table = Table::new(["id", "name", "lifecycle_stage", "runs", "creation_time"]);
     for experiment in store.experiments(view)? {
-        let runs = store.runs(experiment.id, ViewType::All)?.len();
+        let runs = store.run_infos(experiment.id, ViewType::All)?.len();
         table.push(vec![
             Value::from(experiment.id.0),
             Value::from(experiment.name),
@@ -320,9 +320,9 @@ pub fn resolve_run(store: &Store, text: &str) -> Outcome<RunId> {
     }
     let mut found = Vec::new();
     for experiment in store.experiments(ViewType::All)? {
-        for run in store.runs(experiment.id, ViewType::All)? {
-            if run.info.name == text {
-                found.push((run.info.id, experiment.name.clone()));
+        for run in store.run_infos(experiment.id, ViewType::All)? {
+            if run.name == text {
+                found.push((run.id, experiment.name.clone()));
             }
         }
     }
