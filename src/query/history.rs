@@ -340,6 +340,21 @@ impl Store {
     }
 }
 
+/// `steps` as an inclusive range, `None` if it holds no step.
+pub(crate) fn inclusive(steps: &impl RangeBounds<i64>) -> Option<(i64, i64)> {
+    let first = match steps.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.checked_add(1)?,
+        Bound::Unbounded => i64::MIN,
+    };
+    let last = match steps.end_bound() {
+        Bound::Included(e) => *e,
+        Bound::Excluded(e) => e.checked_sub(1)?,
+        Bound::Unbounded => i64::MAX,
+    };
+    (first <= last).then_some((first, last))
+}
+
 fn overlaps(steps: &impl RangeBounds<i64>, first: i64, last: i64) -> bool {
     let after_start = match steps.start_bound() {
         Bound::Included(s) => last >= *s,
@@ -367,12 +382,14 @@ fn read_compacted(
         std::mem::take(&mut history.timestamps_ms),
         std::mem::take(&mut history.values),
     );
-    let test = |step| steps.contains(&step);
     // A range that covers the series' whole step span keeps every point without testing each.
     let keep = if steps.contains(&series.first_step) && steps.contains(&series.last_step) {
         crate::compaction::Keep::All
     } else {
-        crate::compaction::Keep::Steps(&test)
+        match inclusive(steps) {
+            Some((first, last)) => crate::compaction::Keep::Steps { first, last },
+            None => return Ok(()),
+        }
     };
     let cache = &store.compacted_metadata();
     let root = store.root();
