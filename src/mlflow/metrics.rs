@@ -263,19 +263,60 @@ pub(crate) fn get_history_bulk_interval(service: &Service, request: &Request<'_>
         .filter_map(|text| runs::parse_id(text).ok())
         .filter(|run| store.run(*run).is_ok())
         .collect();
-    let histories = store.history_of_runs(&runs, key, steps)?;
     let mut out = Vec::new();
-    for (run, history) in runs.iter().zip(&histories) {
-        out.extend(
-            sample_history(history, per_run)
-                .iter()
-                .map(|p| metric(key, p, Some(*run))),
-        );
+    for (run, points) in runs
+        .iter()
+        .zip(sample_runs(store, &runs, key, steps, per_run)?)
+    {
+        out.extend(points.iter().map(|p| metric(key, p, Some(*run))));
     }
     Ok(to_json(&MetricsResponse {
         metrics: out,
         next_page_token: None,
     }))
+}
+
+/// Each run's interval sample. The engine reads only the sampled rows; its order (by step, then
+/// logging order) is MLflow's wherever no sampled point shares its step with another, and a
+/// run where one does is read whole and sampled in MLflow's order.
+#[cfg(feature = "parquet")]
+fn sample_runs(
+    store: &crate::Store,
+    runs: &[RunId],
+    key: &str,
+    steps: (std::ops::Bound<i64>, std::ops::Bound<i64>),
+    per_run: usize,
+) -> crate::Result<Vec<Vec<Point>>> {
+    let pick = |total: usize| sample_indices(total, per_run);
+    let samples = store.history_sample(runs, key, steps, &pick)?;
+    runs.iter()
+        .zip(samples)
+        .map(|(run, sample)| {
+            if sample.ties {
+                let history = store.history(*run, key, steps)?;
+                return Ok(sample_history(&history, per_run));
+            }
+            Ok((0..sample.points.len())
+                .filter_map(|i| sample.points.point(i))
+                .collect())
+        })
+        .collect()
+}
+
+/// Each run's interval sample, from its whole history in the range.
+#[cfg(not(feature = "parquet"))]
+fn sample_runs(
+    store: &crate::Store,
+    runs: &[RunId],
+    key: &str,
+    steps: (std::ops::Bound<i64>, std::ops::Bound<i64>),
+    per_run: usize,
+) -> crate::Result<Vec<Vec<Point>>> {
+    let histories = store.history_of_runs(runs, key, steps)?;
+    Ok(histories
+        .iter()
+        .map(|history| sample_history(history, per_run))
+        .collect())
 }
 
 /// The step range of an interval request: both ends or neither.

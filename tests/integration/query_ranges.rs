@@ -186,3 +186,228 @@ fn a_step_range_spanning_compacted_files_and_the_log_keeps_every_point() {
         check(&store, id, "loss", &points, first, last);
     }
 }
+
+/// MLflow's interval sample as the SQL store computes it, the slow way: order the points by
+/// (step, timestamp, value with NaN after 0), put row `i` in NTILE bucket `b(i)`, keep each
+/// bucket's first row, and make sure the last row is there (replacing the last kept one when
+/// the sample is full).
+fn reference_interval_sample(history: &runlog::query::History, k: usize) -> Vec<(i64, i64, u64)> {
+    let key = |v: f64| if v.is_nan() { (0.0, true) } else { (v, false) };
+    let mut points: Vec<(i64, i64, f64)> = (0..history.len())
+        .map(|i| {
+            (
+                history.steps[i],
+                history.timestamps_ms[i],
+                history.values[i],
+            )
+        })
+        .collect();
+    points.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1.cmp(&b.1))
+            .then(key(a.2).0.total_cmp(&key(b.2).0))
+            .then(key(a.2).1.cmp(&key(b.2).1))
+    });
+    let n = points.len();
+    let (size, larger) = (n / k, n % k);
+    let mut kept: Vec<usize> = Vec::new();
+    let mut bucket_of_previous = usize::MAX;
+    for i in 0..n {
+        // NTILE: the first `larger` buckets hold size + 1 rows.
+        let bucket = if n <= k {
+            i
+        } else if i < larger * (size + 1) {
+            i / (size + 1)
+        } else {
+            larger + (i - larger * (size + 1)) / size
+        };
+        if bucket != bucket_of_previous {
+            kept.push(i);
+            bucket_of_previous = bucket;
+        }
+    }
+    if n > 0 && kept.last() != Some(&(n - 1)) {
+        if kept.len() >= k {
+            kept.pop();
+        }
+        kept.push(n - 1);
+    }
+    kept.iter()
+        .map(|i| (points[*i].0, points[*i].1, points[*i].2.to_bits()))
+        .collect()
+}
+
+/// Logs a random series for `run`: dense, sparse with repeats, or with steps logged again;
+/// compacting in between at random, and leaving some in the log.
+fn log_random(store: &Store, run: &runlog::Run, rng: &mut Rng) {
+    let length = 1 + rng.below(40_000) as i64;
+    let start = rng.below(2_000) as i64 - 1_000;
+    let shape = rng.below(4);
+    let mut steps: Vec<i64> = match shape {
+        0 | 1 => (start..start + length).collect(),
+        2 => {
+            let mut steps = Vec::new();
+            let mut step = start;
+            while (steps.len() as i64) < length {
+                for _ in 0..1 + rng.below(2) {
+                    steps.push(step);
+                }
+                step += 1 + rng.below(3) as i64;
+            }
+            steps
+        }
+        _ => (start..start + length).map(|s| s / 2).collect(),
+    };
+    let cuts = rng.below(3) as usize;
+    let mut done = 0;
+    for cut in 0..=cuts {
+        let end = if cut == cuts {
+            steps.len()
+        } else {
+            done + rng.below((steps.len() - done) as u64 + 1) as usize
+        };
+        let part = &mut steps[done..end];
+        if rng.below(5) == 0 {
+            // Some steps of this part again, later.
+            for step in part.iter_mut().take(50) {
+                *step -= 100;
+            }
+        }
+        let timestamps: Vec<i64> = (0..part.len())
+            .map(|i| 1_000 + i as i64 + rng.below(3) as i64)
+            .collect();
+        let values: Vec<f64> = (0..part.len())
+            .map(|i| {
+                if rng.below(500) == 0 {
+                    f64::NAN
+                } else {
+                    rng.loss(i as i64)
+                }
+            })
+            .collect();
+        for chunk in (0..part.len()).step_by(10_000) {
+            let range = chunk..(chunk + 10_000).min(part.len());
+            run.log_batch(
+                "loss",
+                &part[range.clone()],
+                Some(&timestamps[range.clone()]),
+                &values[range],
+            )
+            .unwrap();
+        }
+        if rng.below(3) != 0 {
+            store.compact().unwrap();
+        }
+        done = end;
+    }
+}
+
+#[test]
+#[cfg(feature = "mlflow")]
+fn sampled_history_matches_the_whole_history_sampled() {
+    use std::sync::Arc;
+    let mut rng = Rng::from_env("sampled_history_matches_the_whole_history_sampled");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let experiment = store.get_or_create_experiment("e").unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        let run = store
+            .start_run(experiment.id, RunOptions::default())
+            .unwrap();
+        log_random(&store, &run, &mut rng);
+        runs.push(run.id());
+    }
+    let service = runlog::mlflow::Service::new(store.clone());
+    for _ in 0..30 {
+        let k = [1, 2, 7, 320, 2_500][rng.below(5) as usize];
+        let range = match rng.below(3) {
+            0 => None,
+            _ => {
+                let a = rng.below(45_000) as i64 - 2_000;
+                Some((a, a + rng.below(30_000) as i64))
+            }
+        };
+        let steps = range.map_or((i64::MIN, i64::MAX), |r| r);
+        // The engine: picking ranks out of the sampled read equals picking them out of the
+        // whole history.
+        let pick = |total: usize| (0..total).step_by(1 + total / k).collect::<Vec<_>>();
+        let sampled = store
+            .history_sample(&runs, "loss", steps.0..=steps.1, &pick)
+            .unwrap();
+        let whole = store
+            .history_of_runs(&runs, "loss", steps.0..=steps.1)
+            .unwrap();
+        for (sample, history) in sampled.iter().zip(&whole) {
+            assert_eq!(sample.total, history.len());
+            let ranks = pick(history.len());
+            let bits = |h: &runlog::query::History, i: usize| {
+                (h.steps[i], h.timestamps_ms[i], h.values[i].to_bits())
+            };
+            let expected: Vec<_> = ranks.iter().map(|i| bits(history, *i)).collect();
+            let got: Vec<_> = (0..sample.points.len())
+                .map(|i| bits(&sample.points, i))
+                .collect();
+            assert!(got == expected, "engine sample, k {k}, range {range:?}");
+            let ties = ranks.iter().any(|i| {
+                let step = history.steps[*i];
+                (i.checked_sub(1).map(|b| history.steps[b]) == Some(step))
+                    || history.steps.get(i + 1) == Some(&step)
+            });
+            assert_eq!(sample.ties, ties, "ties, k {k}, range {range:?}");
+        }
+        // MLflow's endpoint against its SQL store's sampling of the whole history.
+        let mut query = format!("metric_key=loss&max_results={k}");
+        if let Some((a, b)) = range {
+            query.push_str(&format!("&start_step={a}&end_step={b}"));
+        }
+        for run in &runs {
+            query.push_str(&format!("&run_ids={run}"));
+        }
+        let reply = service.handle(runlog::mlflow::Request {
+            method: runlog::mlflow::Method::Get,
+            path: "/api/2.0/mlflow/metrics/get-history-bulk-interval",
+            query: &query,
+            body: b"",
+        });
+        assert_eq!(reply.status, 200);
+        let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let metrics = answer["metrics"].as_array().cloned().unwrap_or_default();
+        let mut expected = Vec::new();
+        for (run, history) in runs.iter().zip(&whole) {
+            for point in reference_interval_sample(history, k) {
+                expected.push((run.to_string(), point));
+            }
+        }
+        let got: Vec<(String, (i64, i64, u64))> = metrics
+            .iter()
+            .map(|m| {
+                let value = match &m["value"] {
+                    serde_json::Value::String(s) if s == "NaN" => f64::NAN,
+                    other => other.as_f64().unwrap(),
+                };
+                (
+                    m["run_id"].as_str().unwrap().to_string(),
+                    (
+                        m["step"].as_i64().unwrap(),
+                        m["timestamp"].as_i64().unwrap(),
+                        value.to_bits(),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), expected.len(), "k {k}, range {range:?}");
+        let nan_bits = |p: &(String, (i64, i64, u64))| {
+            let v = f64::from_bits(p.1.2);
+            (
+                p.0.clone(),
+                p.1.0,
+                p.1.1,
+                if v.is_nan() { u64::MAX } else { p.1.2 },
+            )
+        };
+        let got: Vec<_> = got.iter().map(nan_bits).collect();
+        let expected: Vec<_> = expected.iter().map(nan_bits).collect();
+        assert!(got == expected, "mlflow sample, k {k}, range {range:?}");
+    }
+}
