@@ -49,7 +49,8 @@ pub use manifest::{CompactedFile, FileChecksum, Manifest, SeriesRows, WriterMark
 pub use manifest::{ManifestEdit, ManifestFile};
 #[cfg(feature = "parquet")]
 pub(crate) use reader::{
-    Keep, Located, MetadataCache, locate_steps, read_series, read_series_rows,
+    Keep, Located, MetadataCache, locate_steps, read_rows_in_time_order, read_series,
+    read_series_rows,
 };
 pub use stats::ManifestStats;
 #[cfg(feature = "parquet")]

@@ -129,11 +129,25 @@ pub(crate) fn read_series(
     match keep {
         Keep::All => read_series_rows(root, file, series, &[0..series.row_count], out, cache),
         Keep::Steps { first, last } => {
-            let Some(located) = locate_steps(root, file, series, first, last, cache)? else {
-                return Ok(());
-            };
             let before = out.0.len();
-            read_series_rows(root, file, series, &[located.rows], out, cache)?;
+            // A dense-looking series: the rows the range maps to, with a neighbour on each
+            // side, read in one pass; kept if the neighbours prove them to be the whole range.
+            let mut read = false;
+            if let Some((window, inner)) = dense_window(series, first, last) {
+                read_series_rows(root, file, series, &[window.clone()], out, cache)?;
+                read = brackets(&out.0[before..], &window, &inner, (first, last), series);
+                if !read {
+                    out.0.truncate(before);
+                    out.1.truncate(before);
+                    out.2.truncate(before);
+                }
+            }
+            if !read {
+                let Some(located) = locate_steps(root, file, series, first, last, cache)? else {
+                    return Ok(());
+                };
+                read_series_rows(root, file, series, &[located.rows], out, cache)?;
+            }
             // The rows located hold only steps in the range unless the file is not sorted as
             // its manifest says; the test keeps such a file from answering outside the range.
             let mut index = before;
@@ -151,6 +165,48 @@ pub(crate) fn read_series(
             Ok(())
         }
     }
+}
+
+/// For a series with as many rows as steps in its span (most likely dense: each step once),
+/// the rows step range `first..=last` maps to (`inner`, counted from the series' first row)
+/// and the same widened by one row on each side within the series (`window`).
+fn dense_window(series: &SeriesRows, first: i64, last: i64) -> Option<(Range<u64>, Range<u64>)> {
+    let span = i128::from(series.last_step) - i128::from(series.first_step) + 1;
+    let (low, high) = (first.max(series.first_step), last.min(series.last_step));
+    if span != i128::from(series.row_count) || low > high {
+        return None;
+    }
+    let row_low = (i128::from(low) - i128::from(series.first_step)) as u64;
+    let row_high = (i128::from(high) - i128::from(series.first_step)) as u64;
+    let inner = row_low..row_high + 1;
+    let window = row_low.saturating_sub(1)..(row_high + 2).min(series.row_count);
+    Some((window, inner))
+}
+
+/// Whether `steps` (of rows `window`) prove rows `inner` to be exactly the series' rows with
+/// steps in `range`: the first and last of `inner` are in it, and the rows just outside
+/// `inner` are out of it or past the series' ends. The series is sorted, so every row between
+/// is in the range and none outside is.
+fn brackets(
+    steps: &[i64],
+    window: &Range<u64>,
+    inner: &Range<u64>,
+    range: (i64, i64),
+    series: &SeriesRows,
+) -> bool {
+    let step_of = |row: u64| {
+        row.checked_sub(window.start)
+            .and_then(|index| steps.get(index as usize))
+            .copied()
+    };
+    let inside = |row: u64| step_of(row).is_some_and(|s| (range.0..=range.1).contains(&s));
+    let before = inner.start == 0 || step_of(inner.start - 1).is_some_and(|s| s < range.0);
+    let after = inner.end >= series.row_count || step_of(inner.end).is_some_and(|s| s > range.1);
+    steps.len() as u64 == window.end - window.start
+        && inside(inner.start)
+        && inside(inner.end - 1)
+        && before
+        && after
 }
 
 /// Appends the three columns of `rows` of `series` (row numbers counted from the series'
@@ -372,6 +428,169 @@ fn candidate_rows(
         group_start = group_end;
     }
     Ok(candidates)
+}
+
+/// Rows `rows` (counted from the series' first row) of `series` appended to `out`, if the
+/// series' rows are in (timestamp, step) order as far as those rows' places in that order go;
+/// `false` (and nothing appended) when that cannot be shown without reading the whole series.
+///
+/// Shown from the `timestamp` column's page statistics and the pages read: the pages holding
+/// `rows`, and the pages the series shares with its neighbours, are read (all three columns)
+/// and must be strictly increasing in (timestamp, step); every other page of the series must
+/// lie, by its min/max timestamp, strictly after the pages before it and strictly before the
+/// pages after it. Then the points before any row of `rows` in (timestamp, step) order are
+/// exactly the rows before it, whatever the order inside unread pages.
+pub(crate) fn read_rows_in_time_order(
+    root: &Path,
+    file: &CompactedFile,
+    series: &SeriesRows,
+    rows: Range<u64>,
+    out: &mut (Vec<i64>, Vec<i64>, Vec<f64>),
+    cache: &MetadataCache,
+) -> Result<bool> {
+    let path = &root.join(&file.path);
+    let cache = &Checked {
+        cache,
+        checksum: file.checksum,
+    };
+    let Some(blocks) = timestamp_blocks(path, series, &rows, cache)? else {
+        return Ok(false);
+    };
+    let read: Vec<Range<u64>> = blocks
+        .iter()
+        .filter(|block| block.read)
+        .map(|block| block.rows.clone())
+        .collect();
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    read_rows(path, &read, &mut columns, cache)?;
+    // Each block's (first, last) (timestamp, step) key, the read ones from their rows.
+    let mut at = 0usize;
+    let mut previous: Option<((i64, i64), u64)> = None;
+    let mut window = (0, 0);
+    for block in &blocks {
+        let (first_key, last_key) = if block.read {
+            let count = (block.rows.end - block.rows.start) as usize;
+            let keys = |i: usize| (columns.1[i], columns.0[i]);
+            if at + count > columns.0.len() || (at + 1..at + count).any(|i| keys(i - 1) >= keys(i))
+            {
+                return Ok(false);
+            }
+            let (wanted_start, wanted_end) =
+                (series.row_start + rows.start, series.row_start + rows.end);
+            if block.rows.contains(&wanted_start) {
+                window.0 = at + (wanted_start - block.rows.start) as usize;
+            }
+            if block.rows.start < wanted_end && wanted_end <= block.rows.end {
+                window.1 = at + (wanted_end - block.rows.start) as usize;
+            }
+            at += count;
+            (keys(at - count), keys(at - 1))
+        } else {
+            ((block.min, i64::MIN), (block.max, i64::MAX))
+        };
+        if let Some((last, end)) = previous {
+            // Adjacent read rows compare exactly; otherwise timestamps must differ.
+            let ordered = if end == block.rows.start && block.read && last.1 != i64::MAX {
+                last < first_key
+            } else {
+                last.0 < first_key.0
+            };
+            if !ordered {
+                return Ok(false);
+            }
+        }
+        previous = Some((last_key, block.rows.end));
+    }
+    if rows.is_empty() {
+        return Ok(true);
+    }
+    if window.0 >= window.1 || window.1 > columns.0.len() {
+        return Ok(false);
+    }
+    out.0.extend_from_slice(&columns.0[window.0..window.1]);
+    out.1.extend_from_slice(&columns.1[window.0..window.1]);
+    out.2.extend_from_slice(&columns.2[window.0..window.1]);
+    Ok(true)
+}
+
+/// A run of a series' rows (row numbers of the file) in one page of the `timestamp` column:
+/// read, or known only by the page's min/max timestamp.
+struct Block {
+    rows: Range<u64>,
+    read: bool,
+    min: i64,
+    max: i64,
+}
+
+/// The series' rows page by page of the `timestamp` column, marking the pages to read: those
+/// meeting `rows` (counted from the series' first row), those shared with a neighbouring
+/// series, and those without statistics. `None` without a page index.
+fn timestamp_blocks(
+    path: &Path,
+    series: &SeriesRows,
+    rows: &Range<u64>,
+    cache: &Checked<'_>,
+) -> Result<Option<Vec<Block>>> {
+    let series_rows = series.row_start..series.row_start + series.row_count;
+    let wanted = series.row_start + rows.start..series.row_start + rows.end;
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let metadata = cache.cache.get(path, &file, cache.checksum)?;
+    let parquet = metadata.metadata();
+    let Some(page_index) = parquet.page_index() else {
+        return Ok(None);
+    };
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut group_start = 0u64;
+    for (group, group_metadata) in parquet.row_groups().iter().enumerate() {
+        let group_rows = u64::try_from(group_metadata.num_rows()).unwrap_or(0);
+        let group_end = group_start + group_rows;
+        if group_end > series_rows.start && group_start < series_rows.end {
+            let Some(offsets) = page_index.offset_index(group, 1) else {
+                return Ok(None);
+            };
+            let firsts: Vec<u64> = offsets
+                .page_locations()
+                .iter()
+                .map(|page| {
+                    u64::try_from(page.first_row_index)
+                        .unwrap_or(0)
+                        .min(group_rows)
+                })
+                .collect();
+            let statistics = match page_index.column_index(group, 1) {
+                Some(ColumnIndexMetaData::INT64(index)) => Some(index),
+                _ => None,
+            };
+            for (page, first) in firsts.iter().enumerate() {
+                let page_end = group_start + firsts.get(page + 1).copied().unwrap_or(group_rows);
+                let page_start = group_start + first;
+                let start = page_start.max(series_rows.start);
+                let end = page_end.min(series_rows.end);
+                if start >= end {
+                    continue;
+                }
+                let bounds = statistics
+                    .and_then(|index| Some((*index.min_value(page)?, *index.max_value(page)?)));
+                let shared = page_start < series_rows.start || page_end > series_rows.end;
+                let meets = start < wanted.end && end > wanted.start;
+                let read = shared || meets || bounds.is_none();
+                let (min, max) = bounds.unwrap_or((i64::MIN, i64::MAX));
+                match blocks.last_mut() {
+                    Some(previous) if previous.read && read && previous.rows.end == start => {
+                        previous.rows.end = end;
+                    }
+                    _ => blocks.push(Block {
+                        rows: start..end,
+                        read,
+                        min,
+                        max,
+                    }),
+                }
+            }
+        }
+        group_start = group_end;
+    }
+    Ok(Some(blocks))
 }
 
 /// The rows (counted from the row group's first) of each page of the `step` column of row

@@ -143,6 +143,15 @@ pub(crate) fn get_history(service: &Service, request: &Request<'_>) -> Body {
             ))
         })?,
     };
+    if let Some(size) = page_size
+        && let Some((points, total)) = page_in_time_order(service, text, key, offset, size)?
+    {
+        let end = offset.saturating_add(points.len());
+        return Ok(to_json(&MetricsResponse {
+            metrics: points.iter().map(|p| metric(key, p, None)).collect(),
+            next_page_token: (end < total).then(|| end.to_string()),
+        }));
+    }
     let (_, history) = read_history(service, text, key, ALL_STEPS)?;
     let points = by_time(&history);
     let start = offset.min(points.len());
@@ -157,6 +166,45 @@ pub(crate) fn get_history(service: &Service, request: &Request<'_>) -> Body {
             .collect(),
         next_page_token,
     }))
+}
+
+/// One page of MLflow's history order read without the rest of the series, and the series'
+/// point count, where the engine can show its (timestamp, step) order from the page's rows
+/// and page statistics (`Store::history_page`). Distinct (timestamp, step) pairs leave the
+/// value no say in MLflow's order, so that order is MLflow's.
+#[cfg(feature = "parquet")]
+fn page_in_time_order(
+    service: &Service,
+    text: &str,
+    key: &str,
+    offset: usize,
+    size: usize,
+) -> Result<Option<(Vec<Point>, usize)>, MlflowError> {
+    let Ok(run) = runs::parse_id(text) else {
+        return Ok(None);
+    };
+    match service.store().history_page(run, key, offset, size) {
+        Ok(Some(page)) => Ok(Some((
+            (0..page.points.len())
+                .filter_map(|i| page.points.point(i))
+                .collect(),
+            page.total,
+        ))),
+        Ok(None) | Err(crate::Error::NotFound(_)) => Ok(None),
+        Err(other) => Err(run_error(text, other)),
+    }
+}
+
+/// Without compacted Parquet files there is no page index to page by.
+#[cfg(not(feature = "parquet"))]
+fn page_in_time_order(
+    _: &Service,
+    _: &str,
+    _: &str,
+    _: usize,
+    _: usize,
+) -> Result<Option<(Vec<Point>, usize)>, MlflowError> {
+    Ok(None)
 }
 
 fn metric<'a>(key: &'a str, point: &Point, run: Option<RunId>) -> Metric<'a> {

@@ -378,6 +378,7 @@ pub(super) fn read_tail(
 }
 
 /// `steps` as an inclusive range, `None` if it holds no step.
+#[cfg_attr(not(feature = "parquet"), allow(dead_code))]
 pub(crate) fn inclusive(steps: &impl RangeBounds<i64>) -> Option<(i64, i64)> {
     let first = match steps.start_bound() {
         Bound::Included(s) => *s,

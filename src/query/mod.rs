@@ -16,7 +16,7 @@ pub use filter::{
 };
 pub use history::{Bucket, Downsampled, History, Point, downsample};
 #[cfg(feature = "parquet")]
-pub use sample::{Pick, Sample};
+pub use sample::{Pick, Sample, TimePage};
 pub use search::{
     AttributeValue, RunFields, RunsPage, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX, SearchRuns,
     matches,

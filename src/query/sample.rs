@@ -30,6 +30,15 @@ pub struct Sample {
     pub ties: bool,
 }
 
+/// A page of a series in (timestamp, step) order ([`Store::history_page`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TimePage {
+    /// Points of the series.
+    pub total: usize,
+    /// The page's points, in (timestamp, step) order.
+    pub points: History,
+}
+
 /// Which ranks to pick out of `total` points: ascending, each below `total`.
 pub type Pick<'a> = &'a (dyn Fn(usize) -> Vec<usize> + Sync);
 
@@ -80,6 +89,67 @@ impl Store {
                     .unwrap_or_default()
             })
             .collect())
+    }
+
+    /// Points `offset..offset + count` of `key` of `run` in (timestamp, step) order, reading
+    /// only the pages that hold them (and the pages the series shares with its neighbours),
+    /// when that order can be shown from those pages and the page statistics of the others.
+    /// `None` when it cannot (points in the log or in several compacted files, a file without
+    /// a page index, timestamps not increasing with steps, or two points with the same
+    /// timestamp and step): then only a read of the whole series gives the page.
+    /// `NotFound` if the run does not exist.
+    pub fn history_page(
+        &self,
+        run: RunId,
+        key: &str,
+        offset: usize,
+        count: usize,
+    ) -> Result<Option<TimePage>> {
+        crate::compaction::retry_stale(|| self.page_once(run, key, offset, count))
+    }
+
+    fn page_once(
+        &self,
+        run: RunId,
+        key: &str,
+        offset: usize,
+        count: usize,
+    ) -> Result<Option<TimePage>> {
+        self.check_runs_exist(&[run])?;
+        let root = self.root();
+        let manifest = self.manifests().newest(root)?;
+        let index: HashMap<RunId, usize> = HashMap::from([(run, 0)]);
+        let jobs = compacted_series(&manifest, &index, key, &(..));
+        let mut tail = vec![History::default()];
+        read_tail(root, &manifest, &index, key, &(..), &mut tail)?;
+        let [(_, file, series)] = jobs.as_slice() else {
+            return Ok(None);
+        };
+        if tail.iter().any(|t| !t.is_empty()) {
+            return Ok(None);
+        }
+        let total = series.row_count;
+        let start = (offset as u64).min(total);
+        let end = start.saturating_add(count as u64).min(total);
+        let mut columns = (Vec::new(), Vec::new(), Vec::new());
+        let shown = crate::compaction::read_rows_in_time_order(
+            root,
+            file,
+            series,
+            start..end,
+            &mut columns,
+            self.compacted_metadata(),
+        )
+        .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))?;
+        crate::compaction::check_still_newest(root, &manifest)?;
+        Ok(shown.then(|| TimePage {
+            total: total as usize,
+            points: History {
+                steps: columns.0,
+                timestamps_ms: columns.1,
+                values: columns.2,
+            },
+        }))
     }
 
     fn sample_once(

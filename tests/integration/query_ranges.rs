@@ -411,3 +411,118 @@ fn sampled_history_matches_the_whole_history_sampled() {
         assert!(got == expected, "mlflow sample, k {k}, range {range:?}");
     }
 }
+
+/// Pages through `get-history` of `key` and returns every point, in the order of the pages.
+#[cfg(feature = "mlflow")]
+fn all_pages(service: &runlog::mlflow::Service, run: RunId, key: &str, size: usize) -> Points {
+    let mut points = Points::new();
+    let mut token = String::new();
+    loop {
+        let query = format!("run_id={run}&metric_key={key}&max_results={size}&page_token={token}");
+        let reply = service.handle(runlog::mlflow::Request {
+            method: runlog::mlflow::Method::Get,
+            path: "/api/2.0/mlflow/metrics/get-history",
+            query: &query,
+            body: b"",
+        });
+        assert_eq!(reply.status, 200);
+        let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let metrics = answer["metrics"].as_array().cloned().unwrap_or_default();
+        assert!(metrics.len() <= size);
+        for m in &metrics {
+            points.push((
+                m["step"].as_i64().unwrap(),
+                m["timestamp"].as_i64().unwrap(),
+                m["value"].as_f64().unwrap().to_bits(),
+            ));
+        }
+        match answer["next_page_token"].as_str() {
+            Some(next) => token = next.to_string(),
+            None => return points,
+        }
+    }
+}
+
+#[test]
+#[cfg(feature = "mlflow")]
+fn history_pages_read_only_their_rows_and_match_the_whole_history_in_time_order() {
+    use std::sync::Arc;
+    let mut rng = Rng::from_env("history_pages_read_only_their_rows_and_match_the_whole_history");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let experiment = store.get_or_create_experiment("e").unwrap();
+    let run = store
+        .start_run(experiment.id, RunOptions::default())
+        .unwrap();
+    log(&run, "a/before", &(0..1_234).collect::<Vec<_>>());
+    // Timestamps increase with steps (`log` makes them increase with the position).
+    let in_order = log(
+        &run,
+        "b/in_order",
+        &(-500..3 * PAGE_ROWS).collect::<Vec<_>>(),
+    );
+    // Timestamps against steps: positions increase while steps decrease.
+    let against = log(&run, "c/against", &(0..40_000).rev().collect::<Vec<_>>());
+    log(&run, "d/after", &(0..999).collect::<Vec<_>>());
+    let id = run.id();
+    store.compact().unwrap();
+    let service = runlog::mlflow::Service::new(store.clone());
+    let by_time = |points: &Points| {
+        let mut sorted = points.clone();
+        sorted.sort_by_key(|p| (p.1, p.0));
+        sorted
+    };
+    // The in-order series is paged from its page index; the other cannot be.
+    assert!(
+        store
+            .history_page(id, "b/in_order", 0, 10)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .history_page(id, "c/against", 0, 10)
+            .unwrap()
+            .is_none()
+    );
+    for size in [25_000, 1 + rng.below(20_000) as usize, 16_384, 1] {
+        if size == 1 {
+            // One point a page: only a few pages, checked against the whole history.
+            let page = store
+                .history_page(id, "b/in_order", 20_000, 1)
+                .unwrap()
+                .unwrap();
+            assert_eq!(page.points.steps, [by_time(&in_order)[20_000].0]);
+            continue;
+        }
+        assert!(
+            all_pages(&service, id, "b/in_order", size) == by_time(&in_order),
+            "{size}"
+        );
+        assert!(
+            all_pages(&service, id, "c/against", size) == by_time(&against),
+            "{size}"
+        );
+    }
+    // A page past the end is empty and has no token.
+    let page = store
+        .history_page(id, "b/in_order", 1 << 40, 25_000)
+        .unwrap()
+        .unwrap();
+    assert!(page.points.is_empty());
+    // Points in the log as well: the whole series is read, with the same answer.
+    let more = log(
+        &run,
+        "b/in_order",
+        &(3 * PAGE_ROWS..3 * PAGE_ROWS + 10).collect::<Vec<_>>(),
+    );
+    assert!(
+        store
+            .history_page(id, "b/in_order", 0, 10)
+            .unwrap()
+            .is_none()
+    );
+    let mut everything = in_order.clone();
+    everything.extend(more);
+    assert!(all_pages(&service, id, "b/in_order", 25_000) == by_time(&everything));
+}
