@@ -127,14 +127,24 @@ pub(crate) fn read_series(
     cache: &MetadataCache,
 ) -> Result<()> {
     match keep {
-        Keep::All => read_series_rows(root, file, series, &[0..series.row_count], out, cache),
+        Keep::All => {
+            let all = 0..series.row_count;
+            read_series_rows(root, file, series, std::slice::from_ref(&all), out, cache)
+        }
         Keep::Steps { first, last } => {
             let before = out.0.len();
             // A dense-looking series: the rows the range maps to, with a neighbour on each
             // side, read in one pass; kept if the neighbours prove them to be the whole range.
             let mut read = false;
             if let Some((window, inner)) = dense_window(series, first, last) {
-                read_series_rows(root, file, series, &[window.clone()], out, cache)?;
+                read_series_rows(
+                    root,
+                    file,
+                    series,
+                    std::slice::from_ref(&window),
+                    out,
+                    cache,
+                )?;
                 read = brackets(&out.0[before..], &window, &inner, (first, last), series);
                 if !read {
                     out.0.truncate(before);
@@ -146,7 +156,8 @@ pub(crate) fn read_series(
                 let Some(located) = locate_steps(root, file, series, first, last, cache)? else {
                     return Ok(());
                 };
-                read_series_rows(root, file, series, &[located.rows], out, cache)?;
+                let rows = located.rows;
+                read_series_rows(root, file, series, std::slice::from_ref(&rows), out, cache)?;
             }
             // The rows located hold only steps in the range unless the file is not sorted as
             // its manifest says; the test keeps such a file from answering outside the range.
@@ -226,6 +237,29 @@ pub(crate) fn read_series_rows(
     };
     let absolute = absolute_rows(path, series, rows)?;
     read_rows(path, &absolute, out, cache)
+}
+
+/// The `step` column of `rows` of `series` (counted from the series' first row).
+pub(crate) fn read_series_steps(
+    root: &Path,
+    file: &CompactedFile,
+    series: &SeriesRows,
+    rows: Range<u64>,
+    cache: &MetadataCache,
+) -> Result<Vec<i64>> {
+    let path = &root.join(&file.path);
+    let cache = &Checked {
+        cache,
+        checksum: file.checksum,
+    };
+    let absolute = absolute_rows(path, series, std::slice::from_ref(&rows))?;
+    let mut steps = Vec::new();
+    for_each_batch(path, &absolute, &[0], cache, |batch| {
+        let column = batch.column(0).as_any().downcast_ref::<Int64Array>();
+        steps.extend_from_slice(column.ok_or_else(|| not_runlog_columns(path))?.values());
+        Ok(())
+    })?;
+    Ok(steps)
 }
 
 /// `rows` of `series` as row numbers of its file; `InvalidInput` for a row past the series.
@@ -601,7 +635,7 @@ fn page_rows(
     group_rows: u64,
 ) -> Vec<Range<u64>> {
     let Some(offsets) = page_index.offset_index(group, 0) else {
-        return vec![0..group_rows];
+        return std::iter::once(0..group_rows).collect();
     };
     let firsts: Vec<u64> = offsets
         .page_locations()

@@ -6,6 +6,11 @@
 //! (step, timestamp, value). NaN sorts where MLflow's SQL store keeps it (its stored value is
 //! 0, with a flag that sorts after a real 0).
 //!
+//! The engine reads a `get-history` page's rows alone (`Store::history_page`) and only the
+//! sampled rows of an interval request (`Store::history_sample`) where it can show that its
+//! order there is MLflow's; elsewhere the series (or the step range) is read whole and sorted
+//! here.
+//!
 //! Invariants: a page token is the decimal offset of the page's first point in that order; an
 //! interval sample holds at most `max_results` points per run and always the run's last point
 //! of the range.

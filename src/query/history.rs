@@ -2,7 +2,8 @@
 //! charts, and the same downsampling aligned across runs.
 //!
 //! Source: the compacted Parquet files the manifest lists (only the series' own rows and three
-//! columns), then the log after each writer's watermark. Points come back sorted by step, each
+//! columns; for a step range only the rows in it, located by `compaction::read_series`), then
+//! the log after each writer's watermark. Points come back sorted by step, each
 //! step's points in logging order (a stable sort), so repeated steps are all kept.
 //!
 //! Downsampling divides the step range of the selected points into at most `max_points`

@@ -7,8 +7,9 @@
 //! When the parts' step spans are disjoint, that order is the parts one after another in step
 //! order, so a rank maps to one row of one part, and a compacted part's rows are located by
 //! `compaction::locate_steps` (arithmetic on a dense series, page statistics otherwise).
-//! When spans overlap (a step range logged again after a compaction), the whole range is read
-//! and sorted, as `Store::history` does.
+//! When spans overlap (a step range logged again after a compaction, or batches that reached
+//! compactions out of step order), the parts' `step` columns alone are read and merged to find
+//! where each rank falls, and then only those rows are read.
 
 use std::collections::HashMap;
 use std::ops::{Range, RangeBounds};
@@ -142,7 +143,7 @@ impl Store {
         )
         .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))?;
         crate::compaction::check_still_newest(root, &manifest)?;
-        Ok(shown.then(|| TimePage {
+        Ok(shown.then_some(TimePage {
             total: total as usize,
             points: History {
                 steps: columns.0,
@@ -196,7 +197,7 @@ impl Store {
         parts
             .into_par_iter()
             .map(|parts| {
-                self.sample_parts(parts, (first, last), pick)
+                self.sample_parts(parts, pick)
                     .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))
             })
             .collect()
@@ -204,17 +205,12 @@ impl Store {
 
     /// The sample of one run out of its parts (compacted series in manifest order, then the
     /// tail).
-    fn sample_parts(
-        &self,
-        mut parts: Vec<Part<'_>>,
-        range: (i64, i64),
-        pick: Pick<'_>,
-    ) -> Result<Sample> {
+    fn sample_parts(&self, mut parts: Vec<Part<'_>>, pick: Pick<'_>) -> Result<Sample> {
         // Stable, so parts starting at one step keep manifest order, then the tail.
         parts.sort_by_key(|part| part.span().0);
         let disjoint = parts.windows(2).all(|w| w[0].span().1 < w[1].span().0);
         if !disjoint {
-            return self.sample_whole(&parts, range, pick);
+            return self.sample_merged(&parts, pick);
         }
         let total: usize = parts.iter().map(Part::len).sum();
         let mut ranks = pick(total);
@@ -308,69 +304,108 @@ impl Store {
         }
     }
 
-    /// The sample of parts whose spans overlap: every point of the range, sorted as a history
-    /// is, then picked.
-    fn sample_whole(
-        &self,
-        parts: &[Part<'_>],
-        range: (i64, i64),
-        pick: Pick<'_>,
-    ) -> Result<Sample> {
-        let mut whole = History::default();
-        // Compacted parts in manifest order, then the tail, as a history gathers them.
+    /// The sample of parts whose spans overlap: their `step` columns alone are merged in
+    /// history order (by step; at one step, manifest order, then the tail) to find the parts
+    /// and rows the ranks fall on, and only those rows are read.
+    fn sample_merged(&self, parts: &[Part<'_>], pick: Pick<'_>) -> Result<Sample> {
         let mut ordered: Vec<&Part<'_>> = parts.iter().collect();
         ordered.sort_by_key(|part| match part {
             Part::Compacted(order, ..) => *order,
             Part::Tail(_) => usize::MAX,
         });
-        for part in ordered {
-            match part {
-                Part::Tail(tail) => {
-                    whole.steps.extend_from_slice(&tail.steps);
-                    whole.timestamps_ms.extend_from_slice(&tail.timestamps_ms);
-                    whole.values.extend_from_slice(&tail.values);
-                }
+        let cache = self.compacted_metadata();
+        let steps: Vec<std::borrow::Cow<'_, [i64]>> = ordered
+            .iter()
+            .map(|part| match part {
+                Part::Tail(tail) => Ok(std::borrow::Cow::Borrowed(tail.steps.as_slice())),
                 Part::Compacted(_, (_, file, series), located) => {
-                    let mut columns = (
-                        std::mem::take(&mut whole.steps),
-                        std::mem::take(&mut whole.timestamps_ms),
-                        std::mem::take(&mut whole.values),
-                    );
-                    let cache = self.compacted_metadata();
-                    let rows = [located.rows.clone()];
-                    let read = crate::compaction::read_series_rows(
+                    crate::compaction::read_series_steps(
                         self.root(),
                         file,
                         series,
-                        &rows,
-                        &mut columns,
+                        located.rows.clone(),
                         cache,
-                    );
-                    (whole.steps, whole.timestamps_ms, whole.values) = columns;
-                    read?;
+                    )
+                    .map(std::borrow::Cow::Owned)
                 }
-            }
-        }
-        let whole = sorted_by_step(whole);
-        let in_range: Vec<usize> = (0..whole.len())
-            .filter(|i| (range.0..=range.1).contains(&whole.steps[*i]))
-            .collect();
-        let total = in_range.len();
+            })
+            .collect::<Result<_>>()?;
+        let total: usize = steps.iter().map(|s| s.len()).sum();
+        let mut ranks = pick(total);
+        ranks.retain(|rank| *rank < total);
+        ranks.sort_unstable();
+        ranks.dedup();
+        let (picked, ties) = merge_pick(&steps, &ranks);
         let mut sample = Sample {
             total,
+            ties,
             ..Sample::default()
         };
-        for rank in pick(total).into_iter().filter(|rank| *rank < total) {
-            let i = in_range[rank];
-            let step = whole.steps[i];
-            sample.ties |= i.checked_sub(1).map(|b| whole.steps[b]) == Some(step)
-                || whole.steps.get(i + 1) == Some(&step);
-            sample.points.steps.push(step);
-            sample.points.timestamps_ms.push(whole.timestamps_ms[i]);
-            sample.points.values.push(whole.values[i]);
+        // Each part's picked points, read at once, then laid out in rank order.
+        let mut points: Vec<History> = Vec::with_capacity(ordered.len());
+        for (index, part) in ordered.iter().enumerate() {
+            let offsets: Vec<usize> = picked
+                .iter()
+                .filter(|(p, _)| *p == index)
+                .map(|(_, offset)| *offset)
+                .collect();
+            let mut part_points = History::default();
+            if !offsets.is_empty() {
+                self.pick_from(part, &offsets, &mut part_points)?;
+            }
+            points.push(part_points);
+        }
+        let mut cursors = vec![0usize; ordered.len()];
+        for (part, _) in &picked {
+            if let Some(point) = points[*part].point(cursors[*part]) {
+                sample.points.steps.push(point.step);
+                sample.points.timestamps_ms.push(point.timestamp_ms);
+                sample.points.values.push(point.value);
+            }
+            cursors[*part] += 1;
         }
         Ok(sample)
     }
+}
+
+/// Walks the merge of `steps` (each sorted; at one step, the earlier slice first) and returns
+/// the (slice, offset) each of `ranks` (ascending) falls on, and whether any of those shares
+/// its step with the point before or after it in the merge.
+fn merge_pick(
+    steps: &[std::borrow::Cow<'_, [i64]>],
+    ranks: &[usize],
+) -> (Vec<(usize, usize)>, bool) {
+    let mut positions = vec![0usize; steps.len()];
+    let mut picked = Vec::with_capacity(ranks.len());
+    let mut ties = false;
+    let mut previous: Option<i64> = None;
+    let mut last_picked_step: Option<i64> = None;
+    let mut next_rank = 0;
+    for rank in 0.. {
+        let Some((part, step)) = steps
+            .iter()
+            .enumerate()
+            .filter_map(|(part, s)| s.get(positions[part]).map(|step| (part, *step)))
+            .min_by_key(|(part, step)| (*step, *part))
+        else {
+            break;
+        };
+        if let Some(picked_step) = last_picked_step.take() {
+            ties |= picked_step == step;
+        }
+        if ranks.get(next_rank) == Some(&rank) {
+            ties |= previous == Some(step);
+            picked.push((part, positions[part]));
+            last_picked_step = Some(step);
+            next_rank += 1;
+        }
+        previous = Some(step);
+        positions[part] += 1;
+        if next_rank == ranks.len() && last_picked_step.is_none() {
+            break;
+        }
+    }
+    (picked, ties)
 }
 
 /// One source of a run's points in the range.
