@@ -5,9 +5,13 @@
 //! - `log-batch`: 1,000 metrics per request, 8 connections, into 10 runs (10 M points, which
 //!   the next measure reads);
 //! - `log-metric`: single points, 32 connections;
-//! - `get-history-bulk-interval`: 10 runs × 1 M points, 320 points per run, latency;
+//! - `get-history-bulk-interval`: 10 runs × 1 M points, 320 points per run, latency, twice:
+//!   first with the points still in the log (as right after they were logged), then after the
+//!   server is stopped, the store compacted through the library (as the server's background
+//!   compaction would) and a server started again on it;
 //! - `runs/search`: 10,000 runs, a two-clause filter, 100 results, latency;
-//! - server RSS (peak) with 64 clients logging.
+//! - server RSS with 64 clients logging, on a fresh server over a fresh store (its own
+//!   process), so it is what those clients cost and nothing the measures before left behind.
 //!
 //! Run with `cargo bench --bench serve`; `RUNLOG_BENCH_SCALE=0.1` shrinks every count for a
 //! quick check.
@@ -75,6 +79,17 @@ fn rss_of(pid: u32) -> (f64, f64) {
             / 1024.0
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+impl Server {
+    /// Stops the server as SIGTERM does (drain, flush, close), so its log is sealed.
+    fn stop(mut self) {
+        // SAFETY: kill(2) on the child's pid, which this handle has not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
@@ -230,7 +245,7 @@ fn log_metric(server: &Server, run: &str, connections: usize, total: usize) -> D
     })
 }
 
-fn bulk_interval(server: &Server, runs: &[String]) {
+fn bulk_interval(server: &Server, runs: &[String], source: &str) {
     let agent = agent();
     let mut url = format!(
         "{}/api/2.0/mlflow/metrics/get-history-bulk-interval?metric_key=loss&max_results=320",
@@ -250,7 +265,7 @@ fn bulk_interval(server: &Server, runs: &[String]) {
         .collect();
     let (median, p99) = percentiles(samples);
     println!(
-        "get-history-bulk-interval, {} runs x {} points, 320 points/run ({returned} returned): median {median:.2} ms, p99 {p99:.2} ms",
+        "get-history-bulk-interval, {source}, {} runs x {} points, 320 points/run ({returned} returned): median {median:.2} ms, p99 {p99:.2} ms",
         runs.len(),
         scaled(POINTS_PER_RUN)
     );
@@ -309,7 +324,17 @@ fn main() {
         .collect();
 
     log_batch(&server, &runs);
-    bulk_interval(&server, &runs);
+    bulk_interval(&server, &runs, "points in the log");
+    server.stop();
+    let started = Instant::now();
+    let report = runlog::Store::open(dir.path()).unwrap().compact().unwrap();
+    println!(
+        "compaction through the store: {} points in {:.2} s",
+        report.points,
+        started.elapsed().as_secs_f64()
+    );
+    let server = Server::start(dir.path());
+    bulk_interval(&server, &runs, "compacted");
 
     let single_run = create_run(&setup, &server.base, "0", "single");
     let total = scaled(200_000);
@@ -322,6 +347,9 @@ fn main() {
 
     search(&server);
 
+    drop(server);
+    let rss_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(rss_dir.path());
     let (before, _) = server.rss_mib();
     let rss_run = create_run(&setup, &server.base, "0", "rss");
     let total = scaled(200_000);
@@ -343,6 +371,6 @@ fn main() {
     let during = sampler.join().unwrap();
     let (_, peak) = server.rss_mib();
     println!(
-        "server RSS, 64 clients logging {total} single points: {before:.0} MiB before, at most {during:.0} MiB while they log; peak over the whole benchmark {peak:.0} MiB"
+        "server RSS, fresh server and store, 64 clients logging {total} single points: {before:.0} MiB before, at most {during:.0} MiB while they log; peak {peak:.0} MiB"
     );
 }

@@ -48,7 +48,10 @@ pub use manifest::{CompactedFile, FileChecksum, Manifest, SeriesRows, WriterMark
 #[cfg(feature = "testing")]
 pub use manifest::{ManifestEdit, ManifestFile};
 #[cfg(feature = "parquet")]
-pub(crate) use reader::{Keep, MetadataCache, read_series};
+pub(crate) use reader::{
+    Keep, Located, MetadataCache, locate_steps, read_rows_in_time_order, read_series,
+    read_series_rows, read_series_steps,
+};
 pub use stats::ManifestStats;
 #[cfg(feature = "parquet")]
 pub use writer::CompactionReport;

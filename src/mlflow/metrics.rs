@@ -6,6 +6,11 @@
 //! (step, timestamp, value). NaN sorts where MLflow's SQL store keeps it (its stored value is
 //! 0, with a flag that sorts after a real 0).
 //!
+//! The engine reads a `get-history` page's rows alone (`Store::history_page`) and only the
+//! sampled rows of an interval request (`Store::history_sample`) where it can show that its
+//! order there is MLflow's; elsewhere the series (or the step range) is read whole and sorted
+//! here.
+//!
 //! Invariants: a page token is the decimal offset of the page's first point in that order; an
 //! interval sample holds at most `max_results` points per run and always the run's last point
 //! of the range.
@@ -143,6 +148,15 @@ pub(crate) fn get_history(service: &Service, request: &Request<'_>) -> Body {
             ))
         })?,
     };
+    if let Some(size) = page_size
+        && let Some((points, total)) = page_in_time_order(service, text, key, offset, size)?
+    {
+        let end = offset.saturating_add(points.len());
+        return Ok(to_json(&MetricsResponse {
+            metrics: points.iter().map(|p| metric(key, p, None)).collect(),
+            next_page_token: (end < total).then(|| end.to_string()),
+        }));
+    }
     let (_, history) = read_history(service, text, key, ALL_STEPS)?;
     let points = by_time(&history);
     let start = offset.min(points.len());
@@ -157,6 +171,45 @@ pub(crate) fn get_history(service: &Service, request: &Request<'_>) -> Body {
             .collect(),
         next_page_token,
     }))
+}
+
+/// One page of MLflow's history order read without the rest of the series, and the series'
+/// point count, where the engine can show its (timestamp, step) order from the page's rows
+/// and page statistics (`Store::history_page`). Distinct (timestamp, step) pairs leave the
+/// value no say in MLflow's order, so that order is MLflow's.
+#[cfg(feature = "parquet")]
+fn page_in_time_order(
+    service: &Service,
+    text: &str,
+    key: &str,
+    offset: usize,
+    size: usize,
+) -> Result<Option<(Vec<Point>, usize)>, MlflowError> {
+    let Ok(run) = runs::parse_id(text) else {
+        return Ok(None);
+    };
+    match service.store().history_page(run, key, offset, size) {
+        Ok(Some(page)) => Ok(Some((
+            (0..page.points.len())
+                .filter_map(|i| page.points.point(i))
+                .collect(),
+            page.total,
+        ))),
+        Ok(None) | Err(crate::Error::NotFound(_)) => Ok(None),
+        Err(other) => Err(run_error(text, other)),
+    }
+}
+
+/// Without compacted Parquet files there is no page index to page by.
+#[cfg(not(feature = "parquet"))]
+fn page_in_time_order(
+    _: &Service,
+    _: &str,
+    _: &str,
+    _: usize,
+    _: usize,
+) -> Result<Option<(Vec<Point>, usize)>, MlflowError> {
+    Ok(None)
 }
 
 fn metric<'a>(key: &'a str, point: &Point, run: Option<RunId>) -> Metric<'a> {
@@ -263,19 +316,60 @@ pub(crate) fn get_history_bulk_interval(service: &Service, request: &Request<'_>
         .filter_map(|text| runs::parse_id(text).ok())
         .filter(|run| store.run(*run).is_ok())
         .collect();
-    let histories = store.history_of_runs(&runs, key, steps)?;
     let mut out = Vec::new();
-    for (run, history) in runs.iter().zip(&histories) {
-        out.extend(
-            sample_history(history, per_run)
-                .iter()
-                .map(|p| metric(key, p, Some(*run))),
-        );
+    for (run, points) in runs
+        .iter()
+        .zip(sample_runs(store, &runs, key, steps, per_run)?)
+    {
+        out.extend(points.iter().map(|p| metric(key, p, Some(*run))));
     }
     Ok(to_json(&MetricsResponse {
         metrics: out,
         next_page_token: None,
     }))
+}
+
+/// Each run's interval sample. The engine reads only the sampled rows; its order (by step, then
+/// logging order) is MLflow's wherever no sampled point shares its step with another, and a
+/// run where one does is read whole and sampled in MLflow's order.
+#[cfg(feature = "parquet")]
+fn sample_runs(
+    store: &crate::Store,
+    runs: &[RunId],
+    key: &str,
+    steps: (std::ops::Bound<i64>, std::ops::Bound<i64>),
+    per_run: usize,
+) -> crate::Result<Vec<Vec<Point>>> {
+    let pick = |total: usize| sample_indices(total, per_run);
+    let samples = store.history_sample(runs, key, steps, &pick)?;
+    runs.iter()
+        .zip(samples)
+        .map(|(run, sample)| {
+            if sample.ties {
+                let history = store.history(*run, key, steps)?;
+                return Ok(sample_history(&history, per_run));
+            }
+            Ok((0..sample.points.len())
+                .filter_map(|i| sample.points.point(i))
+                .collect())
+        })
+        .collect()
+}
+
+/// Each run's interval sample, from its whole history in the range.
+#[cfg(not(feature = "parquet"))]
+fn sample_runs(
+    store: &crate::Store,
+    runs: &[RunId],
+    key: &str,
+    steps: (std::ops::Bound<i64>, std::ops::Bound<i64>),
+    per_run: usize,
+) -> crate::Result<Vec<Vec<Point>>> {
+    let histories = store.history_of_runs(runs, key, steps)?;
+    Ok(histories
+        .iter()
+        .map(|history| sample_history(history, per_run))
+        .collect())
 }
 
 /// The step range of an interval request: both ends or neither.

@@ -2,7 +2,8 @@
 //! charts, and the same downsampling aligned across runs.
 //!
 //! Source: the compacted Parquet files the manifest lists (only the series' own rows and three
-//! columns), then the log after each writer's watermark. Points come back sorted by step, each
+//! columns; for a step range only the rows in it, located by `compaction::read_series`), then
+//! the log after each writer's watermark. Points come back sorted by step, each
 //! step's points in logging order (a stable sort), so repeated steps are all kept.
 //!
 //! Downsampling divides the step range of the selected points into at most `max_points`
@@ -256,35 +257,13 @@ impl Store {
         key: &str,
         steps: &(impl RangeBounds<i64> + Sync),
     ) -> Result<Vec<History>> {
-        // One refresh for the whole call, and an existence check that copies nothing out.
-        let all_known = || {
-            runs.iter()
-                .all(|run| self.catalog().has_run(*run))
-                .then_some(())
-        };
-        if self.lookup_fresh(all_known)?.is_none()
-            && let Some(missing) = runs.iter().find(|run| !self.catalog().has_run(**run))
-        {
-            return Err(Error::NotFound(format!("run {missing}")));
-        }
+        self.check_runs_exist(runs)?;
         let root = self.root();
         let manifest = self.manifests().newest(root)?;
         let index: HashMap<RunId, usize> = runs.iter().enumerate().map(|(i, r)| (*r, i)).collect();
-        // The compacted series to read, in manifest (generation) order; read in parallel, then
-        // appended in that order so each run's points keep their order.
-        let jobs: Vec<(
-            usize,
-            &crate::compaction::CompactedFile,
-            &crate::compaction::SeriesRows,
-        )> = manifest
-            .files
-            .iter()
-            .flat_map(|file| file.series.iter().map(move |series| (file, series)))
-            .filter(|(_, series)| {
-                series.key == key && overlaps(steps, series.first_step, series.last_step)
-            })
-            .filter_map(|(file, series)| index.get(&series.run).map(|slot| (*slot, file, series)))
-            .collect();
+        // Read in parallel, then appended in manifest (generation) order so each run's points
+        // keep their order.
+        let jobs = compacted_series(&manifest, &index, key, steps);
         let parts: Vec<(usize, History)> = {
             use rayon::prelude::*;
             jobs.par_iter()
@@ -307,40 +286,115 @@ impl Store {
             history.timestamps_ms.extend(part.timestamps_ms);
             history.values.extend(part.values);
         }
-        // The key id `key` has in each writer's chain, per run.
-        let mut wanted: HashMap<(WriterId, RunId), KeyId> = HashMap::new();
-        crate::compaction::read_uncompacted(root, &manifest, &mut |writer, event| match event {
-            Event::MetricKeyDefined {
-                run,
-                key_id,
-                key: defined,
-            } if defined == key && index.contains_key(&run) => {
-                wanted.insert((writer, run), key_id);
-            }
-            Event::Metrics(batch) => {
-                let (Some(slot), Some(key_id)) =
-                    (index.get(&batch.run), wanted.get(&(writer, batch.run)))
-                else {
-                    return;
-                };
-                let history = &mut histories[*slot];
-                for i in 0..batch.len() {
-                    if batch.key_ids[i] == *key_id && steps.contains(&batch.steps[i]) {
-                        history.steps.push(batch.steps[i]);
-                        history.timestamps_ms.push(batch.timestamps_ms[i]);
-                        history.values.push(batch.values[i]);
-                    }
-                }
-            }
-            _ => {}
-        })?;
+        read_tail(root, &manifest, &index, key, steps, &mut histories)?;
         crate::compaction::check_still_newest(root, &manifest)?;
         use rayon::prelude::*;
         Ok(histories.into_par_iter().map(sorted_by_step).collect())
     }
 }
 
-fn overlaps(steps: &impl RangeBounds<i64>, first: i64, last: i64) -> bool {
+impl Store {
+    /// `NotFound` naming the first of `runs` that does not exist, after one refresh for the
+    /// whole call; an existence check that copies nothing out.
+    pub(super) fn check_runs_exist(&self, runs: &[RunId]) -> Result<()> {
+        let all_known = || {
+            runs.iter()
+                .all(|run| self.catalog().has_run(*run))
+                .then_some(())
+        };
+        if self.lookup_fresh(all_known)?.is_none()
+            && let Some(missing) = runs.iter().find(|run| !self.catalog().has_run(**run))
+        {
+            return Err(Error::NotFound(format!("run {missing}")));
+        }
+        Ok(())
+    }
+}
+
+/// A compacted series to read and the slot of its run.
+pub(super) type SeriesJob<'a> = (
+    usize,
+    &'a crate::compaction::CompactedFile,
+    &'a crate::compaction::SeriesRows,
+);
+
+/// The compacted series of `key` of the runs in `index` whose step span meets `steps`, in
+/// manifest (generation) order.
+pub(super) fn compacted_series<'a>(
+    manifest: &'a crate::compaction::Manifest,
+    index: &HashMap<RunId, usize>,
+    key: &str,
+    steps: &impl RangeBounds<i64>,
+) -> Vec<SeriesJob<'a>> {
+    manifest
+        .files
+        .iter()
+        .flat_map(|file| file.series.iter().map(move |series| (file, series)))
+        .filter(|(_, series)| {
+            series.key == key && overlaps(steps, series.first_step, series.last_step)
+        })
+        .filter_map(|(file, series)| index.get(&series.run).map(|slot| (*slot, file, series)))
+        .collect()
+}
+
+/// Appends the points of `key` in `steps` that the log holds after `manifest`'s watermarks to
+/// the history of each run of `index`, in log order.
+pub(super) fn read_tail(
+    root: &std::path::Path,
+    manifest: &crate::compaction::Manifest,
+    index: &HashMap<RunId, usize>,
+    key: &str,
+    steps: &impl RangeBounds<i64>,
+    histories: &mut [History],
+) -> Result<()> {
+    // The key id `key` has in each writer's chain, per run.
+    let mut wanted: HashMap<(WriterId, RunId), KeyId> = HashMap::new();
+    crate::compaction::read_uncompacted(root, manifest, &mut |writer, event| match event {
+        Event::MetricKeyDefined {
+            run,
+            key_id,
+            key: defined,
+        } if defined == key && index.contains_key(&run) => {
+            wanted.insert((writer, run), key_id);
+        }
+        Event::Metrics(batch) => {
+            let (Some(slot), Some(key_id)) =
+                (index.get(&batch.run), wanted.get(&(writer, batch.run)))
+            else {
+                return;
+            };
+            let Some(history) = histories.get_mut(*slot) else {
+                return;
+            };
+            for i in 0..batch.len() {
+                if batch.key_ids[i] == *key_id && steps.contains(&batch.steps[i]) {
+                    history.steps.push(batch.steps[i]);
+                    history.timestamps_ms.push(batch.timestamps_ms[i]);
+                    history.values.push(batch.values[i]);
+                }
+            }
+        }
+        _ => {}
+    })
+}
+
+/// `steps` as an inclusive range, `None` if it holds no step.
+#[cfg_attr(not(feature = "parquet"), allow(dead_code))]
+pub(crate) fn inclusive(steps: &impl RangeBounds<i64>) -> Option<(i64, i64)> {
+    let first = match steps.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.checked_add(1)?,
+        Bound::Unbounded => i64::MIN,
+    };
+    let last = match steps.end_bound() {
+        Bound::Included(e) => *e,
+        Bound::Excluded(e) => e.checked_sub(1)?,
+        Bound::Unbounded => i64::MAX,
+    };
+    (first <= last).then_some((first, last))
+}
+
+pub(super) fn overlaps(steps: &impl RangeBounds<i64>, first: i64, last: i64) -> bool {
     let after_start = match steps.start_bound() {
         Bound::Included(s) => last >= *s,
         Bound::Excluded(s) => last > *s,
@@ -367,12 +421,14 @@ fn read_compacted(
         std::mem::take(&mut history.timestamps_ms),
         std::mem::take(&mut history.values),
     );
-    let test = |step| steps.contains(&step);
     // A range that covers the series' whole step span keeps every point without testing each.
     let keep = if steps.contains(&series.first_step) && steps.contains(&series.last_step) {
         crate::compaction::Keep::All
     } else {
-        crate::compaction::Keep::Steps(&test)
+        match inclusive(steps) {
+            Some((first, last)) => crate::compaction::Keep::Steps { first, last },
+            None => return Ok(()),
+        }
     };
     let cache = &store.compacted_metadata();
     let root = store.root();
@@ -395,7 +451,7 @@ fn read_compacted(
     )))
 }
 
-fn sorted_by_step(history: History) -> History {
+pub(super) fn sorted_by_step(history: History) -> History {
     if history.steps.windows(2).all(|w| w[0] <= w[1]) {
         return history;
     }

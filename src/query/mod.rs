@@ -5,6 +5,8 @@ mod compare;
 mod experiments;
 pub mod filter;
 mod history;
+#[cfg(feature = "parquet")]
+mod sample;
 mod search;
 
 pub use compare::{Aggregate, ComparedSeries};
@@ -13,6 +15,8 @@ pub use filter::{
     Filter, FilterError, Subject, parse, parse_for, parse_order_by, parse_order_by_for,
 };
 pub use history::{Bucket, Downsampled, History, Point, downsample};
+#[cfg(feature = "parquet")]
+pub use sample::{Pick, Sample, TimePage};
 pub use search::{
     AttributeValue, RunFields, RunsPage, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX, SearchRuns,
     matches,

@@ -23,6 +23,8 @@ mod mlflow_api;
 mod processes;
 mod query_experiments;
 mod query_history;
+#[cfg(feature = "parquet")]
+mod query_ranges;
 mod query_search;
 mod reads_concurrent;
 mod segment_sizing;

@@ -1,0 +1,437 @@
+//! Points picked by rank out of a step range of a series (`Store::history_sample`), reading
+//! only the picked rows of compacted series (and their neighbours, to tell ties), never the
+//! whole range.
+//!
+//! A run's points in a range come from parts: each compacted series entry that meets the range
+//! and the log's tail. Ranks count points in history order (by step, then logging order).
+//! When the parts' step spans are disjoint, that order is the parts one after another in step
+//! order, so a rank maps to one row of one part, and a compacted part's rows are located by
+//! `compaction::locate_steps` (arithmetic on a dense series, page statistics otherwise).
+//! When spans overlap (a step range logged again after a compaction, or batches that reached
+//! compactions out of step order), the parts' `step` columns alone are read and merged to find
+//! where each rank falls, and then only those rows are read.
+
+use std::collections::HashMap;
+use std::ops::{Range, RangeBounds};
+
+use super::history::{History, SeriesJob, compacted_series, inclusive, read_tail, sorted_by_step};
+use crate::error::Result;
+use crate::ids::RunId;
+use crate::tracking::Store;
+
+/// Points picked by rank out of one run's points in a step range.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Points in the range.
+    pub total: usize,
+    /// The picked points, in rank order.
+    pub points: History,
+    /// Whether a picked point shares its step with another point of the range, so that its
+    /// rank depends on how points of one step are ordered (history order: logging order).
+    pub ties: bool,
+}
+
+/// A page of a series in (timestamp, step) order ([`Store::history_page`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TimePage {
+    /// Points of the series.
+    pub total: usize,
+    /// The page's points, in (timestamp, step) order.
+    pub points: History,
+}
+
+/// Which ranks to pick out of `total` points: ascending, each below `total`.
+pub type Pick<'a> = &'a (dyn Fn(usize) -> Vec<usize> + Sync);
+
+impl Store {
+    /// For each of `runs` (in order), the points of `key` in `steps` at the ranks `pick`
+    /// chooses given their number: what picking those indexes out of
+    /// [`history_of_runs`](Store::history_of_runs) gives, reading only the picked rows of
+    /// compacted series. `NotFound` if a run does not exist.
+    ///
+    /// ```
+    /// # fn main() -> runlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| runlog::Error::InvalidInput(e.to_string()))?;
+    /// # let store = runlog::Store::open(dir.path())?;
+    /// # let run = store.start_run(store.get_or_create_experiment("e")?.id, Default::default())?;
+    /// for step in 0..100 {
+    ///     run.log_metric("loss", step as f64, step)?;
+    /// }
+    /// let every_tenth = |total: usize| (0..total).step_by(10).collect::<Vec<_>>();
+    /// let sample = store.history_sample(&[run.id()], "loss", 10..=59, &every_tenth)?;
+    /// assert_eq!(sample[0].total, 50);
+    /// assert_eq!(sample[0].points.steps, [10, 20, 30, 40, 50]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn history_sample(
+        &self,
+        runs: &[RunId],
+        key: &str,
+        steps: impl RangeBounds<i64> + Sync,
+        pick: Pick<'_>,
+    ) -> Result<Vec<Sample>> {
+        let mut unique: Vec<RunId> = Vec::with_capacity(runs.len());
+        let mut slot_of: HashMap<RunId, usize> = HashMap::with_capacity(runs.len());
+        for run in runs {
+            slot_of.entry(*run).or_insert_with(|| {
+                unique.push(*run);
+                unique.len() - 1
+            });
+        }
+        let read = crate::compaction::retry_stale(|| self.sample_once(&unique, key, &steps, pick))?;
+        Ok(runs
+            .iter()
+            .map(|run| {
+                slot_of
+                    .get(run)
+                    .and_then(|slot| read.get(*slot))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    /// Points `offset..offset + count` of `key` of `run` in (timestamp, step) order, reading
+    /// only the pages that hold them (and the pages the series shares with its neighbours),
+    /// when that order can be shown from those pages and the page statistics of the others.
+    /// `None` when it cannot (points in the log or in several compacted files, a file without
+    /// a page index, timestamps not increasing with steps, or two points with the same
+    /// timestamp and step): then only a read of the whole series gives the page.
+    /// `NotFound` if the run does not exist.
+    pub fn history_page(
+        &self,
+        run: RunId,
+        key: &str,
+        offset: usize,
+        count: usize,
+    ) -> Result<Option<TimePage>> {
+        crate::compaction::retry_stale(|| self.page_once(run, key, offset, count))
+    }
+
+    fn page_once(
+        &self,
+        run: RunId,
+        key: &str,
+        offset: usize,
+        count: usize,
+    ) -> Result<Option<TimePage>> {
+        self.check_runs_exist(&[run])?;
+        let root = self.root();
+        let manifest = self.manifests().newest(root)?;
+        let index: HashMap<RunId, usize> = HashMap::from([(run, 0)]);
+        let jobs = compacted_series(&manifest, &index, key, &(..));
+        let mut tail = vec![History::default()];
+        read_tail(root, &manifest, &index, key, &(..), &mut tail)?;
+        let [(_, file, series)] = jobs.as_slice() else {
+            return Ok(None);
+        };
+        if tail.iter().any(|t| !t.is_empty()) {
+            return Ok(None);
+        }
+        let total = series.row_count;
+        let start = (offset as u64).min(total);
+        let end = start.saturating_add(count as u64).min(total);
+        let mut columns = (Vec::new(), Vec::new(), Vec::new());
+        let shown = crate::compaction::read_rows_in_time_order(
+            root,
+            file,
+            series,
+            start..end,
+            &mut columns,
+            self.compacted_metadata(),
+        )
+        .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))?;
+        crate::compaction::check_still_newest(root, &manifest)?;
+        Ok(shown.then_some(TimePage {
+            total: total as usize,
+            points: History {
+                steps: columns.0,
+                timestamps_ms: columns.1,
+                values: columns.2,
+            },
+        }))
+    }
+
+    fn sample_once(
+        &self,
+        runs: &[RunId],
+        key: &str,
+        steps: &(impl RangeBounds<i64> + Sync),
+        pick: Pick<'_>,
+    ) -> Result<Vec<Sample>> {
+        self.check_runs_exist(runs)?;
+        let root = self.root();
+        let manifest = self.manifests().newest(root)?;
+        let index: HashMap<RunId, usize> = runs.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+        let Some((first, last)) = inclusive(steps) else {
+            return Ok(vec![Sample::default(); runs.len()]);
+        };
+        let jobs = compacted_series(&manifest, &index, key, steps);
+        let cache = self.compacted_metadata();
+        let located: Vec<Option<crate::compaction::Located>> = {
+            use rayon::prelude::*;
+            jobs.par_iter()
+                .map(|(_, file, series)| {
+                    crate::compaction::locate_steps(root, file, series, first, last, cache)
+                        .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))
+                })
+                .collect::<Result<_>>()?
+        };
+        let mut tails = vec![History::default(); runs.len()];
+        read_tail(root, &manifest, &index, key, steps, &mut tails)?;
+        let tails: Vec<History> = tails.into_iter().map(sorted_by_step).collect();
+        crate::compaction::check_still_newest(root, &manifest)?;
+        let mut parts: Vec<Vec<Part<'_>>> = (0..runs.len()).map(|_| Vec::new()).collect();
+        for (order, (job, located)) in jobs.iter().zip(located).enumerate() {
+            if let Some(located) = located {
+                parts[job.0].push(Part::Compacted(order, *job, located));
+            }
+        }
+        for (slot, tail) in tails.iter().enumerate() {
+            if !tail.is_empty() {
+                parts[slot].push(Part::Tail(tail));
+            }
+        }
+        use rayon::prelude::*;
+        parts
+            .into_par_iter()
+            .map(|parts| {
+                self.sample_parts(parts, pick)
+                    .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))
+            })
+            .collect()
+    }
+
+    /// The sample of one run out of its parts (compacted series in manifest order, then the
+    /// tail).
+    fn sample_parts(&self, mut parts: Vec<Part<'_>>, pick: Pick<'_>) -> Result<Sample> {
+        // Stable, so parts starting at one step keep manifest order, then the tail.
+        parts.sort_by_key(|part| part.span().0);
+        let disjoint = parts.windows(2).all(|w| w[0].span().1 < w[1].span().0);
+        if !disjoint {
+            return self.sample_merged(&parts, pick);
+        }
+        let total: usize = parts.iter().map(Part::len).sum();
+        let mut ranks = pick(total);
+        ranks.retain(|rank| *rank < total);
+        ranks.sort_unstable();
+        ranks.dedup();
+        let mut sample = Sample {
+            total,
+            ..Sample::default()
+        };
+        let mut part_start = 0;
+        let mut next = 0;
+        for part in &parts {
+            let part_end = part_start + part.len();
+            let mut offsets = Vec::new();
+            while let Some(rank) = ranks.get(next).filter(|rank| **rank < part_end) {
+                offsets.push(rank - part_start);
+                next += 1;
+            }
+            if !offsets.is_empty() {
+                sample.ties |= self.pick_from(part, &offsets, &mut sample.points)?;
+            }
+            part_start = part_end;
+        }
+        Ok(sample)
+    }
+
+    /// Appends the points at `offsets` (ascending) of `part` to `out`; whether any of them
+    /// shares its step with a neighbour in the part.
+    fn pick_from(&self, part: &Part<'_>, offsets: &[usize], out: &mut History) -> Result<bool> {
+        match part {
+            Part::Tail(tail) => {
+                let mut ties = false;
+                for offset in offsets {
+                    let step = tail.steps[*offset];
+                    ties |= offset.checked_sub(1).and_then(|o| tail.steps.get(o)) == Some(&step)
+                        || tail.steps.get(offset + 1) == Some(&step);
+                    out.steps.push(step);
+                    out.timestamps_ms.push(tail.timestamps_ms[*offset]);
+                    out.values.push(tail.values[*offset]);
+                }
+                Ok(ties)
+            }
+            Part::Compacted(_, (_, file, series), located) => {
+                // Each picked row with its neighbours inside the located rows, merged.
+                let count = located.rows.end - located.rows.start;
+                let mut rows: Vec<Range<u64>> = Vec::with_capacity(offsets.len());
+                for offset in offsets {
+                    let offset = *offset as u64;
+                    let start = located.rows.start + offset.saturating_sub(1);
+                    let end = located.rows.start + (offset + 2).min(count);
+                    match rows.last_mut() {
+                        Some(previous) if previous.end >= start => previous.end = end,
+                        _ => rows.push(start..end),
+                    }
+                }
+                let mut columns = (Vec::new(), Vec::new(), Vec::new());
+                let cache = self.compacted_metadata();
+                crate::compaction::read_series_rows(
+                    self.root(),
+                    file,
+                    series,
+                    &rows,
+                    &mut columns,
+                    cache,
+                )?;
+                let row_numbers: Vec<u64> = rows.iter().flat_map(|r| r.clone()).collect();
+                let mut ties = false;
+                let mut at = 0;
+                for offset in offsets {
+                    let row = located.rows.start + *offset as u64;
+                    while row_numbers.get(at).is_some_and(|r| *r < row) {
+                        at += 1;
+                    }
+                    let Some(step) = columns.0.get(at).copied() else {
+                        break;
+                    };
+                    ties |= at
+                        .checked_sub(1)
+                        .filter(|before| row_numbers[*before] + 1 == row)
+                        .and_then(|before| columns.0.get(before))
+                        == Some(&step)
+                        || (row_numbers.get(at + 1) == Some(&(row + 1))
+                            && columns.0.get(at + 1) == Some(&step));
+                    out.steps.push(step);
+                    out.timestamps_ms.push(columns.1[at]);
+                    out.values.push(columns.2[at]);
+                }
+                Ok(ties)
+            }
+        }
+    }
+
+    /// The sample of parts whose spans overlap: their `step` columns alone are merged in
+    /// history order (by step; at one step, manifest order, then the tail) to find the parts
+    /// and rows the ranks fall on, and only those rows are read.
+    fn sample_merged(&self, parts: &[Part<'_>], pick: Pick<'_>) -> Result<Sample> {
+        let mut ordered: Vec<&Part<'_>> = parts.iter().collect();
+        ordered.sort_by_key(|part| match part {
+            Part::Compacted(order, ..) => *order,
+            Part::Tail(_) => usize::MAX,
+        });
+        let cache = self.compacted_metadata();
+        let steps: Vec<std::borrow::Cow<'_, [i64]>> = ordered
+            .iter()
+            .map(|part| match part {
+                Part::Tail(tail) => Ok(std::borrow::Cow::Borrowed(tail.steps.as_slice())),
+                Part::Compacted(_, (_, file, series), located) => {
+                    crate::compaction::read_series_steps(
+                        self.root(),
+                        file,
+                        series,
+                        located.rows.clone(),
+                        cache,
+                    )
+                    .map(std::borrow::Cow::Owned)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let total: usize = steps.iter().map(|s| s.len()).sum();
+        let mut ranks = pick(total);
+        ranks.retain(|rank| *rank < total);
+        ranks.sort_unstable();
+        ranks.dedup();
+        let (picked, ties) = merge_pick(&steps, &ranks);
+        let mut sample = Sample {
+            total,
+            ties,
+            ..Sample::default()
+        };
+        // Each part's picked points, read at once, then laid out in rank order.
+        let mut points: Vec<History> = Vec::with_capacity(ordered.len());
+        for (index, part) in ordered.iter().enumerate() {
+            let offsets: Vec<usize> = picked
+                .iter()
+                .filter(|(p, _)| *p == index)
+                .map(|(_, offset)| *offset)
+                .collect();
+            let mut part_points = History::default();
+            if !offsets.is_empty() {
+                self.pick_from(part, &offsets, &mut part_points)?;
+            }
+            points.push(part_points);
+        }
+        let mut cursors = vec![0usize; ordered.len()];
+        for (part, _) in &picked {
+            if let Some(point) = points[*part].point(cursors[*part]) {
+                sample.points.steps.push(point.step);
+                sample.points.timestamps_ms.push(point.timestamp_ms);
+                sample.points.values.push(point.value);
+            }
+            cursors[*part] += 1;
+        }
+        Ok(sample)
+    }
+}
+
+/// Walks the merge of `steps` (each sorted; at one step, the earlier slice first) and returns
+/// the (slice, offset) each of `ranks` (ascending) falls on, and whether any of those shares
+/// its step with the point before or after it in the merge.
+fn merge_pick(
+    steps: &[std::borrow::Cow<'_, [i64]>],
+    ranks: &[usize],
+) -> (Vec<(usize, usize)>, bool) {
+    let mut positions = vec![0usize; steps.len()];
+    let mut picked = Vec::with_capacity(ranks.len());
+    let mut ties = false;
+    let mut previous: Option<i64> = None;
+    let mut last_picked_step: Option<i64> = None;
+    let mut next_rank = 0;
+    for rank in 0.. {
+        let Some((part, step)) = steps
+            .iter()
+            .enumerate()
+            .filter_map(|(part, s)| s.get(positions[part]).map(|step| (part, *step)))
+            .min_by_key(|(part, step)| (*step, *part))
+        else {
+            break;
+        };
+        if let Some(picked_step) = last_picked_step.take() {
+            ties |= picked_step == step;
+        }
+        if ranks.get(next_rank) == Some(&rank) {
+            ties |= previous == Some(step);
+            picked.push((part, positions[part]));
+            last_picked_step = Some(step);
+            next_rank += 1;
+        }
+        previous = Some(step);
+        positions[part] += 1;
+        if next_rank == ranks.len() && last_picked_step.is_none() {
+            break;
+        }
+    }
+    (picked, ties)
+}
+
+/// One source of a run's points in the range.
+enum Part<'a> {
+    /// A compacted series (its place in manifest order, the series) and its rows in the range.
+    Compacted(usize, SeriesJob<'a>, crate::compaction::Located),
+    /// The log's points, sorted by step.
+    Tail(&'a History),
+}
+
+impl Part<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Part::Compacted(_, _, located) => (located.rows.end - located.rows.start) as usize,
+            Part::Tail(tail) => tail.len(),
+        }
+    }
+
+    /// Its first and last steps in the range.
+    fn span(&self) -> (i64, i64) {
+        match self {
+            Part::Compacted(_, _, located) => (located.first_step, located.last_step),
+            Part::Tail(tail) => (
+                tail.steps.first().copied().unwrap_or(i64::MAX),
+                tail.steps.last().copied().unwrap_or(i64::MIN),
+            ),
+        }
+    }
+}
