@@ -5,6 +5,7 @@ mod compare;
 mod experiments;
 pub mod filter;
 mod history;
+mod models;
 mod search;
 
 pub use compare::{Aggregate, ComparedSeries};
@@ -13,6 +14,7 @@ pub use filter::{
     Filter, FilterError, Subject, parse, parse_for, parse_order_by, parse_order_by_for,
 };
 pub use history::{Bucket, Downsampled, History, Point, downsample};
+pub use models::{ModelsPage, SearchModels};
 pub use search::{
     AttributeValue, RunFields, RunsPage, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX, SearchRuns,
     matches,
