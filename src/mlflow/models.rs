@@ -18,8 +18,9 @@ use super::messages::{KeyValue, to_json};
 use super::runs::{parse_id as parse_run_id, run_error};
 use super::wire::{Fields, int_value, missing, wrong_type};
 use super::{Body, Method, MlflowError, Request, Service};
+use crate::catalog::LoggedModel;
 use crate::query::SearchModels;
-use crate::{Error, ExperimentId, LoggedModel, ModelId, ModelLink, ModelOptions, ModelStatus};
+use crate::{Error, ExperimentId, ModelId, ModelLink, ModelOptions, ModelStatus};
 
 /// The largest page of `logged-models/search`.
 const SEARCH_RESULTS_MAX: i64 = 50_000;
