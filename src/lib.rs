@@ -112,9 +112,8 @@ pub mod wal;
 internal_modules!(layout, util);
 
 pub use artifact::ArtifactEntry;
-pub use catalog::{
-    Artifact, Experiment, LifecycleStage, LoggedModel, MetricSummary, RunInfo, RunView,
-};
+pub use catalog::LoggedModel;
+pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{ExperimentId, KeyId, ModelId, RunId, SegmentSequence, WriterId};
 pub use tracking::{MetricPoint, ModelOptions, Run, RunOptions, Store, StoreOptions, ViewType};
