@@ -2,7 +2,8 @@
 //!
 //! Ids and sequence numbers are distinct types so that a writer id can never be passed where a
 //! segment sequence is expected. Their textual forms are part of the on-disk naming contract
-//! (`docs/FORMAT.md`): writer ids print as 16 lower-case hex digits, run ids as 32.
+//! (`docs/FORMAT.md`): writer ids print as 16 lower-case hex digits, run ids as 32, logged
+//! model ids as `m-` and 32.
 
 use std::fmt;
 
@@ -18,6 +19,11 @@ pub struct SegmentSequence(pub u64);
 /// A run, as a 128-bit id (printed as 32 hex digits, like MLflow's run ids).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunId(pub u128);
+
+/// A logged model (MLflow 3), as a 128-bit id printed as `m-` and 32 hex digits, as MLflow
+/// makes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModelId(pub u128);
 
 /// An experiment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,6 +62,28 @@ impl std::str::FromStr for RunId {
             Ok(id) if valid => Ok(RunId(id)),
             _ => Err(crate::Error::InvalidInput(format!(
                 "{text:?} is not a run id (32 hex digits)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ModelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m-{:032x}", self.0)
+    }
+}
+
+impl std::str::FromStr for ModelId {
+    type Err = crate::Error;
+
+    /// Parses the `m-` and 32 hex digits [`Display`](fmt::Display) prints.
+    fn from_str(text: &str) -> crate::Result<ModelId> {
+        let hex = text.strip_prefix("m-").unwrap_or("");
+        let valid = hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        match u128::from_str_radix(hex, 16) {
+            Ok(id) if valid => Ok(ModelId(id)),
+            _ => Err(crate::Error::InvalidInput(format!(
+                "{text:?} is not a logged model id (m- and 32 hex digits)"
             ))),
         }
     }

@@ -112,8 +112,9 @@ pub mod wal;
 internal_modules!(layout, util);
 
 pub use artifact::ArtifactEntry;
+pub use catalog::LoggedModel;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};
-pub use ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
-pub use tracking::{MetricPoint, Run, RunOptions, Store, StoreOptions, ViewType};
-pub use wal::{Durability, RunStatus};
+pub use ids::{ExperimentId, KeyId, ModelId, RunId, SegmentSequence, WriterId};
+pub use tracking::{MetricPoint, ModelOptions, Run, RunOptions, Store, StoreOptions, ViewType};
+pub use wal::{Durability, ModelLink, ModelStatus, RunStatus};

@@ -1,5 +1,6 @@
-//! Artifact files: `artifacts/<run-id>/<path>` under the store root, each published atomically
-//! and recorded in the log with its size and SHA-256.
+//! Artifact files: `artifacts/<run-id>/<path>` for runs and `artifacts/models/<model-id>/<path>`
+//! for logged models, under the store root, each published atomically and recorded in the log
+//! with its size and SHA-256.
 //!
 //! Invariants:
 //! - A file at its final path is complete and durable (temporary name, fsync, link, directory
@@ -23,13 +24,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::Artifact;
-use crate::ids::RunId;
+use crate::ids::{ModelId, RunId};
 
 pub use crate::layout::ARTIFACTS_DIR;
 
 /// The artifact folder of `run`.
 pub fn run_dir(root: &Path, run: RunId) -> PathBuf {
     root.join(ARTIFACTS_DIR).join(run.to_string())
+}
+
+/// The folder, beside the runs' folders, that holds the logged models' artifact folders. A run
+/// folder's name is 32 hex digits, so it never clashes.
+const MODELS_DIR: &str = "models";
+
+/// The artifact folder of logged model `model`.
+pub fn model_dir(root: &Path, model: ModelId) -> PathBuf {
+    root.join(ARTIFACTS_DIR)
+        .join(MODELS_DIR)
+        .join(model.to_string())
 }
 
 /// One entry of an artifact folder's listing.

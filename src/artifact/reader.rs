@@ -4,11 +4,10 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::Artifact;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
-use crate::ids::RunId;
 
-/// The content of `artifact` of `run`, verified.
-pub(crate) fn read(root: &std::path::Path, run: RunId, artifact: &Artifact) -> Result<Vec<u8>> {
-    let path = super::run_dir(root, run).join(&artifact.path);
+/// The content of `artifact` in artifact folder `folder` (`run_dir` or `model_dir`), verified.
+pub(crate) fn read(folder: &std::path::Path, artifact: &Artifact) -> Result<Vec<u8>> {
+    let path = folder.join(&artifact.path);
     let bytes = std::fs::read(&path).map_err(|e| Error::io("read artifact", &path, e))?;
     let found: [u8; 32] = Sha256::digest(&bytes).into();
     if found != artifact.sha256 {

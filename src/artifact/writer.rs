@@ -8,7 +8,6 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::ids::RunId;
 use crate::io::{Storage, TemporaryName, create_dirs, publish_named};
 
 /// What was stored.
@@ -18,15 +17,16 @@ pub(crate) struct Stored {
     pub sha256: [u8; 32],
 }
 
-/// Stores the content of `source` as `path` (already validated) of `run`.
+/// Stores the content of `source` as `path` (already validated) in the artifact folder `folder`
+/// (`run_dir` or `model_dir`) of `owner` (`"run <id>"`, as errors name it).
 pub(crate) fn store(
-    root: &Path,
-    run: RunId,
+    folder: &Path,
+    owner: &str,
     path: &str,
     source: &mut dyn Read,
     storage: &dyn Storage,
 ) -> Result<Stored> {
-    let final_path = super::run_dir(root, run).join(path);
+    let final_path = folder.join(path);
     let Some(dir) = final_path.parent() else {
         return Err(Error::InvalidInput(format!(
             "artifact path {path:?} has no folder"
@@ -47,15 +47,15 @@ pub(crate) fn store(
         })
         .map_err(|error| match error {
             Error::AlreadyExists(_) => {
-                Error::AlreadyExists(format!("artifact {path:?} of run {run}"))
+                Error::AlreadyExists(format!("artifact {path:?} of {owner}"))
             }
-            other => path_error(other, path, run),
+            other => path_error(other, path, owner),
         })
 }
 
 /// The errors the artifact's own path causes (a folder on it is a file, a file on it is a
 /// folder, a name too long) are the caller's, said with the artifact's relative path only.
-fn path_error(error: Error, path: &str, run: RunId) -> Error {
+fn path_error(error: Error, path: &str, owner: &str) -> Error {
     let Error::Io { source, .. } = &error else {
         return error;
     };
@@ -65,13 +65,14 @@ fn path_error(error: Error, path: &str, run: RunId) -> Error {
         Some(libc::ENAMETOOLONG) => "a name on its way is too long for the file system",
         _ => return error,
     };
-    Error::InvalidInput(format!("artifact path {path:?} of run {run}: {reason}"))
+    Error::InvalidInput(format!("artifact path {path:?} of {owner}: {reason}"))
 }
 
-/// Removes the file of artifact `path` of `run`, once the log recorded its deletion. A file
-/// already gone is fine (a concurrent delete, or a crash after an earlier removal).
-pub(crate) fn remove(root: &Path, run: RunId, path: &str, storage: &dyn Storage) -> Result<()> {
-    let file_path = super::run_dir(root, run).join(path);
+/// Removes the file of artifact `path` in artifact folder `folder`, once the log recorded its
+/// deletion. A file already gone is fine (a concurrent delete, or a crash after an earlier
+/// removal).
+pub(crate) fn remove(folder: &Path, path: &str, storage: &dyn Storage) -> Result<()> {
+    let file_path = folder.join(path);
     match storage.remove(&file_path) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -31,9 +31,11 @@
 
 mod columns;
 mod lww;
+mod models;
 
 pub use crate::summary::MetricSummary;
 pub(crate) use columns::{MISSING, RunColumns, TextColumn};
+pub use models::LoggedModel;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -333,6 +335,8 @@ pub(crate) struct Catalog {
     columns: RwLock<Option<Arc<RunColumns>>>,
     /// Compacted writers whose summaries runs take on first read.
     pending: RwLock<Pending>,
+    /// Logged models and the runs' links to them.
+    pub(crate) models: models::Models,
 }
 
 pub(crate) use crate::util::lock;
@@ -591,6 +595,7 @@ impl Catalog {
             }
             // Metric events of this handle update summaries directly (see `Run::log_metric`);
             // other writers' go through `apply_foreign`.
+            Event::Model(event) => self.models.apply(event, origin),
             Event::MetricKeyDefined { .. } | Event::Metrics(_) => {}
         }
     }

@@ -1,6 +1,8 @@
 //! MLflow's artifact routes, as `mlflow server --serve-artifacts` answers them over a local
 //! destination: the mlflow-artifacts service (`PUT`, `GET` and `DELETE` of
-//! `<experiment>/<run>/artifacts/<path>`, and listing with `?path=`) and the tracking API's
+//! `<experiment>/<run>/artifacts/<path>` and of a logged model's
+//! `<experiment>/models/<model_id>/artifacts/<path>`, and listing with `?path=`) and the
+//! tracking API's
 //! `artifacts/list`, all over the store's artifact files (`Store::log_artifact_bytes` and
 //! friends). Multipart uploads and presigned URLs answer 501 `NOT_IMPLEMENTED`, as MLflow's
 //! local destination does, and the client falls back to a plain `PUT`.
@@ -11,11 +13,11 @@
 //!   checked whole by the library's artifact path rule (no `..`, `.`, empty or absolute
 //!   segments, no backslash or control character). A refused path writes nothing and answers
 //!   `INVALID_PARAMETER_VALUE`.
-//! - Every answer about a run that does not exist, or an experiment that is not the run's, is
-//!   404 `RESOURCE_DOES_NOT_EXIST`.
+//! - Every answer about a run or logged model that does not exist, or an experiment that is not
+//!   its own, is 404 `RESOURCE_DOES_NOT_EXIST`.
 
 use crate::tracking::validation;
-use crate::{ArtifactEntry, ExperimentId, RunId};
+use crate::{ArtifactEntry, ExperimentId, ModelId, RunId};
 
 use super::{ErrorCode, JSON, Method, MlflowError, Reply, Request, Service};
 
@@ -131,7 +133,7 @@ fn list_service(service: &Service, query: &str) -> Result<Reply, MlflowError> {
     }
     check_whole(path)?;
     let entries = match locate(service, path) {
-        Ok(Location { run, path }) => service.store().list_artifacts(run, path)?,
+        Ok(location) => location.list(service)?,
         // A run's own folder (`<experiment>/<run>`) holds only its artifact folder.
         Err(_) if path.split('/').count() == 2 => {
             let (experiment, run) = path.split_once('/').unwrap_or((path, ""));
@@ -165,22 +167,36 @@ fn file_info(entry: &ArtifactEntry, path: &str) -> serde_json::Value {
 
 fn upload(service: &Service, raw: &str, body: &[u8]) -> Result<Reply, MlflowError> {
     let decoded = decode_path(raw)?;
-    let Location { run, path } = locate(service, &decoded)?;
-    service.store().log_artifact_bytes(run, path, body)?;
+    let location = locate(service, &decoded)?;
+    match location.owner {
+        Owner::Run(run) => service
+            .store()
+            .log_artifact_bytes(run, location.path, body)?,
+        Owner::Model(model) => {
+            service
+                .store()
+                .log_model_artifact_bytes(model, location.path, body)?
+        }
+    };
     Ok(json(&serde_json::json!({})))
 }
 
 fn download(service: &Service, raw: &str) -> Result<Reply, MlflowError> {
     let decoded = decode_path(raw)?;
-    let Location { run, path } = locate(service, &decoded)?;
-    match service.store().read_artifact(run, path) {
+    let location = locate(service, &decoded)?;
+    let path = location.path;
+    let read = match location.owner {
+        Owner::Run(run) => service.store().read_artifact(run, path),
+        Owner::Model(model) => service.store().read_model_artifact(model, path),
+    };
+    match read {
         Ok(bytes) => Ok(Reply {
             status: 200,
             content_type: content_type(path),
             body: bytes,
         }),
         Err(crate::Error::NotFound(_)) => {
-            if service.store().list_artifacts(run, path)?.is_empty() {
+            if location.list(service)?.is_empty() {
                 Err(no_such_artifact(&decoded))
             } else {
                 Err(MlflowError::invalid(format!(
@@ -194,24 +210,68 @@ fn download(service: &Service, raw: &str) -> Result<Reply, MlflowError> {
 
 fn delete(service: &Service, raw: &str) -> Result<Reply, MlflowError> {
     let decoded = decode_path(raw)?;
-    let Location { run, path } = locate(service, &decoded)?;
-    match service.store().delete_artifacts(run, path) {
+    let location = locate(service, &decoded)?;
+    let Owner::Run(run) = location.owner else {
+        return Err(MlflowError::new(
+            ErrorCode::NotImplemented,
+            "runlog does not delete a logged model's artifact files (its artifacts are \
+             write-once); delete the model instead",
+        ));
+    };
+    match service.store().delete_artifacts(run, location.path) {
         Ok(_) => Ok(json(&serde_json::json!({}))),
         Err(crate::Error::NotFound(_)) => Err(no_such_artifact(&decoded)),
         Err(other) => Err(other.into()),
     }
 }
 
-/// A run and a path inside its artifact folder.
+/// Whose artifact folder a path is in.
+#[derive(Clone, Copy)]
+enum Owner {
+    Run(RunId),
+    Model(ModelId),
+}
+
+/// A run or logged model and a path inside its artifact folder.
 struct Location<'a> {
-    run: RunId,
+    owner: Owner,
     path: &'a str,
 }
 
-/// Splits `<experiment>/<run>/artifacts[/<path>]`, checking the path whole first and that the
-/// run exists in that experiment.
+impl Location<'_> {
+    /// The direct children of the location's folder.
+    fn list(&self, service: &Service) -> Result<Vec<ArtifactEntry>, MlflowError> {
+        Ok(match self.owner {
+            Owner::Run(run) => service.store().list_artifacts(run, self.path)?,
+            Owner::Model(model) => service.store().list_model_artifacts(model, self.path)?,
+        })
+    }
+}
+
+/// The folder of logged models' artifact folders in an experiment, in MLflow's artifact URIs.
+const MODELS_FOLDER: &str = "models";
+
+/// Splits `<experiment>/<run>/artifacts[/<path>]` or
+/// `<experiment>/models/<model_id>/artifacts[/<path>]`, checking the path whole first and that
+/// the run or model exists in that experiment.
 fn locate<'a>(service: &Service, decoded: &'a str) -> Result<Location<'a>, MlflowError> {
     check_whole(decoded)?;
+    if let Some((experiment, rest)) = decoded.split_once('/')
+        && let Some(rest) = rest
+            .strip_prefix(MODELS_FOLDER)
+            .and_then(|r| r.strip_prefix('/'))
+    {
+        let mut parts = rest.splitn(3, '/');
+        let (Some(model), Some(RUN_FOLDER)) = (parts.next(), parts.next()) else {
+            return Err(no_such_artifact(decoded));
+        };
+        let path = parts.next().unwrap_or("");
+        let model = model_of(service, experiment, model)?;
+        return Ok(Location {
+            owner: Owner::Model(model),
+            path,
+        });
+    }
     let mut parts = decoded.splitn(4, '/');
     let (Some(experiment), Some(run), Some(RUN_FOLDER)) =
         (parts.next(), parts.next(), parts.next())
@@ -222,7 +282,28 @@ fn locate<'a>(service: &Service, decoded: &'a str) -> Result<Location<'a>, Mlflo
     // an empty path for anything else.
     let path = parts.next().unwrap_or("");
     let run = run_of(service, experiment, run)?;
-    Ok(Location { run, path })
+    Ok(Location {
+        owner: Owner::Run(run),
+        path,
+    })
+}
+
+/// The logged model `model` of experiment `experiment`, or 404.
+fn model_of(service: &Service, experiment: &str, model: &str) -> Result<ModelId, MlflowError> {
+    let id = super::models::parse_id(model)?;
+    let found = service
+        .store()
+        .logged_model(id)
+        .map_err(|_| super::models::not_found(model))?;
+    let in_experiment = experiment
+        .parse::<u64>()
+        .is_ok_and(|number| found.experiment == ExperimentId(number));
+    if !in_experiment {
+        return Err(MlflowError::not_found(format!(
+            "Logged model '{model}' is not in experiment '{experiment}'"
+        )));
+    }
+    Ok(id)
 }
 
 /// The run `run` of experiment `experiment`, or 404.

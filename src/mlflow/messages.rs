@@ -133,17 +133,15 @@ pub(crate) struct RunData<'a> {
     pub tags: Vec<KeyValue<'a>>,
 }
 
-/// An empty message (`RunInputs`, `RunOutputs` with nothing in them).
-#[derive(Serialize)]
-pub(crate) struct Empty {}
-
 /// `Run`.
 #[derive(Serialize)]
 pub(crate) struct RunMessage<'a> {
     pub info: RunInfoMessage<'a>,
     pub data: RunData<'a>,
-    pub inputs: Empty,
-    pub outputs: Empty,
+    /// `RunInputs`: the models the run used (`model_inputs`); empty in search results.
+    pub inputs: serde_json::Value,
+    /// `RunOutputs`: the models the run produced (`model_outputs`); empty in search results.
+    pub outputs: serde_json::Value,
 }
 
 impl<'a> RunMessage<'a> {
@@ -172,8 +170,8 @@ impl<'a> RunMessage<'a> {
                 params: pairs(&run.params),
                 tags: pairs(&run.tags),
             },
-            inputs: Empty {},
-            outputs: Empty {},
+            inputs: serde_json::json!({}),
+            outputs: serde_json::json!({}),
         }
     }
 }

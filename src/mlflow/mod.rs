@@ -12,6 +12,7 @@ pub mod error;
 mod experiments;
 mod messages;
 mod metrics;
+mod models;
 mod runs;
 mod wire;
 
@@ -141,6 +142,16 @@ impl Service {
         if route == "artifacts/list" {
             return artifacts::list(self, request);
         }
+        if let Some(rest) = route
+            .strip_prefix("logged-models/")
+            .filter(|rest| !rest.is_empty() && *rest != "search")
+        {
+            self.ensure_default_experiment();
+            return match models::handle_path(self, &request, rest) {
+                Ok(body) => Reply::json(body),
+                Err(error) => error.reply(),
+            };
+        }
         let Some(handler) = handler(route, request.method) else {
             return MlflowError::endpoint_not_found(request.method, request.path).reply();
         };
@@ -193,27 +204,19 @@ fn handler(route: &str, method: Method) -> Option<Handler> {
         ("metrics/get-history-bulk", Get) => metrics::get_history_bulk,
         ("metrics/get-history-bulk-interval", Get) => metrics::get_history_bulk_interval,
         ("server-info", Get) => server_info,
-        ("logged-models/search", Post) => empty_answer,
-        ("logged-models", Post) => logged_models_unsupported,
+        ("runs/outputs", Post) => models::log_outputs,
+        ("logged-models/search", Post) => models::search,
+        ("logged-models", Post) => models::create,
         _ => return None,
     };
     Some(handler)
 }
 
-/// An empty answer: a search that finds nothing (`logged-models/search`, `search-datasets`),
-/// since runlog keeps no logged models or datasets.
+/// An empty answer: a search that finds nothing (`search-datasets`), since runlog keeps no
+/// datasets.
 fn empty_answer(_: &Service, request: &Request<'_>) -> Body {
     wire::Fields::of(request, &[])?;
     Ok(b"{}".to_vec())
-}
-
-/// `POST logged-models`: refused until runlog keeps logged models.
-fn logged_models_unsupported(_: &Service, _: &Request<'_>) -> Body {
-    Err(MlflowError::new(
-        ErrorCode::NotImplemented,
-        "runlog does not store logged models yet (POST logged-models); log the model's files \
-         as run artifacts instead",
-    ))
 }
 
 /// `server-info` (MLflow 3): what the server supports. The store type is MLflow's SQL store,

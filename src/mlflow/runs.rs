@@ -1,5 +1,5 @@
 //! MLflow's run endpoints: create, get, update, delete, restore, search, log-metric,
-//! log-parameter, log-batch, set-tag, delete-tag and log-inputs.
+//! log-parameter, log-batch, set-tag, delete-tag and log-inputs (its models in `models.rs`).
 //!
 //! Invariants:
 //! - A logging request is checked whole (MLflow's field checks and batch limits here, the
@@ -173,9 +173,11 @@ pub(crate) fn get(service: &Service, request: &Request<'_>) -> Body {
         .store()
         .run(parse_id(text)?)
         .map_err(|e| run_error(text, e))?;
-    Ok(to_json(&RunResponse {
-        run: RunMessage::of(&run),
-    }))
+    let (inputs, outputs) = super::models::run_links(service, run.info.id)?;
+    let mut message = RunMessage::of(&run);
+    message.inputs = inputs;
+    message.outputs = outputs;
+    Ok(to_json(&RunResponse { run: message }))
 }
 
 /// `runs/update`: status, end time and name, each only when given.
@@ -462,12 +464,11 @@ fn check_unique_param_keys(params: &[(&str, &str)]) -> Result<(), MlflowError> {
 }
 
 /// `runs/log-inputs`: runlog keeps no datasets, so a request carrying any is refused whole;
-/// one with none (only `models`, or nothing) checks the run and succeeds.
+/// one with none links the run to its `models` (if any).
 pub(crate) fn log_inputs(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
     let datasets = fields.list("datasets")?;
-    fields.list("models")?;
     service
         .store()
         .run(parse_id(text)?)
@@ -479,5 +480,5 @@ pub(crate) fn log_inputs(service: &Service, request: &Request<'_>) -> Body {
              (nothing was logged)",
         ));
     }
-    Ok(b"{}".to_vec())
+    super::models::log_input_models(service, &fields, text)
 }

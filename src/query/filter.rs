@@ -79,8 +79,14 @@ pub enum Attribute {
     ExperimentId,
     /// An experiment's `creation_time`, ms.
     CreationTime,
-    /// An experiment's `last_update_time`, ms.
+    /// An experiment's `last_update_time` (a logged model's `last_updated_timestamp`), ms.
     LastUpdateTime,
+    /// A logged model's `model_id`.
+    ModelId,
+    /// A logged model's `source_run_id`.
+    SourceRunId,
+    /// A logged model's `model_type`.
+    ModelType,
 }
 
 impl Attribute {
@@ -97,6 +103,18 @@ impl Attribute {
             (Subject::Experiments, "experiment_id") => Attribute::ExperimentId,
             (Subject::Experiments, "creation_time") => Attribute::CreationTime,
             (Subject::Experiments, "last_update_time") => Attribute::LastUpdateTime,
+            (Subject::LoggedModels, "name") => Attribute::Name,
+            (Subject::LoggedModels, "model_id") => Attribute::ModelId,
+            (Subject::LoggedModels, "status") => Attribute::Status,
+            (Subject::LoggedModels, "source_run_id") => Attribute::SourceRunId,
+            (Subject::LoggedModels, "model_type") => Attribute::ModelType,
+            (
+                Subject::LoggedModels,
+                "creation_time" | "creation_timestamp" | "creation_timestamp_ms",
+            ) => Attribute::CreationTime,
+            (Subject::LoggedModels, "last_updated_timestamp" | "last_updated_timestamp_ms") => {
+                Attribute::LastUpdateTime
+            }
             _ => return None,
         })
     }
@@ -115,6 +133,9 @@ impl Attribute {
             Attribute::ExperimentId => "experiment_id",
             Attribute::CreationTime => "creation_time",
             Attribute::LastUpdateTime => "last_update_time",
+            Attribute::ModelId => "model_id",
+            Attribute::SourceRunId => "source_run_id",
+            Attribute::ModelType => "model_type",
         }
     }
 
@@ -143,6 +164,9 @@ pub enum Subject {
     /// `search_experiments`: `name`, `creation_time`, `last_update_time` and tags
     /// (`experiment_id` too, in an ordering).
     Experiments,
+    /// `search_logged_models`: `name`, `model_id`, `status`, `source_run_id`, `model_type`,
+    /// `creation_time`, `last_updated_timestamp`, metrics, params and tags.
+    LoggedModels,
 }
 
 impl Subject {
@@ -153,6 +177,10 @@ impl Subject {
                  (or an entity prefix: metrics., params., tags.)"
             }
             Subject::Experiments => "name, creation_time or last_update_time (or tags.<key>)",
+            Subject::LoggedModels => {
+                "name, model_id, status, source_run_id, model_type, creation_time or \
+                 last_updated_timestamp (or an entity prefix: metrics., params., tags.)"
+            }
         }
     }
 }
@@ -440,10 +468,13 @@ impl Parser {
         }
         let entity = entity.as_deref().map(str::to_ascii_lowercase);
         let field = match (self.subject, entity.as_deref()) {
-            (Subject::Runs, Some("metric" | "metrics")) => Field::Metric(key),
-            (Subject::Runs, Some("param" | "params" | "parameter" | "parameters")) => {
-                Field::Param(key)
+            (Subject::Runs | Subject::LoggedModels, Some("metric" | "metrics")) => {
+                Field::Metric(key)
             }
+            (
+                Subject::Runs | Subject::LoggedModels,
+                Some("param" | "params" | "parameter" | "parameters"),
+            ) => Field::Param(key),
             (_, Some("tag" | "tags")) => Field::Tag(key),
             (_, Some("attribute" | "attributes" | "attr" | "run") | None) => {
                 let attribute = Attribute::from_name(self.subject, &key).ok_or_else(|| {
@@ -457,7 +488,7 @@ impl Parser {
                 })?;
                 Field::Attribute(attribute)
             }
-            (Subject::Runs, Some(other)) => {
+            (Subject::Runs | Subject::LoggedModels, Some(other)) => {
                 return Err(error(
                     column,
                     format!(

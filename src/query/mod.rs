@@ -5,6 +5,7 @@ mod compare;
 mod experiments;
 pub mod filter;
 mod history;
+mod models;
 #[cfg(feature = "parquet")]
 mod sample;
 mod search;
@@ -15,6 +16,7 @@ pub use filter::{
     Filter, FilterError, Subject, parse, parse_for, parse_order_by, parse_order_by_for,
 };
 pub use history::{Bucket, Downsampled, History, Point, downsample};
+pub use models::{ModelsPage, SearchModels};
 #[cfg(feature = "parquet")]
 pub use sample::{Pick, Sample, TimePage};
 pub use search::{

@@ -322,7 +322,10 @@ impl AttributeParts<'_> {
             Attribute::Name
             | Attribute::ExperimentId
             | Attribute::CreationTime
-            | Attribute::LastUpdateTime => AttributeValue::Number(None),
+            | Attribute::LastUpdateTime
+            | Attribute::ModelId
+            | Attribute::SourceRunId
+            | Attribute::ModelType => AttributeValue::Number(None),
         }
     }
 }
@@ -506,7 +509,10 @@ fn column_test<'a>(clause: &'a Clause, columns: &'a RunColumns) -> Option<Column
             Attribute::Name
             | Attribute::ExperimentId
             | Attribute::CreationTime
-            | Attribute::LastUpdateTime => Box::new(|_| false),
+            | Attribute::LastUpdateTime
+            | Attribute::ModelId
+            | Attribute::SourceRunId
+            | Attribute::ModelType => Box::new(|_| false),
             Attribute::StartTime | Attribute::EndTime => {
                 let Value::Number(target) = *value else {
                     return Some(Box::new(|_| false));

@@ -472,7 +472,7 @@ impl Store {
             .artifacts
             .get(path)
             .ok_or_else(|| Error::NotFound(format!("artifact {path:?} of run {run}")))?;
-        artifact::read(self.root(), run, artifact)
+        artifact::read(&artifact::run_dir(self.root(), run), artifact)
     }
 
     /// The direct children of artifact folder `dir` of `run` (`""` for its artifact folder),
@@ -514,7 +514,11 @@ impl Store {
         // power loss must not keep an event naming a removed file.
         self.flush()?;
         for stored in &doomed {
-            artifact::remove(self.root(), run, stored, self.options().storage.as_ref())?;
+            artifact::remove(
+                &artifact::run_dir(self.root(), run),
+                stored,
+                self.options().storage.as_ref(),
+            )?;
         }
         Ok(doomed)
     }
@@ -537,8 +541,8 @@ impl Store {
             )));
         }
         let stored = artifact::store(
-            self.root(),
-            run,
+            &artifact::run_dir(self.root(), run),
+            &format!("run {run}"),
             path,
             source,
             self.options().storage.as_ref(),

@@ -3,6 +3,7 @@
 
 mod follow;
 mod keyed;
+mod models;
 mod run;
 mod store;
 pub mod system_tags;
@@ -10,6 +11,7 @@ mod usage;
 pub mod validation;
 
 pub use keyed::MetricPoint;
+pub use models::ModelOptions;
 pub use run::{Run, RunOptions};
 #[cfg(feature = "parquet")]
 pub(crate) use store::StoreInner;

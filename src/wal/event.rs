@@ -25,12 +25,15 @@
 //! Seal                  record_count u64, final_segment u8 (0 or 1)
 //! ```
 //!
+//! Logged models' events (record types 19 to 26) are laid out in `model_event.rs`.
+//!
 //! Invariant: `decode(encode(e)) == e` for every event, and decode consumes the whole payload.
 
 use crate::error::CorruptionKind;
-use crate::ids::{ExperimentId, KeyId, RunId};
+use crate::ids::{ExperimentId, KeyId, ModelId, RunId};
 use crate::wal::codec::{Decoder, Encoder, malformed};
 use crate::wal::metric::{self, Columns, MetricBatch};
+use crate::wal::model_event::ModelEvent;
 use crate::wal::record::{FLAG_COMPRESSED, RecordType};
 
 /// Lifecycle status of a run. Values are MLflow's `RunStatus` numbers.
@@ -233,6 +236,8 @@ pub enum Event {
         /// Path relative to the run's artifact folder.
         path: String,
     },
+    /// An event of a logged model, or of a run's link to one.
+    Model(ModelEvent),
 }
 
 /// Whose register an event sets: the run or experiment whose metadata it changes. A handle
@@ -244,6 +249,8 @@ pub enum Owner {
     Run(RunId),
     /// An experiment's metadata.
     Experiment(ExperimentId),
+    /// A logged model's metadata.
+    Model(ModelId),
 }
 
 impl Event {
@@ -268,6 +275,7 @@ impl Event {
             | Event::TagDeleted { run, .. }
             | Event::ArtifactRecorded { run, .. }
             | Event::ArtifactDeleted { run, .. } => Some(Owner::Run(*run)),
+            Event::Model(event) => Some(event.owner()),
             Event::MetricKeyDefined { .. } | Event::Metrics(_) => None,
         }
     }
@@ -293,6 +301,7 @@ impl Event {
             Event::Metrics(_) => RecordType::MetricColumns,
             Event::ArtifactRecorded { .. } => RecordType::ArtifactRecorded,
             Event::ArtifactDeleted { .. } => RecordType::ArtifactDeleted,
+            Event::Model(event) => event.record_type(),
         }
     }
 
@@ -440,6 +449,7 @@ impl Event {
                 e.i64(*time_ms);
                 e.str(path);
             }
+            Event::Model(event) => event.encode_payload(out),
         }
     }
 
@@ -458,6 +468,11 @@ impl Event {
             };
         }
         let mut d = Decoder::new(payload);
+        if let Some(decoded) = ModelEvent::decode(record_type, &mut d) {
+            let event = Event::Model(decoded?);
+            d.finish()?;
+            return Ok(event);
+        }
         let event = match record_type {
             RecordType::ExperimentCreated => Event::ExperimentCreated {
                 experiment: ExperimentId(d.u64()?),
@@ -551,7 +566,17 @@ impl Event {
                 time_ms: d.i64()?,
                 path: d.string()?,
             },
-            RecordType::MetricColumns | RecordType::MetricStream | RecordType::Seal => {
+            RecordType::MetricColumns
+            | RecordType::MetricStream
+            | RecordType::Seal
+            | RecordType::LoggedModelCreated
+            | RecordType::LoggedModelStatusChanged
+            | RecordType::LoggedModelDeleted
+            | RecordType::LoggedModelTagSet
+            | RecordType::LoggedModelTagDeleted
+            | RecordType::LoggedModelParamLogged
+            | RecordType::LoggedModelArtifactRecorded
+            | RecordType::RunModelLinked => {
                 return Err(malformed(format!("{record_type:?} is not an event record")));
             }
         };

@@ -5,7 +5,17 @@ mod durability;
 mod log;
 
 internal_modules!(
-    classify, codec, event, metric, reader, record, recovery, segment, tail, writer,
+    classify,
+    codec,
+    event,
+    metric,
+    model_event,
+    reader,
+    record,
+    recovery,
+    segment,
+    tail,
+    writer,
 );
 
 pub use durability::Durability;
@@ -14,6 +24,7 @@ pub use event::Seal;
 pub use event::{Event, Owner, RunStatus};
 pub use log::{Log, LogOptions, WriterSummary, read_dir};
 pub use metric::MetricBatch;
+pub use model_event::{ModelEvent, ModelLink, ModelStatus};
 pub use reader::{ChainEnd, ReadOptions};
 pub use recovery::{RecoveryReport, Repair, RepairAction};
 #[cfg(feature = "testing")]

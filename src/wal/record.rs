@@ -114,6 +114,22 @@ record_types! {
     ArtifactRecorded = 17,
     /// An artifact file was deleted (format version 3).
     ArtifactDeleted = 18,
+    /// A logged model was created (format version 4).
+    LoggedModelCreated = 19,
+    /// A logged model's status changed (format version 4).
+    LoggedModelStatusChanged = 20,
+    /// A logged model was deleted (format version 4).
+    LoggedModelDeleted = 21,
+    /// A logged model's tag was set (format version 4).
+    LoggedModelTagSet = 22,
+    /// A logged model's tag was deleted (format version 4).
+    LoggedModelTagDeleted = 23,
+    /// A logged model's param was logged (format version 4).
+    LoggedModelParamLogged = 24,
+    /// An artifact file of a logged model was recorded (format version 4).
+    LoggedModelArtifactRecorded = 25,
+    /// A run was linked to a logged model as its output or input (format version 4).
+    RunModelLinked = 26,
     /// The end of a segment: nothing follows in this file.
     Seal = 255,
 }

@@ -19,6 +19,8 @@ mod fork;
 mod layers;
 #[cfg(feature = "mlflow")]
 mod mlflow_api;
+#[cfg(feature = "server")]
+mod mlflow_models;
 #[cfg(feature = "cli")]
 mod processes;
 mod query_experiments;

@@ -48,7 +48,7 @@ impl Answer {
     }
 }
 
-fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+pub fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
     let mut response = response.unwrap();
     let status = response.status().as_u16();
     let content_type = response

@@ -4,8 +4,8 @@ use proptest::prelude::*;
 use runlog::wal::metric::{Columns, decode_columns, encode_columns};
 use runlog::wal::reader::scan_segment;
 use runlog::wal::segment::{FORMAT_VERSION, SegmentHeader};
-use runlog::wal::{Event, Log, RunStatus};
-use runlog::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
+use runlog::wal::{Event, Log, ModelEvent, ModelLink, ModelStatus, RunStatus};
+use runlog::{ExperimentId, KeyId, ModelId, RunId, SegmentSequence, WriterId};
 
 use crate::util::{Point, Rng, Store, read, small_options};
 
@@ -128,6 +128,91 @@ fn metadata_event() -> impl Strategy<Value = Event> {
             run,
             time_ms,
             path
+        }),
+        model_event().prop_map(Event::Model),
+    ]
+}
+
+fn model() -> impl Strategy<Value = ModelId> {
+    any::<u128>().prop_map(ModelId)
+}
+
+/// Every logged-model event type.
+fn model_event() -> impl Strategy<Value = ModelEvent> {
+    let t = any::<i64>;
+    let status = prop_oneof![
+        Just(ModelStatus::Pending),
+        Just(ModelStatus::Ready),
+        Just(ModelStatus::UploadFailed),
+    ];
+    let link = prop_oneof![
+        any::<i64>().prop_map(|step| ModelLink::Output { step }),
+        Just(ModelLink::Input),
+    ];
+    prop_oneof![
+        (
+            model(),
+            t(),
+            experiment(),
+            proptest::option::of(run()),
+            text(),
+            text()
+        )
+            .prop_map(
+                |(model, time_ms, experiment, source_run, name, model_type)| {
+                    ModelEvent::Created {
+                        model,
+                        time_ms,
+                        experiment,
+                        source_run,
+                        name,
+                        model_type,
+                    }
+                }
+            ),
+        (model(), t(), status).prop_map(|(model, time_ms, status)| ModelEvent::StatusChanged {
+            model,
+            time_ms,
+            status
+        }),
+        (model(), t()).prop_map(|(model, time_ms)| ModelEvent::Deleted { model, time_ms }),
+        (model(), t(), text(), text()).prop_map(|(model, time_ms, key, value)| {
+            ModelEvent::TagSet {
+                model,
+                time_ms,
+                key,
+                value,
+            }
+        }),
+        (model(), t(), text()).prop_map(|(model, time_ms, key)| ModelEvent::TagDeleted {
+            model,
+            time_ms,
+            key
+        }),
+        (model(), t(), text(), text()).prop_map(|(model, time_ms, key, value)| {
+            ModelEvent::ParamLogged {
+                model,
+                time_ms,
+                key,
+                value,
+            }
+        }),
+        (model(), t(), any::<u64>(), any::<[u8; 32]>(), text()).prop_map(
+            |(model, time_ms, size_bytes, sha256, path)| ModelEvent::ArtifactRecorded {
+                model,
+                time_ms,
+                size_bytes,
+                sha256,
+                path,
+            }
+        ),
+        (run(), t(), model(), link).prop_map(|(run, time_ms, model, link)| {
+            ModelEvent::RunLinked {
+                run,
+                time_ms,
+                model,
+                link,
+            }
         }),
     ]
 }

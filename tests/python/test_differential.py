@@ -584,6 +584,89 @@ def test_artifacts(reference_url, subject_url):
     compare(scenario_artifacts, reference_url, subject_url)
 
 
+# ---------------------------------------------------------------- logged models
+
+
+class _Length(mlflow.pyfunc.PythonModel):
+    """A trivial pyfunc model: the length of each input's text."""
+
+    def predict(self, context, model_input, params=None):
+        return [len(str(x)) for x in model_input]
+
+
+def _logged_model(m, n):
+    """A LoggedModel's client-visible fields, ids and times normalized."""
+    return {
+        "model_id": n.id("model", m.model_id),
+        "experiment_id": n.exp(m.experiment_id),
+        "name": m.name,
+        "artifact_location": n.text(m.artifact_location),
+        "status": str(m.status),
+        "model_type": m.model_type,
+        "source_run_id": n.run(m.source_run_id),
+        "tags": {k: v for k, v in m.tags.items() if not k.startswith("mlflow.source")},
+        "params": dict(m.params),
+        "times_ordered": m.creation_timestamp <= m.last_updated_timestamp,
+    }
+
+
+def scenario_logged_models(client, n):
+    from mlflow.entities import LoggedModelInput, LoggedModelOutput, LoggedModelStatus
+
+    out = {}
+    exp = client.create_experiment("logged-models-area")
+    n.exp(exp)
+    with mlflow.start_run(experiment_id=exp, run_name="trainer") as r:
+        rid = r.info.run_id
+        n.run(rid)
+        info = mlflow.pyfunc.log_model(name="model", python_model=_Length(), pip_requirements=["mlflow"])
+    n.id("model", info.model_id)
+    out["model_uri"] = n.text(info.model_uri)
+    out["predict_runs_uri"] = list(mlflow.pyfunc.load_model(f"runs:/{rid}/model").predict(["a", "bb"]))
+    out["predict_models_uri"] = list(mlflow.pyfunc.load_model(info.model_uri).predict(["ccc"]))
+    out["files"] = sorted(f.path for f in mlflow.artifacts.list_artifacts(artifact_uri=info.model_uri))
+    out["get"] = _logged_model(client.get_logged_model(info.model_id), n)
+
+    ext = client.create_logged_model(exp, name="ext", params={"alpha": "0.5"})
+    n.id("model", ext.model_id)
+    client.set_logged_model_tags(ext.model_id, {"stage": "dev", "gone": "soon"})
+    client.delete_logged_model_tag(ext.model_id, "gone")
+    client.log_model_params(ext.model_id, {"beta": "2"})
+    client.finalize_logged_model(ext.model_id, LoggedModelStatus.READY)
+    out["ext"] = _logged_model(client.get_logged_model(ext.model_id), n)
+
+    with mlflow.start_run(experiment_id=exp, run_name="user") as r2:
+        n.run(r2.info.run_id)
+        client.log_outputs(r2.info.run_id, [LoggedModelOutput(ext.model_id, 3)])
+        client.log_inputs(r2.info.run_id, models=[LoggedModelInput(info.model_id)])
+    shown = client.get_run(r2.info.run_id)
+    out["run_outputs"] = [(n.id("model", o.model_id), o.step) for o in shown.outputs.model_outputs]
+    out["run_inputs"] = [n.id("model", i.model_id) for i in shown.inputs.model_inputs]
+    out["trainer_outputs"] = [(n.id("model", o.model_id), o.step) for o in client.get_run(rid).outputs.model_outputs]
+
+    def names(**kwargs):
+        found = mlflow.search_logged_models(experiment_ids=[exp], output_format="list", **kwargs)
+        return [m.name for m in found]
+
+    out["search_all"] = names()
+    out["search_oldest_first"] = names(order_by=[{"field_name": "creation_time", "ascending": True}])
+    out["search_name"] = names(filter_string="name = 'ext'")
+    out["search_param"] = names(filter_string="params.alpha = '0.5'")
+    out["search_tag"] = names(filter_string="tags.stage = 'dev'")
+    out["search_page"] = names(max_results=1)
+
+    client.delete_logged_model(ext.model_id)
+    out["get_deleted"] = raises(lambda: client.get_logged_model(ext.model_id))
+    out["get_unknown"] = raises(lambda: client.get_logged_model("m-" + "0" * 32))
+    out["search_after_delete"] = names()
+    out["delete_missing_tag"] = raises(lambda: client.delete_logged_model_tag(info.model_id, "nope"))
+    return out
+
+
+def test_logged_models(reference_url, subject_url):
+    compare(scenario_logged_models, reference_url, subject_url)
+
+
 # ---------------------------------------------------------------- errors
 
 

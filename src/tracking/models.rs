@@ -1,0 +1,291 @@
+//! The tracking API of logged models (MLflow 3's `LoggedModel`): create, read, list, finalize,
+//! delete, tags, params and artifact files, and the links between runs and models.
+//!
+//! Invariants:
+//! - Every write is checked whole before anything is appended: a refused call writes nothing.
+//! - A model's artifacts follow the run artifacts' rules (`artifact/mod.rs`): write-once,
+//!   published durably before the log records them, read back checked against their SHA-256.
+//! - A deleted model is gone for every call: it answers `NotFound`, and its id is never reused.
+
+use std::collections::BTreeMap;
+
+use super::Store;
+use super::validation;
+use crate::artifact::{self, ArtifactEntry};
+use crate::catalog::{Artifact, LifecycleStage, LoggedModel};
+use crate::error::{Error, Result};
+use crate::ids::{ExperimentId, ModelId, RunId};
+use crate::util::{now_ms, random_u64};
+use crate::wal::{Event, ModelEvent, ModelLink, ModelStatus};
+
+/// What a new logged model starts with.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOptions {
+    /// Its name; a generated one when `None`.
+    pub name: Option<String>,
+    /// Its type (free text).
+    pub model_type: String,
+    /// The run that logs it; it must exist.
+    pub source_run: Option<RunId>,
+    /// Its first tags.
+    pub tags: Vec<(String, String)>,
+    /// Its first params.
+    pub params: Vec<(String, String)>,
+}
+
+impl Store {
+    /// Creates a logged model in `experiment` (which must exist and be active), status pending.
+    pub fn create_logged_model(
+        &self,
+        experiment: ExperimentId,
+        options: ModelOptions,
+    ) -> Result<LoggedModel> {
+        if self.options().read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.experiment(experiment)?.lifecycle_stage == LifecycleStage::Deleted {
+            return Err(Error::Deleted {
+                what: format!("experiment {experiment}"),
+            });
+        }
+        if let Some(run) = options.source_run {
+            self.run(run)?;
+        }
+        check_pairs("tag", &options.tags, validation::TAG_VALUE_CHARS_MAX)?;
+        check_pairs("param", &options.params, validation::PARAM_VALUE_CHARS_MAX)?;
+        let model = ModelId((u128::from(random_u64()) << 64) | u128::from(random_u64()));
+        let time_ms = now_ms();
+        let name = options
+            .name
+            .unwrap_or_else(|| format!("model-{}", &model.to_string()[2..10]));
+        let mut events = vec![Event::Model(ModelEvent::Created {
+            model,
+            time_ms,
+            experiment,
+            source_run: options.source_run,
+            name,
+            model_type: options.model_type,
+        })];
+        events.extend(options.tags.into_iter().map(|(key, value)| {
+            Event::Model(ModelEvent::TagSet {
+                model,
+                time_ms,
+                key,
+                value,
+            })
+        }));
+        events.extend(options.params.into_iter().map(|(key, value)| {
+            Event::Model(ModelEvent::ParamLogged {
+                model,
+                time_ms,
+                key,
+                value,
+            })
+        }));
+        self.record_all(&events)?;
+        self.logged_model(model)
+    }
+
+    /// A snapshot of logged model `model`; `NotFound` if it does not exist or was deleted.
+    pub fn logged_model(&self, model: ModelId) -> Result<LoggedModel> {
+        self.lookup_fresh(|| self.catalog().models.get(model))?
+            .ok_or_else(|| Error::NotFound(format!("logged model {model}")))
+    }
+
+    /// The logged models of `experiments` (every experiment when empty), oldest first.
+    pub fn logged_models(&self, experiments: &[ExperimentId]) -> Result<Vec<LoggedModel>> {
+        self.refresh_if_stale()?;
+        Ok(self
+            .catalog()
+            .models
+            .list(|experiment| experiments.is_empty() || experiments.contains(&experiment)))
+    }
+
+    /// Sets the status of `model` (MLflow's finalize).
+    pub fn finalize_logged_model(&self, model: ModelId, status: ModelStatus) -> Result<()> {
+        self.logged_model(model)?;
+        self.record(Event::Model(ModelEvent::StatusChanged {
+            model,
+            time_ms: now_ms(),
+            status,
+        }))
+    }
+
+    /// Deletes `model`. Its artifact files stay on disk, as MLflow's stores leave them.
+    pub fn delete_logged_model(&self, model: ModelId) -> Result<()> {
+        self.logged_model(model)?;
+        self.record(Event::Model(ModelEvent::Deleted {
+            model,
+            time_ms: now_ms(),
+        }))
+    }
+
+    /// Sets tags of `model`, replacing earlier values.
+    pub fn set_logged_model_tags(&self, model: ModelId, tags: &[(String, String)]) -> Result<()> {
+        check_pairs("tag", tags, validation::TAG_VALUE_CHARS_MAX)?;
+        self.logged_model(model)?;
+        let time_ms = now_ms();
+        let events: Vec<Event> = tags
+            .iter()
+            .map(|(key, value)| {
+                Event::Model(ModelEvent::TagSet {
+                    model,
+                    time_ms,
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+            })
+            .collect();
+        self.record_all(&events)
+    }
+
+    /// Deletes tag `key` of `model`; `NotFound` if it has no such tag.
+    pub fn delete_logged_model_tag(&self, model: ModelId, key: &str) -> Result<()> {
+        if !self.logged_model(model)?.tags.contains_key(key) {
+            return Err(Error::NotFound(format!(
+                "tag {key:?} of logged model {model}"
+            )));
+        }
+        self.record(Event::Model(ModelEvent::TagDeleted {
+            model,
+            time_ms: now_ms(),
+            key: key.to_string(),
+        }))
+    }
+
+    /// Logs params of `model`. A param keeps its first value; logging it again with another
+    /// value is `InvalidInput`.
+    pub fn log_logged_model_params(
+        &self,
+        model: ModelId,
+        params: &[(String, String)],
+    ) -> Result<()> {
+        check_pairs("param", params, validation::PARAM_VALUE_CHARS_MAX)?;
+        let existing = self.logged_model(model)?.params;
+        for (key, value) in params {
+            if let Some(old) = existing.get(key).filter(|old| *old != value) {
+                return Err(Error::InvalidInput(format!(
+                    "param {key:?} of logged model {model} is already {old:?}; refusing \
+                     {value:?} (params are immutable)"
+                )));
+            }
+        }
+        let time_ms = now_ms();
+        let events: Vec<Event> = params
+            .iter()
+            .filter(|(key, _)| !existing.contains_key(key))
+            .map(|(key, value)| {
+                Event::Model(ModelEvent::ParamLogged {
+                    model,
+                    time_ms,
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+            })
+            .collect();
+        self.record_all(&events)
+    }
+
+    /// Links `run` (which must exist and be active) to each of `links`' models, as its outputs
+    /// and inputs; linking twice keeps one link. The models are not checked, as MLflow's stores
+    /// do not check them: a link may name a model another writer creates later.
+    pub fn link_run_models(&self, run: RunId, links: &[(ModelId, ModelLink)]) -> Result<()> {
+        if self.run(run)?.info.lifecycle_stage == LifecycleStage::Deleted {
+            return Err(Error::Deleted {
+                what: format!("run {run}"),
+            });
+        }
+        let time_ms = now_ms();
+        let events: Vec<Event> = links
+            .iter()
+            .map(|(model, link)| {
+                Event::Model(ModelEvent::RunLinked {
+                    run,
+                    time_ms,
+                    model: *model,
+                    link: *link,
+                })
+            })
+            .collect();
+        self.record_all(&events)
+    }
+
+    /// The models `run` is linked to.
+    pub fn run_model_links(&self, run: RunId) -> Result<Vec<(ModelId, ModelLink)>> {
+        self.refresh_if_stale()?;
+        Ok(self.catalog().models.links(run))
+    }
+
+    /// Stores `bytes` as artifact `path` of `model` (write-once, as run artifacts).
+    pub fn log_model_artifact_bytes(
+        &self,
+        model: ModelId,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<Artifact> {
+        validation::artifact_path(path)?;
+        if self.options().read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.logged_model(model)?.artifacts.contains_key(path) {
+            return Err(Error::AlreadyExists(format!(
+                "artifact {path:?} of logged model {model} (artifacts are write-once)"
+            )));
+        }
+        let stored = artifact::store(
+            &artifact::model_dir(self.root(), model),
+            &format!("logged model {model}"),
+            path,
+            &mut std::io::Cursor::new(bytes),
+            self.options().storage.as_ref(),
+        )?;
+        let time_ms = now_ms();
+        self.record(Event::Model(ModelEvent::ArtifactRecorded {
+            model,
+            time_ms,
+            size_bytes: stored.size_bytes,
+            sha256: stored.sha256,
+            path: path.to_string(),
+        }))?;
+        Ok(Artifact {
+            path: path.to_string(),
+            size_bytes: stored.size_bytes,
+            sha256: stored.sha256,
+            time_ms,
+        })
+    }
+
+    /// The content of artifact `path` of `model`, checked against its recorded SHA-256.
+    pub fn read_model_artifact(&self, model: ModelId, path: &str) -> Result<Vec<u8>> {
+        let found = self.logged_model(model)?;
+        let stored = found
+            .artifacts
+            .get(path)
+            .ok_or_else(|| Error::NotFound(format!("artifact {path:?} of logged model {model}")))?;
+        artifact::read(&artifact::model_dir(self.root(), model), stored)
+    }
+
+    /// The direct children of artifact folder `dir` of `model` (`""` for its artifact
+    /// folder), in path order.
+    pub fn list_model_artifacts(&self, model: ModelId, dir: &str) -> Result<Vec<ArtifactEntry>> {
+        if !dir.is_empty() {
+            validation::artifact_path(dir)?;
+        }
+        Ok(artifact::list(&self.logged_model(model)?.artifacts, dir))
+    }
+}
+
+/// Checks keys and values, and that no key comes twice.
+fn check_pairs(what: &str, pairs: &[(String, String)], value_chars_max: usize) -> Result<()> {
+    let mut seen = BTreeMap::new();
+    for (key, value) in pairs {
+        validation::key(what, key)?;
+        validation::value(what, key, value, value_chars_max)?;
+        if seen.insert(key.as_str(), ()).is_some() {
+            return Err(Error::InvalidInput(format!(
+                "{what} {key:?} is given twice"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! MLflow 3's logged models: every logged-model endpoint and its error cases over real HTTP on
+//! 127.0.0.1 (create, get, finalize, delete, search, tags, params, run outputs and inputs, the
+//! model's artifacts under `mlflow-artifacts:/<exp>/models/<id>/artifacts`), and the models'
+//! durability across reopening and compaction.
+
+use runlog::{ModelLink, ModelOptions, ModelStatus, Store};
+use serde_json::{Value, json};
+
+use crate::server_util::{Answer, Client, Embedded, answer};
+use crate::util::Store as TempStore;
+
+const API: &str = "/api/2.0/mlflow";
+const ARTIFACTS: &str = "/api/2.0/mlflow-artifacts/artifacts";
+
+fn patch(client: &Client, path: &str, body: Value) -> Answer {
+    answer(
+        client
+            .agent
+            .patch(format!("{}{path}", client.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes()),
+    )
+}
+
+fn ok(answer: Answer) -> Value {
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
+}
+
+fn assert_error(answer: Answer, status: u16, code: &str, message_part: &str) {
+    let body = answer.json();
+    assert_eq!(answer.status, status, "{body}");
+    assert_eq!(body["error_code"], code, "{body}");
+    let message = body["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(message_part),
+        "{message:?} lacks {message_part:?}"
+    );
+}
+
+fn create_model(client: &Client, body: Value) -> Value {
+    ok(client.post("logged-models", body))["model"].clone()
+}
+
+#[test]
+fn a_logged_model_is_created_uploaded_finalized_found_and_deleted_over_http() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, run) = client.create_run();
+    let model = create_model(
+        client,
+        json!({"experiment_id": experiment, "name": "model", "source_run_id": run,
+               "tags": [{"key": "mlflow.user", "value": "me"}],
+               "params": [{"key": "alpha", "value": "0.5"}]}),
+    );
+    let id = model["info"]["model_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("m-") && id.len() == 34, "{id}");
+    let info = &model["info"];
+    assert_eq!(info["status"], "LOGGED_MODEL_PENDING");
+    assert_eq!(info["name"], "model");
+    assert_eq!(info["source_run_id"], run.as_str());
+    assert_eq!(info["model_type"], "");
+    assert_eq!(info["tags"], json!([{"key": "mlflow.user", "value": "me"}]));
+    assert_eq!(
+        model["data"]["params"],
+        json!([{"key": "alpha", "value": "0.5"}])
+    );
+    let root = format!("{experiment}/models/{id}/artifacts");
+    assert_eq!(
+        info["artifact_uri"],
+        format!("mlflow-artifacts:/{root}").as_str()
+    );
+
+    // The run links to the model it produced, and the model's files go up and down.
+    ok(client.post(
+        "runs/outputs",
+        json!({"run_id": run, "models": [{"model_id": id, "step": 0}]}),
+    ));
+    for (path, content) in [
+        ("MLmodel", &b"flavors: {}"[..]),
+        ("sub/model.pkl", b"\x80\x04"),
+    ] {
+        let put = client.put(&format!("{ARTIFACTS}/{root}/{path}"), content);
+        assert_eq!(put.status, 200, "{path}: {}", put.text());
+    }
+    let got = client.get(&format!("{ARTIFACTS}/{root}/sub/model.pkl"));
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"\x80\x04"[..]));
+    let listed = client.get(&format!("{ARTIFACTS}?path={root}"));
+    assert_eq!(
+        listed.json(),
+        json!({"files": [
+            {"path": "MLmodel", "is_dir": false, "file_size": 11},
+            {"path": "sub", "is_dir": true},
+        ]})
+    );
+
+    let finalized = ok(patch(
+        client,
+        &format!("{API}/logged-models/{id}"),
+        json!({"model_id": id, "status": "LOGGED_MODEL_READY"}),
+    ));
+    assert_eq!(finalized["model"]["info"]["status"], "LOGGED_MODEL_READY");
+    let got = ok(client.get(&format!("{API}/logged-models/{id}")));
+    assert_eq!(got["model"]["info"]["status"], "LOGGED_MODEL_READY");
+
+    // Tags and params.
+    ok(patch(
+        client,
+        &format!("{API}/logged-models/{id}/tags"),
+        json!({"tags": [{"key": "t", "value": "v"}]}),
+    ));
+    ok(client.post(
+        &format!("logged-models/{id}/params"),
+        json!({"model_id": id, "params": [{"key": "beta", "value": "2"}]}),
+    ));
+    let got = ok(client.get(&format!("{API}/logged-models/{id}")));
+    assert_eq!(
+        got["model"]["info"]["tags"][1],
+        json!({"key": "t", "value": "v"})
+    );
+    assert_eq!(
+        got["model"]["data"]["params"][1],
+        json!({"key": "beta", "value": "2"})
+    );
+    ok(client.delete(&format!("{API}/logged-models/{id}/tags/t")));
+    let got = ok(client.get(&format!("{API}/logged-models/{id}")));
+    assert_eq!(got["model"]["info"]["tags"].as_array().unwrap().len(), 1);
+
+    // The run shows its output and, once logged, its input.
+    ok(client.post(
+        "runs/log-inputs",
+        json!({"run_id": run, "models": [{"model_id": id}]}),
+    ));
+    let shown = ok(client.get(&format!("{API}/runs/get?run_id={run}")));
+    assert_eq!(
+        shown["run"]["outputs"],
+        json!({"model_outputs": [{"model_id": id, "step": 0}]})
+    );
+    assert_eq!(
+        shown["run"]["inputs"],
+        json!({"model_inputs": [{"model_id": id}]})
+    );
+
+    // Search finds it by name (as `runs:/<run>/model` resolution asks), not by another name.
+    let found = ok(client.post(
+        "logged-models/search",
+        json!({"experiment_ids": [experiment], "filter": "name = 'model'"}),
+    ));
+    assert_eq!(found["models"][0]["info"]["model_id"], id.as_str());
+    let none = ok(client.post(
+        "logged-models/search",
+        json!({"experiment_ids": [experiment], "filter": "name = 'other'"}),
+    ));
+    assert_eq!(none, json!({}));
+
+    ok(client.delete(&format!("{API}/logged-models/{id}")));
+    assert_error(
+        client.get(&format!("{API}/logged-models/{id}")),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        &format!("Logged model with ID '{id}' not found."),
+    );
+    let none = ok(client.post(
+        "logged-models/search",
+        json!({"experiment_ids": [experiment]}),
+    ));
+    assert_eq!(none, json!({}));
+}
+
+#[test]
+fn logged_model_search_filters_orders_and_pages() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, _) = client.create_run();
+    let mut ids = Vec::new();
+    for (name, kind) in [("a", "sk"), ("b", "torch"), ("c", "sk")] {
+        let model = create_model(
+            client,
+            json!({"experiment_id": experiment, "name": name, "model_type": kind,
+                   "params": [{"key": "p", "value": name}]}),
+        );
+        ids.push(model["info"]["model_id"].as_str().unwrap().to_string());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let names = |answer: &Value| -> Vec<String> {
+        answer["models"]
+            .as_array()
+            .map(|models| {
+                models
+                    .iter()
+                    .map(|m| m["info"]["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let search = |body: Value| ok(client.post("logged-models/search", body));
+    // Newest first by default, then in the order asked for.
+    assert_eq!(
+        names(&search(json!({"experiment_ids": [experiment]}))),
+        ["c", "b", "a"]
+    );
+    let ascending = json!([{"field_name": "creation_time", "ascending": true}]);
+    assert_eq!(
+        names(&search(
+            json!({"experiment_ids": [experiment], "order_by": ascending})
+        )),
+        ["a", "b", "c"]
+    );
+    let filtered = search(json!({"experiment_ids": [experiment],
+        "filter": "model_type = 'sk' AND params.p != 'a'"}));
+    assert_eq!(names(&filtered), ["c"]);
+    let by_status = search(json!({"experiment_ids": [experiment], "filter": "status = 'PENDING'"}));
+    assert_eq!(names(&by_status).len(), 3);
+    let by_id = search(json!({"experiment_ids": [experiment],
+        "filter": format!("model_id = '{}'", ids[1])}));
+    assert_eq!(names(&by_id), ["b"]);
+
+    // Pages of one, each with the token of the one before.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut body = json!({"experiment_ids": [experiment], "max_results": 1});
+        if let Some(token) = &token {
+            body["page_token"] = json!(token);
+        }
+        let page = search(body);
+        seen.extend(names(&page));
+        match page["next_page_token"].as_str() {
+            Some(next) => token = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["c", "b", "a"]);
+    // Another experiment's models are not found.
+    let other = ok(client.post("experiments/create", json!({"name": "other"})));
+    let other = other["experiment_id"].as_str().unwrap();
+    assert_eq!(search(json!({"experiment_ids": [other]})), json!({}));
+}
+
+#[test]
+fn logged_model_errors_are_mlflows() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, run) = client.create_run();
+    let unknown = "m-00000000000000000000000000000000";
+    assert_error(
+        client.post("logged-models", json!({})),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "Missing value for required parameter 'experiment_id'",
+    );
+    assert_error(
+        client.post("logged-models", json!({"experiment_id": "77"})),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "No Experiment with id=77 exists",
+    );
+    assert_error(
+        client.post(
+            "logged-models",
+            json!({"experiment_id": experiment, "source_run_id": "ab"}),
+        ),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "Run with id=ab not found",
+    );
+    for path in [unknown, "not-an-id"] {
+        assert_error(
+            client.get(&format!("{API}/logged-models/{path}")),
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            &format!("Logged model with ID '{path}' not found."),
+        );
+    }
+    assert_error(
+        client.delete(&format!("{API}/logged-models/{unknown}")),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "not found",
+    );
+    assert_error(
+        patch(
+            client,
+            &format!("{API}/logged-models/{unknown}/tags"),
+            json!({"tags": [{"key": "a", "value": "b"}]}),
+        ),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "not found",
+    );
+    let id = create_model(client, json!({"experiment_id": experiment}))["info"]["model_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_error(
+        client.delete(&format!("{API}/logged-models/{id}/tags/nope")),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        &format!("No tag with key 'nope' found for model with ID '{id}'."),
+    );
+    assert_error(
+        patch(
+            client,
+            &format!("{API}/logged-models/{id}"),
+            json!({"status": "LOGGED_MODEL_READY"}),
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "Missing value for required parameter 'model_id'",
+    );
+    assert_error(
+        patch(
+            client,
+            &format!("{API}/logged-models/{id}"),
+            json!({"model_id": id, "status": "DONE"}),
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "'status'",
+    );
+    assert_error(
+        client.post(
+            &format!("logged-models/{id}/params"),
+            json!({"params": [{"key": "a", "value": "1"}]}),
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "Missing value for required parameter 'model_id'",
+    );
+    assert_error(
+        client.post("logged-models/search", json!({})),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "Missing value for required parameter 'experiment_ids'",
+    );
+    assert_error(
+        client.post(
+            "logged-models/search",
+            json!({"experiment_ids": [experiment], "filter": "colour = 'red'"}),
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "colour",
+    );
+    assert_error(
+        client.post(
+            "runs/outputs",
+            json!({"run_id": run, "models": [{"step": 1}]}),
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "models[0].model_id",
+    );
+    // A model's artifact in another experiment, or of an unknown model, is not found; its
+    // files are write-once and not deleted one by one.
+    let put = client.put(&format!("{ARTIFACTS}/999/models/{id}/artifacts/x"), b"x");
+    assert_eq!(put.status, 404, "{}", put.text());
+    let put = client.put(
+        &format!("{ARTIFACTS}/{experiment}/models/{unknown}/artifacts/x"),
+        b"x",
+    );
+    assert_eq!(put.status, 404, "{}", put.text());
+    let root = format!("{ARTIFACTS}/{experiment}/models/{id}/artifacts");
+    assert_eq!(client.put(&format!("{root}/x"), b"x").status, 200);
+    assert_eq!(client.put(&format!("{root}/x"), b"y").status, 400);
+    assert_eq!(client.delete(&format!("{root}/x")).status, 501);
+    assert_eq!(client.get(&format!("{root}/x")).body, b"x");
+    // Nothing above wrote a second model.
+    let all = ok(client.post(
+        "logged-models/search",
+        json!({"experiment_ids": [experiment]}),
+    ));
+    assert_eq!(all["models"].as_array().unwrap().len(), 1);
+}
+
+#[cfg(feature = "parquet")]
+#[test]
+fn logged_models_survive_reopening_and_compaction() {
+    let dir = TempStore::new();
+    let open = || Store::open(dir.dir.path()).unwrap();
+    let store = open();
+    let experiment = store.get_or_create_experiment("e").unwrap().id;
+    let run = store
+        .start_run(experiment, Default::default())
+        .unwrap()
+        .id();
+    let options = ModelOptions {
+        name: Some("m".into()),
+        source_run: Some(run),
+        tags: vec![("t".into(), "1".into())],
+        params: vec![("p".into(), "x".into())],
+        ..ModelOptions::default()
+    };
+    let model = store.create_logged_model(experiment, options).unwrap().id;
+    let gone = store
+        .create_logged_model(experiment, ModelOptions::default())
+        .unwrap()
+        .id;
+    store
+        .log_model_artifact_bytes(model, "MLmodel", b"flavors")
+        .unwrap();
+    store
+        .set_logged_model_tags(model, &[("t".into(), "2".into())])
+        .unwrap();
+    store
+        .finalize_logged_model(model, ModelStatus::Ready)
+        .unwrap();
+    store
+        .link_run_models(run, &[(model, ModelLink::Output { step: 3 })])
+        .unwrap();
+    store.delete_logged_model(gone).unwrap();
+    let before = store.logged_model(model).unwrap();
+    store.close().unwrap();
+    drop(store);
+
+    let check = |store: &Store, when: &str| {
+        assert_eq!(store.logged_model(model).unwrap(), before, "{when}");
+        assert!(store.logged_model(gone).is_err(), "{when}");
+        assert_eq!(
+            store.run_model_links(run).unwrap(),
+            [(model, ModelLink::Output { step: 3 })],
+            "{when}"
+        );
+        assert_eq!(
+            store.read_model_artifact(model, "MLmodel").unwrap(),
+            b"flavors"
+        );
+    };
+    let store = open();
+    check(&store, "after reopening");
+    let report = store.compact().unwrap();
+    assert!(report.metadata_events > 0, "{report:?}");
+    store.close().unwrap();
+    drop(store);
+    let verified = runlog::verify::verify(dir.dir.path()).unwrap();
+    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+    let store = open();
+    check(&store, "after compaction");
+    assert_eq!(before.status, ModelStatus::Ready);
+    assert_eq!(before.tags.get("t").map(String::as_str), Some("2"));
+}
