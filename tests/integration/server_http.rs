@@ -719,3 +719,54 @@ fn a_client_that_stops_reading_a_reply_is_dropped_after_the_write_timeout() {
     assert!(stops(server), "the stalled reply held the connection");
     drop(reader);
 }
+
+/// Whether `name` has the shape of a name MLflow's server makes up: `<adjective>-<noun>-<n>`,
+/// lower-case words, `n` from 0 to 1000, at most 20 characters.
+fn is_generated_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    let [adjective, noun, number] = parts[..] else {
+        return false;
+    };
+    let is_word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase());
+    name.len() <= 20
+        && is_word(adjective)
+        && is_word(noun)
+        && number.parse::<u32>().is_ok_and(|n| n <= 1_000)
+}
+
+#[test]
+fn a_run_created_without_a_name_gets_a_made_up_name_of_mlflows_shape() {
+    const RUNS: usize = 8;
+    let server = Embedded::start();
+    let mut names = std::collections::BTreeSet::new();
+    for index in 0..RUNS {
+        // Without `run_name`, and with an empty one, as MLflow's client sends either.
+        let body = if index % 2 == 0 {
+            json!({"experiment_id": "0"})
+        } else {
+            json!({"experiment_id": "0", "run_name": ""})
+        };
+        let created = server.client.post("runs/create", body);
+        assert_eq!(created.status, 200, "{}", created.text());
+        let run = &created.json()["run"];
+        let name = run["info"]["run_name"].as_str().unwrap().to_string();
+        assert!(is_generated_name(&name), "{name:?}");
+        let tags = run["data"]["tags"].as_array().unwrap();
+        let tag = tags.iter().find(|t| t["key"] == "mlflow.runName");
+        assert_eq!(
+            tag.map(|t| t["value"].clone()),
+            Some(json!(name)),
+            "{tags:?}"
+        );
+        names.insert(name);
+    }
+    // About 1.3 billion names: two alike among eight is a one-in-ten-million event, and the
+    // allowance of one keeps even that from failing the test.
+    assert!(names.len() >= RUNS - 1, "{names:?}");
+
+    // A name given as the tag alone is kept.
+    let body =
+        json!({"experiment_id": "0", "tags": [{"key": "mlflow.runName", "value": "tagged"}]});
+    let created = server.client.post("runs/create", body);
+    assert_eq!(created.json()["run"]["info"]["run_name"], "tagged");
+}
