@@ -7,11 +7,17 @@
 //!   a refused request writes nothing.
 //! - Param and tag values longer than MLflow's limits are cut to them, as MLflow's server does
 //!   by default (`MLFLOW_TRUNCATE_LONG_VALUES`); keys are never cut.
+//! - A run created with neither `run_name` nor an `mlflow.runName` tag gets a made-up name of
+//!   MLflow's shape (`<adjective>-<noun>-<0..=1000>`, at most 20 characters), as MLflow's server
+//!   gives it, not the engine's own default: that is MLflow's behaviour, not the engine's.
 //! - Engine errors about a run get MLflow's messages (`Run with id=... not found`, `must be in
 //!   the 'active' state`, `Changing param values is not allowed`).
 
+use std::fmt::Write as _;
 use std::str::FromStr;
 
+use petname::Generator as _;
+use rand::RngExt as _;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -142,7 +148,12 @@ pub(crate) fn create(service: &Service, request: &Request<'_>) -> Body {
         .and_then(|(_, value)| RunId::from_str(value).ok())
         .filter(|id| service.store().run(*id).is_ok());
     let options = RunOptions {
-        name: run_name.map(str::to_string).or(name_tag),
+        name: Some(
+            run_name
+                .map(str::to_string)
+                .or(name_tag)
+                .unwrap_or_else(generated_run_name),
+        ),
         parent,
         tags,
         start_time_ms: Some(start_time_ms.unwrap_or_else(now_ms)),
@@ -163,6 +174,32 @@ pub(crate) fn create(service: &Service, request: &Request<'_>) -> Body {
     Ok(to_json(&RunResponse {
         run: RunMessage::of(&run),
     }))
+}
+
+/// Longest name MLflow's server makes up, in characters.
+const GENERATED_NAME_CHARS_MAX: usize = 20;
+/// Names drawn in search of one within `GENERATED_NAME_CHARS_MAX` before the last is cut.
+const GENERATED_NAME_ATTEMPTS: usize = 10;
+/// Largest number ending a made-up name (MLflow draws from 0 to 10^3, both included).
+const GENERATED_NAME_NUMBER_MAX: u32 = 1_000;
+
+/// A name for a run created without one, as MLflow's server makes it up:
+/// `<adjective>-<noun>-<number>`, lower case, at most `GENERATED_NAME_CHARS_MAX` characters
+/// (drawn again while longer, then cut). The words are petname's English lists, not MLflow's.
+fn generated_run_name() -> String {
+    let words = petname::Petnames::default();
+    let mut random = rand::rng();
+    let mut name = String::new();
+    for _ in 0..GENERATED_NAME_ATTEMPTS {
+        name.clear();
+        words.generate_into(&mut name, &mut random, 2, "-");
+        let number = random.random_range(0..=GENERATED_NAME_NUMBER_MAX);
+        let _ = write!(name, "-{number}");
+        if name.chars().count() <= GENERATED_NAME_CHARS_MAX {
+            return name;
+        }
+    }
+    name.chars().take(GENERATED_NAME_CHARS_MAX).collect()
 }
 
 /// `runs/get`.

@@ -4,7 +4,7 @@
 //!
 //! Invariant: the deadline runs only while a write is pending and restarts after every write
 //! that makes progress, so a slow client that keeps reading is never cut off; reads are not
-//! touched (hyper's header timeout and the body timeout bound them).
+//! touched (hyper's header timeout, the body timeout and the body rate floor bound them).
 
 use std::future::Future;
 use std::io;

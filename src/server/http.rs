@@ -4,12 +4,17 @@
 //! Invariants: no body over its route's limit is buffered (an artifact upload's limit is
 //! `body_bytes_max`, every other route's the smaller `json_body_bytes_max`); the body's share of the in-flight budget is
 //! held until the engine call that reads it has returned; every error this transport makes up
-//! itself (413, 408, a failed body read) uses MLflow's JSON error shape.
+//! itself (413, 408, a failed body read) uses MLflow's JSON error shape; a body that arrives
+//! slower than the rate floor (`ServerOptions::body_rate_min_bytes_per_second`, after its grace
+//! period) is cut off with 408, so a trickling client holds its connection and its bytes only
+//! briefly.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -39,6 +44,32 @@ pub(super) struct Shared {
     body_bytes_max: usize,
     json_body_bytes_max: usize,
     body_read_timeout: Duration,
+    body_rate_floor: Option<RateFloor>,
+}
+
+/// The least average rate at which a body must arrive once its grace period is over: by any
+/// moment `t` after the body's first poll, at least `bytes_per_second × (t − grace − waited)`
+/// bytes have arrived, `waited` being the time the server itself spent waiting for body budget.
+#[derive(Clone, Copy, Debug)]
+struct RateFloor {
+    bytes_per_second: u64,
+    grace: Duration,
+}
+
+impl RateFloor {
+    fn of(options: &ServerOptions) -> Option<RateFloor> {
+        (options.body_rate_min_bytes_per_second > 0).then_some(RateFloor {
+            bytes_per_second: options.body_rate_min_bytes_per_second,
+            grace: options.body_rate_grace,
+        })
+    }
+
+    /// When the body falls below the floor unless more bytes arrive, having `received_bytes`
+    /// after starting at `started` and the server having waited `waited`.
+    fn deadline(self, started: Instant, waited: Duration, received_bytes: usize) -> Instant {
+        let earned = Duration::from_secs_f64(received_bytes as f64 / self.bytes_per_second as f64);
+        started + self.grace + waited + earned
+    }
 }
 
 impl Shared {
@@ -53,6 +84,7 @@ impl Shared {
             body_bytes_max: options.body_bytes_max,
             json_body_bytes_max: options.json_body_bytes_max.min(options.body_bytes_max),
             body_read_timeout: options.body_read_timeout,
+            body_rate_floor: RateFloor::of(options),
         }
     }
 }
@@ -144,7 +176,7 @@ async fn read_body(
 }
 
 /// Reads `body` frame by frame, refusing it once it passes `limit_bytes` (chunked bodies
-/// included) and taking budget for each frame before keeping it.
+/// included) or falls below the rate floor, and taking budget for each frame before keeping it.
 async fn collect_within_budget(
     shared: &Shared,
     mut body: Incoming,
@@ -152,7 +184,9 @@ async fn collect_within_budget(
 ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Reply> {
     let mut bytes = Vec::new();
     let mut held: Option<OwnedSemaphorePermit> = None;
-    while let Some(frame) = body.frame().await {
+    let started = Instant::now();
+    let mut waited = Duration::ZERO;
+    while let Some(frame) = next_frame(shared, &mut body, started, waited, bytes.len()).await? {
         let frame = frame.map_err(|error| {
             MlflowError::new(
                 ErrorCode::BadRequest,
@@ -171,7 +205,10 @@ async fn collect_within_budget(
         let more_units = units(total_bytes).saturating_sub(held_units);
         if more_units > 0 {
             let more = u32::try_from(more_units).map_err(|_| too_large(limit_bytes))?;
-            let Ok(permit) = shared.body_budget.clone().acquire_many_owned(more).await else {
+            let waiting_since = Instant::now();
+            let acquired = shared.body_budget.clone().acquire_many_owned(more).await;
+            waited += waiting_since.elapsed();
+            let Ok(permit) = acquired else {
                 return Err(internal("the server is shutting down"));
             };
             match held.as_mut() {
@@ -182,6 +219,37 @@ async fn collect_within_budget(
         bytes.extend_from_slice(&data);
     }
     Ok((bytes, held))
+}
+
+/// The body's next frame, or a 408 if it does not come before the rate floor's deadline.
+async fn next_frame(
+    shared: &Shared,
+    body: &mut Incoming,
+    started: Instant,
+    waited: Duration,
+    received_bytes: usize,
+) -> Result<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>, Reply> {
+    let Some(floor) = shared.body_rate_floor else {
+        return Ok(body.frame().await);
+    };
+    let deadline = floor.deadline(started, waited, received_bytes);
+    tokio::time::timeout_at(deadline, body.frame())
+        .await
+        .map_err(|_elapsed| too_slow(floor, received_bytes))
+}
+
+fn too_slow(floor: RateFloor, received_bytes: usize) -> Reply {
+    let reply = MlflowError::new(
+        ErrorCode::BadRequest,
+        format!(
+            "the request body arrived slower than the server's floor of {} bytes/s (after a \
+             grace period of {} s): {received_bytes} bytes had arrived",
+            floor.bytes_per_second,
+            floor.grace.as_secs_f64()
+        ),
+    )
+    .reply();
+    with_status(reply, 408)
 }
 
 fn too_large(body_bytes_max: usize) -> Reply {

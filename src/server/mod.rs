@@ -61,6 +61,15 @@ pub struct ServerOptions {
     /// Time a client has to send a request's whole body once its headers arrived (default
     /// 120 s); a stalled body is answered 408.
     pub body_read_timeout: Duration,
+    /// Least average rate at which a request body must arrive, in bytes per second, once
+    /// `body_rate_grace` is over (default 64 KiB/s; 0 turns the floor off); a slower body is
+    /// answered 408, so a client that trickles its upload cannot hold a connection and the
+    /// memory of its body for the whole `body_read_timeout`. Time the server spends waiting for
+    /// body budget is not counted against the client.
+    pub body_rate_min_bytes_per_second: u64,
+    /// Time from a body's start during which the rate floor is not enforced (default 5 s), so
+    /// that small bodies and the start of a large one never meet it.
+    pub body_rate_grace: Duration,
     /// Longest a write to a client may make no progress (default 60 s); then the connection is
     /// dropped, so a client that stops reading a reply does not hold it forever.
     pub write_timeout: Duration,
@@ -88,6 +97,8 @@ impl Default for ServerOptions {
             connections_max: 1_024,
             header_read_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(120),
+            body_rate_min_bytes_per_second: 64 << 10,
+            body_rate_grace: Duration::from_secs(5),
             write_timeout: Duration::from_secs(60),
             shutdown_drain_timeout: Duration::from_secs(30),
             allowed_hosts: Vec::new(),

@@ -719,3 +719,141 @@ fn a_client_that_stops_reading_a_reply_is_dropped_after_the_write_timeout() {
     assert!(stops(server), "the stalled reply held the connection");
     drop(reader);
 }
+
+/// Whether `name` has the shape of a name MLflow's server makes up: `<adjective>-<noun>-<n>`,
+/// lower-case words, `n` from 0 to 1000, at most 20 characters.
+fn is_generated_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    let [adjective, noun, number] = parts[..] else {
+        return false;
+    };
+    let is_word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase());
+    name.len() <= 20
+        && is_word(adjective)
+        && is_word(noun)
+        && number.parse::<u32>().is_ok_and(|n| n <= 1_000)
+}
+
+#[test]
+fn a_run_created_without_a_name_gets_a_made_up_name_of_mlflows_shape() {
+    const RUNS: usize = 8;
+    let server = Embedded::start();
+    let mut names = std::collections::BTreeSet::new();
+    for index in 0..RUNS {
+        // Without `run_name`, and with an empty one, as MLflow's client sends either.
+        let body = if index % 2 == 0 {
+            json!({"experiment_id": "0"})
+        } else {
+            json!({"experiment_id": "0", "run_name": ""})
+        };
+        let created = server.client.post("runs/create", body);
+        assert_eq!(created.status, 200, "{}", created.text());
+        let run = &created.json()["run"];
+        let name = run["info"]["run_name"].as_str().unwrap().to_string();
+        assert!(is_generated_name(&name), "{name:?}");
+        let tags = run["data"]["tags"].as_array().unwrap();
+        let tag = tags.iter().find(|t| t["key"] == "mlflow.runName");
+        assert_eq!(
+            tag.map(|t| t["value"].clone()),
+            Some(json!(name)),
+            "{tags:?}"
+        );
+        names.insert(name);
+    }
+    // About 1.3 billion names: two alike among eight is a one-in-ten-million event, and the
+    // allowance of one keeps even that from failing the test.
+    assert!(names.len() >= RUNS - 1, "{names:?}");
+
+    // A name given as the tag alone is kept.
+    let body =
+        json!({"experiment_id": "0", "tags": [{"key": "mlflow.runName", "value": "tagged"}]});
+    let created = server.client.post("runs/create", body);
+    assert_eq!(created.json()["run"]["info"]["run_name"], "tagged");
+}
+
+#[test]
+fn an_upload_slower_than_the_rate_floor_is_cut_off_with_408_after_its_grace() {
+    let server = Embedded::with(ServerOptions {
+        body_rate_min_bytes_per_second: 1 << 10,
+        body_rate_grace: Duration::from_millis(300),
+        ..ServerOptions::default()
+    });
+    let path = format!("{ARTIFACTS}/trickle.bin");
+    let address = server.client.base.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&address).unwrap();
+    // A guard against a hung test, not an assertion about time.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // One byte every 20 ms, far below 1 KiB/s, until the server answers or closes: the body
+    // timeout (120 s) is not what ends it.
+    stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    for _ in 0..3_000 {
+        if stream.write_all(b"x").is_err() {
+            break;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => answer.extend_from_slice(&chunk[..read]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("slower than the server's floor"), "{text}");
+    assert_eq!(
+        server.client.get(&path).status,
+        404,
+        "the cut upload was kept"
+    );
+    assert_eq!(server.client.get("/health").status, 200);
+}
+
+#[test]
+fn an_upload_within_its_grace_or_with_the_floor_off_is_never_cut_off() {
+    for (floor, grace) in [(1 << 30, Duration::from_secs(30)), (0, Duration::ZERO)] {
+        let server = Embedded::with(ServerOptions {
+            body_rate_min_bytes_per_second: floor,
+            body_rate_grace: grace,
+            ..ServerOptions::default()
+        });
+        let (_, run) = server.client.create_run();
+        let body =
+            json!({"run_id": run, "key": "k", "value": 1.0, "timestamp": 1, "step": 0}).to_string();
+        let address = server.client.base.trim_start_matches("http://").to_string();
+        let mut stream = TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let head = format!(
+            "POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        // Slow for the floor of 1 GiB/s, but whole within its grace; any pace with the floor off.
+        for byte in body.as_bytes() {
+            stream.write_all(&[*byte]).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "floor {floor}: {answer}"
+        );
+    }
+}

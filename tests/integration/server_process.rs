@@ -1,5 +1,7 @@
 //! `runlog serve` as a child process: graceful shutdown (SIGTERM drains the request in flight,
-//! exits 0, and the store reopens clean), a second signal ending it at once, and the SIGKILL
+//! exits 0, and the store reopens clean), a second signal ending it at once, during the drain
+//! or during the close after it (the latter in this test binary re-run on
+//! `slow_close_child_entry`, a program embedding the server whose close is slow), and the SIGKILL
 //! test: every point that got a 200 under `--durability sync` is there exactly once after a
 //! kill -9 and a restart.
 
@@ -289,4 +291,100 @@ fn listening_beyond_loopback_prints_a_warning() {
         stderr.contains("warning") && stderr.contains("no access control"),
         "{stderr}"
     );
+}
+
+/// Sends `signal` to the process `child`.
+fn send_signal(child: &std::process::Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with a pid this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// The next line of `lines` that starts with `prefix`, without it.
+fn line_after(lines: &mut impl BufRead, prefix: &str) -> String {
+    loop {
+        let mut line = String::new();
+        assert_ne!(lines.read_line(&mut line).unwrap(), 0, "no {prefix:?} line");
+        if let Some(rest) = line.trim_end().strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+}
+
+#[test]
+fn a_second_signal_during_the_close_after_serving_exits_at_once_and_the_store_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "server_process::slow_close_child_entry",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RUNLOG_CHILD_SLOW_CLOSE", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let address = line_after(&mut lines, "listening ");
+    let client = Client::new(address.parse().unwrap());
+    let (_, run) = client.create_run();
+    let logged = client.post(
+        "runs/log-metric",
+        json!({"run_id": run, "key": "loss", "value": 0.25, "timestamp": 1, "step": 1}),
+    );
+    assert_eq!(logged.status, 200, "{}", logged.text());
+
+    send_signal(&child, libc::SIGTERM);
+    line_after(&mut lines, "closing");
+    send_signal(&child, libc::SIGINT);
+    // The child's close takes 10 minutes; only a hang reaches this bound.
+    let bound = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the second signal during the close did not end the process");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let store = Store::open(dir.path()).unwrap();
+    let view = store.run(run.parse::<RunId>().unwrap()).unwrap();
+    assert_eq!(view.metrics["loss"].last_value, 0.25);
+}
+
+/// The body of a child process: `runlog::server` embedded in a program whose close, after
+/// serving returned, takes 10 minutes (standing in for a long flush). Does nothing in a normal
+/// test run.
+#[test]
+#[ignore = "run by a_second_signal_during_the_close_after_serving_exits_at_once_and_the_store_reopens"]
+fn slow_close_child_entry() {
+    let Some(store_dir) = std::env::var_os("RUNLOG_CHILD_SLOW_CLOSE") else {
+        return;
+    };
+    let store = Store::open(&store_dir).unwrap();
+    let service = runlog::mlflow::Service::new(Arc::new(store.clone()));
+    let options = runlog::server::ServerOptions::default();
+    let server =
+        runlog::server::Server::bind(([127, 0, 0, 1], 0).into(), service, options).unwrap();
+    let address = server.local_address().unwrap();
+    let mut stdout = std::io::stdout();
+    server
+        .run_until_signal(|| {
+            // libtest has printed "test ... " without a newline: start a fresh line.
+            writeln!(stdout, "\nlistening {address}").unwrap();
+            stdout.flush().unwrap();
+        })
+        .unwrap();
+    writeln!(stdout, "closing").unwrap();
+    stdout.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+    store.flush().unwrap();
+    store.close().unwrap();
 }

@@ -8,6 +8,7 @@ carry the area's name so the areas never see each other's data on the shared ser
 
 import hashlib
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -255,6 +256,8 @@ def scenario_runs(client, n):
     out["generated_name"] = {
         "non_empty": bool(got.info.run_name),
         "tag_matches": got.data.tags.get("mlflow.runName") == got.info.run_name,
+        # Both sides make up <adjective>-<noun>-<number>, from different word lists.
+        "shape": bool(re.fullmatch(r"[a-z]+-[a-z]+-[0-9]{1,4}", got.info.run_name or "")),
     }
     return out
 

@@ -37,6 +37,10 @@ pub struct Args {
     /// Largest body of every other (JSON) request in MiB; larger ones get 413.
     #[arg(long = "json-body-limit-mib", default_value_t = 8)]
     json_body_limit_mib: usize,
+    /// Least average rate of a request body in KiB/s, enforced after a 5 s grace period; a
+    /// slower upload is answered 408 and its connection closed. 0 turns the floor off.
+    #[arg(long = "min-upload-rate-kib", default_value_t = 64)]
+    min_upload_rate_kib: u64,
     /// `Host` header values accepted besides loopback, private-network addresses and the bound
     /// address, comma-separated (`*` matches any run of characters; a lone `*` accepts any);
     /// needed when clients reach the server by a DNS name.
@@ -66,6 +70,7 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
     let options = ServerOptions {
         body_bytes_max: args.body_limit_mib.saturating_mul(1 << 20),
         json_body_bytes_max: args.json_body_limit_mib.saturating_mul(1 << 20),
+        body_rate_min_bytes_per_second: args.min_upload_rate_kib.saturating_mul(1 << 10),
         allowed_hosts: args.allowed_hosts,
         cors_allowed_origins: args.cors_allowed_origins,
         ..ServerOptions::default()
