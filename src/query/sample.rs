@@ -121,11 +121,13 @@ impl Store {
         let manifest = self.manifests().newest(root)?;
         let index: HashMap<RunId, usize> = HashMap::from([(run, 0)]);
         let jobs = compacted_series(&manifest, &index, key, &(..));
-        let mut tail = vec![History::default()];
-        read_tail(root, &manifest, &index, key, &(..), &mut tail)?;
-        let [(_, file, series)] = jobs.as_slice() else {
+        // Decided before the log is read: the caller falls back to a read of the whole
+        // series, log included, so a tail read here would be a second one.
+        let Some((_, file, series)) = sole_part(&jobs) else {
             return Ok(None);
         };
+        let mut tail = vec![History::default()];
+        read_tail(root, &manifest, &index, key, &(..), &mut tail)?;
         if tail.iter().any(|t| !t.is_empty()) {
             return Ok(None);
         }
@@ -368,6 +370,16 @@ impl Store {
     }
 }
 
+/// The one compacted part a page in time order can be read from: `None` when the series has
+/// none (all its points are in the log) or several (whose rows interleave in time in a way
+/// only a read of all of them shows).
+fn sole_part<T>(parts: &[T]) -> Option<&T> {
+    match parts {
+        [only] => Some(only),
+        _ => None,
+    }
+}
+
 /// Walks the merge of `steps` (each sorted; at one step, the earlier slice first) and returns
 /// the (slice, offset) each of `ranks` (ascending) falls on, and whether any of those shares
 /// its step with the point before or after it in the merge.
@@ -433,5 +445,18 @@ impl Part<'_> {
                 tail.steps.last().copied().unwrap_or(i64::MIN),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sole_part;
+
+    #[test]
+    fn a_page_in_time_order_needs_exactly_one_compacted_part() {
+        assert_eq!(sole_part::<u8>(&[]), None);
+        assert_eq!(sole_part(&[7]), Some(&7));
+        assert_eq!(sole_part(&[7, 8]), None);
+        assert_eq!(sole_part(&[7, 8, 9]), None);
     }
 }

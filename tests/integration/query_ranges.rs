@@ -239,6 +239,17 @@ fn reference_interval_sample(history: &runlog::query::History, k: usize) -> Vec<
 
 /// Logs a random series for `run`: dense, sparse with repeats, or with steps logged again;
 /// compacting in between at random, and leaving some in the log.
+/// The points of `history` with a step in `first..=last`, in history order.
+fn in_steps(history: &runlog::query::History, first: i64, last: i64) -> runlog::query::History {
+    let mut kept = runlog::query::History::default();
+    for i in (0..history.len()).filter(|i| (first..=last).contains(&history.steps[*i])) {
+        kept.steps.push(history.steps[i]);
+        kept.timestamps_ms.push(history.timestamps_ms[i]);
+        kept.values.push(history.values[i]);
+    }
+    kept
+}
+
 fn log_random(store: &Store, run: &runlog::Run, rng: &mut Rng) {
     let length = 1 + rng.below(40_000) as i64;
     let start = rng.below(2_000) as i64 - 1_000;
@@ -319,6 +330,9 @@ fn sampled_history_matches_the_whole_history_sampled() {
         runs.push(run.id());
     }
     let service = runlog::mlflow::Service::new(store.clone());
+    // The reference: each run's whole history, read with no step range so that every part is
+    // kept whole, not located by steps as the sampled read locates it.
+    let everything = store.history_of_runs(&runs, "loss", ..).unwrap();
     for _ in 0..30 {
         let k = [1, 2, 7, 320, 2_500][rng.below(5) as usize];
         let range = match rng.below(3) {
@@ -335,9 +349,10 @@ fn sampled_history_matches_the_whole_history_sampled() {
         let sampled = store
             .history_sample(&runs, "loss", steps.0..=steps.1, &pick)
             .unwrap();
-        let whole = store
-            .history_of_runs(&runs, "loss", steps.0..=steps.1)
-            .unwrap();
+        let whole: Vec<runlog::query::History> = everything
+            .iter()
+            .map(|history| in_steps(history, steps.0, steps.1))
+            .collect();
         for (sample, history) in sampled.iter().zip(&whole) {
             assert_eq!(sample.total, history.len());
             let ranks = pick(history.len());
