@@ -115,5 +115,5 @@ pub use artifact::ArtifactEntry;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
-pub use tracking::{MetricPoint, Run, RunOptions, Store, StoreOptions, ViewType};
+pub use tracking::{MetricHandle, MetricPoint, Run, RunOptions, Store, StoreOptions, ViewType};
 pub use wal::{Durability, RunStatus};

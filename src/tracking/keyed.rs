@@ -37,7 +37,7 @@ use crate::tracking::run::{RunOptions, SystemTags, record_new_run};
 use crate::tracking::store::Store;
 use crate::tracking::{system_tags, validation};
 use crate::util::{IdHash, now_ms};
-use crate::wal::{Event, RunStatus};
+use crate::wal::{Event, InternedKey, RunStatus};
 
 /// One metric point of a batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -308,6 +308,35 @@ impl Store {
                 metrics.own[*slot].update(point.step, point.timestamp_ms, point.value);
             }
         })
+    }
+
+    /// Appends one point `(step, timestamp_ms, value)` of `key` to a run whose entry the
+    /// caller holds (a metric handle): `append_points` with one point, with the series' `slot`
+    /// when the caller knows it and the key's id in `interned`. Returns the slot.
+    #[inline]
+    pub(crate) fn append_interned_point(
+        &self,
+        entry: &RunEntry,
+        key: &str,
+        slot: Option<usize>,
+        interned: &InternedKey,
+        point: (i64, i64, f64),
+    ) -> Result<usize> {
+        check_not_deleted(entry)?;
+        // Held across the append, as in `append_points_unchecked`.
+        let mut metrics = catalog::lock(&entry.metrics);
+        let slot = match slot {
+            Some(slot) => slot,
+            None => metrics.slot_or_insert(key),
+        };
+        self.log()
+            .log_point_interned(entry.id, key, interned, point)?;
+        let (step, timestamp_ms, value) = point;
+        // Slots are only appended, so one taken from this table stays in it.
+        if let Some(summary) = metrics.own.get_mut(slot) {
+            summary.update(step, timestamp_ms, value);
+        }
+        Ok(slot)
     }
 
     /// Appends a column-wise batch of one key to a run whose entry the caller holds.
