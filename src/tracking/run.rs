@@ -19,7 +19,6 @@ use crate::catalog::{self, Artifact, RunEntry, RunView};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::tracking::clock;
-use crate::tracking::keyed::MetricPoint;
 use crate::tracking::metric_handle::MetricHandle;
 use crate::tracking::store::Store;
 use crate::tracking::{system_tags, validation};
@@ -257,13 +256,8 @@ impl Run {
     /// ```
     #[inline]
     pub fn log_metric_at(&self, key: &str, value: f64, step: i64, timestamp_ms: i64) -> Result<()> {
-        let point = MetricPoint {
-            key,
-            value,
-            step,
-            timestamp_ms,
-        };
-        self.store.append_points(&self.entry, &[point])
+        self.store
+            .append_point(&self.entry, key, (step, timestamp_ms, value))
     }
 
     /// Logs several keys at one step with one timestamp.
