@@ -64,9 +64,12 @@ fn main() {
     let wal = root.join("wal");
     let (disk_before, allocated_before) = disk_bytes(&wal);
     let rss_before = rss_bytes();
+    let stores: Vec<Store> = (0..WRITERS)
+        .map(|_| Store::open_with(root, options()).unwrap())
+        .collect();
+    let rss_handles = rss_bytes();
     let mut writers = Vec::with_capacity(WRITERS);
-    for _ in 0..WRITERS {
-        let store = Store::open_with(root, options()).unwrap();
+    for store in stores {
         let run = store.start_run(experiment, RunOptions::default()).unwrap();
         let loss = run.metric("loss").unwrap();
         for step in 0..POINTS_PER_WRITER {
@@ -84,8 +87,12 @@ fn main() {
         per(allocated_idle - allocated_before)
     );
     println!(
-        "  memory per idle writer (RSS growth, store handle included): {:.1} KiB",
-        per(rss_idle.saturating_sub(rss_before))
+        "  memory per store handle (RSS growth, nothing logged yet): {:.1} KiB",
+        per(rss_handles.saturating_sub(rss_before))
+    );
+    println!(
+        "  memory per idle writer (RSS growth from its run and ten points): {:.1} KiB",
+        per(rss_idle.saturating_sub(rss_handles))
     );
     println!(
         "  open beside {WRITERS} live writer chains: {:.3} s",
