@@ -223,7 +223,7 @@ impl Log {
 
     /// Appends one metric point through this thread's lane, the key's id taken from
     /// `interned` when the lane's writer is the one it remembers (see
-    /// [`Writer::log_point_interned`]). `point` is (step, timestamp in ms, value).
+    /// `Writer::log_point_interned`). `point` is (step, timestamp in ms, value).
     #[inline]
     pub fn log_point_interned(
         &self,

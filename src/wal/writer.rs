@@ -126,7 +126,7 @@ static NEXT_WRITER_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// One metric key of one run as the writer that last logged it interned it: the id that
 /// writer gave the key, and which writer that was. Held by a caller that logs the key often (a
-/// metric handle), it lets [`Writer::log_point_interned`] skip the key lookup whenever the
+/// metric handle), it lets `Writer::log_point_interned` skip the key lookup whenever the
 /// same writer logs it again; any other writer (another thread's lane, a lane's next writer)
 /// looks the key up and remembers its own id instead.
 ///
