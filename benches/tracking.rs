@@ -1,5 +1,6 @@
 //! Tracking-API benches: `log_metric` one call per point on one thread and on 8 threads logging
-//! to 8 runs; the same points through the handle (`Run::log_metric_at`) and by run id
+//! to 8 runs; the same points through `MetricHandle`s (`Run::metric`), clock read per call or
+//! timestamp given; the same points through the handle (`Run::log_metric_at`) and by run id
 //! (`Store::log_batch` with one point, as MLflow's async client sends them), in one run so the
 //! two compare; and opening a store whose log holds 10 million points.
 //!
@@ -10,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use runlog::{Durability, MetricPoint, Run, RunOptions, Store, StoreOptions};
+use runlog::{Durability, MetricHandle, MetricPoint, Run, RunOptions, Store, StoreOptions};
 
 const KEYS: [&str; 4] = ["train/loss", "train/acc", "lr", "grad_norm"];
 
@@ -58,6 +59,70 @@ fn log_metric(c: &mut Criterion) {
                 });
                 let elapsed = start.elapsed();
                 drop(runs);
+                store.close().unwrap();
+                elapsed
+            });
+        });
+    }
+    group.finish();
+}
+
+/// What `metric_handle` times per call.
+#[derive(Clone, Copy)]
+enum Timestamp {
+    /// `MetricHandle::log`: the clock read per call.
+    Now,
+    /// `MetricHandle::log_at`: given.
+    Given,
+}
+
+/// The same points as `log_metric`, through one `MetricHandle` per key (made before timing).
+fn metric_handle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tracking/metric_handle");
+    group.throughput(Throughput::Elements(1));
+    let cases = [
+        ("log_1_threads_1_runs", 1usize, Timestamp::Now),
+        ("log_at_1_threads_1_runs", 1, Timestamp::Given),
+        ("log_8_threads_8_runs", 8, Timestamp::Now),
+    ];
+    for (name, threads, timestamp) in cases {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open_with(dir.path(), options()).unwrap();
+                let experiment = store.get_or_create_experiment("bench").unwrap();
+                let runs: Vec<_> = (0..threads)
+                    .map(|_| {
+                        store
+                            .start_run(experiment.id, RunOptions::default())
+                            .unwrap()
+                    })
+                    .collect();
+                let handles: Vec<Vec<MetricHandle>> = runs
+                    .iter()
+                    .map(|run| KEYS.iter().map(|key| run.metric(key).unwrap()).collect())
+                    .collect();
+                let per_thread = iterations / threads as u64;
+                let start = Instant::now();
+                std::thread::scope(|scope| {
+                    for handles in &handles {
+                        scope.spawn(move || {
+                            for i in 0..per_thread {
+                                let step = (i / KEYS.len() as u64) as i64;
+                                let handle = &handles[i as usize % KEYS.len()];
+                                match timestamp {
+                                    Timestamp::Now => handle.log(value(i), step),
+                                    Timestamp::Given => {
+                                        handle.log_at(value(i), step, 1_700_000_000_000 + step)
+                                    }
+                                }
+                                .unwrap();
+                            }
+                        });
+                    }
+                });
+                let elapsed = start.elapsed();
+                drop((handles, runs));
                 store.close().unwrap();
                 elapsed
             });
@@ -240,6 +305,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = log_metric, keyed_vs_handle, open_10m, search_10k
+    targets = log_metric, metric_handle, keyed_vs_handle, open_10m, search_10k
 }
 criterion_main!(benches);

@@ -116,5 +116,7 @@ pub use catalog::LoggedModel;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{ExperimentId, KeyId, ModelId, RunId, SegmentSequence, WriterId};
-pub use tracking::{MetricPoint, ModelOptions, Run, RunOptions, Store, StoreOptions, ViewType};
+pub use tracking::{
+    MetricHandle, MetricPoint, ModelOptions, Run, RunOptions, Store, StoreOptions, ViewType,
+};
 pub use wal::{Durability, ModelLink, ModelStatus, RunStatus};

@@ -122,6 +122,9 @@ class Run:
     @property
     def active(self) -> bool: ...
     def log_metric(self, key: str, value: float, step: int) -> None: ...
+    def metric(self, key: str) -> MetricHandle:
+        """A handle to metric ``key``: ``handle.log(value, step)`` logs as ``log_metric`` does,
+        without looking the key up again."""
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
     def log_batch(self, key: str, steps: Any, values: Any) -> None:
         """``steps``: int64; ``values``: float64 or float32; numpy arrays, buffers or Arrow
@@ -141,6 +144,14 @@ class Run:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool: ...
+
+class MetricHandle:
+    """One metric key of a run (``Run.metric``); refuses what ``Run.log_metric`` refuses."""
+
+    @property
+    def key(self) -> str: ...
+    def log(self, value: float, step: int) -> None: ...
+    def log_at(self, value: float, step: int, timestamp_ms: int) -> None: ...
 
 class MlflowService:
     """MLflow's tracking REST API answered in-process by the engine, over the store at

@@ -23,6 +23,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<store::Store>()?;
     m.add_class::<run::Run>()?;
+    m.add_class::<run::MetricHandle>()?;
     m.add_class::<views::Experiment>()?;
     m.add_class::<views::RunData>()?;
     m.add_class::<views::Artifact>()?;

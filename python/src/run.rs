@@ -102,6 +102,16 @@ impl Run {
         })
     }
 
+    /// A handle to metric `key` of this run: `handle.log(value, step)` logs like
+    /// `log_metric(key, value, step)` without looking the key up again.
+    fn metric(slf: Bound<'_, Self>, key: &str) -> PyResult<MetricHandle> {
+        let handle = slf.get().with(slf.py(), false, |run| run.metric(key))?;
+        Ok(MetricHandle {
+            run: slf.unbind(),
+            handle,
+        })
+    }
+
     /// Logs several keys at one step, from a dict of key to value.
     fn log_metrics(
         &self,
@@ -231,5 +241,47 @@ impl Run {
 
     fn __repr__(&self) -> String {
         format!("Run(id={:?})", self.id)
+    }
+}
+
+/// One metric key of a run, from `Run.metric(key)`: logs as `Run.log_metric` does, with the
+/// same refusals (a run ended through its `Run` refuses, as `Run.log_metric` does), and holds
+/// its run object alive.
+#[pyclass(frozen, module = "runlog")]
+pub struct MetricHandle {
+    run: Py<Run>,
+    handle: runlog::MetricHandle,
+}
+
+#[pymethods]
+impl MetricHandle {
+    /// The metric key.
+    #[getter]
+    fn key(&self) -> &str {
+        self.handle.key()
+    }
+
+    /// Logs one point; the timestamp is taken inside.
+    fn log(&self, py: Python<'_>, value: f64, step: i64) -> PyResult<()> {
+        let run = self.run.get();
+        run.with(py, run.writes == Writes::Synced, |_| {
+            self.handle.log(value, step)
+        })
+    }
+
+    /// Logs one point with its timestamp (ms since the Unix epoch).
+    fn log_at(&self, py: Python<'_>, value: f64, step: i64, timestamp_ms: i64) -> PyResult<()> {
+        let run = self.run.get();
+        run.with(py, run.writes == Writes::Synced, |_| {
+            self.handle.log_at(value, step, timestamp_ms)
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "MetricHandle(run={:?}, key={:?})",
+            self.run.get().id,
+            self.handle.key()
+        )
     }
 }

@@ -47,7 +47,7 @@ use lww::{Lww, Stamp};
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::summary::CompactedSummaries;
 use crate::util::KeyHash;
-use crate::wal::{Event, MetricBatch, RunStatus};
+use crate::wal::{Event, InternedKey, MetricBatch, RunStatus};
 
 /// The tag that holds a run's name: setting it renames the run, as in MLflow.
 const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -212,6 +212,9 @@ pub(crate) struct MetricTable {
     taken_epoch: u64,
     /// How many of `Pending::adopted` are merged into `foreign`.
     taken: usize,
+    /// Each slot's key as this handle's writer that last logged it interned it, so that
+    /// logging by key costs one lookup (this table's), not the writer's as well.
+    pub interned: Vec<InternedKey>,
 }
 
 impl MetricTable {
@@ -231,6 +234,7 @@ impl MetricTable {
         self.keys.push(key.into());
         self.own.push(MetricSummary::EMPTY);
         self.foreign.push(MetricSummary::EMPTY);
+        self.interned.push(InternedKey::default());
         slot
     }
 

@@ -37,7 +37,7 @@ use crate::tracking::run::{RunOptions, SystemTags, record_new_run};
 use crate::tracking::store::Store;
 use crate::tracking::{system_tags, validation};
 use crate::util::{IdHash, now_ms};
-use crate::wal::{Event, RunStatus};
+use crate::wal::{Event, InternedKey, RunStatus};
 
 /// One metric point of a batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -276,15 +276,8 @@ impl Store {
         self.record_all(&events)
     }
 
-    /// Appends points to a run whose entry the caller holds (a `Run` handle), refusing a
-    /// deleted run and checking every new key before the first point is written.
-    #[inline]
-    pub(crate) fn append_points(&self, entry: &RunEntry, points: &[MetricPoint<'_>]) -> Result<()> {
-        check_not_deleted(entry)?;
-        self.append_points_unchecked(entry, points)
-    }
-
-    /// `append_points` without the lifecycle check, which the caller made.
+    /// Appends points to a run whose entry the caller holds and checked is not deleted,
+    /// checking every new key before the first point is written.
     #[inline]
     fn append_points_unchecked(&self, entry: &RunEntry, points: &[MetricPoint<'_>]) -> Result<()> {
         if points.is_empty() {
@@ -308,6 +301,70 @@ impl Store {
                 metrics.own[*slot].update(point.step, point.timestamp_ms, point.value);
             }
         })
+    }
+
+    /// Appends one point `(step, timestamp_ms, value)` of `key` to a run whose entry the
+    /// caller holds (`Run::log_metric`): `append_points_unchecked` with one point and the
+    /// lifecycle check, at the cost of one
+    /// key lookup (the run's metric table, which also holds the key's writer id).
+    #[inline]
+    pub(crate) fn append_point(
+        &self,
+        entry: &RunEntry,
+        key: &str,
+        point: (i64, i64, f64),
+    ) -> Result<()> {
+        check_not_deleted(entry)?;
+        // Held across the append, as in `append_points_unchecked`.
+        let mut metrics = catalog::lock(&entry.metrics);
+        let slot = match metrics.slot(key) {
+            Some(slot) => slot,
+            None => {
+                validation::key("metric", key)?;
+                metrics.slot_or_insert(key)
+            }
+        };
+        let catalog::MetricTable { own, interned, .. } = &mut *metrics;
+        let (Some(summary), Some(interned)) = (own.get_mut(slot), interned.get(slot)) else {
+            // Slots are only appended, to every column at once: unreachable.
+            return Err(Error::InvalidInput(format!(
+                "no metric slot {slot} for {key:?}"
+            )));
+        };
+        self.log()
+            .log_point_interned(entry.id, key, interned, point)?;
+        let (step, timestamp_ms, value) = point;
+        summary.update(step, timestamp_ms, value);
+        Ok(())
+    }
+
+    /// Appends one point `(step, timestamp_ms, value)` of `key` to a run whose entry the
+    /// caller holds (a metric handle): `append_point` with the series' `slot`
+    /// when the caller knows it and the key's id in `interned`. Returns the slot.
+    #[inline]
+    pub(crate) fn append_interned_point(
+        &self,
+        entry: &RunEntry,
+        key: &str,
+        slot: Option<usize>,
+        interned: &InternedKey,
+        point: (i64, i64, f64),
+    ) -> Result<usize> {
+        check_not_deleted(entry)?;
+        // Held across the append, as in `append_points_unchecked`.
+        let mut metrics = catalog::lock(&entry.metrics);
+        let slot = match slot {
+            Some(slot) => slot,
+            None => metrics.slot_or_insert(key),
+        };
+        self.log()
+            .log_point_interned(entry.id, key, interned, point)?;
+        let (step, timestamp_ms, value) = point;
+        // Slots are only appended, so one taken from this table stays in it.
+        if let Some(summary) = metrics.own.get_mut(slot) {
+            summary.update(step, timestamp_ms, value);
+        }
+        Ok(slot)
     }
 
     /// Appends a column-wise batch of one key to a run whose entry the caller holds.

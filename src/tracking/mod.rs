@@ -1,8 +1,10 @@
 //! The tracking API: experiments, runs, params, tags, metrics and artifacts, following MLflow's
 //! data model and rules, on top of the segment log and the catalog.
 
+mod clock;
 mod follow;
 mod keyed;
+mod metric_handle;
 mod models;
 mod run;
 mod store;
@@ -11,6 +13,7 @@ mod usage;
 pub mod validation;
 
 pub use keyed::MetricPoint;
+pub use metric_handle::MetricHandle;
 pub use models::ModelOptions;
 pub use run::{Run, RunOptions};
 #[cfg(feature = "parquet")]

@@ -38,7 +38,7 @@ use crate::wal::durability::Durability;
 use crate::wal::event::{Event, Owner};
 use crate::wal::reader::{self, ChainEnd, ReadOptions};
 use crate::wal::recovery::{self, RecoveryReport};
-use crate::wal::writer::{Writer, WriterOptions, WriterStats};
+use crate::wal::writer::{InternedKey, Writer, WriterOptions, WriterStats};
 
 /// How a [`Log`] is opened.
 #[derive(Clone, Debug)]
@@ -219,6 +219,34 @@ impl Log {
         value: f64,
     ) -> Result<()> {
         self.with_lane(|writer| writer.log_point(run, key, step, timestamp_ms, value))
+    }
+
+    /// Appends one metric point through this thread's lane, the key's id taken from
+    /// `interned` when the lane's writer is the one it remembers (see
+    /// `Writer::log_point_interned`). `point` is (step, timestamp in ms, value).
+    #[inline]
+    pub fn log_point_interned(
+        &self,
+        run: RunId,
+        key: &str,
+        interned: &InternedKey,
+        point: (i64, i64, f64),
+    ) -> Result<()> {
+        let inner = &*self.inner;
+        // The common case, with no `Result` moved through the generic lane code: the lane's
+        // writer exists and the point needs nothing but its bytes. The checks `with_lane_at`
+        // makes before locking a lane come first, the fork check above all (a child must not
+        // wait on a lane a parent thread held at the fork).
+        if !inner.options.read_only
+            && !inner.fork_guard.is_forked()
+            && !inner.poisoned.load(Ordering::Acquire)
+            && let Ok(mut guard) = inner.lanes[lane_hint() % inner.lanes.len()].lock()
+            && let Some(writer) = guard.as_mut()
+            && writer.try_log_point_fast(run, interned, point)
+        {
+            return Ok(());
+        }
+        self.with_lane(|writer| writer.log_point_interned(run, key, interned, point))
     }
 
     /// Appends points of one run through this thread's lane, durable together: under

@@ -37,9 +37,7 @@
 use crate::error::CorruptionKind;
 use crate::ids::{KeyId, RunId};
 use crate::limits::RECORD_PAYLOAD_BYTES_MAX;
-use crate::wal::codec::{
-    Decoder, Encoder, VARINT_BYTES_MAX, encode_varint, malformed, unzigzag, zigzag,
-};
+use crate::wal::codec::{Decoder, Encoder, VARINT_BYTES_MAX, malformed, unzigzag, zigzag};
 
 /// Points of one run, column by column, as read from the log.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -286,7 +284,10 @@ impl StreamEncoder {
     /// Encodes whatever op makes `run` current into `out`: nothing if it already is, a
     /// one-byte switch if the stream has seen it, else a new-run op. Returns the bytes and ops
     /// written, or `None` when the run table is full (close the stream and start another).
-    pub fn run(&mut self, run: RunId, out: &mut [u8; STREAM_OP_BYTES_MAX]) -> Option<(usize, u32)> {
+    ///
+    /// `out` holds at least `STREAM_OP_BYTES_MAX` bytes.
+    #[inline]
+    pub fn run(&mut self, run: RunId, out: &mut [u8]) -> Option<(usize, u32)> {
         if self.current.is_some_and(|slot| self.runs[slot] == run) {
             return Some((0, 0));
         }
@@ -304,7 +305,8 @@ impl StreamEncoder {
         Some((17, 1))
     }
 
-    /// Encodes a point op into `out`, returning its length.
+    /// Encodes a point op into `out` (at least `STREAM_OP_BYTES_MAX` bytes), returning its
+    /// length.
     #[inline]
     pub fn point(
         &mut self,
@@ -312,7 +314,7 @@ impl StreamEncoder {
         step: i64,
         timestamp_ms: i64,
         value: f64,
-        out: &mut [u8; STREAM_OP_BYTES_MAX],
+        out: &mut [u8],
     ) -> usize {
         let narrow = is_f32_exact(value);
         let head = u64::from(key.0) << 2 | if narrow { OP_POINT_F32 } else { OP_POINT_F64 };
@@ -336,12 +338,17 @@ impl StreamEncoder {
     }
 }
 
+/// Writes `value` as a uvarint at `out[at..]` in place (no staging copy: this is the per-point
+/// path), returning the offset after it.
 #[inline]
-fn put_varint(value: u64, out: &mut [u8; STREAM_OP_BYTES_MAX], at: usize) -> usize {
-    let mut buffer = [0u8; VARINT_BYTES_MAX];
-    let len = encode_varint(value, &mut buffer);
-    out[at..at + len].copy_from_slice(&buffer[..len]);
-    at + len
+fn put_varint(mut value: u64, out: &mut [u8], mut at: usize) -> usize {
+    while value >= 0x80 {
+        out[at] = (value as u8) | 0x80;
+        value >>= 7;
+        at += 1;
+    }
+    out[at] = value as u8;
+    at + 1
 }
 
 /// What a stream's committed ops decode to: every point in op order, with the run of each.

@@ -29,6 +29,6 @@ pub use reader::{ChainEnd, ReadOptions};
 pub use recovery::{RecoveryReport, Repair, RepairAction};
 #[cfg(feature = "testing")]
 pub use tail::Tail;
-pub use writer::WriterStats;
+pub use writer::{InternedKey, WriterStats};
 #[cfg(feature = "testing")]
 pub use writer::{Writer, WriterOptions};

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -79,6 +80,8 @@ pub struct WriterStats {
 pub struct Writer {
     wal_dir: PathBuf,
     id: WriterId,
+    /// Unique among this process's writers, so an [`InternedKey`] knows whose id it holds.
+    serial: u64,
     storage: Arc<dyn Storage>,
     options: WriterOptions,
     lock_path: PathBuf,
@@ -112,6 +115,45 @@ struct OpenStream {
     ops_bytes: usize,
     hasher: crc32fast::Hasher,
     encoder: StreamEncoder,
+}
+
+/// Bits of an [`InternedKey`] that hold the key id; the writer serial takes the rest.
+const INTERNED_KEY_ID_BITS: u32 = 24;
+const _: () = assert!(crate::limits::KEYS_PER_RUN_MAX <= 1 << INTERNED_KEY_ID_BITS);
+
+/// Serials of this process's writers; 0 is never given, so it marks an empty [`InternedKey`].
+static NEXT_WRITER_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// One metric key of one run as the writer that last logged it interned it: the id that
+/// writer gave the key, and which writer that was. Held by a caller that logs the key often (a
+/// metric handle), it lets `Writer::log_point_interned` skip the key lookup whenever the
+/// same writer logs it again; any other writer (another thread's lane, a lane's next writer)
+/// looks the key up and remembers its own id instead.
+///
+/// One atomic word, so it is `Sync` and a writer sees a whole (writer, id) pair or none. The
+/// 40-bit writer serial cannot wrap within a process (10^12 writers).
+#[derive(Debug, Default)]
+pub struct InternedKey(AtomicU64);
+
+impl InternedKey {
+    /// The key id `writer` gave, if it is the writer remembered.
+    #[inline]
+    fn get(&self, writer_serial: u64) -> Option<KeyId> {
+        let word = self.0.load(Ordering::Relaxed);
+        let mask = (1u64 << INTERNED_KEY_ID_BITS) - 1;
+        (word >> INTERNED_KEY_ID_BITS == writer_serial).then_some(KeyId((word & mask) as u32))
+    }
+
+    fn set(&self, writer_serial: u64, key: KeyId) {
+        let word = (writer_serial << INTERNED_KEY_ID_BITS) | u64::from(key.0);
+        self.0.store(word, Ordering::Relaxed);
+    }
+}
+
+impl Clone for InternedKey {
+    fn clone(&self) -> Self {
+        InternedKey(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 #[derive(Default)]
@@ -201,6 +243,7 @@ impl Writer {
         let mut writer = Writer {
             wal_dir: wal_dir.to_path_buf(),
             id,
+            serial: NEXT_WRITER_SERIAL.fetch_add(1, Ordering::Relaxed),
             storage,
             options,
             lock_path,
@@ -291,6 +334,35 @@ impl Writer {
     ) -> Result<()> {
         self.check_usable()?;
         let key_id = self.intern(run, key)?;
+        self.stream_point(run, key_id, step, timestamp_ms, value)?;
+        self.stats.points += 1;
+        self.after_append()
+    }
+
+    /// Appends one metric point as [`Writer::log_point`] does, taking the key's id from
+    /// `interned` when this writer is the one it remembers, and remembering this writer's id
+    /// there otherwise: a key logged again through the same writer costs no lookup at all.
+    #[inline]
+    pub fn log_point_interned(
+        &mut self,
+        run: RunId,
+        key: &str,
+        interned: &InternedKey,
+        point: (i64, i64, f64),
+    ) -> Result<()> {
+        if self.try_log_point_fast(run, interned, point) {
+            return Ok(());
+        }
+        self.check_usable()?;
+        let key_id = match interned.get(self.serial) {
+            Some(key_id) => key_id,
+            None => {
+                let key_id = self.intern(run, key)?;
+                interned.set(self.serial, key_id);
+                key_id
+            }
+        };
+        let (step, timestamp_ms, value) = point;
         self.stream_point(run, key_id, step, timestamp_ms, value)?;
         self.stats.points += 1;
         self.after_append()
@@ -570,35 +642,67 @@ impl Writer {
             // On the paths that give up below, the whole stream (encoder state included) is
             // dropped, so nothing encoded here needs undoing.
             let encoder = &mut stream.encoder;
-            let mut op = [0u8; STREAM_OP_BYTES_MAX];
-            let Some((mut len, run_ops)) = encoder.run(run, &mut op) else {
+            let Some((run_len, run_ops)) = encoder.run(run, &mut ops) else {
                 // The stream's run table is full: the next stream starts a new one.
                 self.stream = None;
                 continue;
             };
-            ops[..len].copy_from_slice(&op[..len]);
-            let count = run_ops + 1;
-            let point_len = encoder.point(key, step, timestamp_ms, value, &mut op);
-            ops[len..len + point_len].copy_from_slice(&op[..point_len]);
-            len += point_len;
+            let len = run_len + encoder.point(key, step, timestamp_ms, value, &mut ops[run_len..]);
             if !fits(active, len) {
                 // Full: the next segment's fresh stream always has room (see open_stream).
                 self.stream = None;
                 self.rotate(STREAM_OPEN_BYTES)?;
                 continue;
             }
-            let ops_bytes = &ops[..len];
-            active.map[active.written..active.written + len].copy_from_slice(ops_bytes);
-            stream.hasher.update(ops_bytes);
-            stream.ops_count += count;
-            stream.ops_bytes += len;
-            let word =
-                record::encode_commit_word(stream.ops_count, stream.hasher.clone().finalize());
-            store_commit_word(&mut active.map, stream.commit_at, word);
-            active.written += len;
+            active.map[active.written..active.written + len].copy_from_slice(&ops[..len]);
+            commit_ops(stream, active, len, run_ops + 1);
             self.stats.bytes += len as u64;
             return Ok(());
         }
+    }
+
+    /// `log_point_interned` when nothing but the point itself is to be written: the stream is
+    /// open with room for two ops, this writer interned the key, and no sync, rotation or
+    /// error can follow. The ops are encoded straight into the map. Returns false, having
+    /// changed nothing, when the full path must run instead.
+    #[inline]
+    pub(crate) fn try_log_point_fast(
+        &mut self,
+        run: RunId,
+        interned: &InternedKey,
+        point: (i64, i64, f64),
+    ) -> bool {
+        if self.poisoned.is_some()
+            || self.lock_file.is_none()
+            || self.options.sync_every_append
+            || self.fork_guard.is_forked()
+        {
+            return false;
+        }
+        let Some(key) = interned.get(self.serial) else {
+            return false;
+        };
+        let (Some(stream), Some(active)) = (&mut self.stream, &mut self.active) else {
+            return false;
+        };
+        if stream.ops_bytes > STREAM_BYTES_MAX || !fits(active, 2 * STREAM_OP_BYTES_MAX) {
+            return false;
+        }
+        // In bounds: `fits` keeps a seal's room past these bytes.
+        let out = &mut active.map[active.written..active.written + 2 * STREAM_OP_BYTES_MAX];
+        // A full run table changes nothing in the encoder: the full path starts a new stream.
+        let Some((run_len, run_ops)) = stream.encoder.run(run, out) else {
+            return false;
+        };
+        let (step, timestamp_ms, value) = point;
+        let len = run_len
+            + stream
+                .encoder
+                .point(key, step, timestamp_ms, value, &mut out[run_len..]);
+        commit_ops(stream, active, len, run_ops + 1);
+        self.stats.bytes += len as u64;
+        self.stats.points += 1;
+        true
     }
 
     fn open_stream(&mut self) -> Result<()> {
@@ -801,6 +905,20 @@ pub(crate) fn segment_bytes_to_hold(events: &[Event]) -> u64 {
 #[inline]
 fn fits(active: &ActiveSegment, len: usize) -> bool {
     active.written + len + SEAL_RECORD_BYTES < active.map.len()
+}
+
+/// Commits the `len` bytes of `ops` ops just written at `active.written`: folds them into the
+/// stream's CRC, rewrites its commit word and moves `written` past them.
+#[inline]
+fn commit_ops(stream: &mut OpenStream, active: &mut ActiveSegment, len: usize, ops: u32) {
+    stream
+        .hasher
+        .update(&active.map[active.written..active.written + len]);
+    stream.ops_count += ops;
+    stream.ops_bytes += len;
+    let word = record::encode_commit_word(stream.ops_count, stream.hasher.clone().finalize());
+    store_commit_word(&mut active.map, stream.commit_at, word);
+    active.written += len;
 }
 
 /// Rewrites a stream's commit word with one aligned 8-byte atomic store, so that no crash can

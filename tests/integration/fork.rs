@@ -27,11 +27,18 @@ fn lock_files(root: &Path) -> usize {
 }
 
 /// Runs in the child: never returns.
-fn child(store: Store, run: runlog::Run) -> ! {
+fn child(store: Store, run: runlog::Run, handle: runlog::MetricHandle) -> ! {
     let logged = match run.log_metric("loss", -1.0, 1_000) {
         Ok(()) => CHILD_LOGGED,
         Err(Error::Forked { .. }) => CHILD_OK,
         Err(_) => CHILD_LOG_WRONG_ERROR,
+    };
+    // A metric handle made before the fork: the same refusal as the string path.
+    let logged = match (logged, handle.log(-1.0, 1_001)) {
+        (CHILD_OK, Ok(())) => CHILD_LOGGED,
+        (CHILD_OK, Err(Error::Forked { .. })) => CHILD_OK,
+        (CHILD_OK, Err(_)) => CHILD_LOG_WRONG_ERROR,
+        (code, _) => code,
     };
     let flushed = match store.flush() {
         Ok(()) => CHILD_FLUSHED,
@@ -47,6 +54,7 @@ fn child(store: Store, run: runlog::Run) -> ! {
     };
     // The last references in this process: the run's drop tries to end it, and the store's
     // drop reaches the writers, the flusher and the background compactor.
+    drop(handle);
     drop(run);
     drop(store);
     let code = [logged, flushed, refreshed]
@@ -93,8 +101,9 @@ fn a_forked_child_cannot_log_and_its_drop_leaves_the_parent_alone() {
     let run = store
         .start_run(experiment.id, RunOptions::default())
         .unwrap();
+    let handle = run.metric("loss").unwrap();
     for step in 0..100 {
-        run.log_metric("loss", step as f64, step).unwrap();
+        handle.log(step as f64, step).unwrap();
     }
     store.flush().unwrap();
     let locks_before = lock_files(&root);
@@ -104,7 +113,7 @@ fn a_forked_child_cannot_log_and_its_drop_leaves_the_parent_alone() {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        child(store, run);
+        child(store, run, handle);
     }
     let code = wait_child(pid);
     assert_eq!(
@@ -120,6 +129,7 @@ fn a_forked_child_cannot_log_and_its_drop_leaves_the_parent_alone() {
     for step in 100..200 {
         run.log_metric("loss", step as f64, step).unwrap();
     }
+    drop(handle);
     store.flush().unwrap();
     let history = store.history(run.id(), "loss", ..).unwrap();
     let expected: Vec<f64> = (0..200).map(|step| step as f64).collect();

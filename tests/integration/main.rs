@@ -42,6 +42,7 @@ mod sim;
 mod sim_regressions;
 mod tracking_api;
 mod tracking_artifacts;
+mod tracking_handle;
 mod tracking_keyed;
 mod tracking_model;
 mod tracking_multiprocess;
