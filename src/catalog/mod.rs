@@ -303,8 +303,10 @@ impl Pending {
 }
 
 /// Merges into `metrics`, the table of `run`, the adoptions of `pending` it has not taken. A
-/// compacted summary goes first, as an open that adopts before it reads the log would merge
-/// it, so that sums round the same.
+/// compacted summary goes first in each merge, but points read from the log after an adoption
+/// are often in `foreign` before the run's first take: its sum is then the compacted sum plus
+/// the tail's sum, not the tail's points added one by one to the compacted sum, which agrees
+/// to rounding only, as any two replay orders do (`summary.rs`).
 fn take_pending(pending: &Pending, metrics: &mut MetricTable, run: RunId) {
     if metrics.taken_epoch != pending.epoch {
         metrics.taken_epoch = pending.epoch;
