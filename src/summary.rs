@@ -40,6 +40,21 @@ pub(crate) trait CompactedSummaries: Send + Sync + std::fmt::Debug {
 }
 
 impl WriterMark {
+    /// The distinct runs of this mark's summaries, ascending; one tree search per run, not
+    /// one step per series.
+    pub fn runs(&self) -> Vec<RunId> {
+        let mut runs = Vec::new();
+        let mut from = RunId(0);
+        while let Some(((run, _), _)) = self.summaries.range((from, String::new())..).next() {
+            runs.push(*run);
+            let Some(next) = run.0.checked_add(1) else {
+                break;
+            };
+            from = RunId(next);
+        }
+        runs
+    }
+
     /// Calls `each` with every series of `run` in this mark's summaries, in key order.
     pub fn each_of_run(&self, run: RunId, each: &mut dyn FnMut(&str, &MetricSummary)) {
         let from = (run, String::new());

@@ -278,6 +278,9 @@ struct Pending {
     /// Bumped by every replacement, which starts a new list.
     epoch: u64,
     adopted: Vec<Adopted>,
+    /// Per run, the positions in `adopted` that hold series of it, ascending: a run's take
+    /// visits its own writers only, however many writers the store has seen.
+    by_run: HashMap<RunId, Vec<usize>>,
     /// Distinct sources in `adopted` (adoptions of one source are consecutive).
     sources: usize,
 }
@@ -288,7 +291,8 @@ struct Pending {
 const PENDING_SOURCES_MAX: usize = 4;
 
 impl Pending {
-    fn push(&mut self, adopted: Adopted) {
+    /// Appends `adopted`, whose compacted points belong to `runs`.
+    fn push(&mut self, adopted: Adopted, runs: &[RunId]) {
         let same = self
             .adopted
             .last()
@@ -296,19 +300,29 @@ impl Pending {
         if !same {
             self.sources += 1;
         }
+        let position = self.adopted.len();
+        for run in runs {
+            self.by_run.entry(*run).or_default().push(position);
+        }
         self.adopted.push(adopted);
     }
 }
 
 /// Merges into `metrics`, the table of `run`, the adoptions of `pending` it has not taken. A
-/// compacted summary goes first, as an open that adopts before it reads the log would merge
-/// it, so that sums round the same.
+/// compacted summary goes first in each merge, but points read from the log after an adoption
+/// are often in `foreign` before the run's first take: its sum is then the compacted sum plus
+/// the tail's sum, not the tail's points added one by one to the compacted sum, which agrees
+/// to rounding only, as any two replay orders do (`summary.rs`).
 fn take_pending(pending: &Pending, metrics: &mut MetricTable, run: RunId) {
     if metrics.taken_epoch != pending.epoch {
         metrics.taken_epoch = pending.epoch;
         metrics.taken = 0;
     }
-    let todo = pending.adopted.get(metrics.taken..).unwrap_or_default();
+    let positions = pending.by_run.get(&run).map_or(&[][..], Vec::as_slice);
+    let first = positions.partition_point(|&position| position < metrics.taken);
+    let todo = positions[first..]
+        .iter()
+        .filter_map(|&position| pending.adopted.get(position));
     for adopted in todo {
         adopted
             .source
@@ -466,11 +480,12 @@ impl Catalog {
             source: Arc::clone(source),
             writer,
         };
+        let runs = mark.runs();
         match staged {
-            Some(staged) => staged.adopted.push(adopted),
+            Some(staged) => staged.adopted.push(adopted, &runs),
             None => {
                 let mut pending = write(&self.pending);
-                pending.push(adopted);
+                pending.push(adopted, &runs);
                 if pending.sources > PENDING_SOURCES_MAX {
                     self.settle(&mut pending);
                 }
@@ -478,14 +493,17 @@ impl Catalog {
         }
     }
 
-    /// Has every run take what is pending, then empties the list.
+    /// Has every run with series pending take them, then empties the list. A run may have
+    /// no entry yet (its creation event is still to be read, as for a finished writer whose
+    /// key ids the manifest no longer keeps): it gets one here, or its series would be lost.
     fn settle(&self, pending: &mut Pending) {
-        // Held throughout: a run created meanwhile would miss what it had pending.
-        let runs = read(&self.runs);
         let epoch = pending.epoch + 1;
-        for entry in runs.values() {
+        // Runs with nothing pending are not visited: their older epoch makes their first take
+        // on the new list start from its beginning, as it must.
+        for run in pending.by_run.keys() {
+            let entry = self.run_or_insert(*run);
             let mut metrics = lock(&entry.metrics);
-            take_pending(pending, &mut metrics, entry.id);
+            take_pending(pending, &mut metrics, *run);
             metrics.taken_epoch = epoch;
             metrics.taken = 0;
         }
@@ -1086,6 +1104,32 @@ mod tests {
         // A run created after the adoptions has nothing pending.
         catalog.run_or_insert(RunId(3));
         assert_eq!(count(&catalog, RunId(3)), 0);
+    }
+
+    /// The adoption that makes the list settle can hold a run the catalog has no entry for
+    /// yet (its creation event comes later, from the metadata chain): it still gets its
+    /// series, and so do the runs of earlier adoptions that had none either.
+    #[test]
+    fn a_settle_keeps_the_series_of_runs_created_after_it() {
+        let catalog = Catalog::default();
+        let mut keys = KeyMap::default();
+        let rounds = PENDING_SOURCES_MAX as u128 + 1;
+        for round in 1..=rounds {
+            let mut mark = WriterMark::default();
+            mark.summaries
+                .insert((RunId(round), "loss".into()), points(3));
+            let source: Arc<dyn CompactedSummaries> = Arc::new(Source(mark.clone()));
+            catalog.adopt_compacted(&mut keys, WriterId(round as u64), &mark, &source, None);
+        }
+        assert_eq!(
+            read(&catalog.pending).sources,
+            0,
+            "the last adoption settles"
+        );
+        for round in 1..=rounds {
+            catalog.run_or_insert(RunId(round));
+            assert_eq!(count(&catalog, RunId(round)), 3, "run {round}");
+        }
     }
 
     /// A replacement installs the staged adoptions: runs take those, and no longer the ones

@@ -155,3 +155,34 @@ fn a_rebuild_keeps_runs_read_and_unread_whole() {
     check_all(&behind, &ids, &expected, "behind, after the rebuild");
     check_all(&writer, &ids, &expected, "writer");
 }
+
+/// A long-lived reader follows runs that each live in a process of their own: each process
+/// starts a run, logs, and closes, another handle compacts it, and the reader refreshes. The
+/// compacted writers are finished, so the manifest keeps none of their key ids: each run and
+/// its summaries reach the reader through the manifest and the metadata chains alone, also
+/// when adopting a writer makes the reader take everything it had pending.
+#[test]
+fn runs_of_finished_writers_keep_their_summaries_past_the_pending_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Expected::new();
+    let reader = Store::open_with(dir.path(), options()).unwrap();
+    let experiment = reader.get_or_create_experiment("e").unwrap().id;
+    let mut ids = Vec::new();
+    for round in 0..9 {
+        let process = Store::open_with(dir.path(), options()).unwrap();
+        let run = process
+            .start_run(experiment, RunOptions::default())
+            .unwrap();
+        log(&mut expected, &run, "loss", 0..300);
+        log(&mut expected, &run, &format!("k{round}"), 0..20);
+        ids.push(run.id());
+        drop(run);
+        drop(process);
+        let compactor = Store::open_with(dir.path(), options()).unwrap();
+        compactor.compact().unwrap();
+        drop(compactor);
+        reader.refresh().unwrap();
+        check_run(&reader, ids[round], &expected, &format!("round {round}"));
+    }
+    check_all(&reader, &ids, &expected, "reader after the rounds");
+}
