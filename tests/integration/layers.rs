@@ -71,17 +71,31 @@ fn modules_and_reexports(src: &Path) -> (BTreeSet<String>, BTreeMap<String, Stri
     }
     let mut reexports = BTreeMap::new();
     let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
-    for line in lib.lines() {
-        let Some(rest) = line.trim().strip_prefix("pub use ") else {
+    // Whole statements, so a `pub use` that rustfmt wraps over several lines is read too.
+    let code: String = lib
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for statement in code.split(';') {
+        // After any attribute (`#[cfg(...)] pub use ...`).
+        let Some(at) = statement.find("pub use ") else {
             continue;
         };
+        let rest = &statement[at + "pub use ".len()..];
         let module = rest.split("::").next().unwrap().to_string();
         let items = rest[module.len()..]
             .trim_start_matches("::")
             .trim_end_matches(';');
-        for item in items.trim_matches(|c| c == '{' || c == '}').split(',') {
+        for item in items
+            .trim()
+            .trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+        {
             let name = item.split_whitespace().last().unwrap_or("").to_string();
-            reexports.insert(name, module.clone());
+            if !name.is_empty() {
+                reexports.insert(name, module.clone());
+            }
         }
     }
     (modules, reexports)
