@@ -443,7 +443,11 @@ fn metric_entry(entry: &Value, index: usize) -> Result<(MetricPoint<'_>, Origin)
     let has_model = entry
         .get("model_id")
         .is_some_and(|v| v.as_str().is_some_and(|id| !id.is_empty()));
-    let origin = if has_model { Origin::Model } else { Origin::Run };
+    let origin = if has_model {
+        Origin::Model
+    } else {
+        Origin::Run
+    };
     Ok((point, origin))
 }
 
