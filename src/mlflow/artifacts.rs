@@ -288,13 +288,14 @@ fn locate<'a>(service: &Service, decoded: &'a str) -> Result<Location<'a>, Mlflo
     })
 }
 
-/// The logged model `model` of experiment `experiment`, or 404.
+/// The logged model `model` of experiment `experiment`: 404 if there is no such model, the
+/// engine's own error (I/O, damage, a stale read) if it could not be read.
 fn model_of(service: &Service, experiment: &str, model: &str) -> Result<ModelId, MlflowError> {
     let id = super::models::parse_id(model)?;
     let found = service
         .store()
         .logged_model(id)
-        .map_err(|_| super::models::not_found(model))?;
+        .map_err(|e| super::models::model_error(model, e))?;
     let in_experiment = experiment
         .parse::<u64>()
         .is_ok_and(|number| found.experiment == ExperimentId(number));
@@ -435,6 +436,24 @@ mod tests {
         assert_eq!(decode_path("a%20b/c+d").ok().as_deref(), Some("a b/c+d"));
         assert_eq!(decode_path("%2e%2e/x").ok().as_deref(), Some("../x"));
         assert!(check_whole("../x").is_err());
+    }
+
+    #[test]
+    fn a_model_that_cannot_be_read_is_not_reported_missing() {
+        let id = "m-00000000000000000000000000000000";
+        let missing = crate::Error::NotFound(format!("logged model {id}"));
+        assert_eq!(
+            super::super::models::model_error(id, missing).code,
+            ErrorCode::ResourceDoesNotExist
+        );
+        let stale = crate::Error::StaleRead {
+            what: "manifest".to_string(),
+            attempts: 3,
+        };
+        assert_ne!(
+            super::super::models::model_error(id, stale).code,
+            ErrorCode::ResourceDoesNotExist
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub(crate) fn parse_id(text: &str) -> Result<ModelId, MlflowError> {
 }
 
 /// Maps an engine error about model `id` onto MLflow's messages.
-fn model_error(id: &str, error: Error) -> MlflowError {
+pub(crate) fn model_error(id: &str, error: Error) -> MlflowError {
     match error {
         Error::NotFound(what) if what.starts_with("logged model ") => not_found(id),
         other => MlflowError::from(other),

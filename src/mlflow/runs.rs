@@ -10,6 +10,10 @@
 //! - A run created with neither `run_name` nor an `mlflow.runName` tag gets a made-up name of
 //!   MLflow's shape (`<adjective>-<noun>-<0..=1000>`, at most 20 characters), as MLflow's server
 //!   gives it, not the engine's own default: that is MLflow's behaviour, not the engine's.
+//! - A log-batch metric entry that carries a `model_id` and repeats exactly (key, timestamp,
+//!   step, value bits) a point the run already holds is dropped before the batch is written:
+//!   MLflow's `log_model` re-sends the run's metrics that way and its SQL store keeps one copy.
+//!   Entries without a `model_id` are all kept, as the engine keeps every value at a step.
 //! - Engine errors about a run get MLflow's messages (`Run with id=... not found`, `must be in
 //!   the 'active' state`, `Changing param values is not allowed`).
 
@@ -404,10 +408,10 @@ pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
     let tags = key_values(&fields, "tags")?;
     check_batch_limits(metrics.len(), params.len(), tags.len())?;
     check_unique_param_keys(&params)?;
-    let points = metrics
+    let entries = metrics
         .iter()
         .enumerate()
-        .map(|(index, entry)| metric_point(entry, index))
+        .map(|(index, entry)| metric_entry(entry, index))
         .collect::<Result<Vec<_>, _>>()?;
     let params: Vec<(&str, &str)> = params
         .into_iter()
@@ -418,11 +422,87 @@ pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
         .map(|(k, v)| (k, truncated(v, validation::TAG_VALUE_CHARS_MAX)))
         .collect();
     let run = parse_id(text)?;
+    let points = without_model_repeats(service, text, run, entries)?;
     service
         .store()
         .log_batch(run, &points, &params, &tags)
         .map_err(|e| run_error(text, e))?;
     Ok(b"{}".to_vec())
+}
+
+/// Whether a `metrics[]` entry names a logged model (`model_id`), as `log_model` sends them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Run,
+    Model,
+}
+
+/// One entry of `metrics[]`: the point and whether it carries a `model_id`.
+fn metric_entry(entry: &Value, index: usize) -> Result<(MetricPoint<'_>, Origin), MlflowError> {
+    let point = metric_point(entry, index)?;
+    let has_model = entry
+        .get("model_id")
+        .is_some_and(|v| v.as_str().is_some_and(|id| !id.is_empty()));
+    let origin = if has_model {
+        Origin::Model
+    } else {
+        Origin::Run
+    };
+    Ok((point, origin))
+}
+
+/// The batch's points, less the model entries that repeat a point `run` already holds or an
+/// earlier entry of the batch. A run that does not exist keeps every entry, so that
+/// `Store::log_batch` reports it.
+fn without_model_repeats<'a>(
+    service: &Service,
+    text: &str,
+    run: RunId,
+    entries: Vec<(MetricPoint<'a>, Origin)>,
+) -> Result<Vec<MetricPoint<'a>>, MlflowError> {
+    let mut kept: Vec<MetricPoint<'a>> = Vec::with_capacity(entries.len());
+    for (point, origin) in entries {
+        if origin == Origin::Model
+            && (kept.iter().any(|k| same_point(k, &point))
+                || run_holds(service, text, run, &point)?)
+        {
+            continue;
+        }
+        kept.push(point);
+    }
+    Ok(kept)
+}
+
+/// Whether two points are the same (key, timestamp, step, value bits).
+fn same_point(a: &MetricPoint<'_>, b: &MetricPoint<'_>) -> bool {
+    a.key == b.key
+        && a.step == b.step
+        && a.timestamp_ms == b.timestamp_ms
+        && a.value.to_bits() == b.value.to_bits()
+}
+
+/// Whether `run` already holds `point`, read through a one-step history range.
+fn run_holds(
+    service: &Service,
+    text: &str,
+    run: RunId,
+    point: &MetricPoint<'_>,
+) -> Result<bool, MlflowError> {
+    let history = match service
+        .store()
+        .history(run, point.key, point.step..=point.step)
+    {
+        Ok(history) => history,
+        Err(Error::NotFound(_)) => return Ok(false),
+        Err(other) => return Err(run_error(text, other)),
+    };
+    Ok(history
+        .timestamps_ms
+        .iter()
+        .zip(&history.values)
+        .any(|(&timestamp_ms, value)| {
+            timestamp_ms == point.timestamp_ms && value.to_bits() == point.value.to_bits()
+        }))
 }
 
 /// One entry of `metrics[]`: `key`, `value` and `timestamp` required, `step` 0 by default.

@@ -439,3 +439,46 @@ fn logged_models_survive_reopening_and_compaction() {
     assert_eq!(before.status, ModelStatus::Ready);
     assert_eq!(before.tags.get("t").map(String::as_str), Some("2"));
 }
+
+#[test]
+fn log_model_metric_repeats_with_a_model_id_are_kept_once() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, run) = client.create_run();
+    let id = create_model(
+        client,
+        json!({"experiment_id": experiment, "name": "model", "source_run_id": run}),
+    )["info"]["model_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(client.post(
+        "runs/log-metric",
+        json!({"run_id": run, "key": "acc", "value": 0.9, "timestamp": 5, "step": 0}),
+    ));
+    // What `log_model` sends for each call: the run's metrics again, naming the model.
+    let repeat = json!({"key": "acc", "value": 0.9, "timestamp": 5, "step": 0, "model_id": id});
+    for _ in 0..3 {
+        ok(client.post(
+            "runs/log-batch",
+            json!({"run_id": run, "metrics": [repeat, repeat]}),
+        ));
+    }
+    let history = |key: &str| {
+        ok(client.get(&format!(
+            "{API}/metrics/get-history?run_id={run}&metric_key={key}"
+        )))["metrics"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(history("acc"), 1);
+
+    // A model entry that is new is kept (once), and entries without a model are all kept.
+    let fresh = json!({"key": "acc", "value": 0.8, "timestamp": 5, "step": 0, "model_id": id});
+    let plain = json!({"key": "acc", "value": 0.9, "timestamp": 5, "step": 0});
+    ok(client.post(
+        "runs/log-batch",
+        json!({"run_id": run, "metrics": [fresh, fresh, plain, plain]}),
+    ));
+    assert_eq!(history("acc"), 4);
+}
