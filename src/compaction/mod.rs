@@ -207,6 +207,24 @@ fn read_uncompacted_once(
     Ok(())
 }
 
+/// The segments [`read_uncompacted`] reads, in the order it reads them, each with its place in
+/// its chain so that it can be read on its own: for readers that read them in parallel. The
+/// caller resolves key ids with the manifest's keys (`WriterMark::keys`) as well as the
+/// segments' own definitions, and maps an error of loading a segment with [`missing_or_stale`].
+pub(crate) fn uncompacted_places(
+    root: &std::path::Path,
+    manifest: &Manifest,
+) -> crate::Result<Vec<crate::wal::reader::ChainPlace>> {
+    let wal_dir = root.join(crate::layout::WAL_DIR);
+    let mut places = Vec::new();
+    for (writer, segments) in uncompacted(root, manifest)? {
+        places.extend(crate::wal::reader::chain_places(
+            &wal_dir, writer, &segments,
+        )?);
+    }
+    Ok(places)
+}
+
 /// Fails as stale if a newer manifest than `manifest` was published: its compaction may have
 /// deleted, before the caller listed the log, whole chains the caller's manifest does not cover.
 pub(crate) fn check_still_newest(root: &std::path::Path, manifest: &Manifest) -> crate::Result<()> {

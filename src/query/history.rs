@@ -16,9 +16,8 @@ use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
 
 use crate::error::{Error, Result};
-use crate::ids::{KeyId, RunId, WriterId};
+use crate::ids::RunId;
 use crate::tracking::Store;
-use crate::wal::Event;
 
 /// One point.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -338,7 +337,7 @@ pub(super) fn compacted_series<'a>(
 }
 
 /// Appends the points of `key` in `steps` that the log holds after `manifest`'s watermarks to
-/// the history of each run of `index`, in log order.
+/// the history of each run of `index`, in log order (see `series_log.rs`).
 pub(super) fn read_tail(
     root: &std::path::Path,
     manifest: &crate::compaction::Manifest,
@@ -347,39 +346,18 @@ pub(super) fn read_tail(
     steps: &impl RangeBounds<i64>,
     histories: &mut [History],
 ) -> Result<()> {
-    // The key id `key` has in each writer's chain, per run.
-    let mut wanted: HashMap<(WriterId, RunId), KeyId> = HashMap::new();
-    crate::compaction::read_uncompacted(root, manifest, &mut |writer, event| match event {
-        Event::MetricKeyDefined {
-            run,
-            key_id,
-            key: defined,
-        } if defined == key && index.contains_key(&run) => {
-            wanted.insert((writer, run), key_id);
-        }
-        Event::Metrics(batch) => {
-            let (Some(slot), Some(key_id)) =
-                (index.get(&batch.run), wanted.get(&(writer, batch.run)))
-            else {
-                return;
-            };
-            let Some(history) = histories.get_mut(*slot) else {
-                return;
-            };
-            for i in 0..batch.len() {
-                if batch.key_ids[i] == *key_id && steps.contains(&batch.steps[i]) {
-                    history.steps.push(batch.steps[i]);
-                    history.timestamps_ms.push(batch.timestamps_ms[i]);
-                    history.values.push(batch.values[i]);
-                }
-            }
-        }
-        _ => {}
-    })
+    // An empty range still reads the log, so that damage is reported whatever the range.
+    let (first_step, last_step) = inclusive(steps).unwrap_or((1, 0));
+    let query = super::series_log::SeriesQuery {
+        slots: index,
+        key,
+        first_step,
+        last_step,
+    };
+    super::series_log::read_series_tail(root, manifest, &query, histories)
 }
 
 /// `steps` as an inclusive range, `None` if it holds no step.
-#[cfg_attr(not(feature = "parquet"), allow(dead_code))]
 pub(crate) fn inclusive(steps: &impl RangeBounds<i64>) -> Option<(i64, i64)> {
     let first = match steps.start_bound() {
         Bound::Included(s) => *s,
@@ -452,7 +430,7 @@ fn read_compacted(
 }
 
 pub(super) fn sorted_by_step(history: History) -> History {
-    if history.steps.windows(2).all(|w| w[0] <= w[1]) {
+    if history.steps.is_sorted() {
         return history;
     }
     let mut order: Vec<usize> = (0..history.len()).collect();

@@ -9,6 +9,7 @@ mod models;
 #[cfg(feature = "parquet")]
 mod sample;
 mod search;
+mod series_log;
 
 pub use compare::{Aggregate, ComparedSeries};
 pub use experiments::{ExperimentsPage, SearchExperiments};

@@ -112,6 +112,12 @@ impl<'a> Decoder<'a> {
         self.bytes.len() - self.position
     }
 
+    /// The next byte, not consumed.
+    #[inline]
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.bytes.get(self.position).copied()
+    }
+
     /// Takes the next `len` bytes.
     pub fn take(&mut self, len: usize) -> Result<&'a [u8], CorruptionKind> {
         let end = self

@@ -10,6 +10,7 @@ internal_modules!(
     event,
     metric,
     model_event,
+    peek,
     reader,
     record,
     recovery,

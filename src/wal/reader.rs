@@ -67,13 +67,79 @@ pub fn scan_segment(
     salvage: bool,
     visit: &mut dyn FnMut(u64, Event),
 ) -> Result<SegmentScan, (u64, CorruptionKind)> {
+    scan_segment_with(bytes, start, salvage, &mut EventSink(visit))
+}
+
+/// What a scan hands each valid record to. The scan checks every frame and CRC; the sink
+/// decodes what it needs and must reject a payload it decodes that is malformed, which ends
+/// the segment's valid records there as any invalid record does.
+pub trait RecordSink {
+    /// A record other than a seal or a stream, at file offset `offset`, its CRC checked.
+    fn record(
+        &mut self,
+        offset: u64,
+        record_type: RecordType,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<(), CorruptionKind>;
+
+    /// A stream record at `offset`: decodes its first `ops_count` ops from `ops_area`, checks
+    /// them against `ops_crc`, and returns the bytes they take (where the next record starts).
+    fn stream(
+        &mut self,
+        offset: u64,
+        ops_area: &[u8],
+        ops_count: u32,
+        ops_crc: u32,
+    ) -> Result<usize, CorruptionKind>;
+}
+
+/// The sink that decodes every record into events, as `scan_segment` and `read_chain` give them.
+struct EventSink<'a>(&'a mut dyn FnMut(u64, Event));
+
+impl RecordSink for EventSink<'_> {
+    fn record(
+        &mut self,
+        offset: u64,
+        record_type: RecordType,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<(), CorruptionKind> {
+        let event = Event::decode(record_type, flags, payload)?;
+        (self.0)(offset, event);
+        Ok(())
+    }
+
+    fn stream(
+        &mut self,
+        offset: u64,
+        ops_area: &[u8],
+        ops_count: u32,
+        ops_crc: u32,
+    ) -> Result<usize, CorruptionKind> {
+        let ops = decode_stream(ops_area, ops_count, ops_crc)?;
+        let ops_bytes = ops.ops_bytes;
+        for batch in ops.into_batches(0) {
+            (self.0)(offset, Event::Metrics(batch));
+        }
+        Ok(ops_bytes)
+    }
+}
+
+/// [`scan_segment`], handing each record to `sink` instead of decoding it into an event.
+pub fn scan_segment_with(
+    bytes: &[u8],
+    start: usize,
+    salvage: bool,
+    sink: &mut dyn RecordSink,
+) -> Result<SegmentScan, (u64, CorruptionKind)> {
     let header = SegmentHeader::decode(bytes).map_err(|kind| (0, kind))?;
     let mut offset = start.max(HEADER_BYTES);
     let mut record_count = 0u64;
     let mut salvaged = Vec::new();
     let end = loop {
         let rest = bytes.get(offset..).unwrap_or_default();
-        let (problem, zeros) = match decode_item(rest, offset as u64, visit) {
+        let (problem, zeros) = match decode_item(rest, offset as u64, sink) {
             Ok(Item::Record(bytes_used)) => {
                 offset += bytes_used;
                 record_count += 1;
@@ -121,7 +187,7 @@ enum Item {
 fn decode_item(
     bytes: &[u8],
     offset: u64,
-    visit: &mut dyn FnMut(u64, Event),
+    sink: &mut dyn RecordSink,
 ) -> Result<Item, CorruptionKind> {
     match decode_frame(bytes)? {
         Frame::End => Ok(Item::End),
@@ -135,8 +201,7 @@ fn decode_item(
             flags,
             payload,
         } => {
-            let event = Event::decode(record_type, flags, payload)?;
-            visit(offset, event);
+            sink.record(offset, record_type, flags, payload)?;
             Ok(Item::Record(frame.frame_bytes()))
         }
         frame @ Frame::Stream {
@@ -145,12 +210,8 @@ fn decode_item(
             ops_area,
             ..
         } => {
-            let ops = decode_stream(ops_area, ops_count, ops_crc)?;
-            let bytes_used = frame.frame_bytes() + ops.ops_bytes;
-            for batch in ops.into_batches(0) {
-                visit(offset, Event::Metrics(batch));
-            }
-            Ok(Item::Record(bytes_used))
+            let ops_bytes = sink.stream(offset, ops_area, ops_count, ops_crc)?;
+            Ok(Item::Record(frame.frame_bytes() + ops_bytes))
         }
     }
 }
@@ -162,7 +223,7 @@ fn resync(bytes: &[u8], from: usize) -> Option<usize> {
         matches!(
             decode_frame(rest),
             Ok(Frame::Record { .. } | Frame::Stream { .. })
-        ) && decode_item(rest, 0, &mut |_, _| {}).is_ok()
+        ) && decode_item(rest, 0, &mut EventSink(&mut |_, _| {})).is_ok()
     })
 }
 
@@ -270,6 +331,52 @@ pub fn read_chain(
     options: ReadOptions,
     visit: &mut dyn FnMut(Event),
 ) -> Result<ChainRead> {
+    let mut end = ChainEnd::Empty;
+    let mut salvaged = Vec::new();
+    for place in chain_places(wal_dir, writer, segments)? {
+        let bytes = load_segment(&place.path, options.writer_locked)?;
+        let segment = place.segment_ref(&bytes);
+        end = read_segment(segment, options.salvage, &mut salvaged, visit)?;
+    }
+    Ok(ChainRead { end, salvaged })
+}
+
+/// One segment of a chain and its place in it: what reading it on its own, with
+/// [`read_segment_with`], needs besides its bytes.
+#[derive(Clone, Debug)]
+pub struct ChainPlace {
+    /// The file.
+    pub path: PathBuf,
+    /// The writer.
+    pub writer: WriterId,
+    /// The segment's sequence.
+    pub sequence: SegmentSequence,
+    /// Its place in the chain, and the chain's life.
+    pub place: Place,
+}
+
+impl ChainPlace {
+    /// The segment with its `bytes`, ready to read.
+    pub fn segment_ref<'a>(&'a self, bytes: &'a [u8]) -> SegmentRef<'a> {
+        SegmentRef {
+            path: &self.path,
+            bytes,
+            writer: self.writer,
+            sequence: self.sequence,
+            place: self.place,
+        }
+    }
+}
+
+/// The places of `segments` of `writer`'s chain, as [`read_chain`] reads them: a gap in the
+/// sequences is a missing segment, and the chain's life is looked at (its lock file) before
+/// any segment is read. Segments judged by their places can then be read in any order, or in
+/// parallel.
+pub fn chain_places(
+    wal_dir: &Path,
+    writer: WriterId,
+    segments: &[SegmentSequence],
+) -> Result<Vec<ChainPlace>> {
     for pair in segments.windows(2) {
         if pair[1].0 != pair[0].0 + 1 {
             let path = segment::segment_path(wal_dir, writer, pair[1]);
@@ -284,25 +391,19 @@ pub fn read_chain(
         }
     }
     let life = classify::chain_life(wal_dir, writer)?;
-    let mut end = ChainEnd::Empty;
-    let mut salvaged = Vec::new();
-    for (index, sequence) in segments.iter().enumerate() {
-        let place = Place {
-            last: index + 1 == segments.len(),
-            life,
-        };
-        let path = segment::segment_path(wal_dir, writer, *sequence);
-        let bytes = load_segment(&path, options.writer_locked)?;
-        let segment = SegmentRef {
-            path: &path,
-            bytes: &bytes,
+    Ok(segments
+        .iter()
+        .enumerate()
+        .map(|(index, sequence)| ChainPlace {
+            path: segment::segment_path(wal_dir, writer, *sequence),
             writer,
             sequence: *sequence,
-            place,
-        };
-        end = read_segment(segment, options.salvage, &mut salvaged, visit)?;
-    }
-    Ok(ChainRead { end, salvaged })
+            place: Place {
+                last: index + 1 == segments.len(),
+                life,
+            },
+        })
+        .collect())
 }
 
 /// What reading a writer's chain found.
@@ -338,6 +439,17 @@ pub fn read_segment(
     salvaged: &mut Vec<Corruption>,
     visit: &mut dyn FnMut(Event),
 ) -> Result<ChainEnd> {
+    let mut visit = |_, event| visit(event);
+    read_segment_with(segment, salvage, salvaged, &mut EventSink(&mut visit))
+}
+
+/// [`read_segment`], handing each record to `sink` instead of decoding it into an event.
+pub fn read_segment_with(
+    segment: SegmentRef<'_>,
+    salvage: bool,
+    salvaged: &mut Vec<Corruption>,
+    sink: &mut dyn RecordSink,
+) -> Result<ChainEnd> {
     let SegmentRef {
         path,
         bytes,
@@ -363,7 +475,7 @@ pub fn read_segment(
         }
     };
     classify::check_header_names(path, &header, writer, sequence)?;
-    let scan = scan_segment(bytes, HEADER_BYTES, salvage, &mut |_, event| visit(event))
+    let scan = scan_segment_with(bytes, HEADER_BYTES, salvage, sink)
         .map_err(|(offset, kind)| corrupt(path.to_path_buf(), offset, kind))?;
     salvaged.extend(scan.salvaged.iter().map(|(offset, kind)| Corruption {
         path: path.to_path_buf(),

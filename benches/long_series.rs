@@ -1,0 +1,112 @@
+//! Reading one long series: issue 15's `store.history` of a 10 M-point series, in Rust, on the
+//! workload of `python/benches/hot_paths.py`. One writer's log holds, before the series, 6 M
+//! single-point `log_metric` calls of another run (stream records) and 30 M points of that
+//! run's `log_batch` calls (columns records); the series is 10 M points of one `log_batch`
+//! of a second run, with one timestamp, as Python's `log_batch` without timestamps gives.
+//! The read is timed from the log (nothing compacted), then after `Store::compact` (Parquet).
+//!
+//! Run: `cargo bench --bench long_series` (`RUNLOG_BENCH_POINTS` scales the series and, in
+//! proportion, the other run's points; `RUNLOG_BENCH_SEED` replays the values;
+//! `RUNLOG_BENCH_READS` sets the repetitions, `RUNLOG_BENCH_COMPACT=0` skips the compacted
+//! read, e.g. to profile the log read alone). Figures go in `docs/BENCHMARKS.md`. Best and
+//! median of several repetitions, after one warm-up read.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use runlog::{Durability, RunOptions, RunStatus, Store, StoreOptions};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Uniform values in [0, 1) from a xorshift generator: not exact in f32, as numpy's
+/// `random()` values are not, so every value costs eight bytes in the log.
+fn values(count: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.max(1);
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
+fn times(repetitions: usize, mut read: impl FnMut() -> usize, expected: usize) -> Vec<Duration> {
+    assert_eq!(read(), expected, "warm-up read");
+    let mut times: Vec<Duration> = (0..repetitions)
+        .map(|_| {
+            let start = Instant::now();
+            let points = read();
+            let elapsed = start.elapsed();
+            assert_eq!(points, expected);
+            elapsed
+        })
+        .collect();
+    times.sort();
+    times
+}
+
+fn report(what: &str, times: &[Duration]) {
+    println!(
+        "{what}: best {:.1} ms, median {:.1} ms ({} reads)",
+        times[0].as_secs_f64() * 1e3,
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times.len()
+    );
+}
+
+fn main() {
+    let points = env_or("RUNLOG_BENCH_POINTS", 10_000_000) as usize;
+    let seed = env_or("RUNLOG_BENCH_SEED", 7);
+    let reads = env_or("RUNLOG_BENCH_READS", 7).max(1) as usize;
+    println!("long_series: {points} points, seed {seed} (RUNLOG_BENCH_SEED replays it)");
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        durability: Durability::Buffered,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let experiment = store.get_or_create_experiment("bench").unwrap().id;
+    let other = store.start_run(experiment, RunOptions::default()).unwrap();
+    let calls = points / 5;
+    for _ in 0..3 {
+        for step in 0..calls as i64 {
+            other.log_metric("loss", 0.5, step).unwrap();
+        }
+    }
+    let steps: Vec<i64> = (0..points as i64).collect();
+    let series_values = values(points, seed);
+    for _ in 0..3 {
+        other
+            .log_batch("batch", &steps, None, &series_values)
+            .unwrap();
+    }
+    let single = store.start_run(experiment, RunOptions::default()).unwrap();
+    single
+        .log_batch("loss", &steps, None, &series_values)
+        .unwrap();
+    let id = single.id();
+    single.end(RunStatus::Finished).unwrap();
+    other.end(RunStatus::Finished).unwrap();
+    store.flush().unwrap();
+
+    let read = || store.history(id, "loss", ..).unwrap().len();
+    report("history from the log", &times(reads, read, points));
+    let history = store.history(id, "loss", ..).unwrap();
+    assert_eq!(history.steps, steps);
+    assert!(history.values == series_values, "values read back differ");
+    drop(history);
+
+    if env_or("RUNLOG_BENCH_COMPACT", 1) == 0 {
+        return;
+    }
+    store.compact().unwrap();
+    report("history once compacted", &times(reads, read, points));
+}

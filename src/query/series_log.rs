@@ -1,0 +1,435 @@
+//! The uncompacted points of one key of a few runs, read from a log that may hold many more
+//! runs: `read_tail`'s engine.
+//!
+//! Two passes, each parallel. The first reads every uncompacted segment on its own
+//! (`compaction::uncompacted_places`), checking every frame and CRC as any reader does, but
+//! decoding only what the query may use: the definitions of the wanted key for the wanted runs,
+//! the head of each columns record (its run and point count, `wal::peek`), and the points of
+//! the wanted runs in streams. A columns record of another run is skipped without decoding (and,
+//! compressed, without decompressing more than its first bytes). Once every definition is known,
+//! the second pass decodes each kept columns record straight into its place in the result
+//! columns, which are allocated once at their final size.
+//!
+//! Invariants:
+//! - Points come out as a sequential read gives them: writers in ascending id order, then
+//!   segment by segment, record by record; within a stream, run by run (`docs/format/log.md`
+//!   section 6.1).
+//! - A key id counts as the wanted key when any definition, in the manifest's keys or in the
+//!   log, names it so for its writer and run; a writer interns each key once per run, so this
+//!   is the sequential reader's resolution for every log a writer writes.
+//! - A payload decoded in the second pass that passed its CRC but does not decode is corruption
+//!   at its record's offset (a CRC-valid record that does not decode is no torn write).
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use super::history::History;
+use crate::compaction::Manifest;
+use crate::error::{Corruption, CorruptionKind, Error, Result};
+use crate::ids::{KeyId, RunId, WriterId};
+use crate::wal::event::Event;
+use crate::wal::metric::{MetricBatch, decompress};
+use crate::wal::peek::{self, ColumnsOut, RowFilter};
+use crate::wal::reader::{ChainPlace, RecordSink, SegmentBytes};
+use crate::wal::record::{FLAG_COMPRESSED, FRAME_BYTES, RecordType};
+
+/// The query: one key, the runs of `slots` (run to its place in the output), a step range.
+pub(super) struct SeriesQuery<'a> {
+    /// Each wanted run's index in the output.
+    pub slots: &'a HashMap<RunId, usize>,
+    /// The key.
+    pub key: &'a str,
+    /// First step wanted.
+    pub first_step: i64,
+    /// Last step wanted (inclusive).
+    pub last_step: i64,
+}
+
+/// Appends to `histories[slot]` the points of the query that the log holds after `manifest`'s
+/// watermarks, in log order.
+pub(super) fn read_series_tail(
+    root: &std::path::Path,
+    manifest: &Manifest,
+    query: &SeriesQuery<'_>,
+    histories: &mut [History],
+) -> Result<()> {
+    let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
+    let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
+    let scanned: Vec<Scanned> = places
+        .into_par_iter()
+        .map(|place| scan(place, query).map_err(stale))
+        .collect::<Result<_>>()?;
+    let wanted = wanted_key_ids(manifest, &scanned, query);
+    let (tasks, mut columns) = plan(&scanned, &wanted, query, histories.len())?;
+    let kept = fill(&tasks, &mut columns, query)?;
+    for (slot, (mut steps, mut timestamps, mut values)) in columns.into_iter().enumerate() {
+        let total = close_gaps(
+            &tasks,
+            &kept,
+            slot,
+            (&mut steps, &mut timestamps, &mut values),
+        );
+        steps.truncate(total);
+        timestamps.truncate(total);
+        values.truncate(total);
+        let Some(history) = histories.get_mut(slot) else {
+            continue;
+        };
+        if history.is_empty() {
+            (history.steps, history.timestamps_ms, history.values) = (steps, timestamps, values);
+        } else {
+            history.steps.extend(steps);
+            history.timestamps_ms.extend(timestamps);
+            history.values.extend(values);
+        }
+    }
+    Ok(())
+}
+
+/// One segment after the first pass: its bytes, kept for the second, and what it holds for the
+/// query.
+struct Scanned {
+    place: ChainPlace,
+    bytes: SegmentBytes,
+    found: Found,
+}
+
+/// What the first pass keeps of one segment.
+#[derive(Default)]
+struct Found {
+    /// Key ids defined as the query's key for a wanted run.
+    definitions: Vec<(RunId, KeyId)>,
+    /// The wanted runs' points, in log order.
+    items: Vec<Item>,
+}
+
+/// Points of one wanted run, not yet filtered by key.
+enum Item {
+    /// A columns record, left undecoded.
+    Columns {
+        run: RunId,
+        /// Offset of its record in the segment.
+        record_offset: u64,
+        flags: u8,
+        point_count: usize,
+    },
+    /// A stream's points of the run, decoded.
+    Stream(MetricBatch),
+}
+
+struct SegmentSink<'a> {
+    query: &'a SeriesQuery<'a>,
+    found: Found,
+}
+
+impl RecordSink for SegmentSink<'_> {
+    fn record(
+        &mut self,
+        offset: u64,
+        record_type: RecordType,
+        flags: u8,
+        payload: &[u8],
+    ) -> std::result::Result<(), CorruptionKind> {
+        match record_type {
+            RecordType::MetricKeyDefined => {
+                if let Event::MetricKeyDefined { run, key_id, key } =
+                    Event::decode(record_type, flags, payload)?
+                    && key == self.query.key
+                    && self.query.slots.contains_key(&run)
+                {
+                    self.found.definitions.push((run, key_id));
+                }
+            }
+            RecordType::MetricColumns => {
+                let head = peek::columns_head(flags, payload)?;
+                if self.query.slots.contains_key(&head.run) {
+                    self.found.items.push(Item::Columns {
+                        run: head.run,
+                        record_offset: offset,
+                        flags,
+                        point_count: head.point_count as usize,
+                    });
+                }
+            }
+            // Nothing else bears on the series: it passed its CRC, which is all it must do here.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn stream(
+        &mut self,
+        _offset: u64,
+        ops_area: &[u8],
+        ops_count: u32,
+        ops_crc: u32,
+    ) -> std::result::Result<usize, CorruptionKind> {
+        let wanted = |run: RunId| self.query.slots.contains_key(&run);
+        let (batches, ops_bytes) = peek::stream_points(ops_area, ops_count, ops_crc, &wanted)?;
+        self.found
+            .items
+            .extend(batches.into_iter().map(Item::Stream));
+        Ok(ops_bytes)
+    }
+}
+
+/// The first pass over one segment.
+fn scan(place: ChainPlace, query: &SeriesQuery<'_>) -> Result<Scanned> {
+    let bytes = crate::wal::reader::load_segment(&place.path, false)?;
+    let mut sink = SegmentSink {
+        query,
+        found: Found::default(),
+    };
+    let mut salvaged = Vec::new();
+    crate::wal::reader::read_segment_with(
+        place.segment_ref(&bytes),
+        false,
+        &mut salvaged,
+        &mut sink,
+    )?;
+    Ok(Scanned {
+        place,
+        bytes,
+        found: sink.found,
+    })
+}
+
+/// The key ids that stand for the query's key, per writer and run.
+fn wanted_key_ids(
+    manifest: &Manifest,
+    scanned: &[Scanned],
+    query: &SeriesQuery<'_>,
+) -> HashMap<(WriterId, RunId), Vec<KeyId>> {
+    let mut wanted: HashMap<(WriterId, RunId), Vec<KeyId>> = HashMap::new();
+    let mut add = |writer, run, key_id| {
+        let ids = wanted.entry((writer, run)).or_default();
+        if !ids.contains(&key_id) {
+            ids.push(key_id);
+        }
+    };
+    for (writer, mark) in &manifest.writers {
+        for ((run, key_id), key) in &mark.keys {
+            if key == query.key && query.slots.contains_key(run) {
+                add(*writer, *run, *key_id);
+            }
+        }
+    }
+    for segment in scanned {
+        for (run, key_id) in &segment.found.definitions {
+            add(segment.place.writer, *run, *key_id);
+        }
+    }
+    wanted
+}
+
+/// Output columns of one run: steps, timestamps, values.
+type OutColumns = (Vec<i64>, Vec<i64>, Vec<f64>);
+
+/// One item of the second pass: where its points come from and the slot range they go to.
+struct Task<'a> {
+    slot: usize,
+    /// Index of its first point in the slot's columns, and how many it may write.
+    start: usize,
+    capacity: usize,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Columns {
+        payload: &'a [u8],
+        compressed: bool,
+        key_ids: &'a [KeyId],
+        /// For errors: the segment and the record's offset.
+        place: &'a ChainPlace,
+        record_offset: u64,
+    },
+    /// A stream's points, already filtered.
+    Points(History),
+}
+
+/// The second pass's tasks, in log order, and the output columns sized for all of them.
+fn plan<'a>(
+    scanned: &'a [Scanned],
+    wanted: &'a HashMap<(WriterId, RunId), Vec<KeyId>>,
+    query: &SeriesQuery<'_>,
+    slot_count: usize,
+) -> Result<(Vec<Task<'a>>, Vec<OutColumns>)> {
+    let mut sizes = vec![0usize; slot_count];
+    let mut tasks = Vec::new();
+    for segment in scanned {
+        let writer = segment.place.writer;
+        for item in &segment.found.items {
+            let (run, capacity, source) = match item {
+                Item::Columns {
+                    run,
+                    record_offset,
+                    flags,
+                    point_count,
+                } => {
+                    let Some(key_ids) = wanted.get(&(writer, *run)) else {
+                        continue;
+                    };
+                    let payload = payload_at(&segment.bytes, *record_offset)
+                        .ok_or_else(|| corrupt(&segment.place, *record_offset, "record moved"))?;
+                    let source = Source::Columns {
+                        payload,
+                        compressed: flags & FLAG_COMPRESSED != 0,
+                        key_ids,
+                        place: &segment.place,
+                        record_offset: *record_offset,
+                    };
+                    (*run, *point_count, source)
+                }
+                Item::Stream(batch) => {
+                    let Some(key_ids) = wanted.get(&(writer, batch.run)) else {
+                        continue;
+                    };
+                    let points = stream_rows(batch, key_ids, query);
+                    (batch.run, points.len(), Source::Points(points))
+                }
+            };
+            let Some(slot) = query.slots.get(&run).copied() else {
+                continue;
+            };
+            if capacity == 0 || slot >= slot_count {
+                continue;
+            }
+            tasks.push(Task {
+                slot,
+                start: sizes[slot],
+                capacity,
+                source,
+            });
+            sizes[slot] += capacity;
+        }
+    }
+    // Zeroed allocations of this size come straight from the system as untouched pages, so
+    // the second pass's threads fault them in as they write them, in parallel.
+    let columns = sizes
+        .iter()
+        .map(|size| (vec![0i64; *size], vec![0i64; *size], vec![0f64; *size]))
+        .collect();
+    Ok((tasks, columns))
+}
+
+/// The payload of the record at `record_offset` of `bytes`, as the first pass checked it.
+fn payload_at(bytes: &[u8], record_offset: u64) -> Option<&[u8]> {
+    let start = usize::try_from(record_offset).ok()?;
+    let length = bytes.get(start..start + 4)?;
+    let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
+    bytes.get(start + FRAME_BYTES..start + FRAME_BYTES + length)
+}
+
+/// A stream batch's rows of the wanted keys and steps.
+fn stream_rows(batch: &MetricBatch, key_ids: &[KeyId], query: &SeriesQuery<'_>) -> History {
+    let mut points = History::default();
+    for row in 0..batch.len() {
+        let step = batch.steps[row];
+        if key_ids.contains(&batch.key_ids[row])
+            && (query.first_step..=query.last_step).contains(&step)
+        {
+            points.steps.push(step);
+            points.timestamps_ms.push(batch.timestamps_ms[row]);
+            points.values.push(batch.values[row]);
+        }
+    }
+    points
+}
+
+/// Runs the tasks in parallel, each writing its slot range; returns the points each kept, at
+/// the front of its range.
+fn fill(
+    tasks: &[Task<'_>],
+    columns: &mut [OutColumns],
+    query: &SeriesQuery<'_>,
+) -> Result<Vec<usize>> {
+    // Carve each slot's columns into the tasks' disjoint ranges, in task order.
+    let mut rest: Vec<(&mut [i64], &mut [i64], &mut [f64])> = columns
+        .iter_mut()
+        .map(|(s, t, v)| (s.as_mut_slice(), t.as_mut_slice(), v.as_mut_slice()))
+        .collect();
+    let mut jobs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (steps, timestamps, values) = std::mem::take(&mut rest[task.slot]);
+        let (steps, steps_rest) = steps.split_at_mut(task.capacity);
+        let (timestamps, timestamps_rest) = timestamps.split_at_mut(task.capacity);
+        let (values, values_rest) = values.split_at_mut(task.capacity);
+        rest[task.slot] = (steps_rest, timestamps_rest, values_rest);
+        let out = ColumnsOut {
+            steps,
+            timestamps_ms: timestamps,
+            values,
+        };
+        jobs.push((task, out));
+    }
+    jobs.into_par_iter()
+        .map(|(task, out)| run_task(task, out, query))
+        .collect()
+}
+
+fn run_task(task: &Task<'_>, out: ColumnsOut<'_>, query: &SeriesQuery<'_>) -> Result<usize> {
+    match &task.source {
+        Source::Points(points) => {
+            out.steps.copy_from_slice(&points.steps);
+            out.timestamps_ms.copy_from_slice(&points.timestamps_ms);
+            out.values.copy_from_slice(&points.values);
+            Ok(points.len())
+        }
+        Source::Columns {
+            payload,
+            compressed,
+            key_ids,
+            place,
+            record_offset,
+        } => {
+            let filter = RowFilter {
+                key_ids,
+                first_step: query.first_step,
+                last_step: query.last_step,
+            };
+            let decoded = if *compressed {
+                decompress(payload)
+                    .and_then(|plain| peek::decode_columns_into(&plain, &filter, out))
+            } else {
+                peek::decode_columns_into(payload, &filter, out)
+            };
+            decoded.map_err(|kind| {
+                Error::Corrupt(Corruption {
+                    path: place.path.clone(),
+                    offset: *record_offset,
+                    kind,
+                })
+            })
+        }
+    }
+}
+
+/// Moves the points each task of `slot` kept next to the previous task's, in task order;
+/// returns the slot's point count.
+fn close_gaps(
+    tasks: &[Task<'_>],
+    kept: &[usize],
+    slot: usize,
+    (steps, timestamps, values): (&mut [i64], &mut [i64], &mut [f64]),
+) -> usize {
+    let mut end = 0;
+    for (task, kept) in tasks.iter().zip(kept).filter(|(task, _)| task.slot == slot) {
+        if task.start != end {
+            let range = task.start..task.start + kept;
+            steps.copy_within(range.clone(), end);
+            timestamps.copy_within(range.clone(), end);
+            values.copy_within(range, end);
+        }
+        end += kept;
+    }
+    end
+}
+
+fn corrupt(place: &ChainPlace, offset: u64, why: &str) -> Error {
+    Error::Corrupt(Corruption {
+        path: place.path.clone(),
+        offset,
+        kind: CorruptionKind::MalformedPayload(why.to_string()),
+    })
+}
