@@ -70,9 +70,14 @@ pub(super) fn read_series_tail(
             slot,
             (&mut steps, &mut timestamps, &mut values),
         );
-        steps.truncate(total);
-        timestamps.truncate(total);
+        // The columns were sized for every point of the wanted runs' records, all keys; a
+        // history of one key among many must not keep the others' room.
+        for column in [&mut steps, &mut timestamps] {
+            column.truncate(total);
+            column.shrink_to_fit();
+        }
         values.truncate(total);
+        values.shrink_to_fit();
         let Some(history) = histories.get_mut(slot) else {
             continue;
         };
