@@ -37,12 +37,19 @@ const METADATA_CACHE_FILES_MAX: usize = 4096;
 #[derive(Debug, Default)]
 pub(crate) struct MetadataCache {
     files: Mutex<HashMap<FileKey, ArrowReaderMetadata>>,
+    /// Step runs and picked rows of few-row reads (`rows.rs`).
+    rows: super::rows::RowCaches,
 }
 
 /// Path, inode, length, and modification time in seconds and nanoseconds.
 type FileKey = (PathBuf, u64, u64, i64, i64);
 
 impl MetadataCache {
+    /// The caches of few-row reads, which share this one's lifetime (the store handle's).
+    pub(super) fn rows(&self) -> &super::rows::RowCaches {
+        &self.rows
+    }
+
     fn get(
         &self,
         path: &Path,
@@ -236,7 +243,27 @@ pub(crate) fn read_series_rows(
         checksum: file.checksum,
     };
     let absolute = absolute_rows(path, series, rows)?;
+    if super::rows::read_through_blocks(root, file, &absolute, out, cache.cache)? {
+        return Ok(());
+    }
     read_rows(path, &absolute, out, cache)
+}
+
+/// Appends `rows` (row numbers of the file, ascending and disjoint) of the three columns of
+/// `file`, read directly (the block cache's reads).
+pub(super) fn read_file_rows(
+    root: &Path,
+    file: &CompactedFile,
+    rows: &[Range<u64>],
+    out: &mut (Vec<i64>, Vec<i64>, Vec<f64>),
+    cache: &MetadataCache,
+) -> Result<()> {
+    let path = &root.join(&file.path);
+    let cache = &Checked {
+        cache,
+        checksum: file.checksum,
+    };
+    read_rows(path, rows, out, cache)
 }
 
 /// The `step` column of `rows` of `series` (counted from the series' first row).
