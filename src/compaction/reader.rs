@@ -274,19 +274,34 @@ pub(crate) fn read_series_steps(
     rows: Range<u64>,
     cache: &MetadataCache,
 ) -> Result<Vec<i64>> {
+    let mut steps = Vec::new();
+    visit_series_steps(root, file, series, rows, cache, &mut |batch| {
+        steps.extend_from_slice(batch);
+    })?;
+    Ok(steps)
+}
+
+/// Calls `visit` with the `step` column of `rows` of `series` (counted from the series' first
+/// row), batch by batch in row order.
+pub(crate) fn visit_series_steps(
+    root: &Path,
+    file: &CompactedFile,
+    series: &SeriesRows,
+    rows: Range<u64>,
+    cache: &MetadataCache,
+    visit: &mut dyn FnMut(&[i64]),
+) -> Result<()> {
     let path = &root.join(&file.path);
     let cache = &Checked {
         cache,
         checksum: file.checksum,
     };
     let absolute = absolute_rows(path, series, std::slice::from_ref(&rows))?;
-    let mut steps = Vec::new();
     for_each_batch(path, &absolute, &[0], cache, |batch| {
         let column = batch.column(0).as_any().downcast_ref::<Int64Array>();
-        steps.extend_from_slice(column.ok_or_else(|| not_runlog_columns(path))?.values());
+        visit(column.ok_or_else(|| not_runlog_columns(path))?.values());
         Ok(())
-    })?;
-    Ok(steps)
+    })
 }
 
 /// `rows` of `series` as row numbers of its file; `InvalidInput` for a row past the series.

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::reader::{MetadataCache, read_series_rows, read_series_steps};
+use super::reader::{MetadataCache, read_series_rows, visit_series_steps};
 use super::{CompactedFile, FileChecksum, SeriesRows};
 use crate::error::Result;
 
@@ -42,12 +42,6 @@ struct StepRun {
     len: u64,
 }
 
-impl StepRun {
-    fn last(&self) -> i128 {
-        i128::from(self.step) + i128::from(self.stride) * (i128::from(self.len) - 1)
-    }
-}
-
 /// A series' steps in row order as arithmetic runs (strides >= 1; a repeated step starts a new
 /// run), non-decreasing from run to run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,39 +53,9 @@ pub(crate) struct StepRuns {
 impl StepRuns {
     /// The runs of `steps`, or `None` if they decrease somewhere or need more than `max` runs.
     pub(crate) fn of(steps: &[i64], max: usize) -> Option<StepRuns> {
-        let mut runs: Vec<StepRun> = Vec::new();
-        let mut previous: Option<i64> = None;
-        for (row, step) in steps.iter().enumerate() {
-            if previous.is_some_and(|p| *step < p) {
-                return None;
-            }
-            previous = Some(*step);
-            if let Some(run) = runs.last_mut() {
-                let next = i128::from(*step) - run.last();
-                if run.len == 1 && next >= 1 && i64::try_from(next).is_ok() {
-                    run.stride = i64::try_from(next).ok()?;
-                    run.len = 2;
-                    continue;
-                }
-                if run.len > 1 && next == i128::from(run.stride) {
-                    run.len += 1;
-                    continue;
-                }
-            }
-            if runs.len() == max {
-                return None;
-            }
-            runs.push(StepRun {
-                row: row as u64,
-                step: *step,
-                stride: 1,
-                len: 1,
-            });
-        }
-        Some(StepRuns {
-            runs,
-            rows: steps.len() as u64,
-        })
+        let mut builder = StepRunsBuilder::new(max);
+        builder.push(steps);
+        builder.finish()
     }
 
     /// Rows of the series.
@@ -106,10 +70,10 @@ impl StepRuns {
             None => 0,
             Some(run) => {
                 // Elements step + i * stride < `step`: i < (step - run.step) / stride, rounded up.
-                let gap = step - i128::from(run.step);
-                let stride = i128::from(run.stride);
-                let inside = ((gap + stride - 1) / stride).min(i128::from(run.len));
-                run.row + u64::try_from(inside).unwrap_or(0)
+                // `gap` >= 1 and `stride` >= 1; a gap past u64 is past every run's end.
+                let gap = u64::try_from(step - i128::from(run.step)).unwrap_or(u64::MAX);
+                let stride = u64::try_from(run.stride).unwrap_or(1).max(1);
+                run.row + gap.div_ceil(stride).min(run.len)
             }
         };
         below.clamp(rows.start, rows.end.max(rows.start)) - rows.start
@@ -142,14 +106,137 @@ impl StepRuns {
     }
 }
 
+/// Builds a series' step runs from its `step` column, batch by batch, so the column is never
+/// held whole.
+pub(crate) struct StepRunsBuilder {
+    runs: Vec<StepRun>,
+    rows: u64,
+    /// The step that extends the last run (`None`: it has one step, or the next overflows).
+    next: Option<i64>,
+    last: Option<i64>,
+    max: usize,
+    failed: bool,
+}
+
+impl StepRunsBuilder {
+    /// A builder that gives up past `max` runs.
+    pub(crate) fn new(max: usize) -> StepRunsBuilder {
+        StepRunsBuilder {
+            runs: Vec::new(),
+            rows: 0,
+            next: None,
+            last: None,
+            max,
+            failed: false,
+        }
+    }
+
+    /// Appends the next steps in row order.
+    pub(crate) fn push(&mut self, steps: &[i64]) {
+        let mut at = 0;
+        while at < steps.len() && !self.failed {
+            at += self.extend_last(&steps[at..]);
+            if let Some(step) = steps.get(at) {
+                self.push_one(*step);
+                at += 1;
+            }
+        }
+    }
+
+    /// Extends the last run by the leading steps of `steps` that continue it (the common case,
+    /// kept to one comparison a step); how many it took.
+    fn extend_last(&mut self, steps: &[i64]) -> usize {
+        let (Some(mut next), Some(run)) = (self.next, self.runs.last_mut()) else {
+            return 0;
+        };
+        let mut taken = 0;
+        let mut following = Some(next);
+        for step in steps {
+            if *step != next {
+                break;
+            }
+            taken += 1;
+            following = next.checked_add(run.stride);
+            match following {
+                Some(after) => next = after,
+                None => break,
+            }
+        }
+        if taken > 0 {
+            run.len += taken as u64;
+            self.rows += taken as u64;
+            self.last = steps.get(taken - 1).copied();
+            self.next = following;
+        }
+        taken
+    }
+
+    fn push_one(&mut self, step: i64) {
+        let row = self.rows;
+        self.rows += 1;
+        if self.next == Some(step)
+            && let Some(run) = self.runs.last_mut()
+        {
+            run.len += 1;
+            self.next = step.checked_add(run.stride);
+            self.last = Some(step);
+            return;
+        }
+        match self.last {
+            Some(last) if step < last => {
+                self.failed = true;
+                return;
+            }
+            Some(last) if step > last => {
+                if let Some(run) = self.runs.last_mut().filter(|run| run.len == 1)
+                    && let Some(stride) = step.checked_sub(last)
+                {
+                    run.stride = stride;
+                    run.len = 2;
+                    self.next = step.checked_add(stride);
+                    self.last = Some(step);
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if self.runs.len() == self.max {
+            self.failed = true;
+            return;
+        }
+        self.runs.push(StepRun {
+            row,
+            step,
+            stride: 1,
+            len: 1,
+        });
+        self.next = None;
+        self.last = Some(step);
+    }
+
+    /// The runs, or `None` if the steps decreased somewhere or needed more than `max` runs.
+    pub(crate) fn finish(self) -> Option<StepRuns> {
+        (!self.failed).then_some(StepRuns {
+            runs: self.runs,
+            rows: self.rows,
+        })
+    }
+}
+
+/// Step runs by file and series (its first row).
+type SeriesSteps = HashMap<(FileId, u64), Option<Arc<StepRuns>>>;
+/// Picked rows by file and row number of the file.
+type PickedRows = HashMap<FileId, HashMap<u64, (i64, i64, f64)>>;
+
 /// The per-handle caches of few-row reads.
 #[derive(Debug, Default)]
 pub(crate) struct RowCaches {
     /// Step runs per series (`None`: the series has none, see `StepRuns::of`), and the runs
     /// held in all.
-    steps: Mutex<(HashMap<(FileId, u64), Option<Arc<StepRuns>>>, usize)>,
-    /// Picked rows (row number of the file) per file: step, timestamp, value.
-    rows: Mutex<(HashMap<FileId, HashMap<u64, (i64, i64, f64)>>, usize)>,
+    steps: Mutex<(SeriesSteps, usize)>,
+    /// Picked rows (row number of the file) per file: step, timestamp, value; and the rows
+    /// held in all.
+    rows: Mutex<(PickedRows, usize)>,
     /// Decoded blocks of rows, for reads of a few pages.
     blocks: Mutex<Blocks>,
 }
@@ -172,8 +259,18 @@ pub(crate) fn step_runs(
     if let Some(found) = crate::util::lock(&caches.steps).0.get(&key) {
         return Ok(found.clone());
     }
-    let steps = read_series_steps(root, file, series, 0..series.row_count, cache)?;
-    let runs = StepRuns::of(&steps, STEP_RUNS_MAX).map(Arc::new);
+    let mut builder = StepRunsBuilder::new(STEP_RUNS_MAX);
+    visit_series_steps(
+        root,
+        file,
+        series,
+        0..series.row_count,
+        cache,
+        &mut |steps| {
+            builder.push(steps);
+        },
+    )?;
+    let runs = builder.finish().map(Arc::new);
     let weight = runs.as_ref().map_or(1, |r| r.weight());
     let mut held = crate::util::lock(&caches.steps);
     if held.1 + weight > CACHED_STEP_RUNS_MAX {

@@ -510,11 +510,25 @@ fn place_ranks(
         picked: Vec::with_capacity(ranks.len()),
         ties: false,
     };
+    // Ranks ascend, so each one's step is at or after the one before's.
+    let mut floor = low;
     for rank in ranks {
         let rank = rank as u64;
-        let (mut lo, mut hi) = (low, high);
+        let (mut lo, mut hi) = (floor, high);
+        let mut interpolate = true;
         while lo < hi {
-            let mid = (lo + hi).div_euclid(2);
+            // Steps mostly advance evenly, so a guess from the counts at the bounds usually
+            // lands on the answer; bisecting every other round keeps the worst case
+            // logarithmic.
+            let mid = if interpolate {
+                let (at_lo, past_hi) = (below(lo), below(hi + 1));
+                let spread = i128::from(past_hi.saturating_sub(at_lo)).max(1);
+                let ahead = i128::from(rank.saturating_sub(at_lo));
+                (lo + ahead * (hi - lo) / spread).clamp(lo, hi - 1)
+            } else {
+                (lo + hi).div_euclid(2)
+            };
+            interpolate = !interpolate;
             if below(mid + 1) > rank {
                 hi = mid;
             } else {
@@ -538,6 +552,7 @@ fn place_ranks(
         }
         placed.ties |= at_step > 1;
         placed.picked.push(chosen?);
+        floor = lo;
     }
     Some(placed)
 }
