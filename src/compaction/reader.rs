@@ -1,6 +1,7 @@
 //! Reading one series back from a compacted file (columns step, timestamp, value): only its rows,
 //! which the manifest locates, so the page index lets the reader skip every other page. Parsed
-//! footers are cached per store handle.
+//! footers are cached per store handle, and so are the few-row reads of `rows.rs` (reads of a
+//! few pages go through its block cache).
 //!
 //! Invariant: no byte of a compacted file is decoded before the whole file has matched the
 //! length and CRC its manifest entry records, once per handle (the cache remembers files that

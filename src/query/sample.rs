@@ -10,6 +10,11 @@
 //! When spans overlap (a step range logged again after a compaction, or batches that reached
 //! compactions out of step order), the parts' `step` columns alone are read and merged to find
 //! where each rank falls, and then only those rows are read.
+//!
+//! Both give way to the step-run path when every part's steps fit in a few arithmetic runs
+//! (`compaction::step_runs`, kept per store handle): a rank is placed by counting the points
+//! below a step in each part, with no merge walk and no neighbour read for ties, and only the
+//! picked rows are read (`compaction::read_picked_rows`, also kept per handle).
 
 use std::collections::HashMap;
 use std::ops::{Range, RangeBounds};
