@@ -196,6 +196,36 @@ fn main() {
         median(warm)
     );
 
+    // The same sample through MLflow's endpoint, in process (no HTTP): what the service adds.
+    let service = runlog::mlflow::Service::new(std::sync::Arc::new(
+        Store::open_with(&root, options()).unwrap(),
+    ));
+    let mut query = format!("metric_key=loss&max_results={PICKS}");
+    for run in &bulk {
+        query.push_str(&format!("&run_ids={run}"));
+    }
+    let request = || {
+        let reply = service.handle(runlog::mlflow::Request {
+            method: runlog::mlflow::Method::Get,
+            path: "/api/2.0/mlflow/metrics/get-history-bulk-interval",
+            query: &query,
+            body: b"",
+        });
+        assert_eq!(reply.status, 200);
+    };
+    request();
+    let endpoint: Vec<Duration> = (0..REPETITIONS)
+        .map(|_| {
+            let started = Instant::now();
+            request();
+            started.elapsed()
+        })
+        .collect();
+    println!(
+        "get-history-bulk-interval through the service in process, warm: median {:.2} ms",
+        median(endpoint)
+    );
+
     let run = range[RANGE_RUNS / 2];
     let mid = RANGE_STEPS / 2;
     let time = |query: &dyn Fn()| {
