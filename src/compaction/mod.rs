@@ -37,6 +37,8 @@ mod intent;
 internal_modules!(manifest);
 #[cfg(feature = "parquet")]
 mod reader;
+#[cfg(feature = "parquet")]
+mod rows;
 mod stats;
 pub(crate) mod survey;
 #[cfg(feature = "parquet")]
@@ -52,6 +54,8 @@ pub(crate) use reader::{
     Keep, Located, MetadataCache, locate_steps, read_rows_in_time_order, read_series,
     read_series_rows, read_series_steps,
 };
+#[cfg(feature = "parquet")]
+pub(crate) use rows::{StepRuns, read_picked_rows, step_runs};
 pub use stats::ManifestStats;
 #[cfg(feature = "parquet")]
 pub use writer::CompactionReport;

@@ -1,6 +1,7 @@
 //! Reading one series back from a compacted file (columns step, timestamp, value): only its rows,
 //! which the manifest locates, so the page index lets the reader skip every other page. Parsed
-//! footers are cached per store handle.
+//! footers are cached per store handle, and so are the few-row reads of `rows.rs` (reads of a
+//! few pages go through its block cache).
 //!
 //! Invariant: no byte of a compacted file is decoded before the whole file has matched the
 //! length and CRC its manifest entry records, once per handle (the cache remembers files that
@@ -37,12 +38,19 @@ const METADATA_CACHE_FILES_MAX: usize = 4096;
 #[derive(Debug, Default)]
 pub(crate) struct MetadataCache {
     files: Mutex<HashMap<FileKey, ArrowReaderMetadata>>,
+    /// Step runs and picked rows of few-row reads (`rows.rs`).
+    rows: super::rows::RowCaches,
 }
 
 /// Path, inode, length, and modification time in seconds and nanoseconds.
 type FileKey = (PathBuf, u64, u64, i64, i64);
 
 impl MetadataCache {
+    /// The caches of few-row reads, which share this one's lifetime (the store handle's).
+    pub(super) fn rows(&self) -> &super::rows::RowCaches {
+        &self.rows
+    }
+
     fn get(
         &self,
         path: &Path,
@@ -236,7 +244,27 @@ pub(crate) fn read_series_rows(
         checksum: file.checksum,
     };
     let absolute = absolute_rows(path, series, rows)?;
+    if super::rows::read_through_blocks(root, file, &absolute, out, cache.cache)? {
+        return Ok(());
+    }
     read_rows(path, &absolute, out, cache)
+}
+
+/// Appends `rows` (row numbers of the file, ascending and disjoint) of the three columns of
+/// `file`, read directly (the block cache's reads).
+pub(super) fn read_file_rows(
+    root: &Path,
+    file: &CompactedFile,
+    rows: &[Range<u64>],
+    out: &mut (Vec<i64>, Vec<i64>, Vec<f64>),
+    cache: &MetadataCache,
+) -> Result<()> {
+    let path = &root.join(&file.path);
+    let cache = &Checked {
+        cache,
+        checksum: file.checksum,
+    };
+    read_rows(path, rows, out, cache)
 }
 
 /// The `step` column of `rows` of `series` (counted from the series' first row).
@@ -247,19 +275,34 @@ pub(crate) fn read_series_steps(
     rows: Range<u64>,
     cache: &MetadataCache,
 ) -> Result<Vec<i64>> {
+    let mut steps = Vec::new();
+    visit_series_steps(root, file, series, rows, cache, &mut |batch| {
+        steps.extend_from_slice(batch);
+    })?;
+    Ok(steps)
+}
+
+/// Calls `visit` with the `step` column of `rows` of `series` (counted from the series' first
+/// row), batch by batch in row order.
+pub(crate) fn visit_series_steps(
+    root: &Path,
+    file: &CompactedFile,
+    series: &SeriesRows,
+    rows: Range<u64>,
+    cache: &MetadataCache,
+    visit: &mut dyn FnMut(&[i64]),
+) -> Result<()> {
     let path = &root.join(&file.path);
     let cache = &Checked {
         cache,
         checksum: file.checksum,
     };
     let absolute = absolute_rows(path, series, std::slice::from_ref(&rows))?;
-    let mut steps = Vec::new();
     for_each_batch(path, &absolute, &[0], cache, |batch| {
         let column = batch.column(0).as_any().downcast_ref::<Int64Array>();
-        steps.extend_from_slice(column.ok_or_else(|| not_runlog_columns(path))?.values());
+        visit(column.ok_or_else(|| not_runlog_columns(path))?.values());
         Ok(())
-    })?;
-    Ok(steps)
+    })
 }
 
 /// `rows` of `series` as row numbers of its file; `InvalidInput` for a row past the series.

@@ -10,6 +10,11 @@
 //! When spans overlap (a step range logged again after a compaction, or batches that reached
 //! compactions out of step order), the parts' `step` columns alone are read and merged to find
 //! where each rank falls, and then only those rows are read.
+//!
+//! Both give way to the step-run path when every part's steps fit in a few arithmetic runs
+//! (`compaction::step_runs`, kept per store handle): a rank is placed by counting the points
+//! below a step in each part, with no merge walk and no neighbour read for ties, and only the
+//! picked rows are read (`compaction::read_picked_rows`, also kept per handle).
 
 use std::collections::HashMap;
 use std::ops::{Range, RangeBounds};
@@ -208,6 +213,9 @@ impl Store {
     /// The sample of one run out of its parts (compacted series in manifest order, then the
     /// tail).
     fn sample_parts(&self, mut parts: Vec<Part<'_>>, pick: Pick<'_>) -> Result<Sample> {
+        if let Some(sample) = self.sample_by_step_runs(&parts, pick)? {
+            return Ok(sample);
+        }
         // Stable, so parts starting at one step keep manifest order, then the tail.
         parts.sort_by_key(|part| part.span().0);
         let disjoint = parts.windows(2).all(|w| w[0].span().1 < w[1].span().0);
@@ -238,6 +246,86 @@ impl Store {
             part_start = part_end;
         }
         Ok(sample)
+    }
+
+    /// The sample of one run out of its parts (in merge order: compacted series in manifest
+    /// order, then the tail) from their step runs alone, then only the picked rows read (each
+    /// through the handle's cache); `None` when a part has no step runs (irregular steps), for
+    /// the general path. With the runs, every rank is placed by counting the points below a
+    /// step in each part, so overlapping parts need no `step` column read and no merge walk,
+    /// and ties show without reading neighbours.
+    fn sample_by_step_runs(&self, parts: &[Part<'_>], pick: Pick<'_>) -> Result<Option<Sample>> {
+        use crate::compaction::StepRuns;
+        let cache = self.compacted_metadata();
+        let mut sources: Vec<(std::sync::Arc<StepRuns>, Range<u64>)> =
+            Vec::with_capacity(parts.len());
+        for part in parts {
+            let source = match part {
+                Part::Compacted(_, (_, file, series), located) => {
+                    match crate::compaction::step_runs(self.root(), file, series, cache)? {
+                        Some(runs) if runs.rows() == series.row_count => {
+                            (runs, located.rows.clone())
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                Part::Tail(tail) => match StepRuns::of(&tail.steps, TAIL_STEP_RUNS_MAX) {
+                    Some(runs) => (std::sync::Arc::new(runs), 0..tail.len() as u64),
+                    None => return Ok(None),
+                },
+            };
+            sources.push(source);
+        }
+        let Some(placed) = place_ranks(&sources, pick) else {
+            return Ok(None);
+        };
+        // Each part's picked points, read at once, then laid out in rank order.
+        let mut points: Vec<Vec<(i64, i64, f64)>> = Vec::with_capacity(parts.len());
+        for (index, (part, (runs, rows))) in parts.iter().zip(&sources).enumerate() {
+            let offsets: Vec<u64> = placed
+                .picked
+                .iter()
+                .filter(|(p, _)| *p == index)
+                .map(|(_, offset)| rows.start + offset)
+                .collect();
+            let read = match part {
+                Part::Compacted(_, (_, file, series), _) if !offsets.is_empty() => {
+                    crate::compaction::read_picked_rows(self.root(), file, series, &offsets, cache)?
+                }
+                Part::Compacted(..) => Vec::new(),
+                Part::Tail(tail) => offsets
+                    .iter()
+                    .filter_map(|row| tail.point(*row as usize))
+                    .map(|p| (p.step, p.timestamp_ms, p.value))
+                    .collect(),
+            };
+            // The runs were built from these rows' own column; a step that differs means
+            // they do not describe the rows, so the general path answers instead.
+            let agrees = read.len() == offsets.len()
+                && offsets
+                    .iter()
+                    .zip(&read)
+                    .all(|(row, point)| runs.step_at(*row) == Some(point.0));
+            if !agrees {
+                return Ok(None);
+            }
+            points.push(read);
+        }
+        let mut sample = Sample {
+            total: placed.total as usize,
+            ties: placed.ties,
+            ..Sample::default()
+        };
+        let mut cursors = vec![0usize; parts.len()];
+        for (part, _) in &placed.picked {
+            if let Some((step, timestamp_ms, value)) = points[*part].get(cursors[*part]) {
+                sample.points.steps.push(*step);
+                sample.points.timestamps_ms.push(*timestamp_ms);
+                sample.points.values.push(*value);
+            }
+            cursors[*part] += 1;
+        }
+        Ok(Some(sample))
     }
 
     /// Appends the points at `offsets` (ascending) of `part` to `out`; whether any of them
@@ -380,6 +468,100 @@ fn sole_part<T>(parts: &[T]) -> Option<&T> {
     }
 }
 
+/// Runs a tail's steps may take for the step-run path (`Store::sample_by_step_runs`).
+const TAIL_STEP_RUNS_MAX: usize = 4096;
+
+/// Where the ranks of a sample fall in the merge of its parts.
+struct Placed {
+    /// Points in all the parts.
+    total: u64,
+    /// Per picked rank, in rank order: its part and its offset among the part's rows.
+    picked: Vec<(usize, u64)>,
+    /// Whether a picked point shares its step with another point of the merge.
+    ties: bool,
+}
+
+/// Places the ranks `pick` chooses in the merge of `sources` (each part's step runs and its
+/// rows in the range; merge order by step, at one step by part order) without walking it:
+/// a rank's step is the smallest whose points at or below it outnumber the rank (a binary
+/// search over steps, counting through the runs), and its part and offset follow from the
+/// points each part has below and at that step. `None` only if the runs contradict
+/// themselves.
+fn place_ranks(
+    sources: &[(std::sync::Arc<crate::compaction::StepRuns>, Range<u64>)],
+    pick: Pick<'_>,
+) -> Option<Placed> {
+    let total: u64 = sources.iter().map(|(_, rows)| rows.end - rows.start).sum();
+    let below = |step: i128| -> u64 {
+        sources
+            .iter()
+            .map(|(runs, rows)| runs.count_below(rows, step))
+            .sum()
+    };
+    let mut low = i128::MAX;
+    let mut high = i128::MIN;
+    for (runs, rows) in sources {
+        if let Some((first, last)) = runs.span(rows) {
+            low = low.min(i128::from(first));
+            high = high.max(i128::from(last));
+        }
+    }
+    let mut ranks = pick(usize::try_from(total).ok()?);
+    ranks.retain(|rank| (*rank as u64) < total);
+    ranks.sort_unstable();
+    ranks.dedup();
+    let mut placed = Placed {
+        total,
+        picked: Vec::with_capacity(ranks.len()),
+        ties: false,
+    };
+    // Ranks ascend, so each one's step is at or after the one before's.
+    let mut floor = low;
+    for rank in ranks {
+        let rank = rank as u64;
+        let (mut lo, mut hi) = (floor, high);
+        let mut interpolate = true;
+        while lo < hi {
+            // Steps mostly advance evenly, so a guess from the counts at the bounds usually
+            // lands on the answer; bisecting every other round keeps the worst case
+            // logarithmic.
+            let mid = if interpolate {
+                let (at_lo, past_hi) = (below(lo), below(hi + 1));
+                let spread = i128::from(past_hi.saturating_sub(at_lo)).max(1);
+                let ahead = i128::from(rank.saturating_sub(at_lo));
+                (lo + ahead * (hi - lo) / spread).clamp(lo, hi - 1)
+            } else {
+                (lo + hi).div_euclid(2)
+            };
+            interpolate = !interpolate;
+            if below(mid + 1) > rank {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        let mut offset = rank.checked_sub(below(lo))?;
+        let mut at_step = 0;
+        let mut chosen = None;
+        for (part, (runs, rows)) in sources.iter().enumerate() {
+            let before = runs.count_below(rows, lo);
+            let here = runs.count_below(rows, lo + 1) - before;
+            at_step += here;
+            if chosen.is_none() {
+                if offset < here {
+                    chosen = Some((part, before + offset));
+                } else {
+                    offset -= here;
+                }
+            }
+        }
+        placed.ties |= at_step > 1;
+        placed.picked.push(chosen?);
+        floor = lo;
+    }
+    Some(placed)
+}
+
 /// Walks the merge of `steps` (each sorted; at one step, the earlier slice first) and returns
 /// the (slice, offset) each of `ranks` (ascending) falls on, and whether any of those shares
 /// its step with the point before or after it in the merge.
@@ -450,7 +632,97 @@ impl Part<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::sole_part;
+    use super::{merge_pick, place_ranks, sole_part};
+    use crate::compaction::StepRuns;
+
+    /// SplitMix64, seeded from `RUNLOG_SEED` or the clock, the seed printed for a replay.
+    struct Rng(u64);
+
+    impl Rng {
+        fn from_env(test: &str) -> Rng {
+            let seed = std::env::var("RUNLOG_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64)
+                });
+            eprintln!("{test}: seed {seed} (replay with RUNLOG_SEED={seed})");
+            Rng(seed)
+        }
+
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % bound.max(1)
+        }
+    }
+
+    #[test]
+    fn ranks_placed_through_step_runs_fall_where_the_merge_walk_puts_them() {
+        let mut rng =
+            Rng::from_env("ranks_placed_through_step_runs_fall_where_the_merge_walk_puts_them");
+        for _ in 0..500 {
+            let parts: Vec<Vec<i64>> = (0..1 + rng.below(4))
+                .map(|_| {
+                    let mut step = rng.below(200) as i64 - 100;
+                    let stride = 1 + rng.below(3) as i64;
+                    (0..1 + rng.below(300))
+                        .map(|_| {
+                            match rng.below(10) {
+                                0 => {}
+                                1 => step += 1 + rng.below(50) as i64,
+                                _ => step += stride,
+                            }
+                            step
+                        })
+                        .collect()
+                })
+                .collect();
+            // Each part read over a random window of its rows, as a located step range is.
+            let windows: Vec<std::ops::Range<u64>> = parts
+                .iter()
+                .map(|steps| {
+                    let length = steps.len() as u64;
+                    let start = rng.below(length / 4 + 1);
+                    start..length - rng.below((length - start) / 4 + 1)
+                })
+                .collect();
+            let sources: Vec<_> = parts
+                .iter()
+                .zip(&windows)
+                .map(|(steps, rows)| {
+                    (
+                        std::sync::Arc::new(StepRuns::of(steps, usize::MAX).unwrap_or_default()),
+                        rows.clone(),
+                    )
+                })
+                .collect();
+            let slices: Vec<std::borrow::Cow<'_, [i64]>> = parts
+                .iter()
+                .zip(&windows)
+                .map(|(steps, rows)| {
+                    std::borrow::Cow::Borrowed(&steps[rows.start as usize..rows.end as usize])
+                })
+                .collect();
+            let every = 1 + rng.below(20) as usize;
+            let pick = |total: usize| (0..total).step_by(every).collect::<Vec<_>>();
+            let total: usize = slices.iter().map(|s| s.len()).sum();
+            let placed = place_ranks(&sources, &pick).unwrap();
+            let (picked, ties) = merge_pick(&slices, &pick(total));
+            assert_eq!(placed.total as usize, total);
+            let placed_picked: Vec<(usize, usize)> = placed
+                .picked
+                .iter()
+                .map(|(part, offset)| (*part, *offset as usize))
+                .collect();
+            assert_eq!(placed_picked, picked, "{parts:?} {windows:?} every {every}");
+            assert_eq!(placed.ties, ties, "{parts:?} {windows:?} every {every}");
+        }
+    }
 
     #[test]
     fn a_page_in_time_order_needs_exactly_one_compacted_part() {
