@@ -32,6 +32,7 @@
 mod columns;
 mod lww;
 mod models;
+mod registers;
 
 pub use crate::summary::MetricSummary;
 pub(crate) use columns::{MISSING, RunColumns, TextColumn};
@@ -43,6 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 pub(crate) use lww::Origin;
 use lww::{Lww, Stamp};
+use registers::Registers;
 
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::summary::CompactedSummaries;
@@ -97,7 +99,7 @@ pub(crate) struct ExperimentRow<'a> {
     pub lifecycle_stage: LifecycleStage,
     pub creation_time_ms: i64,
     pub last_update_time_ms: i64,
-    tags: &'a BTreeMap<String, Lww<Option<String>>>,
+    tags: &'a Registers<Lww<Option<String>>>,
 }
 
 impl ExperimentRow<'_> {
@@ -164,7 +166,7 @@ struct ExperimentEntry {
     lifecycle: Option<Lww<LifecycleStage>>,
     creation_time_ms: Option<i64>,
     last_update_time_ms: i64,
-    tags: BTreeMap<String, Lww<Option<String>>>,
+    tags: Registers<Lww<Option<String>>>,
 }
 
 /// Everything the catalog knows about one run.
@@ -186,10 +188,10 @@ pub(crate) struct RunMeta {
     name: Option<Lww<String>>,
     status: Option<Lww<(RunStatus, Option<i64>)>>,
     lifecycle: Option<Lww<LifecycleStage>>,
-    params: BTreeMap<String, Lww<String>>,
-    tags: BTreeMap<String, Lww<Option<String>>>,
+    params: Registers<Lww<String>>,
+    tags: Registers<Lww<Option<String>>>,
     /// By path; `None` once deleted (kept, so an older record applied later stays deleted).
-    artifacts: BTreeMap<String, Lww<Option<Artifact>>>,
+    artifacts: Registers<Lww<Option<Artifact>>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -946,18 +948,13 @@ impl Catalog {
     }
 }
 
-fn set_tag(
-    tags: &mut BTreeMap<String, Lww<Option<String>>>,
-    key: &str,
-    at: Stamp,
-    value: Option<String>,
-) {
+fn set_tag(tags: &mut Registers<Lww<Option<String>>>, key: &str, at: Stamp, value: Option<String>) {
     set_register(tags, key, at, value);
 }
 
 /// Sets (`Some`) or deletes (`None`) the register of `key`, last writer wins.
 fn set_register<T>(
-    registers: &mut BTreeMap<String, Lww<Option<T>>>,
+    registers: &mut Registers<Lww<Option<T>>>,
     key: &str,
     at: Stamp,
     value: Option<T>,
@@ -970,7 +967,7 @@ fn set_register<T>(
     }
 }
 
-fn live_tags(tags: &BTreeMap<String, Lww<Option<String>>>) -> BTreeMap<String, String> {
+fn live_tags(tags: &Registers<Lww<Option<String>>>) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|(key, register)| Some((key.clone(), register.value.clone()?)))
         .collect()
