@@ -67,8 +67,11 @@ impl<V> Registers<V> {
                         *self = Registers::Large(map);
                     }
                     Err(index) => {
-                        // Grown one at a time: a run's few names take no more room than needed.
-                        entries.reserve_exact(1);
+                        // Doubled from one entry: a run's one or two names take no more room
+                        // than they need, and a run's dozen system tags few reallocations.
+                        if entries.len() == entries.capacity() {
+                            entries.reserve_exact(entries.len().max(1));
+                        }
                         entries.insert(index, (name, value));
                     }
                 }
