@@ -1621,6 +1621,75 @@ mod tests {
         assert!(Manifest::decode(&merged.encode()).is_ok());
     }
 
+    /// A base of one writer whose summary entries are `entries` (run index, key index, first
+    /// step), over the name tables `runs` and `keys`, written byte by byte.
+    fn base_with_entries(runs: &[u128], keys: &[&str], entries: &[(u64, u64, i64)]) -> Vec<u8> {
+        let mut out = header(KIND_BASE);
+        let mut e = Encoder::new(&mut out);
+        e.u64(1);
+        e.u32(runs.len() as u32);
+        runs.iter().for_each(|run| e.u128(*run));
+        e.u32(keys.len() as u32);
+        keys.iter().for_each(|key| e.str(key));
+        e.u32(1);
+        e.u64(3);
+        e.u64(u64::MAX);
+        e.u8(1);
+        e.u32(0);
+        e.u32(entries.len() as u32);
+        for (run, key, step) in entries {
+            e.varint(*run);
+            e.varint(*key);
+            let mut summary = MetricSummary::EMPTY;
+            summary.update(*step, 5, 0.5);
+            encode_summary(&mut e, &summary);
+        }
+        e.u32(0);
+        e.u32(0);
+        seal(out)
+    }
+
+    /// Summaries that no compaction writes (tables or entries out of order, an entry twice)
+    /// are not indexed but decoded whole, so they read as a decode reads them: the last of
+    /// an entry given twice wins, as in a decode.
+    #[test]
+    fn summaries_out_of_order_are_decoded_whole_when_loaded_for_reading() {
+        /// A case's name, run table, key table and entries.
+        type Case<'a> = (&'a str, &'a [u128], &'a [&'a str], &'a [(u64, u64, i64)]);
+        let cases: [Case<'_>; 4] = [
+            ("in order", &[7, 8], &["a", "b"], &[(0, 0, 1), (0, 1, 2), (1, 0, 3)]),
+            ("keys unsorted", &[7, 8], &["b", "a"], &[(0, 0, 1), (0, 1, 2), (1, 0, 3)]),
+            ("runs unsorted", &[8, 7], &["a", "b"], &[(0, 0, 1), (1, 1, 2)]),
+            ("entries unsorted", &[7, 8], &["a", "b"], &[(1, 0, 1), (0, 1, 2), (0, 0, 3)]),
+        ];
+        for (name, runs, keys, entries) in cases {
+            let bytes = base_with_entries(runs, keys, entries);
+            let decoded = Manifest::decode(&bytes).expect(name);
+            let loaded = indexed(&bytes);
+            assert_eq!(
+                loaded.encoded_summaries.holds(WriterId(3)),
+                name == "in order",
+                "{name}"
+            );
+            for run in [7, 8] {
+                assert_eq!(of_run(&loaded, 3, run), of_run(&decoded, 3, run), "{name}");
+            }
+            assert_eq!(loaded.runs_of(WriterId(3)), decoded.runs_of(WriterId(3)));
+        }
+        let twice = base_with_entries(&[7], &["a"], &[(0, 0, 1), (0, 0, 2)]);
+        let loaded = indexed(&twice);
+        assert!(!loaded.encoded_summaries.holds(WriterId(3)));
+        assert_eq!(of_run(&loaded, 3, 7), [("a".to_string(), [1, 2, 0.5f64.to_bits()])]);
+        // An entry naming a key past the table is refused by the load for reading too, which
+        // checks each entry it leaves encoded.
+        let past = base_with_entries(&[7], &["a"], &[(0, 0, 1), (0, 5, 2)]);
+        assert!(Manifest::decode(&past).is_err());
+        assert!(matches!(
+            ManifestFile::decode_indexed(Arc::new(past)),
+            Err(CorruptionKind::MalformedPayload(_))
+        ));
+    }
+
     /// A version 1 manifest, written byte by byte as stage one wrote it, still reads, without
     /// summaries, and so does not stand in for the catalog.
     #[test]
