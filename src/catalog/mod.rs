@@ -32,6 +32,7 @@
 mod columns;
 mod lww;
 mod models;
+mod registers;
 
 pub use crate::summary::MetricSummary;
 pub(crate) use columns::{MISSING, RunColumns, TextColumn};
@@ -43,10 +44,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 pub(crate) use lww::Origin;
 use lww::{Lww, Stamp};
+use registers::Registers;
 
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
 use crate::summary::CompactedSummaries;
-use crate::util::KeyHash;
+use crate::util::{IdHash, KeyHash};
 use crate::wal::{Event, InternedKey, MetricBatch, RunStatus};
 
 /// The tag that holds a run's name: setting it renames the run, as in MLflow.
@@ -97,7 +99,7 @@ pub(crate) struct ExperimentRow<'a> {
     pub lifecycle_stage: LifecycleStage,
     pub creation_time_ms: i64,
     pub last_update_time_ms: i64,
-    tags: &'a BTreeMap<String, Lww<Option<String>>>,
+    tags: &'a Registers<Lww<Option<String>>>,
 }
 
 impl ExperimentRow<'_> {
@@ -164,7 +166,7 @@ struct ExperimentEntry {
     lifecycle: Option<Lww<LifecycleStage>>,
     creation_time_ms: Option<i64>,
     last_update_time_ms: i64,
-    tags: BTreeMap<String, Lww<Option<String>>>,
+    tags: Registers<Lww<Option<String>>>,
 }
 
 /// Everything the catalog knows about one run.
@@ -186,10 +188,10 @@ pub(crate) struct RunMeta {
     name: Option<Lww<String>>,
     status: Option<Lww<(RunStatus, Option<i64>)>>,
     lifecycle: Option<Lww<LifecycleStage>>,
-    params: BTreeMap<String, Lww<String>>,
-    tags: BTreeMap<String, Lww<Option<String>>>,
+    params: Registers<Lww<String>>,
+    tags: Registers<Lww<Option<String>>>,
     /// By path; `None` once deleted (kept, so an older record applied later stays deleted).
-    artifacts: BTreeMap<String, Lww<Option<Artifact>>>,
+    artifacts: Registers<Lww<Option<Artifact>>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -346,7 +348,8 @@ pub(crate) struct KeyMap {
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
     experiments: RwLock<BTreeMap<ExperimentId, ExperimentEntry>>,
-    runs: RwLock<HashMap<RunId, Arc<RunEntry>>>,
+    /// Run ids are the engine's own, so a fixed-seed hash serves (`util::IdHash`).
+    runs: RwLock<HashMap<RunId, Arc<RunEntry>, IdHash>>,
     /// Bumped after every change to a run's metadata: tells search whether `columns` is
     /// current (`columns.rs`).
     meta_epoch: AtomicU64,
@@ -463,13 +466,14 @@ impl Catalog {
     }
 
     /// Takes a compacted writer's key ids (from its `mark` in the manifest) and, by reference
-    /// to `source`, the summaries of its compacted points, as if its compacted segments had
-    /// been read. Runs take those summaries on first read (`metrics`).
+    /// to `source`, the summaries of its compacted points, which are of `runs`, as if its
+    /// compacted segments had been read. Runs take those summaries on first read (`metrics`).
     pub fn adopt_compacted(
         &self,
         keys: &mut KeyMap,
         writer: WriterId,
         mark: &crate::summary::WriterMark,
+        runs: &[RunId],
         source: &Arc<dyn CompactedSummaries>,
         staged: Option<&mut Staged>,
     ) {
@@ -480,12 +484,11 @@ impl Catalog {
             source: Arc::clone(source),
             writer,
         };
-        let runs = mark.runs();
         match staged {
-            Some(staged) => staged.adopted.push(adopted, &runs),
+            Some(staged) => staged.adopted.push(adopted, runs),
             None => {
                 let mut pending = write(&self.pending);
-                pending.push(adopted, &runs);
+                pending.push(adopted, runs);
                 if pending.sources > PENDING_SOURCES_MAX {
                     self.settle(&mut pending);
                 }
@@ -535,6 +538,24 @@ impl Catalog {
             .collect();
         infos.sort_by_key(|info| (std::cmp::Reverse(info.start_time_ms), info.id));
         infos
+    }
+
+    /// How many created runs each experiment has, per lifecycle stage: one pass over the
+    /// runs' metadata, where a `run_infos` per experiment would pass over every run for each.
+    pub fn run_counts(&self) -> HashMap<(ExperimentId, LifecycleStage), usize> {
+        let mut counts = HashMap::new();
+        for entry in self.run_entries() {
+            let meta = read(&entry.meta);
+            let Some(created) = meta.created else {
+                continue;
+            };
+            let stage = meta
+                .lifecycle
+                .as_ref()
+                .map_or(LifecycleStage::Active, |l| l.value);
+            *counts.entry((created.experiment, stage)).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// The experiment of every created run, from their metadata alone.
@@ -927,18 +948,13 @@ impl Catalog {
     }
 }
 
-fn set_tag(
-    tags: &mut BTreeMap<String, Lww<Option<String>>>,
-    key: &str,
-    at: Stamp,
-    value: Option<String>,
-) {
+fn set_tag(tags: &mut Registers<Lww<Option<String>>>, key: &str, at: Stamp, value: Option<String>) {
     set_register(tags, key, at, value);
 }
 
 /// Sets (`Some`) or deletes (`None`) the register of `key`, last writer wins.
 fn set_register<T>(
-    registers: &mut BTreeMap<String, Lww<Option<T>>>,
+    registers: &mut Registers<Lww<Option<T>>>,
     key: &str,
     at: Stamp,
     value: Option<T>,
@@ -951,7 +967,7 @@ fn set_register<T>(
     }
 }
 
-fn live_tags(tags: &BTreeMap<String, Lww<Option<String>>>) -> BTreeMap<String, String> {
+fn live_tags(tags: &Registers<Lww<Option<String>>>) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|(key, register)| Some((key.clone(), register.value.clone()?)))
         .collect()
@@ -1096,7 +1112,14 @@ mod tests {
                 mark.summaries.insert((run, "loss".into()), points(round));
             }
             let source: Arc<dyn CompactedSummaries> = Arc::new(Source(mark.clone()));
-            catalog.adopt_compacted(&mut keys, WriterId(round), &mark, &source, None);
+            catalog.adopt_compacted(
+                &mut keys,
+                WriterId(round),
+                &mark,
+                &mark.runs(),
+                &source,
+                None,
+            );
             assert!(read(&catalog.pending).sources <= PENDING_SOURCES_MAX);
             assert_eq!(count(&catalog, often), (1..=round).sum::<u64>());
         }
@@ -1119,7 +1142,14 @@ mod tests {
             mark.summaries
                 .insert((RunId(round), "loss".into()), points(3));
             let source: Arc<dyn CompactedSummaries> = Arc::new(Source(mark.clone()));
-            catalog.adopt_compacted(&mut keys, WriterId(round as u64), &mark, &source, None);
+            catalog.adopt_compacted(
+                &mut keys,
+                WriterId(round as u64),
+                &mark,
+                &mark.runs(),
+                &source,
+                None,
+            );
         }
         assert_eq!(
             read(&catalog.pending).sources,
@@ -1144,7 +1174,7 @@ mod tests {
             let mut mark = WriterMark::default();
             mark.summaries.insert((run, "loss".into()), points(count));
             let source: Arc<dyn CompactedSummaries> = Arc::new(Source(mark.clone()));
-            catalog.adopt_compacted(keys, WriterId(7), &mark, &source, staged);
+            catalog.adopt_compacted(keys, WriterId(7), &mark, &mark.runs(), &source, staged);
         };
         adopt(&mut keys, None, 5);
         let mut staged = Staged::default();

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use super::lww::{self, Lww, Origin, Stamp};
+use super::registers::Registers;
 use super::{Artifact, read, set_register, write};
 use crate::ids::{ExperimentId, ModelId, RunId};
 use crate::wal::{ModelEvent, ModelLink, ModelStatus};
@@ -57,9 +58,9 @@ struct ModelEntry {
     created: Option<Created>,
     status: Option<Lww<ModelStatus>>,
     deleted: bool,
-    tags: BTreeMap<String, Lww<Option<String>>>,
-    params: BTreeMap<String, Lww<String>>,
-    artifacts: BTreeMap<String, Lww<Option<Artifact>>>,
+    tags: Registers<Lww<Option<String>>>,
+    params: Registers<Lww<String>>,
+    artifacts: Registers<Lww<Option<Artifact>>>,
 }
 
 /// The logged models of a catalog, and the runs' links to them.

@@ -87,6 +87,10 @@ impl ManifestEdit {
         if next.generation != previous.generation.checked_add(1)? || base > previous.generation {
             return None;
         }
+        assert!(
+            previous.encoded_summaries.is_empty() && next.encoded_summaries.is_empty(),
+            "a manifest loaded for reading is diffed"
+        );
         let writers_removed = (previous.writers.keys())
             .filter(|w| !next.writers.contains_key(w))
             .copied()
@@ -119,12 +123,16 @@ impl ManifestEdit {
                 self.generation, state.generation
             ));
         }
+        // A writer's summaries left encoded (a manifest loaded for reading) are decoded into
+        // its mark before the mark changes; the writers the edit leaves alone stay encoded.
         for writer in &self.writers_removed {
+            state.decode_writer(*writer);
             if state.writers.remove(writer).is_none() {
                 return malformed(format!("removes writer {writer}, which is not listed"));
             }
         }
         for change in &self.writers {
+            state.decode_writer(change.writer);
             change.apply(state.writers.entry(change.writer).or_default())?;
         }
         state.metadata.clone_from(&self.metadata);
@@ -489,6 +497,7 @@ mod tests {
                 file(11, 2, false, &[6]),
                 file(12, 3, false, &[7]),
             ],
+            ..Manifest::default()
         }
     }
 

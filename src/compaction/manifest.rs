@@ -53,6 +53,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
@@ -62,6 +63,8 @@ pub use crate::summary::WriterMark;
 use crate::wal::codec::{Decoder, Encoder, unzigzag, zigzag};
 
 pub use super::edit::ManifestEdit;
+use super::encoded::{Indexer, Scanned};
+pub use super::encoded::EncodedSummaries;
 
 const MAGIC: [u8; 8] = *b"RUNLOGMF";
 /// Bases and edits.
@@ -226,6 +229,11 @@ pub struct Manifest {
     pub metadata: BTreeSet<WriterId>,
     /// The files, oldest generation first.
     pub files: Vec<CompactedFile>,
+    /// The summaries of the writers whose marks hold none, left encoded: only in a manifest
+    /// loaded for reading (`ManifestCache`), empty in one loaded to be changed and encoded
+    /// (`encoded.rs`). Read a writer's summaries through `each_of_run` and `runs_of`.
+    #[doc(hidden)]
+    pub encoded_summaries: EncodedSummaries,
 }
 
 impl Manifest {
@@ -234,6 +242,26 @@ impl Manifest {
     /// version 1 manifest: stage one kept every segment and wrote no summaries.
     pub fn covers_catalog(&self) -> bool {
         self.version != VERSION_1
+    }
+
+    /// The distinct runs of `writer`'s summaries, ascending, wherever they are kept.
+    pub fn runs_of(&self, writer: WriterId) -> Vec<RunId> {
+        if let Some(runs) = self.encoded_summaries.runs_of(writer) {
+            return runs;
+        }
+        self.writers
+            .get(&writer)
+            .map(WriterMark::runs)
+            .unwrap_or_default()
+    }
+
+    /// Moves `writer`'s summaries into its mark if they are left encoded, so that its mark
+    /// can be changed (an edit) or compared.
+    pub(super) fn decode_writer(&mut self, writer: WriterId) {
+        if self.encoded_summaries.holds(writer) {
+            let summaries = self.encoded_summaries.take_writer(writer);
+            self.writers.entry(writer).or_default().summaries = summaries;
+        }
     }
 }
 
@@ -244,15 +272,22 @@ impl crate::summary::CompactedSummaries for Manifest {
         run: RunId,
         each: &mut dyn FnMut(&str, &MetricSummary),
     ) {
-        if let Some(mark) = self.writers.get(&writer) {
+        if self.encoded_summaries.holds(writer) {
+            self.encoded_summaries.each_of_run(writer, run, each);
+        } else if let Some(mark) = self.writers.get(&writer) {
             mark.each_of_run(run, each);
         }
     }
 }
 
 impl Manifest {
-    /// Encodes the manifest as a version 4 base, with its header and CRC.
+    /// Encodes the manifest as a version 4 base, with its header and CRC. Only a manifest
+    /// loaded decoded may be (one from `ManifestCache` may leave summaries out of its marks).
     pub fn encode(&self) -> Vec<u8> {
+        assert!(
+            self.encoded_summaries.is_empty(),
+            "a manifest loaded for reading is encoded"
+        );
         let mut out = header(KIND_BASE);
         let names = Names::of(self);
         let mut e = Encoder::new(&mut out);
@@ -300,8 +335,14 @@ impl Manifest {
         }
     }
 
-    /// Decodes the body of a base (version 4) or of a version 1 to 3 manifest.
-    fn decode_body(d: &mut Decoder<'_>, version: u16) -> Result<Manifest, CorruptionKind> {
+    /// Decodes the body of a base (version 4) or of a version 1 to 3 manifest. With `file`
+    /// (the file's bytes, which `d` reads), version 3 and 4 summaries are indexed and left
+    /// encoded (`encoded.rs`) rather than decoded.
+    fn decode_body(
+        d: &mut Decoder<'_>,
+        version: u16,
+        file: Option<&Arc<Vec<u8>>>,
+    ) -> Result<Manifest, CorruptionKind> {
         let v2 = version >= VERSION_2;
         let v3 = version >= VERSION_3;
         let generation = d.u64()?;
@@ -309,6 +350,14 @@ impl Manifest {
             Some(NameTables::decode(d)?)
         } else {
             None
+        };
+        let mut indexer = match (file, &names) {
+            (Some(file), Some(names)) => Some(Indexer::new(
+                Arc::clone(file),
+                &names.runs,
+                &names.keys,
+            )),
+            _ => None,
         };
         let names = names.as_ref();
         let mut writers = BTreeMap::new();
@@ -322,25 +371,11 @@ impl Manifest {
                 let key_id = KeyId(d.u32()?);
                 keys.insert((run, key_id), NameTables::key(names, d)?);
             }
-            let mut summaries = BTreeMap::new();
-            if v2 {
-                let summary_bytes_min = if v3 {
-                    SUMMARY_BYTES_MIN
-                } else {
-                    SUMMARY_BYTES_V2
-                };
-                let entry_bytes_min = NameTables::run_bytes_min(names) + 1 + summary_bytes_min;
-                for _ in 0..bounded(d, entry_bytes_min)? {
-                    let run = NameTables::run(names, d)?;
-                    let key = NameTables::key(names, d)?;
-                    let summary = if v3 {
-                        decode_summary(d)?
-                    } else {
-                        decode_summary_v2(d)?
-                    };
-                    summaries.insert((run, key), summary);
-                }
-            }
+            let summaries = if v2 {
+                decode_summaries(d, names, v3, writer, indexer.as_mut())?
+            } else {
+                BTreeMap::new()
+            };
             let mark = WriterMark {
                 through,
                 finished,
@@ -359,12 +394,19 @@ impl Manifest {
         for _ in 0..bounded(d, 8 + 8 + 4 + 8 + 4)? {
             files.push(decode_file(d, names)?);
         }
+        let encoded_summaries = match (indexer, names) {
+            (Some(indexer), Some(tables)) => {
+                indexer.finish(tables.keys.clone())
+            }
+            _ => EncodedSummaries::default(),
+        };
         let manifest = Manifest {
             version,
             generation,
             writers,
             metadata,
             files,
+            encoded_summaries,
         };
         manifest.check_fields()?;
         Ok(manifest)
@@ -383,6 +425,46 @@ impl Manifest {
             .iter()
             .try_for_each(|file| check_file(file, self.generation))
     }
+}
+
+/// A writer's summaries (version 2 on), decoded; or, with an `indexer` (version 3 on), indexed
+/// and left encoded when they are in order (`encoded.rs`), which returns none here.
+fn decode_summaries(
+    d: &mut Decoder<'_>,
+    names: Option<&NameTables>,
+    v3: bool,
+    writer: WriterId,
+    indexer: Option<&mut Indexer>,
+) -> Result<BTreeMap<(RunId, String), MetricSummary>, CorruptionKind> {
+    let summary_bytes_min = if v3 {
+        SUMMARY_BYTES_MIN
+    } else {
+        SUMMARY_BYTES_V2
+    };
+    let entry_bytes_min = NameTables::run_bytes_min(names) + 1 + summary_bytes_min;
+    let count = bounded(d, entry_bytes_min)?;
+    if let (Some(indexer), Some(tables)) = (indexer, names) {
+        let restart = d.clone();
+        match indexer.scan(d, writer, count, &tables.runs, &tables.keys)? {
+            Scanned::Indexed => return Ok(BTreeMap::new()),
+            Scanned::OutOfOrder => {
+                indexer.forget(writer);
+                *d = restart;
+            }
+        }
+    }
+    let mut summaries = BTreeMap::new();
+    for _ in 0..count {
+        let run = NameTables::run(names, d)?;
+        let key = NameTables::key(names, d)?;
+        let summary = if v3 {
+            decode_summary(d)?
+        } else {
+            decode_summary_v2(d)?
+        };
+        summaries.insert((run, key), summary);
+    }
+    Ok(summaries)
 }
 
 /// Checks a file entry of a manifest (or edit) of `generation`: the file is not newer than it,
@@ -434,6 +516,19 @@ impl ManifestFile {
     /// Decodes and checks a manifest file of any version: its CRC first, then its header,
     /// then its body.
     pub fn decode(bytes: &[u8]) -> Result<ManifestFile, CorruptionKind> {
+        ManifestFile::decode_with(bytes, None)
+    }
+
+    /// `decode`, with a base's version 3 and 4 summaries indexed and left encoded in `file`
+    /// (`encoded.rs`): for a manifest that is only read.
+    pub(crate) fn decode_indexed(file: Arc<Vec<u8>>) -> Result<ManifestFile, CorruptionKind> {
+        ManifestFile::decode_with(&file, Some(&file))
+    }
+
+    fn decode_with(
+        bytes: &[u8],
+        file: Option<&Arc<Vec<u8>>>,
+    ) -> Result<ManifestFile, CorruptionKind> {
         let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
             return Err(CorruptionKind::TruncatedHeader {
                 found_bytes: bytes.len() as u64,
@@ -467,7 +562,7 @@ impl ManifestFile {
             KIND_BASE
         };
         let file = match kind {
-            KIND_BASE => ManifestFile::Base(Manifest::decode_body(&mut d, version)?),
+            KIND_BASE => ManifestFile::Base(Manifest::decode_body(&mut d, version, file)?),
             KIND_EDIT => ManifestFile::Edit(ManifestEdit::decode_body(&mut d)?),
             other => {
                 return Err(CorruptionKind::MalformedPayload(format!(
@@ -560,14 +655,17 @@ pub(super) fn decode_file(
         None
     };
     let rows = d.u64()?;
-    let mut series = Vec::new();
     let series_bytes_min = if names.is_some() {
         1 + 1 + 3
     } else {
         16 + 4 + 8 * 4
     };
+    // Sized at once: `bounded` proved the bytes hold this many, and growing a list of 10,000
+    // series by doubling cost a fifth of a large manifest's load.
+    let count = bounded(d, series_bytes_min)?;
+    let mut series = Vec::with_capacity(count as usize);
     let mut next_row = 0u64;
-    for _ in 0..bounded(d, series_bytes_min)? {
+    for _ in 0..count {
         let rows = if let Some(names) = names {
             decode_series(d, names, next_row)?
         } else {
@@ -716,8 +814,8 @@ impl<'a> Names<'a> {
 /// [`KEY_BYTES_SLACK`]: a real manifest stays far below it, because a key is at most
 /// `KEY_CHARS_MAX` (250) bytes and each reference to it takes at least 6 bytes of the file.
 pub(super) struct NameTables {
-    runs: Vec<RunId>,
-    keys: Vec<String>,
+    pub(super) runs: Vec<RunId>,
+    pub(super) keys: Vec<String>,
     key_bytes_left: Cell<usize>,
 }
 
@@ -987,7 +1085,38 @@ pub(crate) struct Chain {
 /// that it holds the generation its name says, that each edit builds on the chain's base; an
 /// error names the file at fault.
 pub(crate) fn load_with_chain(root: &Path, generation: u64) -> Result<(Manifest, Option<Chain>)> {
-    let (top, top_bytes) = read_file(root, generation)?;
+    load_chain(root, generation, Decoding::Whole)
+}
+
+/// The manifest of `generation` for reading only: its base's summaries left encoded
+/// (`encoded.rs`), so that it costs a scan of them rather than their decode. Never encode it
+/// or diff it (`Manifest::encode` refuses).
+pub(crate) fn load_for_reading(root: &Path, generation: u64) -> Result<Manifest> {
+    load_chain(root, generation, Decoding::Indexed).map(|(manifest, _)| manifest)
+}
+
+/// `load`, for reading only (`load_for_reading`).
+fn load_newest_for_reading(root: &Path) -> Result<Manifest> {
+    let generation = newest_generation(root)?;
+    if generation == 0 {
+        return Ok(Manifest::default());
+    }
+    load_for_reading(root, generation)
+}
+
+/// Whether a load decodes a base's summaries or leaves them encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decoding {
+    Whole,
+    Indexed,
+}
+
+fn load_chain(
+    root: &Path,
+    generation: u64,
+    decoding: Decoding,
+) -> Result<(Manifest, Option<Chain>)> {
+    let (top, top_bytes) = read_file(root, generation, decoding)?;
     let edit = match top {
         ManifestFile::Base(manifest) => {
             let chain = (manifest.version == VERSION).then_some(Chain {
@@ -1000,7 +1129,7 @@ pub(crate) fn load_with_chain(root: &Path, generation: u64) -> Result<(Manifest,
         ManifestFile::Edit(edit) => edit,
     };
     let base = edit.base();
-    let (mut state, base_bytes) = match read_chain_file(root, generation, base)? {
+    let (mut state, base_bytes) = match read_chain_file(root, generation, base, decoding)? {
         (ManifestFile::Base(manifest), bytes) if manifest.version == VERSION => (manifest, bytes),
         _ => {
             return Err(file_damage(
@@ -1017,7 +1146,7 @@ pub(crate) fn load_with_chain(root: &Path, generation: u64) -> Result<(Manifest,
         ..Chain::default()
     };
     for between in base + 1..generation {
-        let (file, bytes) = read_chain_file(root, generation, between)?;
+        let (file, bytes) = read_chain_file(root, generation, between, Decoding::Whole)?;
         let ManifestFile::Edit(step) = file else {
             return Err(file_damage(
                 &path(root, generation),
@@ -1052,10 +1181,15 @@ fn apply(root: &Path, edit: &ManifestEdit, base: u64, state: &mut Manifest) -> R
 }
 
 /// The manifest file of `generation` and its size, decoded and checked against its name.
-fn read_file(root: &Path, generation: u64) -> Result<(ManifestFile, u64)> {
+fn read_file(root: &Path, generation: u64, decoding: Decoding) -> Result<(ManifestFile, u64)> {
     let file = path(root, generation);
     let bytes = std::fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
-    let decoded = ManifestFile::decode(&bytes).map_err(|kind| file_damage(&file, kind))?;
+    let size = bytes.len() as u64;
+    let decoded = match decoding {
+        Decoding::Whole => ManifestFile::decode(&bytes),
+        Decoding::Indexed => ManifestFile::decode_indexed(Arc::new(bytes)),
+    }
+    .map_err(|kind| file_damage(&file, kind))?;
     if decoded.generation() != generation {
         return Err(file_damage(
             &file,
@@ -1065,14 +1199,19 @@ fn read_file(root: &Path, generation: u64) -> Result<(ManifestFile, u64)> {
             )),
         ));
     }
-    Ok((decoded, bytes.len() as u64))
+    Ok((decoded, size))
 }
 
 /// A file of the chain that the state of `generation` is built from. One found missing was
 /// removed by a compaction two generations on (a compaction keeps the chains of the state it
 /// wrote and of the one before), so the read is stale; with no such compaction it is lost.
-fn read_chain_file(root: &Path, generation: u64, member: u64) -> Result<(ManifestFile, u64)> {
-    match read_file(root, member) {
+fn read_chain_file(
+    root: &Path,
+    generation: u64,
+    member: u64,
+    decoding: Decoding,
+) -> Result<(ManifestFile, u64)> {
+    match read_file(root, member, decoding) {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             let file = path(root, member);
             if newest_generation(root)? >= generation.saturating_add(2) {
@@ -1092,8 +1231,9 @@ fn file_damage(file: &Path, kind: CorruptionKind) -> Error {
     })
 }
 
-/// The newest manifest, decoded once per generation: a manifest never changes once published,
-/// and decoding one (every writer's summaries) costs more than the queries that need it.
+/// The newest manifest, loaded once per generation: a manifest never changes once published,
+/// and loading one costs more than the queries that need it. Loaded for reading: a base's
+/// summaries stay encoded until a run's are read (`encoded.rs`).
 #[derive(Debug, Default)]
 pub(crate) struct ManifestCache {
     newest: std::sync::Mutex<Option<std::sync::Arc<Manifest>>>,
@@ -1108,7 +1248,7 @@ impl ManifestCache {
         {
             return Ok(std::sync::Arc::clone(cached));
         }
-        let manifest = std::sync::Arc::new(load(root)?);
+        let manifest = std::sync::Arc::new(load_newest_for_reading(root)?);
         *crate::util::lock(&self.newest) = Some(std::sync::Arc::clone(&manifest));
         Ok(manifest)
     }
@@ -1122,7 +1262,7 @@ impl ManifestCache {
         {
             return Ok(std::sync::Arc::clone(cached));
         }
-        Ok(std::sync::Arc::new(load_generation(root, generation)?))
+        Ok(std::sync::Arc::new(load_for_reading(root, generation)?))
     }
 }
 
@@ -1253,6 +1393,7 @@ mod tests {
                     last_step: 8,
                 }],
             }],
+            ..Manifest::default()
         }
     }
 
@@ -1330,6 +1471,7 @@ mod tests {
                 rows,
                 series,
             }],
+            ..Manifest::default()
         };
         let bytes = manifest.encode();
         let per_series = bytes.len() as f64 / f64::from(series_count);
@@ -1338,6 +1480,95 @@ mod tests {
         assert!(per_series <= 95.0, "{per_series:.1} bytes per series");
         let decoded = Manifest::decode(&bytes).expect("decodes");
         assert_eq!(decoded.files, manifest.files);
+    }
+
+    /// Writers 1 to 3, each with runs 10 to 12 of keys "a" and "b" (writer 3: run 11 only),
+    /// summarized by `seed`.
+    fn writers(seed: i64) -> BTreeMap<WriterId, WriterMark> {
+        let mut writers = BTreeMap::new();
+        for writer in 1..=3u64 {
+            let mut mark = WriterMark {
+                through: Some(SegmentSequence(writer)),
+                ..WriterMark::default()
+            };
+            let runs: &[u128] = if writer == 3 { &[11] } else { &[10, 11, 12] };
+            for (index, run) in runs.iter().enumerate() {
+                for key in ["a", "b"] {
+                    let mut summary = MetricSummary::EMPTY;
+                    summary.update(seed + index as i64, 5, writer as f64);
+                    summary.update(seed + 9, 6, f64::NAN);
+                    mark.summaries.insert((RunId(*run), key.into()), summary);
+                }
+            }
+            writers.insert(WriterId(writer), mark);
+        }
+        writers
+    }
+
+    /// What `manifest` holds of `writer`'s summaries of `run`, through `each_of_run`.
+    fn of_run(manifest: &Manifest, writer: u64, run: u128) -> Vec<(String, [u64; 3])> {
+        use crate::summary::CompactedSummaries;
+        let mut found = Vec::new();
+        manifest.each_of_run(WriterId(writer), RunId(run), &mut |key, s| {
+            let bits = [s.count, s.first_step as u64, s.last_value.to_bits()];
+            found.push((key.to_string(), bits));
+        });
+        found
+    }
+
+    fn indexed(bytes: &[u8]) -> Manifest {
+        match ManifestFile::decode_indexed(Arc::new(bytes.to_vec())) {
+            Ok(ManifestFile::Base(manifest)) => manifest,
+            other => panic!("not a base: {:?}", other.map(|f| f.generation())),
+        }
+    }
+
+    /// A manifest loaded for reading leaves its summaries encoded and answers each run's, and
+    /// each writer's runs, as the decoded manifest does; an edit applied to it decodes only
+    /// the writers it changes, and gives the state it gives the decoded one.
+    #[test]
+    fn a_manifest_loaded_for_reading_reads_as_a_decoded_one() {
+        let mut previous = sample();
+        previous.writers = writers(0);
+        let bytes = previous.encode();
+        let decoded = Manifest::decode(&bytes).expect("decodes");
+        let mut state = indexed(&bytes);
+        for writer in 1..=3u64 {
+            assert!(state.encoded_summaries.holds(WriterId(writer)));
+            assert!(state.writers[&WriterId(writer)].summaries.is_empty());
+            assert_eq!(
+                state.runs_of(WriterId(writer)),
+                decoded.runs_of(WriterId(writer))
+            );
+            for run in 9..=13 {
+                assert_eq!(of_run(&state, writer, run), of_run(&decoded, writer, run));
+            }
+        }
+        assert_eq!(of_run(&state, 1, 11).len(), 2);
+        assert_eq!(state.runs_of(WriterId(3)), [RunId(11)]);
+        assert_eq!(state.files, decoded.files);
+
+        // Generation 3 changes writer 2's summaries and removes writer 3.
+        let mut next = previous.clone();
+        next.generation = 3;
+        next.writers = writers(0);
+        next.writers.remove(&WriterId(3));
+        next.writers.insert(WriterId(2), writers(4)[&WriterId(2)].clone());
+        let edit = ManifestEdit::diff(&previous, &next, 2).expect("an edit");
+        let mut applied = decoded.clone();
+        edit.apply(&mut applied).expect("applies to the decoded state");
+        edit.apply(&mut state).expect("applies to the state loaded for reading");
+        assert!(state.encoded_summaries.holds(WriterId(1)), "left alone");
+        assert!(!state.encoded_summaries.holds(WriterId(2)), "changed");
+        assert!(!state.encoded_summaries.holds(WriterId(3)), "removed");
+        for run in 10..=12 {
+            for writer in 1..=3 {
+                assert_eq!(of_run(&state, writer, run), of_run(&applied, writer, run));
+            }
+        }
+        state.decode_writer(WriterId(1));
+        assert!(state.encoded_summaries.is_empty());
+        assert_eq!(state.encode(), applied.encode());
     }
 
     /// A file with no checksum (kept from a version 2 manifest) round trips as none.
@@ -1388,6 +1619,75 @@ mod tests {
         let mut merged = sample();
         merged.files[0].path = "experiments/11/0000000002-merged.parquet".into();
         assert!(Manifest::decode(&merged.encode()).is_ok());
+    }
+
+    /// A base of one writer whose summary entries are `entries` (run index, key index, first
+    /// step), over the name tables `runs` and `keys`, written byte by byte.
+    fn base_with_entries(runs: &[u128], keys: &[&str], entries: &[(u64, u64, i64)]) -> Vec<u8> {
+        let mut out = header(KIND_BASE);
+        let mut e = Encoder::new(&mut out);
+        e.u64(1);
+        e.u32(runs.len() as u32);
+        runs.iter().for_each(|run| e.u128(*run));
+        e.u32(keys.len() as u32);
+        keys.iter().for_each(|key| e.str(key));
+        e.u32(1);
+        e.u64(3);
+        e.u64(u64::MAX);
+        e.u8(1);
+        e.u32(0);
+        e.u32(entries.len() as u32);
+        for (run, key, step) in entries {
+            e.varint(*run);
+            e.varint(*key);
+            let mut summary = MetricSummary::EMPTY;
+            summary.update(*step, 5, 0.5);
+            encode_summary(&mut e, &summary);
+        }
+        e.u32(0);
+        e.u32(0);
+        seal(out)
+    }
+
+    /// Summaries that no compaction writes (tables or entries out of order, an entry twice)
+    /// are not indexed but decoded whole, so they read as a decode reads them: the last of
+    /// an entry given twice wins, as in a decode.
+    #[test]
+    fn summaries_out_of_order_are_decoded_whole_when_loaded_for_reading() {
+        /// A case's name, run table, key table and entries.
+        type Case<'a> = (&'a str, &'a [u128], &'a [&'a str], &'a [(u64, u64, i64)]);
+        let cases: [Case<'_>; 4] = [
+            ("in order", &[7, 8], &["a", "b"], &[(0, 0, 1), (0, 1, 2), (1, 0, 3)]),
+            ("keys unsorted", &[7, 8], &["b", "a"], &[(0, 0, 1), (0, 1, 2), (1, 0, 3)]),
+            ("runs unsorted", &[8, 7], &["a", "b"], &[(0, 0, 1), (1, 1, 2)]),
+            ("entries unsorted", &[7, 8], &["a", "b"], &[(1, 0, 1), (0, 1, 2), (0, 0, 3)]),
+        ];
+        for (name, runs, keys, entries) in cases {
+            let bytes = base_with_entries(runs, keys, entries);
+            let decoded = Manifest::decode(&bytes).expect(name);
+            let loaded = indexed(&bytes);
+            assert_eq!(
+                loaded.encoded_summaries.holds(WriterId(3)),
+                name == "in order",
+                "{name}"
+            );
+            for run in [7, 8] {
+                assert_eq!(of_run(&loaded, 3, run), of_run(&decoded, 3, run), "{name}");
+            }
+            assert_eq!(loaded.runs_of(WriterId(3)), decoded.runs_of(WriterId(3)));
+        }
+        let twice = base_with_entries(&[7], &["a"], &[(0, 0, 1), (0, 0, 2)]);
+        let loaded = indexed(&twice);
+        assert!(!loaded.encoded_summaries.holds(WriterId(3)));
+        assert_eq!(of_run(&loaded, 3, 7), [("a".to_string(), [1, 2, 0.5f64.to_bits()])]);
+        // An entry naming a key past the table is refused by the load for reading too, which
+        // checks each entry it leaves encoded.
+        let past = base_with_entries(&[7], &["a"], &[(0, 0, 1), (0, 5, 2)]);
+        assert!(Manifest::decode(&past).is_err());
+        assert!(matches!(
+            ManifestFile::decode_indexed(Arc::new(past)),
+            Err(CorruptionKind::MalformedPayload(_))
+        ));
     }
 
     /// A version 1 manifest, written byte by byte as stage one wrote it, still reads, without

@@ -31,6 +31,7 @@
 #[cfg(feature = "parquet")]
 mod background;
 mod edit;
+mod encoded;
 // Without parquet there is no compactor to write intents; surveys still read them.
 #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
 mod intent;

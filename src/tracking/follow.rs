@@ -122,6 +122,7 @@ impl Follower {
                             &mut self.keys,
                             *writer,
                             mark,
+                            &manifest.runs_of(*writer),
                             &source,
                             staged.as_deref_mut(),
                         );

@@ -90,7 +90,9 @@ pub fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
-/// Reads values from a payload, tracking the position for error messages.
+/// Reads values from a payload, tracking the position for error messages. A copy reads on
+/// from where the original was, independently (a decoder that may have to start over).
+#[derive(Clone)]
 pub struct Decoder<'a> {
     bytes: &'a [u8],
     position: usize,

@@ -96,8 +96,9 @@ pub fn experiments(args: ExperimentsArgs, context: &mut Context) -> Outcome {
         ViewType::ActiveOnly
     };
     let mut table = Table::new(["id", "name", "lifecycle_stage", "runs", "creation_time"]);
+    let counts = store.run_counts(ViewType::All)?;
     for experiment in store.experiments(view)? {
-        let runs = store.run_infos(experiment.id, ViewType::All)?.len();
+        let runs = counts.get(&experiment.id).copied().unwrap_or(0);
         table.push(vec![
             Value::from(experiment.id.0),
             Value::from(experiment.name),
