@@ -87,10 +87,7 @@ impl ManifestEdit {
         if next.generation != previous.generation.checked_add(1)? || base > previous.generation {
             return None;
         }
-        assert!(
-            previous.encoded_summaries.is_empty() && next.encoded_summaries.is_empty(),
-            "a manifest loaded for reading is diffed"
-        );
+        let (previous, next) = (&*previous.decoded(), &*next.decoded());
         let writers_removed = (previous.writers.keys())
             .filter(|w| !next.writers.contains_key(w))
             .copied()

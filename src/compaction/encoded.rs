@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::manifest::decode_summary;
+use super::manifest::{NameTables, decode_summary};
 use crate::error::CorruptionKind;
 use crate::ids::{RunId, WriterId};
 use crate::summary::MetricSummary;
@@ -127,9 +127,9 @@ impl Indexer {
         d: &mut Decoder<'_>,
         writer: WriterId,
         count: u32,
-        runs: &[RunId],
-        keys: &[String],
+        tables: &NameTables,
     ) -> Result<Scanned, CorruptionKind> {
+        let (runs, keys) = (&tables.runs, &tables.keys);
         if !self.tables_sorted || self.writers.contains_key(&writer) {
             return Ok(Scanned::OutOfOrder);
         }
@@ -140,7 +140,7 @@ impl Indexer {
             let run_index = d.varint()?;
             let key_index = d.varint()?;
             let run = table_entry(runs, run_index, "run")?;
-            table_entry(keys, key_index, "key")?;
+            tables.charge_key(table_entry(keys, key_index, "key")?, d)?;
             decode_summary(d)?;
             if last.is_some_and(|last| last >= (run_index, key_index)) {
                 return Ok(Scanned::OutOfOrder);
@@ -256,6 +256,11 @@ impl EncodedSummaries {
         });
         self.writers.remove(&writer);
         summaries
+    }
+
+    /// The indexed writers, in no particular order.
+    pub fn writers(&self) -> Vec<WriterId> {
+        self.writers.keys().copied().collect()
     }
 
     /// Whether any writer is indexed.

@@ -255,6 +255,21 @@ impl Manifest {
             .unwrap_or_default()
     }
 
+    /// This manifest with every writer's summaries in its mark: itself when none is left
+    /// encoded, otherwise a copy, so that a manifest loaded for reading can still be encoded
+    /// or compared rather than give a wrong answer.
+    pub(super) fn decoded(&self) -> std::borrow::Cow<'_, Manifest> {
+        if self.encoded_summaries.is_empty() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut whole = self.clone();
+        let writers: Vec<WriterId> = whole.encoded_summaries.writers();
+        for writer in writers {
+            whole.decode_writer(writer);
+        }
+        std::borrow::Cow::Owned(whole)
+    }
+
     /// Moves `writer`'s summaries into its mark if they are left encoded, so that its mark
     /// can be changed (an edit) or compared.
     pub(super) fn decode_writer(&mut self, writer: WriterId) {
@@ -281,13 +296,12 @@ impl crate::summary::CompactedSummaries for Manifest {
 }
 
 impl Manifest {
-    /// Encodes the manifest as a version 4 base, with its header and CRC. Only a manifest
-    /// loaded decoded may be (one from `ManifestCache` may leave summaries out of its marks).
+    /// Encodes the manifest as a version 4 base, with its header and CRC. A manifest from
+    /// `ManifestCache`, whose summaries may be left encoded, is encoded from a decoded copy.
     pub fn encode(&self) -> Vec<u8> {
-        assert!(
-            self.encoded_summaries.is_empty(),
-            "a manifest loaded for reading is encoded"
-        );
+        if !self.encoded_summaries.is_empty() {
+            return self.decoded().encode();
+        }
         let mut out = header(KIND_BASE);
         let names = Names::of(self);
         let mut e = Encoder::new(&mut out);
@@ -444,12 +458,13 @@ fn decode_summaries(
     let entry_bytes_min = NameTables::run_bytes_min(names) + 1 + summary_bytes_min;
     let count = bounded(d, entry_bytes_min)?;
     if let (Some(indexer), Some(tables)) = (indexer, names) {
-        let restart = d.clone();
-        match indexer.scan(d, writer, count, &tables.runs, &tables.keys)? {
+        let restart = (d.clone(), tables.key_bytes_left.get());
+        match indexer.scan(d, writer, count, tables)? {
             Scanned::Indexed => return Ok(BTreeMap::new()),
             Scanned::OutOfOrder => {
                 indexer.forget(writer);
-                *d = restart;
+                *d = restart.0;
+                tables.key_bytes_left.set(restart.1);
             }
         }
     }
@@ -877,7 +892,15 @@ impl NameTables {
             .ok()
             .and_then(|i| names.keys.get(i))
             .ok_or_else(|| out_of_table("key", index, names.keys.len()))?;
-        let Some(left) = names.key_bytes_left.get().checked_sub(key.len()) else {
+        names.charge_key(key, d)?;
+        Ok(key.clone())
+    }
+
+    /// Counts `key` against the bytes of key names one decode may copy. The indexed path
+    /// (`encoded.rs`) charges each reference as a decode does, so that both paths accept the
+    /// same files.
+    pub(super) fn charge_key(&self, key: &str, d: &Decoder<'_>) -> Result<(), CorruptionKind> {
+        let Some(left) = self.key_bytes_left.get().checked_sub(key.len()) else {
             return Err(CorruptionKind::MalformedPayload(format!(
                 "key references near byte {} copy more key bytes than a file of {} bytes \
                  can name ({KEY_BYTES_PER_FILE_BYTE} per byte plus {KEY_BYTES_SLACK})",
@@ -885,8 +908,8 @@ impl NameTables {
                 d.position() + d.remaining()
             )));
         };
-        names.key_bytes_left.set(left);
-        Ok(key.clone())
+        self.key_bytes_left.set(left);
+        Ok(())
     }
 }
 
