@@ -210,10 +210,20 @@ fn ranges(rng: &mut Rng, logged: &[Logged]) -> Vec<(Bound<i64>, Bound<i64>)> {
     ]
 }
 
-/// Checks every series with every range (`full`), or one random series of each run with a few.
-fn check(store: &Store, model: &Model, rng: &mut Rng, runs: &[RunId], full: bool, context: &str) {
+/// How much of the store one check reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Depth {
+    /// One random series of each run, a few ranges.
+    Sample,
+    /// Every series, a few ranges.
+    Series,
+    /// Every series, every range.
+    Full,
+}
+
+fn check(store: &Store, model: &Model, rng: &mut Rng, runs: &[RunId], depth: Depth, context: &str) {
     for run in runs {
-        let keys: Vec<&str> = if full {
+        let keys: Vec<&str> = if depth != Depth::Sample {
             KEYS.to_vec()
         } else {
             vec![KEYS[rng.below(KEYS.len() as u64) as usize]]
@@ -223,7 +233,7 @@ fn check(store: &Store, model: &Model, rng: &mut Rng, runs: &[RunId], full: bool
                 .get(&(*run, key.to_string()))
                 .map_or(&[][..], Vec::as_slice);
             let mut ranges = ranges(rng, logged);
-            if !full {
+            if depth != Depth::Full {
                 let first = rng.below(ranges.len() as u64 - 2) as usize;
                 ranges.drain(..first);
                 ranges.truncate(3);
@@ -401,7 +411,7 @@ fn scenario(seed: u64, tag: &str, dir: &Path) {
                     &model,
                     &mut rng,
                     &runs,
-                    false,
+                    Depth::Sample,
                     &format!("{tag} op {op} handle {by}"),
                 );
             }
@@ -412,7 +422,7 @@ fn scenario(seed: u64, tag: &str, dir: &Path) {
         &model,
         &mut rng,
         &runs,
-        true,
+        Depth::Series,
         &format!("{tag} end, reader"),
     );
     handles[rng.below(WRITERS as u64) as usize].compact().unwrap();
@@ -421,7 +431,7 @@ fn scenario(seed: u64, tag: &str, dir: &Path) {
         &model,
         &mut rng,
         &runs,
-        true,
+        Depth::Series,
         &format!("{tag} end, compacted"),
     );
     drop(resumed);
@@ -432,7 +442,7 @@ fn scenario(seed: u64, tag: &str, dir: &Path) {
         &model,
         &mut rng,
         &runs,
-        true,
+        Depth::Full,
         &format!("{tag} reopened"),
     );
 }
