@@ -456,3 +456,132 @@ fn history_log_model_matches_what_several_handles_logged() {
         scenario(seed, &format!("case {case} (replay: the RUNLOG_SEED printed first)"), dir.path());
     }
 }
+
+/// How a columns record of the wanted run is garbled, its frame CRC then made valid again.
+#[derive(Clone, Copy, Debug)]
+enum Garble {
+    /// Uncompressed: the point count one more than the columns hold (the payload runs out).
+    CountOver,
+    /// Uncompressed: the point count one less (bytes are left over after the last column).
+    CountUnder,
+    /// Compressed: the declared decompressed size one more than the lz4 block gives.
+    SizeOver,
+    /// Compressed: the declared decompressed size one less.
+    SizeUnder,
+}
+
+/// Offset and length of the record (frame included) of every columns record of `run` in the
+/// segment `bytes`, with its flags.
+fn columns_records(bytes: &[u8], run: RunId) -> Vec<(usize, usize, u8)> {
+    use runlog::wal::record::{FLAG_COMPRESSED, Frame, RecordType, decode_frame};
+    let mut found = Vec::new();
+    let mut at = runlog::wal::segment::HEADER_BYTES;
+    loop {
+        let frame = decode_frame(&bytes[at..]).unwrap();
+        let (record_type, flags, payload) = match frame {
+            Frame::End => return found,
+            Frame::Record {
+                record_type,
+                flags,
+                payload,
+            } => (record_type, flags, payload),
+            Frame::Stream { .. } => panic!("no stream expected in this segment"),
+        };
+        if record_type == RecordType::MetricColumns {
+            let plain = if flags & FLAG_COMPRESSED != 0 {
+                runlog::wal::metric::decompress(payload).unwrap()
+            } else {
+                payload.to_vec()
+            };
+            let of = u128::from_le_bytes(plain[..16].try_into().unwrap());
+            if RunId(of) == run {
+                found.push((at, frame.frame_bytes(), flags));
+            }
+        }
+        if record_type == RecordType::Seal {
+            return found;
+        }
+        at += frame.frame_bytes();
+    }
+}
+
+/// A record whose CRC is right but whose payload does not decode (what a writer bug, or damage
+/// that happened before the CRC was computed, leaves) is corruption for `history`, never a
+/// shorter or shifted series.
+#[test]
+fn a_crc_valid_columns_record_that_does_not_decode_is_an_error() {
+    for garble in [
+        Garble::CountOver,
+        Garble::CountUnder,
+        Garble::SizeOver,
+        Garble::SizeUnder,
+    ] {
+        let compressed = matches!(garble, Garble::SizeOver | Garble::SizeUnder);
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            lanes: 1,
+            ..options()
+        };
+        let store = Store::open_with(dir.path(), options.clone()).unwrap();
+        let experiment = store.get_or_create_experiment("e").unwrap().id;
+        let (wanted, other) = (
+            store.start_run(experiment, RunOptions::default()).unwrap(),
+            store.start_run(experiment, RunOptions::default()).unwrap(),
+        );
+        // 20 random wide values stay under the compression threshold; 400 regular ones are
+        // compressed.
+        let count: i64 = if compressed { 400 } else { 20 };
+        let steps: Vec<i64> = (0..count).collect();
+        let values: Vec<f64> = if compressed {
+            steps.iter().map(|s| *s as f64 * 0.5).collect()
+        } else {
+            let mut rng = Rng::new(7);
+            steps.iter().map(|_| f64::from_bits(rng.next_u64() >> 2)).collect()
+        };
+        for run in [&other, &wanted, &other] {
+            run.log_batch("loss", &steps, Some(&steps), &values).unwrap();
+        }
+        let id = wanted.id();
+        wanted.finish().unwrap();
+        other.finish().unwrap();
+        drop(store);
+
+        let reader = Store::open_with(
+            dir.path(),
+            StoreOptions {
+                read_only: true,
+                ..options
+            },
+        )
+        .unwrap();
+        assert_eq!(reader.history(id, "loss", ..).unwrap().len(), count as usize);
+        let mut garbled = 0;
+        for segment in crate::util::segments(&dir.path().join("wal")) {
+            let mut bytes = std::fs::read(&segment).unwrap();
+            for (at, len, flags) in columns_records(&bytes, id) {
+                assert_eq!(flags != 0, compressed, "{garble:?}: flags {flags}");
+                let payload = at + runlog::wal::record::FRAME_BYTES;
+                // The point count follows the run id; a compressed payload opens with its size.
+                let field = if compressed { payload } else { payload + 16 };
+                let word = u32::from_le_bytes(bytes[field..field + 4].try_into().unwrap());
+                let word = match garble {
+                    Garble::CountOver | Garble::SizeOver => word + 1,
+                    Garble::CountUnder | Garble::SizeUnder => word - 1,
+                };
+                bytes[field..field + 4].copy_from_slice(&word.to_le_bytes());
+                runlog::wal::record::encode_frame(
+                    &mut bytes[at..at + len],
+                    runlog::wal::record::RecordType::MetricColumns,
+                    flags,
+                );
+                garbled += 1;
+            }
+            std::fs::write(&segment, &bytes).unwrap();
+        }
+        assert_eq!(garbled, 1, "{garble:?}: the wanted run's one record");
+        match reader.history(id, "loss", ..) {
+            Err(runlog::Error::Corrupt(_)) => {}
+            other => panic!("{garble:?}: a garbled record gave {other:?}"),
+        }
+    }
+}
