@@ -107,7 +107,10 @@ fn batch_values(rng: &mut Rng, steps: &[i64]) -> Vec<f64> {
         // f32-exact and regular: narrow columns that lz4 shrinks.
         0 => steps.iter().map(|s| *s as f64 * 0.25).collect(),
         // Random bits: wide, incompressible (NaN payloads included by chance).
-        1 => steps.iter().map(|_| f64::from_bits(rng.next_u64())).collect(),
+        1 => steps
+            .iter()
+            .map(|_| f64::from_bits(rng.next_u64()))
+            .collect(),
         // Regular but wide (not f32-exact): compressible.
         2 => steps.iter().map(|s| *s as f64 / 3.0).collect(),
         _ => steps.iter().map(|s| value(rng, *s)).collect(),
@@ -152,14 +155,17 @@ fn check_series(
         want += 1;
     }
     for i in 0..got.steps.len() {
-        let (step, timestamp_ms, bits) = (got.steps[i], got.timestamps_ms[i], got.values[i].to_bits());
+        let (step, timestamp_ms, bits) =
+            (got.steps[i], got.timestamps_ms[i], got.values[i].to_bits());
         let Some(at_step) = queues.get_mut(&step) else {
-            panic!("{context}: point {i} (step {step}, ts {timestamp_ms}, bits {bits:#x}) was never logged in range");
+            panic!(
+                "{context}: point {i} (step {step}, ts {timestamp_ms}, bits {bits:#x}) was never logged in range"
+            );
         };
-        match at_step
-            .iter()
-            .position(|q| q.front().is_some_and(|p| p.matches(step, timestamp_ms, bits)))
-        {
+        match at_step.iter().position(|q| {
+            q.front()
+                .is_some_and(|p| p.matches(step, timestamp_ms, bits))
+        }) {
             Some(handle) => {
                 at_step[handle].pop_front();
             }
@@ -171,7 +177,10 @@ fn check_series(
                 panic!(
                     "{context}: point {i} (step {step}, ts {timestamp_ms}, bits {bits:#x}) {}",
                     match later {
-                        Some(p) => format!("comes before points handle {} logged before it at that step", p.handle),
+                        Some(p) => format!(
+                            "comes before points handle {} logged before it at that step",
+                            p.handle
+                        ),
                         None => "was never logged, or is returned twice".to_string(),
                     }
                 );
@@ -334,7 +343,12 @@ fn scenario(seed: u64, tag: &str, dir: &Path) {
                 } else {
                     run.metric(key).unwrap().log(v, step).unwrap();
                 }
-                push(key, step, Stamp::Within(before - SLACK_MS, now_ms() + SLACK_MS), v);
+                push(
+                    key,
+                    step,
+                    Stamp::Within(before - SLACK_MS, now_ms() + SLACK_MS),
+                    v,
+                );
             }
             // Several keys at one step.
             43..=50 => {
@@ -366,7 +380,9 @@ fn scenario(seed: u64, tag: &str, dir: &Path) {
                         }
                     })
                     .collect();
-                handles[handle].log_batch(runs[r], &points, &[], &[]).unwrap();
+                handles[handle]
+                    .log_batch(runs[r], &points, &[], &[])
+                    .unwrap();
                 for p in &points {
                     push(p.key, p.step, Stamp::Exact(p.timestamp_ms), p.value);
                 }
@@ -378,7 +394,8 @@ fn scenario(seed: u64, tag: &str, dir: &Path) {
                 let values = batch_values(&mut rng, &steps);
                 let timestamps: Vec<i64> = (0..count as i64).map(|i| clock + 1 + i).collect();
                 clock += count as i64;
-                run.log_batch(key, &steps, Some(&timestamps), &values).unwrap();
+                run.log_batch(key, &steps, Some(&timestamps), &values)
+                    .unwrap();
                 for ((s, t), v) in steps.iter().zip(&timestamps).zip(&values) {
                     push(key, *s, Stamp::Exact(*t), *v);
                 }
@@ -390,7 +407,8 @@ fn scenario(seed: u64, tag: &str, dir: &Path) {
                 let values = batch_values(&mut rng, &steps);
                 let timestamps: Vec<i64> = (0..count as i64).map(|i| clock + 1 + i).collect();
                 clock += count as i64;
-                run.log_batch(key, &steps, Some(&timestamps), &values).unwrap();
+                run.log_batch(key, &steps, Some(&timestamps), &values)
+                    .unwrap();
                 for ((s, t), v) in steps.iter().zip(&timestamps).zip(&values) {
                     push(key, *s, Stamp::Exact(*t), *v);
                 }
@@ -425,7 +443,9 @@ fn scenario(seed: u64, tag: &str, dir: &Path) {
         Depth::Series,
         &format!("{tag} end, reader"),
     );
-    handles[rng.below(WRITERS as u64) as usize].compact().unwrap();
+    handles[rng.below(WRITERS as u64) as usize]
+        .compact()
+        .unwrap();
     check(
         &handles[reader],
         &model,
@@ -453,7 +473,11 @@ fn history_log_model_matches_what_several_handles_logged() {
     for case in 0..3 {
         let seed = seeds.next_u64();
         let dir = tempfile::tempdir().unwrap();
-        scenario(seed, &format!("case {case} (replay: the RUNLOG_SEED printed first)"), dir.path());
+        scenario(
+            seed,
+            &format!("case {case} (replay: the RUNLOG_SEED printed first)"),
+            dir.path(),
+        );
     }
 }
 
@@ -536,10 +560,14 @@ fn a_crc_valid_columns_record_that_does_not_decode_is_an_error() {
             steps.iter().map(|s| *s as f64 * 0.5).collect()
         } else {
             let mut rng = Rng::new(7);
-            steps.iter().map(|_| f64::from_bits(rng.next_u64() >> 2)).collect()
+            steps
+                .iter()
+                .map(|_| f64::from_bits(rng.next_u64() >> 2))
+                .collect()
         };
         for run in [&other, &wanted, &other] {
-            run.log_batch("loss", &steps, Some(&steps), &values).unwrap();
+            run.log_batch("loss", &steps, Some(&steps), &values)
+                .unwrap();
         }
         let id = wanted.id();
         wanted.finish().unwrap();
@@ -554,7 +582,10 @@ fn a_crc_valid_columns_record_that_does_not_decode_is_an_error() {
             },
         )
         .unwrap();
-        assert_eq!(reader.history(id, "loss", ..).unwrap().len(), count as usize);
+        assert_eq!(
+            reader.history(id, "loss", ..).unwrap().len(),
+            count as usize
+        );
         let mut garbled = 0;
         for segment in crate::util::segments(&dir.path().join("wal")) {
             let mut bytes = std::fs::read(&segment).unwrap();
