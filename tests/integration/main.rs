@@ -16,6 +16,8 @@ mod export_parquet;
 #[cfg(feature = "parquet")]
 mod fixtures;
 mod fork;
+#[cfg(feature = "parquet")]
+mod history_log_model;
 mod layers;
 #[cfg(feature = "mlflow")]
 mod mlflow_api;
