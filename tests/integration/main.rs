@@ -16,6 +16,8 @@ mod export_parquet;
 #[cfg(feature = "parquet")]
 mod fixtures;
 mod fork;
+#[cfg(feature = "parquet")]
+mod handle_across_compactions;
 mod layers;
 #[cfg(feature = "mlflow")]
 mod mlflow_api;
