@@ -22,6 +22,9 @@ use crate::util::Rng;
 /// Rows per page of a compacted file (`COMPACTED_PAGE_ROWS_MAX`).
 const PAGE_ROWS: u64 = 16 * 1024;
 
+/// Edges of a series (page, part, ends) read around in one check.
+const EDGES_PER_CHECK: usize = 8;
+
 /// Rounds of logging; each is followed by a compaction unless the seed skips it.
 const ROUNDS: usize = 11;
 
@@ -135,9 +138,9 @@ impl Writer {
             .entry((self.run(run), key.to_string()))
             .or_default();
         series.timestamped = true;
-        series.points.extend(
-            (0..steps.len()).map(|i| (steps[i], timestamps[i], values[i].to_bits())),
-        );
+        series
+            .points
+            .extend((0..steps.len()).map(|i| (steps[i], timestamps[i], values[i].to_bits())));
     }
 
     fn point(&mut self, run: &str, key: &str, step: i64, value: f64) {
@@ -150,9 +153,7 @@ impl Writer {
             .entry((self.run(run), key.to_string()))
             .or_default();
         series.timestamped = true;
-        series
-            .points
-            .push((step, self.clock_ms, value.to_bits()));
+        series.points.push((step, self.clock_ms, value.to_bits()));
     }
 
     /// `acc` at the next step, timestamped by the clock (`log_metrics`).
@@ -220,7 +221,13 @@ impl Writer {
 /// Step ranges to read of one series: at the page edges of every compacted file it is in (in
 /// file rows, the last partial page included), at the edges of its parts, around its ends and
 /// at random.
-fn ranges(store: &Store, run: RunId, key: &str, history: &[Point], rng: &mut Rng) -> Vec<(i64, i64)> {
+fn ranges(
+    store: &Store,
+    run: RunId,
+    key: &str,
+    history: &[Point],
+    rng: &mut Rng,
+) -> Vec<(i64, i64)> {
     let (Some(low), Some(high)) = (history.first().map(|p| p.0), history.last().map(|p| p.0))
     else {
         return vec![(i64::MIN, i64::MAX), (0, 10)];
@@ -228,7 +235,8 @@ fn ranges(store: &Store, run: RunId, key: &str, history: &[Point], rng: &mut Rng
     let mut edges: Vec<i64> = vec![low, high];
     let manifest = store.manifest().unwrap();
     for file in &manifest.files {
-        let mut page_starts: Vec<u64> = (PAGE_ROWS..file.rows).step_by(PAGE_ROWS as usize).collect();
+        let mut page_starts: Vec<u64> =
+            (PAGE_ROWS..file.rows).step_by(PAGE_ROWS as usize).collect();
         page_starts.push(file.rows.saturating_sub(1));
         for part in file.series.iter().filter(|s| s.run == run && s.key == key) {
             edges.extend([part.first_step, part.last_step]);
@@ -246,11 +254,19 @@ fn ranges(store: &Store, run: RunId, key: &str, history: &[Point], rng: &mut Rng
             }
         }
     }
-    let mut out = vec![(i64::MIN, i64::MAX), (low - 5, low + 5), (high - 5, high + 5)];
+    let mut out = vec![
+        (i64::MIN, i64::MAX),
+        (low - 5, low + 5),
+        (high - 5, high + 5),
+    ];
     out.push((high + 1, i64::MAX));
     out.push((i64::MIN, low - 1));
     edges.sort_unstable();
     edges.dedup();
+    // A random few: every edge is read in some check, not all in each.
+    while edges.len() > EDGES_PER_CHECK {
+        edges.swap_remove(rng.below(edges.len() as u64) as usize);
+    }
     for edge in edges {
         let delta = rng.below(4) as i64 - 2;
         let edge = edge + delta;
@@ -258,7 +274,7 @@ fn ranges(store: &Store, run: RunId, key: &str, history: &[Point], rng: &mut Rng
         out.push((edge - 1, edge + 1));
         out.push((edge - rng.below(700) as i64, edge + rng.below(700) as i64));
     }
-    for _ in 0..4 {
+    for _ in 0..2 {
         let a = low - 10 + rng.below((high - low + 20) as u64) as i64;
         out.push((a, a + rng.below(2 * PAGE_ROWS) as i64));
     }
@@ -301,12 +317,20 @@ fn check_series(
         whole == points(&fresh.history(run, key, ..).unwrap()),
         "{context}: {run} {key}: history differs from a fresh handle's"
     );
-    assert_eq!(whole.len(), expected.len(), "{context}: {run} {key}: length");
+    assert_eq!(
+        whole.len(),
+        expected.len(),
+        "{context}: {run} {key}: length"
+    );
     assert!(
         comparable(&whole, timestamped) == comparable(&expected, timestamped),
         "{context}: {run} {key}: history differs from what was logged"
     );
 
+    if !timestamped {
+        // `acc`, a few points for search to order runs by: their ranges add nothing here.
+        return;
+    }
     for (first, last) in ranges(fresh, run, key, &expected, rng) {
         let got = points(&long.history(run, key, first..=last).unwrap());
         let want = in_steps(&whole, first, last);
@@ -318,17 +342,29 @@ fn check_series(
         );
         if rng.below(4) == 0 {
             let other = points(&fresh.history(run, key, first..=last).unwrap());
-            assert!(other == want, "{context}: {run} {key} {first}..={last}: fresh handle");
+            assert!(
+                other == want,
+                "{context}: {run} {key} {first}..={last}: fresh handle"
+            );
         }
     }
 
-    for max_points in [1, 7, 100] {
+    {
+        let max_points = [1, 7, 100][rng.below(3) as usize];
         let got = long.history_downsampled(run, key, .., max_points).unwrap();
         let other = fresh.history_downsampled(run, key, .., max_points).unwrap();
         let want = runlog::query::downsample(&to_history(&whole), max_points).unwrap();
         // Debug prints f64 exactly (and NaN as NaN), so equal text is equal bits here.
-        assert_eq!(format!("{got:?}"), format!("{other:?}"), "{context}: {run} {key} downsampled");
-        assert_eq!(format!("{got:?}"), format!("{want:?}"), "{context}: {run} {key} downsampled");
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{other:?}"),
+            "{context}: {run} {key} downsampled"
+        );
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{want:?}"),
+            "{context}: {run} {key} downsampled"
+        );
     }
 
     check_samples(long, fresh, run, key, &whole, rng, context);
@@ -348,12 +384,13 @@ fn check_samples(
         _ => (0, 0),
     };
     let mut windows = vec![(i64::MIN, i64::MAX)];
-    for _ in 0..2 {
+    {
         let a = low - 3 + rng.below((high - low + 6) as u64) as i64;
         windows.push((a, a + rng.below((high - low + 1) as u64 + PAGE_ROWS) as i64));
     }
     for (first, last) in windows {
-        for k in [1, 10, 320, 2_500] {
+        for _ in 0..2 {
+            let k = [1, 10, 320, 2_500][rng.below(4) as usize];
             let pick = pick_of(k);
             let got = long
                 .history_sample(&[run], key, first..=last, &pick)
@@ -422,7 +459,11 @@ fn check_views(long: &Store, fresh: &Store, model: &Model, context: &str) {
                 continue;
             };
             let points = &series.points;
-            assert_eq!(summary.count, points.len() as u64, "{context}: {run} {key} count");
+            assert_eq!(
+                summary.count,
+                points.len() as u64,
+                "{context}: {run} {key} count"
+            );
             let latest = points.iter().max_by_key(|p| (p.0, p.1)).unwrap();
             // Without given timestamps, steps only increase (`acc`): the last logged is latest.
             let latest = if series.timestamped {
@@ -436,16 +477,26 @@ fn check_views(long: &Store, fresh: &Store, model: &Model, context: &str) {
                 "{context}: {run} {key} latest"
             );
             if series.timestamped {
-                assert_eq!(summary.last_timestamp_ms, latest.1, "{context}: {run} {key}");
+                assert_eq!(
+                    summary.last_timestamp_ms, latest.1,
+                    "{context}: {run} {key}"
+                );
             }
             let first = points.iter().map(|p| p.0).min().unwrap();
-            assert_eq!(summary.first_step, first, "{context}: {run} {key} first step");
+            assert_eq!(
+                summary.first_step, first,
+                "{context}: {run} {key} first step"
+            );
             let finite: Vec<f64> = points
                 .iter()
                 .map(|p| f64::from_bits(p.2))
                 .filter(|v| !v.is_nan())
                 .collect();
-            assert_eq!(summary.finite_count, finite.len() as u64, "{context}: {run} {key}");
+            assert_eq!(
+                summary.finite_count,
+                finite.len() as u64,
+                "{context}: {run} {key}"
+            );
             if let Some(min) = finite.iter().copied().reduce(f64::min) {
                 assert_eq!(summary.min_value, min, "{context}: {run} {key} min");
             }
@@ -486,7 +537,11 @@ fn search_all(store: &Store, filter: &str) -> Vec<(RunId, u64)> {
 fn check_search(long: &Store, fresh: &Store, model: &Model, context: &str) {
     for filter in ["", "metrics.acc > 0.4"] {
         let got = search_all(long, filter);
-        assert_eq!(got, search_all(fresh, filter), "{context}: search {filter:?}");
+        assert_eq!(
+            got,
+            search_all(fresh, filter),
+            "{context}: search {filter:?}"
+        );
         let mut want: Vec<(RunId, f64)> = model
             .iter()
             .filter(|((_, key), _)| key == "acc")
@@ -551,8 +606,10 @@ fn a_long_lived_handle_answers_as_a_fresh_one_across_compactions() {
     let mut edits_seen = 0;
     for round in 0..ROUNDS {
         writer.log_round(round, &mut rng);
-        let context = format!("round {round}, {compactions} compactions, logged");
-        check(&long, root, &writer.model, &mut rng, &context);
+        if round == 0 || round == ROUNDS - 1 || rng.below(2) == 0 {
+            let context = format!("round {round}, {compactions} compactions, logged");
+            check(&long, root, &writer.model, &mut rng, &context);
+        }
         let needed = COMPACTIONS_MIN.saturating_sub(compactions);
         if rng.below(4) != 0 || needed >= ROUNDS - round {
             let report = writer.store.compact().unwrap();
@@ -570,7 +627,11 @@ fn a_long_lived_handle_answers_as_a_fresh_one_across_compactions() {
         }
     }
     // The scenario did what it is for.
-    assert!(writer.dense_next >= DENSE_POINTS_MIN, "{}", writer.dense_next);
+    assert!(
+        writer.dense_next >= DENSE_POINTS_MIN,
+        "{}",
+        writer.dense_next
+    );
     assert!(compactions >= COMPACTIONS_MIN);
     assert!(merged > 0, "no merge of older files");
     assert!(edits_seen > 0, "no edit on a base");
