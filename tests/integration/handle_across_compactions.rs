@@ -26,10 +26,10 @@ const PAGE_ROWS: u64 = 16 * 1024;
 const EDGES_PER_CHECK: usize = 8;
 
 /// Rounds of logging; each is followed by a compaction unless the seed skips it.
-const ROUNDS: usize = 11;
+const ROUNDS: usize = 9;
 
 /// Compactions at least, so that an experiment passes `FILES_PER_EXPERIMENT_MAX` files.
-const COMPACTIONS_MIN: usize = 7;
+const COMPACTIONS_MIN: usize = 6;
 
 /// The dense series' length at least, once every round has logged.
 const DENSE_POINTS_MIN: i64 = 40_001;
@@ -561,7 +561,56 @@ fn check_search(long: &Store, fresh: &Store, model: &Model, context: &str) {
     }
 }
 
-fn check(long: &Store, root: &std::path::Path, model: &Model, rng: &mut Rng, context: &str) {
+/// The handle that logs and compacts is long-lived too: a few of its reads against the model.
+fn check_compactor(compactor: &Store, long: &Store, model: &Model, rng: &mut Rng, context: &str) {
+    for ((run, key), series) in model {
+        let expected = series.history();
+        let whole = points(&compactor.history(*run, key, ..).unwrap());
+        assert!(
+            comparable(&whole, series.timestamped) == comparable(&expected, series.timestamped),
+            "{context}: {run} {key}: the compacting handle's history"
+        );
+        let (Some(low), Some(high)) = (whole.first(), whole.last()) else {
+            continue;
+        };
+        let first = low.0 + rng.below((high.0 - low.0 + 1) as u64) as i64;
+        let last = first + rng.below(2 * PAGE_ROWS) as i64;
+        assert!(
+            points(&compactor.history(*run, key, first..=last).unwrap())
+                == in_steps(&whole, first, last),
+            "{context}: {run} {key} {first}..={last}: the compacting handle's range"
+        );
+        let pick = pick_of([1, 10, 320, 2_500][rng.below(4) as usize]);
+        let got = compactor
+            .history_sample(&[*run], key, first..=last, &pick)
+            .unwrap();
+        let range = in_steps(&whole, first, last);
+        let want: Vec<Point> = pick(range.len()).iter().map(|i| range[*i]).collect();
+        assert_eq!(got[0].total, range.len(), "{context}: {run} {key} sample");
+        assert!(
+            points(&got[0].points) == want,
+            "{context}: {run} {key} {first}..={last}: the compacting handle's sample"
+        );
+    }
+    let mut runs: Vec<RunId> = model.keys().map(|(run, _)| *run).collect();
+    runs.dedup();
+    for run in runs {
+        assert_eq!(
+            format!("{:?}", without_sums(&compactor.run(run).unwrap())),
+            format!("{:?}", without_sums(&long.run(run).unwrap())),
+            "{context}: the compacting handle's view of {run}"
+        );
+    }
+}
+
+fn check(
+    long: &Store,
+    compactor: &Store,
+    root: &std::path::Path,
+    model: &Model,
+    rng: &mut Rng,
+    context: &str,
+) {
     long.refresh().unwrap();
     let fresh = Store::open_with(root, read_only()).unwrap();
     for ((run, key), series) in model {
@@ -569,6 +618,7 @@ fn check(long: &Store, root: &std::path::Path, model: &Model, rng: &mut Rng, con
     }
     check_views(long, &fresh, model, context);
     check_search(long, &fresh, model, context);
+    check_compactor(compactor, long, model, rng, context);
 }
 
 #[test]
@@ -608,7 +658,14 @@ fn a_long_lived_handle_answers_as_a_fresh_one_across_compactions() {
         writer.log_round(round, &mut rng);
         if round == 0 || round == ROUNDS - 1 || rng.below(2) == 0 {
             let context = format!("round {round}, {compactions} compactions, logged");
-            check(&long, root, &writer.model, &mut rng, &context);
+            check(
+                &long,
+                &writer.store,
+                root,
+                &writer.model,
+                &mut rng,
+                &context,
+            );
         }
         let needed = COMPACTIONS_MIN.saturating_sub(compactions);
         if rng.below(4) != 0 || needed >= ROUNDS - round {
@@ -623,7 +680,14 @@ fn a_long_lived_handle_answers_as_a_fresh_one_across_compactions() {
                  {}, {} edits)",
                 report.generation, report.files_merged, stats.base_generation, stats.edits
             );
-            check(&long, root, &writer.model, &mut rng, &context);
+            check(
+                &long,
+                &writer.store,
+                root,
+                &writer.model,
+                &mut rng,
+                &context,
+            );
         }
     }
     // The scenario did what it is for.
