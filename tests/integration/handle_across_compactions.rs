@@ -8,7 +8,8 @@
 //! split across several compacted files and the log's tail, one with repeated steps logged out
 //! of order (ties ordered by logging order), one logged again over steps already compacted (parts
 //! with overlapping spans), short ones of 10 rows (compacted, split across a file and the tail,
-//! tail only), and one timestamped by the clock that search orders runs by. Ranges are taken at
+//! tail only), one timestamped by the clock that search orders runs by, and many one-point
+//! series that make the manifest's base large enough for chains of edits to grow on it. Ranges are taken at
 //! the 16,384-row page edges of every file a series is in (the file's last partial page
 //! included), at the edges of its parts and at random.
 
@@ -24,6 +25,9 @@ const PAGE_ROWS: u64 = 16 * 1024;
 
 /// Edges of a series (page, part, ends) read around in one check.
 const EDGES_PER_CHECK: usize = 8;
+
+/// One-point series of the `wide` run; a random few are read in each check.
+const WIDE_KEYS: usize = 80;
 
 /// Rounds of logging; each is followed by a compaction unless the seed skips it.
 const ROUNDS: usize = 9;
@@ -194,6 +198,14 @@ impl Writer {
         let start = round as i64 * 300 - 100;
         let overlapping: Vec<i64> = (start.max(0)..round as i64 * 300 + 400).collect();
         self.batch("split", "loss", &overlapping, rng);
+
+        // Many one-point series, so that the manifest's base is large next to an edit of what
+        // a round changes, and a chain of edits grows on it between new bases.
+        if round == 0 {
+            for k in 0..WIDE_KEYS {
+                self.point("wide", &format!("wide/{k:03}"), 0, k as f64 + 0.5);
+            }
+        }
 
         // 10 rows: compacted at once, half and half across the first compaction, in the tail.
         let short = |from: i64, to: i64| (from..to).map(|s| s * 3).collect::<Vec<i64>>();
@@ -564,6 +576,9 @@ fn check_search(long: &Store, fresh: &Store, model: &Model, context: &str) {
 /// The handle that logs and compacts is long-lived too: a few of its reads against the model.
 fn check_compactor(compactor: &Store, long: &Store, model: &Model, rng: &mut Rng, context: &str) {
     for ((run, key), series) in model {
+        if key.starts_with("wide/") && rng.below(WIDE_KEYS as u64) >= 3 {
+            continue;
+        }
         let expected = series.history();
         let whole = points(&compactor.history(*run, key, ..).unwrap());
         assert!(
@@ -614,7 +629,9 @@ fn check(
     long.refresh().unwrap();
     let fresh = Store::open_with(root, read_only()).unwrap();
     for ((run, key), series) in model {
-        check_series(long, &fresh, *run, key, series, rng, context);
+        if !key.starts_with("wide/") || rng.below(WIDE_KEYS as u64) < 3 {
+            check_series(long, &fresh, *run, key, series, rng, context);
+        }
     }
     check_views(long, &fresh, model, context);
     check_search(long, &fresh, model, context);
@@ -636,6 +653,7 @@ fn a_long_lived_handle_answers_as_a_fresh_one_across_compactions() {
         ("split", beta),
         ("short_b", beta),
         ("short_c", beta),
+        ("wide", alpha),
     ] {
         let run = store.start_run(experiment, RunOptions::default()).unwrap();
         runs.insert(name, run);
@@ -698,6 +716,7 @@ fn a_long_lived_handle_answers_as_a_fresh_one_across_compactions() {
     );
     assert!(compactions >= COMPACTIONS_MIN);
     assert!(merged > 0, "no merge of older files");
-    assert!(edits_seen > 0, "no edit on a base");
+    assert!(edits_seen >= 2, "no chain of edits on a base");
+    assert!(bases.len() >= 2, "no new base: {bases:?}");
     eprintln!("bases {bases:?}, at most {edits_seen} edits, {merged} files merged");
 }
