@@ -17,6 +17,7 @@ mod export_parquet;
 mod fixtures;
 mod fork;
 #[cfg(feature = "parquet")]
+mod handle_across_compactions;
 mod history_log_model;
 mod layers;
 #[cfg(feature = "mlflow")]
