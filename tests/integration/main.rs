@@ -18,6 +18,7 @@ mod fixtures;
 mod fork;
 #[cfg(feature = "parquet")]
 mod handle_across_compactions;
+#[cfg(feature = "parquet")]
 mod history_log_model;
 mod layers;
 #[cfg(feature = "mlflow")]
