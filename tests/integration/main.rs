@@ -11,6 +11,8 @@ mod catalog_lazy;
 #[cfg(feature = "cli")]
 mod cli;
 mod compaction;
+#[cfg(feature = "parquet")]
+mod compaction_bytes;
 mod compaction_damage;
 mod export_parquet;
 #[cfg(feature = "parquet")]
@@ -21,6 +23,8 @@ mod handle_across_compactions;
 #[cfg(feature = "parquet")]
 mod history_log_model;
 mod layers;
+#[cfg(feature = "parquet")]
+mod mixed_workload;
 #[cfg(feature = "mlflow")]
 mod mlflow_api;
 #[cfg(feature = "server")]
