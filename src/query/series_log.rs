@@ -96,7 +96,8 @@ pub(super) fn read_series_tail(
 /// query.
 struct Scanned {
     place: ChainPlace,
-    bytes: SegmentBytes,
+    /// Kept only when the segment holds a wanted columns record (decoded in the second pass).
+    bytes: Option<SegmentBytes>,
     found: Found,
 }
 
@@ -193,9 +194,12 @@ fn scan(place: ChainPlace, query: &SeriesQuery<'_>) -> Result<Scanned> {
         &mut salvaged,
         &mut sink,
     )?;
+    // Only a segment with a wanted columns record is read again; the others' bytes go now, so
+    // a query over many live writers' 64 MiB segments holds only the ones it decodes.
+    let needed = (sink.found.items.iter()).any(|item| matches!(item, Item::Columns { .. }));
     Ok(Scanned {
         place,
-        bytes,
+        bytes: needed.then_some(bytes),
         found: sink.found,
     })
 }
@@ -275,7 +279,8 @@ fn plan<'a>(
                     let Some(key_ids) = wanted.get(&(writer, *run)) else {
                         continue;
                     };
-                    let payload = payload_at(&segment.bytes, *record_offset)
+                    let payload = (segment.bytes.as_deref())
+                        .and_then(|bytes| payload_at(bytes, *record_offset))
                         .ok_or_else(|| corrupt(&segment.place, *record_offset, "record moved"))?;
                     let source = Source::Columns {
                         payload,
