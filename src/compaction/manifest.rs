@@ -1594,6 +1594,31 @@ mod tests {
         assert_eq!(state.encode(), applied.encode());
     }
 
+    /// A manifest loaded for reading, summaries still encoded, encodes and diffs as the
+    /// decoded manifest does, rather than panicking or leaving its encoded writers out.
+    #[test]
+    fn a_manifest_loaded_for_reading_encodes_and_diffs_as_a_decoded_one() {
+        let mut previous = sample();
+        previous.writers = writers(0);
+        let bytes = previous.encode();
+        let decoded = Manifest::decode(&bytes).expect("decodes");
+        let state = indexed(&bytes);
+        assert!(!state.encoded_summaries.is_empty());
+        assert_eq!(state.encode(), bytes);
+        assert_eq!(state.decoded().encode(), decoded.encode());
+
+        let mut next = previous.clone();
+        next.generation = previous.generation + 1;
+        next.writers.insert(WriterId(2), writers(4)[&WriterId(2)].clone());
+        let from_decoded = ManifestEdit::diff(&decoded, &next, previous.generation);
+        let from_indexed = ManifestEdit::diff(&state, &next, previous.generation);
+        assert!(from_decoded.is_some());
+        assert_eq!(
+            from_indexed.map(|edit| edit.encode()),
+            from_decoded.map(|edit| edit.encode())
+        );
+    }
+
     /// A file with no checksum (kept from a version 2 manifest) round trips as none.
     #[test]
     fn a_file_without_a_checksum_round_trips() {
