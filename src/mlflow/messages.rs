@@ -176,14 +176,108 @@ impl<'a> RunMessage<'a> {
     }
 }
 
+/// A `{"metrics": [...], "next_page_token": ...}` answer written straight into one buffer,
+/// byte for byte what `to_json` writes for the same `Metric` messages (fields in order,
+/// `run_id` only when set, an empty list and an absent token omitted): the key is escaped
+/// once and each run's id formatted once, not once per point, and no message is built per
+/// point. Numbers go through `serde_json` so they are spelled as `to_json` spells them.
+pub(crate) struct MetricsJson {
+    out: Vec<u8>,
+    /// `{"key":<key>,"value":`, the same for every point.
+    head: Vec<u8>,
+    /// What closes a point: `,"run_id":"<id>"}` of the current run, or `}`.
+    tail: Vec<u8>,
+    points: usize,
+    /// The first serializing error; `finish` then answers as `to_json` does on one.
+    failed: Option<serde_json::Error>,
+}
+
+impl MetricsJson {
+    /// An answer of `key`'s points, with room for about `points` of them.
+    pub(crate) fn new(key: &str, points: usize) -> MetricsJson {
+        let mut json = MetricsJson {
+            // A point with a run id takes about 110 bytes.
+            out: Vec::with_capacity(16 + points.saturating_mul(112)),
+            head: Vec::with_capacity(16 + key.len()),
+            tail: b"}".to_vec(),
+            points: 0,
+            failed: None,
+        };
+        json.head.extend_from_slice(br#"{"key":"#);
+        let escaped = serde_json::to_writer(&mut json.head, key);
+        json.note(escaped);
+        json.head.extend_from_slice(br#","value":"#);
+        json
+    }
+
+    /// The run the points pushed next belong to (`None`: no `run_id` field).
+    pub(crate) fn run(&mut self, run: Option<RunId>) {
+        self.tail.clear();
+        if let Some(run) = run {
+            self.tail.extend_from_slice(br#","run_id":"#);
+            let written = serde_json::to_writer(&mut self.tail, &run.to_string());
+            self.note(written);
+        }
+        self.tail.push(b'}');
+    }
+
+    /// Appends one `Metric` of the current run.
+    pub(crate) fn push(&mut self, value: f64, timestamp_ms: i64, step: i64) {
+        self.out.extend_from_slice(if self.points == 0 {
+            br#"{"metrics":["#
+        } else {
+            b","
+        });
+        self.points += 1;
+        self.out.extend_from_slice(&self.head);
+        let written = serde_json::to_writer(&mut self.out, &Double(value));
+        self.note(written);
+        self.out.extend_from_slice(br#","timestamp":"#);
+        let written = serde_json::to_writer(&mut self.out, &timestamp_ms);
+        self.note(written);
+        self.out.extend_from_slice(br#","step":"#);
+        let written = serde_json::to_writer(&mut self.out, &step);
+        self.note(written);
+        self.out.extend_from_slice(&self.tail);
+    }
+
+    /// The whole answer, with `next_page_token` if there is one.
+    pub(crate) fn finish(mut self, next_page_token: Option<&str>) -> Vec<u8> {
+        self.out
+            .extend_from_slice(if self.points == 0 { b"{" } else { b"]" });
+        if let Some(token) = next_page_token {
+            if self.points > 0 {
+                self.out.push(b',');
+            }
+            self.out.extend_from_slice(br#""next_page_token":"#);
+            let written = serde_json::to_writer(&mut self.out, token);
+            self.note(written);
+        }
+        self.out.push(b'}');
+        match self.failed {
+            None => self.out,
+            Some(e) => internal_error(&e),
+        }
+    }
+
+    fn note(&mut self, result: Result<(), serde_json::Error>) {
+        if let Err(e) = result {
+            self.failed.get_or_insert(e);
+        }
+    }
+}
+
+/// The answer to a response that could not be serialized.
+fn internal_error(e: &serde_json::Error) -> Vec<u8> {
+    format!(r#"{{"error_code":"INTERNAL_ERROR","message":"serializing the response: {e}"}}"#)
+        .into_bytes()
+}
+
 /// Serializes a response message.
 pub(crate) fn to_json(message: &impl Serialize) -> Vec<u8> {
     // Serializing these structs cannot fail: every map key is a string and Double handles
     // the non-finite values JSON cannot hold.
-    serde_json::to_vec(message).unwrap_or_else(|e| {
-        format!(r#"{{"error_code":"INTERNAL_ERROR","message":"serializing the response: {e}"}}"#)
-            .into_bytes()
-    })
+    serde_json::to_vec(message).unwrap_or_else(|e| internal_error(&e))
 }
 
 #[cfg(test)]
@@ -199,5 +293,64 @@ mod tests {
         assert_eq!(json(-0.0), "-0.0");
         assert_eq!(json(0.1), "0.1");
         assert_eq!(json(1e300), "1e+300");
+    }
+
+    /// The message `MetricsJson` stands in for, serialized by `serde` as before it.
+    #[derive(Serialize)]
+    struct MetricsResponse<'a> {
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        metrics: Vec<Metric<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_page_token: Option<String>,
+    }
+
+    #[test]
+    fn metrics_json_writes_what_serde_writes() {
+        let values = [
+            0.5,
+            -0.0,
+            0.1,
+            1e300,
+            -2.5e-308,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MAX,
+            3.0,
+        ];
+        let runs = [Some(RunId(7)), None, Some(RunId(u128::MAX))];
+        for key in ["loss", "a \"quoted\" \\ key\u{1}\n", "é/ü"] {
+            for token in [None, Some("25000")] {
+                for points in [0, 1, values.len()] {
+                    let mut json = MetricsJson::new(key, points);
+                    let mut messages = Vec::new();
+                    for (i, value) in values.iter().take(points).enumerate() {
+                        // Two points per run, the runs with and without an id in turn.
+                        let run = runs[(i / 2) % runs.len()];
+                        if i % 2 == 0 {
+                            json.run(run);
+                        }
+                        let (timestamp, step) = (i64::MAX - i as i64, i64::MIN + i as i64);
+                        json.push(*value, timestamp, step);
+                        messages.push(Metric {
+                            key,
+                            value: Double(*value),
+                            timestamp,
+                            step,
+                            run_id: run.map(|r| r.to_string()),
+                        });
+                    }
+                    let expected = to_json(&MetricsResponse {
+                        metrics: messages,
+                        next_page_token: token.map(str::to_string),
+                    });
+                    assert_eq!(
+                        String::from_utf8(json.finish(token)).unwrap(),
+                        String::from_utf8(expected).unwrap(),
+                        "key {key:?}, token {token:?}, {points} points"
+                    );
+                }
+            }
+        }
     }
 }

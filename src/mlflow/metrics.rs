@@ -17,10 +17,8 @@
 
 use std::cmp::Ordering;
 
-use serde::Serialize;
-
 use super::experiments::max_results;
-use super::messages::{Double, Metric, to_json};
+use super::messages::MetricsJson;
 use super::runs::{self, run_error};
 use super::wire::{Fields, missing, query_pairs};
 use super::{Body, MlflowError, Request, Service};
@@ -115,12 +113,18 @@ fn read_history(
 const ALL_STEPS: (std::ops::Bound<i64>, std::ops::Bound<i64>) =
     (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
 
-#[derive(Serialize)]
-struct MetricsResponse<'a> {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    metrics: Vec<Metric<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_page_token: Option<String>,
+/// Appends `points` as `Metric` messages of the run `json` is at.
+fn push_points(json: &mut MetricsJson, points: &[Point]) {
+    for point in points {
+        json.push(point.value, point.timestamp_ms, point.step);
+    }
+}
+
+/// A `get-history` answer: `points` of `key`, no run ids.
+fn history_json(key: &str, points: &[Point], next_page_token: Option<usize>) -> Vec<u8> {
+    let mut json = MetricsJson::new(key, points.len());
+    push_points(&mut json, points);
+    json.finish(next_page_token.map(|end| end.to_string()).as_deref())
 }
 
 /// `metrics/get-history`: every point (or a page of them) of one series.
@@ -152,10 +156,7 @@ pub(crate) fn get_history(service: &Service, request: &Request<'_>) -> Body {
         && let Some((points, total)) = page_in_time_order(service, text, key, offset, size)?
     {
         let end = offset.saturating_add(points.len());
-        return Ok(to_json(&MetricsResponse {
-            metrics: points.iter().map(|p| metric(key, p, None)).collect(),
-            next_page_token: (end < total).then(|| end.to_string()),
-        }));
+        return Ok(history_json(key, &points, (end < total).then_some(end)));
     }
     let (_, history) = read_history(service, text, key, ALL_STEPS)?;
     let points = by_time(&history);
@@ -163,14 +164,8 @@ pub(crate) fn get_history(service: &Service, request: &Request<'_>) -> Body {
     let end = page_size.map_or(points.len(), |size| {
         start.saturating_add(size).min(points.len())
     });
-    let next_page_token = (end < points.len()).then(|| end.to_string());
-    Ok(to_json(&MetricsResponse {
-        metrics: points[start..end]
-            .iter()
-            .map(|p| metric(key, p, None))
-            .collect(),
-        next_page_token,
-    }))
+    let next_page_token = (end < points.len()).then_some(end);
+    Ok(history_json(key, &points[start..end], next_page_token))
 }
 
 /// One page of MLflow's history order read without the rest of the series, and the series'
@@ -212,16 +207,6 @@ fn page_in_time_order(
     Ok(None)
 }
 
-fn metric<'a>(key: &'a str, point: &Point, run: Option<RunId>) -> Metric<'a> {
-    Metric {
-        key,
-        value: Double(point.value),
-        timestamp: point.timestamp_ms,
-        step: point.step,
-        run_id: run.map(|r| r.to_string()),
-    }
-}
-
 /// `metrics/get-history-bulk` (MLflow's legacy UI route): query parameters only, `run_id`
 /// repeated; runs in id order, each run's points by time, at most `max_results` in all.
 pub(crate) fn get_history_bulk(service: &Service, request: &Request<'_>) -> Body {
@@ -259,27 +244,22 @@ pub(crate) fn get_history_bulk(service: &Service, request: &Request<'_>) -> Body
             .clamp(0, HISTORY_PAGE_MAX) as usize,
     };
     run_ids.sort();
-    let mut out = Vec::new();
+    let mut json = MetricsJson::new(&key, 0);
+    let mut left = limit;
     for text in &run_ids {
         let (Some(run), history) = read_history(service, text, &key, ALL_STEPS)? else {
             continue;
         };
         let points = by_time(&history);
-        out.extend(
-            points
-                .iter()
-                .take(limit)
-                .map(|p| metric(&key, p, Some(run))),
-        );
-        if out.len() >= limit {
+        let taken = &points[..points.len().min(left)];
+        json.run(Some(run));
+        push_points(&mut json, taken);
+        left -= taken.len();
+        if left == 0 {
             break;
         }
     }
-    out.truncate(limit);
-    Ok(to_json(&MetricsResponse {
-        metrics: out,
-        next_page_token: None,
-    }))
+    Ok(json.finish(None))
 }
 
 /// `metrics/get-history-bulk-interval`: up to `max_results` points per run, sampled evenly
@@ -309,24 +289,21 @@ pub(crate) fn get_history_bulk_interval(service: &Service, request: &Request<'_>
     };
     let steps = step_range(fields.int("start_step")?, fields.int("end_step")?)?;
     // Runs that do not exist have no points (as in MLflow's SQL store); the rest are read in
-    // one pass over the log.
+    // one pass over the log. One existence check for all runs, copying nothing out of the
+    // catalog.
     let store = service.store();
-    let runs: Vec<RunId> = run_ids
+    let named: Vec<RunId> = run_ids
         .iter()
         .filter_map(|text| runs::parse_id(text).ok())
-        .filter(|run| store.run(*run).is_ok())
         .collect();
-    let mut out = Vec::new();
-    for (run, points) in runs
-        .iter()
-        .zip(sample_runs(store, &runs, key, steps, per_run)?)
-    {
-        out.extend(points.iter().map(|p| metric(key, p, Some(*run))));
+    let runs = store.existing_runs(&named)?;
+    let samples = sample_runs(store, &runs, key, steps, per_run)?;
+    let mut json = MetricsJson::new(key, samples.iter().map(Vec::len).sum());
+    for (run, points) in runs.iter().zip(&samples) {
+        json.run(Some(*run));
+        push_points(&mut json, points);
     }
-    Ok(to_json(&MetricsResponse {
-        metrics: out,
-        next_page_token: None,
-    }))
+    Ok(json.finish(None))
 }
 
 /// Each run's interval sample. The engine reads only the sampled rows; its order (by step, then

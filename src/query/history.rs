@@ -308,6 +308,23 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Those of `runs` that exist, in order, after one refresh for the whole call (and one
+    /// more if any is unknown, as a lookup of that run alone would make): what filtering
+    /// `runs` by [`run`](Store::run) gives, without copying a run out of the catalog.
+    pub(crate) fn existing_runs(&self, runs: &[RunId]) -> Result<Vec<RunId>> {
+        let all_known = || {
+            runs.iter()
+                .all(|run| self.catalog().has_run(*run))
+                .then_some(())
+        };
+        self.lookup_fresh(all_known)?;
+        Ok(runs
+            .iter()
+            .copied()
+            .filter(|run| self.catalog().has_run(*run))
+            .collect())
+    }
 }
 
 /// A compacted series to read and the slot of its run.

@@ -1075,6 +1075,15 @@ fn mlflow_history_bulk_and_bulk_interval() {
         let query = format!("{name}={unknown}&{name}=nonsense&metric_key=m");
         assert_eq!(api.ok_get(&format!("metrics/{route}"), &query), json!({}));
     }
+    // Named beside a run that exists, they leave its points alone.
+    let query = format!(
+        "run_ids={unknown}&run_ids={}&run_ids=nonsense&metric_key=m&max_results=10",
+        runs[1]
+    );
+    let mixed = api.ok_get("metrics/get-history-bulk-interval", &query);
+    let mixed = mixed["metrics"].as_array().unwrap();
+    assert_eq!(mixed.len(), 10);
+    assert!(mixed.iter().all(|m| m["run_id"] == runs[1].as_str()));
     let query = format!("run_id={unknown}&metric_key=m");
     assert_eq!(api.ok_get("metrics/get-history", &query), json!({}));
     assert_error(
