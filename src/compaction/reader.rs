@@ -238,20 +238,15 @@ pub(crate) fn read_series_rows(
     out: &mut (Vec<i64>, Vec<i64>, Vec<f64>),
     cache: &MetadataCache,
 ) -> Result<()> {
-    let path = &root.join(&file.path);
-    let cache = &Checked {
-        cache,
-        checksum: file.checksum,
-    };
-    let absolute = absolute_rows(path, series, rows)?;
-    if super::rows::read_through_blocks(root, file, &absolute, out, cache.cache)? {
+    let absolute = absolute_rows(&root.join(&file.path), series, rows)?;
+    if super::rows::read_through_blocks(root, file, &absolute, out, cache)? {
         return Ok(());
     }
-    read_rows(path, &absolute, out, cache)
+    read_file_rows(root, file, &absolute, out, cache)
 }
 
 /// Appends `rows` (row numbers of the file, ascending and disjoint) of the three columns of
-/// `file`, read directly (the block cache's reads).
+/// `file`, read directly (the block cache's reads, and reads too long for it).
 pub(super) fn read_file_rows(
     root: &Path,
     file: &CompactedFile,
