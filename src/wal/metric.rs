@@ -148,17 +148,19 @@ fn encode_deltas(encoder: &mut Encoder<'_>, column: &[i64]) {
     }
 }
 
-/// Decodes a columns payload (already decompressed).
-pub fn decode_columns(payload: &[u8]) -> Result<MetricBatch, CorruptionKind> {
-    let mut decoder = Decoder::new(payload);
+/// Reads a columns payload's run, point count and value width, and refuses a width other
+/// than 4 or 8 and a count the rest of the payload cannot hold (each point takes at least
+/// three varint bytes and a value), before anyone allocates for it. Shared by every decoder
+/// of the payload, so they accept the same bytes.
+pub(crate) fn decode_columns_head(
+    decoder: &mut Decoder<'_>,
+) -> Result<(RunId, usize, u8), CorruptionKind> {
     let run = RunId(decoder.u128()?);
     let count = decoder.u32()? as usize;
     let width = decoder.u8()?;
     if width != 4 && width != 8 {
         return Err(malformed(format!("value width {width}, must be 4 or 8")));
     }
-    // Each point takes at least three varint bytes and a value: refuse counts the payload
-    // cannot hold before allocating for them.
     let point_bytes_min = 3 + usize::from(width);
     if count > decoder.remaining() / point_bytes_min {
         return Err(malformed(format!(
@@ -166,6 +168,13 @@ pub fn decode_columns(payload: &[u8]) -> Result<MetricBatch, CorruptionKind> {
             decoder.remaining()
         )));
     }
+    Ok((run, count, width))
+}
+
+/// Decodes a columns payload (already decompressed).
+pub fn decode_columns(payload: &[u8]) -> Result<MetricBatch, CorruptionKind> {
+    let mut decoder = Decoder::new(payload);
+    let (run, count, width) = decode_columns_head(&mut decoder)?;
     let mut batch = MetricBatch {
         run,
         key_ids: Vec::with_capacity(count),

@@ -159,19 +159,7 @@ pub fn decode_columns_into(
     out: ColumnsOut<'_>,
 ) -> Result<usize, CorruptionKind> {
     let mut decoder = Decoder::new(payload);
-    decoder.u128()?;
-    let count = decoder.u32()? as usize;
-    let width = decoder.u8()?;
-    if width != 4 && width != 8 {
-        return Err(malformed(format!("value width {width}, must be 4 or 8")));
-    }
-    let point_bytes_min = 3 + usize::from(width);
-    if count > decoder.remaining() / point_bytes_min {
-        return Err(malformed(format!(
-            "{count} points cannot fit in {} bytes",
-            decoder.remaining()
-        )));
-    }
+    let (_, count, width) = super::metric::decode_columns_head(&mut decoder)?;
     if out.steps.len() != count || out.timestamps_ms.len() != count || out.values.len() != count
     {
         return Err(malformed(format!(
