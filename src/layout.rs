@@ -16,6 +16,9 @@ pub const MANIFEST_DIR: &str = "manifest";
 
 /// The lock file that serializes experiment creation and renaming.
 pub const CATALOG_LOCK: &str = "catalog.lock";
+/// The lock file that lets a store of an artifact remove a file a crash left at its path
+/// (taken shared to publish or delete, exclusively to remove an orphan).
+pub const ARTIFACTS_LOCK: &str = "artifacts.lock";
 /// The lock file that serializes compactions (only a build that compacts takes it).
 #[cfg_attr(
     not(any(feature = "parquet", feature = "testing")),

@@ -6,13 +6,14 @@
 //! - A file at its final path is complete and durable (temporary name, fsync, link, directory
 //!   fsync), and is recorded in the log only after that, so a crash never leaves the log
 //!   pointing at a half-written artifact. A crash before the record leaves at most an orphan
-//!   file that no run lists.
+//!   file that no run lists, which the next store of its path removes
+//!   (`tracking/artifacts.rs` decides when that is safe).
 //! - Artifacts are write-once: publishing fails if the path exists, so the file always matches
 //!   the one event that recorded it (replacing it could leave an old event describing new
 //!   content after a crash).
-//! - A deletion is recorded in the log, and made durable, before the file is removed, so the log
-//!   never lists a file that is gone, whatever the durability level. A crash in between leaves an orphan file; the same path cannot be
-//!   stored again until it is removed by hand (publishing never replaces).
+//! - A deletion is recorded in the log, and made durable, before the file is removed, so the
+//!   log never lists a file that is gone, whatever the durability level. A crash in between
+//!   leaves an orphan file, as above.
 
 mod reader;
 mod writer;

@@ -560,23 +560,26 @@ impl Store {
         if doomed.is_empty() {
             return Err(Error::NotFound(format!("artifact {path:?} of run {run}")));
         }
-        for stored in &doomed {
-            self.record(Event::ArtifactDeleted {
-                run,
-                time_ms: now_ms(),
-                path: stored.clone(),
-            })?;
-        }
-        // Whatever the durability level, the deletions are durable before any file goes: a
-        // power loss must not keep an event naming a removed file.
-        self.flush()?;
-        for stored in &doomed {
-            artifact::remove(
-                &artifact::run_dir(self.root(), run),
-                stored,
-                self.options().storage.as_ref(),
-            )?;
-        }
+        self.delete_artifact_files(|| {
+            for stored in &doomed {
+                self.record(Event::ArtifactDeleted {
+                    run,
+                    time_ms: now_ms(),
+                    path: stored.clone(),
+                })?;
+            }
+            // Whatever the durability level, the deletions are durable before any file goes: a
+            // power loss must not keep an event naming a removed file.
+            self.flush()?;
+            for stored in &doomed {
+                artifact::remove(
+                    &artifact::run_dir(self.root(), run),
+                    stored,
+                    self.options().storage.as_ref(),
+                )?;
+            }
+            Ok(())
+        })?;
         Ok(doomed)
     }
 
@@ -597,26 +600,31 @@ impl Store {
                 "artifact {path:?} of run {run} (artifacts are write-once)"
             )));
         }
-        let stored = artifact::store(
-            &artifact::run_dir(self.root(), run),
-            &format!("run {run}"),
-            path,
-            source,
-            self.options().storage.as_ref(),
-        )?;
-        let time_ms = now_ms();
-        self.record(Event::ArtifactRecorded {
-            run,
-            time_ms,
-            size_bytes: stored.size_bytes,
-            sha256: stored.sha256,
-            path: path.to_string(),
-        })?;
-        Ok(Artifact {
-            path: path.to_string(),
-            size_bytes: stored.size_bytes,
-            sha256: stored.sha256,
-            time_ms,
+        let folder = artifact::run_dir(self.root(), run);
+        let owner = format!("run {run}");
+        let listed = || Ok(self.run(run)?.artifacts.contains_key(path));
+        self.publish_artifact(&folder, &owner, path, listed, || {
+            let stored = artifact::store(
+                &folder,
+                &owner,
+                path,
+                source,
+                self.options().storage.as_ref(),
+            )?;
+            let time_ms = now_ms();
+            self.record(Event::ArtifactRecorded {
+                run,
+                time_ms,
+                size_bytes: stored.size_bytes,
+                sha256: stored.sha256,
+                path: path.to_string(),
+            })?;
+            Ok(Artifact {
+                path: path.to_string(),
+                size_bytes: stored.size_bytes,
+                sha256: stored.sha256,
+                time_ms,
+            })
         })
     }
 }

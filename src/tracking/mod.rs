@@ -1,6 +1,7 @@
 //! The tracking API: experiments, runs, params, tags, metrics and artifacts, following MLflow's
 //! data model and rules, on top of the segment log and the catalog.
 
+mod artifacts;
 mod clock;
 mod follow;
 mod keyed;

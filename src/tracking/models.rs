@@ -232,26 +232,31 @@ impl Store {
                 "artifact {path:?} of logged model {model} (artifacts are write-once)"
             )));
         }
-        let stored = artifact::store(
-            &artifact::model_dir(self.root(), model),
-            &format!("logged model {model}"),
-            path,
-            &mut std::io::Cursor::new(bytes),
-            self.options().storage.as_ref(),
-        )?;
-        let time_ms = now_ms();
-        self.record(Event::Model(ModelEvent::ArtifactRecorded {
-            model,
-            time_ms,
-            size_bytes: stored.size_bytes,
-            sha256: stored.sha256,
-            path: path.to_string(),
-        }))?;
-        Ok(Artifact {
-            path: path.to_string(),
-            size_bytes: stored.size_bytes,
-            sha256: stored.sha256,
-            time_ms,
+        let folder = artifact::model_dir(self.root(), model);
+        let owner = format!("logged model {model}");
+        let listed = || Ok(self.logged_model(model)?.artifacts.contains_key(path));
+        self.publish_artifact(&folder, &owner, path, listed, || {
+            let stored = artifact::store(
+                &folder,
+                &owner,
+                path,
+                &mut std::io::Cursor::new(bytes),
+                self.options().storage.as_ref(),
+            )?;
+            let time_ms = now_ms();
+            self.record(Event::Model(ModelEvent::ArtifactRecorded {
+                model,
+                time_ms,
+                size_bytes: stored.size_bytes,
+                sha256: stored.sha256,
+                path: path.to_string(),
+            }))?;
+            Ok(Artifact {
+                path: path.to_string(),
+                size_bytes: stored.size_bytes,
+                sha256: stored.sha256,
+                time_ms,
+            })
         })
     }
 

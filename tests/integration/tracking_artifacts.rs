@@ -1,8 +1,8 @@
 //! Artifact folders and deletion through the library: listing a folder's direct children,
-//! deleting a file or a folder (recorded in the log, file removed), and the one path check
-//! every front-end relies on.
+//! deleting a file or a folder (recorded in the log, file removed), the one path check every
+//! front-end relies on, and files a crash left at an artifact's path with no event naming them.
 
-use runlog::{ArtifactEntry, Error, Store, StoreOptions};
+use runlog::{ArtifactEntry, Error, ModelOptions, Store, StoreOptions};
 
 use crate::util::Store as TempStore;
 
@@ -131,4 +131,181 @@ fn deletion_survives_compaction() {
     drop(store);
     let store = open(&dir);
     assert_eq!(names(&store.list_artifacts(run, "").unwrap()), ["y.txt:1"]);
+}
+
+/// What a crash between an artifact's link and its event leaves (or a power loss that takes
+/// the event, or a crash between a deletion's event and its file's removal): a complete file at
+/// the path that no event names. The next store of that path replaces it.
+#[test]
+fn a_file_no_event_names_does_not_block_its_path() {
+    let dir = TempStore::new();
+    let store = open(&dir);
+    let experiment = store.get_or_create_experiment("e").unwrap().id;
+    let run = store
+        .start_run(experiment, Default::default())
+        .unwrap()
+        .id();
+    let run_dir = dir.dir.path().join("artifacts").join(run.to_string());
+    std::fs::create_dir_all(run_dir.join("weights")).unwrap();
+    std::fs::write(run_dir.join("weights/last.pt"), b"left by a crash").unwrap();
+
+    let stored = store
+        .log_artifact_bytes(run, "weights/last.pt", b"the real one")
+        .unwrap();
+    assert_eq!(stored.size_bytes, 12);
+    assert_eq!(
+        store.read_artifact(run, "weights/last.pt").unwrap(),
+        b"the real one"
+    );
+
+    // A deleted artifact whose file survived (a crash after the deletion's event).
+    store.log_artifact_bytes(run, "gone.txt", b"old").unwrap();
+    store.delete_artifacts(run, "gone.txt").unwrap();
+    std::fs::write(run_dir.join("gone.txt"), b"old").unwrap();
+    store.log_artifact_bytes(run, "gone.txt", b"new").unwrap();
+    drop(store);
+
+    let store = open(&dir);
+    assert_eq!(
+        names(&store.list_artifacts(run, "").unwrap()),
+        ["gone.txt:3", "weights/"]
+    );
+    assert_eq!(store.read_artifact(run, "gone.txt").unwrap(), b"new");
+    assert_eq!(
+        store.read_artifact(run, "weights/last.pt").unwrap(),
+        b"the real one"
+    );
+}
+
+/// A handle whose catalog has not yet seen another handle's artifact finds its file at the
+/// path; the refresh under the exclusive lock finds the event, so the file stays and the store
+/// is refused as write-once.
+#[test]
+fn a_file_an_event_names_is_never_taken_for_an_orphan() {
+    let dir = TempStore::new();
+    let stale = Store::open_with(
+        dir.dir.path(),
+        StoreOptions {
+            refresh_interval: Some(std::time::Duration::from_secs(3600)),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let experiment = stale.get_or_create_experiment("e").unwrap().id;
+    let run = stale
+        .start_run(experiment, Default::default())
+        .unwrap()
+        .id();
+    stale.list_artifacts(run, "").unwrap();
+
+    let writer = open(&dir);
+    writer
+        .log_artifact_bytes(run, "model.bin", b"first")
+        .unwrap();
+    let refused = stale.log_artifact_bytes(run, "model.bin", b"second");
+    assert!(
+        matches!(&refused, Err(Error::AlreadyExists(message)) if message.contains("model.bin")),
+        "{refused:?}"
+    );
+    assert_eq!(writer.read_artifact(run, "model.bin").unwrap(), b"first");
+    assert_eq!(stale.read_artifact(run, "model.bin").unwrap(), b"first");
+}
+
+#[test]
+fn a_logged_models_orphan_does_not_block_its_path() {
+    let dir = TempStore::new();
+    let store = open(&dir);
+    let experiment = store.get_or_create_experiment("e").unwrap().id;
+    let model = store
+        .create_logged_model(experiment, ModelOptions::default())
+        .unwrap()
+        .id;
+    let model_dir = dir
+        .dir
+        .path()
+        .join("artifacts")
+        .join("models")
+        .join(model.to_string());
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::fs::write(model_dir.join("MLmodel"), b"left by a crash").unwrap();
+    store
+        .log_model_artifact_bytes(model, "MLmodel", b"flavors: {}")
+        .unwrap();
+    assert_eq!(
+        store.read_model_artifact(model, "MLmodel").unwrap(),
+        b"flavors: {}"
+    );
+    // A folder at the path is not an orphan: the store fails as before and the folder stays.
+    std::fs::create_dir_all(model_dir.join("data/keep")).unwrap();
+    assert!(store.log_model_artifact_bytes(model, "data", b"x").is_err());
+    assert!(model_dir.join("data/keep").is_dir());
+}
+
+/// Handles with stale catalogs race to store the same paths, each trying every path a few
+/// times, so that later tries find the winner's file, often before its event is appended: each
+/// path is stored exactly once, and what is read back is the winner's content, so no racer took
+/// a file about to be recorded for an orphan.
+#[test]
+fn racing_stores_of_one_path_keep_exactly_one_file() {
+    const HANDLES: usize = 4;
+    const PATHS: usize = 24;
+    const TRIES: usize = 4;
+    let dir = TempStore::new();
+    let first = open(&dir);
+    let experiment = first.get_or_create_experiment("e").unwrap().id;
+    let run = first
+        .start_run(experiment, Default::default())
+        .unwrap()
+        .id();
+    let stale = || {
+        Store::open_with(
+            dir.dir.path(),
+            StoreOptions {
+                refresh_interval: Some(std::time::Duration::from_secs(3600)),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let handles: Vec<Store> = (0..HANDLES).map(|_| stale()).collect();
+    let barrier = std::sync::Barrier::new(HANDLES);
+    let wins: Vec<Vec<usize>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = handles
+            .iter()
+            .enumerate()
+            .map(|(index, handle)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut won = Vec::new();
+                    for path in 0..PATHS {
+                        barrier.wait();
+                        let content = format!("handle {index}");
+                        for _ in 0..TRIES {
+                            match handle.log_artifact_bytes(
+                                run,
+                                &format!("p{path}.txt"),
+                                content.as_bytes(),
+                            ) {
+                                Ok(_) => won.push(path),
+                                Err(Error::AlreadyExists(_)) => {}
+                                Err(other) => panic!("handle {index}, path {path}: {other}"),
+                            }
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let reader = open(&dir);
+    for path in 0..PATHS {
+        let winners: Vec<usize> = (0..HANDLES).filter(|h| wins[*h].contains(&path)).collect();
+        assert_eq!(winners.len(), 1, "path {path}: winners {winners:?}");
+        assert_eq!(
+            reader.read_artifact(run, &format!("p{path}.txt")).unwrap(),
+            format!("handle {}", winners[0]).as_bytes(),
+            "path {path}"
+        );
+    }
 }
