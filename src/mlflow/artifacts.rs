@@ -16,6 +16,8 @@
 //! - Every answer about a run or logged model that does not exist, or an experiment that is not
 //!   its own, is 404 `RESOURCE_DOES_NOT_EXIST`.
 
+use std::io::Read;
+
 use crate::tracking::validation;
 use crate::{ArtifactEntry, ExperimentId, ModelId, RunId};
 
@@ -52,7 +54,7 @@ pub(crate) fn handle(service: &Service, request: Request<'_>) -> Reply {
         (method, route) if route.starts_with("artifacts/") => {
             let raw = &route["artifacts/".len()..];
             match method {
-                Method::Put => upload(service, raw, request.body),
+                Method::Put => upload(service, raw, &mut { request.body }),
                 Method::Get => download(service, raw),
                 Method::Delete => delete(service, raw),
                 _ => Err(MlflowError::endpoint_not_found(
@@ -165,17 +167,30 @@ fn file_info(entry: &ArtifactEntry, path: &str) -> serde_json::Value {
     }
 }
 
-fn upload(service: &Service, raw: &str, body: &[u8]) -> Result<Reply, MlflowError> {
+/// Answers a `PUT` of an artifact whose content `body` yields, read only once the path, its
+/// run or model and its experiment are known to be good, so a refused upload reads nothing.
+pub(crate) fn upload_from(service: &Service, path: &str, body: &mut dyn Read) -> Reply {
+    let Some(raw) = PREFIXES
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))
+        .and_then(|route| route.strip_prefix("artifacts/"))
+    else {
+        return MlflowError::endpoint_not_found(Method::Put, path).reply();
+    };
+    upload(service, raw, body).unwrap_or_else(|error| error.reply())
+}
+
+fn upload(service: &Service, raw: &str, body: &mut dyn Read) -> Result<Reply, MlflowError> {
     let decoded = decode_path(raw)?;
     let location = locate(service, &decoded)?;
     match location.owner {
         Owner::Run(run) => service
             .store()
-            .log_artifact_bytes(run, location.path, body)?,
+            .log_artifact_from(run, location.path, body)?,
         Owner::Model(model) => {
             service
                 .store()
-                .log_model_artifact_bytes(model, location.path, body)?
+                .log_model_artifact_from(model, location.path, body)?
         }
     };
     Ok(json(&serde_json::json!({})))

@@ -128,6 +128,14 @@ impl Service {
         artifacts::is_upload(method, path)
     }
 
+    /// Answers an artifact upload (`PUT` on `path`, for which [`Service::is_artifact_upload`]
+    /// holds) whose content `body` yields, so a transport can stream it to the artifact store
+    /// instead of holding it. `body` is read only after the path and its owner are checked; an
+    /// error from it stores nothing. Blocking, as [`Service::handle`].
+    pub fn upload_artifact(&self, path: &str, body: &mut dyn std::io::Read) -> Reply {
+        artifacts::upload_from(self, path, body)
+    }
+
     /// Answers one request of MLflow's REST API. Blocking: it calls the engine directly, so an
     /// async front-end calls it off its executor threads.
     pub fn handle(&self, request: Request<'_>) -> Reply {

@@ -1,15 +1,21 @@
 //! One request: `/health` and `/version` here, everything else checked for its `Host` and
-//! `Origin` ([`Security`]), read under the body limits and handed to [`Service::handle`] on the blocking pool.
+//! `Origin` ([`Security`]), read under the body limits and handed to [`Service::handle`] on the
+//! blocking pool; an artifact upload streamed to [`Service::upload_artifact`] instead.
 //!
-//! Invariants: no body over its route's limit is buffered (an artifact upload's limit is
-//! `body_bytes_max`, every other route's the smaller `json_body_bytes_max`); the body's share of the in-flight budget is
-//! held until the engine call that reads it has returned; every error this transport makes up
-//! itself (413, 408, a failed body read) uses MLflow's JSON error shape; a body that arrives
-//! slower than the rate floor (`ServerOptions::body_rate_min_bytes_per_second`, after its grace
-//! period) is cut off with 408, so a trickling client holds its connection and its bytes only
-//! briefly.
+//! Invariants: no body over its route's limit is buffered or stored (an artifact upload's
+//! limit is `body_bytes_max`, every other route's the smaller `json_body_bytes_max`); a body's
+//! bytes hold their share of the in-flight budget until the engine has consumed them (a whole
+//! JSON body until the engine call that reads it has returned, an upload's piece until it is
+//! copied to the artifact's file), so an upload of any size holds at most
+//! `UPLOAD_PIECES_QUEUED` pieces; an upload the client does not finish (cut off, too slow, too
+//! large) stores nothing: the engine sees it end only on an explicit end marker; every error
+//! this transport makes up itself (413, 408, a failed body read) uses MLflow's JSON error
+//! shape; a body that arrives slower than the rate floor
+//! (`ServerOptions::body_rate_min_bytes_per_second`, after its grace period) is cut off with
+//! 408, so a trickling client holds its connection and its bytes only briefly.
 
 use std::convert::Infallible;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +27,7 @@ use hyper::body::Body as _;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::mlflow::{ErrorCode, Method, MlflowError, Reply, Request, Service};
 
@@ -32,6 +38,10 @@ use super::security::Security;
 /// tokio's semaphore.
 const BUDGET_UNIT_BYTES: usize = 1 << 10;
 
+/// Pieces of an artifact upload queued between its connection and the engine at most, so an
+/// upload's memory does not grow with its size.
+const UPLOAD_PIECES_QUEUED: usize = 4;
+
 /// What every connection's requests share.
 #[derive(Debug)]
 pub(super) struct Shared {
@@ -41,6 +51,11 @@ pub(super) struct Shared {
     body_budget: Arc<Semaphore>,
     /// Engine calls that may run at once.
     engine_slots: Arc<Semaphore>,
+    /// Artifact uploads that may stream at once, apart from `engine_slots`: an upload holds its
+    /// slot for as long as its client takes to send it, which must not stall JSON requests.
+    upload_slots: Arc<Semaphore>,
+    /// Units in `body_budget` when nothing is held.
+    budget_units: usize,
     body_bytes_max: usize,
     json_body_bytes_max: usize,
     body_read_timeout: Duration,
@@ -74,15 +89,20 @@ impl RateFloor {
 
 impl Shared {
     pub(super) fn new(service: Service, options: &ServerOptions, bound: SocketAddr) -> Shared {
-        // The budget holds at least one largest body, so an acceptable request alone can proceed.
-        let budget_bytes = options.body_bytes_in_flight_max.max(options.body_bytes_max);
+        // The budget holds at least one largest JSON body, so an acceptable request alone can
+        // proceed; uploads stream, so their size does not count.
+        let json_body_bytes_max = options.json_body_bytes_max.min(options.body_bytes_max);
+        let budget_units = units(options.body_bytes_in_flight_max.max(json_body_bytes_max));
+        let slots = options.requests_in_flight_max.max(1);
         Shared {
             service,
             security: Security::new(&options.allowed_hosts, &options.cors_allowed_origins, bound),
-            body_budget: Arc::new(Semaphore::new(units(budget_bytes))),
-            engine_slots: Arc::new(Semaphore::new(options.requests_in_flight_max.max(1))),
+            body_budget: Arc::new(Semaphore::new(budget_units)),
+            engine_slots: Arc::new(Semaphore::new(slots)),
+            upload_slots: Arc::new(Semaphore::new(slots)),
+            budget_units,
             body_bytes_max: options.body_bytes_max,
-            json_body_bytes_max: options.json_body_bytes_max.min(options.body_bytes_max),
+            json_body_bytes_max,
             body_read_timeout: options.body_read_timeout,
             body_rate_floor: RateFloor::of(options),
         }
@@ -114,11 +134,10 @@ pub(super) async fn answer(
 async fn forward(shared: Arc<Shared>, request: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let method = method(&parts.method);
-    let limit_bytes = if Service::is_artifact_upload(method, parts.uri.path()) {
-        shared.body_bytes_max
-    } else {
-        shared.json_body_bytes_max
-    };
+    if Service::is_artifact_upload(method, parts.uri.path()) {
+        return forward_upload(shared, parts.uri.path().to_owned(), body).await;
+    }
+    let limit_bytes = shared.json_body_bytes_max;
     let (body, _budget) = match read_body(&shared, body, limit_bytes).await {
         Ok(read) => read,
         Err(reply) => return response(reply),
@@ -140,6 +159,140 @@ async fn forward(shared: Arc<Shared>, request: hyper::Request<Incoming>) -> Resp
         Ok(reply) => response(reply),
         // The engine call panicked: a bug. The client gets a 500 and the server goes on.
         Err(_) => response(internal("the request's handler failed unexpectedly")),
+    }
+}
+
+/// Streams an artifact upload to the engine piece by piece, answering with the engine's reply,
+/// or with the transport's own if the body failed (too large, too slow, cut off), in which case
+/// the engine stored nothing.
+async fn forward_upload(
+    shared: Arc<Shared>,
+    path: String,
+    body: Incoming,
+) -> Response<Full<Bytes>> {
+    let limit_bytes = shared.body_bytes_max;
+    if body.size_hint().lower() > limit_bytes as u64 {
+        return response(too_large(limit_bytes));
+    }
+    let Ok(_upload_slot) = shared.upload_slots.clone().acquire_owned().await else {
+        return response(internal("the server is shutting down"));
+    };
+    let (sender, receiver) = mpsc::channel(UPLOAD_PIECES_QUEUED);
+    let service = shared.service.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        service.upload_artifact(&path, &mut Pieces::new(receiver))
+    });
+    let fed = feed_upload(&shared, body, sender, limit_bytes).await;
+    let handled = engine.await;
+    match (fed, handled) {
+        (Err(reply), _) => response(reply),
+        (Ok(()), Ok(reply)) => response(reply),
+        // The engine call panicked: a bug. The client gets a 500 and the server goes on.
+        (Ok(()), Err(_)) => response(internal("the request's handler failed unexpectedly")),
+    }
+}
+
+/// Sends `body`'s data to the engine, each piece with its share of the budget, then the end
+/// marker. A body over `limit_bytes`, slower than the rate floor, silent for longer than the
+/// body read timeout, or failing, is an error and gets no end marker. Stops quietly when the
+/// engine stops reading (it refused the upload, and its reply says why).
+async fn feed_upload(
+    shared: &Shared,
+    mut body: Incoming,
+    sender: mpsc::Sender<Piece>,
+    limit_bytes: usize,
+) -> Result<(), Reply> {
+    let started = Instant::now();
+    let mut waited = Duration::ZERO;
+    let mut received_bytes = 0usize;
+    loop {
+        let next = next_frame(shared, &mut body, started, waited, received_bytes);
+        let Ok(frame) = tokio::time::timeout(shared.body_read_timeout, next).await else {
+            return Err(silent_too_long(shared.body_read_timeout));
+        };
+        let Some(frame) = frame? else {
+            // The engine may have stopped reading already; its reply then says why.
+            let _ = sender.send(Piece::End).await;
+            return Ok(());
+        };
+        let frame = frame.map_err(body_failed)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // Trailers carry nothing the service reads.
+        };
+        received_bytes = received_bytes.saturating_add(data.len());
+        if received_bytes > limit_bytes {
+            return Err(too_large(limit_bytes));
+        }
+        let waiting_since = Instant::now();
+        let wanted = units(data.len()).min(shared.budget_units);
+        let wanted = u32::try_from(wanted).map_err(|_| too_large(limit_bytes))?;
+        let Ok(budget) = shared.body_budget.clone().acquire_many_owned(wanted).await else {
+            return Err(internal("the server is shutting down"));
+        };
+        let sent = sender.send(Piece::Data(data, budget)).await;
+        waited += waiting_since.elapsed();
+        if sent.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// What the connection hands the engine of an upload.
+enum Piece {
+    /// The next bytes, holding their share of the body budget until they are copied.
+    Data(Bytes, OwnedSemaphorePermit),
+    /// The body is complete.
+    End,
+}
+
+/// The engine's side of an upload: a blocking reader over the pieces the connection sends.
+/// The channel closing without [`Piece::End`] is an error, so an upload cut off for any reason
+/// (the client, a limit, the connection's task dropped) never stores a truncated file.
+struct Pieces {
+    receiver: mpsc::Receiver<Piece>,
+    current: Bytes,
+    _budget: Option<OwnedSemaphorePermit>,
+    ended: bool,
+}
+
+impl Pieces {
+    fn new(receiver: mpsc::Receiver<Piece>) -> Pieces {
+        Pieces {
+            receiver,
+            current: Bytes::new(),
+            _budget: None,
+            ended: false,
+        }
+    }
+}
+
+impl Read for Pieces {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if !self.current.is_empty() {
+                let taken = self.current.len().min(buffer.len());
+                buffer[..taken].copy_from_slice(&self.current.split_to(taken));
+                return Ok(taken);
+            }
+            if self.ended || buffer.is_empty() {
+                return Ok(0);
+            }
+            // The copied piece's budget goes back before the next piece is awaited.
+            self._budget = None;
+            match self.receiver.blocking_recv() {
+                Some(Piece::Data(bytes, budget)) => {
+                    self.current = bytes;
+                    self._budget = Some(budget);
+                }
+                Some(Piece::End) => self.ended = true,
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the upload ended before its body was complete",
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -187,13 +340,7 @@ async fn collect_within_budget(
     let started = Instant::now();
     let mut waited = Duration::ZERO;
     while let Some(frame) = next_frame(shared, &mut body, started, waited, bytes.len()).await? {
-        let frame = frame.map_err(|error| {
-            MlflowError::new(
-                ErrorCode::BadRequest,
-                format!("reading the request body failed: {error}"),
-            )
-            .reply()
-        })?;
+        let frame = frame.map_err(body_failed)?;
         let Ok(data) = frame.into_data() else {
             continue; // Trailers carry nothing the service reads.
         };
@@ -236,6 +383,26 @@ async fn next_frame(
     tokio::time::timeout_at(deadline, body.frame())
         .await
         .map_err(|_elapsed| too_slow(floor, received_bytes))
+}
+
+fn body_failed(error: hyper::Error) -> Reply {
+    MlflowError::new(
+        ErrorCode::BadRequest,
+        format!("reading the request body failed: {error}"),
+    )
+    .reply()
+}
+
+fn silent_too_long(timeout: Duration) -> Reply {
+    let reply = MlflowError::new(
+        ErrorCode::BadRequest,
+        format!(
+            "the upload's body sent nothing for {} s",
+            timeout.as_secs_f64()
+        ),
+    )
+    .reply();
+    with_status(reply, 408)
 }
 
 fn too_slow(floor: RateFloor, received_bytes: usize) -> Reply {

@@ -41,14 +41,16 @@ use crate::mlflow::Service;
 /// Limits of a [`Server`]. The defaults suit one trusted machine or a private network.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Largest artifact upload (`PUT` under `mlflow-artifacts`; default 64 MiB); a larger one
-    /// is answered 413, unread when its `Content-Length` says so.
+    /// Largest artifact upload (`PUT` under `mlflow-artifacts`; default 16 GiB); a larger one
+    /// is answered 413, unread when its `Content-Length` says so, and stores nothing. Uploads
+    /// are streamed to the artifact store, so this bounds disk, not memory.
     pub body_bytes_max: usize,
     /// Largest body of every other route (default 8 MiB; MLflow's client sends batches under
     /// 1 MB), so that parsing JSON stays small; never above `body_bytes_max`.
     pub json_body_bytes_max: usize,
     /// Most body bytes held by all requests together (default 256 MiB), taken as the bytes
-    /// arrive; a request whose next bytes do not fit waits for room (within its body timeout).
+    /// arrive and, for an upload, given back as they are written; a request whose next bytes
+    /// do not fit waits for room (within its body timeout).
     pub body_bytes_in_flight_max: usize,
     /// Most requests handed to the engine at once (default 64); others wait.
     pub requests_in_flight_max: usize,
@@ -59,7 +61,8 @@ pub struct ServerOptions {
     /// 60 s).
     pub header_read_timeout: Duration,
     /// Time a client has to send a request's whole body once its headers arrived (default
-    /// 120 s); a stalled body is answered 408.
+    /// 120 s); a stalled body is answered 408. An artifact upload, which may be large, has this
+    /// long between any two of its pieces instead, and the rate floor over its whole length.
     pub body_read_timeout: Duration,
     /// Least average rate at which a request body must arrive, in bytes per second, once
     /// `body_rate_grace` is over (default 64 KiB/s; 0 turns the floor off); a slower body is
@@ -90,7 +93,7 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
-            body_bytes_max: 64 << 20,
+            body_bytes_max: usize::try_from(16u64 << 30).unwrap_or(usize::MAX),
             json_body_bytes_max: 8 << 20,
             body_bytes_in_flight_max: 256 << 20,
             requests_in_flight_max: 64,

@@ -522,6 +522,19 @@ impl Store {
         self.store_artifact(run, path, &mut std::io::Cursor::new(bytes))
     }
 
+    /// Stores what `source` yields until its end as the artifact `path` of `run`, a buffer at a
+    /// time, so an artifact of any size costs no more memory than one buffer. An error from
+    /// `source` stores nothing (the partial file is removed) and is returned as `Error::Io`.
+    /// Write-once, as [`Store::log_artifact_bytes`].
+    pub fn log_artifact_from(
+        &self,
+        run: RunId,
+        path: &str,
+        source: &mut dyn std::io::Read,
+    ) -> Result<Artifact> {
+        self.store_artifact(run, path, source)
+    }
+
     /// The content of artifact `path` of `run`, checked against its recorded SHA-256.
     pub fn read_artifact(&self, run: RunId, path: &str) -> Result<Vec<u8>> {
         let view = self.run(run)?;

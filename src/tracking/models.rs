@@ -223,6 +223,17 @@ impl Store {
         path: &str,
         bytes: &[u8],
     ) -> Result<Artifact> {
+        self.log_model_artifact_from(model, path, &mut std::io::Cursor::new(bytes))
+    }
+
+    /// Stores what `source` yields until its end as artifact `path` of `model`, a buffer at a
+    /// time (as [`Store::log_artifact_from`]).
+    pub fn log_model_artifact_from(
+        &self,
+        model: ModelId,
+        path: &str,
+        source: &mut dyn std::io::Read,
+    ) -> Result<Artifact> {
         validation::artifact_path(path)?;
         if self.options().read_only {
             return Err(Error::ReadOnly);
@@ -240,7 +251,7 @@ impl Store {
                 &folder,
                 &owner,
                 path,
-                &mut std::io::Cursor::new(bytes),
+                source,
                 self.options().storage.as_ref(),
             )?;
             let time_ms = now_ms();

@@ -466,6 +466,97 @@ fn json_routes_take_the_small_limit_and_only_artifact_uploads_the_large_one() {
     assert_eq!(put.status, 200, "{}", put.text());
 }
 
+/// Files in `dir` whose names say they are being written (`.tmp-<hex>`).
+fn temporary_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(".tmp-"))
+            .count()
+    })
+}
+
+/// Polls `done` for up to 60 s: a guard against a hang, not a timing assertion.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_upload_streams_to_disk_and_one_cut_off_midway_stores_nothing() {
+    let server = Embedded::with(ServerOptions {
+        body_rate_min_bytes_per_second: 0,
+        ..ServerOptions::default()
+    });
+    let (experiment, run) = server.client.create_run();
+    let id: RunId = run.parse().unwrap();
+    let run_dir = server.store.root().join("artifacts").join(id.to_string());
+    let address = server.client.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    let head = format!(
+        "PUT {ARTIFACTS}/{experiment}/{run}/artifacts/model.bin HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        4 << 20
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![1u8; 1 << 20]).unwrap();
+    // A quarter of the body has arrived, and the artifact's file is already being written.
+    eventually("the upload's temporary file appears", || {
+        temporary_files(&run_dir) == 1
+    });
+    drop(stream);
+    eventually("the cut-off upload's temporary file goes", || {
+        temporary_files(&run_dir) == 0
+    });
+    assert!(server.store.run(id).unwrap().artifacts.is_empty());
+    assert!(!run_dir.join("model.bin").exists());
+
+    // The path is free: a whole upload of it is stored.
+    let content: Vec<u8> = (0..(3 << 20) as u32).map(|i| (i % 251) as u8).collect();
+    let put = server.client.put(
+        &format!("{ARTIFACTS}/{experiment}/{run}/artifacts/model.bin"),
+        &content,
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(
+        server.store.read_artifact(id, "model.bin").unwrap(),
+        content
+    );
+}
+
+#[test]
+fn an_upload_over_the_limit_stores_nothing_even_when_chunked() {
+    let server = Embedded::with(ServerOptions {
+        body_bytes_max: 1 << 20,
+        ..ServerOptions::default()
+    });
+    let (experiment, run) = server.client.create_run();
+    let id: RunId = run.parse().unwrap();
+    let chunk = vec![b'x'; 256 << 10];
+    let mut request = format!(
+        "PUT {ARTIFACTS}/{experiment}/{run}/artifacts/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..5 {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(&chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let (status, answer) = raw(&server.client, &request).unwrap();
+    assert_eq!(status, 413, "{answer}");
+    let run_dir = server.store.root().join("artifacts").join(id.to_string());
+    eventually("the refused upload's temporary file goes", || {
+        temporary_files(&run_dir) == 0
+    });
+    assert!(server.store.run(id).unwrap().artifacts.is_empty());
+    assert!(!run_dir.join("big.bin").exists());
+}
+
 #[test]
 fn uploads_that_declare_large_bodies_and_send_nothing_do_not_stall_other_requests() {
     // The budget admits exactly four largest bodies; four uploads declare them and send
@@ -778,7 +869,9 @@ fn an_upload_slower_than_the_rate_floor_is_cut_off_with_408_after_its_grace() {
         body_rate_grace: Duration::from_millis(300),
         ..ServerOptions::default()
     });
-    let path = format!("{ARTIFACTS}/trickle.bin");
+    // A real run's path: the server checks the path before it reads a byte of the body.
+    let (experiment, run) = server.client.create_run();
+    let path = format!("{ARTIFACTS}/{experiment}/{run}/artifacts/trickle.bin");
     let address = server.client.base.trim_start_matches("http://").to_string();
     let mut stream = TcpStream::connect(&address).unwrap();
     // A guard against a hung test, not an assertion about time.

@@ -31,8 +31,9 @@ pub struct Args {
     /// `sync` (power loss too: synced before the answer), or a sync interval in ms.
     #[arg(long, default_value = "1000")]
     durability: String,
-    /// Largest artifact upload in MiB; larger ones get 413.
-    #[arg(long = "body-limit-mib", default_value_t = 64)]
+    /// Largest artifact upload in MiB; larger ones get 413. Uploads stream to disk, so this
+    /// bounds disk, not memory.
+    #[arg(long = "body-limit-mib", default_value_t = 16 * 1024)]
     body_limit_mib: usize,
     /// Largest body of every other (JSON) request in MiB; larger ones get 413.
     #[arg(long = "json-body-limit-mib", default_value_t = 8)]
