@@ -111,7 +111,7 @@ pub mod wal;
 
 internal_modules!(layout, util);
 
-pub use artifact::ArtifactEntry;
+pub use artifact::{ArtifactEntry, ArtifactReader};
 pub use catalog::LoggedModel;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
 pub use error::{Corruption, CorruptionKind, Error, Result};

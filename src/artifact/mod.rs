@@ -18,7 +18,8 @@
 mod reader;
 mod writer;
 
-pub(crate) use reader::read;
+pub use reader::ArtifactReader;
+pub(crate) use reader::{open, read};
 pub(crate) use writer::{remove, store};
 
 use std::collections::BTreeMap;

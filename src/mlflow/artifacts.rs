@@ -19,7 +19,7 @@
 use std::io::Read;
 
 use crate::tracking::validation;
-use crate::{ArtifactEntry, ExperimentId, ModelId, RunId};
+use crate::{ArtifactEntry, ArtifactReader, ExperimentId, ModelId, RunId};
 
 use super::{ErrorCode, JSON, Method, MlflowError, Reply, Request, Service};
 
@@ -35,6 +35,16 @@ const RUN_FOLDER: &str = "artifacts";
 /// Whether `method` on `path` is a `PUT` of an artifact's content.
 pub(crate) fn is_upload(method: Method, path: &str) -> bool {
     method == Method::Put
+        && PREFIXES.iter().any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|route| route.starts_with("artifacts/"))
+        })
+}
+
+/// Whether `method` on `path` is a `GET` of an artifact's content (or of a folder, which
+/// answers an error).
+pub(crate) fn is_download(method: Method, path: &str) -> bool {
+    method == Method::Get
         && PREFIXES.iter().any(|prefix| {
             path.strip_prefix(prefix)
                 .is_some_and(|route| route.starts_with("artifacts/"))
@@ -210,16 +220,70 @@ fn download(service: &Service, raw: &str) -> Result<Reply, MlflowError> {
             content_type: content_type(path),
             body: bytes,
         }),
-        Err(crate::Error::NotFound(_)) => {
-            if location.list(service)?.is_empty() {
-                Err(no_such_artifact(&decoded))
-            } else {
-                Err(MlflowError::invalid(format!(
-                    "'{decoded}' is a directory, not a file"
-                )))
-            }
-        }
-        Err(other) => Err(other.into()),
+        Err(error) => Err(download_error(service, &location, &decoded, error)),
+    }
+}
+
+/// An artifact download answered as a stream: what [`Service::download_artifact`] gives.
+#[derive(Debug)]
+pub enum Download {
+    /// An answer with its whole body: an error, or anything but a file's content.
+    Reply(Reply),
+    /// A file's content, to be sent as `reader` yields it. The reader's last read fails unless
+    /// the content is exactly what was recorded, so a transport that has already sent the
+    /// status must then cut the answer off rather than end it.
+    Stream {
+        /// The answer's `Content-Type`.
+        content_type: &'static str,
+        /// The checked reader of the content; its `size_bytes` is the body's length.
+        reader: ArtifactReader,
+    },
+}
+
+/// Opens the artifact a `GET` on `path` names, for a transport to stream.
+pub(crate) fn download_from(service: &Service, path: &str) -> Download {
+    let Some(raw) = PREFIXES
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))
+        .and_then(|route| route.strip_prefix("artifacts/"))
+    else {
+        return Download::Reply(MlflowError::endpoint_not_found(Method::Get, path).reply());
+    };
+    let opened = (|| {
+        let decoded = decode_path(raw)?;
+        let location = locate(service, &decoded)?;
+        let opened = match location.owner {
+            Owner::Run(run) => service.store().open_artifact(run, location.path),
+            Owner::Model(model) => service.store().open_model_artifact(model, location.path),
+        };
+        opened
+            .map(|reader| (content_type(location.path), reader))
+            .map_err(|error| download_error(service, &location, &decoded, error))
+    })();
+    match opened {
+        Ok((content_type, reader)) => Download::Stream {
+            content_type,
+            reader,
+        },
+        Err(error) => Download::Reply(error.reply()),
+    }
+}
+
+/// What a download that failed answers: a path that names no file is 404 unless it is a
+/// folder, which is 400 as in MLflow.
+fn download_error(
+    service: &Service,
+    location: &Location<'_>,
+    decoded: &str,
+    error: crate::Error,
+) -> MlflowError {
+    match error {
+        crate::Error::NotFound(_) => match location.list(service) {
+            Ok(entries) if entries.is_empty() => no_such_artifact(decoded),
+            Ok(_) => MlflowError::invalid(format!("'{decoded}' is a directory, not a file")),
+            Err(error) => error,
+        },
+        other => other.into(),
     }
 }
 

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Store;
 
+pub use artifacts::Download;
 pub use error::{ErrorCode, MlflowError};
 
 /// The HTTP method of a request.
@@ -134,6 +135,19 @@ impl Service {
     /// error from it stores nothing. Blocking, as [`Service::handle`].
     pub fn upload_artifact(&self, path: &str, body: &mut dyn std::io::Read) -> Reply {
         artifacts::upload_from(self, path, body)
+    }
+
+    /// Whether `method` on `path` is an artifact download, which a transport may stream with
+    /// [`Service::download_artifact`].
+    pub fn is_artifact_download(method: Method, path: &str) -> bool {
+        artifacts::is_download(method, path)
+    }
+
+    /// Answers a `GET` of an artifact's content on `path` (for which
+    /// [`Service::is_artifact_download`] holds) with a reader to stream, or with a whole reply
+    /// (an error, or a folder). Blocking, as [`Service::handle`]; so is reading the stream.
+    pub fn download_artifact(&self, path: &str) -> Download {
+        artifacts::download_from(self, path)
     }
 
     /// Answers one request of MLflow's REST API. Blocking: it calls the engine directly, so an

@@ -22,14 +22,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Body as _;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::mlflow::{ErrorCode, Method, MlflowError, Reply, Request, Service};
+use crate::mlflow::{Download, ErrorCode, Method, MlflowError, Reply, Request, Service};
 
 use super::ServerOptions;
 use super::security::Security;
@@ -42,6 +42,14 @@ const BUDGET_UNIT_BYTES: usize = 1 << 10;
 /// upload's memory does not grow with its size.
 const UPLOAD_PIECES_QUEUED: usize = 4;
 
+/// Bytes of an artifact download read from its file at a time, and how many such pieces may
+/// wait for the connection, so a download's memory does not grow with its size.
+const DOWNLOAD_PIECE_BYTES: usize = 256 << 10;
+const DOWNLOAD_PIECES_QUEUED: usize = 4;
+
+/// A response's body: whole, or an artifact's content as it is read.
+pub(super) type Body = Either<Full<Bytes>, Streamed>;
+
 /// What every connection's requests share.
 #[derive(Debug)]
 pub(super) struct Shared {
@@ -51,9 +59,10 @@ pub(super) struct Shared {
     body_budget: Arc<Semaphore>,
     /// Engine calls that may run at once.
     engine_slots: Arc<Semaphore>,
-    /// Artifact uploads that may stream at once, apart from `engine_slots`: an upload holds its
-    /// slot for as long as its client takes to send it, which must not stall JSON requests.
-    upload_slots: Arc<Semaphore>,
+    /// Artifact uploads and downloads that may stream at once, apart from `engine_slots`: a
+    /// stream holds its slot for as long as its client takes, which must not stall JSON
+    /// requests.
+    stream_slots: Arc<Semaphore>,
     /// Units in `body_budget` when nothing is held.
     budget_units: usize,
     body_bytes_max: usize,
@@ -99,7 +108,7 @@ impl Shared {
             security: Security::new(&options.allowed_hosts, &options.cors_allowed_origins, bound),
             body_budget: Arc::new(Semaphore::new(budget_units)),
             engine_slots: Arc::new(Semaphore::new(slots)),
-            upload_slots: Arc::new(Semaphore::new(slots)),
+            stream_slots: Arc::new(Semaphore::new(slots)),
             budget_units,
             body_bytes_max: options.body_bytes_max,
             json_body_bytes_max,
@@ -117,17 +126,105 @@ fn units(bytes: usize) -> usize {
 pub(super) async fn answer(
     shared: Arc<Shared>,
     request: hyper::Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let is_read = matches!(*request.method(), hyper::Method::GET | hyper::Method::HEAD);
-    match request.uri().path() {
-        "/health" if is_read => return Ok(text("OK")),
-        "/version" if is_read => return Ok(text(env!("CARGO_PKG_VERSION"))),
-        _ => {}
+    let whole = match request.uri().path() {
+        "/health" if is_read => text("OK"),
+        "/version" if is_read => text(env!("CARGO_PKG_VERSION")),
+        _ => match shared.security.check(&request) {
+            Err(refused) => response(refused),
+            Ok(()) => {
+                let method = method(request.method());
+                if Service::is_artifact_download(method, request.uri().path()) {
+                    return Ok(forward_download(shared, request.uri().path().to_owned()).await);
+                }
+                forward(shared, request).await
+            }
+        },
+    };
+    Ok(whole.map(Either::Left))
+}
+
+/// Streams an artifact's content from the engine to the client, piece by piece. Errors found
+/// before the first byte (no such artifact, a folder) are whole answers; a file found damaged
+/// while it is sent (its size or SHA-256 not as recorded) cuts the answer off, which the client
+/// sees as a body shorter than its `Content-Length`.
+async fn forward_download(shared: Arc<Shared>, path: String) -> Response<Body> {
+    let Ok(stream_slot) = shared.stream_slots.clone().acquire_owned().await else {
+        return response(internal("the server is shutting down")).map(Either::Left);
+    };
+    let service = shared.service.clone();
+    let opened = tokio::task::spawn_blocking(move || service.download_artifact(&path)).await;
+    let (content_type, mut reader) = match opened {
+        Ok(Download::Stream {
+            content_type,
+            reader,
+        }) => (content_type, reader),
+        Ok(Download::Reply(reply)) => return response(reply).map(Either::Left),
+        Err(_) => {
+            return response(internal("the request's handler failed unexpectedly"))
+                .map(Either::Left);
+        }
+    };
+    let length = reader.size_bytes();
+    let (sender, receiver) = mpsc::channel(DOWNLOAD_PIECES_QUEUED);
+    tokio::task::spawn_blocking(move || {
+        let _stream_slot = stream_slot;
+        // Each piece is sent only once the next one is read, so the last bytes wait for the
+        // reader's check at the end: a damaged file's answer always stops short.
+        let mut held: Option<Bytes> = None;
+        loop {
+            let mut piece = vec![0u8; DOWNLOAD_PIECE_BYTES];
+            let (next, done) = match reader.read(&mut piece) {
+                Ok(0) => (held.take().map(Ok), true),
+                Ok(read) => {
+                    piece.truncate(read);
+                    (held.replace(Bytes::from(piece)).map(Ok), false)
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => (Some(Err(error)), true),
+            };
+            // A client that went away closes the channel: nothing more to send.
+            if let Some(next) = next
+                && sender.blocking_send(next).is_err()
+            {
+                return;
+            }
+            if done {
+                return;
+            }
+        }
+    });
+    let mut answer = Response::new(Either::Right(Streamed { receiver, length }));
+    answer
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    answer
+}
+
+/// An artifact's content as the engine reads it: exactly `length` bytes, or an error that
+/// makes hyper cut the connection off.
+pub(super) struct Streamed {
+    receiver: mpsc::Receiver<std::io::Result<Bytes>>,
+    length: u64,
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        self.receiver
+            .poll_recv(context)
+            .map(|next| next.map(|piece| piece.map(hyper::body::Frame::data)))
     }
-    if let Err(refused) = shared.security.check(&request) {
-        return Ok(response(refused));
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.length)
     }
-    Ok(forward(shared, request).await)
 }
 
 /// Reads the body and hands the request to the service.
@@ -174,7 +271,7 @@ async fn forward_upload(
     if body.size_hint().lower() > limit_bytes as u64 {
         return response(too_large(limit_bytes));
     }
-    let Ok(_upload_slot) = shared.upload_slots.clone().acquire_owned().await else {
+    let Ok(_stream_slot) = shared.stream_slots.clone().acquire_owned().await else {
         return response(internal("the server is shutting down"));
     };
     let (sender, receiver) = mpsc::channel(UPLOAD_PIECES_QUEUED);

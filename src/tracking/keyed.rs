@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::artifact;
+use crate::artifact::{self, ArtifactReader};
 use crate::catalog::{self, Artifact, LifecycleStage, RunEntry, RunInfo};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
@@ -533,6 +533,19 @@ impl Store {
         source: &mut dyn std::io::Read,
     ) -> Result<Artifact> {
         self.store_artifact(run, path, source)
+    }
+
+    /// Artifact `path` of `run` opened for reading a buffer at a time, so an artifact of any
+    /// size costs one buffer: the reader's last read fails (`InvalidData`) unless the content
+    /// is exactly what was recorded (size and SHA-256), so nothing it gives is trusted before
+    /// its end.
+    pub fn open_artifact(&self, run: RunId, path: &str) -> Result<ArtifactReader> {
+        let view = self.run(run)?;
+        let artifact = view
+            .artifacts
+            .get(path)
+            .ok_or_else(|| Error::NotFound(format!("artifact {path:?} of run {run}")))?;
+        artifact::open(&artifact::run_dir(self.root(), run), artifact)
     }
 
     /// The content of artifact `path` of `run`, checked against its recorded SHA-256.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use super::Store;
 use super::validation;
-use crate::artifact::{self, ArtifactEntry};
+use crate::artifact::{self, ArtifactEntry, ArtifactReader};
 use crate::catalog::{Artifact, LifecycleStage, LoggedModel};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, ModelId, RunId};
@@ -269,6 +269,17 @@ impl Store {
                 time_ms,
             })
         })
+    }
+
+    /// Artifact `path` of `model` opened for a checked, streaming read (as
+    /// [`Store::open_artifact`]).
+    pub fn open_model_artifact(&self, model: ModelId, path: &str) -> Result<ArtifactReader> {
+        let found = self.logged_model(model)?;
+        let stored = found
+            .artifacts
+            .get(path)
+            .ok_or_else(|| Error::NotFound(format!("artifact {path:?} of logged model {model}")))?;
+        artifact::open(&artifact::model_dir(self.root(), model), stored)
     }
 
     /// The content of artifact `path` of `model`, checked against its recorded SHA-256.

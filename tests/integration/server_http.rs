@@ -528,6 +528,69 @@ fn an_upload_streams_to_disk_and_one_cut_off_midway_stores_nothing() {
 }
 
 #[test]
+fn a_download_streams_the_file_and_a_damaged_one_is_cut_off_not_finished() {
+    let server = Embedded::start();
+    let (experiment, run) = server.client.create_run();
+    let id: RunId = run.parse().unwrap();
+    let content: Vec<u8> = (0..(3 << 20) as u32).map(|i| (i % 253) as u8).collect();
+    let url = format!("{ARTIFACTS}/{experiment}/{run}/artifacts/weights.bin");
+    assert_eq!(server.client.put(&url, &content).status, 200);
+    let got = server.client.get(&url);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body.len(), content.len());
+    assert!(got.body == content, "the streamed content differs");
+
+    // The same size, one byte changed near the end: the status and most of the body are sent
+    // before the check at the end fails, so the answer must be cut off, never completed.
+    let file = server
+        .store
+        .root()
+        .join("artifacts")
+        .join(id.to_string())
+        .join("weights.bin");
+    let mut damaged = content.clone();
+    let last = damaged.len() - 10;
+    damaged[last] ^= 0xff;
+    std::fs::write(&file, &damaged).unwrap();
+    let (status, body) = raw_bytes(
+        &server.client,
+        format!("GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body.len() < content.len(),
+        "a damaged file's download ended whole ({} bytes)",
+        body.len()
+    );
+    // A folder is still a whole answer in MLflow's shape.
+    let folder = server
+        .client
+        .get(&format!("{ARTIFACTS}/{experiment}/{run}/artifacts"));
+    assert_ne!(folder.status, 200);
+}
+
+/// Sends `request` and reads the answer until the server closes: its status and the bytes of
+/// its body that arrived.
+fn raw_bytes(client: &Client, request: &[u8]) -> (u16, Vec<u8>) {
+    let address = client.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    // A guard against a hung test, not an assertion about time.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an answer with headers");
+    let head = String::from_utf8_lossy(&answer[..split]);
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, answer[split + 4..].to_vec())
+}
+
+#[test]
 fn an_upload_over_the_limit_stores_nothing_even_when_chunked() {
     let server = Embedded::with(ServerOptions {
         body_bytes_max: 1 << 20,
