@@ -157,7 +157,7 @@ fn main() {
             "last value for all 800 series",
             time(20, || {
                 assert_eq!(
-                    store.compare(&runs, &KEYS).unwrap().len(),
+                    store.compare_table(&runs, &KEYS).unwrap().len(),
                     RUNS * KEYS.len()
                 )
             }),

@@ -1047,6 +1047,12 @@ impl RunEntry {
         })
     }
 
+    /// Whether the run was created (its creation event applied), not a placeholder: the
+    /// check a read makes before it shows the run, with nothing copied.
+    pub fn is_created(&self) -> bool {
+        read(&self.meta).created.is_some()
+    }
+
     /// Its attributes, if the run was created: no params, tags or metrics copied.
     pub fn info(&self) -> Option<RunInfo> {
         let meta = read(&self.meta);
