@@ -258,11 +258,16 @@ impl MetricTable {
     }
 
     fn view(&self) -> BTreeMap<String, MetricSummary> {
-        (0..self.keys.len())
-            .map(|slot| (slot, self.summary(slot)))
-            .filter(|(_, summary)| summary.count > 0)
-            .map(|(slot, summary)| (self.keys[slot].to_string(), summary))
-            .collect()
+        // Slots are in first-logged order, not sorted: inserted one by one, with no
+        // intermediate vector to sort.
+        let mut view = BTreeMap::new();
+        for (slot, key) in self.keys.iter().enumerate() {
+            let summary = self.summary(slot);
+            if summary.count > 0 {
+                view.insert(key.to_string(), summary);
+            }
+        }
+        view
     }
 }
 
@@ -968,9 +973,21 @@ fn set_register<T>(
 }
 
 fn live_tags(tags: &Registers<Lww<Option<String>>>) -> BTreeMap<String, String> {
-    tags.iter()
-        .filter_map(|(key, register)| Some((key.clone(), register.value.clone()?)))
-        .collect()
+    sorted_map(
+        tags.iter()
+            .filter_map(|(key, register)| Some((key.clone(), register.value.clone()?))),
+    )
+}
+
+/// A map of `entries`, which come sorted by key (as a `Registers` yields them), built by
+/// appending: `collect` would first gather them in a growing vector and sort it, which is
+/// most of a small map's cost, and a search copies a page of runs' maps.
+fn sorted_map<V>(entries: impl Iterator<Item = (String, V)>) -> BTreeMap<String, V> {
+    let mut map = BTreeMap::new();
+    for (key, value) in entries {
+        map.insert(key, value);
+    }
+    map
 }
 
 fn experiment_view(id: ExperimentId, entry: &ExperimentEntry) -> Option<Experiment> {
@@ -1026,16 +1043,16 @@ impl RunEntry {
         let meta = read(&self.meta);
         let tags = live_tags(&meta.tags);
         let info = run_info(self.id, &meta, tags.get(USER_TAG).cloned())?;
-        let params = meta
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
-            .collect();
-        let artifacts = meta
-            .artifacts
-            .iter()
-            .filter_map(|(path, register)| Some((path.clone(), register.value.clone()?)))
-            .collect();
+        let params = sorted_map(
+            meta.params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone())),
+        );
+        let artifacts = sorted_map(
+            meta.artifacts
+                .iter()
+                .filter_map(|(path, register)| Some((path.clone(), register.value.clone()?))),
+        );
         drop(meta);
         let metrics = catalog.metrics(self).view();
         Some(RunView {

@@ -109,6 +109,7 @@ impl Store {
         let needs_metrics =
             !live_clauses.is_empty() || order.iter().any(|o| matches!(o.field, Field::Metric(_)));
         let columns = &*columns;
+        let slot_columns = metric_slot_columns(columns, &live_clauses, &order);
         let evaluate = |row: usize| -> Option<Hit> {
             let wanted = (experiments.is_empty()
                 || experiments.contains(&columns.experiments[row]))
@@ -122,12 +123,18 @@ impl Store {
                 columns,
                 row,
                 metrics: metrics.as_deref(),
+                slot_columns: &slot_columns,
             };
             live_clauses
                 .iter()
                 .all(|clause| clause_holds(clause, &run))
                 .then(|| Hit {
-                    keys: order.iter().map(|o| sort_key(&run, &o.field)).collect(),
+                    first: order.first().and_then(|o| sort_key(&run, &o.field)),
+                    rest: order
+                        .iter()
+                        .skip(1)
+                        .map(|o| sort_key(&run, &o.field))
+                        .collect(),
                     start_time_ms: columns.start_times_ms[row],
                     id: columns.ids[row],
                     row,
@@ -422,16 +429,22 @@ fn sort_key(run: &impl RunFields, field: &Field) -> Option<Key> {
     }
 }
 
-/// A matching run with what it sorts by.
+/// A matching run with what it sorts by: the first `order_by` field's value inline, so that
+/// the common single-field order allocates nothing per hit, and any further fields' values.
 struct Hit {
-    keys: Vec<Option<Key>>,
+    first: Option<Key>,
+    rest: Vec<Option<Key>>,
     start_time_ms: i64,
     id: RunId,
     row: usize,
 }
 
 fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
-    compare_keys(order, &a.keys, &b.keys)
+    let Some((first, rest)) = order.split_first() else {
+        return b.start_time_ms.cmp(&a.start_time_ms).then(a.id.cmp(&b.id));
+    };
+    compare_field(first.ascending, a.first.as_ref(), b.first.as_ref())
+        .then_with(|| compare_keys(rest, &a.rest, &b.rest))
         .then(b.start_time_ms.cmp(&a.start_time_ms))
         .then(a.id.cmp(&b.id))
 }
@@ -442,26 +455,28 @@ pub(super) fn compare_keys(order: &[OrderBy], a: &[Option<Key>], b: &[Option<Key
         let (Some(a), Some(b)) = (a.get(index), b.get(index)) else {
             return Ordering::Equal;
         };
-        let ordering = match (a, b) {
-            (None, None) => Ordering::Equal,
-            // Missing values go last in either direction.
-            (None, Some(_)) => return Ordering::Greater,
-            (Some(_), None) => return Ordering::Less,
-            (Some(Key::NaN), Some(Key::NaN)) => Ordering::Equal,
-            (Some(Key::NaN), Some(_)) => return Ordering::Greater,
-            (Some(_), Some(Key::NaN)) => return Ordering::Less,
-            (Some(x), Some(y)) => compare_key(x, y),
-        };
-        let ordering = if *ascending {
-            ordering
-        } else {
-            ordering.reverse()
-        };
+        let ordering = compare_field(*ascending, a.as_ref(), b.as_ref());
         if ordering != Ordering::Equal {
             return ordering;
         }
     }
     Ordering::Equal
+}
+
+/// Orders two values of one `order_by` field: NaN, then missing values, last in either
+/// direction.
+fn compare_field(ascending: bool, a: Option<&Key>, b: Option<&Key>) -> Ordering {
+    let ordering = match (a, b) {
+        (None, None) | (Some(Key::NaN), Some(Key::NaN)) => return Ordering::Equal,
+        (None, Some(_)) | (Some(Key::NaN), Some(_)) => return Ordering::Greater,
+        (Some(_), None) | (Some(_), Some(Key::NaN)) => return Ordering::Less,
+        (Some(x), Some(y)) => compare_key(x, y),
+    };
+    if ascending {
+        ordering
+    } else {
+        ordering.reverse()
+    }
 }
 
 fn compare_key(a: &Key, b: &Key) -> Ordering {
@@ -554,6 +569,32 @@ struct Row<'a> {
     columns: &'a RunColumns,
     row: usize,
     metrics: Option<&'a MetricTable>,
+    /// The metric keys the search reads, each with its column of slots, found once per search
+    /// rather than hashed once per row.
+    slot_columns: &'a [(&'a str, Option<&'a [u32]>)],
+}
+
+/// The metric keys that `clauses` and `order` read, each with its column of slots if the
+/// columns have one, once each.
+fn metric_slot_columns<'a>(
+    columns: &'a RunColumns,
+    clauses: &[&'a Clause],
+    order: &'a [OrderBy],
+) -> Vec<(&'a str, Option<&'a [u32]>)> {
+    let fields = clauses
+        .iter()
+        .map(|clause| &clause.field)
+        .chain(order.iter().map(|o| &o.field));
+    let mut found: Vec<(&str, Option<&[u32]>)> = Vec::new();
+    for field in fields {
+        if let Field::Metric(key) = field
+            && !found.iter().any(|(known, _)| *known == &**key)
+        {
+            let slots = columns.metric_slots.get(&**key).map(Vec::as_slice);
+            found.push((key.as_str(), slots));
+        }
+    }
+    found
 }
 
 impl RunFields for Row<'_> {
@@ -571,7 +612,11 @@ impl RunFields for Row<'_> {
     }
     fn metric_last(&self, key: &str) -> Option<f64> {
         let metrics = self.metrics?;
-        let known = self.columns.metric_slots.get(key).map(|s| s[self.row]);
+        let slots = match self.slot_columns.iter().find(|(known, _)| *known == key) {
+            Some((_, slots)) => *slots,
+            None => self.columns.metric_slots.get(key).map(Vec::as_slice),
+        };
+        let known = slots.and_then(|s| s.get(self.row).copied());
         let slot = match known {
             Some(slot) if slot != MISSING => slot as usize,
             _ => metrics.slot(key)?,
