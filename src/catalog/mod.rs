@@ -343,6 +343,23 @@ fn take_pending(pending: &Pending, metrics: &mut MetricTable, run: RunId) {
     metrics.taken = pending.adopted.len();
 }
 
+/// See [`Catalog::metrics_reader`].
+pub(crate) struct MetricsReader<'a> {
+    pending: RwLockReadGuard<'a, Pending>,
+}
+
+impl MetricsReader<'_> {
+    /// What [`Catalog::metrics`] gives.
+    pub fn metrics<'a>(&self, entry: &'a RunEntry) -> MutexGuard<'a, MetricTable> {
+        let mut metrics = lock(&entry.metrics);
+        let pending = &*self.pending;
+        if metrics.taken_epoch != pending.epoch || metrics.taken != pending.adopted.len() {
+            take_pending(pending, &mut metrics, entry.id);
+        }
+        metrics
+    }
+}
+
 /// Resolves a foreign writer's interned key ids to metric slots of its runs.
 #[derive(Debug, Default)]
 pub(crate) struct KeyMap {
@@ -524,12 +541,17 @@ impl Catalog {
     /// The metric table of `entry`, locked, with every compacted summary adopted so far
     /// taken: what a read of its summaries or keys must go through.
     pub fn metrics<'a>(&self, entry: &'a RunEntry) -> MutexGuard<'a, MetricTable> {
-        let pending = read(&self.pending);
-        let mut metrics = lock(&entry.metrics);
-        if metrics.taken_epoch != pending.epoch || metrics.taken != pending.adopted.len() {
-            take_pending(&pending, &mut metrics, entry.id);
+        self.metrics_reader().metrics(entry)
+    }
+
+    /// A reader of many runs' metric tables that locks the list of pending adoptions once,
+    /// not once per run (`pending`, then each run's `metrics`, the lock order). While it
+    /// lives, nothing can be adopted: hold it for one pass over runs, and take no other
+    /// catalog lock meanwhile, since a waiting adoption blocks even new readers.
+    pub fn metrics_reader(&self) -> MetricsReader<'_> {
+        MetricsReader {
+            pending: read(&self.pending),
         }
-        metrics
     }
 
     /// The attributes of the created runs of `experiment` (all experiments if `None`), newest

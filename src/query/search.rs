@@ -9,7 +9,9 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
-use crate::catalog::{LifecycleStage, MISSING, MetricTable, RunColumns, RunView, TextColumn};
+use crate::catalog::{
+    LifecycleStage, MISSING, MetricTable, MetricsReader, RunColumns, RunView, TextColumn,
+};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::query::filter::{self, Attribute, Clause, Field, Filter, Op, OrderBy, Value};
@@ -110,7 +112,7 @@ impl Store {
             !live_clauses.is_empty() || order.iter().any(|o| matches!(o.field, Field::Metric(_)));
         let columns = &*columns;
         let slot_columns = metric_slot_columns(columns, &live_clauses, &order);
-        let evaluate = |row: usize| -> Option<Hit> {
+        let evaluate = |reader: &MetricsReader<'_>, row: usize| -> Option<Hit> {
             let wanted = (experiments.is_empty()
                 || experiments.contains(&columns.experiments[row]))
                 && includes(search.view, columns.stages[row])
@@ -118,7 +120,7 @@ impl Store {
             if !wanted {
                 return None;
             }
-            let metrics = needs_metrics.then(|| self.catalog().metrics(&columns.entries[row]));
+            let metrics = needs_metrics.then(|| reader.metrics(&columns.entries[row]));
             let run = Row {
                 columns,
                 row,
@@ -142,11 +144,15 @@ impl Store {
         };
         let end = offset.saturating_add(page_size);
         let (hits, more) = if order.is_empty() {
-            first_hits_by_start(columns, end, evaluate)
+            first_hits_by_start(columns, end, || self.catalog().metrics_reader(), evaluate)
         } else {
             let mut hits: Vec<Hit> = (0..columns.len())
                 .into_par_iter()
-                .filter_map(evaluate)
+                .map_init(
+                    || self.catalog().metrics_reader(),
+                    |reader, row| evaluate(reader, row),
+                )
+                .flatten_iter()
                 .collect();
             // Only the runs up to the end of this page need ordering among themselves. The
             // order is total (run ids break every tie), so selecting then sorting gives the
@@ -175,38 +181,61 @@ impl Store {
 }
 
 /// The first `end` matching runs in the default order (start time descending, then run id),
-/// and whether more match. Rows are taken in that order, in chunks that double in size, and
-/// the scan stops once the page is full: a search for the newest matching runs reads as many
-/// runs as it needs, not all of them.
-fn first_hits_by_start(
+/// and whether more match. Rows are taken in that order, in chunks sized to what is still
+/// missing at the hit rate seen so far, and the scan stops once the page is full: a search for
+/// the newest matching runs reads about as many runs as it needs, not all of them. Chunk sizes
+/// change how many rows are read, never which runs are returned.
+fn first_hits_by_start<'a>(
     columns: &RunColumns,
     end: usize,
-    evaluate: impl Fn(usize) -> Option<Hit> + Sync,
+    reader: impl Fn() -> MetricsReader<'a> + Sync + Send,
+    evaluate: impl Fn(&MetricsReader<'a>, usize) -> Option<Hit> + Sync + Send,
 ) -> (Vec<Hit>, bool) {
     let mut hits = Vec::new();
     let mut rows = columns.by_start();
-    let mut chunk = FIRST_CHUNK_ROWS;
+    let mut read = 0;
+    // One more than the page tells whether more match.
+    let wanted = end.saturating_add(1);
+    let mut chunk = wanted.clamp(CHUNK_ROWS_MIN, FIRST_CHUNK_ROWS_MAX);
     while !rows.is_empty() {
         let (now, later) = rows.split_at(chunk.min(rows.len()));
         // An indexed parallel iterator collects in order.
         let found: Vec<Hit> = now
             .par_iter()
-            .filter_map(|row| evaluate(*row as usize))
+            .map_init(&reader, |reader, row| evaluate(reader, *row as usize))
+            .flatten_iter()
             .collect();
         hits.extend(found);
         if hits.len() > end {
             hits.truncate(end);
             return (hits, true);
         }
+        read += now.len();
         rows = later;
-        chunk = chunk.saturating_mul(2);
+        chunk = next_chunk_rows(wanted - hits.len(), read, hits.len(), chunk);
     }
     (hits, false)
 }
 
-/// The first chunk of an early-stopping scan: large enough to keep both cores busy, small
-/// enough that a first page of 100 newest runs reads few more rows than it returns.
-const FIRST_CHUNK_ROWS: usize = 512;
+/// The fewest rows a chunk of an early-stopping scan reads: enough to give both cores work.
+const CHUNK_ROWS_MIN: usize = 64;
+/// The most rows a first chunk reads, before any hit rate is known.
+const FIRST_CHUNK_ROWS_MAX: usize = 512;
+const _: () = assert!(CHUNK_ROWS_MIN <= FIRST_CHUNK_ROWS_MAX);
+
+/// Rows to read next to find `missing` more hits, having found `found` in `read` rows: that
+/// rate's estimate with a quarter more, so that a page is usually full after one more chunk,
+/// and at most twice the `last` chunk, so that a rate measured on few rows costs little.
+fn next_chunk_rows(missing: usize, read: usize, found: usize, last: usize) -> usize {
+    let most = last.saturating_mul(2);
+    if found == 0 {
+        return most;
+    }
+    let estimate = missing.saturating_mul(read) / found;
+    estimate
+        .saturating_add(estimate / 4)
+        .clamp(CHUNK_ROWS_MIN, most.max(CHUNK_ROWS_MIN))
+}
 
 fn includes(view: ViewType, stage: LifecycleStage) -> bool {
     match view {
