@@ -199,19 +199,25 @@ fn first_hits_by_start<'a>(
     let mut chunk = wanted.clamp(CHUNK_ROWS_MIN, FIRST_CHUNK_ROWS_MAX);
     while !rows.is_empty() {
         let (now, later) = rows.split_at(chunk.min(rows.len()));
-        // Both collect in order.
-        let found: Vec<Hit> = if now.len() < PARALLEL_ROWS_MIN {
+        if now.len() < PARALLEL_ROWS_MIN {
+            // On one thread the scan can stop at the very row that fills the page.
             let reader = reader();
-            now.iter()
-                .filter_map(|row| evaluate(&reader, *row as usize))
-                .collect()
+            for row in now {
+                hits.extend(evaluate(&reader, *row as usize));
+                if hits.len() > end {
+                    hits.truncate(end);
+                    return (hits, true);
+                }
+            }
         } else {
-            now.par_iter()
+            // An indexed parallel iterator collects in order.
+            let found: Vec<Hit> = now
+                .par_iter()
                 .map_init(&reader, |reader, row| evaluate(reader, *row as usize))
                 .flatten_iter()
-                .collect()
-        };
-        hits.extend(found);
+                .collect();
+            hits.extend(found);
+        }
         if hits.len() > end {
             hits.truncate(end);
             return (hits, true);
