@@ -55,11 +55,19 @@ pub struct ComparedSeries {
 ///
 /// Invariant: `cells.len() == runs.len() * keys.len()`, run-major; a cell whose `count` is 0
 /// stands for a series the run never logged (a logged series has at least one point).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Comparison {
     runs: Vec<RunId>,
     keys: Vec<String>,
     cells: Vec<MetricSummary>,
+}
+
+impl PartialEq for Comparison {
+    /// The same runs, keys and logged summaries. A cell never logged holds an empty summary,
+    /// whose NaN fields would make a table unequal to itself: such cells compare as `None`.
+    fn eq(&self, other: &Self) -> bool {
+        self.runs == other.runs && self.keys == other.keys && self.iter().eq(other.iter())
+    }
 }
 
 impl Comparison {
@@ -248,6 +256,7 @@ mod tests {
                     assert_eq!(row.summary.as_ref(), cell);
                 }
             }
+            assert_eq!(table, table.clone(), "cells never logged compare equal");
             assert_eq!(table.get(runs.len(), 0), None);
             assert_eq!(table.get(0, wanted.len()), None);
             Ok(())
@@ -259,6 +268,10 @@ mod tests {
         // A new handle holds nothing of its own: every summary is adopted from the manifest.
         let reopened = Store::open(dir.path())?;
         check(&reopened, &["acc", "loss"])?;
+        assert_eq!(
+            reopened.compare_table(&runs, &["acc", "loss", "never"])?,
+            store.compare_table(&runs, &["acc", "loss", "never"])?
+        );
         assert!(matches!(
             store.compare_table(&[RunId(u128::MAX)], &[]),
             Err(Error::NotFound(_))
