@@ -1,9 +1,11 @@
-"""Times issue 4's five queries in DuckDB on runlog's Parquet export (called by
+"""Times issue 4's queries in DuckDB on runlog's Parquet export (called by
 benches/queries.rs). Installs duckdb with pip if it is missing. Prints a markdown table of
-median times.
+median times, and, when the harness passes runlog's times of the same run in RUNLOG_QUERY_MS
+(one "name<TAB>milliseconds" line per query), a table of both with DuckDB / runlog.
 
 Usage: duckdb_queries.py EXPORT_DIR SEARCH_EXPORT_DIR RUN_ID MID_STEP RUN_ID...(10)
 """
+import os
 import statistics
 import subprocess
 import sys
@@ -52,6 +54,7 @@ queries = [
 
 print("\n| query | DuckDB " + duckdb.__version__ + " on the export |")
 print("|---|---|")
+duckdb_ms = {}
 for name, sql in queries:
     con.execute(sql).fetchall()  # warm up
     times = []
@@ -59,4 +62,20 @@ for name, sql in queries:
         start = time.perf_counter()
         con.execute(sql).fetchall()
         times.append(time.perf_counter() - start)
-    print(f"| {name} | {statistics.median(times) * 1e3:.3f} ms |")
+    duckdb_ms[name] = statistics.median(times) * 1e3
+    print(f"| {name} | {duckdb_ms[name]:.3f} ms |")
+
+runlog_ms = {}
+for line in os.environ.get("RUNLOG_QUERY_MS", "").splitlines():
+    name, _, ms = line.partition("\t")
+    runlog_ms[name] = float(ms)
+if runlog_ms:
+    print("\n| query | runlog | DuckDB " + duckdb.__version__ + " on the export | DuckDB / runlog |")
+    print("|---|---|---|---|")
+    for name, ms in runlog_ms.items():
+        theirs = duckdb_ms.get(name)
+        if theirs is None:
+            print(f"| {name} | {ms:.3f} ms | | |")
+        else:
+            ratio = f"{theirs / ms:.1f}x" if ms > 0 else ""
+            print(f"| {name} | {ms:.3f} ms | {theirs:.3f} ms | {ratio} |")

@@ -258,11 +258,16 @@ impl MetricTable {
     }
 
     fn view(&self) -> BTreeMap<String, MetricSummary> {
-        (0..self.keys.len())
-            .map(|slot| (slot, self.summary(slot)))
-            .filter(|(_, summary)| summary.count > 0)
-            .map(|(slot, summary)| (self.keys[slot].to_string(), summary))
-            .collect()
+        // Slots are in first-logged order, not sorted: inserted one by one, with no
+        // intermediate vector to sort.
+        let mut view = BTreeMap::new();
+        for (slot, key) in self.keys.iter().enumerate() {
+            let summary = self.summary(slot);
+            if summary.count > 0 {
+                view.insert(key.to_string(), summary);
+            }
+        }
+        view
     }
 }
 
@@ -336,6 +341,23 @@ fn take_pending(pending: &Pending, metrics: &mut MetricTable, run: RunId) {
             });
     }
     metrics.taken = pending.adopted.len();
+}
+
+/// See [`Catalog::metrics_reader`].
+pub(crate) struct MetricsReader<'a> {
+    pending: RwLockReadGuard<'a, Pending>,
+}
+
+impl MetricsReader<'_> {
+    /// What [`Catalog::metrics`] gives.
+    pub fn metrics<'a>(&self, entry: &'a RunEntry) -> MutexGuard<'a, MetricTable> {
+        let mut metrics = lock(&entry.metrics);
+        let pending = &*self.pending;
+        if metrics.taken_epoch != pending.epoch || metrics.taken != pending.adopted.len() {
+            take_pending(pending, &mut metrics, entry.id);
+        }
+        metrics
+    }
 }
 
 /// Resolves a foreign writer's interned key ids to metric slots of its runs.
@@ -519,12 +541,17 @@ impl Catalog {
     /// The metric table of `entry`, locked, with every compacted summary adopted so far
     /// taken: what a read of its summaries or keys must go through.
     pub fn metrics<'a>(&self, entry: &'a RunEntry) -> MutexGuard<'a, MetricTable> {
-        let pending = read(&self.pending);
-        let mut metrics = lock(&entry.metrics);
-        if metrics.taken_epoch != pending.epoch || metrics.taken != pending.adopted.len() {
-            take_pending(&pending, &mut metrics, entry.id);
+        self.metrics_reader().metrics(entry)
+    }
+
+    /// A reader of many runs' metric tables that locks the list of pending adoptions once,
+    /// not once per run (`pending`, then each run's `metrics`, the lock order). While it
+    /// lives, nothing can be adopted: hold it for one pass over runs, and take no other
+    /// catalog lock meanwhile, since a waiting adoption blocks even new readers.
+    pub fn metrics_reader(&self) -> MetricsReader<'_> {
+        MetricsReader {
+            pending: read(&self.pending),
         }
-        metrics
     }
 
     /// The attributes of the created runs of `experiment` (all experiments if `None`), newest
@@ -968,9 +995,21 @@ fn set_register<T>(
 }
 
 fn live_tags(tags: &Registers<Lww<Option<String>>>) -> BTreeMap<String, String> {
-    tags.iter()
-        .filter_map(|(key, register)| Some((key.clone(), register.value.clone()?)))
-        .collect()
+    sorted_map(
+        tags.iter()
+            .filter_map(|(key, register)| Some((key.clone(), register.value.clone()?))),
+    )
+}
+
+/// A map of `entries`, which come sorted by key (as a `Registers` yields them), built by
+/// appending: `collect` would first gather them in a growing vector and sort it, which is
+/// most of a small map's cost, and a search copies a page of runs' maps.
+fn sorted_map<V>(entries: impl Iterator<Item = (String, V)>) -> BTreeMap<String, V> {
+    let mut map = BTreeMap::new();
+    for (key, value) in entries {
+        map.insert(key, value);
+    }
+    map
 }
 
 fn experiment_view(id: ExperimentId, entry: &ExperimentEntry) -> Option<Experiment> {
@@ -1026,16 +1065,16 @@ impl RunEntry {
         let meta = read(&self.meta);
         let tags = live_tags(&meta.tags);
         let info = run_info(self.id, &meta, tags.get(USER_TAG).cloned())?;
-        let params = meta
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
-            .collect();
-        let artifacts = meta
-            .artifacts
-            .iter()
-            .filter_map(|(path, register)| Some((path.clone(), register.value.clone()?)))
-            .collect();
+        let params = sorted_map(
+            meta.params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone())),
+        );
+        let artifacts = sorted_map(
+            meta.artifacts
+                .iter()
+                .filter_map(|(path, register)| Some((path.clone(), register.value.clone()?))),
+        );
         drop(meta);
         let metrics = catalog.metrics(self).view();
         Some(RunView {
@@ -1045,6 +1084,12 @@ impl RunEntry {
             metrics,
             artifacts,
         })
+    }
+
+    /// Whether the run was created (its creation event applied), not a placeholder: the
+    /// check a read makes before it shows the run, with nothing copied.
+    pub fn is_created(&self) -> bool {
+        read(&self.meta).created.is_some()
     }
 
     /// Its attributes, if the run was created: no params, tags or metrics copied.

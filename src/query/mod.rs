@@ -11,7 +11,7 @@ mod sample;
 mod search;
 mod series_log;
 
-pub use compare::{Aggregate, ComparedSeries};
+pub use compare::{Aggregate, ComparedSeries, Comparison};
 pub use experiments::{ExperimentsPage, SearchExperiments};
 pub use filter::{
     Filter, FilterError, Subject, parse, parse_for, parse_order_by, parse_order_by_for,

@@ -9,7 +9,9 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
-use crate::catalog::{LifecycleStage, MISSING, MetricTable, RunColumns, RunView, TextColumn};
+use crate::catalog::{
+    LifecycleStage, MISSING, MetricTable, MetricsReader, RunColumns, RunView, TextColumn,
+};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
 use crate::query::filter::{self, Attribute, Clause, Field, Filter, Op, OrderBy, Value};
@@ -109,7 +111,8 @@ impl Store {
         let needs_metrics =
             !live_clauses.is_empty() || order.iter().any(|o| matches!(o.field, Field::Metric(_)));
         let columns = &*columns;
-        let evaluate = |row: usize| -> Option<Hit> {
+        let slot_columns = metric_slot_columns(columns, &live_clauses, &order);
+        let evaluate = |reader: &MetricsReader<'_>, row: usize| -> Option<Hit> {
             let wanted = (experiments.is_empty()
                 || experiments.contains(&columns.experiments[row]))
                 && includes(search.view, columns.stages[row])
@@ -117,17 +120,23 @@ impl Store {
             if !wanted {
                 return None;
             }
-            let metrics = needs_metrics.then(|| self.catalog().metrics(&columns.entries[row]));
+            let metrics = needs_metrics.then(|| reader.metrics(&columns.entries[row]));
             let run = Row {
                 columns,
                 row,
                 metrics: metrics.as_deref(),
+                slot_columns: &slot_columns,
             };
             live_clauses
                 .iter()
                 .all(|clause| clause_holds(clause, &run))
                 .then(|| Hit {
-                    keys: order.iter().map(|o| sort_key(&run, &o.field)).collect(),
+                    first: order.first().and_then(|o| sort_key(&run, &o.field)),
+                    rest: order
+                        .iter()
+                        .skip(1)
+                        .map(|o| sort_key(&run, &o.field))
+                        .collect(),
                     start_time_ms: columns.start_times_ms[row],
                     id: columns.ids[row],
                     row,
@@ -135,11 +144,15 @@ impl Store {
         };
         let end = offset.saturating_add(page_size);
         let (hits, more) = if order.is_empty() {
-            first_hits_by_start(columns, end, evaluate)
+            first_hits_by_start(columns, end, || self.catalog().metrics_reader(), evaluate)
         } else {
             let mut hits: Vec<Hit> = (0..columns.len())
                 .into_par_iter()
-                .filter_map(evaluate)
+                .map_init(
+                    || self.catalog().metrics_reader(),
+                    |reader, row| evaluate(reader, row),
+                )
+                .flatten_iter()
                 .collect();
             // Only the runs up to the end of this page need ordering among themselves. The
             // order is total (run ids break every tie), so selecting then sorting gives the
@@ -168,38 +181,78 @@ impl Store {
 }
 
 /// The first `end` matching runs in the default order (start time descending, then run id),
-/// and whether more match. Rows are taken in that order, in chunks that double in size, and
-/// the scan stops once the page is full: a search for the newest matching runs reads as many
-/// runs as it needs, not all of them.
-fn first_hits_by_start(
+/// and whether more match. Rows are taken in that order, in chunks sized to what is still
+/// missing at the hit rate seen so far, and the scan stops once the page is full: a search for
+/// the newest matching runs reads about as many runs as it needs, not all of them. Chunk sizes
+/// change how many rows are read, never which runs are returned.
+fn first_hits_by_start<'a>(
     columns: &RunColumns,
     end: usize,
-    evaluate: impl Fn(usize) -> Option<Hit> + Sync,
+    reader: impl Fn() -> MetricsReader<'a> + Sync + Send,
+    evaluate: impl Fn(&MetricsReader<'a>, usize) -> Option<Hit> + Sync + Send,
 ) -> (Vec<Hit>, bool) {
     let mut hits = Vec::new();
     let mut rows = columns.by_start();
-    let mut chunk = FIRST_CHUNK_ROWS;
+    let mut read = 0;
+    // One more than the page tells whether more match.
+    let wanted = end.saturating_add(1);
+    let mut chunk = wanted.clamp(CHUNK_ROWS_MIN, FIRST_CHUNK_ROWS_MAX);
     while !rows.is_empty() {
         let (now, later) = rows.split_at(chunk.min(rows.len()));
-        // An indexed parallel iterator collects in order.
-        let found: Vec<Hit> = now
-            .par_iter()
-            .filter_map(|row| evaluate(*row as usize))
-            .collect();
-        hits.extend(found);
+        if now.len() < PARALLEL_ROWS_MIN {
+            // On one thread the scan can stop at the very row that fills the page.
+            let reader = reader();
+            for row in now {
+                hits.extend(evaluate(&reader, *row as usize));
+                if hits.len() > end {
+                    hits.truncate(end);
+                    return (hits, true);
+                }
+            }
+        } else {
+            // An indexed parallel iterator collects in order.
+            let found: Vec<Hit> = now
+                .par_iter()
+                .map_init(&reader, |reader, row| evaluate(reader, *row as usize))
+                .flatten_iter()
+                .collect();
+            hits.extend(found);
+        }
         if hits.len() > end {
             hits.truncate(end);
             return (hits, true);
         }
+        read += now.len();
         rows = later;
-        chunk = chunk.saturating_mul(2);
+        chunk = next_chunk_rows(wanted - hits.len(), read, hits.len(), chunk);
     }
     (hits, false)
 }
 
-/// The first chunk of an early-stopping scan: large enough to keep both cores busy, small
-/// enough that a first page of 100 newest runs reads few more rows than it returns.
-const FIRST_CHUNK_ROWS: usize = 512;
+/// The fewest rows a chunk of an early-stopping scan reads.
+const CHUNK_ROWS_MIN: usize = 64;
+/// The fewest rows of a chunk read in parallel. Fewer are read on the calling thread: waking
+/// the pool's other thread costs more than it saves on a few hundred rows, and much more when
+/// the other core is busy (in a loop on a loaded 2-core machine, a page of 100 runs at one
+/// hit in six took 0.12-0.15 ms on one thread against 0.17-0.25 ms in parallel).
+const PARALLEL_ROWS_MIN: usize = 1_024;
+/// The most rows a first chunk reads, before any hit rate is known.
+const FIRST_CHUNK_ROWS_MAX: usize = 512;
+const _: () = assert!(CHUNK_ROWS_MIN <= FIRST_CHUNK_ROWS_MAX);
+
+/// Rows to read next to find `missing` more hits, having found `found` in `read` rows: that
+/// rate's estimate with a quarter more, so that a page is usually full after one more chunk,
+/// and at most twice the `last` chunk, so that a rate measured on few rows costs little.
+fn next_chunk_rows(missing: usize, read: usize, found: usize, last: usize) -> usize {
+    let most = last.saturating_mul(2);
+    if found == 0 {
+        return most;
+    }
+    let estimate = missing.saturating_mul(read) / found;
+    estimate
+        .saturating_add(estimate / 4)
+        .clamp(CHUNK_ROWS_MIN, most.max(CHUNK_ROWS_MIN))
+}
 
 fn includes(view: ViewType, stage: LifecycleStage) -> bool {
     match view {
@@ -422,16 +475,22 @@ fn sort_key(run: &impl RunFields, field: &Field) -> Option<Key> {
     }
 }
 
-/// A matching run with what it sorts by.
+/// A matching run with what it sorts by: the first `order_by` field's value inline, so that
+/// the common single-field order allocates nothing per hit, and any further fields' values.
 struct Hit {
-    keys: Vec<Option<Key>>,
+    first: Option<Key>,
+    rest: Vec<Option<Key>>,
     start_time_ms: i64,
     id: RunId,
     row: usize,
 }
 
 fn compare_hits(order: &[OrderBy], a: &Hit, b: &Hit) -> Ordering {
-    compare_keys(order, &a.keys, &b.keys)
+    let Some((first, rest)) = order.split_first() else {
+        return b.start_time_ms.cmp(&a.start_time_ms).then(a.id.cmp(&b.id));
+    };
+    compare_field(first.ascending, a.first.as_ref(), b.first.as_ref())
+        .then_with(|| compare_keys(rest, &a.rest, &b.rest))
         .then(b.start_time_ms.cmp(&a.start_time_ms))
         .then(a.id.cmp(&b.id))
 }
@@ -442,26 +501,28 @@ pub(super) fn compare_keys(order: &[OrderBy], a: &[Option<Key>], b: &[Option<Key
         let (Some(a), Some(b)) = (a.get(index), b.get(index)) else {
             return Ordering::Equal;
         };
-        let ordering = match (a, b) {
-            (None, None) => Ordering::Equal,
-            // Missing values go last in either direction.
-            (None, Some(_)) => return Ordering::Greater,
-            (Some(_), None) => return Ordering::Less,
-            (Some(Key::NaN), Some(Key::NaN)) => Ordering::Equal,
-            (Some(Key::NaN), Some(_)) => return Ordering::Greater,
-            (Some(_), Some(Key::NaN)) => return Ordering::Less,
-            (Some(x), Some(y)) => compare_key(x, y),
-        };
-        let ordering = if *ascending {
-            ordering
-        } else {
-            ordering.reverse()
-        };
+        let ordering = compare_field(*ascending, a.as_ref(), b.as_ref());
         if ordering != Ordering::Equal {
             return ordering;
         }
     }
     Ordering::Equal
+}
+
+/// Orders two values of one `order_by` field: NaN, then missing values, last in either
+/// direction.
+fn compare_field(ascending: bool, a: Option<&Key>, b: Option<&Key>) -> Ordering {
+    let ordering = match (a, b) {
+        (None, None) | (Some(Key::NaN), Some(Key::NaN)) => return Ordering::Equal,
+        (None, Some(_)) | (Some(Key::NaN), Some(_)) => return Ordering::Greater,
+        (Some(_), None) | (Some(_), Some(Key::NaN)) => return Ordering::Less,
+        (Some(x), Some(y)) => compare_key(x, y),
+    };
+    if ascending {
+        ordering
+    } else {
+        ordering.reverse()
+    }
 }
 
 fn compare_key(a: &Key, b: &Key) -> Ordering {
@@ -554,6 +615,32 @@ struct Row<'a> {
     columns: &'a RunColumns,
     row: usize,
     metrics: Option<&'a MetricTable>,
+    /// The metric keys the search reads, each with its column of slots, found once per search
+    /// rather than hashed once per row.
+    slot_columns: &'a [(&'a str, Option<&'a [u32]>)],
+}
+
+/// The metric keys that `clauses` and `order` read, each with its column of slots if the
+/// columns have one, once each.
+fn metric_slot_columns<'a>(
+    columns: &'a RunColumns,
+    clauses: &[&'a Clause],
+    order: &'a [OrderBy],
+) -> Vec<(&'a str, Option<&'a [u32]>)> {
+    let fields = clauses
+        .iter()
+        .map(|clause| &clause.field)
+        .chain(order.iter().map(|o| &o.field));
+    let mut found: Vec<(&str, Option<&[u32]>)> = Vec::new();
+    for field in fields {
+        if let Field::Metric(key) = field
+            && !found.iter().any(|(known, _)| *known == &**key)
+        {
+            let slots = columns.metric_slots.get(&**key).map(Vec::as_slice);
+            found.push((key.as_str(), slots));
+        }
+    }
+    found
 }
 
 impl RunFields for Row<'_> {
@@ -571,7 +658,11 @@ impl RunFields for Row<'_> {
     }
     fn metric_last(&self, key: &str) -> Option<f64> {
         let metrics = self.metrics?;
-        let known = self.columns.metric_slots.get(key).map(|s| s[self.row]);
+        let slots = match self.slot_columns.iter().find(|(known, _)| *known == key) {
+            Some((_, slots)) => *slots,
+            None => self.columns.metric_slots.get(key).map(Vec::as_slice),
+        };
+        let known = slots.and_then(|s| s.get(self.row).copied());
         let slot = match known {
             Some(slot) if slot != MISSING => slot as usize,
             _ => metrics.slot(key)?,
