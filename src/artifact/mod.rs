@@ -20,7 +20,7 @@ mod writer;
 
 pub use reader::ArtifactReader;
 pub(crate) use reader::{open, read};
-pub(crate) use writer::{remove, store};
+pub(crate) use writer::{Stored, remove, store};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,10 @@
 //! Reading an artifact back, checked against the SHA-256 the log recorded for it: whole
 //! ([`read`]), or as a stream ([`ArtifactReader`]) whose end is its check.
 //!
-//! Invariant: a stream never reports its end (`Ok(0)`) unless the bytes it gave are exactly
-//! the recorded size and hash to the recorded SHA-256; otherwise its last read is an error,
-//! so a consumer that forwards bytes as they come (a server's download) can cut its answer off
-//! instead of finishing it.
+//! Invariant: a stream never reports its end (`Ok(0)` for a buffer that is not empty) unless
+//! the bytes it gave are exactly the recorded size and hash to the recorded SHA-256; otherwise
+//! its last read is an error, so a consumer that forwards bytes as they come (a server's
+//! download) can cut its answer off instead of finishing it.
 
 use std::fs::File;
 use std::io::Read;
@@ -34,7 +34,7 @@ pub(crate) fn read(folder: &std::path::Path, artifact: &Artifact) -> Result<Vec<
 }
 
 /// An artifact's content read a buffer at a time, checked as it goes: made by
-/// [`Store::open_artifact`](crate::Store::open_artifact).
+/// `Store::open_artifact` and `Store::open_model_artifact`.
 #[derive(Debug)]
 pub struct ArtifactReader {
     file: File,
@@ -70,7 +70,12 @@ impl Read for ArtifactReader {
         if self.checked || buffer.is_empty() {
             return Ok(0);
         }
-        let read = self.file.read(buffer)?;
+        let read = self.file.read(buffer).map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("read artifact {}: {error}", self.path.display()),
+            )
+        })?;
         self.read_bytes += read as u64;
         if self.read_bytes > self.expected_bytes {
             return Err(self.mismatch(format!("more than {} bytes", self.expected_bytes)));

@@ -18,14 +18,17 @@ pub(crate) struct Stored {
 }
 
 /// Stores the content of `source` as `path` (already validated) in the artifact folder `folder`
-/// (`run_dir` or `model_dir`) of `owner` (`"run <id>"`, as errors name it).
-pub(crate) fn store(
+/// (`run_dir` or `model_dir`) of `owner` (`"run <id>"`, as errors name it). `before_link` runs
+/// once the content is written and synced, just before the file appears at its path; what it
+/// returns (a lock guard) is handed back for the caller to hold while it records the file.
+pub(crate) fn store<L>(
     folder: &Path,
     owner: &str,
     path: &str,
     source: &mut dyn Read,
     storage: &dyn Storage,
-) -> Result<Stored> {
+    before_link: impl FnOnce() -> Result<L>,
+) -> Result<(Stored, L)> {
     let final_path = folder.join(path);
     let Some(dir) = final_path.parent() else {
         return Err(Error::InvalidInput(format!(
@@ -43,6 +46,7 @@ pub(crate) fn store(
                 TemporaryName::Short,
                 storage,
                 |temporary, file| copy(source, temporary, file),
+                before_link,
             )
         })
         .map_err(|error| match error {

@@ -17,7 +17,7 @@ pub(crate) fn publish<T>(
     storage: &dyn Storage,
     write: impl FnOnce(&Path, &mut File) -> Result<T>,
 ) -> Result<T> {
-    publish_named(path, TemporaryName::Derived, storage, write)
+    publish_named(path, TemporaryName::Derived, storage, write, || Ok(())).map(|(value, ())| value)
 }
 
 /// How the temporary file of [`publish_named`] is named.
@@ -31,13 +31,16 @@ pub(crate) enum TemporaryName {
     Short,
 }
 
-/// [`publish`] with the temporary file named as `temporary_name` says.
-pub(crate) fn publish_named<T>(
+/// [`publish`] with the temporary file named as `temporary_name` says, calling `before_link`
+/// once the temporary file is written and fsynced, just before the link, and returning what it
+/// returns (a lock guard, say, that the caller holds until it has recorded the file).
+pub(crate) fn publish_named<T, L>(
     path: &Path,
     temporary_name: TemporaryName,
     storage: &dyn Storage,
     write: impl FnOnce(&Path, &mut File) -> Result<T>,
-) -> Result<T> {
+    before_link: impl FnOnce() -> Result<L>,
+) -> Result<(T, L)> {
     let Some(dir) = path.parent() else {
         return Err(Error::InvalidInput(format!(
             "{} has no folder",
@@ -63,6 +66,7 @@ pub(crate) fn publish_named<T>(
             .sync_file(&temporary, &file)
             .map_err(|e| Error::io("fsync", &temporary, e))?;
         drop(file);
+        let held = before_link()?;
         storage.link(&temporary, path).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(path.display().to_string()),
             _ => Error::io("publish", path, e),
@@ -70,7 +74,7 @@ pub(crate) fn publish_named<T>(
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("fsync", dir, e))?;
-        Ok(value)
+        Ok((value, held))
     })();
     // After the link the temporary name is a second name of the published file; after a
     // failure it is debris. Either way it goes.

@@ -178,7 +178,8 @@ fn file_info(entry: &ArtifactEntry, path: &str) -> serde_json::Value {
 }
 
 /// Answers a `PUT` of an artifact whose content `body` yields, read only once the path, its
-/// run or model and its experiment are known to be good, so a refused upload reads nothing.
+/// run or model and its experiment are known to be good, so the engine reads nothing of a
+/// refused upload.
 pub(crate) fn upload_from(service: &Service, path: &str, body: &mut dyn Read) -> Reply {
     let Some(raw) = PREFIXES
         .iter()

@@ -271,21 +271,25 @@ async fn forward_upload(
     if body.size_hint().lower() > limit_bytes as u64 {
         return response(too_large(limit_bytes));
     }
-    let Ok(_stream_slot) = shared.stream_slots.clone().acquire_owned().await else {
+    let Ok(stream_slot) = shared.stream_slots.clone().acquire_owned().await else {
         return response(internal("the server is shutting down"));
     };
     let (sender, receiver) = mpsc::channel(UPLOAD_PIECES_QUEUED);
     let service = shared.service.clone();
     let engine = tokio::task::spawn_blocking(move || {
+        // The slot is the engine's: it goes when the engine is done, not when the answer is.
+        let _stream_slot = stream_slot;
         service.upload_artifact(&path, &mut Pieces::new(receiver))
     });
-    let fed = feed_upload(&shared, body, sender, limit_bytes).await;
-    let handled = engine.await;
-    match (fed, handled) {
-        (Err(reply), _) => response(reply),
-        (Ok(()), Ok(reply)) => response(reply),
+    if let Err(reply) = feed_upload(&shared, body, sender, limit_bytes).await {
+        // The engine sees the channel close without an end and stores nothing; the client need
+        // not wait for it.
+        return response(reply);
+    }
+    match engine.await {
+        Ok(reply) => response(reply),
         // The engine call panicked: a bug. The client gets a 500 and the server goes on.
-        (Ok(()), Err(_)) => response(internal("the request's handler failed unexpectedly")),
+        Err(_) => response(internal("the request's handler failed unexpectedly")),
     }
 }
 
@@ -304,10 +308,17 @@ async fn feed_upload(
     let mut received_bytes = 0usize;
     loop {
         let next = next_frame(shared, &mut body, started, waited, received_bytes);
-        let Ok(frame) = tokio::time::timeout(shared.body_read_timeout, next).await else {
-            return Err(silent_too_long(shared.body_read_timeout));
+        // An engine that refused the upload (no such run, a bad path) closes the channel; its
+        // reply is the answer, whatever the client is doing.
+        let frame = tokio::select! {
+            biased;
+            () = sender.closed() => return Ok(()),
+            timed = tokio::time::timeout(shared.body_read_timeout, next) => match timed {
+                Ok(frame) => frame?,
+                Err(_elapsed) => return Err(silent_too_long(shared.body_read_timeout)),
+            },
         };
-        let Some(frame) = frame? else {
+        let Some(frame) = frame else {
             // The engine may have stopped reading already; its reply then says why.
             let _ = sender.send(Piece::End).await;
             return Ok(());
@@ -323,7 +334,12 @@ async fn feed_upload(
         let waiting_since = Instant::now();
         let wanted = units(data.len()).min(shared.budget_units);
         let wanted = u32::try_from(wanted).map_err(|_| too_large(limit_bytes))?;
-        let Ok(budget) = shared.body_budget.clone().acquire_many_owned(wanted).await else {
+        let acquired = tokio::select! {
+            biased;
+            () = sender.closed() => return Ok(()),
+            acquired = shared.body_budget.clone().acquire_many_owned(wanted) => acquired,
+        };
+        let Ok(budget) = acquired else {
             return Err(internal("the server is shutting down"));
         };
         let sent = sender.send(Piece::Data(data, budget)).await;

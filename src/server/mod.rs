@@ -190,9 +190,9 @@ impl Server {
     fn runtime(&self) -> Result<tokio::runtime::Runtime, ServerError> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.options.worker_threads.max(1))
-            // Engine calls are bounded by `requests_in_flight_max`; a few more threads serve
-            // tokio's own blocking work.
-            .max_blocking_threads(self.options.requests_in_flight_max.max(1) + 4)
+            // Engine calls and artifact streams are each bounded by `requests_in_flight_max`;
+            // a few more threads serve tokio's own blocking work.
+            .max_blocking_threads(self.options.requests_in_flight_max.max(1) * 2 + 4)
             .enable_io()
             .enable_time()
             .thread_name("runlog-serve")

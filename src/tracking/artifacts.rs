@@ -3,45 +3,53 @@
 //! that path instead of blocking it for good.
 //!
 //! Invariants:
-//! - Every step that makes a file at an artifact's final path and then records it (publishing),
-//!   and every step that records a deletion and then removes the file, holds the lock shared
-//!   from before the file changes until after the event is appended. Shared holders never wait
-//!   for each other, so uploads and deletions proceed in parallel.
+//! - Every publish holds the lock shared from just before its file appears at its final path
+//!   (the link) until its event is appended; every deletion from before its first event until
+//!   its last file is removed. The content is written before the lock is taken, so an upload's
+//!   length never holds it. Shared holders never wait for each other.
 //! - An orphan is removed only under the lock held exclusively, after a refresh of the catalog
 //!   taken under it. No shared holder is then between its file and its event, so a file that
 //!   no event names after that refresh has no event coming: a crash took its writer between
 //!   the two steps (or a power loss took its event). A file some event names is never removed.
-//! - Only a regular file is an orphan: a folder or a symbolic link at the path is left alone
-//!   and the store fails as it would have.
+//! - Only a regular file whose every path component is in its folder under exactly the bytes
+//!   asked for is an orphan: on a file system that folds case or normalizes names, `Model.pkl`
+//!   may open `model.pkl`, which an event names. A folder or a symbolic link at the path is left
+//!   alone and the store fails as it would have.
 
+use std::ffi::OsStr;
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
-use crate::artifact;
+use crate::artifact::{self, Stored};
 use crate::error::{Error, Result};
 use crate::layout::ARTIFACTS_LOCK;
 use crate::tracking::store::Store;
 
 impl Store {
-    /// Runs `publish` (which stores artifact `path` in artifact folder `folder` and records
-    /// its event) under the artifact lock held shared, after removing an orphan at that path
-    /// if there is one. `listed` says, from the catalog, whether an event names the path;
-    /// `owner` names the run or model in errors.
+    /// Stores `source` as artifact `path` in artifact folder `folder`, removing an orphan at
+    /// that path first if there is one, and runs `record` (which appends its event) with the
+    /// artifact lock held shared from just before the link. `listed` says, from the catalog,
+    /// whether an event names the path; `owner` names the run or model in errors.
     pub(crate) fn publish_artifact<T>(
         &self,
         folder: &Path,
         owner: &str,
         path: &str,
+        source: &mut dyn Read,
         listed: impl Fn() -> Result<bool>,
-        publish: impl FnOnce() -> Result<T>,
+        record: impl FnOnce(Stored) -> Result<T>,
     ) -> Result<T> {
         let file_path = folder.join(path);
         let is_file = std::fs::symlink_metadata(&file_path).is_ok_and(|found| found.is_file());
         if is_file {
             self.remove_orphan(folder, owner, path, listed)?;
         }
-        let _shared = self.lock_artifacts(Hold::Shared)?;
-        publish()
+        let storage = self.options().storage.as_ref();
+        let (stored, _shared) = artifact::store(folder, owner, path, source, storage, || {
+            self.lock_artifacts(Hold::Shared)
+        })?;
+        record(stored)
     }
 
     /// Runs `delete` (which records artifact deletions, then removes their files) under the
@@ -52,7 +60,8 @@ impl Store {
     }
 
     /// Removes the file at `path` if, under the exclusive lock and after a refresh, no event
-    /// names it; fails with `AlreadyExists` if one does.
+    /// names it; fails with `AlreadyExists` if one does, or if the file found is not named by
+    /// exactly these bytes.
     fn remove_orphan(
         &self,
         folder: &Path,
@@ -60,12 +69,15 @@ impl Store {
         path: &str,
         listed: impl Fn() -> Result<bool>,
     ) -> Result<()> {
+        let taken = || {
+            Error::AlreadyExists(format!(
+                "artifact {path:?} of {owner} (artifacts are write-once)"
+            ))
+        };
         let _exclusive = self.lock_artifacts(Hold::Exclusive)?;
         self.refresh()?;
-        if listed()? {
-            return Err(Error::AlreadyExists(format!(
-                "artifact {path:?} of {owner} (artifacts are write-once)"
-            )));
+        if listed()? || !named_exactly(folder, path)? {
+            return Err(taken());
         }
         artifact::remove(folder, path, self.options().storage.as_ref())
     }
@@ -79,6 +91,28 @@ impl Store {
         .map_err(|e| Error::io("lock", &lock_path, e))?;
         Ok(file)
     }
+}
+
+/// Whether every component of `path` is an entry of its folder under `folder` with exactly its
+/// bytes, as a file system that folds case or normalizes names would not promise by opening it.
+fn named_exactly(folder: &Path, path: &str) -> Result<bool> {
+    let mut dir = folder.to_path_buf();
+    for component in path.split('/') {
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+        let mut found = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            if entry.file_name() == OsStr::new(component) {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Ok(false);
+        }
+        dir.push(component);
+    }
+    Ok(true)
 }
 
 /// How the artifact lock is held.

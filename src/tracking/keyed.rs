@@ -629,14 +629,7 @@ impl Store {
         let folder = artifact::run_dir(self.root(), run);
         let owner = format!("run {run}");
         let listed = || Ok(self.run(run)?.artifacts.contains_key(path));
-        self.publish_artifact(&folder, &owner, path, listed, || {
-            let stored = artifact::store(
-                &folder,
-                &owner,
-                path,
-                source,
-                self.options().storage.as_ref(),
-            )?;
+        self.publish_artifact(&folder, &owner, path, source, listed, |stored| {
             let time_ms = now_ms();
             self.record(Event::ArtifactRecorded {
                 run,

@@ -246,14 +246,7 @@ impl Store {
         let folder = artifact::model_dir(self.root(), model);
         let owner = format!("logged model {model}");
         let listed = || Ok(self.logged_model(model)?.artifacts.contains_key(path));
-        self.publish_artifact(&folder, &owner, path, listed, || {
-            let stored = artifact::store(
-                &folder,
-                &owner,
-                path,
-                source,
-                self.options().storage.as_ref(),
-            )?;
+        self.publish_artifact(&folder, &owner, path, source, listed, |stored| {
             let time_ms = now_ms();
             self.record(Event::Model(ModelEvent::ArtifactRecorded {
                 model,

@@ -591,6 +591,41 @@ fn raw_bytes(client: &Client, request: &[u8]) -> (u16, Vec<u8>) {
 }
 
 #[test]
+fn an_upload_the_engine_refuses_is_answered_at_once_whatever_the_client_sends() {
+    let server = Embedded::with(ServerOptions {
+        body_read_timeout: Duration::from_secs(600),
+        body_rate_min_bytes_per_second: 0,
+        ..ServerOptions::default()
+    });
+    let (experiment, _) = server.client.create_run();
+    let missing = "0123456789abcdef0123456789abcdef";
+    let address = server.client.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    // A guard against a hang, not a timing assertion: the body never comes, and only the
+    // 600 s body timeout would end a wait for it.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "PUT {ARTIFACTS}/{experiment}/{missing}/artifacts/a.bin HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        1 << 20
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("RESOURCE_DOES_NOT_EXIST") {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => answer.extend_from_slice(&buffer[..read]),
+            Err(error) => panic!("no answer: {error}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("404"), "{text}");
+}
+
+#[test]
 fn an_upload_over_the_limit_stores_nothing_even_when_chunked() {
     let server = Embedded::with(ServerOptions {
         body_bytes_max: 1 << 20,

@@ -309,3 +309,62 @@ fn racing_stores_of_one_path_keep_exactly_one_file() {
         );
     }
 }
+
+/// A source that yields one byte, then blocks until told to end.
+struct Held(std::sync::mpsc::Receiver<()>, bool);
+
+impl std::io::Read for Held {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if !self.1 {
+            self.1 = true;
+            buffer[0] = b'x';
+            return Ok(1);
+        }
+        let _ = self.0.recv();
+        Ok(0)
+    }
+}
+
+/// An upload's content is written before the artifact lock is taken, so a slow upload never
+/// holds the lock that removing an orphan waits for.
+#[test]
+fn removing_an_orphan_does_not_wait_for_an_upload_in_progress() {
+    let dir = TempStore::new();
+    let store = open(&dir);
+    let experiment = store.get_or_create_experiment("e").unwrap().id;
+    let run = store
+        .start_run(experiment, Default::default())
+        .unwrap()
+        .id();
+    let run_dir = dir.dir.path().join("artifacts").join(run.to_string());
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("orphan.txt"), b"left by a crash").unwrap();
+
+    let (release, held) = std::sync::mpsc::channel();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let store = &store;
+        let slow = scope.spawn(move || {
+            store
+                .log_artifact_from(run, "slow.bin", &mut Held(held, false))
+                .unwrap();
+        });
+        // Let the slow upload start its copy (it is blocked inside it from then on).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        scope.spawn(move || {
+            store.log_artifact_bytes(run, "orphan.txt", b"new").unwrap();
+            done.send(()).unwrap();
+        });
+        // A guard against a hang, not a timing assertion: the orphan's store must not wait
+        // for the slow upload, which waits for this test.
+        let stored = finished.recv_timeout(std::time::Duration::from_secs(60));
+        release.send(()).unwrap();
+        slow.join().unwrap();
+        assert!(
+            stored.is_ok(),
+            "the orphan's store waited for the slow upload"
+        );
+    });
+    assert_eq!(store.read_artifact(run, "orphan.txt").unwrap(), b"new");
+    assert_eq!(store.read_artifact(run, "slow.bin").unwrap(), b"x");
+}
