@@ -154,3 +154,91 @@ impl StreamVisitor for StreamPoints<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::MetricSummary;
+    use crate::wal::metric::{STREAM_OP_BYTES_MAX, StreamEncoder};
+
+    /// Stream ops for `points` of (run, key, step, value), and how many ops they are.
+    fn stream(points: &[(u128, u32, i64, f64)]) -> (Vec<u8>, u32) {
+        let mut encoder = StreamEncoder::default();
+        let (mut ops, mut count) = (Vec::new(), 0u32);
+        let mut scratch = [0u8; STREAM_OP_BYTES_MAX];
+        for (run, key, step, value) in points {
+            let (bytes, added) = encoder.run(RunId(*run), &mut scratch).unwrap_or_default();
+            ops.extend_from_slice(&scratch[..bytes]);
+            let bytes = encoder.point(KeyId(*key), *step, 1_700_000_000_000, *value, &mut scratch);
+            ops.extend_from_slice(&scratch[..bytes]);
+            count += added + 1;
+        }
+        (ops, count)
+    }
+
+    /// Every series with points, as (run, key id, summary) in a comparable form.
+    fn contents(summaries: &mut ReplaySummaries) -> Vec<(u128, u32, u64, u64, i64)> {
+        let mut contents = Vec::new();
+        for run in summaries.take() {
+            for (key, summary) in run.series() {
+                contents.push((
+                    run.run.0,
+                    key.0,
+                    summary.count,
+                    summary.sum.to_bits(),
+                    summary.last_step,
+                ));
+            }
+        }
+        contents
+    }
+
+    fn replay(summaries: &mut ReplaySummaries, ops: &[u8], count: u32, crc: u32, skip: usize) -> bool {
+        let mut visit = |_: WriterId, _: Event, _: &mut ReplaySummaries| {};
+        let mut sink = ReplaySink::new(summaries, &mut visit);
+        sink.stream(WriterId(7), ops, count, crc, skip).is_ok()
+    }
+
+    #[test]
+    fn a_stream_that_fails_leaves_the_summaries_as_they_were() {
+        let first = [(1, 0, 1, 0.5), (2, 0, 1, 0.1), (1, 1, 2, 0.25)];
+        let (ops, count) = stream(&first);
+        let mut summaries = ReplaySummaries::default();
+        assert!(replay(&mut summaries, &ops, count, crc32fast::hash(&ops), 0));
+        let mut before = ReplaySummaries::default();
+        assert!(replay(&mut before, &ops, count, crc32fast::hash(&ops), 0));
+        let before = contents(&mut before);
+
+        // New series, new runs and series the first stream made, each touched twice.
+        let second = [(1, 0, 3, 1.5), (3, 2, 1, 2.0), (1, 0, 4, 0.75), (2, 5, 9, 1.0)];
+        let (ops, count) = stream(&second);
+        let crc = crc32fast::hash(&ops);
+        assert!(!replay(&mut summaries, &ops, count, crc ^ 1, 0));
+        // Cut inside the last op: the walk fails after applying the first points.
+        assert!(!replay(&mut summaries, &ops[..ops.len() - 2], count, crc, 0));
+        assert_eq!(contents(&mut summaries), before);
+    }
+
+    #[test]
+    fn a_stream_read_again_takes_only_the_points_after_those_taken() {
+        let points = [(1, 0, 1, 0.5), (2, 0, 1, 0.1), (1, 0, 2, 0.25), (2, 0, 3, 4.0)];
+        let (ops, count) = stream(&points);
+        let crc = crc32fast::hash(&ops);
+        let mut summaries = ReplaySummaries::default();
+        assert!(replay(&mut summaries, &ops, count, crc, 3));
+        let mut expected = MetricSummary::EMPTY;
+        expected.update(3, 1_700_000_000_000, 4.0);
+        let only_last = vec![(2, 0, 1, expected.sum.to_bits(), 3)];
+        assert_eq!(contents(&mut summaries), only_last);
+    }
+
+    #[test]
+    fn points_of_a_key_id_no_definition_can_bind_are_dropped() {
+        let limit = crate::limits::KEYS_PER_RUN_MAX as u32;
+        let (ops, count) = stream(&[(1, limit, 1, 0.5), (1, limit - 1, 1, 0.5)]);
+        let mut summaries = ReplaySummaries::default();
+        assert!(replay(&mut summaries, &ops, count, crc32fast::hash(&ops), 0));
+        let kept: Vec<u32> = contents(&mut summaries).iter().map(|c| c.1).collect();
+        assert_eq!(kept, vec![limit - 1]);
+    }
+}
