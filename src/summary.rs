@@ -1,9 +1,10 @@
 //! What the catalog and compaction both know of a metric series: the per-series summary the
 //! catalog keeps for every (run, key), enough to answer "latest metrics" and "compare runs"
 //! without reading history, and the [`WriterMark`] a manifest records for each compacted writer.
-//! A leaf below `catalog` and `compaction`, so neither depends on the other (it imports only
-//! the ids): [`CompactedSummaries`] is how the catalog reads a manifest's summaries without
-//! knowing the manifest.
+//! A leaf below `catalog`, `compaction` and the log's replay, so none depends on another (it
+//! imports only the ids, the limits and the id hasher): [`CompactedSummaries`] is how the
+//! catalog reads a manifest's summaries without knowing the manifest, and [`ReplaySummaries`]
+//! is how it takes the points a replay of the log read without their being materialised.
 //!
 //! Invariant: every update is commutative (order-independent): count and min/max obviously; the
 //! latest value is the point with the greatest (step, timestamp, value), MLflow's rule, with
@@ -13,9 +14,11 @@
 //! So replaying writers in any order gives the same summary.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
+use crate::limits::KEYS_PER_RUN_MAX;
+use crate::util::IdHash;
 
 /// How far one writer's log is compacted, and the keys its later points may refer to.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -179,22 +182,26 @@ impl MetricSummary {
     /// Adds one point.
     #[inline]
     pub fn update(&mut self, step: i64, timestamp_ms: i64, value: f64) {
-        if self.count == 0 {
-            self.first_step = step;
+        // The latest point has the greatest step, so `last_step` is also its step; and
+        // `first_step <= last_step`, so only a point before the latest can lower it. Tested
+        // in the order points usually come: each one later than the last.
+        if self.count == 0 || step > self.last_step {
+            if self.count == 0 {
+                self.first_step = step;
+            }
             self.last_step = step;
             self.last_value = value;
             self.last_timestamp_ms = timestamp_ms;
-        } else {
-            // The latest point has the greatest step, so `last_step` is also its step.
-            let newer = (step, timestamp_ms)
-                .cmp(&(self.last_step, self.last_timestamp_ms))
+        } else if step == self.last_step {
+            let newer = timestamp_ms
+                .cmp(&self.last_timestamp_ms)
                 .then_with(|| value.total_cmp(&self.last_value));
             if newer == Ordering::Greater {
                 self.last_value = value;
                 self.last_timestamp_ms = timestamp_ms;
             }
-            self.first_step = self.first_step.min(step);
-            self.last_step = self.last_step.max(step);
+        } else if step < self.first_step {
+            self.first_step = step;
         }
         self.count += 1;
         if value.is_nan() {
@@ -213,6 +220,179 @@ impl MetricSummary {
             self.max_step = step;
         }
     }
+}
+
+/// The summaries of the metric points a replay of the log read, per writer, run and key id,
+/// before the catalog resolves the key ids to keys (`Catalog::apply_foreign_summaries`): an
+/// open updates one summary per point instead of materialising each point.
+///
+/// Invariants:
+/// - Each series is updated point by point in the order its points are given, so one writer's
+///   series comes out bit for bit as `update`s in log order give it.
+/// - A record's points are applied provisionally: between [`ReplaySummaries::start_record`]
+///   and the next, [`ReplaySummaries::undo_record`] restores every series the record touched,
+///   so a record found invalid after its first points (a stream's checksum covers all its ops)
+///   leaves nothing behind.
+/// - Memory is bounded by the points' key ids as the catalog's key map is by definitions: four
+///   bytes per key id up to the largest seen in a run, and one summary per series with points.
+///   A key id of `KEYS_PER_RUN_MAX` or more is never defined (`Catalog::define_key`), so its
+///   points are dropped here.
+#[derive(Debug, Default)]
+pub(crate) struct ReplaySummaries {
+    index: HashMap<(WriterId, RunId), usize, IdHash>,
+    runs: Vec<ReplayRun>,
+    /// Number of the current record; a series stamped with another has not yet been saved
+    /// in `undo` for it.
+    record: u64,
+    /// The series the current record touched, as they were before it: (run, position, summary).
+    undo: Vec<(usize, usize, MetricSummary)>,
+}
+
+/// The position in [`ReplaySummaries`] of one writer's points of one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReplayRunIndex(usize);
+
+/// One writer's series of one run, as far as a replay has read them.
+#[derive(Debug)]
+pub(crate) struct ReplayRun {
+    /// The writer whose log holds the points.
+    pub writer: WriterId,
+    /// Their run.
+    pub run: RunId,
+    /// Per key id, the position of its series in `series`, or `NO_SERIES`.
+    positions: Vec<u32>,
+    series: Vec<ReplaySeries>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ReplaySeries {
+    key: KeyId,
+    summary: MetricSummary,
+    /// The record that last saved this series in `ReplaySummaries::undo`.
+    stamp: u64,
+}
+
+const NO_SERIES: u32 = u32::MAX;
+const _: () = assert!(KEYS_PER_RUN_MAX < NO_SERIES as usize);
+
+impl ReplayRun {
+    /// Every series with points, by key id.
+    pub fn series(&self) -> impl Iterator<Item = (KeyId, &MetricSummary)> {
+        self.series
+            .iter()
+            .filter(|series| series.summary.count > 0)
+            .map(|series| (series.key, &series.summary))
+    }
+}
+
+impl ReplaySummaries {
+    /// Where `writer`'s points of `run` go, made empty if none went there yet.
+    pub fn run_index(&mut self, writer: WriterId, run: RunId) -> ReplayRunIndex {
+        let runs = &mut self.runs;
+        let index = *self.index.entry((writer, run)).or_insert_with(|| {
+            runs.push(ReplayRun {
+                writer,
+                run,
+                positions: Vec::new(),
+                series: Vec::new(),
+            });
+            runs.len() - 1
+        });
+        ReplayRunIndex(index)
+    }
+
+    /// Adds one point of key `key` to the run at `index` (from [`ReplaySummaries::run_index`]).
+    #[inline]
+    pub fn update(
+        &mut self,
+        index: ReplayRunIndex,
+        key: KeyId,
+        step: i64,
+        timestamp_ms: i64,
+        value: f64,
+    ) {
+        let Some(run) = self.runs.get_mut(index.0) else {
+            return;
+        };
+        let Some(position) = series_position(run, key) else {
+            return;
+        };
+        let series = &mut run.series[position];
+        if series.stamp != self.record {
+            series.stamp = self.record;
+            self.undo.push((index.0, position, series.summary));
+        }
+        series.summary.update(step, timestamp_ms, value);
+    }
+
+    /// Starts a record: the points given from now on are undone by
+    /// [`ReplaySummaries::undo_record`], until the next record starts.
+    pub fn start_record(&mut self) {
+        self.record += 1;
+        self.undo.clear();
+    }
+
+    /// Restores every series the current record touched to what it was before the record.
+    pub fn undo_record(&mut self) {
+        for (run, position, summary) in self.undo.drain(..).rev() {
+            if let Some(series) = self
+                .runs
+                .get_mut(run)
+                .and_then(|run| run.series.get_mut(position))
+            {
+                series.summary = summary;
+            }
+        }
+    }
+
+    /// Whether the series of `key` in `writer`'s points of `run` has points.
+    pub fn has_points(&self, writer: WriterId, run: RunId, key: KeyId) -> bool {
+        let Some(run) = self
+            .index
+            .get(&(writer, run))
+            .and_then(|i| self.runs.get(*i))
+        else {
+            return false;
+        };
+        let position = run.positions.get(key.0 as usize).copied();
+        position
+            .filter(|position| *position != NO_SERIES)
+            .and_then(|position| run.series.get(position as usize))
+            .is_some_and(|series| series.summary.count > 0)
+    }
+
+    /// Every run read so far, in the order first read, leaving this empty.
+    pub fn take(&mut self) -> Vec<ReplayRun> {
+        self.index.clear();
+        self.undo.clear();
+        std::mem::take(&mut self.runs)
+    }
+}
+
+/// The position of `key`'s series in `run`, made empty if it has none; `None` for a key id no
+/// definition can bind.
+#[inline]
+fn series_position(run: &mut ReplayRun, key: KeyId) -> Option<usize> {
+    let id = key.0 as usize;
+    if let Some(position) = run.positions.get(id)
+        && *position != NO_SERIES
+    {
+        return Some(*position as usize);
+    }
+    if id >= KEYS_PER_RUN_MAX {
+        return None;
+    }
+    if run.positions.len() <= id {
+        run.positions.resize(id + 1, NO_SERIES);
+    }
+    let position = run.series.len();
+    run.positions[id] = position as u32;
+    run.series.push(ReplaySeries {
+        key,
+        summary: MetricSummary::EMPTY,
+        stamp: 0,
+    });
+    Some(position)
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ use lww::{Lww, Stamp};
 use registers::Registers;
 
 use crate::ids::{ExperimentId, KeyId, RunId, WriterId};
-use crate::summary::CompactedSummaries;
+use crate::summary::{CompactedSummaries, ReplaySummaries};
 use crate::util::{IdHash, KeyHash};
 use crate::wal::{Event, InternedKey, MetricBatch, RunStatus};
 
@@ -484,6 +484,29 @@ impl Catalog {
                 continue;
             };
             target[slot].update(batch.steps[i], batch.timestamps_ms[i], batch.values[i]);
+        }
+    }
+
+    /// Applies the summaries of other writers' points that a replay of the log read, as
+    /// `apply_batch` applies their points: through `keys`, skipping a key id with no
+    /// definition. A series with no foreign points yet takes its summary as it is, bit for bit.
+    pub fn apply_foreign_summaries(
+        &self,
+        keys: &KeyMap,
+        summaries: &mut ReplaySummaries,
+        mut staged: Option<&mut Staged>,
+    ) {
+        for read in summaries.take() {
+            let entry = self.run_or_insert(read.run);
+            let slots = keys.slots.get(&(read.writer, read.run));
+            let mut metrics = lock(&entry.metrics);
+            let target = foreign_target(&mut metrics, staged.as_deref_mut(), read.run);
+            for (KeyId(key_id), summary) in read.series() {
+                let slot = slots.and_then(|s| s.get(key_id as usize).copied().flatten());
+                if let Some(slot) = slot {
+                    target[slot].merge(summary);
+                }
+            }
         }
     }
 

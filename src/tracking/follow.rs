@@ -29,7 +29,9 @@ use crate::compaction::manifest::ManifestCache;
 use crate::compaction::{manifest, survey};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
-use crate::summary::CompactedSummaries;
+use crate::summary::{CompactedSummaries, ReplaySummaries};
+use crate::wal::Event;
+use crate::wal::replay::ReplaySink;
 use crate::wal::segment;
 use crate::wal::tail::Tail;
 use crate::wal::writer::is_metadata_chain;
@@ -141,15 +143,7 @@ impl Follower {
                 self.chains = manifest.metadata.clone();
                 listed = Some(manifest);
             }
-            let (keys, chains) = (&mut self.keys, &self.chains);
-            self.tail.poll_except(own, &mut |writer, event| {
-                let origin = if chains.contains(&writer) || is_metadata_chain(writer) {
-                    Origin::MetadataChain
-                } else {
-                    Origin::Writer
-                };
-                catalog.apply_foreign(keys, writer, event, origin, staged.as_deref_mut())
-            })?;
+            self.poll(catalog, own, staged.as_deref_mut())?;
             if manifest::newest_generation(&self.root)? == self.generation {
                 // Only now: a listed chain may be deleted by a compaction whose newer
                 // manifest no longer lists it, which the check above would have caught.
@@ -163,6 +157,42 @@ impl Follower {
             what: self.root.display().to_string(),
             attempts: MANIFESTS_PER_REFRESH_MAX,
         })
+    }
+}
+
+impl Follower {
+    /// Reads the log from where the tail is, applying other writers' events to `catalog` and
+    /// their points as summaries (`wal::replay`), once the poll ends, whether it ends well or
+    /// not: the tail has moved past every record they hold.
+    fn poll(
+        &mut self,
+        catalog: &Catalog,
+        own: &dyn Fn(WriterId) -> bool,
+        mut staged: Option<&mut Staged>,
+    ) -> Result<()> {
+        let (keys, chains) = (&mut self.keys, &self.chains);
+        let mut summaries = ReplaySummaries::default();
+        let mut visit = |writer: WriterId, event: Event, summaries: &mut ReplaySummaries| {
+            // Points read before the definition of their key id (which a writer never
+            // writes) were skipped when points were applied one by one: applying what is
+            // summed so far first keeps that.
+            if let Event::MetricKeyDefined { run, key_id, .. } = &event
+                && summaries.has_points(writer, *run, *key_id)
+            {
+                catalog.apply_foreign_summaries(keys, summaries, staged.as_deref_mut());
+            }
+            let origin = if chains.contains(&writer) || is_metadata_chain(writer) {
+                Origin::MetadataChain
+            } else {
+                Origin::Writer
+            };
+            catalog.apply_foreign(keys, writer, event, origin, staged.as_deref_mut());
+        };
+        let polled = self
+            .tail
+            .poll_into(own, &mut ReplaySink::new(&mut summaries, &mut visit));
+        catalog.apply_foreign_summaries(&self.keys, &mut summaries, staged);
+        polled
     }
 }
 

@@ -173,15 +173,28 @@ pub(crate) fn decode_columns_head(
 
 /// Decodes a columns payload (already decompressed).
 pub fn decode_columns(payload: &[u8]) -> Result<MetricBatch, CorruptionKind> {
+    let mut batch = MetricBatch::default();
+    decode_columns_reusing(payload, &mut batch)?;
+    Ok(batch)
+}
+
+/// [`decode_columns`] into `batch`, whose vectors are cleared and reused, so that a reader of
+/// many records allocates for the largest only. On an error `batch` holds part of the points.
+pub fn decode_columns_reusing(
+    payload: &[u8],
+    batch: &mut MetricBatch,
+) -> Result<(), CorruptionKind> {
     let mut decoder = Decoder::new(payload);
     let (run, count, width) = decode_columns_head(&mut decoder)?;
-    let mut batch = MetricBatch {
-        run,
-        key_ids: Vec::with_capacity(count),
-        steps: Vec::with_capacity(count),
-        timestamps_ms: Vec::with_capacity(count),
-        values: Vec::with_capacity(count),
-    };
+    batch.run = run;
+    batch.key_ids.clear();
+    batch.steps.clear();
+    batch.timestamps_ms.clear();
+    batch.values.clear();
+    batch.key_ids.reserve(count);
+    batch.steps.reserve(count);
+    batch.timestamps_ms.reserve(count);
+    batch.values.reserve(count);
     for _ in 0..count {
         let key = decoder.varint()?;
         let key = u32::try_from(key).map_err(|_| malformed(format!("key id {key} > u32")))?;
@@ -201,8 +214,7 @@ pub fn decode_columns(payload: &[u8]) -> Result<MetricBatch, CorruptionKind> {
                 .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
         );
     }
-    decoder.finish()?;
-    Ok(batch)
+    decoder.finish()
 }
 
 fn decode_deltas(
@@ -241,6 +253,13 @@ const LZ4_EXPANSION_MAX: usize = 255;
 
 /// Inverse of [`compress`], refusing sizes over the record limit.
 pub fn decompress(stored: &[u8]) -> Result<Vec<u8>, CorruptionKind> {
+    let mut out = Vec::new();
+    decompress_reusing(stored, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`] into `out`, which is cleared and reused.
+pub fn decompress_reusing(stored: &[u8], out: &mut Vec<u8>) -> Result<(), CorruptionKind> {
     let mut decoder = Decoder::new(stored);
     let bytes = decoder.u32()? as usize;
     if bytes > RECORD_PAYLOAD_BYTES_MAX {
@@ -257,9 +276,10 @@ pub fn decompress(stored: &[u8]) -> Result<Vec<u8>, CorruptionKind> {
             block.len()
         )));
     }
-    let mut out = vec![0u8; bytes];
-    match lz4_flex::block::decompress_into(block, &mut out) {
-        Ok(written) if written == bytes => Ok(out),
+    out.clear();
+    out.resize(bytes, 0);
+    match lz4_flex::block::decompress_into(block, out) {
+        Ok(written) if written == bytes => Ok(()),
         Ok(written) => Err(malformed(format!(
             "lz4 gave {written} bytes, header says {bytes}"
         ))),
@@ -375,6 +395,7 @@ pub struct StreamOps {
 
 impl StreamOps {
     /// Points in the stream.
+    #[cfg(feature = "testing")]
     pub fn len(&self) -> usize {
         self.points.len()
     }
@@ -431,54 +452,143 @@ pub fn decode_stream(
     ops_count: u32,
     ops_crc: u32,
 ) -> Result<StreamOps, CorruptionKind> {
-    let mut decoder = Decoder::new(ops_area);
     let mut ops = StreamOps::default();
-    let mut current: Option<u32> = None;
+    ops.ops_bytes = walk_stream(ops_area, ops_count, &mut ops)?;
+    check_ops_crc(ops_area, ops.ops_bytes, ops_crc)?;
+    Ok(ops)
+}
+
+impl StreamVisitor for StreamOps {
+    fn new_run(&mut self, run: RunId) {
+        self.runs.push(run);
+    }
+
+    #[inline]
+    fn point(&mut self, slot: usize, key: KeyId, step: i64, timestamp_ms: i64, value: f64) {
+        self.point_runs.push(slot as u32);
+        self.points.push(key, step, timestamp_ms, value);
+    }
+}
+
+/// What [`walk_stream`] hands each op to, once the op has passed the checks of
+/// `docs/format/log.md` section 6.1.
+pub(crate) trait StreamVisitor {
+    /// A new-run op: `run` is the run table's next entry, and the current run.
+    fn new_run(&mut self, run: RunId);
+
+    /// A point of the run in entry `slot` of the run table (an entry `new_run` was given).
+    fn point(&mut self, slot: usize, key: KeyId, step: i64, timestamp_ms: i64, value: f64);
+}
+
+/// Decodes the first `ops_count` ops of `ops_area`, handing each to `visitor`, and returns the
+/// bytes they take. Every decoder of a stream walks it here, so all accept the same bytes. The
+/// ops are not checked against their CRC ([`check_ops_crc`]): that needs their length, which
+/// only the walk finds, so a visitor's work on ops that fail it must be undone by the caller.
+#[inline]
+pub(crate) fn walk_stream<V: StreamVisitor>(
+    ops_area: &[u8],
+    ops_count: u32,
+    visitor: &mut V,
+) -> Result<usize, CorruptionKind> {
+    let mut decoder = Decoder::new(ops_area);
+    // Entries of the run table so far, and the current one.
+    let mut runs = 0usize;
+    let mut current: Option<usize> = None;
     let mut previous_step = 0i64;
     let mut previous_timestamp_ms = 0i64;
     for _ in 0..ops_count {
-        let head = decoder.varint()?;
+        // The usual ops, checked and taken whole: a one-byte switch to a known slot, and an
+        // f32 point whose head and deltas are one byte each. Anything else, valid or not,
+        // takes the general path below, which alone reports errors.
+        if let Some(head) = decoder.peek_u8()
+            && head < 0x80
+        {
+            let slot = usize::from(head >> 2);
+            if u64::from(head) & OP_KIND_MASK == OP_SWITCH_RUN && slot < runs {
+                current = Some(slot);
+                decoder.take(1)?;
+                continue;
+            }
+            if u64::from(head) & OP_KIND_MASK == OP_POINT_F32
+                && let Some(slot) = current
+                && decoder.remaining() >= SHORT_POINT_BYTES
+            {
+                let mut ahead = decoder.clone();
+                let op = ahead.take(SHORT_POINT_BYTES)?;
+                if op[1] < 0x80 && op[2] < 0x80 {
+                    decoder = ahead;
+                    previous_step = previous_step.wrapping_add(unzigzag(u64::from(op[1])));
+                    previous_timestamp_ms =
+                        previous_timestamp_ms.wrapping_add(unzigzag(u64::from(op[2])));
+                    let value = f32::from_le_bytes([op[3], op[4], op[5], op[6]]);
+                    let key = KeyId(u32::from(head >> 2));
+                    visitor.point(
+                        slot,
+                        key,
+                        previous_step,
+                        previous_timestamp_ms,
+                        f64::from(value),
+                    );
+                    continue;
+                }
+            }
+        }
+        let head = short_varint(&mut decoder)?;
         match head & OP_KIND_MASK {
             // No cap on the table here: version 1 wrote a set-run op at every change of run, so
             // a v1 stream may hold any number of them. Each costs 17 input bytes, which bounds
             // the table by the input.
             OP_NEW_RUN if head == OP_NEW_RUN => {
-                current = Some(ops.runs.len() as u32);
-                ops.runs.push(RunId(decoder.u128()?));
+                visitor.new_run(RunId(decoder.u128()?));
+                current = Some(runs);
+                runs += 1;
             }
             OP_SWITCH_RUN => {
                 let slot = head >> 2;
-                if slot >= ops.runs.len() as u64 {
-                    return Err(malformed(format!(
-                        "switch to run slot {slot} of {}",
-                        ops.runs.len()
-                    )));
+                if slot >= runs as u64 {
+                    return Err(malformed(format!("switch to run slot {slot} of {runs}")));
                 }
-                current = Some(slot as u32);
+                current = Some(slot as usize);
             }
             kind @ (OP_POINT_F32 | OP_POINT_F64) => {
                 let key = u32::try_from(head >> 2)
                     .map_err(|_| malformed(format!("stream key id {} > u32", head >> 2)))?;
-                previous_step = previous_step.wrapping_add(unzigzag(decoder.varint()?));
-                previous_timestamp_ms =
-                    previous_timestamp_ms.wrapping_add(unzigzag(decoder.varint()?));
+                previous_step = previous_step.wrapping_add(unzigzag(short_varint(&mut decoder)?));
+                previous_timestamp_ms = previous_timestamp_ms
+                    .wrapping_add(unzigzag(short_varint(&mut decoder)?));
                 let value = if kind == OP_POINT_F32 {
                     f64::from(decoder.f32()?)
                 } else {
                     decoder.f64()?
                 };
-                let Some(run) = current else {
+                let Some(slot) = current else {
                     return Err(malformed("stream point before any run op".to_string()));
                 };
-                ops.point_runs.push(run);
-                ops.points
-                    .push(KeyId(key), previous_step, previous_timestamp_ms, value);
+                visitor.point(
+                    slot,
+                    KeyId(key),
+                    previous_step,
+                    previous_timestamp_ms,
+                    value,
+                );
             }
             _ => return Err(malformed(format!("invalid stream op head {head:#x}"))),
         }
     }
-    ops.ops_bytes = decoder.position();
-    let found = crc32fast::hash(&ops_area[..ops.ops_bytes]);
+    Ok(decoder.position())
+}
+
+/// An f32 point op whose head and two deltas take one byte each.
+const SHORT_POINT_BYTES: usize = 3 + 4;
+
+/// Checks the first `ops_bytes` bytes of `ops_area` (what [`walk_stream`] returned) against
+/// the stream's `ops_crc`.
+pub(crate) fn check_ops_crc(
+    ops_area: &[u8],
+    ops_bytes: usize,
+    ops_crc: u32,
+) -> Result<(), CorruptionKind> {
+    let found = crc32fast::hash(ops_area.get(..ops_bytes).unwrap_or(ops_area));
     if found != ops_crc {
         return Err(CorruptionKind::ChecksumMismatch {
             what: "stream ops",
@@ -486,7 +596,20 @@ pub fn decode_stream(
             found,
         });
     }
-    Ok(ops)
+    Ok(())
+}
+
+/// The next varint: one byte, the usual case of a stream's heads and deltas, without the
+/// general decoder's loop.
+#[inline]
+pub(crate) fn short_varint(decoder: &mut Decoder<'_>) -> Result<u64, CorruptionKind> {
+    match decoder.peek_u8() {
+        Some(byte) if byte < 0x80 => {
+            decoder.take(1)?;
+            Ok(u64::from(byte))
+        }
+        _ => decoder.varint(),
+    }
 }
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@ internal_modules!(
     reader,
     record,
     recovery,
+    replay,
     segment,
     tail,
     writer,

@@ -13,7 +13,7 @@ use crate::error::CorruptionKind;
 use crate::ids::{KeyId, RunId};
 use crate::limits::RECORD_PAYLOAD_BYTES_MAX;
 use crate::wal::codec::{Decoder, malformed, unzigzag};
-use crate::wal::metric::MetricBatch;
+use crate::wal::metric::{MetricBatch, StreamVisitor, check_ops_crc, walk_stream};
 use crate::wal::record::FLAG_COMPRESSED;
 
 /// Byte offsets of a columns payload's fixed head (`docs/format/log.md` section 5).
@@ -303,88 +303,50 @@ fn read_varint(payload: &[u8], position: &mut usize) -> Result<u64, CorruptionKi
 
 /// The points of a stream's committed ops that belong to runs `wanted` accepts, one batch per
 /// such run in the order the stream's run table lists them, and the bytes the ops take.
-/// Decodes every op (a stream has no stored length) and checks `ops_crc`, with the checks and
-/// errors of `metric::decode_stream`; only the points it keeps are stored.
+/// Decodes every op (a stream has no stored length) and checks `ops_crc`, through the walk
+/// `metric::decode_stream` makes, so with its checks and errors; only the points it keeps are
+/// stored.
 pub fn stream_points(
     ops_area: &[u8],
     ops_count: u32,
     ops_crc: u32,
     wanted: &dyn Fn(RunId) -> bool,
 ) -> Result<(Vec<MetricBatch>, usize), CorruptionKind> {
-    let mut decoder = Decoder::new(ops_area);
-    // Per entry of the run table: the batch its points go to, if its run is wanted.
-    let mut table: Vec<Option<usize>> = Vec::new();
-    let mut batches: Vec<MetricBatch> = Vec::new();
-    let mut current: Option<Option<usize>> = None;
-    let (mut previous_step, mut previous_timestamp_ms) = (0i64, 0i64);
-    for _ in 0..ops_count {
-        let head = short_varint(&mut decoder)?;
-        match head & 3 {
-            2 if head == 2 => {
-                let run = RunId(decoder.u128()?);
-                let batch = wanted(run).then(|| {
-                    batches.push(MetricBatch::new(run));
-                    batches.len() - 1
-                });
-                table.push(batch);
-                current = Some(batch);
-            }
-            3 => {
-                let slot = head >> 2;
-                let Some(entry) = usize::try_from(slot).ok().and_then(|s| table.get(s)) else {
-                    return Err(malformed(format!(
-                        "switch to run slot {slot} of {}",
-                        table.len()
-                    )));
-                };
-                current = Some(*entry);
-            }
-            kind @ (0 | 1) => {
-                let key = u32::try_from(head >> 2)
-                    .map_err(|_| malformed(format!("stream key id {} > u32", head >> 2)))?;
-                previous_step = previous_step.wrapping_add(unzigzag(short_varint(&mut decoder)?));
-                previous_timestamp_ms = previous_timestamp_ms
-                    .wrapping_add(unzigzag(short_varint(&mut decoder)?));
-                let value_bytes = decoder.take(if kind == 0 { 4 } else { 8 })?;
-                let Some(batch) = current else {
-                    return Err(malformed("stream point before any run op".to_string()));
-                };
-                // Only a kept point's value is converted.
-                if let Some(batch) = batch.and_then(|index| batches.get_mut(index)) {
-                    let value = match *value_bytes {
-                        [a, b, c, d] => f64::from(f32::from_le_bytes([a, b, c, d])),
-                        [a, b, c, d, e, f, g, h] => f64::from_le_bytes([a, b, c, d, e, f, g, h]),
-                        _ => return Err(malformed("stream value width".to_string())),
-                    };
-                    batch.push(KeyId(key), previous_step, previous_timestamp_ms, value);
-                }
-            }
-            _ => return Err(malformed(format!("invalid stream op head {head:#x}"))),
-        }
-    }
-    let ops_bytes = decoder.position();
-    let found = crc32fast::hash(&ops_area[..ops_bytes]);
-    if found != ops_crc {
-        return Err(CorruptionKind::ChecksumMismatch {
-            what: "stream ops",
-            expected: ops_crc,
-            found,
-        });
-    }
+    let mut kept = WantedPoints {
+        wanted,
+        table: Vec::new(),
+        batches: Vec::new(),
+    };
+    let ops_bytes = walk_stream(ops_area, ops_count, &mut kept)?;
+    check_ops_crc(ops_area, ops_bytes, ops_crc)?;
+    let mut batches = kept.batches;
     batches.retain(|batch| !batch.is_empty());
     Ok((batches, ops_bytes))
 }
 
-/// The next varint: one byte, the usual case of a stream's heads and deltas, without the
-/// general decoder's loop.
-#[inline]
-fn short_varint(decoder: &mut Decoder<'_>) -> Result<u64, CorruptionKind> {
-    match decoder.peek_u8() {
-        Some(byte) if byte < 0x80 => {
-            decoder.take(1)?;
-            Ok(u64::from(byte))
+/// A stream's points for the wanted runs, as the walk gives them.
+struct WantedPoints<'a> {
+    wanted: &'a dyn Fn(RunId) -> bool,
+    /// Per entry of the run table: the batch its points go to, if its run is wanted.
+    table: Vec<Option<usize>>,
+    batches: Vec<MetricBatch>,
+}
+
+impl StreamVisitor for WantedPoints<'_> {
+    fn new_run(&mut self, run: RunId) {
+        let batch = (self.wanted)(run).then(|| {
+            self.batches.push(MetricBatch::new(run));
+            self.batches.len() - 1
+        });
+        self.table.push(batch);
+    }
+
+    #[inline]
+    fn point(&mut self, slot: usize, key: KeyId, step: i64, timestamp_ms: i64, value: f64) {
+        let batch = self.table.get(slot).copied().flatten();
+        if let Some(batch) = batch.and_then(|index| self.batches.get_mut(index)) {
+            batch.push(key, step, timestamp_ms, value);
         }
-        _ => decoder.varint(),
     }
 }
 

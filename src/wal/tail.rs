@@ -23,8 +23,12 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
 use crate::limits::{RECORD_PAYLOAD_BYTES_MAX, STREAM_BYTES_MAX};
 use crate::wal::classify::{self, Place, SegmentFile};
-use crate::wal::event::{Event, Seal};
-use crate::wal::metric::{STREAM_OP_BYTES_MAX, decode_stream};
+#[cfg(feature = "testing")]
+use crate::wal::event::Event;
+use crate::wal::event::Seal;
+use crate::wal::metric::STREAM_OP_BYTES_MAX;
+#[cfg(feature = "testing")]
+use crate::wal::metric::decode_stream;
 use crate::wal::reader::{self, corrupt};
 use crate::wal::record::{FRAME_BYTES, Frame, RecordType, STREAM_HEADER_BYTES_MAX, decode_frame};
 use crate::wal::segment::{self, HEADER_BYTES, SegmentHeader};
@@ -111,18 +115,20 @@ impl Tail {
     /// Calls `visit` for every event appended since the last poll; returns how many.
     #[cfg(feature = "testing")]
     pub fn poll(&mut self, visit: &mut dyn FnMut(WriterId, Event)) -> Result<usize> {
-        self.poll_except(&|_| false, visit)
+        let mut sink = EventSink { visit, count: 0 };
+        self.poll_into(&|_| false, &mut sink)?;
+        Ok(sink.count)
     }
 
-    /// Like [`Tail::poll`], but passes over the writers `skip` names (a store applies its own
-    /// appends directly and must not see them twice). `skip` is asked after the folder is
+    /// Hands each valid record appended since the last poll to `sink`, which decodes what it
+    /// needs (see [`TailSink`]), passing over the writers `skip` names (a store applies its
+    /// own appends directly and must not see them twice). `skip` is asked after the folder is
     /// listed, so it can answer for writers created since the last poll.
-    pub fn poll_except(
+    pub(crate) fn poll_into(
         &mut self,
         skip: &dyn Fn(WriterId) -> bool,
-        visit: &mut dyn FnMut(WriterId, Event),
-    ) -> Result<usize> {
-        let mut count = 0;
+        sink: &mut dyn TailSink,
+    ) -> Result<()> {
         let listed = reader::list_writers(&self.wal_dir)?;
         // A writer with unread segments cannot vanish: only compaction removes segments.
         for (writer, cursor) in &self.cursors {
@@ -161,10 +167,7 @@ impl Tail {
                     life,
                 };
                 let expected = (writer, cursor.sequence);
-                let step = poll_segment(&path, expected, cursor, place, &mut |event| {
-                    count += 1;
-                    visit(writer, event);
-                })?;
+                let step = poll_segment(&path, expected, cursor, place, sink)?;
                 match step {
                     Step::Wait => break,
                     Step::NextSegment { finished } => {
@@ -184,7 +187,85 @@ impl Tail {
                 return Err(corrupt(path, 0, CorruptionKind::AfterSeal));
             }
         }
-        Ok(count)
+        Ok(())
+    }
+}
+
+/// What a poll hands each valid record to, with the writer whose log holds it. A method that
+/// returns an error must have taken nothing from the record: the record is then invalid, and
+/// `classify` judges it as it judges a record whose CRC fails (at the open end of a live
+/// writer's chain, it is read again by a later poll).
+pub(crate) trait TailSink {
+    /// A record other than a seal or a stream, its CRC checked: decode it, or reject it.
+    fn record(
+        &mut self,
+        writer: WriterId,
+        record_type: RecordType,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<(), CorruptionKind>;
+
+    /// A stream: decode its first `ops_count` ops from `ops_area`, check them against
+    /// `ops_crc`, and take its points after the first `skip` (those an earlier poll took).
+    fn stream(
+        &mut self,
+        writer: WriterId,
+        ops_area: &[u8],
+        ops_count: u32,
+        ops_crc: u32,
+        skip: usize,
+    ) -> Result<StreamTaken, CorruptionKind>;
+}
+
+/// What a sink found in a stream.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamTaken {
+    /// Bytes the committed ops take: the next record starts right after them.
+    pub ops_bytes: usize,
+    /// Points in the committed ops, the skipped ones included.
+    pub point_count: usize,
+}
+
+/// The sink that decodes every record into events, as [`Tail::poll`] gives them.
+#[cfg(feature = "testing")]
+struct EventSink<'a> {
+    visit: &'a mut dyn FnMut(WriterId, Event),
+    count: usize,
+}
+
+#[cfg(feature = "testing")]
+impl TailSink for EventSink<'_> {
+    fn record(
+        &mut self,
+        writer: WriterId,
+        record_type: RecordType,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<(), CorruptionKind> {
+        let event = Event::decode(record_type, flags, payload)?;
+        self.count += 1;
+        (self.visit)(writer, event);
+        Ok(())
+    }
+
+    fn stream(
+        &mut self,
+        writer: WriterId,
+        ops_area: &[u8],
+        ops_count: u32,
+        ops_crc: u32,
+        skip: usize,
+    ) -> Result<StreamTaken, CorruptionKind> {
+        let ops = decode_stream(ops_area, ops_count, ops_crc)?;
+        let taken = StreamTaken {
+            ops_bytes: ops.ops_bytes,
+            point_count: ops.len(),
+        };
+        for batch in ops.into_batches(skip) {
+            self.count += 1;
+            (self.visit)(writer, Event::Metrics(batch));
+        }
+        Ok(taken)
     }
 }
 
@@ -225,7 +306,7 @@ fn poll_segment(
     (writer, sequence): (WriterId, SegmentSequence),
     cursor: &mut Cursor,
     place: Place,
-    visit: &mut dyn FnMut(Event),
+    sink: &mut dyn TailSink,
 ) -> Result<Step> {
     let header = reader::read_range(path, 0, HEADER_BYTES)?;
     let header = match SegmentHeader::decode(&header) {
@@ -254,8 +335,9 @@ fn poll_segment(
                 place,
             },
             header,
+            writer,
         };
-        match scan_window(&end, &window, cursor, visit)? {
+        match scan_window(&end, &window, cursor, sink)? {
             Pass::Step(step) => return Ok(step),
             Pass::NeedMore => window_bytes = window_bytes.saturating_mul(4),
         }
@@ -292,6 +374,7 @@ fn body_is_zero(path: &Path) -> Result<bool> {
 struct SegmentEnd<'a> {
     file: SegmentFile<'a>,
     header: SegmentHeader,
+    writer: WriterId,
 }
 
 impl SegmentEnd<'_> {
@@ -364,7 +447,7 @@ fn scan_window(
     end: &SegmentEnd<'_>,
     window: &Window,
     cursor: &mut Cursor,
-    visit: &mut dyn FnMut(Event),
+    sink: &mut dyn TailSink,
 ) -> Result<Pass> {
     // An invalid item: a larger window may fix it when the window cut it short; otherwise
     // `classify` decides between corruption and "not yet" at the open end of a chain.
@@ -412,9 +495,8 @@ fn scan_window(
                 flags,
                 payload,
             } => {
-                match Event::decode(record_type, flags, payload) {
-                    Ok(event) => visit(event),
-                    Err(kind) => return invalid(cursor.offset, kind, false),
+                if let Err(kind) = sink.record(end.writer, record_type, flags, payload) {
+                    return invalid(cursor.offset, kind, false);
                 }
                 cursor.offset += frame.frame_bytes() as u64;
                 cursor.stream_points_seen = 0;
@@ -425,19 +507,16 @@ fn scan_window(
                 ops_area,
                 ..
             } => {
-                let ops = match decode_stream(ops_area, ops_count, ops_crc) {
-                    Ok(ops) => ops,
+                let seen = cursor.stream_points_seen;
+                let taken = match sink.stream(end.writer, ops_area, ops_count, ops_crc, seen) {
+                    Ok(taken) => taken,
                     Err(kind) => {
                         let cut = rest.len() < STREAM_RECORD_BYTES_MAX;
                         return invalid(cursor.offset, kind, cut);
                     }
                 };
-                let next = relative + frame.frame_bytes() + ops.ops_bytes;
-                let total = ops.len();
-                for batch in ops.into_batches(cursor.stream_points_seen) {
-                    visit(Event::Metrics(batch));
-                }
-                cursor.stream_points_seen = total;
+                let next = relative + frame.frame_bytes() + taken.ops_bytes;
+                cursor.stream_points_seen = taken.point_count;
                 // A live stream may still grow until something follows it; in a sealed segment
                 // (or one with a successor) it cannot, and the loop checks what follows.
                 let after = window.bytes.get(next..).unwrap_or_default();

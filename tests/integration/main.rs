@@ -37,6 +37,7 @@ mod query_history;
 mod query_ranges;
 mod query_search;
 mod reads_concurrent;
+mod replay_summaries;
 mod segment_sizing;
 #[cfg(feature = "server")]
 mod server_http;
