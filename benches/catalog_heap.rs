@@ -2,10 +2,10 @@
 //! as reads take runs' summaries: live heap bytes per run and per series (a counting global
 //! allocator), resident memory, and the time of each step.
 //!
-//! The store is built through the API (several writer threads, `Durability::Buffered`) and
-//! compacted once; then each measurement runs in a fresh process (this binary run again with
+//! The store is built through the API (`--writers` threads, default 2, `Durability::Buffered`)
+//! and compacted; then each measurement runs in a fresh process (this binary run again with
 //! `--measure`), so that nothing the build allocated or cached is counted: one read-only
-//! handle, then one writable handle.
+//! handle, then one writable handle (which adds one run to the store).
 //!
 //! Run: `cargo bench --bench catalog_heap` for the default shape, 20,000 runs in 20
 //! experiments, 10 keys x 10 steps each (200,000 series, 2 M points), in a temporary folder.
@@ -13,15 +13,20 @@
 //!
 //! ```text
 //! cargo bench --bench catalog_heap -- --runs 100000 --keys 100 --steps 2 \
-//!     --store /work/tmp/catalog-1e7            # built once, kept, measured on later runs
+//!     --store /work/tmp/catalog-1e7 --runs-per-compaction 10000 --compacted-rounds 7
 //! ```
 //!
 //! `--store DIR` builds the store in `DIR/store` unless `DIR/shape.txt` says a store of that
-//! shape is already complete there, and keeps it (delete `DIR` when done). `--runs` may also
-//! come from `RUNLOG_CATALOG_RUNS`. Memory is guarded, not only measured: taking every run's
-//! summaries stops once the live heap passes `--heap-limit-mib` (default 6,144), and any
-//! process of the bench exits once its resident set passes `--rss-limit-mib` (default 8,192),
-//! each saying so, so that a shape too large for the machine reports how far it got.
+//! shape is already complete there, and keeps it (delete `DIR` when done); `--build-only`
+//! stops after the build. The build is one round unless `--runs-per-compaction N` splits it
+//! into rounds of N runs, each a fresh writable handle that logs, compacts and closes; only
+//! the first `--compacted-rounds` rounds compact, the rest leave their points in the log.
+//! `--runs` may also come from `RUNLOG_CATALOG_RUNS`.
+//!
+//! Memory is guarded, not only measured: taking every run's summaries stops once the live heap
+//! passes `--heap-limit-mib` (default 6,144), and any process of the bench exits once its
+//! resident set passes `--rss-limit-mib` (default 8,192), each saying so, so that a shape too
+//! large for the machine reports how far it got instead of pushing it into the OOM killer.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -120,6 +125,8 @@ struct Args {
     writers: usize,
     /// Runs per build round (0: one round).
     runs_per_round: usize,
+    /// Rounds that end with a compaction (the rest leave their points in the log).
+    compacted_rounds: usize,
     heap_limit_bytes: usize,
     rss_limit_bytes: usize,
     /// Build the store and stop: no measurement.
@@ -143,6 +150,7 @@ fn parse_args() -> Args {
         store: None,
         writers: 2,
         runs_per_round: 0,
+        compacted_rounds: usize::MAX,
         heap_limit_bytes: 6_144 << 20,
         rss_limit_bytes: 8_192 << 20,
         build_only: false,
@@ -164,6 +172,7 @@ fn parse_args() -> Args {
             "--steps" => args.shape.steps = number(&value()) as i64,
             "--writers" => args.writers = number(&value()),
             "--runs-per-compaction" => args.runs_per_round = number(&value()),
+            "--compacted-rounds" => args.compacted_rounds = number(&value()),
             "--store" => args.store = Some(PathBuf::from(value())),
             "--heap-limit-mib" => args.heap_limit_bytes = number(&value()) << 20,
             "--rss-limit-mib" => args.rss_limit_bytes = number(&value()) << 20,
@@ -286,10 +295,12 @@ fn build_experiment(
     }
 }
 
-/// Builds the store in rounds of `runs_per_round` runs (all of them in one round if 0): each
-/// round is one writable handle that logs its runs with `writers` threads, compacts and closes.
-fn build(root: &Path, shape: Shape, writers: usize, runs_per_round: usize) {
-    let per_experiment = match runs_per_round {
+/// Builds the store in rounds of `--runs-per-compaction` runs (all of them in one round if 0):
+/// each round is one writable handle that logs its runs with `--writers` threads, compacts
+/// (the first `--compacted-rounds` rounds only) and closes.
+fn build(root: &Path, shape: Shape, args: &Args) {
+    let writers = args.writers;
+    let per_experiment = match args.runs_per_round {
         0 => shape.runs.div_ceil(shape.experiments),
         n => n.div_ceil(shape.experiments),
     };
@@ -327,6 +338,10 @@ fn build(root: &Path, shape: Shape, writers: usize, runs_per_round: usize) {
             logged.as_secs_f64(),
             memory()
         );
+        if round >= args.compacted_rounds {
+            store.close().unwrap();
+            continue;
+        }
         let start = Instant::now();
         reset_peak();
         let report = store.compact().unwrap();
@@ -569,7 +584,7 @@ fn main() {
             shape.points(),
             root.display()
         );
-        build(&root, shape, args.writers, args.runs_per_round);
+        build(&root, shape, &args);
         std::fs::write(&marker, shape.describe()).unwrap();
     }
     println!(
