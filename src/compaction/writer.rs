@@ -209,6 +209,14 @@ impl Store {
         report.manifest_bytes =
             manifest::publish_next(&root, &previous, chain, &mut manifest, unchanged, storage)?;
         report.generation = generation;
+        // What follows reads the marks' watermarks and the files only: the marks' summaries
+        // and keys, most of a large manifest's memory, go before the refresh loads the new
+        // manifest beside it.
+        drop(previous);
+        for mark in manifest.writers.values_mut() {
+            mark.summaries = BTreeMap::new();
+            mark.keys = BTreeMap::new();
+        }
         // Read what is about to be deleted, so this handle need not rebuild its catalog. Best
         // effort: a failure here is met again, and reported, by the next read.
         let _ = self.refresh();
