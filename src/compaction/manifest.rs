@@ -1305,18 +1305,22 @@ pub fn store(root: &Path, manifest: &Manifest, storage: &dyn Storage) -> Result<
 /// edits on the base, this one included, stay within half the base's bytes and
 /// `EDITS_PER_BASE_MAX`: so a compaction writes in proportion to what it changed, amortized
 /// (a base costs at most as much as the edits before it did, doubled), and a load reads at
-/// most one and a half times a base. Returns the bytes written.
+/// most one and a half times a base. `previous` and `next` leave out the marks of
+/// `unchanged`, which are put back into `next` for a base. Returns the bytes written.
 pub(crate) fn publish_next(
     root: &Path,
     previous: &Manifest,
     chain: Option<Chain>,
-    next: &Manifest,
+    next: &mut Manifest,
+    unchanged: BTreeMap<WriterId, WriterMark>,
     storage: &dyn Storage,
 ) -> Result<u64> {
+    // `unchanged` is the same in both states, so the edit is diffed without it; a base holds it.
     let edit = chain
         .filter(|c| c.edits < EDITS_PER_BASE_MAX && previous.version == VERSION)
         .and_then(|c| Some((c, ManifestEdit::diff(previous, next, c.base)?.encode())))
         .filter(|(c, bytes)| c.edit_bytes + bytes.len() as u64 <= c.base_bytes / 2);
+    next.writers.extend(unchanged);
     let bytes = match edit {
         Some((_, bytes)) => bytes,
         None => next.encode(),

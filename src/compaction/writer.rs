@@ -139,9 +139,6 @@ impl Store {
         // The manifest of the generation before this one stays loadable until the one after
         // this is published: its chain starts here.
         let keep_from = chain.map_or(loaded.generation, |c| c.base);
-        // An edit is what turns the state loaded into the next; only a version 4 state has a
-        // chain to add one to.
-        let previous = chain.map(|_| loaded.clone());
         // Files a crashed compaction published without a manifest would collide with this
         // generation's names, so its provable leftovers go first; anything no manifest
         // accounts for stops the compaction, which would otherwise build on lost history.
@@ -150,6 +147,17 @@ impl Store {
         // A leftover that stays must stop this compaction: its proof is a manifest that the
         // clean-up after the next manifest would remove, and it would then read as damage.
         remove_leftovers(&survey, storage)?;
+        let listed = reader::list_writers(&root.join(WAL_DIR))?;
+        // An edit is what turns the state loaded into the next; only a version 4 state has a
+        // chain to add one to. Both leave out the marks no compaction can change any more,
+        // which `publish_next` puts back, so the copy kept to diff against is not a second
+        // whole manifest.
+        let mut loaded = loaded;
+        let unchanged = match chain {
+            Some(_) => take_unchanged(&mut loaded, &listed),
+            None => BTreeMap::new(),
+        };
+        let previous = chain.map(|_| loaded.clone());
         // A stage-one manifest has no summaries or metadata chains, so nothing it covers may be
         // deleted: compact the whole log again (its segments are all still there) and let its
         // files be removed once the new manifest is in force.
@@ -170,6 +178,7 @@ impl Store {
         let mut metadata = Vec::new();
         gather(
             &root,
+            &listed,
             &mut manifest,
             &run_experiment,
             &mut gathered,
@@ -198,8 +207,16 @@ impl Store {
         manifest.generation = generation;
         let previous = previous.unwrap_or_default();
         report.manifest_bytes =
-            manifest::publish_next(&root, &previous, chain, &manifest, storage)?;
+            manifest::publish_next(&root, &previous, chain, &mut manifest, unchanged, storage)?;
         report.generation = generation;
+        // What follows reads the marks' watermarks and the files only: the marks' summaries
+        // and keys, most of a large manifest's memory, go before the refresh loads the new
+        // manifest beside it.
+        drop(previous);
+        for mark in manifest.writers.values_mut() {
+            mark.summaries = BTreeMap::new();
+            mark.keys = BTreeMap::new();
+        }
         // Read what is about to be deleted, so this handle need not rebuild its catalog. Best
         // effort: a failure here is met again, and reported, by the next read.
         let _ = self.refresh();
@@ -287,6 +304,7 @@ struct SegmentContents {
 /// they are gathered too, so their events move into the one chain this compaction writes.
 fn gather(
     root: &Path,
+    listed: &BTreeMap<WriterId, reader::WriterFiles>,
     manifest: &mut Manifest,
     run_experiment: &HashMap<RunId, ExperimentId>,
     gathered: &mut BTreeMap<ExperimentId, ExperimentSeries>,
@@ -305,8 +323,7 @@ fn gather(
         metadata,
         report,
     };
-    let listed = reader::list_writers(&wal_dir)?;
-    for (writer, files) in &listed {
+    for (writer, files) in listed {
         if chains == MetadataChains::PassOver && manifest.metadata.contains(writer) {
             continue;
         }
@@ -330,6 +347,27 @@ fn gather(
             .retain(|chain| !writers.get(chain).is_some_and(|mark| mark.finished));
     }
     Ok(())
+}
+
+/// Takes out of `manifest` the marks of the writers that no compaction can change any more:
+/// finished, with no file left in the log, and not metadata chains (which `gather` may
+/// retire). In a large store they hold nearly every summary.
+fn take_unchanged(
+    manifest: &mut Manifest,
+    listed: &BTreeMap<WriterId, reader::WriterFiles>,
+) -> BTreeMap<WriterId, WriterMark> {
+    let metadata = &manifest.metadata;
+    let (unchanged, changing) =
+        std::mem::take(&mut manifest.writers)
+            .into_iter()
+            .partition(|(writer, mark)| {
+                mark.finished
+                    && mark.through.is_some()
+                    && !listed.contains_key(writer)
+                    && !metadata.contains(writer)
+            });
+    manifest.writers = changing;
+    unchanged
 }
 
 /// Gathers one writer's compactable segments after its watermark `mark`, and moves the mark.
