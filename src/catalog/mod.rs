@@ -287,7 +287,7 @@ struct Pending {
     adopted: Vec<Adopted>,
     /// Per run, the positions in `adopted` that hold series of it, ascending: a run's take
     /// visits its own writers only, however many writers the store has seen.
-    by_run: HashMap<RunId, Vec<usize>>,
+    by_run: HashMap<RunId, Positions, IdHash>,
     /// Distinct sources in `adopted` (adoptions of one source are consecutive).
     sources: usize,
 }
@@ -296,6 +296,32 @@ struct Pending {
 /// what is pending and the list starts over, so a long-lived reader that follows many
 /// compactions holds a bounded number of old manifests.
 const PENDING_SOURCES_MAX: usize = 4;
+
+/// The positions in `Pending::adopted` of one run's series, ascending. Most runs are in one
+/// adoption (the writer that logged them), so one position is kept without an allocation of
+/// its own: an open adopts every run of a store, and a list per run was a fifth of the
+/// allocations of opening one of 20,000 runs (docs/BENCHMARKS.md).
+#[derive(Debug)]
+enum Positions {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Positions {
+    fn push(&mut self, position: usize) {
+        match self {
+            Positions::One(first) => *self = Positions::Many(vec![*first, position]),
+            Positions::Many(positions) => positions.push(position),
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            Positions::One(position) => std::slice::from_ref(position),
+            Positions::Many(positions) => positions,
+        }
+    }
+}
 
 impl Pending {
     /// Appends `adopted`, whose compacted points belong to `runs`.
@@ -308,8 +334,12 @@ impl Pending {
             self.sources += 1;
         }
         let position = self.adopted.len();
+        self.by_run.reserve(runs.len());
         for run in runs {
-            self.by_run.entry(*run).or_default().push(position);
+            self.by_run
+                .entry(*run)
+                .and_modify(|positions| positions.push(position))
+                .or_insert(Positions::One(position));
         }
         self.adopted.push(adopted);
     }
@@ -325,7 +355,10 @@ fn take_pending(pending: &Pending, metrics: &mut MetricTable, run: RunId) {
         metrics.taken_epoch = pending.epoch;
         metrics.taken = 0;
     }
-    let positions = pending.by_run.get(&run).map_or(&[][..], Vec::as_slice);
+    let positions = pending
+        .by_run
+        .get(&run)
+        .map_or(&[][..], Positions::as_slice);
     let first = positions.partition_point(|&position| position < metrics.taken);
     let todo = positions[first..]
         .iter()
@@ -524,6 +557,14 @@ impl Catalog {
     ) {
         for ((run, key_id), key) in &mark.keys {
             self.define_key(keys, writer, *run, *key_id, key);
+        }
+        {
+            // An open adopts before it reads the chains that create these runs: sized once
+            // for them, the map is not rebuilt at each doubling on the way to 20,000 runs.
+            let mut entries = write(&self.runs);
+            if entries.is_empty() {
+                entries.reserve(runs.len());
+            }
         }
         let adopted = Adopted {
             source: Arc::clone(source),

@@ -89,8 +89,9 @@ use crate::layout::{COMPACTED_EXTENSION, MANIFEST_EXTENSION as EXTENSION};
 pub struct SeriesRows {
     /// The run.
     pub run: RunId,
-    /// The key.
-    pub key: String,
+    /// The key, shared by every series of it in the manifest: a manifest lists a file's every
+    /// series, and a `String` each was a tenth of loading one of 200,000 series.
+    pub key: Arc<str>,
     /// First row.
     pub row_start: u64,
     /// Number of rows.
@@ -831,6 +832,8 @@ impl<'a> Names<'a> {
 pub(super) struct NameTables {
     pub(super) runs: Vec<RunId>,
     pub(super) keys: Vec<String>,
+    /// `keys` again, each shared by the series that name it (`SeriesRows::key`).
+    shared_keys: Vec<Arc<str>>,
     key_bytes_left: Cell<usize>,
 }
 
@@ -853,9 +856,11 @@ impl NameTables {
         for _ in 0..bounded(d, 4)? {
             keys.push(d.string()?);
         }
+        let shared_keys = keys.iter().map(|key| Arc::from(key.as_str())).collect();
         Ok(NameTables {
             runs,
             keys,
+            shared_keys,
             key_bytes_left: Cell::new(key_bytes_max),
         })
     }
@@ -894,6 +899,17 @@ impl NameTables {
             .ok_or_else(|| out_of_table("key", index, names.keys.len()))?;
         names.charge_key(key, d)?;
         Ok(key.clone())
+    }
+
+    /// `key`, shared with every other reference to the same table entry.
+    fn shared_key(names: &NameTables, d: &mut Decoder<'_>) -> Result<Arc<str>, CorruptionKind> {
+        let index = d.varint()?;
+        let key = usize::try_from(index)
+            .ok()
+            .and_then(|i| names.shared_keys.get(i))
+            .ok_or_else(|| out_of_table("key", index, names.shared_keys.len()))?;
+        names.charge_key(key, d)?;
+        Ok(Arc::clone(key))
     }
 
     /// Counts `key` against the bytes of key names one decode may copy. The indexed path
@@ -981,7 +997,7 @@ fn decode_series(
     row_start: u64,
 ) -> Result<SeriesRows, CorruptionKind> {
     let run = NameTables::run(Some(names), d)?;
-    let key = NameTables::key(Some(names), d)?;
+    let key = NameTables::shared_key(names, d)?;
     let row_count = d.varint()?;
     let first_step = unzigzag(d.varint()?);
     let last_step = first_step.wrapping_add(d.varint()? as i64);
@@ -998,7 +1014,7 @@ fn decode_series(
 fn decode_series_v2(d: &mut Decoder<'_>) -> Result<SeriesRows, CorruptionKind> {
     Ok(SeriesRows {
         run: RunId(d.u128()?),
-        key: d.string()?,
+        key: Arc::from(d.string()?),
         row_start: d.u64()?,
         row_count: d.u64()?,
         first_step: d.i64()?,
@@ -1468,7 +1484,7 @@ mod tests {
             summaries.insert((run, key.clone()), summary);
             series.push(SeriesRows {
                 run,
-                key,
+                key: key.into(),
                 row_start: u64::from(index) * 20_000,
                 row_count: 20_000,
                 first_step: 0,

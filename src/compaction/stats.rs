@@ -92,7 +92,7 @@ impl Store {
             series.extend(mark.summaries.keys().map(|(run, key)| (*run, key.as_str())));
         }
         for file in &newest.files {
-            series.extend(file.series.iter().map(|s| (s.run, s.key.as_str())));
+            series.extend(file.series.iter().map(|s| (s.run, &*s.key)));
         }
         stats.series = series.len() as u64;
         Ok(stats)

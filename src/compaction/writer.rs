@@ -554,7 +554,7 @@ fn write_file(
         points.sort();
         index.push(SeriesRows {
             run: *run,
-            key: key.clone(),
+            key: Arc::from(key.as_str()),
             row_start: steps.len() as u64,
             row_count: points.steps.len() as u64,
             first_step: points.steps.first().copied().unwrap_or_default(),
@@ -650,7 +650,7 @@ fn read_series_of(root: &Path, file: &CompactedFile, series: &mut ExperimentSeri
     for rows in &file.series {
         let mut columns = (Vec::new(), Vec::new(), Vec::new());
         super::reader::read_series(root, file, rows, super::Keep::All, &mut columns, &cache)?;
-        let target = series.entry((rows.run, rows.key.clone())).or_default();
+        let target = series.entry((rows.run, rows.key.to_string())).or_default();
         target.steps.extend(columns.0);
         target.timestamps_ms.extend(columns.1);
         target.values.extend(columns.2);

@@ -347,7 +347,7 @@ pub(super) fn compacted_series<'a>(
         .iter()
         .flat_map(|file| file.series.iter().map(move |series| (file, series)))
         .filter(|(_, series)| {
-            series.key == key && overlaps(steps, series.first_step, series.last_step)
+            *series.key == *key && overlaps(steps, series.first_step, series.last_step)
         })
         .filter_map(|(file, series)| index.get(&series.run).map(|slot| (*slot, file, series)))
         .collect()

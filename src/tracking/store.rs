@@ -1,5 +1,7 @@
-//! `Store`: the embedded tracking store. Opening it recovers the log and rebuilds the catalog;
-//! every change is appended to the log first and applied to the catalog once acknowledged.
+//! `Store`: the embedded tracking store. Opening it recovers the log; the catalog is rebuilt by
+//! the handle's first refresh (at once for a read-only handle, at the first call that reads it
+//! for one opened to write). Every change is appended to the log first and applied to the
+//! catalog once acknowledged.
 //!
 //! Layout of a store directory:
 //! ```text
@@ -23,7 +25,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,6 +158,8 @@ pub(crate) struct StoreInner {
     opened: Instant,
     /// When the newest completed refresh started, in ns since `opened`, plus one (0: never).
     last_refresh_ns: AtomicU64,
+    /// Whether the survey that comes before the first refresh has passed (`refresh_locked`).
+    surveyed: AtomicBool,
     /// Parsed footers of compacted files, reused by history queries.
     #[cfg(feature = "parquet")]
     compacted_metadata: crate::compaction::MetadataCache,
@@ -174,6 +178,13 @@ impl Store {
 
     /// Opens the store at `root` with `options`. A read-only open creates nothing, so it fails
     /// with [`Error::NotAStore`] on a folder that is not a store.
+    ///
+    /// A read-only open builds the catalog (experiments, runs, metric summaries) from the log
+    /// and the compaction manifest before it returns, and fails if the store is damaged. An
+    /// open for writing only recovers the log, whatever the store holds: the catalog is built
+    /// by the first call that reads it, which every read and every call that checks what it
+    /// names does (`get_or_create_experiment`, `start_run`, `resume_run`, ...), and damage
+    /// (a manifest that does not load, missing history) is that call's error.
     pub fn open_with(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
         if options.read_only {
@@ -192,11 +203,6 @@ impl Store {
         };
         let (log, recovery) = Log::open(&wal_dir, log_options)?;
         let manifests = crate::compaction::manifest::ManifestCache::default();
-        // A store whose manifest history is missing would read as if the data it covered had
-        // never been: refused, naming what is missing.
-        crate::compaction::survey::survey_newest(&root, &manifests)?
-            .1
-            .check()?;
         let follower = Follower::new(&root, &wal_dir);
         let store = Store {
             inner: Arc::new(StoreInner {
@@ -209,6 +215,7 @@ impl Store {
                 run_slots: RunSlots::default(),
                 opened: Instant::now(),
                 last_refresh_ns: AtomicU64::new(0),
+                surveyed: AtomicBool::new(false),
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
                 manifests,
@@ -216,7 +223,13 @@ impl Store {
                 background: Mutex::new(None),
             }),
         };
-        store.refresh()?;
+        // A handle opened for writing builds its catalog at its first refresh, which every
+        // read and every write path that checks what it names (an experiment, a run) starts
+        // with: so an open that only appends costs nothing per run or series the store holds.
+        // A read-only handle is opened to read, so it builds it now and reports damage here.
+        if store.inner.options.read_only {
+            store.refresh()?;
+        }
         if let Some(interval) = store.inner.options.compaction_interval
             && !store.inner.options.read_only
         {
@@ -367,6 +380,15 @@ impl Store {
 
     fn refresh_locked(&self, follower: &mut Follower) -> Result<()> {
         let started_ns = self.clock_ns();
+        if !self.inner.surveyed.load(Ordering::Acquire) {
+            // A store whose manifest history is missing would read as if the data it covered
+            // had never been: refused, naming what is missing, until a survey passes. The
+            // survey loads the newest manifest, which the refresh then takes from the cache.
+            crate::compaction::survey::survey_newest(&self.inner.root, &self.inner.manifests)?
+                .1
+                .check()?;
+            self.inner.surveyed.store(true, Ordering::Release);
+        }
         let log = &self.inner.log;
         follower.refresh(&self.inner.catalog, &self.inner.manifests, &|w| {
             log.is_own(w)

@@ -186,3 +186,61 @@ fn runs_of_finished_writers_keep_their_summaries_past_the_pending_bound() {
     }
     check_all(&reader, &ids, &expected, "reader after the rounds");
 }
+
+/// A read-only handle builds its catalog at open, one opened to write at its first read. Across
+/// compactions that leave several metadata chains listed and then merge them, with runs
+/// renamed, tagged, finished and deleted between them, both show every experiment and run
+/// exactly as the handle that made them, metrics included.
+#[test]
+fn a_cold_handle_read_only_or_writable_sees_the_catalog_of_the_handle_that_made_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Expected::new();
+    let writer = Store::open_with(dir.path(), options()).unwrap();
+    let mut ids = Vec::new();
+    // Seven compactions: more chains than a manifest keeps listed, so they are merged.
+    for round in 0..7_i64 {
+        let experiment = writer
+            .get_or_create_experiment(&format!("e{}", round % 3))
+            .unwrap()
+            .id;
+        writer
+            .set_experiment_tag(experiment, "round", &round.to_string())
+            .unwrap();
+        let run = writer.start_run(experiment, RunOptions::default()).unwrap();
+        run.log_param("round", &round.to_string()).unwrap();
+        run.set_tag("mlflow.runName", &format!("run-{round}"))
+            .unwrap();
+        log(&mut expected, &run, "loss", round * 100..round * 100 + 50);
+        ids.push(run.id());
+        if round % 2 == 1 {
+            run.finish().unwrap();
+        }
+        if round == 3 {
+            writer.delete_run(ids[0]).unwrap();
+        }
+        writer.compact().unwrap();
+    }
+    let experiments = writer.experiments(ViewType::All).unwrap();
+    let views: Vec<_> = ids.iter().map(|id| writer.run(*id).unwrap()).collect();
+    let read_only = StoreOptions {
+        read_only: true,
+        ..options()
+    };
+    for (cold, what) in [
+        (
+            Store::open_with(dir.path(), read_only).unwrap(),
+            "read-only",
+        ),
+        (Store::open_with(dir.path(), options()).unwrap(), "writable"),
+    ] {
+        assert_eq!(
+            cold.experiments(ViewType::All).unwrap(),
+            experiments,
+            "{what}"
+        );
+        for view in &views {
+            assert_eq!(&cold.run(view.info.id).unwrap(), view, "{what}");
+        }
+        check_all(&cold, &ids, &expected, what);
+    }
+}

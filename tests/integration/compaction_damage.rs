@@ -118,6 +118,9 @@ fn lost_manifests_are_reported_and_compaction_deletes_nothing() {
         let root = dir.path();
         let [a, b] = two_generations(root);
         let store = Store::open_with(root, options()).unwrap();
+        // A handle opened to write surveys the store at its first refresh: this one's is
+        // before the loss.
+        store.refresh().unwrap();
         let files = parquet_files(root);
         assert_eq!(files.len(), 2, "{lost}");
         std::fs::remove_file(manifest::path(root, 2)).unwrap();
@@ -267,7 +270,19 @@ fn a_next_generation_file_is_removed_only_with_its_intent() {
             assert_eq!(history(root, b).unwrap(), expected(0..3_000));
         } else {
             assert_verify_names(root, &leftover, "no intent");
-            assert_corrupt_names(&store.unwrap_err(), &leftover, "no intent");
+            // A handle opened to write surveys the store at its first read: that read, and
+            // every one after it, refuses the store.
+            let store = store.unwrap();
+            for attempt in ["first read", "second read"] {
+                let error = store.experiments(runlog::ViewType::All).unwrap_err();
+                assert_corrupt_names(&error, &leftover, attempt);
+            }
+            assert!(store.compact().is_err(), "compaction went ahead");
+            assert_corrupt_names(
+                &Store::open_with(root, read_only()).unwrap_err(),
+                &leftover,
+                "no intent, read-only",
+            );
             assert!(leftover.exists());
         }
     }

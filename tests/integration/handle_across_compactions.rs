@@ -250,7 +250,11 @@ fn ranges(
         let mut page_starts: Vec<u64> =
             (PAGE_ROWS..file.rows).step_by(PAGE_ROWS as usize).collect();
         page_starts.push(file.rows.saturating_sub(1));
-        for part in file.series.iter().filter(|s| s.run == run && s.key == key) {
+        for part in file
+            .series
+            .iter()
+            .filter(|s| s.run == run && *s.key == *key)
+        {
             edges.extend([part.first_step, part.last_step]);
             let end = part.row_start + part.row_count;
             for row in page_starts
