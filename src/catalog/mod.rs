@@ -8,14 +8,18 @@
 //!   creates a placeholder that its creation event fills in. A store can therefore apply its own
 //!   appends at once and other writers' whenever it tails them.
 //! - The hot path (`log_metric`) touches only its run's `metrics` mutex: the maps of runs and
-//!   experiments are locked only to find or create an entry.
+//!   experiments are locked only to find or create an entry. A metric handle's call touches no
+//!   lock of the catalog's at all once its series has a slot (`lane_summaries.rs`).
 //! - Readers share: the maps of runs and experiments, each run's metadata and search's column
 //!   snapshot are `RwLock`s, so views and searches on many threads proceed in parallel. Only a
 //!   run's `metrics` table is a mutex, held by a reader just long enough to copy summaries.
 //! - Only created entities are visible: placeholders stay hidden until their creation event.
-//! - A series' summary has two parts: what this handle logged (`own`, updated by `log_metric`)
-//!   and what other writers did (`foreign`, from the log and the compaction manifest). Only the
-//!   foreign part is ever rebuilt (`follow.rs`), so a rebuild never races the hot path.
+//! - A series' summary has three parts: what this handle logged by key (`own`, updated by
+//!   `log_metric`), what it logged through metric handles (`by_handles`, one part per writer
+//!   lane, read without a lock) and what other writers did (`foreign`, from the log and the
+//!   compaction manifest). Only the foreign part is ever rebuilt (`follow.rs`), so a rebuild
+//!   never races the hot path. Merged, they equal the summary of every point up to the
+//!   rounding of `sum` (`MetricSummary::merge`).
 //! - A compacted writer is adopted by reference (`Pending`): its summaries stay in the manifest
 //!   until a read first needs one of its runs' metrics, which then takes that run's series
 //!   (`Catalog::metrics`). So an open costs nothing per compacted series, and memory grows
@@ -30,12 +34,14 @@
 //! - A series keeps its slot in its run's `MetricTable` for good: slots are only appended.
 
 mod columns;
+mod lane_summaries;
 mod lww;
 mod models;
 mod registers;
 
 pub use crate::summary::MetricSummary;
 pub(crate) use columns::{MISSING, RunColumns, TextColumn};
+pub(crate) use lane_summaries::LaneSummaries;
 pub use models::LoggedModel;
 
 use std::collections::{BTreeMap, HashMap};
@@ -206,8 +212,11 @@ struct Created {
 pub(crate) struct MetricTable {
     index: HashMap<Box<str>, usize, KeyHash>,
     keys: Vec<Box<str>>,
-    /// What this handle logged, per slot.
+    /// What this handle logged by key (`Run::log_metric`), per slot.
     pub own: Vec<MetricSummary>,
+    /// What this handle logged through metric handles, per slot, if any were used: kept
+    /// apart so that a handle's call takes no lock of the run's (`lane_summaries.rs`).
+    by_handles: Vec<Option<Arc<LaneSummaries>>>,
     /// What other writers logged, per slot, as far as this handle has read.
     pub foreign: Vec<MetricSummary>,
     /// The `Pending::epoch` that `taken` counts in.
@@ -235,6 +244,7 @@ impl MetricTable {
         self.index.insert(key.into(), slot);
         self.keys.push(key.into());
         self.own.push(MetricSummary::EMPTY);
+        self.by_handles.push(None);
         self.foreign.push(MetricSummary::EMPTY);
         self.interned.push(InternedKey::default());
         slot
@@ -245,14 +255,32 @@ impl MetricTable {
         &self.keys
     }
 
+    /// The summaries of the points of `key` logged through metric handles, created (with its
+    /// slot) on first use: a log of `lanes` lanes writes them.
+    pub fn lane_summaries(&mut self, key: &str, lanes: usize) -> Arc<LaneSummaries> {
+        let slot = self.slot_or_insert(key);
+        Arc::clone(self.by_handles[slot].get_or_insert_with(|| Arc::new(LaneSummaries::new(lanes))))
+    }
+
     /// The latest value of the series in `slot`, if it has points.
     pub fn last_value(&self, slot: usize) -> Option<f64> {
-        self.own.get(slot)?.latest_of(self.foreign.get(slot)?)
+        let own = match self.by_handles.get(slot)? {
+            Some(by_handles) => {
+                let mut own = by_handles.summary();
+                own.merge(self.own.get(slot)?);
+                own
+            }
+            None => *self.own.get(slot)?,
+        };
+        own.latest_of(self.foreign.get(slot)?)
     }
 
     /// The summary of every point of the series in `slot`.
     pub fn summary(&self, slot: usize) -> MetricSummary {
         let mut summary = self.own[slot];
+        if let Some(by_handles) = &self.by_handles[slot] {
+            summary.merge(&by_handles.summary());
+        }
         summary.merge(&self.foreign[slot]);
         summary
     }

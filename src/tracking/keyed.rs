@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use crate::artifact::{self, ArtifactReader};
 use crate::catalog::{self, Artifact, LifecycleStage, RunEntry, RunInfo};
@@ -332,39 +332,35 @@ impl Store {
             )));
         };
         self.log()
-            .log_point_interned(entry.id, key, interned, point)?;
+            .log_point_interned(entry.id, key, interned, point, |_| {})?;
         let (step, timestamp_ms, value) = point;
         summary.update(step, timestamp_ms, value);
         Ok(())
     }
 
     /// Appends one point `(step, timestamp_ms, value)` of `key` to a run whose entry the
-    /// caller holds (a metric handle): `append_point` with the series' `slot`
-    /// when the caller knows it and the key's id in `interned`. Returns the slot.
+    /// caller holds (a metric handle): `append_point` with the key's id in `interned`, and
+    /// the point added to the series' summaries for handles (`catalog::LaneSummaries`, taken
+    /// into `series` with the series' slot on the first point) under the lane's lock, so that
+    /// no lock of the run's is taken once `series` is set.
     #[inline]
     pub(crate) fn append_interned_point(
         &self,
         entry: &RunEntry,
         key: &str,
-        slot: Option<usize>,
+        series: &OnceLock<Arc<catalog::LaneSummaries>>,
         interned: &InternedKey,
         point: (i64, i64, f64),
-    ) -> Result<usize> {
+    ) -> Result<()> {
         check_not_deleted(entry)?;
-        // Held across the append, as in `append_points_unchecked`.
-        let mut metrics = catalog::lock(&entry.metrics);
-        let slot = match slot {
-            Some(slot) => slot,
-            None => metrics.slot_or_insert(key),
-        };
-        self.log()
-            .log_point_interned(entry.id, key, interned, point)?;
+        let series = series.get_or_init(|| {
+            catalog::lock(&entry.metrics).lane_summaries(key, self.log().options().lanes)
+        });
         let (step, timestamp_ms, value) = point;
-        // Slots are only appended, so one taken from this table stays in it.
-        if let Some(summary) = metrics.own.get_mut(slot) {
-            summary.update(step, timestamp_ms, value);
-        }
-        Ok(slot)
+        self.log()
+            .log_point_interned(entry.id, key, interned, point, |lane| {
+                series.add(lane, step, timestamp_ms, value);
+            })
     }
 
     /// Appends a column-wise batch of one key to a run whose entry the caller holds.

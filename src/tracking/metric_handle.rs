@@ -2,32 +2,32 @@
 //! the lowest cost the log allows.
 //!
 //! A handle holds what `Run::log_metric` looks up by key on every call: the run's catalog entry,
-//! the series' slot in the run's metric table, and the key's id in the writer that last logged
-//! it (`InternedKey`). Logging through it hashes nothing and allocates nothing; it takes the
-//! run's metrics mutex and the calling thread's writer lane, like the string path, and reads the
-//! wall clock through `clock.rs`.
+//! the series' summaries for handles (`catalog::LaneSummaries`), and the key's id in the writer
+//! that last logged it (`InternedKey`). Logging through it hashes nothing, allocates nothing
+//! and takes one lock, the calling thread's writer lane, under which it also adds the point to
+//! the series' summary: no lock of the run's. It reads the wall clock through `clock.rs`.
 //!
 //! Invariants:
 //! - A point logged through a handle is exactly the point `Run::log_metric_at` would log with
-//!   the same arguments (same record, same summary update), and is refused in exactly the same
-//!   cases, with the same errors: `Deleted` once the run is deleted, `Forked` in a forked child,
-//!   `Poisoned` after a failed sync, `ReadOnly` on a read-only store.
+//!   the same arguments (same record; the run's summary of the series counts it the same, up
+//!   to the rounding of `sum` when several paths or lanes logged the series), and is refused
+//!   in exactly the same cases, with the same errors: `Deleted` once the run is deleted,
+//!   `Forked` in a forked child, `Poisoned` after a failed sync, `ReadOnly` on a read-only
+//!   store.
+//! - A read of the run that starts after a call returned counts its point.
 //! - The series' slot is taken on the first point, not when the handle is made: a handle that
 //!   never logs leaves no trace in the catalog.
-//! - A series keeps its slot for good (`catalog`), so a remembered slot never goes stale.
+//! - A series keeps its slot and its summaries for handles for good (`catalog`), so the ones a
+//!   handle remembers never go stale.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use crate::catalog::RunEntry;
+use crate::catalog::{LaneSummaries, RunEntry};
 use crate::error::Result;
 use crate::ids::RunId;
 use crate::tracking::clock;
 use crate::tracking::store::Store;
 use crate::wal::InternedKey;
-
-/// A slot not taken yet.
-const NO_SLOT: usize = usize::MAX;
 
 /// One metric key of one run, ready to log to: made by [`Run::metric`](crate::Run::metric).
 ///
@@ -61,8 +61,8 @@ pub struct MetricHandle {
     store: Store,
     entry: Arc<RunEntry>,
     key: Arc<str>,
-    /// The series' slot in the run's metric table, `NO_SLOT` before the first point.
-    slot: AtomicUsize,
+    /// The series' summaries for handles, set on the first point (with the series' slot).
+    series: OnceLock<Arc<LaneSummaries>>,
     interned: InternedKey,
 }
 
@@ -72,7 +72,7 @@ impl Clone for MetricHandle {
             store: self.store.clone(),
             entry: Arc::clone(&self.entry),
             key: Arc::clone(&self.key),
-            slot: AtomicUsize::new(self.slot.load(Ordering::Relaxed)),
+            series: self.series.clone(),
             interned: self.interned.clone(),
         }
     }
@@ -87,7 +87,7 @@ impl MetricHandle {
             store,
             entry,
             key: Arc::from(key),
-            slot: AtomicUsize::new(NO_SLOT),
+            series: OnceLock::new(),
             interned: InternedKey::default(),
         })
     }
@@ -114,18 +114,12 @@ impl MetricHandle {
     /// bit.
     #[inline]
     pub fn log_at(&self, value: f64, step: i64, timestamp_ms: i64) -> Result<()> {
-        let slot = self.slot.load(Ordering::Relaxed);
-        let slot = (slot != NO_SLOT).then_some(slot);
-        let taken = self.store.append_interned_point(
+        self.store.append_interned_point(
             &self.entry,
             &self.key,
-            slot,
+            &self.series,
             &self.interned,
             (step, timestamp_ms, value),
-        )?;
-        if slot.is_none() {
-            self.slot.store(taken, Ordering::Relaxed);
-        }
-        Ok(())
+        )
     }
 }

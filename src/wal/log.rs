@@ -224,6 +224,10 @@ impl Log {
     /// Appends one metric point through this thread's lane, the key's id taken from
     /// `interned` when the lane's writer is the one it remembers (see
     /// `Writer::log_point_interned`). `point` is (step, timestamp in ms, value).
+    ///
+    /// Once the log holds the point, `appended(lane)` is called with the lane's index while
+    /// the lane is still locked, so what it updates per lane needs no lock of its own
+    /// (`catalog::LaneSummaries`). It is not called if the append fails.
     #[inline]
     pub fn log_point_interned(
         &self,
@@ -231,8 +235,10 @@ impl Log {
         key: &str,
         interned: &InternedKey,
         point: (i64, i64, f64),
+        appended: impl FnOnce(usize),
     ) -> Result<()> {
         let inner = &*self.inner;
+        let lane = lane_hint() % inner.lanes.len();
         // The common case, with no `Result` moved through the generic lane code: the lane's
         // writer exists and the point needs nothing but its bytes. The checks `with_lane_at`
         // makes before locking a lane come first, the fork check above all (a child must not
@@ -240,13 +246,18 @@ impl Log {
         if !inner.options.read_only
             && !inner.fork_guard.is_forked()
             && !inner.poisoned.load(Ordering::Acquire)
-            && let Ok(mut guard) = inner.lanes[lane_hint() % inner.lanes.len()].lock()
+            && let Ok(mut guard) = inner.lanes[lane].lock()
             && let Some(writer) = guard.as_mut()
             && writer.try_log_point_fast(run, interned, point)
         {
+            appended(lane);
             return Ok(());
         }
-        self.with_lane(|writer| writer.log_point_interned(run, key, interned, point))
+        self.with_lane_at(lane, |writer| {
+            writer.log_point_interned(run, key, interned, point)?;
+            appended(lane);
+            Ok(())
+        })
     }
 
     /// Appends points of one run through this thread's lane, durable together: under

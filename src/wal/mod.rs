@@ -7,6 +7,7 @@ mod log;
 internal_modules!(
     classify,
     codec,
+    crc,
     event,
     metric,
     model_event,

@@ -44,6 +44,7 @@ use crate::limits::{
     SEGMENT_BYTES_MIN, STREAM_BYTES_MAX,
 };
 use crate::util::{IdHash, KeyHash, now_ms, random_u64, same_file};
+use crate::wal::crc;
 use crate::wal::event::{Event, Seal};
 use crate::wal::metric::{self, Columns, MetricBatch, STREAM_OP_BYTES_MAX, StreamEncoder};
 use crate::wal::record::{
@@ -113,7 +114,9 @@ struct OpenStream {
     commit_at: usize,
     ops_count: u32,
     ops_bytes: usize,
-    hasher: crc32fast::Hasher,
+    /// CRC-32 of the committed ops (`crc.rs`: the same CRC as `crc32fast`, cheaper on the few
+    /// bytes each point adds).
+    ops_crc: u32,
     encoder: StreamEncoder,
 }
 
@@ -726,7 +729,7 @@ impl Writer {
             commit_at: start + FRAME_BYTES + padding,
             ops_count: 0,
             ops_bytes: 0,
-            hasher: crc32fast::Hasher::new(),
+            ops_crc: 0,
             encoder: StreamEncoder::default(),
         });
         Ok(())
@@ -911,12 +914,13 @@ fn fits(active: &ActiveSegment, len: usize) -> bool {
 /// stream's CRC, rewrites its commit word and moves `written` past them.
 #[inline]
 fn commit_ops(stream: &mut OpenStream, active: &mut ActiveSegment, len: usize, ops: u32) {
-    stream
-        .hasher
-        .update(&active.map[active.written..active.written + len]);
+    stream.ops_crc = crc::update(
+        stream.ops_crc,
+        &active.map[active.written..active.written + len],
+    );
     stream.ops_count += ops;
     stream.ops_bytes += len;
-    let word = record::encode_commit_word(stream.ops_count, stream.hasher.clone().finalize());
+    let word = record::encode_commit_word(stream.ops_count, stream.ops_crc);
     store_commit_word(&mut active.map, stream.commit_at, word);
     active.written += len;
 }
