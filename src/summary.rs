@@ -246,6 +246,9 @@ pub(crate) struct ReplaySummaries {
     record: u64,
     /// The series the current record touched, as they were before it: (run, position, summary).
     undo: Vec<(usize, usize, MetricSummary)>,
+    /// Runs held when the current record started: the ones after it are the record's own and
+    /// go with it if it is undone, so a rejected record leaves no run behind.
+    runs_at_record: usize,
 }
 
 /// The position in [`ReplaySummaries`] of one writer's points of one run.
@@ -330,10 +333,15 @@ impl ReplaySummaries {
     pub fn start_record(&mut self) {
         self.record += 1;
         self.undo.clear();
+        self.runs_at_record = self.runs.len();
     }
 
     /// Restores every series the current record touched to what it was before the record.
     pub fn undo_record(&mut self) {
+        let kept = self.runs_at_record.min(self.runs.len());
+        for added in self.runs.drain(kept..) {
+            self.index.remove(&(added.writer, added.run));
+        }
         for (run, position, summary) in self.undo.drain(..).rev() {
             if let Some(series) = self
                 .runs

@@ -186,13 +186,20 @@ impl Service {
 
     /// Creates MLflow's default experiment once per service. A store that cannot (read-only,
     /// or the name `Default` taken by another experiment) goes without it: requests naming
-    /// experiment 0 then get MLflow's not-found answer.
+    /// experiment 0 then get MLflow's not-found answer. Any other failure (a damaged store, an
+    /// I/O error) is tried again by the next request, so one bad moment does not lose the
+    /// default experiment for the life of the service; the request itself reports the error.
     fn ensure_default_experiment(&self) {
         if self.default_experiment.load(Ordering::Acquire) {
             return;
         }
-        let _ = self.store.default_experiment();
-        self.default_experiment.store(true, Ordering::Release);
+        let settled = match self.store.default_experiment() {
+            Ok(_) | Err(crate::Error::ReadOnly) | Err(crate::Error::AlreadyExists(_)) => true,
+            Err(_) => false,
+        };
+        if settled {
+            self.default_experiment.store(true, Ordering::Release);
+        }
     }
 }
 

@@ -202,11 +202,12 @@ mod tests {
     #[test]
     fn a_stream_that_fails_leaves_the_summaries_as_they_were() {
         let first = [(1, 0, 1, 0.5), (2, 0, 1, 0.1), (1, 1, 2, 0.25)];
-        let (ops, count) = stream(&first);
+        let (first_ops, first_count) = stream(&first);
+        let first_crc = crc32fast::hash(&first_ops);
         let mut summaries = ReplaySummaries::default();
-        assert!(replay(&mut summaries, &ops, count, crc32fast::hash(&ops), 0));
+        assert!(replay(&mut summaries, &first_ops, first_count, first_crc, 0));
         let mut before = ReplaySummaries::default();
-        assert!(replay(&mut before, &ops, count, crc32fast::hash(&ops), 0));
+        assert!(replay(&mut before, &first_ops, first_count, first_crc, 0));
         let before = contents(&mut before);
 
         // New series, new runs and series the first stream made, each touched twice.
@@ -216,6 +217,10 @@ mod tests {
         assert!(!replay(&mut summaries, &ops, count, crc ^ 1, 0));
         // Cut inside the last op: the walk fails after applying the first points.
         assert!(!replay(&mut summaries, &ops[..ops.len() - 2], count, crc, 0));
+        // No run the failed stream named is left behind, with or without points.
+        let runs: Vec<u128> = summaries.take().iter().map(|run| run.run.0).collect();
+        assert_eq!(runs, [1, 2], "runs after the failed stream");
+        assert!(replay(&mut summaries, &first_ops, first_count, first_crc, 0));
         assert_eq!(contents(&mut summaries), before);
     }
 

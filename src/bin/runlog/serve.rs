@@ -76,6 +76,9 @@ pub fn run(args: Args, context: &mut Context) -> Outcome {
         cors_allowed_origins: args.cors_allowed_origins,
         ..ServerOptions::default()
     };
+    // A writable open builds the catalog at its first read: read it now, so a damaged store
+    // stops the server before it listens rather than failing every request.
+    store.refresh()?;
     let service = Service::new(Arc::new(store.clone()));
     let server = Server::bind(address, service, options).map_err(server_failure)?;
     let bound = server.local_address().map_err(server_failure)?;
