@@ -15,6 +15,18 @@ use crate::server_util::{Client, Embedded};
 /// Sends `request` as is on a new connection and reads until the server closes it; the status
 /// and the body of the first answer (`None` if the server closed without answering).
 fn raw(client: &Client, request: &[u8]) -> Option<(u16, String)> {
+    let answer = exchange(client, request);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((status, body))
+}
+
+/// Sends `request` as is on a new connection and reads every byte until the server closes it.
+fn exchange(client: &Client, request: &[u8]) -> Vec<u8> {
     let address = client.base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).unwrap();
     // A guard against a hung test, not an assertion about time.
@@ -24,13 +36,7 @@ fn raw(client: &Client, request: &[u8]) -> Option<(u16, String)> {
     stream.write_all(request).unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Some((status, body))
+    answer
 }
 
 fn get_request(path: &str) -> Vec<u8> {
@@ -572,15 +578,7 @@ fn a_download_streams_the_file_and_a_damaged_one_is_cut_off_not_finished() {
 /// Sends `request` and reads the answer until the server closes: its status and the bytes of
 /// its body that arrived.
 fn raw_bytes(client: &Client, request: &[u8]) -> (u16, Vec<u8>) {
-    let address = client.base.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).unwrap();
-    // A guard against a hung test, not an assertion about time.
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
+    let answer = exchange(client, request);
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -10,6 +10,15 @@ fn open(dir: &TempStore) -> Store {
     Store::open_with(dir.dir.path(), StoreOptions::default()).unwrap()
 }
 
+/// A run started in experiment `e` (made if missing).
+fn new_run(store: &Store) -> runlog::RunId {
+    let experiment = store.get_or_create_experiment("e").unwrap().id;
+    store
+        .start_run(experiment, Default::default())
+        .unwrap()
+        .id()
+}
+
 fn names(entries: &[ArtifactEntry]) -> Vec<String> {
     entries
         .iter()
@@ -24,11 +33,7 @@ fn names(entries: &[ArtifactEntry]) -> Vec<String> {
 fn folders_list_their_direct_children() {
     let dir = TempStore::new();
     let store = open(&dir);
-    let experiment = store.get_or_create_experiment("e").unwrap().id;
-    let run = store
-        .start_run(experiment, Default::default())
-        .unwrap()
-        .id();
+    let run = new_run(&store);
     for (path, bytes) in [
         ("a.txt", &b"hello"[..]),
         ("d/b.txt", b"bb"),
@@ -56,11 +61,7 @@ fn folders_list_their_direct_children() {
 fn a_deleted_artifact_is_gone_after_reopen_and_its_path_is_free_again() {
     let dir = TempStore::new();
     let store = open(&dir);
-    let experiment = store.get_or_create_experiment("e").unwrap().id;
-    let run = store
-        .start_run(experiment, Default::default())
-        .unwrap()
-        .id();
+    let run = new_run(&store);
     store.log_artifact_bytes(run, "keep.txt", b"k").unwrap();
     store.log_artifact_bytes(run, "m/a.bin", b"a").unwrap();
     store.log_artifact_bytes(run, "m/sub/b.bin", b"b").unwrap();
@@ -118,11 +119,7 @@ fn a_deleted_artifact_is_gone_after_reopen_and_its_path_is_free_again() {
 fn deletion_survives_compaction() {
     let dir = TempStore::new();
     let store = open(&dir);
-    let experiment = store.get_or_create_experiment("e").unwrap().id;
-    let run = store
-        .start_run(experiment, Default::default())
-        .unwrap()
-        .id();
+    let run = new_run(&store);
     store.log_artifact_bytes(run, "x.txt", b"x").unwrap();
     store.log_artifact_bytes(run, "y.txt", b"y").unwrap();
     store.delete_artifacts(run, "x.txt").unwrap();
@@ -140,11 +137,7 @@ fn deletion_survives_compaction() {
 fn a_file_no_event_names_does_not_block_its_path() {
     let dir = TempStore::new();
     let store = open(&dir);
-    let experiment = store.get_or_create_experiment("e").unwrap().id;
-    let run = store
-        .start_run(experiment, Default::default())
-        .unwrap()
-        .id();
+    let run = new_run(&store);
     let run_dir = dir.dir.path().join("artifacts").join(run.to_string());
     std::fs::create_dir_all(run_dir.join("weights")).unwrap();
     std::fs::write(run_dir.join("weights/last.pt"), b"left by a crash").unwrap();
@@ -191,11 +184,7 @@ fn a_file_an_event_names_is_never_taken_for_an_orphan() {
         },
     )
     .unwrap();
-    let experiment = stale.get_or_create_experiment("e").unwrap().id;
-    let run = stale
-        .start_run(experiment, Default::default())
-        .unwrap()
-        .id();
+    let run = new_run(&stale);
     stale.list_artifacts(run, "").unwrap();
 
     let writer = open(&dir);
@@ -252,11 +241,7 @@ fn racing_stores_of_one_path_keep_exactly_one_file() {
     const TRIES: usize = 4;
     let dir = TempStore::new();
     let first = open(&dir);
-    let experiment = first.get_or_create_experiment("e").unwrap().id;
-    let run = first
-        .start_run(experiment, Default::default())
-        .unwrap()
-        .id();
+    let run = new_run(&first);
     let stale = || {
         Store::open_with(
             dir.dir.path(),
@@ -331,11 +316,7 @@ impl std::io::Read for Held {
 fn removing_an_orphan_does_not_wait_for_an_upload_in_progress() {
     let dir = TempStore::new();
     let store = open(&dir);
-    let experiment = store.get_or_create_experiment("e").unwrap().id;
-    let run = store
-        .start_run(experiment, Default::default())
-        .unwrap()
-        .id();
+    let run = new_run(&store);
     let run_dir = dir.dir.path().join("artifacts").join(run.to_string());
     std::fs::create_dir_all(&run_dir).unwrap();
     std::fs::write(run_dir.join("orphan.txt"), b"left by a crash").unwrap();
