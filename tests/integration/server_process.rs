@@ -388,3 +388,51 @@ fn slow_close_child_entry() {
     store.flush().unwrap();
     store.close().unwrap();
 }
+
+/// A handle opened to write reads its catalog at its first read; `serve` does that read
+/// before it listens, so a damaged store stops it with the damage named instead of starting a
+/// server whose every request fails.
+#[test]
+fn serve_refuses_a_damaged_store_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let experiment = store.get_or_create_experiment("e").unwrap().id;
+        let run = store.start_run(experiment, Default::default()).unwrap();
+        run.log_metric("loss", 0.5, 1).unwrap();
+        run.finish().unwrap();
+        store.compact().unwrap();
+    }
+    let manifests: Vec<_> = std::fs::read_dir(dir.path().join("manifest"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "manifest"))
+        .collect();
+    assert!(!manifests.is_empty(), "the compaction wrote no manifest");
+    for manifest in &manifests {
+        std::fs::write(manifest, b"not a manifest").unwrap();
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
+        .arg("--store")
+        .arg(dir.path())
+        .args(["serve", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A guard against a hang, not a timing assertion: a server that started would run on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("serve started on a damaged store");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("listening"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("manifest"), "{stderr}");
+}
