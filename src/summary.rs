@@ -97,7 +97,47 @@ pub struct MetricSummary {
     pub finite_count: u64,
 }
 
+/// Words of a summary as [`MetricSummary::to_words`] gives them.
+pub(crate) const SUMMARY_WORDS: usize = 11;
+
 impl MetricSummary {
+    /// The summary's fields as words, bit for bit (NaN payloads and signed zeros kept), so
+    /// summaries compare as bits and fit in atomic words.
+    #[inline]
+    pub(crate) fn to_words(self) -> [u64; SUMMARY_WORDS] {
+        [
+            self.count,
+            self.first_step as u64,
+            self.last_step as u64,
+            self.last_value.to_bits(),
+            self.last_timestamp_ms as u64,
+            self.min_value.to_bits(),
+            self.min_step as u64,
+            self.max_value.to_bits(),
+            self.max_step as u64,
+            self.sum.to_bits(),
+            self.finite_count,
+        ]
+    }
+
+    /// The summary [`MetricSummary::to_words`] gave `words` for.
+    #[inline]
+    pub(crate) fn from_words(words: &[u64; SUMMARY_WORDS]) -> MetricSummary {
+        MetricSummary {
+            count: words[0],
+            first_step: words[1] as i64,
+            last_step: words[2] as i64,
+            last_value: f64::from_bits(words[3]),
+            last_timestamp_ms: words[4] as i64,
+            min_value: f64::from_bits(words[5]),
+            min_step: words[6] as i64,
+            max_value: f64::from_bits(words[7]),
+            max_step: words[8] as i64,
+            sum: f64::from_bits(words[9]),
+            finite_count: words[10],
+        }
+    }
+
     /// An empty summary (count 0).
     pub const EMPTY: MetricSummary = MetricSummary {
         count: 0,

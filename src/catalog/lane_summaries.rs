@@ -18,10 +18,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
-use crate::summary::MetricSummary;
-
-/// Words of a `MetricSummary` (see `to_words`).
-const SUMMARY_WORDS: usize = 11;
+use crate::summary::{MetricSummary, SUMMARY_WORDS};
 
 /// Reads retried before the reader yields its time slice to a writer that was preempted
 /// between its two sequence stores.
@@ -62,9 +59,9 @@ impl LaneSummaries {
             .store(sequence.wrapping_add(1), Ordering::Relaxed);
         // The odd sequence is visible before any word changes.
         fence(Ordering::Release);
-        let mut summary = from_words(&part.load_words());
+        let mut summary = MetricSummary::from_words(&part.load_words());
         summary.update(step, timestamp_ms, value);
-        for (word, value) in part.words.iter().zip(to_words(&summary)) {
+        for (word, value) in part.words.iter().zip(summary.to_words()) {
             word.store(value, Ordering::Relaxed);
         }
         part.sequence
@@ -85,7 +82,7 @@ impl Part {
     fn empty() -> Part {
         Part {
             sequence: AtomicU64::new(0),
-            words: to_words(&MetricSummary::EMPTY).map(AtomicU64::new),
+            words: MetricSummary::EMPTY.to_words().map(AtomicU64::new),
         }
     }
 
@@ -104,7 +101,7 @@ impl Part {
                 // The words are read before the sequence is read again.
                 fence(Ordering::Acquire);
                 if self.sequence.load(Ordering::Relaxed) == before {
-                    return from_words(&words);
+                    return MetricSummary::from_words(&words);
                 }
             }
             spins += 1;
@@ -114,41 +111,6 @@ impl Part {
                 std::hint::spin_loop();
             }
         }
-    }
-}
-
-/// A summary as words, bit for bit (NaN payloads and signed zeros kept).
-#[inline]
-fn to_words(summary: &MetricSummary) -> [u64; SUMMARY_WORDS] {
-    [
-        summary.count,
-        summary.first_step as u64,
-        summary.last_step as u64,
-        summary.last_value.to_bits(),
-        summary.last_timestamp_ms as u64,
-        summary.min_value.to_bits(),
-        summary.min_step as u64,
-        summary.max_value.to_bits(),
-        summary.max_step as u64,
-        summary.sum.to_bits(),
-        summary.finite_count,
-    ]
-}
-
-#[inline]
-fn from_words(words: &[u64; SUMMARY_WORDS]) -> MetricSummary {
-    MetricSummary {
-        count: words[0],
-        first_step: words[1] as i64,
-        last_step: words[2] as i64,
-        last_value: f64::from_bits(words[3]),
-        last_timestamp_ms: words[4] as i64,
-        min_value: f64::from_bits(words[5]),
-        min_step: words[6] as i64,
-        max_value: f64::from_bits(words[7]),
-        max_step: words[8] as i64,
-        sum: f64::from_bits(words[9]),
-        finite_count: words[10],
     }
 }
 

@@ -65,31 +65,14 @@ impl PartialEq for EncodedSummaries {
                 let mut mine = BTreeMap::new();
                 let mut theirs = BTreeMap::new();
                 self.each_of_writer(*writer, &mut |run, key, s| {
-                    mine.insert((run, key.to_string()), bits(s));
+                    mine.insert((run, key.to_string()), s.to_words());
                 });
                 other.each_of_writer(*writer, &mut |run, key, s| {
-                    theirs.insert((run, key.to_string()), bits(s));
+                    theirs.insert((run, key.to_string()), s.to_words());
                 });
                 mine == theirs
             })
     }
-}
-
-/// A summary's fields as bits, so that NaNs compare equal to themselves.
-fn bits(s: &MetricSummary) -> [u64; 11] {
-    [
-        s.count,
-        s.first_step as u64,
-        s.last_step as u64,
-        s.last_value.to_bits(),
-        s.last_timestamp_ms as u64,
-        s.min_value.to_bits(),
-        s.min_step as u64,
-        s.max_value.to_bits(),
-        s.max_step as u64,
-        s.sum.to_bits(),
-        s.finite_count,
-    ]
 }
 
 /// What a summary entry scan found in one writer's entries.
