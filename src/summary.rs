@@ -8,7 +8,9 @@
 //!
 //! Invariant: every update is commutative (order-independent): count and min/max obviously; the
 //! latest value is the point with the greatest (step, timestamp, value), MLflow's rule, with
-//! values ordered by `f64::total_cmp`; min/max ignore NaN and break ties by the smaller step.
+//! values ordered by `f64::total_cmp`; min/max ignore NaN, order values by `f64::total_cmp` too
+//! (so -0.0 is below +0.0: IEEE's `==` would make their tie at one step order-dependent) and
+//! break ties by the smaller step.
 //! (The running sum behind the mean is the one exception: floating-point rounding depends on
 //! the order of additions, so means from different replay orders agree to rounding only.)
 //! So replaying writers in any order gives the same summary.
@@ -186,13 +188,23 @@ impl MetricSummary {
         self.sum += other.sum;
         self.finite_count += other.finite_count;
         let (value, step) = (other.min_value, other.min_step);
-        let smaller = value < self.min_value || (value == self.min_value && step < self.min_step);
+        let smaller = replaces_extreme(
+            value.total_cmp(&self.min_value),
+            step,
+            self.min_step,
+            Ordering::Less,
+        );
         if self.min_value.is_nan() || smaller {
             self.min_value = value;
             self.min_step = step;
         }
         let (value, step) = (other.max_value, other.max_step);
-        let greater = value > self.max_value || (value == self.max_value && step < self.max_step);
+        let greater = replaces_extreme(
+            value.total_cmp(&self.max_value),
+            step,
+            self.max_step,
+            Ordering::Greater,
+        );
         if self.max_value.is_nan() || greater {
             self.max_value = value;
             self.max_step = step;
@@ -249,17 +261,36 @@ impl MetricSummary {
         }
         self.sum += value;
         self.finite_count += 1;
-        let smaller = value < self.min_value || (value == self.min_value && step < self.min_step);
+        let smaller = replaces_extreme(
+            value.total_cmp(&self.min_value),
+            step,
+            self.min_step,
+            Ordering::Less,
+        );
         if self.min_value.is_nan() || smaller {
             self.min_value = value;
             self.min_step = step;
         }
-        let greater = value > self.max_value || (value == self.max_value && step < self.max_step);
+        let greater = replaces_extreme(
+            value.total_cmp(&self.max_value),
+            step,
+            self.max_step,
+            Ordering::Greater,
+        );
         if self.max_value.is_nan() || greater {
             self.max_value = value;
             self.max_step = step;
         }
     }
+}
+
+/// Whether a point at `step`, whose value compares to the kept minimum (or maximum) as
+/// `order`, replaces it: a value further in the `beyond` direction does, and an equal one does
+/// at a smaller step. `total_cmp` rather than IEEE's `<` so that -0.0 and +0.0 at one step do
+/// not tie, which would keep whichever came first.
+#[inline]
+fn replaces_extreme(order: Ordering, step: i64, kept_step: i64, beyond: Ordering) -> bool {
+    order == beyond || (order == Ordering::Equal && step < kept_step)
 }
 
 /// The summaries of the metric points a replay of the log read, per writer, run and key id,
@@ -494,6 +525,41 @@ mod tests {
                 );
                 assert_eq!(merged.finite_count, whole.finite_count);
             }
+        }
+    }
+
+    /// Found by `replay_summaries` (seed 9842417623894797041): -0.0 and +0.0 at one step must
+    /// give the same minimum and maximum, bit for bit, in either order and through a merge.
+    #[test]
+    fn signed_zeros_at_one_step_summarise_alike_in_any_order() {
+        let points = [(4, 20, 0.0), (4, 21, -0.0), (6, 22, 0.0)];
+        let mut summaries = Vec::new();
+        for order in [[0, 1, 2], [1, 0, 2], [2, 1, 0], [2, 0, 1]] {
+            let mut summary = MetricSummary::EMPTY;
+            for index in order {
+                let (step, time, value) = points[index];
+                summary.update(step, time, value);
+            }
+            summaries.push(summary);
+        }
+        for (left, right) in [(0..1, 1..3), (1..3, 0..1), (2..3, 0..2)] {
+            let (mut a, mut b) = (MetricSummary::EMPTY, MetricSummary::EMPTY);
+            points[left].iter().for_each(|&(s, t, v)| a.update(s, t, v));
+            points[right]
+                .iter()
+                .for_each(|&(s, t, v)| b.update(s, t, v));
+            a.merge(&b);
+            summaries.push(a);
+        }
+        for summary in &summaries {
+            assert_eq!(
+                (summary.min_value.to_bits(), summary.min_step),
+                ((-0.0f64).to_bits(), 4)
+            );
+            assert_eq!(
+                (summary.max_value.to_bits(), summary.max_step),
+                (0.0f64.to_bits(), 4)
+            );
         }
     }
 }
