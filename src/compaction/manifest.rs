@@ -1649,6 +1649,28 @@ mod tests {
         }
     }
 
+    /// A manifest loaded for reading passes over its summaries (`skip_summary`) where a whole
+    /// decode builds them: both loads must accept the same files. Every byte of a base with
+    /// summaries of three writers, replaced by values that end, continue or overflow a
+    /// varint, with the CRC made right again so the body's decoders decide.
+    #[test]
+    fn a_manifest_loaded_for_reading_refuses_what_a_decode_refuses() {
+        let mut manifest = sample();
+        manifest.writers = writers(0);
+        let sealed = manifest.encode();
+        let body = &sealed[..sealed.len() - 4];
+        for at in 0..body.len() {
+            for byte in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut changed = body.to_vec();
+                changed[at] = byte;
+                let changed = seal(changed);
+                let whole = ManifestFile::decode(&changed).is_ok();
+                let read = ManifestFile::decode_indexed(Arc::new(changed)).is_ok();
+                assert_eq!(whole, read, "byte {at} set to {byte:#04x}");
+            }
+        }
+    }
+
     /// A manifest loaded for reading leaves its summaries encoded and answers each run's, and
     /// each writer's runs, as the decoded manifest does; an edit applied to it decodes only
     /// the writers it changes, and gives the state it gives the decoded one.
