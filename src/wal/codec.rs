@@ -292,6 +292,21 @@ mod tests {
             prop_assert!(decoder.finish().is_ok());
         }
 
+        /// `varint_length` accepts exactly what `varint` accepts, and ends where it ends: a
+        /// run of continuation bytes up to past the longest varint, then any bytes, so that
+        /// ten-byte and overlong varints come up as often as short ones.
+        #[test]
+        fn varint_length_agrees_with_varint(
+            continued in 0usize..=VARINT_BYTES_MAX + 1,
+            rest in proptest::collection::vec(prop_oneof![0u8..=2, any::<u8>()], 0..4),
+        ) {
+            let mut bytes = vec![0x80u8; continued];
+            bytes.extend_from_slice(&rest);
+            let mut decoder = Decoder::new(&bytes);
+            let decoded = decoder.varint().map(|_| decoder.position()).ok();
+            prop_assert_eq!(varint_length(&bytes), decoded);
+        }
+
         #[test]
         fn zigzag_round_trips(value in any::<i64>()) {
             prop_assert_eq!(unzigzag(zigzag(value)), value);
