@@ -499,6 +499,27 @@ impl Catalog {
                 self.define_key(keys, writer, run, key_id, &key);
             }
             Event::Metrics(batch) => self.apply_batch(keys, writer, &batch, staged),
+            other => self.apply_owned(other, origin),
+        }
+    }
+
+    /// `apply_from` for an event the caller gives up: the names and values of the most
+    /// common events of a replay, params and tags, move into their registers instead of
+    /// being copied and the event's own copies dropped (a tenth of a cold open's replay).
+    fn apply_owned(&self, event: Event, origin: Origin) {
+        match event {
+            Event::ParamLogged {
+                run,
+                time_ms,
+                key,
+                value,
+            } => self.apply_param(run, Stamp { time_ms, origin }, key, value),
+            Event::TagSet {
+                run,
+                time_ms,
+                key,
+                value,
+            } => self.apply_run_tag(run, Stamp { time_ms, origin }, key, value),
             other => self.apply_from(&other, origin),
         }
     }
@@ -749,8 +770,8 @@ impl Catalog {
                     time_ms: *time_ms,
                     origin,
                 },
-                key,
-                value,
+                key.as_str(),
+                value.as_str(),
             ),
             Event::ArtifactRecorded { .. } | Event::ArtifactDeleted { .. } => {
                 self.apply_artifact_event(event, origin)
@@ -874,14 +895,7 @@ impl Catalog {
                 time_ms,
                 key,
                 value,
-            } => {
-                self.with_run(*run, |m| {
-                    if key == RUN_NAME_TAG {
-                        lww::set(&mut m.name, at(*time_ms), value.clone());
-                    }
-                    set_tag(&mut m.tags, key, at(*time_ms), Some(value.clone()))
-                });
-            }
+            } => self.apply_run_tag(*run, at(*time_ms), key.as_str(), value.as_str()),
             Event::TagDeleted { run, time_ms, key } => {
                 self.with_run(*run, |m| set_tag(&mut m.tags, key, at(*time_ms), None));
             }
@@ -891,14 +905,23 @@ impl Catalog {
 
     /// A param: its earliest value is its value. Later different ones were refused by their
     /// writer, or lost a race it could not see.
-    fn apply_param(&self, run: RunId, at: Stamp, key: &str, value: &str) {
-        self.with_run(run, |m| match m.params.get_mut(key) {
+    fn apply_param(&self, run: RunId, at: Stamp, key: impl Name, value: impl Name) {
+        self.with_run(run, |m| match m.params.get_mut(key.as_ref()) {
             Some(existing) if existing.time_ms <= at.time_ms => {}
-            Some(existing) => *existing = Lww::new(at, value.to_string()),
+            Some(existing) => *existing = Lww::new(at, value.into()),
             None => {
-                m.params
-                    .insert(key.to_string(), Lww::new(at, value.to_string()));
+                m.params.insert(key.into(), Lww::new(at, value.into()));
             }
+        });
+    }
+
+    /// A run's tag; `mlflow.runName` also renames the run.
+    fn apply_run_tag(&self, run: RunId, at: Stamp, key: impl Name, value: impl Name) {
+        self.with_run(run, |m| {
+            if key.as_ref() == RUN_NAME_TAG {
+                lww::set(&mut m.name, at, value.as_ref().to_string());
+            }
+            set_tag(&mut m.tags, key, at, Some(value.into()));
         });
     }
 
@@ -1067,21 +1090,32 @@ impl Catalog {
     }
 }
 
-fn set_tag(tags: &mut Registers<Lww<Option<String>>>, key: &str, at: Stamp, value: Option<String>) {
+/// A name or value as the catalog receives it: borrowed from an event it applies (`&str`,
+/// copied only if kept) or given up by one (`String`, moved in).
+trait Name: AsRef<str> + Into<String> {}
+
+impl<T: AsRef<str> + Into<String>> Name for T {}
+
+fn set_tag(
+    tags: &mut Registers<Lww<Option<String>>>,
+    key: impl Name,
+    at: Stamp,
+    value: Option<String>,
+) {
     set_register(tags, key, at, value);
 }
 
 /// Sets (`Some`) or deletes (`None`) the register of `key`, last writer wins.
 fn set_register<T>(
     registers: &mut Registers<Lww<Option<T>>>,
-    key: &str,
+    key: impl Name,
     at: Stamp,
     value: Option<T>,
 ) {
-    match registers.get_mut(key) {
+    match registers.get_mut(key.as_ref()) {
         Some(register) => register.set(at, value),
         None => {
-            registers.insert(key.to_string(), Lww::new(at, value));
+            registers.insert(key.into(), Lww::new(at, value));
         }
     }
 }

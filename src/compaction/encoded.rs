@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::manifest::{NameTables, decode_summary};
+use super::manifest::{NameTables, decode_summary, skip_summary};
 use crate::error::CorruptionKind;
 use crate::ids::{RunId, WriterId};
 use crate::summary::MetricSummary;
@@ -124,7 +124,7 @@ impl Indexer {
             let key_index = d.varint()?;
             let run = table_entry(runs, run_index, "run")?;
             tables.charge_key(table_entry(keys, key_index, "key")?, d)?;
-            decode_summary(d)?;
+            skip_summary(d)?;
             if last.is_some_and(|last| last >= (run_index, key_index)) {
                 return Ok(Scanned::OutOfOrder);
             }

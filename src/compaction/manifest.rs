@@ -60,7 +60,7 @@ use crate::ids::{ExperimentId, KeyId, RunId, SegmentSequence, WriterId};
 use crate::io::{Storage, create_dirs, publish};
 use crate::summary::MetricSummary;
 pub use crate::summary::WriterMark;
-use crate::wal::codec::{Decoder, Encoder, unzigzag, zigzag};
+use crate::wal::codec::{Decoder, Encoder, unzigzag, varint_length, zigzag};
 
 pub use super::edit::ManifestEdit;
 use super::encoded::{Indexer, Scanned};
@@ -974,6 +974,34 @@ pub(super) fn decode_summary(d: &mut Decoder<'_>) -> Result<MetricSummary, Corru
     })
 }
 
+/// Checks a version 3 summary as `decode_summary` does, field by field in its order, and
+/// moves past it without building it: the scan of a manifest loaded for reading
+/// (`encoded.rs`) decodes a run's summaries only when that run is read, and building each
+/// summary only to drop it was most of that scan.
+pub(super) fn skip_summary(d: &mut Decoder<'_>) -> Result<(), CorruptionKind> {
+    match summary_length(d.rest()) {
+        Some(length) => d.skip(length),
+        // Refused: a decode says why.
+        None => decode_summary(d).map(drop),
+    }
+}
+
+/// The length of the version 3 summary that `bytes` starts with, if `decode_summary` would
+/// accept it.
+#[inline]
+fn summary_length(bytes: &[u8]) -> Option<usize> {
+    const FLOAT_BYTES: usize = 8;
+    let varint = |at: usize| Some(at + varint_length(bytes.get(at..)?)?);
+    // count, first_step, last_step - first_step
+    let mut at = varint(varint(varint(0)?)?)?;
+    // last_value, last_timestamp; min_value, min_step; max_value, max_step
+    for _ in 0..3 {
+        at = varint(at + FLOAT_BYTES)?;
+    }
+    // sum, finite_count
+    varint(at + FLOAT_BYTES)
+}
+
 fn decode_summary_v2(d: &mut Decoder<'_>) -> Result<MetricSummary, CorruptionKind> {
     Ok(MetricSummary {
         count: d.u64()?,
@@ -1440,6 +1468,61 @@ mod tests {
         }
     }
 
+    /// The scan of a manifest loaded for reading passes over summaries with `skip_summary`:
+    /// it must accept exactly what `decode_summary` accepts, and end where it ends, or the two
+    /// loads would read different manifests. Every truncation and every byte of each encoding
+    /// replaced by values that end, continue or overflow a varint; and varints of ten bytes.
+    #[test]
+    fn a_skipped_summary_is_refused_exactly_where_a_decode_is() {
+        let mut summaries = vec![MetricSummary::EMPTY];
+        let mut summary = MetricSummary::EMPTY;
+        summary.update(-1, 5, 0.5);
+        summary.update(8, 6, f64::NAN);
+        summaries.push(summary);
+        let mut extreme = MetricSummary::EMPTY;
+        extreme.update(i64::MIN, i64::MAX, f64::INFINITY);
+        extreme.update(i64::MAX, i64::MIN, -1.0);
+        summaries.push(extreme);
+        let mut encodings: Vec<Vec<u8>> = summaries
+            .iter()
+            .map(|summary| {
+                let mut bytes = Vec::new();
+                encode_summary(&mut Encoder::new(&mut bytes), summary);
+                bytes
+            })
+            .collect();
+        for last in [0x01u8, 0x02, 0x7f] {
+            let mut bytes = vec![0xff; crate::wal::codec::VARINT_BYTES_MAX - 1];
+            bytes.push(last);
+            bytes.extend_from_slice(&encodings[0][1..]);
+            encodings.push(bytes);
+        }
+        let agree = |bytes: &[u8]| {
+            let (mut skipped, mut decoded) = (Decoder::new(bytes), Decoder::new(bytes));
+            let skip = skip_summary(&mut skipped);
+            let decode = decode_summary(&mut decoded);
+            assert_eq!(skip.is_ok(), decode.is_ok(), "{bytes:02x?}");
+            if skip.is_ok() {
+                assert_eq!(skipped.position(), decoded.position(), "{bytes:02x?}");
+            }
+        };
+        for encoding in &encodings {
+            let mut padded = encoding.clone();
+            padded.extend_from_slice(&[0x80, 0x01]);
+            for length in 0..=padded.len() {
+                agree(&padded[..length]);
+            }
+            for at in 0..encoding.len() {
+                for byte in [0x00, 0x01, 0x02, 0x7f, 0x80, 0x81, 0xff] {
+                    let mut changed = encoding.clone();
+                    changed[at] = byte;
+                    agree(&changed);
+                    agree(&changed[..changed.len() - 1]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_manifest_round_trips_and_rejects_every_bit_flip() {
         let manifest = sample();
@@ -1563,6 +1646,28 @@ mod tests {
         match ManifestFile::decode_indexed(Arc::new(bytes.to_vec())) {
             Ok(ManifestFile::Base(manifest)) => manifest,
             other => panic!("not a base: {:?}", other.map(|f| f.generation())),
+        }
+    }
+
+    /// A manifest loaded for reading passes over its summaries (`skip_summary`) where a whole
+    /// decode builds them: both loads must accept the same files. Every byte of a base with
+    /// summaries of three writers, replaced by values that end, continue or overflow a
+    /// varint, with the CRC made right again so the body's decoders decide.
+    #[test]
+    fn a_manifest_loaded_for_reading_refuses_what_a_decode_refuses() {
+        let mut manifest = sample();
+        manifest.writers = writers(0);
+        let sealed = manifest.encode();
+        let body = &sealed[..sealed.len() - 4];
+        for at in 0..body.len() {
+            for byte in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut changed = body.to_vec();
+                changed[at] = byte;
+                let changed = seal(changed);
+                let whole = ManifestFile::decode(&changed).is_ok();
+                let read = ManifestFile::decode_indexed(Arc::new(changed)).is_ok();
+                assert_eq!(whole, read, "byte {at} set to {byte:#04x}");
+            }
         }
     }
 

@@ -65,6 +65,23 @@ impl<'a> Encoder<'a> {
 /// Longest LEB128 encoding of a u64.
 pub const VARINT_BYTES_MAX: usize = 10;
 
+/// The length of the varint that `bytes` starts with, if `Decoder::varint` would accept it
+/// there; its value is not computed. For scans that only check and pass over values.
+#[inline(always)]
+pub fn varint_length(bytes: &[u8]) -> Option<usize> {
+    let mut length = 0;
+    loop {
+        let byte = *bytes.get(length)?;
+        length += 1;
+        if byte < 0x80 {
+            return (length < VARINT_BYTES_MAX || byte <= 1).then_some(length);
+        }
+        if length == VARINT_BYTES_MAX {
+            return None;
+        }
+    }
+}
+
 /// Encodes `value` as LEB128 into `out`, returning the length.
 #[inline]
 pub fn encode_varint(mut value: u64, out: &mut [u8; VARINT_BYTES_MAX]) -> usize {
@@ -180,8 +197,39 @@ impl<'a> Decoder<'a> {
     }
 
     /// Unsigned LEB128; rejects encodings longer than ten bytes or overflowing u64.
+    ///
+    /// One byte (a value below 128) is the case of most counts, indexes and small steps, and is
+    /// decoded inline; the loop, whose error paths kept the whole function from being inlined
+    /// (a seventh of a large manifest's load), is out of line.
     #[inline]
     pub fn varint(&mut self) -> Result<u64, CorruptionKind> {
+        if let Some(&byte) = self.bytes.get(self.position)
+            && byte < 0x80
+        {
+            self.position += 1;
+            return Ok(u64::from(byte));
+        }
+        self.varint_long()
+    }
+
+    /// The bytes not yet consumed.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.position..).unwrap_or_default()
+    }
+
+    /// Moves past `len` bytes, failing as `take` does if fewer are left.
+    #[inline]
+    pub fn skip(&mut self, len: usize) -> Result<(), CorruptionKind> {
+        if len <= self.remaining() {
+            self.position += len;
+            return Ok(());
+        }
+        self.take(len).map(drop)
+    }
+
+    /// `varint` of any length.
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, CorruptionKind> {
         let mut value = 0u64;
         for index in 0..VARINT_BYTES_MAX {
             let Some(&byte) = self.bytes.get(self.position) else {
@@ -242,6 +290,21 @@ mod tests {
             let mut decoder = Decoder::new(&out);
             prop_assert_eq!(decoder.varint(), Ok(value));
             prop_assert!(decoder.finish().is_ok());
+        }
+
+        /// `varint_length` accepts exactly what `varint` accepts, and ends where it ends: a
+        /// run of continuation bytes up to past the longest varint, then any bytes, so that
+        /// ten-byte and overlong varints come up as often as short ones.
+        #[test]
+        fn varint_length_agrees_with_varint(
+            continued in 0usize..=VARINT_BYTES_MAX + 1,
+            rest in proptest::collection::vec(prop_oneof![0u8..=2, any::<u8>()], 0..4),
+        ) {
+            let mut bytes = vec![0x80u8; continued];
+            bytes.extend_from_slice(&rest);
+            let mut decoder = Decoder::new(&bytes);
+            let decoded = decoder.varint().map(|_| decoder.position()).ok();
+            prop_assert_eq!(varint_length(&bytes), decoded);
         }
 
         #[test]
