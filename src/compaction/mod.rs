@@ -41,6 +41,7 @@ mod reader;
 #[cfg(feature = "parquet")]
 mod rows;
 mod stats;
+mod step_pages;
 pub(crate) mod survey;
 #[cfg(feature = "parquet")]
 mod writer;

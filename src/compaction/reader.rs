@@ -51,7 +51,7 @@ impl MetadataCache {
         &self.rows
     }
 
-    fn get(
+    pub(super) fn get(
         &self,
         path: &Path,
         file: &File,
