@@ -43,6 +43,7 @@ mod rows;
 mod stats;
 mod step_pages;
 pub(crate) mod survey;
+mod warm;
 #[cfg(feature = "parquet")]
 mod writer;
 
