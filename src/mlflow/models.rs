@@ -411,6 +411,10 @@ fn model_links(
 pub(crate) fn log_outputs(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
+    // Required, as MLflow's schema says; an empty list is not a missing one.
+    if matches!(fields.raw("models"), None | Some(Value::Null)) {
+        return Err(missing("models"));
+    }
     let links = model_links(&fields, "models", true)?;
     let run = parse_run_id(text)?;
     service

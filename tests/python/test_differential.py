@@ -738,6 +738,7 @@ def scenario_raw_http(client, n):
         ("unknown_endpoint", "GET", "/api/2.0/mlflow/no-such-endpoint", None),
         ("missing_timestamp", "POST", "/api/2.0/mlflow/runs/log-metric", {"run_id": "x" * 32, "key": "k", "value": 1}),
         ("missing_name", "POST", "/api/2.0/mlflow/experiments/create", {}),
+        ("outputs_without_models", "POST", "/api/2.0/mlflow/runs/outputs", {"run_id": "x" * 32}),
     ]:
         r = requests.request(method, url + path, json=body, timeout=60)
         if name == "unknown_endpoint":
