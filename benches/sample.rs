@@ -159,6 +159,26 @@ fn main() {
         let samples = store.history_sample(&bulk, "loss", .., &pick).unwrap();
         assert!(samples.iter().all(|s| s.points.len() == PICKS && !s.ties));
     };
+    // `RUNLOG_SAMPLE_PROFILE=checked`: only "first after the files are checked", many times,
+    // for a profiler.
+    if std::env::var("RUNLOG_SAMPLE_PROFILE").as_deref() == Ok("checked") {
+        let stores: Vec<Store> = (0..40)
+            .map(|_| {
+                let store = Store::open_with(&root, options()).unwrap();
+                store.history(bulk[0], "loss", ..).unwrap();
+                store
+            })
+            .collect();
+        let started = Instant::now();
+        for store in &stores {
+            sample(store);
+        }
+        println!(
+            "checked: {:.2} ms each",
+            started.elapsed().as_secs_f64() * 1e3 / 40.0
+        );
+        return;
+    }
     let cold: Vec<Duration> = (0..COLD_OPENS)
         .map(|_| {
             let store = Store::open_with(&root, options()).unwrap();

@@ -34,7 +34,15 @@ impl Background {
         let last: Outcome = Arc::new(Mutex::new(None));
         let weak = store.downgrade();
         let outcome = Arc::clone(&last);
+        let mut swept = false;
         let thread = Periodic::start("runlog-compactor", interval, move || {
+            // Once per handle (a server's start): killed writers' temporaries do not come
+            // back while it runs unless a writer is killed again, and the sweep walks every
+            // artifact folder. Best effort: `Store::compact` reports a sweep that fails.
+            if !swept && let Some(store) = Store::upgrade(&weak) {
+                swept = true;
+                let _ = store.remove_stale_artifact_temporaries();
+            }
             compact_once(&weak, &outcome)
         })
         .map_err(|e| Error::io("spawn compactor thread", store.root(), e))?;

@@ -41,7 +41,9 @@ mod reader;
 #[cfg(feature = "parquet")]
 mod rows;
 mod stats;
+mod step_pages;
 pub(crate) mod survey;
+mod warm;
 #[cfg(feature = "parquet")]
 mod writer;
 

@@ -51,21 +51,19 @@ impl MetadataCache {
         &self.rows
     }
 
-    fn get(
+    /// Whether `file` (open at `path`) is in the cache: checked and parsed already.
+    pub(super) fn is_checked(&self, path: &Path, file: &File) -> Result<bool> {
+        let key = file_key(path, file)?;
+        Ok(crate::util::lock(&self.files).contains_key(&key))
+    }
+
+    pub(super) fn get(
         &self,
         path: &Path,
         file: &File,
         checksum: Option<FileChecksum>,
     ) -> Result<ArrowReaderMetadata> {
-        use std::os::unix::fs::MetadataExt;
-        let stat = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-        let key = (
-            path.to_path_buf(),
-            stat.ino(),
-            stat.len(),
-            stat.mtime(),
-            stat.mtime_nsec(),
-        );
+        let key = file_key(path, file)?;
         if let Some(metadata) = crate::util::lock(&self.files).get(&key) {
             return Ok(metadata.clone());
         }
@@ -83,6 +81,18 @@ impl MetadataCache {
         files.insert(key, metadata.clone());
         Ok(metadata)
     }
+}
+
+fn file_key(path: &Path, file: &File) -> Result<FileKey> {
+    use std::os::unix::fs::MetadataExt;
+    let stat = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    Ok((
+        path.to_path_buf(),
+        stat.ino(),
+        stat.len(),
+        stat.mtime(),
+        stat.mtime_nsec(),
+    ))
 }
 
 /// Rows decoded per batch: a series' rows come back in a few large batches (the reader's

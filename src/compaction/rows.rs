@@ -171,6 +171,48 @@ impl StepRunsBuilder {
         taken
     }
 
+    /// Appends `count` steps `step`, `step + stride`, ... (wrapping, as a delta-encoded column
+    /// spells them): what pushing them one by one does, in constant time when they continue
+    /// the last run.
+    pub(crate) fn push_run(&mut self, step: i64, stride: i64, count: u64) {
+        let last = i64::try_from(count.saturating_sub(1))
+            .ok()
+            .and_then(|n| stride.checked_mul(n))
+            .and_then(|span| step.checked_add(span));
+        let (Some(last), true) = (last, stride >= 1 && count >= 3) else {
+            let mut value = step;
+            for _ in 0..count {
+                if self.failed {
+                    return;
+                }
+                self.push(std::slice::from_ref(&value));
+                value = value.wrapping_add(stride);
+            }
+            return;
+        };
+        self.push(&[step, step + stride]);
+        let third = step + 2 * stride;
+        let continues =
+            self.next == Some(third) && self.runs.last().is_some_and(|r| r.stride == stride);
+        if self.failed || !continues {
+            let mut value = third;
+            for _ in 2..count {
+                if self.failed {
+                    return;
+                }
+                self.push(std::slice::from_ref(&value));
+                value = value.wrapping_add(stride);
+            }
+            return;
+        }
+        if let Some(run) = self.runs.last_mut() {
+            run.len += count - 2;
+        }
+        self.rows += count - 2;
+        self.last = Some(last);
+        self.next = last.checked_add(stride);
+    }
+
     fn push_one(&mut self, step: i64) {
         let row = self.rows;
         self.rows += 1;
@@ -212,6 +254,11 @@ impl StepRunsBuilder {
         });
         self.next = None;
         self.last = Some(step);
+    }
+
+    /// Whether the steps pushed so far decreased somewhere or needed more than `max` runs.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed
     }
 
     /// The runs, or `None` if the steps decreased somewhere or needed more than `max` runs.
@@ -260,16 +307,21 @@ pub(crate) fn step_runs(
         return Ok(found.clone());
     }
     let mut builder = StepRunsBuilder::new(STEP_RUNS_MAX);
-    visit_series_steps(
-        root,
-        file,
-        series,
-        0..series.row_count,
-        cache,
-        &mut |steps| {
-            builder.push(steps);
-        },
-    )?;
+    let from_pages = super::step_pages::push_series_steps(root, file, series, cache, &mut builder)?
+        && (builder.failed || builder.rows == series.row_count);
+    if !from_pages {
+        builder = StepRunsBuilder::new(STEP_RUNS_MAX);
+        visit_series_steps(
+            root,
+            file,
+            series,
+            0..series.row_count,
+            cache,
+            &mut |steps| {
+                builder.push(steps);
+            },
+        )?;
+    }
     let runs = builder.finish().map(Arc::new);
     let weight = runs.as_ref().map_or(1, |r| r.weight());
     let mut held = crate::util::lock(&caches.steps);

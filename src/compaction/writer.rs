@@ -107,8 +107,9 @@ impl Store {
     /// # }
     /// ```
     pub fn compact(&self) -> Result<CompactionReport> {
-        self.compact_with(Include::OwnTail)
-            .map(|report| report.unwrap_or_default())
+        let report = self.compact_with(Include::OwnTail)?;
+        self.remove_stale_artifact_temporaries()?;
+        Ok(report.unwrap_or_default())
     }
 
     /// Compacts; with `Include::SealedOnly` this handle's lanes are left open (so its writers

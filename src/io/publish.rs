@@ -1,7 +1,9 @@
 //! Publishing a file atomically: write it under a temporary name in its own folder, fsync it,
 //! link it to its final name (never replacing a file there), fsync the folder (ALICE, OSDI 2014). A reader never sees a
 //! half-written file at the final path, and a crash leaves at most a `.<name>.tmp-<hex>` file
-//! (or the caller's own temporary name, [`TemporaryName::Short`]).
+//! (or the caller's own temporary name, [`TemporaryName::Short`]). A temporary is locked
+//! (`flock`, exclusive) by its writer from its creation until its link, so sweeps of killed
+//! writers' temporaries can tell a live one (`tracking/artifacts.rs`).
 
 use std::fs::File;
 use std::path::Path;
@@ -61,11 +63,14 @@ pub(crate) fn publish_named<T, L>(
     let result = (|| {
         let mut file =
             File::create_new(&temporary).map_err(|e| Error::io("create", &temporary, e))?;
+        // Held until the file is linked (the handle is dropped after the link): a sweep of
+        // killed writers' temporaries that cannot take it leaves the file alone. Best effort:
+        // a file system without `flock` leaves the sweep only the temporary's age to go by.
+        let _ = file.try_lock();
         let value = write(&temporary, &mut file)?;
         storage
             .sync_file(&temporary, &file)
             .map_err(|e| Error::io("fsync", &temporary, e))?;
-        drop(file);
         let held = before_link()?;
         storage.link(&temporary, path).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(path.display().to_string()),
@@ -74,6 +79,7 @@ pub(crate) fn publish_named<T, L>(
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("fsync", dir, e))?;
+        drop(file);
         Ok((value, held))
     })();
     // After the link the temporary name is a second name of the published file; after a

@@ -125,10 +125,30 @@ fn owned_pairs(fields: &Fields, name: &str) -> Result<Vec<(String, String)>, Mlf
         .collect())
 }
 
+/// Characters MLflow refuses in a logged model's name (`_validate_logged_model_name`): its
+/// artifact locations and URIs are built from it.
+const MODEL_NAME_FORBIDDEN: [char; 6] = ['/', ':', '.', '%', '"', '\''];
+
+/// MLflow's check of a logged model's name as it arrives: an empty one stands for none (a name
+/// is then generated), so only the forbidden characters are refused.
+fn check_model_name(name: &str) -> Result<(), MlflowError> {
+    if name.contains(MODEL_NAME_FORBIDDEN) {
+        return Err(MlflowError::invalid(format!(
+            "Invalid model name ({name:?}) provided. Model name must be a non-empty string and \
+             cannot contain the following characters: {MODEL_NAME_FORBIDDEN:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// `POST logged-models`.
 pub(crate) fn create(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let experiment_text = fields.required_string("experiment_id")?;
+    // Before the experiment is looked up, as MLflow checks.
+    if let Some(name) = fields.string("name")? {
+        check_model_name(name)?;
+    }
     let experiment = experiments::parse_id(experiment_text)?;
     let source_run = match fields.string("source_run_id")?.filter(|s| !s.is_empty()) {
         Some(text) => Some(parse_run_id(text)?),
@@ -391,6 +411,10 @@ fn model_links(
 pub(crate) fn log_outputs(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
+    // Required, as MLflow's schema says; an empty list is not a missing one.
+    if matches!(fields.raw("models"), None | Some(Value::Null)) {
+        return Err(missing("models"));
+    }
     let links = model_links(&fields, "models", true)?;
     let run = parse_run_id(text)?;
     service

@@ -154,7 +154,8 @@ async fn forward_download(shared: Arc<Shared>, path: String) -> Response<Body> {
         return response(internal("the server is shutting down")).map(Either::Left);
     };
     let service = shared.service.clone();
-    let opened = tokio::task::spawn_blocking(move || service.download_artifact(&path)).await;
+    let route = path.clone();
+    let opened = tokio::task::spawn_blocking(move || service.download_artifact(&route)).await;
     let (content_type, mut reader) = match opened {
         Ok(Download::Stream {
             content_type,
@@ -182,7 +183,11 @@ async fn forward_download(shared: Arc<Shared>, path: String) -> Response<Body> {
                     (held.replace(Bytes::from(piece)).map(Ok), false)
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(error) => (Some(Err(error)), true),
+                Err(error) => {
+                    // The client sees only a body cut short; the operator needs the file.
+                    log_error(&format!("download of {path} cut off: {error}"));
+                    (Some(Err(error)), true)
+                }
             };
             // A client that went away closes the channel: nothing more to send.
             if let Some(next) = next
@@ -200,6 +205,13 @@ async fn forward_download(shared: Arc<Shared>, path: String) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     answer
+}
+
+/// Writes one line about a failure the client cannot be told of to stderr, where `runlog
+/// serve` prints its other lines; a stderr that cannot be written is ignored.
+fn log_error(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "runlog serve: error: {line}");
 }
 
 /// An artifact's content as the engine reads it: exactly `length` bytes, or an error that

@@ -137,6 +137,25 @@ pub struct Server {
     options: ServerOptions,
 }
 
+/// How often the server looks for a new manifest generation whose files to check ahead of
+/// the first read (one listing of `manifest/` when there is none).
+const WARM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Checks the store's newest compacted files at the start and after each compaction (by
+/// anyone), so the first chart over them does not wait for their whole-file CRC checks
+/// (`Store::warm_compacted_files`). Runs until aborted; a failed round is tried again.
+async fn warm_compacted_files(store: Arc<crate::Store>) {
+    let mut seen = None;
+    loop {
+        let store = store.clone();
+        let looked = tokio::task::spawn_blocking(move || store.warm_compacted_files(seen)).await;
+        if let Ok(Ok(generation)) = looked {
+            seen = Some(generation);
+        }
+        tokio::time::sleep(WARM_INTERVAL).await;
+    }
+}
+
 impl Server {
     /// Binds `address` (port 0 picks a free port; see [`Server::local_address`]).
     pub fn bind(
@@ -206,6 +225,7 @@ impl Server {
         let bound = listener
             .local_addr()
             .map_err(io_error("read the listener's address"))?;
+        let warm = tokio::spawn(warm_compacted_files(self.service.store().clone()));
         let shared = Arc::new(http::Shared::new(self.service, &self.options, bound));
         let connections = Arc::new(Semaphore::new(self.options.connections_max.max(1)));
         let mut builder = http1::Builder::new();
@@ -253,6 +273,7 @@ impl Server {
             });
         }
         drop(listener);
+        warm.abort();
         // Past the drain time the connections still open are dropped with the runtime, so a
         // client that neither sends nor reads cannot hold the shutdown.
         let _ =

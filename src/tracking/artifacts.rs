@@ -15,15 +15,26 @@
 //!   asked for is an orphan: on a file system that folds case or normalizes names, `Model.pkl`
 //!   may open `model.pkl`, which an event names. A folder or a symbolic link at the path is left
 //!   alone and the store fails as it would have.
+//! - A publish temporary (`.tmp-<16 hex digits>`, or `.<name>.tmp-<16 hex digits>` from older
+//!   versions) that a killed process left is removed by the sweep of compaction
+//!   ([`Store::remove_stale_artifact_temporaries`]) only if its writer is gone and no event
+//!   names it: `io::publish` holds an exclusive `flock` on a temporary from its creation until
+//!   it is linked, so a sweep that takes that lock knows no live writer owns the file; files
+//!   modified in the last `TEMPORARY_AGE_MIN` are left alone whatever their lock says (the
+//!   instant between creation and lock, a writer of a version that did not lock); and, as for
+//!   orphans, the check that no event names the path is made under the artifact lock held
+//!   exclusively after a refresh, since a user may name an artifact `.tmp-0123456789abcdef`.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::artifact::{self, Stored};
 use crate::error::{Error, Result};
-use crate::layout::ARTIFACTS_LOCK;
+use crate::ids::{ModelId, RunId};
+use crate::layout::{ARTIFACTS_DIR, ARTIFACTS_LOCK};
 use crate::tracking::store::Store;
 
 impl Store {
@@ -82,6 +93,77 @@ impl Store {
         artifact::remove(folder, path, self.options().storage.as_ref())
     }
 
+    /// Removes the publish temporaries that killed processes left in the artifact folders:
+    /// those no live writer holds, unmodified for `TEMPORARY_AGE_MIN`, and named by no event.
+    /// Returns how many it removed. The folders are walked without a lock; the artifact lock
+    /// is taken (exclusively, briefly) only when the walk found candidates.
+    pub fn remove_stale_artifact_temporaries(&self) -> Result<usize> {
+        if self.options().read_only {
+            return Ok(0);
+        }
+        let artifacts = self.root().join(ARTIFACTS_DIR);
+        let candidates = stale_temporaries(&artifacts, SystemTime::now())?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let _exclusive = self.lock_artifacts(Hold::Exclusive)?;
+        self.refresh()?;
+        let mut removed = 0;
+        for candidate in candidates {
+            if self.names_artifact(&artifacts, &candidate)? {
+                continue;
+            }
+            let Ok(file) = File::open(&candidate) else {
+                continue;
+            };
+            // Held until the name is gone, so no writer can take the file up meanwhile.
+            if file.try_lock().is_err() {
+                continue;
+            }
+            match std::fs::remove_file(&candidate) {
+                Ok(()) => removed += 1,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io("remove", &candidate, error)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Whether an event names the artifact at `file` (a path under `artifacts`): a run's
+    /// (`<run>/<path>`) or a logged model's (`models/<model>/<path>`). A path under no known
+    /// run or model is named by nothing.
+    fn names_artifact(&self, artifacts: &Path, file: &Path) -> Result<bool> {
+        let Some(relative) = file
+            .strip_prefix(artifacts)
+            .ok()
+            .and_then(|r| r.to_str())
+            .map(|r| r.split('/').collect::<Vec<_>>())
+        else {
+            // Not valid UTF-8: no artifact path is (`validation::artifact_path`).
+            return Ok(false);
+        };
+        let found = match relative.as_slice() {
+            ["models", model, path @ ..] => match model.parse::<ModelId>() {
+                Ok(model) => self
+                    .logged_model(model)
+                    .map(|m| m.artifacts.contains_key(&path.join("/"))),
+                Err(_) => return Ok(false),
+            },
+            [run, path @ ..] => match run.parse::<RunId>() {
+                Ok(run) => self
+                    .run(run)
+                    .map(|r| r.artifacts.contains_key(&path.join("/"))),
+                Err(_) => return Ok(false),
+            },
+            [] => return Ok(false),
+        };
+        match found {
+            Ok(found) => Ok(found),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     fn lock_artifacts(&self, hold: Hold) -> Result<File> {
         let (file, lock_path) = self.open_lock_file(ARTIFACTS_LOCK)?;
         match hold {
@@ -113,6 +195,62 @@ fn named_exactly(folder: &Path, path: &str) -> Result<bool> {
         dir.push(component);
     }
     Ok(true)
+}
+
+/// How long a publish temporary stays untouched before a sweep may take it for a killed
+/// writer's: far longer than the instant between its creation and its writer's lock, and than
+/// any pause of a writer that does not lock it.
+const TEMPORARY_AGE_MIN: Duration = Duration::from_secs(3600);
+
+/// Whether `name` is a temporary name `io::publish` gives: `.tmp-<16 hex digits>` (artifacts)
+/// or `.<name>.tmp-<16 hex digits>`.
+fn is_temporary_name(name: &str) -> bool {
+    let random = match name.strip_prefix(".tmp-") {
+        Some(random) => random,
+        None => match name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) {
+            Some((target, random)) if !target.is_empty() => random,
+            _ => return false,
+        },
+    };
+    random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The regular files under `dir` with temporary names, unmodified since `now` less
+/// `TEMPORARY_AGE_MIN`. Symbolic links are neither followed nor listed.
+fn stale_temporaries(dir: &Path, now: SystemTime) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            // Gone meanwhile (a deleted run's folder), or never made.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(Error::io("list", &folder, error)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &folder, e))?;
+            let kind = entry
+                .file_type()
+                .map_err(|e| Error::io("stat", entry.path(), e))?;
+            if kind.is_dir() {
+                folders.push(entry.path());
+                continue;
+            }
+            let named = entry.file_name().to_str().is_some_and(is_temporary_name);
+            if !kind.is_file() || !named {
+                continue;
+            }
+            let modified = entry.metadata().and_then(|m| m.modified());
+            let old = modified.is_ok_and(|m| {
+                now.duration_since(m)
+                    .is_ok_and(|age| age >= TEMPORARY_AGE_MIN)
+            });
+            if old {
+                found.push(entry.path());
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// How the artifact lock is held.

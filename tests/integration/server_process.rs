@@ -436,3 +436,61 @@ fn serve_refuses_a_damaged_store_before_it_listens() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("manifest"), "{stderr}");
 }
+
+/// A download whose file no longer matches its recorded SHA-256 is cut off for the client,
+/// which cannot be told why; the server says on stderr which file of which run failed and how.
+#[test]
+fn a_damaged_download_is_logged_on_stderr_with_its_file_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("serve.stderr");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = Process::start_with_stderr(
+        &dir.path().join("store"),
+        &[],
+        std::process::Stdio::from(log),
+    );
+    let (experiment, run) = server.client.create_run();
+    let content: Vec<u8> = (0..(1 << 20) as u32).map(|i| (i % 251) as u8).collect();
+    let url =
+        format!("/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/weights.bin");
+    assert_eq!(server.client.put(&url, &content).status, 200);
+    let file = dir
+        .path()
+        .join("store")
+        .join("artifacts")
+        .join(&run)
+        .join("weights.bin");
+    let mut damaged = content.clone();
+    damaged[1000] ^= 0xff;
+    std::fs::write(&file, &damaged).unwrap();
+
+    let address = server.client.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    // A guard against a hung test, not an assertion about time.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        answer.len() < content.len(),
+        "the damaged download ended whole"
+    );
+
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let line = logged
+        .lines()
+        .find(|line| line.contains("cut off"))
+        .unwrap_or_else(|| panic!("nothing logged about the download: {logged:?}"));
+    assert!(line.contains(&run), "{line}");
+    assert!(line.contains("weights.bin"), "{line}");
+    assert!(
+        line.to_lowercase().contains("sha-256") || line.contains("digest"),
+        "{line}"
+    );
+}

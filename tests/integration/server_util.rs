@@ -203,6 +203,11 @@ pub struct Process {
 impl Process {
     /// Starts `runlog --store <store> serve --port 0 <extra>` and waits for its listening line.
     pub fn start(store: &std::path::Path, extra: &[&str]) -> Process {
+        Process::start_with_stderr(store, extra, Stdio::inherit())
+    }
+
+    /// [`Process::start`] with the child's stderr going to `stderr`.
+    pub fn start_with_stderr(store: &std::path::Path, extra: &[&str], stderr: Stdio) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runlog"))
             .arg("--store")
             .arg(store)
@@ -210,7 +215,7 @@ impl Process {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();

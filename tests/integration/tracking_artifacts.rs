@@ -349,3 +349,65 @@ fn removing_an_orphan_does_not_wait_for_an_upload_in_progress() {
     assert_eq!(store.read_artifact(run, "orphan.txt").unwrap(), b"new");
     assert_eq!(store.read_artifact(run, "slow.bin").unwrap(), b"x");
 }
+
+/// A process killed while it wrote an artifact leaves its publish temporary in the artifact's
+/// folder. Compaction removes such files once they are an hour old and unlocked; a temporary a
+/// live writer holds locked, a recent one, and an artifact a user named like a temporary stay.
+#[test]
+fn compaction_removes_temporaries_killed_writers_left_and_nothing_else() {
+    let dir = TempStore::new();
+    let store = open(&dir);
+    let run = new_run(&store);
+    let user_named = ".tmp-00000000deadbeef";
+    store.log_artifact_bytes(run, user_named, b"mine").unwrap();
+    let model = store
+        .create_logged_model(
+            store.get_or_create_experiment("e").unwrap().id,
+            ModelOptions::default(),
+        )
+        .unwrap();
+    store
+        .log_model_artifact_bytes(model.id, "weights/model.bin", b"w")
+        .unwrap();
+    let run_dir = dir.dir.path().join("artifacts").join(run.to_string());
+    let model_dir = dir
+        .dir
+        .path()
+        .join("artifacts")
+        .join("models")
+        .join(model.id.to_string())
+        .join("weights");
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let left = |path: std::path::PathBuf| {
+        let file = std::fs::File::create(&path).unwrap();
+        std::fs::write(&path, b"half an upload").unwrap();
+        file.set_modified(two_hours_ago).unwrap();
+        path
+    };
+    let killed = left(run_dir.join(".tmp-0123456789abcdef"));
+    let killed_old_name = left(run_dir.join(".model.pkl.tmp-0123456789abcdef"));
+    let killed_in_model = left(model_dir.join(".tmp-fedcba9876543210"));
+    let live = left(run_dir.join(".tmp-1111111111111111"));
+    let live_writer = std::fs::File::open(&live).unwrap();
+    live_writer.lock().unwrap();
+    let recent = run_dir.join(".tmp-2222222222222222");
+    std::fs::write(&recent, b"being written").unwrap();
+    let user_file = run_dir.join(user_named);
+    std::fs::File::options()
+        .write(true)
+        .open(&user_file)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let foreign = left(run_dir.join(".tmp-not-hex-at-all!"));
+
+    store.compact().unwrap();
+    for gone in [&killed, &killed_old_name, &killed_in_model] {
+        assert!(!gone.exists(), "{} was left", gone.display());
+    }
+    for kept in [&live, &recent, &user_file, &foreign] {
+        assert!(kept.exists(), "{} was removed", kept.display());
+    }
+    assert_eq!(store.read_artifact(run, user_named).unwrap(), b"mine");
+    drop(live_writer);
+}

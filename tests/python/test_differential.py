@@ -663,6 +663,10 @@ def scenario_logged_models(client, n):
     out["get_unknown"] = raises(lambda: client.get_logged_model("m-" + "0" * 32))
     out["search_after_delete"] = names()
     out["delete_missing_tag"] = raises(lambda: client.delete_logged_model_tag(info.model_id, "nope"))
+    # MLflow refuses these characters in a model's name (`_validate_logged_model_name`); an
+    # empty name arrives as none over the wire and gets a generated one.
+    for bad in ["a/b", "a:b", "a.b", "a%b", 'a"b', "a'b"]:
+        out[f"bad_name {bad}"] = raises(lambda bad=bad: client.create_logged_model(exp, name=bad))
     return out
 
 
@@ -734,6 +738,7 @@ def scenario_raw_http(client, n):
         ("unknown_endpoint", "GET", "/api/2.0/mlflow/no-such-endpoint", None),
         ("missing_timestamp", "POST", "/api/2.0/mlflow/runs/log-metric", {"run_id": "x" * 32, "key": "k", "value": 1}),
         ("missing_name", "POST", "/api/2.0/mlflow/experiments/create", {}),
+        ("outputs_without_models", "POST", "/api/2.0/mlflow/runs/outputs", {"run_id": "x" * 32}),
     ]:
         r = requests.request(method, url + path, json=body, timeout=60)
         if name == "unknown_endpoint":

@@ -1,0 +1,111 @@
+//! Checking a store's newest compacted files ahead of their first read, for a long-lived
+//! reader (the server) whose first chart after a start or a compaction would otherwise wait
+//! for each file's whole-file CRC check (`reader.rs`'s invariant: no byte is decoded before
+//! it). The check is the one a read does, through the same per-handle cache, so a file
+//! checked here is not checked again by the read.
+//!
+//! Invariants: at most `WARM_BYTES_MAX` of not yet checked files are read per manifest
+//! generation, newest files first (the runs a chart shows are most likely recent ones); a
+//! file that fails its check is left for the read to report; nothing is decoded.
+
+use std::fs::File;
+
+use crate::error::Result;
+use crate::tracking::Store;
+
+/// Bytes of files a generation's warm-up checks at most: a large store's older files are
+/// checked by the reads that need them, as without warm-up.
+const WARM_BYTES_MAX: u64 = 1 << 30;
+
+impl Store {
+    /// Checks the newest compacted files against their manifest entries (up to 1 GiB of
+    /// files not yet checked by this handle, newest first), unless the newest manifest
+    /// generation is `seen`; returns the generation it looked at, for the next call.
+    pub fn warm_compacted_files(&self, seen: Option<u64>) -> Result<u64> {
+        let root = self.root();
+        let newest = super::manifest::newest_generation(root)?;
+        if seen == Some(newest) || newest == 0 {
+            return Ok(newest);
+        }
+        let manifest = self.manifests().newest(root)?;
+        let cache = self.compacted_metadata();
+        let mut budget = WARM_BYTES_MAX;
+        for file in manifest.files.iter().rev() {
+            let bytes = file.checksum.map_or(0, |c| c.bytes);
+            if bytes > budget {
+                break;
+            }
+            let path = root.join(&file.path);
+            let Ok(handle) = File::open(&path) else {
+                continue;
+            };
+            if cache.is_checked(&path, &handle)? {
+                continue;
+            }
+            budget -= bytes;
+            // A damaged file is reported by the read that needs it, with its context.
+            let _ = cache.get(&path, &handle, file.checksum);
+        }
+        Ok(manifest.generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Durability, RunOptions, Store, StoreOptions};
+
+    fn options() -> StoreOptions {
+        StoreOptions {
+            durability: Durability::Buffered,
+            ..StoreOptions::default()
+        }
+    }
+
+    #[test]
+    fn warming_checks_the_newest_files_once_and_leaves_a_damaged_one_to_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        let experiment = store.get_or_create_experiment("e").unwrap();
+        let mut runs = Vec::new();
+        for round in 0..2 {
+            let run = store
+                .start_run(experiment.id, RunOptions::default())
+                .unwrap();
+            for step in 0..100 {
+                run.log_metric("loss", f64::from(round * 100 + step), i64::from(step))
+                    .unwrap();
+            }
+            runs.push(run.id());
+            run.finish().unwrap();
+            store.compact().unwrap();
+        }
+        drop(store);
+
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        let root = store.root().to_path_buf();
+        let manifest = store.manifests().newest(&root).unwrap();
+        assert_eq!(manifest.files.len(), 2);
+        // The older file damaged: the warm-up skips it, the read reports it.
+        let damaged = root.join(&manifest.files[0].path);
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        bytes[10] ^= 0xff;
+        std::fs::write(&damaged, &bytes).unwrap();
+
+        let generation = store.warm_compacted_files(None).unwrap();
+        assert_eq!(generation, manifest.generation);
+        assert_eq!(
+            store.warm_compacted_files(Some(generation)).unwrap(),
+            generation
+        );
+        let cache = store.compacted_metadata();
+        let checked = |path: &std::path::Path| {
+            cache
+                .is_checked(path, &std::fs::File::open(path).unwrap())
+                .unwrap()
+        };
+        assert!(checked(&root.join(&manifest.files[1].path)));
+        assert!(!checked(&damaged));
+        assert_eq!(store.history(runs[1], "loss", ..).unwrap().len(), 100);
+        assert!(store.history(runs[0], "loss", ..).is_err());
+    }
+}
