@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Body as _;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -249,7 +249,7 @@ async fn forward(shared: Arc<Shared>, request: hyper::Request<Incoming>) -> Resp
     let limit_bytes = shared.json_body_bytes_max;
     let (body, _budget) = match read_body(&shared, body, limit_bytes).await {
         Ok(read) => read,
-        Err(reply) => return response(reply),
+        Err(reply) => return closing(response(reply)),
     };
     let Ok(_engine_slot) = shared.engine_slots.clone().acquire_owned().await else {
         return response(internal("the server is shutting down"));
@@ -281,7 +281,7 @@ async fn forward_upload(
 ) -> Response<Full<Bytes>> {
     let limit_bytes = shared.body_bytes_max;
     if body.size_hint().lower() > limit_bytes as u64 {
-        return response(too_large(limit_bytes));
+        return closing(response(too_large(limit_bytes)));
     }
     let Ok(stream_slot) = shared.stream_slots.clone().acquire_owned().await else {
         return response(internal("the server is shutting down"));
@@ -293,28 +293,53 @@ async fn forward_upload(
         let _stream_slot = stream_slot;
         service.upload_artifact(&path, &mut Pieces::new(receiver))
     });
-    if let Err(reply) = feed_upload(&shared, body, sender, limit_bytes).await {
+    let body_read = match feed_upload(&shared, body, sender, limit_bytes).await {
+        Ok(body_read) => body_read,
         // The engine sees the channel close without an end and stores nothing; the client need
         // not wait for it.
-        return response(reply);
-    }
-    match engine.await {
+        Err(reply) => return closing(response(reply)),
+    };
+    let answer = match engine.await {
         Ok(reply) => response(reply),
         // The engine call panicked: a bug. The client gets a 500 and the server goes on.
         Err(_) => response(internal("the request's handler failed unexpectedly")),
+    };
+    match body_read {
+        BodyRead::Whole => answer,
+        BodyRead::Abandoned => closing(answer),
     }
+}
+
+/// Whether an upload's body was read to its end, so that its connection can carry the next
+/// request.
+enum BodyRead {
+    Whole,
+    /// The engine refused the upload before its end, so the rest of the body is never read.
+    Abandoned,
+}
+
+/// Marks an answer sent before its request's body was read whole as the connection's last.
+/// The connection cannot carry another request (its next bytes are the rest of the body), and
+/// a client told so does not send one on it, instead of finding it closed under a pooled
+/// request: the answer may come before the client has even sent the body's last bytes.
+fn closing(mut answer: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    answer
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    answer
 }
 
 /// Sends `body`'s data to the engine, each piece with its share of the budget, then the end
 /// marker. A body over `limit_bytes`, slower than the rate floor, silent for longer than the
 /// body read timeout, or failing, is an error and gets no end marker. Stops quietly when the
-/// engine stops reading (it refused the upload, and its reply says why).
+/// engine stops reading (it refused the upload, and its reply says why), and tells whether the
+/// body was read to its end.
 async fn feed_upload(
     shared: &Shared,
     mut body: Incoming,
     sender: mpsc::Sender<Piece>,
     limit_bytes: usize,
-) -> Result<(), Reply> {
+) -> Result<BodyRead, Reply> {
     let started = Instant::now();
     let mut waited = Duration::ZERO;
     let mut received_bytes = 0usize;
@@ -324,7 +349,7 @@ async fn feed_upload(
         // reply is the answer, whatever the client is doing.
         let frame = tokio::select! {
             biased;
-            () = sender.closed() => return Ok(()),
+            () = sender.closed() => return Ok(BodyRead::Abandoned),
             timed = tokio::time::timeout(shared.body_read_timeout, next) => match timed {
                 Ok(frame) => frame?,
                 Err(_elapsed) => return Err(silent_too_long(shared.body_read_timeout)),
@@ -333,7 +358,7 @@ async fn feed_upload(
         let Some(frame) = frame else {
             // The engine may have stopped reading already; its reply then says why.
             let _ = sender.send(Piece::End).await;
-            return Ok(());
+            return Ok(BodyRead::Whole);
         };
         let frame = frame.map_err(body_failed)?;
         let Ok(data) = frame.into_data() else {
@@ -348,7 +373,7 @@ async fn feed_upload(
         let wanted = u32::try_from(wanted).map_err(|_| too_large(limit_bytes))?;
         let acquired = tokio::select! {
             biased;
-            () = sender.closed() => return Ok(()),
+            () = sender.closed() => return Ok(BodyRead::Abandoned),
             acquired = shared.body_budget.clone().acquire_many_owned(wanted) => acquired,
         };
         let Ok(budget) = acquired else {
@@ -357,7 +382,7 @@ async fn feed_upload(
         let sent = sender.send(Piece::Data(data, budget)).await;
         waited += waiting_since.elapsed();
         if sent.is_err() {
-            return Ok(());
+            return Ok(BodyRead::Abandoned);
         }
     }
 }

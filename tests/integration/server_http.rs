@@ -300,6 +300,39 @@ fn artifacts_go_up_and_down_are_listed_and_deleted() {
     }
 }
 
+/// An upload refused before its body is read (no such run) is answered at once, and the
+/// connection is then useless for another request: its next bytes are the rest of the body. The
+/// answer says so (`Connection: close`), or a client that pools connections sends its next
+/// request on one the server is closing and sees it cut off.
+#[test]
+fn an_upload_refused_before_its_body_is_read_closes_its_connection() {
+    let server = Embedded::start();
+    let (experiment, run) = server.client.create_run();
+    let other = RunId(u128::from_str_radix(&run, 16).unwrap() ^ 1);
+    let address = server.client.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    // A guard against a hung test, not an assertion about time.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // The headers announce a body that is never sent: the refusal cannot wait for it.
+    let request = format!(
+        "PUT {ARTIFACTS}/{experiment}/{other}/artifacts/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Length: 1000000\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "closed before the answer");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+}
+
 #[test]
 fn artifact_paths_that_try_to_escape_are_refused_and_write_nothing() {
     let server = Embedded::start();
