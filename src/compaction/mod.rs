@@ -53,7 +53,7 @@ pub use manifest::{ManifestEdit, ManifestFile};
 #[cfg(feature = "parquet")]
 pub(crate) use reader::{
     Keep, Located, MetadataCache, locate_steps, read_rows_in_time_order, read_series,
-    read_series_rows, read_series_steps,
+    read_series_rows, read_series_steps, read_whole_series,
 };
 #[cfg(feature = "parquet")]
 pub(crate) use rows::{StepRuns, read_picked_rows, step_runs};

@@ -411,13 +411,22 @@ fn read_compacted(
     steps: &impl RangeBounds<i64>,
     history: &mut History,
 ) -> Result<()> {
+    let cache = &store.compacted_metadata();
+    let root = store.root();
+    // A range that covers the series' whole step span keeps every point without testing each,
+    // and a history that starts with them takes the columns they are decoded into.
+    let whole = steps.contains(&series.first_step) && steps.contains(&series.last_step);
+    if whole && history.is_empty() {
+        (history.steps, history.timestamps_ms, history.values) =
+            crate::compaction::read_whole_series(root, file, series, cache)?;
+        return Ok(());
+    }
     let mut columns = (
         std::mem::take(&mut history.steps),
         std::mem::take(&mut history.timestamps_ms),
         std::mem::take(&mut history.values),
     );
-    // A range that covers the series' whole step span keeps every point without testing each.
-    let keep = if steps.contains(&series.first_step) && steps.contains(&series.last_step) {
+    let keep = if whole {
         crate::compaction::Keep::All
     } else {
         match inclusive(steps) {
@@ -425,8 +434,6 @@ fn read_compacted(
             None => return Ok(()),
         }
     };
-    let cache = &store.compacted_metadata();
-    let root = store.root();
     let result = crate::compaction::read_series(root, file, series, keep, &mut columns, cache);
     (history.steps, history.timestamps_ms, history.values) = columns;
     result
