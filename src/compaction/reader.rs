@@ -358,6 +358,9 @@ fn read_piece(path: &Path, piece: &Piece, out: ColumnsMut<'_>, cache: &Checked<'
     if builder.schema().fields().len() != 3 {
         return Err(not_runlog_columns(path));
     }
+    crate::util::prefault(out.steps);
+    crate::util::prefault(out.timestamps_ms);
+    crate::util::prefault(out.values);
     let projection = ProjectionMask::roots(builder.parquet_schema(), [0, 1, 2]);
     let skipped = (piece.rows.start - piece.group_start) as usize;
     let wanted = (piece.rows.end - piece.rows.start) as usize;
