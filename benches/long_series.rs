@@ -125,5 +125,8 @@ fn main() {
     report("history once compacted", &times(reads, read, count, points));
     let history = store.history(id, "loss", ..).unwrap();
     assert_eq!(history.steps, steps);
-    assert!(history.values == series_values, "compacted values read back differ");
+    assert!(
+        history.values == series_values,
+        "compacted values read back differ"
+    );
 }

@@ -37,6 +37,8 @@ mod encoded;
 mod intent;
 internal_modules!(manifest);
 #[cfg(feature = "parquet")]
+mod pages;
+#[cfg(feature = "parquet")]
 mod reader;
 #[cfg(feature = "parquet")]
 mod rows;

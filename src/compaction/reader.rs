@@ -281,7 +281,10 @@ pub(crate) fn read_whole_series(
     drop(opened);
     let rows = series.row_start..series.row_start + series.row_count;
     let pieces = pieces(metadata.metadata(), rows);
-    let covered: u64 = pieces.iter().map(|piece| piece.rows.end - piece.rows.start).sum();
+    let covered: u64 = pieces
+        .iter()
+        .map(|piece| piece.rows.end - piece.rows.start)
+        .sum();
     if covered != series.row_count {
         return Err(Error::InvalidInput(format!(
             "{} holds {covered} of the {} rows its manifest entry gives a series from row {}",
@@ -354,13 +357,27 @@ fn read_piece(path: &Path, piece: &Piece, out: ColumnsMut<'_>, cache: &Checked<'
     };
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let metadata = cache.cache.get(path, &file, cache.checksum)?;
+    let mut out = out;
+    crate::util::prefault(out.steps);
+    crate::util::prefault(out.timestamps_ms);
+    crate::util::prefault(out.values);
+    let group_rows = piece.rows.start - piece.group_start..piece.rows.end - piece.group_start;
+    let handle = file.try_clone().map_err(|e| Error::io("open", path, e))?;
+    let decoded = super::pages::decode_piece(
+        path,
+        handle,
+        metadata.metadata(),
+        piece.group,
+        group_rows,
+        &mut out,
+    )?;
+    if decoded == super::pages::Decoded::Done {
+        return Ok(());
+    }
     let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
     if builder.schema().fields().len() != 3 {
         return Err(not_runlog_columns(path));
     }
-    crate::util::prefault(out.steps);
-    crate::util::prefault(out.timestamps_ms);
-    crate::util::prefault(out.values);
     let projection = ProjectionMask::roots(builder.parquet_schema(), [0, 1, 2]);
     let skipped = (piece.rows.start - piece.group_start) as usize;
     let wanted = (piece.rows.end - piece.rows.start) as usize;

@@ -482,7 +482,8 @@ fn ascending(steps: &[i64]) -> bool {
                 .and_then(|previous| steps.get(previous))
                 .zip(chunk.first())
                 .is_none_or(|(last, first)| last <= first);
-            let inside = (chunk.iter().zip(chunk.iter().skip(1))).fold(true, |ok, (a, b)| ok & (a <= b));
+            let inside =
+                (chunk.iter().zip(chunk.iter().skip(1))).fold(true, |ok, (a, b)| ok & (a <= b));
             joined && inside
         })
 }
