@@ -51,23 +51,6 @@ pub type KeyHash = foldhash::fast::RandomState;
 /// seed, so equal inputs hash alike in every process. Never use it for keys a caller chooses.
 pub type IdHash = foldhash::fast::FixedState;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_lock_on_a_file_no_longer_at_its_path_does_not_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.lock");
-        let file = File::create(&path).unwrap();
-        assert!(same_file(&file, &path));
-        std::fs::remove_file(&path).unwrap();
-        assert!(!same_file(&file, &path));
-        File::create(&path).unwrap();
-        assert!(!same_file(&file, &path));
-    }
-}
-
 /// Maps in the pages of `columns`, a part of a freshly allocated result column about to be
 /// written, in one call instead of one page fault per 4 KiB page as each is first written
 /// (`MADV_POPULATE_WRITE`): a 10 M-point history fills 240 MB of fresh pages, and in this
@@ -99,4 +82,21 @@ pub(crate) fn prefault<T: Copy>(columns: &mut [T]) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = columns;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_on_a_file_no_longer_at_its_path_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.lock");
+        let file = File::create(&path).unwrap();
+        assert!(same_file(&file, &path));
+        std::fs::remove_file(&path).unwrap();
+        assert!(!same_file(&file, &path));
+        File::create(&path).unwrap();
+        assert!(!same_file(&file, &path));
+    }
 }

@@ -4,7 +4,8 @@
 
 Prints log_metric calls/s from a Python for loop, log_batch points/s from numpy arrays, and
 the time to read a 10-million-point series into a pyarrow.Table: first from the log, where the
-series sits behind 36 M points of another run (never compacted), then after store.compact().
+series sits behind 36 M points of another run (never compacted), then after store.compact();
+each as the call alone and as the call with the release of the table it returned.
 """
 
 import sys
