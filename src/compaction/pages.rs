@@ -27,8 +27,12 @@ use crate::error::{Error, Result};
 /// Whether a piece was decoded here, or declined as a layout this decoder does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Decoded {
-    /// Every row of the piece is in its slices.
-    Done,
+    /// Every row of the piece is in its slices; whether its steps ascend, tested page by page
+    /// while each page's steps are still in cache.
+    Done {
+        /// The piece's steps ascend.
+        ascending: bool,
+    },
     /// Nothing was decided from the file's pages: read it through the general reader.
     Declined,
 }
@@ -67,6 +71,7 @@ pub(super) fn decode_piece(
     let parquet_error = |e: parquet::errors::ParquetError| {
         Error::io("read parquet", path, std::io::Error::other(e))
     };
+    let mut ascending = true;
     for column in 0..3 {
         let Some(offsets) = page_index.offset_index(group, column) else {
             return Ok(Decoded::Declined);
@@ -112,9 +117,19 @@ pub(super) fn decode_piece(
             }
             let written = decode_into(values, column, &page_rows, &rows, out);
             written.map_err(|why| damaged(path, group, column, page, why))?;
+            if column == 0 {
+                // The page's steps and the step before them, if the piece has one.
+                let first = (page_rows.start.max(rows.start) - rows.start) as usize;
+                let end = (page_rows.end.min(rows.end) - rows.start) as usize;
+                let steps = out
+                    .steps
+                    .get(first.saturating_sub(1)..end)
+                    .unwrap_or_default();
+                ascending &= super::reader::ascending(steps);
+            }
         }
     }
-    Ok(Decoded::Done)
+    Ok(Decoded::Done { ascending })
 }
 
 /// The value bytes and encoding of a data page v2 of a required column holding `rows` rows;

@@ -273,7 +273,7 @@ pub(crate) fn read_whole_series(
     file: &CompactedFile,
     series: &SeriesRows,
     cache: &MetadataCache,
-) -> Result<(Vec<i64>, Vec<i64>, Vec<f64>)> {
+) -> Result<WholeSeries> {
     use rayon::prelude::*;
     let path = &root.join(&file.path);
     let opened = File::open(path).map_err(|e| Error::io("open", path, e))?;
@@ -312,9 +312,31 @@ pub(crate) fn read_whole_series(
         cache,
         checksum: file.checksum,
     };
-    jobs.into_par_iter()
-        .try_for_each(|(piece, out)| read_piece(path, &piece, out, checked))?;
-    Ok(columns)
+    let starts: Vec<usize> = (jobs.iter())
+        .scan(0usize, |start, (_, out)| {
+            let this = *start;
+            *start += out.steps.len();
+            Some(this)
+        })
+        .collect();
+    let pieces_ascend = jobs
+        .into_par_iter()
+        .map(|(piece, out)| read_piece(path, &piece, out, checked))
+        .collect::<Result<Vec<bool>>>()?;
+    // Each piece tested its own steps; the pieces' edges are tested here.
+    let edges_ascend = (starts.iter().skip(1))
+        .all(|start| (columns.0.get(start - 1..=*start)).is_some_and(|pair| pair[0] <= pair[1]));
+    let ascending = edges_ascend && pieces_ascend.iter().all(|ascends| *ascends);
+    Ok(WholeSeries { columns, ascending })
+}
+
+/// A whole series' three columns, and whether its steps are known to ascend (`false` when
+/// not tested: the caller tests them).
+pub(crate) struct WholeSeries {
+    /// Steps, timestamps, values.
+    pub columns: (Vec<i64>, Vec<i64>, Vec<f64>),
+    /// The steps were tested and ascend.
+    pub ascending: bool,
 }
 
 /// Rows of one row group that one task of a whole-series read decodes.
@@ -351,7 +373,14 @@ fn pieces(metadata: &parquet::file::metadata::ParquetMetaData, rows: Range<u64>)
 
 /// Decodes `piece` into `out` (exactly as many rows long), through a handle of its own that
 /// the cache has checked like any other.
-fn read_piece(path: &Path, piece: &Piece, out: ColumnsMut<'_>, cache: &Checked<'_>) -> Result<()> {
+/// Returns whether the piece's steps are known to ascend (tested by the page decoder; `false`
+/// when not tested).
+fn read_piece(
+    path: &Path,
+    piece: &Piece,
+    out: ColumnsMut<'_>,
+    cache: &Checked<'_>,
+) -> Result<bool> {
     let parquet_error = |e: parquet::errors::ParquetError| {
         Error::io("read parquet", path, std::io::Error::other(e))
     };
@@ -371,8 +400,8 @@ fn read_piece(path: &Path, piece: &Piece, out: ColumnsMut<'_>, cache: &Checked<'
         group_rows,
         &mut out,
     )?;
-    if decoded == super::pages::Decoded::Done {
-        return Ok(());
+    if let super::pages::Decoded::Done { ascending } = decoded {
+        return Ok(ascending);
     }
     let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
     if builder.schema().fields().len() != 3 {
@@ -428,7 +457,12 @@ fn read_piece(path: &Path, piece: &Piece, out: ColumnsMut<'_>, cache: &Checked<'
     if at != wanted {
         return Err(piece_length_error(path, piece, at));
     }
-    Ok(())
+    Ok(false)
+}
+
+/// Whether `steps` ascend, compared without an early exit so that the comparison vectorizes.
+pub(crate) fn ascending(steps: &[i64]) -> bool {
+    (steps.iter().zip(steps.iter().skip(1))).fold(true, |ok, (a, b)| ok & (a <= b))
 }
 
 fn piece_length_error(path: &Path, piece: &Piece, rows: usize) -> Error {

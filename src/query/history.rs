@@ -263,32 +263,49 @@ impl Store {
         // Read in parallel, then appended in manifest (generation) order so each run's points
         // keep their order.
         let jobs = compacted_series(&manifest, &index, key, steps);
-        let parts: Vec<(usize, History)> = {
+        let parts: Vec<(usize, History, bool)> = {
             use rayon::prelude::*;
             jobs.par_iter()
                 .map(|(slot, file, series)| {
                     let mut part = History::default();
-                    read_compacted(self, file, series, steps, &mut part)
+                    let ascending = read_compacted(self, file, series, steps, &mut part)
                         .map_err(|e| crate::compaction::missing_or_stale(root, &manifest, e))?;
-                    Ok((*slot, part))
+                    Ok((*slot, part, ascending))
                 })
                 .collect::<Result<_>>()?
         };
         let mut histories = vec![History::default(); runs.len()];
-        for (slot, part) in parts {
+        // Whether each history is known to ascend by step: one compacted part whose decoder
+        // tested its steps, and nothing added after it.
+        let mut ascending = vec![false; runs.len()];
+        for (slot, part, part_ascending) in parts {
             let history = &mut histories[slot];
             if history.is_empty() {
                 *history = part;
+                ascending[slot] = part_ascending;
                 continue;
             }
+            ascending[slot] = false;
             history.steps.extend(part.steps);
             history.timestamps_ms.extend(part.timestamps_ms);
             history.values.extend(part.values);
         }
+        let compacted_points: Vec<usize> = histories.iter().map(History::len).collect();
         read_tail(root, &manifest, &index, key, steps, &mut histories)?;
         crate::compaction::check_still_newest(root, &manifest)?;
         use rayon::prelude::*;
-        Ok(histories.into_par_iter().map(sorted_by_step).collect())
+        Ok(histories
+            .into_par_iter()
+            .zip(ascending)
+            .zip(compacted_points)
+            .map(|((history, ascending), points)| {
+                if ascending && history.len() == points {
+                    history
+                } else {
+                    sorted_by_step(history)
+                }
+            })
+            .collect())
     }
 }
 
@@ -403,6 +420,8 @@ pub(super) fn overlaps(steps: &impl RangeBounds<i64>, first: i64, last: i64) -> 
     after_start && before_end
 }
 
+/// Appends the points of `series` in `steps` to `history`; returns whether the history's
+/// steps are known to ascend (tested while they were decoded; `false` when not tested).
 #[cfg(feature = "parquet")]
 fn read_compacted(
     store: &Store,
@@ -410,16 +429,16 @@ fn read_compacted(
     series: &crate::compaction::SeriesRows,
     steps: &impl RangeBounds<i64>,
     history: &mut History,
-) -> Result<()> {
+) -> Result<bool> {
     let cache = &store.compacted_metadata();
     let root = store.root();
     // A range that covers the series' whole step span keeps every point without testing each,
     // and a history that starts with them takes the columns they are decoded into.
     let whole = steps.contains(&series.first_step) && steps.contains(&series.last_step);
     if whole && history.is_empty() {
-        (history.steps, history.timestamps_ms, history.values) =
-            crate::compaction::read_whole_series(root, file, series, cache)?;
-        return Ok(());
+        let read = crate::compaction::read_whole_series(root, file, series, cache)?;
+        (history.steps, history.timestamps_ms, history.values) = read.columns;
+        return Ok(read.ascending);
     }
     let mut columns = (
         std::mem::take(&mut history.steps),
@@ -431,12 +450,12 @@ fn read_compacted(
     } else {
         match inclusive(steps) {
             Some((first, last)) => crate::compaction::Keep::Steps { first, last },
-            None => return Ok(()),
+            None => return Ok(false),
         }
     };
     let result = crate::compaction::read_series(root, file, series, keep, &mut columns, cache);
     (history.steps, history.timestamps_ms, history.values) = columns;
-    result
+    result.map(|()| false)
 }
 
 #[cfg(not(feature = "parquet"))]
@@ -446,7 +465,7 @@ fn read_compacted(
     _: &crate::compaction::SeriesRows,
     _: &impl RangeBounds<i64>,
     _: &mut History,
-) -> Result<()> {
+) -> Result<bool> {
     Err(Error::InvalidInput(format!(
         "{} is compacted Parquet; this build of runlog has no parquet feature",
         file.path
