@@ -1,5 +1,6 @@
 //! Crate-wide utilities with no dependency on the rest of the crate: the wall clock in ms, random
-//! ids, file identity, poison-tolerant locking and the hashers of the engine's maps. A leaf: every module may use
+//! ids, file identity, poison-tolerant locking, the hashers of the engine's maps and the
+//! prefaulting of fresh result columns. A leaf: every module may use
 //! it, and it uses none of them.
 
 use std::fs::File;
@@ -49,6 +50,39 @@ pub type KeyHash = foldhash::fast::RandomState;
 /// The hasher of maps whose keys the engine makes itself (run, experiment and key ids): fixed
 /// seed, so equal inputs hash alike in every process. Never use it for keys a caller chooses.
 pub type IdHash = foldhash::fast::FixedState;
+
+/// Maps in the pages of `columns`, a part of a freshly allocated result column about to be
+/// written, in one call instead of one page fault per 4 KiB page as each is first written
+/// (`MADV_POPULATE_WRITE`): a 10 M-point history fills 240 MB of fresh pages, and in this
+/// machine's VM the fault per page cost more than zeroing it. Contents do not change (pages
+/// already mapped stay as they are, new ones are zero, as they would be). Only whole pages
+/// inside the slice are advised; where the advice is not known (kernels before 5.14, other
+/// systems) the pages are faulted in by the writes as before.
+pub(crate) fn prefault<T: Copy>(columns: &mut [T]) {
+    #[cfg(target_os = "linux")]
+    {
+        /// The smallest page size: a larger page makes the range unaligned, and the advice
+        /// then fails harmlessly.
+        const PAGE_BYTES: usize = 4096;
+        let start = columns.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(columns);
+        let (first, last) = (start.next_multiple_of(PAGE_BYTES), end & !(PAGE_BYTES - 1));
+        if last > first {
+            // SAFETY: the range lies inside `columns`, which this call borrows mutably, and the
+            // advice leaves its contents as they are; its result is ignored because a refusal
+            // only leaves the pages to be faulted in by the writes.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_POPULATE_WRITE,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = columns;
+}
 
 #[cfg(test)]
 mod tests {

@@ -37,6 +37,8 @@ mod encoded;
 mod intent;
 internal_modules!(manifest);
 #[cfg(feature = "parquet")]
+mod pages;
+#[cfg(feature = "parquet")]
 mod reader;
 #[cfg(feature = "parquet")]
 mod rows;
@@ -55,7 +57,7 @@ pub use manifest::{ManifestEdit, ManifestFile};
 #[cfg(feature = "parquet")]
 pub(crate) use reader::{
     Keep, Located, MetadataCache, locate_steps, read_rows_in_time_order, read_series,
-    read_series_rows, read_series_steps,
+    read_series_rows, read_series_steps, read_whole_series,
 };
 #[cfg(feature = "parquet")]
 pub(crate) use rows::{StepRuns, read_picked_rows, step_runs};

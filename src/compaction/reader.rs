@@ -238,6 +238,252 @@ fn brackets(
         && after
 }
 
+/// Rows one task of a whole-series read decodes at most: enough pieces for both cores even
+/// when a series lies in one row group, few enough that a piece's setup (a file handle, a
+/// reader, the partly decoded first page of each column) stays small beside its rows.
+const PIECE_ROWS_MAX: u64 = 256 * 1024;
+
+/// Parts of three columns of one length that a read fills in place.
+pub(crate) struct ColumnsMut<'a> {
+    /// Steps.
+    pub steps: &'a mut [i64],
+    /// Timestamps, ms.
+    pub timestamps_ms: &'a mut [i64],
+    /// Values.
+    pub values: &'a mut [f64],
+}
+
+impl<'a> ColumnsMut<'a> {
+    /// The first `rows` rows, and the rest.
+    fn split_at(self, rows: usize) -> (ColumnsMut<'a>, ColumnsMut<'a>) {
+        let (steps, steps_rest) = self.steps.split_at_mut(rows);
+        let (timestamps_ms, timestamps_rest) = self.timestamps_ms.split_at_mut(rows);
+        let (values, values_rest) = self.values.split_at_mut(rows);
+        let head = ColumnsMut {
+            steps,
+            timestamps_ms,
+            values,
+        };
+        let rest = ColumnsMut {
+            steps: steps_rest,
+            timestamps_ms: timestamps_rest,
+            values: values_rest,
+        };
+        (head, rest)
+    }
+}
+
+/// Every row of `series`, as three columns allocated once at their final size and filled in
+/// parallel: the series' rows are cut into pieces along row groups (and within a large group
+/// every `PIECE_ROWS_MAX` rows), and each piece is decoded straight into its own part of the
+/// columns, so no part is copied together afterwards and the fresh columns' page faults are
+/// taken by the threads that write them.
+pub(crate) fn read_whole_series(
+    root: &Path,
+    file: &CompactedFile,
+    series: &SeriesRows,
+    cache: &MetadataCache,
+) -> Result<WholeSeries> {
+    use rayon::prelude::*;
+    let path = &root.join(&file.path);
+    let opened = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let metadata = cache.get(path, &opened, file.checksum)?;
+    drop(opened);
+    let rows = series.row_start..series.row_start + series.row_count;
+    let pieces = pieces(metadata.metadata(), rows);
+    let covered: u64 = pieces
+        .iter()
+        .map(|piece| piece.rows.end - piece.rows.start)
+        .sum();
+    if covered != series.row_count {
+        return Err(Error::InvalidInput(format!(
+            "{} holds {covered} of the {} rows its manifest entry gives a series from row {}",
+            path.display(),
+            series.row_count,
+            series.row_start
+        )));
+    }
+    let count = usize::try_from(series.row_count).map_err(|_| not_runlog_columns(path))?;
+    // Zeroed allocations this large come from the system as untouched pages, faulted in by
+    // whichever thread first writes each.
+    let mut columns = (vec![0i64; count], vec![0i64; count], vec![0f64; count]);
+    let mut rest = ColumnsMut {
+        steps: &mut columns.0,
+        timestamps_ms: &mut columns.1,
+        values: &mut columns.2,
+    };
+    let mut jobs = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        let (out, after) = rest.split_at((piece.rows.end - piece.rows.start) as usize);
+        rest = after;
+        jobs.push((piece, out));
+    }
+    let checked = &Checked {
+        cache,
+        checksum: file.checksum,
+    };
+    let starts: Vec<usize> = (jobs.iter())
+        .scan(0usize, |start, (_, out)| {
+            let this = *start;
+            *start += out.steps.len();
+            Some(this)
+        })
+        .collect();
+    let pieces_ascend = jobs
+        .into_par_iter()
+        .map(|(piece, out)| read_piece(path, &piece, out, checked))
+        .collect::<Result<Vec<bool>>>()?;
+    // Each piece tested its own steps; the pieces' edges are tested here.
+    let edges_ascend = (starts.iter().skip(1))
+        .all(|start| (columns.0.get(start - 1..=*start)).is_some_and(|pair| pair[0] <= pair[1]));
+    let ascending = edges_ascend && pieces_ascend.iter().all(|ascends| *ascends);
+    Ok(WholeSeries { columns, ascending })
+}
+
+/// A whole series' three columns, and whether its steps are known to ascend (`false` when
+/// not tested: the caller tests them).
+pub(crate) struct WholeSeries {
+    /// Steps, timestamps, values.
+    pub columns: (Vec<i64>, Vec<i64>, Vec<f64>),
+    /// The steps were tested and ascend.
+    pub ascending: bool,
+}
+
+/// Rows of one row group that one task of a whole-series read decodes.
+struct Piece {
+    group: usize,
+    /// Row number of the group's first row in the file.
+    group_start: u64,
+    /// The rows, as row numbers of the file.
+    rows: Range<u64>,
+}
+
+/// `rows` (row numbers of the file) cut at row group boundaries and every `PIECE_ROWS_MAX`
+/// rows within a group, in row order.
+fn pieces(metadata: &parquet::file::metadata::ParquetMetaData, rows: Range<u64>) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut group_start = 0u64;
+    for (group, group_metadata) in metadata.row_groups().iter().enumerate() {
+        let group_end = group_start + u64::try_from(group_metadata.num_rows()).unwrap_or(0);
+        let mut start = rows.start.max(group_start);
+        let end = rows.end.min(group_end);
+        while start < end {
+            let piece_end = end.min(start + PIECE_ROWS_MAX);
+            pieces.push(Piece {
+                group,
+                group_start,
+                rows: start..piece_end,
+            });
+            start = piece_end;
+        }
+        group_start = group_end;
+    }
+    pieces
+}
+
+/// Decodes `piece` into `out` (exactly as many rows long), through a handle of its own that
+/// the cache has checked like any other.
+/// Returns whether the piece's steps are known to ascend (tested by the page decoder; `false`
+/// when not tested).
+fn read_piece(
+    path: &Path,
+    piece: &Piece,
+    out: ColumnsMut<'_>,
+    cache: &Checked<'_>,
+) -> Result<bool> {
+    let parquet_error = |e: parquet::errors::ParquetError| {
+        Error::io("read parquet", path, std::io::Error::other(e))
+    };
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let metadata = cache.cache.get(path, &file, cache.checksum)?;
+    let mut out = out;
+    crate::util::prefault(out.steps);
+    crate::util::prefault(out.timestamps_ms);
+    crate::util::prefault(out.values);
+    let group_rows = piece.rows.start - piece.group_start..piece.rows.end - piece.group_start;
+    let handle = file.try_clone().map_err(|e| Error::io("open", path, e))?;
+    let decoded = super::pages::decode_piece(
+        path,
+        handle,
+        metadata.metadata(),
+        piece.group,
+        group_rows,
+        &mut out,
+    )?;
+    if let super::pages::Decoded::Done { ascending } = decoded {
+        return Ok(ascending);
+    }
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
+    if builder.schema().fields().len() != 3 {
+        return Err(not_runlog_columns(path));
+    }
+    let projection = ProjectionMask::roots(builder.parquet_schema(), [0, 1, 2]);
+    let skipped = (piece.rows.start - piece.group_start) as usize;
+    let wanted = (piece.rows.end - piece.rows.start) as usize;
+    let mut selectors = Vec::with_capacity(2);
+    if skipped > 0 {
+        selectors.push(RowSelector::skip(skipped));
+    }
+    selectors.push(RowSelector::select(wanted));
+    let reader = builder
+        .with_row_groups(vec![piece.group])
+        .with_projection(projection)
+        .with_row_selection(RowSelection::from(selectors))
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(parquet_error)?;
+    let mut at = 0usize;
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::io("read parquet", path, std::io::Error::other(e)))?;
+        let column = |index: usize| batch.column(index).as_any();
+        let (Some(steps), Some(timestamps)) = (
+            column(0).downcast_ref::<Int64Array>(),
+            column(1).downcast_ref::<Int64Array>(),
+        ) else {
+            return Err(not_runlog_columns(path));
+        };
+        let rows = at..at + batch.num_rows();
+        let (Some(steps_out), Some(timestamps_out), Some(values_out)) = (
+            out.steps.get_mut(rows.clone()),
+            out.timestamps_ms.get_mut(rows.clone()),
+            out.values.get_mut(rows.clone()),
+        ) else {
+            return Err(piece_length_error(path, piece, rows.end));
+        };
+        steps_out.copy_from_slice(steps.values());
+        timestamps_out.copy_from_slice(timestamps.values());
+        let values = column(2);
+        if let Some(values) = values.downcast_ref::<Float64Array>() {
+            values_out.copy_from_slice(values.values());
+        } else if let Some(values) = values.downcast_ref::<Float32Array>() {
+            for (out, value) in values_out.iter_mut().zip(values.values()) {
+                *out = f64::from(*value);
+            }
+        } else {
+            return Err(not_runlog_columns(path));
+        }
+        at = rows.end;
+    }
+    if at != wanted {
+        return Err(piece_length_error(path, piece, at));
+    }
+    Ok(false)
+}
+
+/// Whether `steps` ascend, compared without an early exit so that the comparison vectorizes.
+pub(crate) fn ascending(steps: &[i64]) -> bool {
+    (steps.iter().zip(steps.iter().skip(1))).fold(true, |ok, (a, b)| ok & (a <= b))
+}
+
+fn piece_length_error(path: &Path, piece: &Piece, rows: usize) -> Error {
+    Error::InvalidInput(format!(
+        "{} gave {rows} rows where rows {:?} of row group {} were asked for",
+        path.display(),
+        piece.rows,
+        piece.group
+    ))
+}
+
 /// Appends the three columns of `rows` of `series` (row numbers counted from the series'
 /// first row, ascending and disjoint), in row order.
 pub(crate) fn read_series_rows(

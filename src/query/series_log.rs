@@ -315,7 +315,8 @@ fn plan<'a>(
         }
     }
     // Zeroed allocations of this size come straight from the system as untouched pages, so
-    // the second pass's threads fault them in as they write them, in parallel.
+    // the second pass's threads map them in (`util::prefault`) as they reach them, in
+    // parallel.
     let columns = sizes
         .iter()
         .map(|size| (vec![0i64; *size], vec![0i64; *size], vec![0f64; *size]))
@@ -379,6 +380,9 @@ fn fill(
 }
 
 fn run_task(task: &Task<'_>, out: ColumnsOut<'_>, query: &SeriesQuery<'_>) -> Result<usize> {
+    crate::util::prefault(out.steps);
+    crate::util::prefault(out.timestamps_ms);
+    crate::util::prefault(out.values);
     match &task.source {
         Source::Points(points) => {
             out.steps.copy_from_slice(&points.steps);

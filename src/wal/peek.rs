@@ -268,12 +268,24 @@ fn decode_deltas_into(
         };
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(word);
-        if u64::from_le_bytes(bytes) & 0x8080_8080_8080_8080 != 0 {
+        let word = u64::from_le_bytes(bytes);
+        if word & 0x8080_8080_8080_8080 != 0 {
             break;
         }
-        for (slot, byte) in out[index..index + 8].iter_mut().zip(bytes) {
-            previous = previous.wrapping_add(unzigzag(u64::from(byte)));
-            *slot = previous;
+        let slots = &mut out[index..index + 8];
+        if word == u64::from(bytes[0]) * 0x0101_0101_0101_0101 {
+            // Eight equal deltas (steps counted one by one, one batch's timestamps): a
+            // progression, computed without the chain of additions, so it vectorizes.
+            let delta = unzigzag(u64::from(bytes[0]));
+            for (multiple, slot) in (1i64..).zip(slots.iter_mut()) {
+                *slot = previous.wrapping_add(delta.wrapping_mul(multiple));
+            }
+            previous = previous.wrapping_add(delta.wrapping_mul(8));
+        } else {
+            for (slot, byte) in slots.iter_mut().zip(bytes) {
+                previous = previous.wrapping_add(unzigzag(u64::from(byte)));
+                *slot = previous;
+            }
         }
         index += 8;
         position += 8;
@@ -444,6 +456,40 @@ mod tests {
         assert_eq!(batches, expected);
         assert!(stream_points(&ops, count, crc ^ 1, &wanted).is_err());
         assert!(stream_points(&ops[..ops_bytes - 1], count, crc, &wanted).is_err());
+    }
+
+    #[test]
+    fn runs_of_equal_deltas_decode_as_the_full_decoder_reads_them() {
+        // Runs of equal one-byte deltas (the progression path) of every length around eight,
+        // broken by unequal, negative and multi-byte deltas.
+        let mut steps: Vec<i64> = vec![-20];
+        for (run, delta) in [(3, 1), (8, 1), (17, 0), (9, -2), (1, 300), (16, 63), (7, -64)] {
+            for _ in 0..run {
+                let previous = steps.last().copied().unwrap_or_default();
+                steps.push(previous.wrapping_add(delta));
+            }
+            steps.push(steps.last().copied().unwrap_or_default().wrapping_add(5));
+        }
+        steps.extend((0..40).map(|i| -1_000_000 + i));
+        let values: Vec<f64> = steps.iter().map(|s| *s as f64).collect();
+        let bytes = payload(9, &vec![1; steps.len()], &steps, &values);
+        let full = decode_columns(&bytes).unwrap_or_default();
+        let count = steps.len();
+        let (mut s, mut t, mut v) = (vec![0i64; count], vec![0i64; count], vec![0f64; count]);
+        let filter = RowFilter {
+            key_ids: &[KeyId(1)],
+            first_step: i64::MIN,
+            last_step: i64::MAX,
+        };
+        let out = ColumnsOut {
+            steps: &mut s,
+            timestamps_ms: &mut t,
+            values: &mut v,
+        };
+        assert_eq!(decode_columns_into(&bytes, &filter, out), Ok(count));
+        assert_eq!(s, steps);
+        assert_eq!(s, full.steps);
+        assert_eq!(t, full.timestamps_ms);
     }
 
     #[test]
