@@ -1,7 +1,7 @@
 //! Crate-wide utilities with no dependency on the rest of the crate: the wall clock in ms, random
-//! ids, file identity, poison-tolerant locking, the hashers of the engine's maps and the
-//! prefaulting of fresh result columns. A leaf: every module may use
-//! it, and it uses none of them.
+//! ids, file identity, poison-tolerant locking, the hashers of the engine's maps, the
+//! prefaulting of fresh result columns, and the seeded generator of randomized unit tests. A
+//! leaf: every module may use it, and it uses none of them.
 
 use std::fs::File;
 use std::path::Path;
@@ -82,6 +82,36 @@ pub(crate) fn prefault<T: Copy>(columns: &mut [T]) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = columns;
+}
+
+/// SplitMix64 for randomized tests, seeded from `RUNLOG_SEED` or the clock, the seed printed so
+/// that a failure replays.
+#[cfg(test)]
+pub(crate) struct TestRng(u64);
+
+#[cfg(test)]
+impl TestRng {
+    pub(crate) fn from_env(test: &str) -> TestRng {
+        let seed = std::env::var("RUNLOG_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            });
+        eprintln!("{test}: seed {seed} (replay with RUNLOG_SEED={seed})");
+        TestRng(seed)
+    }
+
+    /// A number below `bound` (below 1 for 0).
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % bound.max(1)
+    }
 }
 
 #[cfg(test)]

@@ -635,31 +635,7 @@ mod tests {
     use super::{merge_pick, place_ranks, sole_part};
     use crate::compaction::StepRuns;
 
-    /// SplitMix64, seeded from `RUNLOG_SEED` or the clock, the seed printed for a replay.
-    struct Rng(u64);
-
-    impl Rng {
-        fn from_env(test: &str) -> Rng {
-            let seed = std::env::var("RUNLOG_SEED")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos() as u64)
-                });
-            eprintln!("{test}: seed {seed} (replay with RUNLOG_SEED={seed})");
-            Rng(seed)
-        }
-
-        fn below(&mut self, bound: u64) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (z ^ (z >> 31)) % bound.max(1)
-        }
-    }
+    use crate::util::TestRng as Rng;
 
     #[test]
     fn ranks_placed_through_step_runs_fall_where_the_merge_walk_puts_them() {
