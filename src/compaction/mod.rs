@@ -43,8 +43,10 @@ mod reader;
 #[cfg(feature = "parquet")]
 mod rows;
 mod stats;
+#[cfg(feature = "parquet")]
 mod step_pages;
 pub(crate) mod survey;
+#[cfg(feature = "parquet")]
 mod warm;
 #[cfg(feature = "parquet")]
 mod writer;

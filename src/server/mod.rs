@@ -139,11 +139,13 @@ pub struct Server {
 
 /// How often the server looks for a new manifest generation whose files to check ahead of
 /// the first read (one listing of `manifest/` when there is none).
+#[cfg(feature = "parquet")]
 const WARM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Checks the store's newest compacted files at the start and after each compaction (by
 /// anyone), so the first chart over them does not wait for their whole-file CRC checks
 /// (`Store::warm_compacted_files`). Runs until aborted; a failed round is tried again.
+#[cfg(feature = "parquet")]
 async fn warm_compacted_files(store: Arc<crate::Store>) {
     let mut seen = None;
     loop {
@@ -225,6 +227,7 @@ impl Server {
         let bound = listener
             .local_addr()
             .map_err(io_error("read the listener's address"))?;
+        #[cfg(feature = "parquet")]
         let warm = tokio::spawn(warm_compacted_files(self.service.store().clone()));
         let shared = Arc::new(http::Shared::new(self.service, &self.options, bound));
         let connections = Arc::new(Semaphore::new(self.options.connections_max.max(1)));
@@ -273,6 +276,7 @@ impl Server {
             });
         }
         drop(listener);
+        #[cfg(feature = "parquet")]
         warm.abort();
         // Past the drain time the connections still open are dropped with the runtime, so a
         // client that neither sends nor reads cannot hold the shutdown.
