@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use parquet::basic::{Encoding, Type as PhysicalType};
 use parquet::column::page::{Page, PageReader};
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData};
+use parquet::file::page_index::offset_index::PageLocation;
 use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::reader::ColumnsMut;
@@ -77,10 +78,10 @@ pub(super) fn decode_piece(
             return Ok(Decoded::Declined);
         };
         let locations = offsets.page_locations().clone();
-        let firsts: Vec<u64> = locations
-            .iter()
-            .map(|page| u64::try_from(page.first_row_index).unwrap_or(u64::MAX))
-            .collect();
+        let Some(firsts) = page_starts(group_metadata.column(column), &locations, group_rows)
+        else {
+            return Ok(Decoded::Declined);
+        };
         let mut reader = SerializedPageReader::new(
             Arc::clone(&file),
             group_metadata.column(column),
@@ -130,6 +131,28 @@ pub(super) fn decode_piece(
         }
     }
     Ok(Decoded::Done { ascending })
+}
+
+/// The first row of each page of a column chunk, from its offset index, when its pages can be
+/// walked by skipping some: the index starts at the chunk's first data page with no dictionary
+/// page before it (a skip would skip the dictionary instead), and its first rows rise from 0
+/// within the group's `group_rows`, so that every page holds at least one row. `None` for
+/// anything else, which callers decline to the general reader: the index comes from disk.
+pub(super) fn page_starts(
+    column: &ColumnChunkMetaData,
+    locations: &[PageLocation],
+    group_rows: u64,
+) -> Option<Vec<u64>> {
+    let starts_at_data = column.dictionary_page_offset().is_none()
+        && locations.first().map(|l| l.offset) == Some(column.data_page_offset());
+    let firsts = locations
+        .iter()
+        .map(|page| u64::try_from(page.first_row_index).ok())
+        .collect::<Option<Vec<u64>>>()?;
+    let rising = firsts.first() == Some(&0)
+        && firsts.windows(2).all(|pair| pair[0] < pair[1])
+        && firsts.last().is_some_and(|last| *last < group_rows);
+    (starts_at_data && rising).then_some(firsts)
 }
 
 /// The value bytes and encoding of a data page v2 of a required column holding `rows` rows;

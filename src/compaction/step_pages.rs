@@ -51,7 +51,7 @@ pub(super) fn push_series_steps(
     let mut group_start = 0u64;
     for (group, group_metadata) in parquet.row_groups().iter().enumerate() {
         let group_rows = u64::try_from(group_metadata.num_rows()).unwrap_or(0);
-        let group_end = group_start + group_rows;
+        let group_end = group_start.saturating_add(group_rows);
         if group_end > series_rows.start && group_start < series_rows.end {
             let column = group_metadata.column(0);
             let descriptor = column.column_descr();
@@ -60,17 +60,12 @@ pub(super) fn push_series_steps(
                 return Ok(false);
             };
             let locations = offsets.page_locations().clone();
-            // With a dictionary page before the first data page, skipping a page would skip
-            // the dictionary instead; compacted files have none.
-            let starts_at_data = column.dictionary_page_offset().is_none()
-                && locations.first().map(|l| l.offset) == Some(column.data_page_offset());
-            if column.column_type() != PhysicalType::INT64 || !required || !starts_at_data {
+            let firsts = super::pages::page_starts(column, &locations, group_rows);
+            let (Some(firsts), PhysicalType::INT64, true) =
+                (firsts, column.column_type(), required)
+            else {
                 return Ok(false);
-            }
-            let firsts: Vec<u64> = locations
-                .iter()
-                .map(|page| u64::try_from(page.first_row_index).unwrap_or(u64::MAX))
-                .collect();
+            };
             let mut pages = SerializedPageReader::new(
                 Arc::clone(&handle),
                 column,
