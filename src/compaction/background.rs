@@ -38,7 +38,7 @@ impl Background {
         let thread = Periodic::start("runlog-compactor", interval, move || {
             // Once per handle (a server's start): killed writers' temporaries do not come
             // back while it runs unless a writer is killed again, and the sweep walks every
-            // artifact folder. Best effort: `Store::compact` reports a sweep that fails.
+            // artifact folder. Best effort, as in `Store::compact`.
             if !swept && let Some(store) = Store::upgrade(&weak) {
                 swept = true;
                 let _ = store.remove_stale_artifact_temporaries();

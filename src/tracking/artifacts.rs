@@ -96,7 +96,9 @@ impl Store {
     /// Removes the publish temporaries that killed processes left in the artifact folders:
     /// those no live writer holds, unmodified for `TEMPORARY_AGE_MIN`, and named by no event.
     /// Returns how many it removed. The folders are walked without a lock; the artifact lock
-    /// is taken (exclusively, briefly) only when the walk found candidates.
+    /// is taken (exclusively, briefly) only when the walk found candidates. An entry that
+    /// vanishes or may not be read is passed over; a temporary that cannot be removed does
+    /// not stop the others, and the first such failure is returned after the rest are done.
     pub fn remove_stale_artifact_temporaries(&self) -> Result<usize> {
         if self.options().read_only {
             return Ok(0);
@@ -109,24 +111,38 @@ impl Store {
         let _exclusive = self.lock_artifacts(Hold::Exclusive)?;
         self.refresh()?;
         let mut removed = 0;
+        let mut first_failure = None;
         for candidate in candidates {
             if self.names_artifact(&artifacts, &candidate)? {
                 continue;
             }
-            let Ok(file) = File::open(&candidate) else {
+            // Opened to write: where `flock` is emulated by POSIX locks (NFS), an exclusive
+            // lock needs a file open for writing.
+            let Ok(file) = std::fs::OpenOptions::new().write(true).open(&candidate) else {
                 continue;
             };
             // Held until the name is gone, so no writer can take the file up meanwhile.
             if file.try_lock().is_err() {
                 continue;
             }
+            // Old still, now that the lock is held: a writer that does not lock (another host
+            // where locks do not reach) may have written to it while the sweep waited.
+            let still_old = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| is_stale(modified, SystemTime::now()));
+            if !still_old {
+                continue;
+            }
             match std::fs::remove_file(&candidate) {
                 Ok(()) => removed += 1,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(Error::io("remove", &candidate, error)),
+                Err(error) => {
+                    first_failure.get_or_insert(Error::io("remove", &candidate, error));
+                }
             }
         }
-        Ok(removed)
+        first_failure.map_or(Ok(removed), Err)
     }
 
     /// Whether an event names the artifact at `file` (a path under `artifacts`): a run's
@@ -223,15 +239,22 @@ fn stale_temporaries(dir: &Path, now: SystemTime) -> Result<Vec<PathBuf>> {
     while let Some(folder) = folders.pop() {
         let entries = match std::fs::read_dir(&folder) {
             Ok(entries) => entries,
-            // Gone meanwhile (a deleted run's folder), or never made.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            // Gone meanwhile (a deleted run's folder), never made, or not this process's to
+            // read: nothing of it can be swept.
+            Err(error) if passed_over(&error) => continue,
             Err(error) => return Err(Error::io("list", &folder, error)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &folder, e))?;
-            let kind = entry
-                .file_type()
-                .map_err(|e| Error::io("stat", entry.path(), e))?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(error) if passed_over(&error) => continue,
+                Err(error) => return Err(Error::io("list", &folder, error)),
+            };
+            let kind = match entry.file_type() {
+                Ok(kind) => kind,
+                Err(error) if passed_over(&error) => continue,
+                Err(error) => return Err(Error::io("stat", entry.path(), error)),
+            };
             if kind.is_dir() {
                 folders.push(entry.path());
                 continue;
@@ -241,16 +264,28 @@ fn stale_temporaries(dir: &Path, now: SystemTime) -> Result<Vec<PathBuf>> {
                 continue;
             }
             let modified = entry.metadata().and_then(|m| m.modified());
-            let old = modified.is_ok_and(|m| {
-                now.duration_since(m)
-                    .is_ok_and(|age| age >= TEMPORARY_AGE_MIN)
-            });
-            if old {
+            if modified.is_ok_and(|m| is_stale(m, now)) {
                 found.push(entry.path());
             }
         }
     }
     Ok(found)
+}
+
+/// Whether a temporary last modified at `modified` is old enough, at `now`, to be a killed
+/// writer's.
+fn is_stale(modified: SystemTime, now: SystemTime) -> bool {
+    now.duration_since(modified)
+        .is_ok_and(|age| age >= TEMPORARY_AGE_MIN)
+}
+
+/// Whether a sweep passes over an entry it failed to look at rather than fail: one gone
+/// meanwhile, or one this process may not read.
+fn passed_over(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+    )
 }
 
 /// How the artifact lock is held.
