@@ -132,7 +132,10 @@ pub(super) async fn answer(
         "/health" if is_read => text("OK"),
         "/version" if is_read => text(env!("CARGO_PKG_VERSION")),
         _ => match shared.security.check(&request) {
-            Err(refused) => response(refused),
+            // Refused before its body is read: a body that may come makes this the
+            // connection's last answer.
+            Err(refused) if request.body().is_end_stream() => response(refused),
+            Err(refused) => closing(response(refused)),
             Ok(()) => {
                 let method = method(request.method());
                 if Service::is_artifact_download(method, request.uri().path()) {

@@ -331,6 +331,26 @@ fn an_upload_refused_before_its_body_is_read_closes_its_connection() {
     let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 404"), "{head}");
     assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+
+    // A request the host check refuses, its body still to come, likewise.
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let request = format!(
+        "PUT {ARTIFACTS}/{experiment}/{run}/artifacts/x HTTP/1.1\r\nHost: evil.example\r\n\
+         Content-Length: 1000000\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "closed before the answer");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
 }
 
 #[test]
