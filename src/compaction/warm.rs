@@ -9,6 +9,7 @@
 //! file that fails its check is left for the read to report; nothing is decoded.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Result;
 use crate::tracking::Store;
@@ -20,8 +21,10 @@ const WARM_BYTES_MAX: u64 = 1 << 30;
 impl Store {
     /// Checks the newest compacted files against their manifest entries (up to 1 GiB of
     /// files not yet checked by this handle, newest first), unless the newest manifest
-    /// generation is `seen`; returns the generation it looked at, for the next call.
-    pub fn warm_compacted_files(&self, seen: Option<u64>) -> Result<u64> {
+    /// generation is `seen`; returns the generation it looked at, for the next call. Stops
+    /// between two files once `stop` is set, so that a shutdown waits for one file's check at
+    /// most.
+    pub fn warm_compacted_files(&self, seen: Option<u64>, stop: &AtomicBool) -> Result<u64> {
         let root = self.root();
         let newest = super::manifest::newest_generation(root)?;
         if seen == Some(newest) || newest == 0 {
@@ -31,6 +34,9 @@ impl Store {
         let cache = self.compacted_metadata();
         let mut budget = WARM_BYTES_MAX;
         for file in manifest.files.iter().rev() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             let bytes = file.checksum.map_or(0, |c| c.bytes);
             if bytes > budget {
                 break;
@@ -52,6 +58,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
     use crate::{Durability, RunOptions, Store, StoreOptions};
 
     fn options() -> StoreOptions {
@@ -91,10 +99,13 @@ mod tests {
         bytes[10] ^= 0xff;
         std::fs::write(&damaged, &bytes).unwrap();
 
-        let generation = store.warm_compacted_files(None).unwrap();
+        let go_on = AtomicBool::new(false);
+        let generation = store.warm_compacted_files(None, &go_on).unwrap();
         assert_eq!(generation, manifest.generation);
         assert_eq!(
-            store.warm_compacted_files(Some(generation)).unwrap(),
+            store
+                .warm_compacted_files(Some(generation), &go_on)
+                .unwrap(),
             generation
         );
         let cache = store.compacted_metadata();

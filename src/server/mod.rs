@@ -28,6 +28,7 @@ mod signals;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -146,11 +147,12 @@ const WARM_INTERVAL: Duration = Duration::from_secs(1);
 /// anyone), so the first chart over them does not wait for their whole-file CRC checks
 /// (`Store::warm_compacted_files`). Runs until aborted; a failed round is tried again.
 #[cfg(feature = "parquet")]
-async fn warm_compacted_files(store: Arc<crate::Store>) {
+async fn warm_compacted_files(store: Arc<crate::Store>, stop: Arc<AtomicBool>) {
     let mut seen = None;
     loop {
-        let store = store.clone();
-        let looked = tokio::task::spawn_blocking(move || store.warm_compacted_files(seen)).await;
+        let (store, stop) = (store.clone(), stop.clone());
+        let looked =
+            tokio::task::spawn_blocking(move || store.warm_compacted_files(seen, &stop)).await;
         if let Ok(Ok(generation)) = looked {
             seen = Some(generation);
         }
@@ -227,8 +229,12 @@ impl Server {
         let bound = listener
             .local_addr()
             .map_err(io_error("read the listener's address"))?;
+        let stop_warming = Arc::new(AtomicBool::new(false));
         #[cfg(feature = "parquet")]
-        let warm = tokio::spawn(warm_compacted_files(self.service.store().clone()));
+        let warm = tokio::spawn(warm_compacted_files(
+            self.service.store().clone(),
+            stop_warming.clone(),
+        ));
         let shared = Arc::new(http::Shared::new(self.service, &self.options, bound));
         let connections = Arc::new(Semaphore::new(self.options.connections_max.max(1)));
         let mut builder = http1::Builder::new();
@@ -276,6 +282,9 @@ impl Server {
             });
         }
         drop(listener);
+        // An abort does not stop a check already running on a blocking thread, which the
+        // runtime's drop would then wait for: the flag ends it after its current file.
+        stop_warming.store(true, Ordering::Relaxed);
         #[cfg(feature = "parquet")]
         warm.abort();
         // Past the drain time the connections still open are dropped with the runtime, so a
