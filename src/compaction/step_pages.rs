@@ -204,7 +204,15 @@ fn decode_page(bytes: &[u8], rows: u64, out: &mut Clipped<'_>) -> Option<()> {
     let miniblocks = uleb128(bytes, &mut at)?;
     let total = uleb128(bytes, &mut at)?;
     let first = zigzag(uleb128(bytes, &mut at)?);
-    if miniblocks == 0 || block_values % miniblocks != 0 || total != rows {
+    // As the format (and parquet's decoder) requires: a block of a multiple of 128 values, in
+    // miniblocks of a multiple of 32, so no count below is 0 and no size overflows.
+    if miniblocks == 0
+        || block_values == 0
+        || block_values % 128 != 0
+        || block_values % miniblocks != 0
+        || (block_values / miniblocks) % 32 != 0
+        || total != rows
+    {
         return None;
     }
     let miniblock_values = block_values / miniblocks;
@@ -236,7 +244,8 @@ fn decode_page(bytes: &[u8], rows: u64, out: &mut Clipped<'_>) -> Option<()> {
                 );
             } else {
                 // A miniblock's bytes are its full size even when the page ends inside it.
-                let length = usize::try_from(miniblock_values * u64::from(width) / 8).ok()?;
+                let bits = miniblock_values.checked_mul(u64::from(width))?;
+                let length = usize::try_from(bits / 8).ok()?;
                 let packed = bytes.get(at..at.checked_add(length)?)?;
                 at += length;
                 for k in 0..count {
