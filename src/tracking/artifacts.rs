@@ -146,8 +146,10 @@ impl Store {
     }
 
     /// Whether an event names the artifact at `file` (a path under `artifacts`): a run's
-    /// (`<run>/<path>`) or a logged model's (`models/<model>/<path>`). A path under no known
-    /// run or model is named by nothing.
+    /// (`<run>/<path>`) or a logged model's (`models/<model>/<path>`). A path under a run or
+    /// model this handle does not know, or under no run or model at all, counts as named: the
+    /// sweep leaves alone what it cannot account for (another store's folder, a run this
+    /// handle has not seen yet).
     fn names_artifact(&self, artifacts: &Path, file: &Path) -> Result<bool> {
         let Some(relative) = file
             .strip_prefix(artifacts)
@@ -155,27 +157,28 @@ impl Store {
             .and_then(|r| r.to_str())
             .map(|r| r.split('/').collect::<Vec<_>>())
         else {
-            // Not valid UTF-8: no artifact path is (`validation::artifact_path`).
-            return Ok(false);
+            // Not valid UTF-8: no artifact path is (`validation::artifact_path`), so no
+            // writer of this store made it; left alone.
+            return Ok(true);
         };
         let found = match relative.as_slice() {
             ["models", model, path @ ..] => match model.parse::<ModelId>() {
                 Ok(model) => self
                     .logged_model(model)
                     .map(|m| m.artifacts.contains_key(&path.join("/"))),
-                Err(_) => return Ok(false),
+                Err(_) => return Ok(true),
             },
             [run, path @ ..] => match run.parse::<RunId>() {
                 Ok(run) => self
                     .run(run)
                     .map(|r| r.artifacts.contains_key(&path.join("/"))),
-                Err(_) => return Ok(false),
+                Err(_) => return Ok(true),
             },
-            [] => return Ok(false),
+            [] => return Ok(true),
         };
         match found {
             Ok(found) => Ok(found),
-            Err(Error::NotFound(_)) => Ok(false),
+            Err(Error::NotFound(_)) => Ok(true),
             Err(error) => Err(error),
         }
     }
