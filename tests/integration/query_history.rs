@@ -250,11 +250,7 @@ fn history_of_runs_reads_several_runs_as_history_reads_each() {
 /// and NaN placed across piece boundaries; `RUNLOG_TEST_SEED` replays a seed.
 #[test]
 fn a_compacted_series_over_several_row_groups_reads_back_bit_for_bit_in_parallel() {
-    let seed = std::env::var("RUNLOG_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_u64);
-    println!("seed {seed} (RUNLOG_TEST_SEED replays it)");
+    let mut next = seeded(0x5eed);
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let experiment = store.get_or_create_experiment("e").unwrap().id;
@@ -265,15 +261,7 @@ fn a_compacted_series_over_several_row_groups_reads_back_bit_for_bit_in_parallel
         .unwrap();
     let before_id = before.id();
     before.end(runlog::RunStatus::Finished).unwrap();
-    let run = store.start_run(experiment, RunOptions::default()).unwrap();
     let points = 1_300_000usize;
-    let mut state = seed.max(1);
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
     let steps: Vec<i64> = (0..points as i64).map(|s| s * 3 - 7).collect();
     let timestamps: Vec<i64> = (0..points as i64)
         .map(|s| 1_700_000_000_000 + s / 5)
@@ -294,25 +282,16 @@ fn a_compacted_series_over_several_row_groups_reads_back_bit_for_bit_in_parallel
     {
         values[*at] = specials[index % specials.len()];
     }
-    run.log_batch("loss", &steps, Some(&timestamps), &values)
-        .unwrap();
-    let id = run.id();
-    run.end(runlog::RunStatus::Finished).unwrap();
-    store.compact().unwrap();
+    let id = log_and_compact(&store, experiment, &steps, &timestamps, &values);
     let whole = store.history(id, "loss", ..).unwrap();
-    assert_eq!(whole.steps, steps);
-    assert_eq!(whole.timestamps_ms, timestamps);
-    let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&whole.values), bits(&values));
+    assert_exact(&whole, &steps, &timestamps, &values);
     let middle = steps[points / 2];
     let mut halves = store.history(id, "loss", ..middle).unwrap();
     let second = store.history(id, "loss", middle..).unwrap();
     halves.steps.extend(second.steps);
     halves.timestamps_ms.extend(second.timestamps_ms);
     halves.values.extend(second.values);
-    assert_eq!(halves.steps, whole.steps);
-    assert_eq!(halves.timestamps_ms, whole.timestamps_ms);
-    assert_eq!(bits(&halves.values), bits(&whole.values));
+    assert_exact(&halves, &whole.steps, &whole.timestamps_ms, &whole.values);
     assert_eq!(store.history(before_id, "loss", ..).unwrap().steps, few);
 }
 
@@ -322,18 +301,7 @@ fn a_compacted_series_over_several_row_groups_reads_back_bit_for_bit_in_parallel
 /// give back exactly what was logged, as the general reader does.
 #[test]
 fn a_compacted_series_of_irregular_steps_and_times_reads_back_exactly() {
-    let seed = std::env::var("RUNLOG_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x1_5eed_u64);
-    println!("seed {seed} (RUNLOG_TEST_SEED replays it)");
-    let mut state = seed.max(1);
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = seeded(0x1_5eed);
     let points = 1_100_000usize;
     let mut steps = Vec::with_capacity(points);
     let mut step = -(1i64 << 62) - 5;
@@ -354,15 +322,48 @@ fn a_compacted_series_of_irregular_steps_and_times_reads_back_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let experiment = store.get_or_create_experiment("e").unwrap().id;
+    let id = log_and_compact(&store, experiment, &steps, &timestamps, &values);
+    let read = store.history(id, "loss", ..).unwrap();
+    assert_exact(&read, &steps, &timestamps, &values);
+}
+
+/// A xorshift64 generator seeded from `RUNLOG_TEST_SEED`, else `default`; the seed is printed.
+fn seeded(default: u64) -> impl FnMut() -> u64 {
+    let seed = std::env::var("RUNLOG_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    println!("seed {seed} (RUNLOG_TEST_SEED replays it)");
+    let mut state = seed.max(1);
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// Logs `loss` in one batch in a new run, ends it, compacts, and gives the run's id.
+fn log_and_compact(
+    store: &Store,
+    experiment: runlog::ExperimentId,
+    steps: &[i64],
+    timestamps: &[i64],
+    values: &[f64],
+) -> RunId {
     let run = store.start_run(experiment, RunOptions::default()).unwrap();
-    run.log_batch("loss", &steps, Some(&timestamps), &values)
+    run.log_batch("loss", steps, Some(timestamps), values)
         .unwrap();
     let id = run.id();
     run.end(runlog::RunStatus::Finished).unwrap();
     store.compact().unwrap();
-    let read = store.history(id, "loss", ..).unwrap();
+    id
+}
+
+/// `read` holds exactly these points, values bit for bit.
+fn assert_exact(read: &History, steps: &[i64], timestamps: &[i64], values: &[f64]) {
     assert_eq!(read.steps, steps);
     assert_eq!(read.timestamps_ms, timestamps);
     let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&read.values), bits(&values));
+    assert_eq!(bits(&read.values), bits(values));
 }
