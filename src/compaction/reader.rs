@@ -435,13 +435,7 @@ fn read_piece(
     let mut at = 0usize;
     for batch in reader {
         let batch = batch.map_err(|e| Error::io("read parquet", path, std::io::Error::other(e)))?;
-        let column = |index: usize| batch.column(index).as_any();
-        let (Some(steps), Some(timestamps)) = (
-            column(0).downcast_ref::<Int64Array>(),
-            column(1).downcast_ref::<Int64Array>(),
-        ) else {
-            return Err(not_runlog_columns(path));
-        };
+        let (steps, timestamps, values) = runlog_columns(&batch, path)?;
         let rows = at..at + batch.num_rows();
         let (Some(steps_out), Some(timestamps_out), Some(values_out)) = (
             out.steps.get_mut(rows.clone()),
@@ -450,17 +444,15 @@ fn read_piece(
         ) else {
             return Err(piece_length_error(path, piece, rows.end));
         };
-        steps_out.copy_from_slice(steps.values());
-        timestamps_out.copy_from_slice(timestamps.values());
-        let values = column(2);
-        if let Some(values) = values.downcast_ref::<Float64Array>() {
-            values_out.copy_from_slice(values.values());
-        } else if let Some(values) = values.downcast_ref::<Float32Array>() {
-            for (out, value) in values_out.iter_mut().zip(values.values()) {
-                *out = f64::from(*value);
+        steps_out.copy_from_slice(steps);
+        timestamps_out.copy_from_slice(timestamps);
+        match values {
+            Values::F64(values) => values_out.copy_from_slice(values),
+            Values::F32(values) => {
+                for (out, value) in values_out.iter_mut().zip(values) {
+                    *out = f64::from(*value);
+                }
             }
-        } else {
-            return Err(not_runlog_columns(path));
         }
         at = rows.end;
     }
@@ -959,25 +951,44 @@ fn read_rows(
     out.1.reserve(count as usize);
     out.2.reserve(count as usize);
     for_each_batch(path, rows, &[0, 1, 2], cache, |batch| {
-        let column = |index: usize| batch.column(index).as_any();
-        let (Some(steps), Some(timestamps)) = (
-            column(0).downcast_ref::<Int64Array>(),
-            column(1).downcast_ref::<Int64Array>(),
-        ) else {
-            return Err(not_runlog_columns(path));
-        };
-        out.0.extend_from_slice(steps.values());
-        out.1.extend_from_slice(timestamps.values());
-        let values = column(2);
-        if let Some(values) = values.downcast_ref::<Float64Array>() {
-            out.2.extend_from_slice(values.values());
-        } else if let Some(values) = values.downcast_ref::<Float32Array>() {
-            out.2.extend(values.values().iter().map(|v| f64::from(*v)));
-        } else {
-            return Err(not_runlog_columns(path));
+        let (steps, timestamps, values) = runlog_columns(batch, path)?;
+        out.0.extend_from_slice(steps);
+        out.1.extend_from_slice(timestamps);
+        match values {
+            Values::F64(values) => out.2.extend_from_slice(values),
+            Values::F32(values) => out.2.extend(values.iter().map(|v| f64::from(*v))),
         }
         Ok(())
     })
+}
+
+/// A batch's `value` column: f64, or f32 (widened exactly by the caller).
+enum Values<'a> {
+    F64(&'a [f64]),
+    F32(&'a [f32]),
+}
+
+/// A batch of the three columns' `step`, `timestamp` and `value`, or the error that the file
+/// does not hold runlog's metric columns.
+fn runlog_columns<'a>(
+    batch: &'a arrow_array::RecordBatch,
+    path: &Path,
+) -> Result<(&'a [i64], &'a [i64], Values<'a>)> {
+    let column = |index: usize| batch.column(index).as_any();
+    let (Some(steps), Some(timestamps)) = (
+        column(0).downcast_ref::<Int64Array>(),
+        column(1).downcast_ref::<Int64Array>(),
+    ) else {
+        return Err(not_runlog_columns(path));
+    };
+    let values = if let Some(values) = column(2).downcast_ref::<Float64Array>() {
+        Values::F64(values.values())
+    } else if let Some(values) = column(2).downcast_ref::<Float32Array>() {
+        Values::F32(values.values())
+    } else {
+        return Err(not_runlog_columns(path));
+    };
+    Ok((steps.values(), timestamps.values(), values))
 }
 
 /// Calls `visit` with each batch of `rows` (row numbers of the file, ascending and disjoint)
