@@ -423,6 +423,9 @@ impl Log {
         self.check_poison()?;
         let lane = &self.inner.lanes[lane % self.inner.lanes.len()];
         let mut guard = lock_lane(&self.inner, lane);
+        // Again under the lane: taking it may have found a panicked append and stopped the
+        // handle, and a fresh writer must not start here then.
+        self.check_poison()?;
         let writer = match guard.as_mut() {
             Some(writer) => writer,
             None => {
@@ -470,7 +473,8 @@ pub fn read_dir(
 
 /// Locks a lane. If a thread panicked while appending, the in-memory writer state may be
 /// inconsistent with the disk, so it is abandoned without sealing (its lock file stays, and the
-/// next open repairs the chain from what is on disk) and the lane starts a fresh writer.
+/// next open repairs the chain from what is on disk) and the handle is poisoned, as after a
+/// failed sync: its appends fail from then on.
 fn lock_lane<'a>(inner: &Inner, lane: &'a Mutex<Option<Writer>>) -> MutexGuard<'a, Option<Writer>> {
     match lane.lock() {
         Ok(guard) => guard,

@@ -102,3 +102,32 @@ fn no_space_at_segment_creation_is_an_error_and_logging_resumes_when_space_retur
     let steps: Vec<i64> = read(&store.wal()).unwrap().steps_of(RunId(1));
     assert_eq!(steps, (0..acknowledged + 100).collect::<Vec<_>>());
 }
+
+/// A thread that panics holding a lane leaves its writer's state unknown: the handle stops as
+/// after a failed sync. The next append through that lane must fail too, not start a fresh
+/// writer that makes records durable beside the abandoned one's unsynced ones.
+#[test]
+fn a_panic_while_appending_stops_the_handle_and_the_next_append_fails() {
+    let store = Store::new();
+    let options = LogOptions {
+        lanes: 1,
+        ..small_options()
+    };
+    let (log, _) = Log::open(store.wal(), options).unwrap();
+    let tag = |value: &str| runlog::wal::Event::TagSet {
+        run: RunId(1),
+        time_ms: 1,
+        key: "k".into(),
+        value: value.into(),
+    };
+    log.append_all(&[tag("before")], &mut |_| {}).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        log.append_all(&[tag("during")], &mut |_| {
+            panic!("a deliberate panic under the lane")
+        })
+    }));
+    assert!(panicked.is_err());
+    let after = log.append_all(&[tag("after")], &mut |_| {});
+    assert!(matches!(after, Err(Error::Poisoned { .. })), "{after:?}");
+    assert!(matches!(log.flush(), Err(Error::Poisoned { .. })));
+}
