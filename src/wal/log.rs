@@ -423,12 +423,12 @@ impl Log {
         self.check_poison()?;
         let lane = &self.inner.lanes[lane % self.inner.lanes.len()];
         let mut guard = lock_lane(&self.inner, lane);
-        // Again under the lane: taking it may have found a panicked append and stopped the
-        // handle, and a fresh writer must not start here then.
-        self.check_poison()?;
         let writer = match guard.as_mut() {
             Some(writer) => writer,
             None => {
+                // Again under the lane, off the hot path: taking it may have found a panicked
+                // append, dropped its writer and stopped the handle; no fresh writer then.
+                self.check_poison()?;
                 let writer = Writer::create_announced(
                     &self.inner.wal_dir,
                     Arc::clone(&self.inner.options.storage),
