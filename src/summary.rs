@@ -263,6 +263,13 @@ impl MetricSummary {
         }
         self.sum += value;
         self.finite_count = self.finite_count.saturating_add(1);
+        // Strictly between the extremes by IEEE's order is strictly between them by
+        // `total_cmp` too (the two differ only on NaN, never kept as an extreme, and on the
+        // signs of zeros, which `<` does not separate), so neither moves: the common case,
+        // decided by two comparisons. With no extreme yet (NaN), both are false.
+        if value > self.min_value && value < self.max_value {
+            return;
+        }
         let smaller = replaces_extreme(
             value.total_cmp(&self.min_value),
             step,
