@@ -35,24 +35,22 @@ def _inputs(run, n):
 
 def _search_datasets(client, experiment_ids, n):
     """`experiments/search-datasets`, which only MLflow's UI calls (MLflow's server answers it
-    under `/ajax-api/` alone): over HTTP for a server, through the in-process service for a
-    `runlog:///` store."""
+    under `/ajax-api/` alone): over HTTP for a server; for a `runlog:///` store through the
+    plugin's `_search_datasets`, what `mlflow server` on such a store calls."""
     url = mlflow.get_tracking_uri()
-    body = {"experiment_ids": experiment_ids}
-    path = "/ajax-api/2.0/mlflow/experiments/search-datasets"
     if url.startswith("runlog:"):
-        service = client._tracking_client.store._service
-        status, _, reply = service.handle("POST", path, "", json.dumps(body).encode())
-        answer = json.loads(reply or b"{}")
+        found = client._tracking_client.store._search_datasets(experiment_ids)
+        summaries = [(s.experiment_id, s.name, s.digest, s.context) for s in found]
     else:
-        r = requests.post(url + path, json=body, timeout=60)
-        status, answer = r.status_code, r.json()
-    if status != 200:
-        return {"status": status, "error_code": answer.get("error_code")}
-    summaries = [
-        (n.exp(s["experiment_id"]), s["name"], s["digest"], s.get("context"))
-        for s in answer.get("dataset_summaries", [])
-    ]
+        path = "/ajax-api/2.0/mlflow/experiments/search-datasets"
+        r = requests.post(url + path, json={"experiment_ids": experiment_ids}, timeout=60)
+        if r.status_code != 200:
+            return {"status": r.status_code, "error_code": r.json().get("error_code")}
+        summaries = [
+            (s["experiment_id"], s["name"], s["digest"], s.get("context"))
+            for s in r.json().get("dataset_summaries", [])
+        ]
+    summaries = [(n.exp(e), name, digest, context) for e, name, digest, context in summaries]
     return sorted(summaries, key=lambda s: tuple("" if v is None else v for v in s))
 
 
