@@ -183,6 +183,27 @@ impl Datasets {
         found.into_iter().map(|(_, input)| input).collect()
     }
 
+    /// Calls `visit` with each shown input of the runs of `runs` (each run's experiment): the
+    /// run, the dataset and the input's tags.
+    pub fn each_input(
+        &self,
+        runs: &HashMap<RunId, ExperimentId>,
+        mut visit: impl FnMut(RunId, &Dataset, &Tags),
+    ) {
+        let inputs = read(&self.inputs);
+        let by_experiment = read(&self.by_experiment);
+        for (run, run_inputs) in inputs.iter() {
+            let Some(datasets) = runs.get(run).and_then(|e| by_experiment.get(e)) else {
+                continue;
+            };
+            for (key, tags) in &run_inputs.entries {
+                if let Some(dataset) = datasets.get(key) {
+                    visit(*run, &dataset.value, &tags.value);
+                }
+            }
+        }
+    }
+
     /// Every distinct use of a dataset by the runs of `runs` (each run's experiment) whose
     /// experiment `keep` accepts, sorted.
     pub fn summaries(

@@ -533,3 +533,96 @@ fn a_read_only_handle_sees_another_handles_datasets_and_cannot_log_them() {
         Err(runlog::Error::ReadOnly)
     ));
 }
+
+#[test]
+fn runs_search_filters_on_datasets_as_mlflow_does() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, first) = client.create_run();
+    let second = ok(client.post(
+        "runs/create",
+        json!({ "experiment_id": experiment }),
+    ))["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(log_inputs(
+        client,
+        &first,
+        json!([
+            input("train", "d1", "s", Some("training")),
+            input("holdout", "d2", "s", None),
+        ]),
+    ));
+    ok(log_inputs(
+        client,
+        &second,
+        json!([input("train", "d1", "s", Some("eval"))]),
+    ));
+    let found = |filter: &str| -> Vec<String> {
+        let body = json!({"experiment_ids": [experiment], "filter": filter});
+        let mut ids: Vec<String> = ok(client.post("runs/search", body))["runs"]
+            .as_array()
+            .map(|runs| {
+                runs.iter()
+                    .map(|run| run["info"]["run_id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(found("dataset.name = 'train'"), both);
+    assert_eq!(
+        found("datasets.digest = 'd2'"),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(
+        found("dataset.context = 'eval'"),
+        std::slice::from_ref(&second)
+    );
+    // An input without a context tag matches no context clause, `!=` included.
+    assert_eq!(
+        found("dataset.context != 'eval'"),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(found("dataset.context IN ('eval', 'training')"), both);
+    assert_eq!(
+        found("dataset.name NOT IN ('train')"),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(
+        found("dataset.name LIKE 'hold%'"),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(
+        found("dataset.name = 'train' AND dataset.context = 'training' AND tags.x IS NULL"),
+        std::slice::from_ref(&first)
+    );
+    assert!(found("dataset.name = 'none'").is_empty());
+    for (filter, message_part) in [
+        ("dataset.source = 'x'", "unknown dataset field \"source\""),
+        (
+            "dataset.name IS NULL",
+            "'IS NULL' is not allowed on dataset.name",
+        ),
+        ("dataset.name = 5", "dataset.name takes a quoted string"),
+    ] {
+        let body = json!({"experiment_ids": [experiment], "filter": filter});
+        assert_error(
+            client.post("runs/search", body),
+            400,
+            "INVALID_PARAMETER_VALUE",
+            message_part,
+        );
+    }
+    let body = json!({"experiment_ids": [experiment], "order_by": ["dataset.name"]});
+    assert_error(
+        client.post("runs/search", body),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "not ordered by them",
+    );
+}

@@ -93,6 +93,22 @@ def scenario_datasets(client, n):
     found = client.search_runs([exp, other_exp], order_by=["attributes.run_name ASC"])
     out["search_runs"] = {r.info.run_name: _inputs(r, n) for r in found}
     out["search_datasets"] = _search_datasets(client, [exp, other_exp], n)
+    for clause in [
+        "dataset.name = 'train'",
+        "datasets.digest != 'nope'",
+        "dataset.context = 'training'",
+        "dataset.context != 'training'",
+        "dataset.context IN ('test', 'eval')",
+        "dataset.name LIKE 'hold%'",
+        "dataset.name ILIKE 'TRAIN'",
+        "dataset.name NOT IN ('train')",
+        "dataset.name = 'train' AND dataset.context = 'eval'",
+        "dataset.name = 'absent'",
+    ]:
+        found = client.search_runs([exp, other_exp], clause)
+        out[f"filter {clause}"] = sorted(r.info.run_name for r in found)
+    out["filter bad field"] = raises(lambda: client.search_runs([exp], "dataset.source = 'x'"))
+    out["order by dataset"] = raises(lambda: client.search_runs([exp], order_by=["dataset.name"]))
 
     entity = train._to_mlflow_entity()
     long_name = Dataset("x" * 501, entity.digest, entity.source_type, entity.source)
