@@ -1,6 +1,7 @@
 """Datasets in the differential check: `mlflow.log_input` of datasets made with MLflow's own
 `mlflow.data` constructors (numpy and pandas), logged with contexts and tags, logged again,
-and read back through `MlflowClient.get_run`, `search_runs` and `experiments/search-datasets`,
+and read back through `MlflowClient.get_run`, `search_runs` (dataset filters included) and
+`experiments/search-datasets`, and the training dataset scikit-learn's autologging logs,
 against `mlflow server` and each subject. The scenario shares test_differential's `compare`, so
 the reference runs it once.
 """
@@ -10,6 +11,7 @@ import json
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 import requests
 from mlflow.entities import Dataset, DatasetInput, InputTag
 
@@ -124,3 +126,25 @@ def scenario_datasets(client, n):
 
 def test_datasets(reference_url, subject_url):
     compare(scenario_datasets, reference_url, subject_url)
+
+
+def scenario_sklearn_autolog_dataset(client, n):
+    """scikit-learn's autologging logs the training data it sees as a dataset input (context
+    `train`), through the autologging client's batched `log_inputs`."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    exp = client.create_experiment("datasets-autolog-area")
+    n.exp(exp)
+    mlflow.set_experiment(experiment_id=exp)
+    features = np.arange(20.0).reshape(10, 2)
+    mlflow.sklearn.autolog(log_models=False, log_datasets=True, silent=True)
+    try:
+        with mlflow.start_run(run_name="autolog") as run:
+            sklearn.LinearRegression().fit(features, features.sum(axis=1))
+    finally:
+        mlflow.sklearn.autolog(disable=True)
+    n.run(run.info.run_id)
+    return {"inputs": _inputs(client.get_run(run.info.run_id), n)}
+
+
+def test_sklearn_autolog_dataset(reference_url, subject_url):
+    compare(scenario_sklearn_autolog_dataset, reference_url, subject_url)
