@@ -181,12 +181,14 @@ impl MetricSummary {
         }
         self.first_step = self.first_step.min(other.first_step);
         self.last_step = self.last_step.max(other.last_step);
-        self.count += other.count;
+        // Saturating: a summary's counts may come from a damaged manifest, and no count of
+        // points logged can reach the bound.
+        self.count = self.count.saturating_add(other.count);
         if other.finite_count == 0 {
             return;
         }
         self.sum += other.sum;
-        self.finite_count += other.finite_count;
+        self.finite_count = self.finite_count.saturating_add(other.finite_count);
         let (value, step) = (other.min_value, other.min_step);
         let smaller = replaces_extreme(
             value.total_cmp(&self.min_value),
@@ -255,12 +257,19 @@ impl MetricSummary {
         } else if step < self.first_step {
             self.first_step = step;
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         if value.is_nan() {
             return;
         }
         self.sum += value;
-        self.finite_count += 1;
+        self.finite_count = self.finite_count.saturating_add(1);
+        // Strictly between the extremes by IEEE's order is strictly between them by
+        // `total_cmp` too (the two differ only on NaN, never kept as an extreme, and on the
+        // signs of zeros, which `<` does not separate), so neither moves: the common case,
+        // decided by two comparisons. With no extreme yet (NaN), both are false.
+        if value > self.min_value && value < self.max_value {
+            return;
+        }
         let smaller = replaces_extreme(
             value.total_cmp(&self.min_value),
             step,
@@ -477,6 +486,22 @@ fn series_position(run: &mut ReplayRun, key: KeyId) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manifest's counts are read from disk: counts near the bound saturate when merged or
+    /// added to, in place of an overflow (a panic in a debug build, a wrapped count after).
+    #[test]
+    fn counts_from_a_damaged_manifest_saturate() {
+        let mut huge = MetricSummary::EMPTY;
+        huge.update(1, 1, 0.5);
+        huge.count = u64::MAX;
+        huge.finite_count = u64::MAX;
+        let mut merged = huge;
+        merged.merge(&huge);
+        assert_eq!((merged.count, merged.finite_count), (u64::MAX, u64::MAX));
+        merged.update(2, 2, 0.25);
+        assert_eq!((merged.count, merged.finite_count), (u64::MAX, u64::MAX));
+        assert_eq!(merged.last_step, 2);
+    }
 
     /// Splitting the points anywhere and merging the halves gives the summary of the whole.
     #[test]

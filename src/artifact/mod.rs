@@ -30,6 +30,34 @@ use crate::ids::{ModelId, RunId};
 
 pub use crate::layout::ARTIFACTS_DIR;
 
+/// Whether `path` names a file inside any artifact folder it is joined to: relative, with no
+/// empty, `.` or `..` segment, and no backslash (a separator on some systems) or control
+/// character. Front-ends refuse other paths before anything is written
+/// (`tracking::validation::artifact_path`); the paths joined here come from the log, so they
+/// are checked again where they meet the file system: a damaged or forged record must not
+/// reach, or remove, a file outside the store.
+pub(crate) fn is_contained_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.chars().any(|c| c == '\\' || c.is_control())
+        && path
+            .split('/')
+            .all(|segment| !matches!(segment, "" | "." | ".."))
+}
+
+/// `folder` joined with the artifact path `path`, or an error naming both if the path could
+/// leave the folder.
+pub(crate) fn file_in(folder: &Path, path: &str) -> crate::Result<PathBuf> {
+    if is_contained_path(path) {
+        Ok(folder.join(path))
+    } else {
+        Err(crate::Error::InvalidInput(format!(
+            "artifact path {path:?} under {} is not a relative path inside that folder, so it \
+             is refused",
+            folder.display()
+        )))
+    }
+}
+
 /// The artifact folder of `run`.
 pub fn run_dir(root: &Path, run: RunId) -> PathBuf {
     root.join(ARTIFACTS_DIR).join(run.to_string())

@@ -17,7 +17,7 @@ use crate::error::{Corruption, CorruptionKind, Error, Result};
 
 /// The content of `artifact` in artifact folder `folder` (`run_dir` or `model_dir`), verified.
 pub(crate) fn read(folder: &std::path::Path, artifact: &Artifact) -> Result<Vec<u8>> {
-    let path = folder.join(&artifact.path);
+    let path = super::file_in(folder, &artifact.path)?;
     let bytes = std::fs::read(&path).map_err(|e| Error::io("read artifact", &path, e))?;
     let found: [u8; 32] = Sha256::digest(&bytes).into();
     if found != artifact.sha256 {
@@ -98,7 +98,7 @@ impl Read for ArtifactReader {
 
 /// Opens `artifact` in artifact folder `folder` for a checked, streaming read.
 pub(crate) fn open(folder: &std::path::Path, artifact: &Artifact) -> Result<ArtifactReader> {
-    let path = folder.join(&artifact.path);
+    let path = super::file_in(folder, &artifact.path)?;
     let file = File::open(&path).map_err(|e| Error::io("open artifact", &path, e))?;
     Ok(ArtifactReader {
         file,

@@ -29,7 +29,7 @@ pub(crate) fn store<L>(
     storage: &dyn Storage,
     before_link: impl FnOnce() -> Result<L>,
 ) -> Result<(Stored, L)> {
-    let final_path = folder.join(path);
+    let final_path = super::file_in(folder, path)?;
     let Some(dir) = final_path.parent() else {
         return Err(Error::InvalidInput(format!(
             "artifact path {path:?} has no folder"
@@ -76,7 +76,7 @@ fn path_error(error: Error, path: &str, owner: &str) -> Error {
 /// deletion. A file already gone is fine (a concurrent delete, or a crash after an earlier
 /// removal).
 pub(crate) fn remove(folder: &Path, path: &str, storage: &dyn Storage) -> Result<()> {
-    let file_path = folder.join(path);
+    let file_path = super::file_in(folder, path)?;
     match storage.remove(&file_path) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -1,10 +1,16 @@
-//! A dense, column-wise copy of every created run's metadata (ids, attributes, params, tags)
+//! A column-wise copy of every created run's metadata (ids, attributes, params, tags)
 //! for run search. Text columns are dictionary-encoded, so a clause such as
 //! `params.lr = '0.01'` is decided once per distinct value and then per run by one array
 //! lookup, instead of walking each run's heap-scattered maps under its lock.
 //!
 //! Metric values are not copied: they change with every point, so search reads them live from
 //! each surviving run's entry.
+//!
+//! A key set on few runs keeps its rows sparse (row and code pairs): a dense column per key
+//! would cost every key a word per run, and a store whose runs each log their own keys (a
+//! key per trial, a step number in a name) would then need keys × runs words. A column is
+//! dense only when at least one run in [`DENSE_RUNS_PER_SET`] sets it, so the columns take at
+//! most a few words per value actually set, whatever the keys.
 //!
 //! Invariant: a snapshot tagged with epoch `E` holds every metadata change applied before the
 //! catalog's epoch became `E`. `Catalog::with_run` bumps the epoch after each change, and a
@@ -24,18 +30,79 @@ use crate::wal::RunStatus;
 /// The code of a row without a value.
 pub(crate) const MISSING: u32 = u32::MAX;
 
+/// A column is kept dense when at least one run in this many sets it; sparser ones keep their
+/// set rows only.
+const DENSE_RUNS_PER_SET: usize = 16;
+
+/// Per-row codes of a column (a dictionary code, or a slot), for every row or for the rows that
+/// have one.
+#[derive(Debug)]
+pub(crate) enum Codes {
+    /// One code per row, [`MISSING`] where unset.
+    Dense(Vec<u32>),
+    /// (row, code) for each set row, in row order.
+    Sparse(Vec<(u32, u32)>),
+}
+
+impl Default for Codes {
+    fn default() -> Codes {
+        Codes::Sparse(Vec::new())
+    }
+}
+
+impl Codes {
+    /// Records `row`'s code while building; rows arrive in ascending order.
+    fn push(&mut self, row: usize, code: u32) {
+        // Built sparse, made dense (or not) by `finish`; row numbers fit in u32 (see
+        // `TextColumn::set`).
+        if let Codes::Sparse(pairs) = self {
+            pairs.push((row as u32, code));
+        }
+    }
+
+    /// Chooses the layout once every row is known.
+    fn finish(&mut self, rows: usize) {
+        let Codes::Sparse(pairs) = self else {
+            return;
+        };
+        if pairs.len().saturating_mul(DENSE_RUNS_PER_SET) >= rows {
+            let mut dense = vec![MISSING; rows];
+            for &(row, code) in pairs.iter() {
+                if let Some(cell) = dense.get_mut(row as usize) {
+                    *cell = code;
+                }
+            }
+            *self = Codes::Dense(dense);
+        } else {
+            pairs.shrink_to_fit();
+        }
+    }
+
+    /// The code of `row`, or [`MISSING`].
+    #[inline]
+    pub fn get(&self, row: usize) -> u32 {
+        match self {
+            Codes::Dense(codes) => codes.get(row).copied().unwrap_or(MISSING),
+            Codes::Sparse(pairs) => match pairs.binary_search_by_key(&row, |&(r, _)| r as usize) {
+                Ok(at) => pairs[at].1,
+                Err(_) => MISSING,
+            },
+        }
+    }
+}
+
 /// A dictionary-encoded text column.
 #[derive(Debug, Default)]
 pub(crate) struct TextColumn {
     /// Distinct values, in first-seen order.
     pub values: Vec<Box<str>>,
     /// Per row: an index into `values`, or [`MISSING`].
-    pub codes: Vec<u32>,
+    pub codes: Codes,
     lookup: HashMap<Box<str>, u32, KeyHash>,
 }
 
 impl TextColumn {
-    /// Sets `row`'s value; rows skipped since the last push stay missing.
+    /// Sets `row`'s value; rows arrive in ascending order, and rows skipped stay missing.
     fn set(&mut self, row: usize, value: &str) {
         let code = match self.lookup.get(value) {
             Some(code) => *code,
@@ -48,19 +115,17 @@ impl TextColumn {
                 code
             }
         };
-        self.codes.resize(row, MISSING);
-        self.codes.push(code);
+        self.codes.push(row, code);
     }
 
     fn finish(&mut self, rows: usize) {
-        self.codes.resize(rows, MISSING);
+        self.codes.finish(rows);
         self.lookup = HashMap::default();
     }
 
     /// The value of `row`, if it has one.
     pub fn get(&self, row: usize) -> Option<&str> {
-        let code = *self.codes.get(row)?;
-        self.values.get(code as usize).map(|v| &**v)
+        self.values.get(self.codes.get(row) as usize).map(|v| &**v)
     }
 }
 
@@ -84,7 +149,7 @@ pub(crate) struct RunColumns {
     /// Per metric key, each row's slot in its run's `MetricTable` ([`MISSING`] if the run had
     /// no such series when this was built). Slots are never reassigned, so a recorded slot
     /// stays right; a series created since is found through the table's index.
-    pub metric_slots: HashMap<Box<str>, Vec<u32>, KeyHash>,
+    pub metric_slots: HashMap<Box<str>, Codes, KeyHash>,
     /// Rows in search's default order: start time descending, then run id.
     by_start: Vec<u32>,
 }
@@ -157,8 +222,7 @@ impl RunColumns {
             let metrics = lock(&entry.metrics);
             for (slot, key) in metrics.keys().iter().enumerate() {
                 let slots = columns.metric_slots.entry(key.clone()).or_default();
-                slots.resize(row, MISSING);
-                slots.push(slot as u32);
+                slots.push(row, slot as u32);
             }
             drop(metrics);
             columns.entries.push(entry);
@@ -172,7 +236,7 @@ impl RunColumns {
             text.finish(rows);
         }
         for slots in columns.metric_slots.values_mut() {
-            slots.resize(rows, MISSING);
+            slots.finish(rows);
         }
         // Row numbers fit in u32: see `TextColumn::set`.
         let mut by_start: Vec<u32> = (0..rows as u32).collect();
@@ -211,5 +275,35 @@ impl Catalog {
         let columns = Arc::new(RunColumns::build(epoch, self.run_entries()));
         *cached = Some(Arc::clone(&columns));
         columns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A column set on few rows stays sparse, one set on many becomes dense, and both answer
+    /// every row alike.
+    #[test]
+    fn sparse_and_dense_codes_answer_alike() {
+        let rows = 1_000;
+        for every in [1, 7, DENSE_RUNS_PER_SET, DENSE_RUNS_PER_SET + 1, 400, 2_000] {
+            let mut column = TextColumn::default();
+            for row in (3..rows).step_by(every) {
+                column.set(row, if row % 2 == 0 { "even" } else { "odd" });
+            }
+            column.finish(rows);
+            let set = (3..rows).step_by(every).count();
+            assert_eq!(
+                matches!(column.codes, Codes::Dense(_)),
+                set * DENSE_RUNS_PER_SET >= rows,
+                "every {every}"
+            );
+            for row in 0..rows + 2 {
+                let expected = (row < rows && row >= 3 && (row - 3) % every == 0)
+                    .then_some(if row % 2 == 0 { "even" } else { "odd" });
+                assert_eq!(column.get(row), expected, "every {every}, row {row}");
+            }
+        }
     }
 }

@@ -42,7 +42,7 @@ mod models;
 mod registers;
 
 pub use crate::summary::MetricSummary;
-pub(crate) use columns::{MISSING, RunColumns, TextColumn};
+pub(crate) use columns::{Codes, MISSING, RunColumns, TextColumn};
 pub use datasets::{CONTEXT_TAG, DatasetInput, DatasetSummary};
 pub(crate) use lane_summaries::LaneSummaries;
 pub use models::LoggedModel;

@@ -732,7 +732,15 @@ fn check_series(file: &CompactedFile) -> Result<(), CorruptionKind> {
                 series.last_step
             )));
         }
-        next_row = next_row.saturating_add(series.row_count);
+        // A sum past `u64::MAX` is damage, and refusing it here lets every reader add a
+        // series' start and count without overflow.
+        next_row = next_row.checked_add(series.row_count).ok_or_else(|| {
+            CorruptionKind::MalformedPayload(format!(
+                "file {}: its series hold more than {} rows",
+                file.path,
+                u64::MAX
+            ))
+        })?;
     }
     if next_row != file.rows {
         return Err(CorruptionKind::MalformedPayload(format!(
@@ -1386,6 +1394,35 @@ fn publish_bytes(root: &Path, generation: u64, bytes: &[u8], storage: &dyn Stora
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_whose_rows_overflow_are_refused() {
+        let series = |row_start, row_count| SeriesRows {
+            run: RunId(1),
+            key: Arc::from("k"),
+            row_start,
+            row_count,
+            first_step: 0,
+            last_step: 0,
+        };
+        // The second series starts where the first ends, and the file claims the wrapped
+        // total; every reader would add start and count past `u64::MAX`.
+        let file = CompactedFile {
+            experiment: ExperimentId(1),
+            generation: 1,
+            path: "experiments/1/0000000001.parquet".to_string(),
+            checksum: None,
+            rows: u64::MAX,
+            series: vec![series(0, u64::MAX), series(u64::MAX, 1)],
+        };
+        assert!(check_series(&file).is_err());
+        let fine = CompactedFile {
+            rows: u64::MAX,
+            series: vec![series(0, u64::MAX - 1), series(u64::MAX - 1, 1)],
+            ..file
+        };
+        assert_eq!(check_series(&fine), Ok(()));
+    }
 
     #[test]
     fn a_generation_is_exactly_ten_ascii_digits() {

@@ -99,6 +99,9 @@ fn file_key(path: &Path, file: &File) -> Result<FileKey> {
 /// default of 1,024 rows spends more on per-batch setup than on decoding).
 const BATCH_ROWS: usize = 8192;
 
+/// The most rows a read sets room aside for before decoding them (128 MiB a column).
+const RESERVE_ROWS_MAX: u64 = 1 << 24;
+
 /// The cache, with what the file being read must check against.
 struct Checked<'a> {
     cache: &'a MetadataCache,
@@ -303,7 +306,12 @@ pub(crate) fn read_whole_series(
             series.row_start
         )));
     }
-    let count = usize::try_from(series.row_count).map_err(|_| not_runlog_columns(path))?;
+    // The footer's row groups vouch for the count; a count no vector can hold is refused
+    // rather than left to the allocator's panic.
+    let count = usize::try_from(series.row_count)
+        .ok()
+        .filter(|&count| count <= isize::MAX as usize / size_of::<i64>())
+        .ok_or_else(|| not_runlog_columns(path))?;
     // Zeroed allocations this large come from the system as untouched pages, faulted in by
     // whichever thread first writes each.
     let mut columns = (vec![0i64; count], vec![0i64; count], vec![0f64; count]);
@@ -946,10 +954,13 @@ fn read_rows(
     out: &mut (Vec<i64>, Vec<i64>, Vec<f64>),
     cache: &Checked<'_>,
 ) -> Result<()> {
+    // The count comes from the manifest and the footer, both on disk: beyond a bound the
+    // columns grow with the rows actually decoded rather than trust it.
     let count: u64 = rows.iter().map(|r| r.end - r.start).sum();
-    out.0.reserve(count as usize);
-    out.1.reserve(count as usize);
-    out.2.reserve(count as usize);
+    let reserve = count.min(RESERVE_ROWS_MAX) as usize;
+    out.0.reserve(reserve);
+    out.1.reserve(reserve);
+    out.2.reserve(reserve);
     for_each_batch(path, rows, &[0, 1, 2], cache, |batch| {
         let (steps, timestamps, values) = runlog_columns(batch, path)?;
         out.0.extend_from_slice(steps);

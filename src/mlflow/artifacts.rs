@@ -447,6 +447,8 @@ fn percent_decode(raw: &str, plus: Plus) -> Result<String, MlflowError> {
             b'%' => {
                 let hex = bytes
                     .get(at + 1..at + 3)
+                    // Two hex digits: `from_str_radix` would also take `+0`.
+                    .filter(|pair| pair.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|pair| std::str::from_utf8(pair).ok())
                     .and_then(|pair| u8::from_str_radix(pair, 16).ok())
                     .ok_or_else(|| {
@@ -510,7 +512,16 @@ mod tests {
 
     #[test]
     fn encoded_separators_are_refused_before_decoding() {
-        for bad in ["a%2F..%2Fb", "a%2f..", "a%5Cb", "a%00b", "%zz", "%e2%28"] {
+        for bad in [
+            "a%2F..%2Fb",
+            "a%2f..",
+            "a%5Cb",
+            "a%00b",
+            "%zz",
+            "%e2%28",
+            "a%+0b",
+            "%-1",
+        ] {
             assert!(decode_path(bad).is_err(), "{bad:?}");
         }
         assert_eq!(decode_path("a%20b/c+d").ok().as_deref(), Some("a b/c+d"));

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use crate::catalog::{
-    CONTEXT_TAG, LifecycleStage, MISSING, MetricTable, MetricsReader, RunColumns, RunView,
+    CONTEXT_TAG, Codes, LifecycleStage, MISSING, MetricTable, MetricsReader, RunColumns, RunView,
     TextColumn,
 };
 use crate::error::{Error, Result};
@@ -667,7 +667,7 @@ fn text_column_test<'a>(column: Option<&'a TextColumn>, op: Op, value: &Value) -
         .iter()
         .map(|v| text_holds(Some(v), op, value))
         .collect();
-    Box::new(move |row| match column.codes[row] {
+    Box::new(move |row| match column.codes.get(row) {
         MISSING => missing,
         code => truth[code as usize],
     })
@@ -680,7 +680,7 @@ struct Row<'a> {
     metrics: Option<&'a MetricTable>,
     /// The metric keys the search reads, each with its column of slots, found once per search
     /// rather than hashed once per row.
-    slot_columns: &'a [(&'a str, Option<&'a [u32]>)],
+    slot_columns: &'a [(&'a str, Option<&'a Codes>)],
 }
 
 /// The metric keys that `clauses` and `order` read, each with its column of slots if the
@@ -689,18 +689,17 @@ fn metric_slot_columns<'a>(
     columns: &'a RunColumns,
     clauses: &[&'a Clause],
     order: &'a [OrderBy],
-) -> Vec<(&'a str, Option<&'a [u32]>)> {
+) -> Vec<(&'a str, Option<&'a Codes>)> {
     let fields = clauses
         .iter()
         .map(|clause| &clause.field)
         .chain(order.iter().map(|o| &o.field));
-    let mut found: Vec<(&str, Option<&[u32]>)> = Vec::new();
+    let mut found: Vec<(&str, Option<&Codes>)> = Vec::new();
     for field in fields {
         if let Field::Metric(key) = field
             && !found.iter().any(|(known, _)| *known == &**key)
         {
-            let slots = columns.metric_slots.get(&**key).map(Vec::as_slice);
-            found.push((key.as_str(), slots));
+            found.push((key.as_str(), columns.metric_slots.get(&**key)));
         }
     }
     found
@@ -723,12 +722,12 @@ impl RunFields for Row<'_> {
         let metrics = self.metrics?;
         let slots = match self.slot_columns.iter().find(|(known, _)| *known == key) {
             Some((_, slots)) => *slots,
-            None => self.columns.metric_slots.get(key).map(Vec::as_slice),
+            None => self.columns.metric_slots.get(key),
         };
-        let known = slots.and_then(|s| s.get(self.row).copied());
+        let known = slots.map_or(MISSING, |s| s.get(self.row));
         let slot = match known {
-            Some(slot) if slot != MISSING => slot as usize,
-            _ => metrics.slot(key)?,
+            MISSING => metrics.slot(key)?,
+            slot => slot as usize,
         };
         metrics.last_value(slot)
     }

@@ -51,7 +51,7 @@ impl Store {
         listed: impl Fn() -> Result<bool>,
         record: impl FnOnce(Stored) -> Result<T>,
     ) -> Result<T> {
-        let file_path = folder.join(path);
+        let file_path = artifact::file_in(folder, path)?;
         let is_file = std::fs::symlink_metadata(&file_path).is_ok_and(|found| found.is_file());
         if is_file {
             self.remove_orphan(folder, owner, path, listed)?;

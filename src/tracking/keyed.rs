@@ -582,6 +582,12 @@ impl Store {
         if doomed.is_empty() {
             return Err(Error::NotFound(format!("artifact {path:?} of run {run}")));
         }
+        // The listed paths come from the log: one that could leave the run's folder (a damaged
+        // or forged record) refuses the whole deletion before anything is recorded.
+        let run_dir = artifact::run_dir(self.root(), run);
+        for stored in &doomed {
+            artifact::file_in(&run_dir, stored)?;
+        }
         self.delete_artifact_files(|| {
             for stored in &doomed {
                 self.record(Event::ArtifactDeleted {
@@ -594,11 +600,7 @@ impl Store {
             // power loss must not keep an event naming a removed file.
             self.flush()?;
             for stored in &doomed {
-                artifact::remove(
-                    &artifact::run_dir(self.root(), run),
-                    stored,
-                    self.options().storage.as_ref(),
-                )?;
+                artifact::remove(&run_dir, stored, self.options().storage.as_ref())?;
             }
             Ok(())
         })?;

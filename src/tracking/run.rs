@@ -290,16 +290,27 @@ impl Run {
         timestamps_ms: Option<&[i64]>,
         values: &[f64],
     ) -> Result<()> {
-        let now;
-        let timestamps_ms = match timestamps_ms {
-            Some(timestamps) => timestamps,
-            None => {
-                now = vec![now_ms(); steps.len()];
-                &now
-            }
-        };
-        self.store
-            .append_columns(&self.entry, key, steps, timestamps_ms, values)
+        if let Some(timestamps_ms) = timestamps_ms {
+            return (self.store).append_columns(&self.entry, key, steps, timestamps_ms, values);
+        }
+        // One timestamp for every point, given a record's worth of points at a time: a column
+        // of it as long as a batch of millions would cost a fault and a fill per page.
+        if steps.len() != values.len() {
+            return Err(Error::InvalidInput(format!(
+                "column lengths differ: {} steps, {} values",
+                steps.len(),
+                values.len()
+            )));
+        }
+        let chunk = crate::limits::BATCH_POINTS_MAX;
+        let now = vec![now_ms(); steps.len().min(chunk)];
+        if steps.len() <= chunk {
+            return (self.store).append_columns(&self.entry, key, steps, &now, values);
+        }
+        for (steps, values) in steps.chunks(chunk).zip(values.chunks(chunk)) {
+            (self.store).append_columns(&self.entry, key, steps, &now[..steps.len()], values)?;
+        }
+        Ok(())
     }
 
     /// Copies the file at `source` into the run's artifact folder under its file name.

@@ -133,7 +133,7 @@ pub fn artifact_path(path: &str) -> Result<()> {
             path.len()
         )));
     }
-    if path.chars().any(|c| c == '\\' || c.is_control()) || !is_normal_relative_path(path) {
+    if !crate::artifact::is_contained_path(path) {
         return Err(invalid(format!(
             "artifact path {path:?} must be a relative path without empty, '.' or '..' \
              segments, backslashes or control characters"

@@ -337,9 +337,14 @@ impl Log {
         lock(&self.inner.own_writers).contains(&writer)
     }
 
-    /// Totals of what this handle's lanes appended.
+    /// Totals of what this handle's lanes appended. In a forked child, whose lanes are the
+    /// parent's, nothing: the child appended nothing through them, and a lane a parent thread
+    /// held at the fork is never released in the child, so it must not be locked.
     pub fn stats(&self) -> WriterStats {
         let mut total = WriterStats::default();
+        if self.inner.fork_guard.is_forked() {
+            return total;
+        }
         for lane in self.inner.lanes.iter() {
             if let Some(writer) = lock_lane(&self.inner, lane).as_ref() {
                 let stats = writer.stats();
@@ -386,6 +391,10 @@ impl Log {
     /// Simulates a process crash of every lane (see [`Writer::abandon`]). For tests.
     #[doc(hidden)]
     pub fn abandon(&self) {
+        // A child's lanes are the parent's (and may be locked forever): its drop lets them go.
+        if self.inner.fork_guard.is_forked() {
+            return;
+        }
         for lane in self.inner.lanes.iter() {
             if let Some(writer) = lock_lane(&self.inner, lane).take() {
                 writer.abandon();

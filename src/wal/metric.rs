@@ -124,28 +124,21 @@ pub fn encode_columns(run: RunId, columns: Columns<'_>, out: &mut Vec<u8>) {
     encoder.u128(run.0);
     encoder.u32(count as u32);
     encoder.u8(if narrow { 4 } else { 8 });
-    for key in columns.key_ids {
-        encoder.varint(u64::from(key.0));
-    }
+    encoder.varints(columns.key_ids.iter().map(|key| u64::from(key.0)));
     encode_deltas(&mut encoder, columns.steps);
     encode_deltas(&mut encoder, columns.timestamps_ms);
     if narrow {
-        for value in columns.values {
-            encoder.bytes(&(*value as f32).to_le_bytes());
-        }
+        encoder.le_bytes(columns.values.iter().map(|v| (*v as f32).to_le_bytes()));
     } else {
-        for value in columns.values {
-            encoder.bytes(&value.to_le_bytes());
-        }
+        encoder.le_bytes(columns.values.iter().map(|v| v.to_le_bytes()));
     }
 }
 
 fn encode_deltas(encoder: &mut Encoder<'_>, column: &[i64]) {
-    let mut previous = 0i64;
-    for value in column {
-        encoder.varint(zigzag(value.wrapping_sub(previous)));
-        previous = *value;
-    }
+    let previous = std::iter::once(0).chain(column.iter().copied());
+    encoder.varints(
+        (column.iter().zip(previous)).map(|(value, previous)| zigzag(value.wrapping_sub(previous))),
+    );
 }
 
 /// Reads a columns payload's run, point count and value width, and refuses a width other

@@ -166,7 +166,13 @@ pub fn parse_file_name(name: &str) -> Option<WalFile> {
     match extension {
         SEGMENT_EXTENSION => {
             let (writer, sequence) = stem.split_once('-')?;
-            if writer.len() != 16 || sequence.len() != 10 {
+            // Digits only: `from_str_radix` and `parse` also take a leading `+`, which would
+            // give one sequence two names.
+            if writer.len() != 16
+                || sequence.len() != 10
+                || !writer.bytes().all(|b| b.is_ascii_hexdigit())
+                || !sequence.bytes().all(|b| b.is_ascii_digit())
+            {
                 return None;
             }
             let writer = u64::from_str_radix(writer, 16).ok()?;
@@ -176,9 +182,11 @@ pub fn parse_file_name(name: &str) -> Option<WalFile> {
                 SegmentSequence(sequence),
             ))
         }
-        LOCK_EXTENSION if stem.len() == 16 => u64::from_str_radix(stem, 16)
+        LOCK_EXTENSION if stem.len() == 16 && stem.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u64::from_str_radix(stem, 16)
             .ok()
-            .map(|w| WalFile::Lock(WriterId(w))),
+                .map(|w| WalFile::Lock(WriterId(w)))
+        }
         _ => None,
     }
 }
@@ -233,5 +241,9 @@ mod tests {
         );
         assert_eq!(parse_file_name("junk.wal"), None);
         assert_eq!(parse_file_name("0000000000000abc-12.wal"), None);
+        // A sign is no digit: one sequence, or one writer, has one name.
+        assert_eq!(parse_file_name("0000000000000abc-+000000012.wal"), None);
+        assert_eq!(parse_file_name("+000000000000abc-0000000012.wal"), None);
+        assert_eq!(parse_file_name("+000000000000abc.lock"), None);
     }
 }

@@ -120,6 +120,10 @@ struct OpenStream {
     encoder: StreamEncoder,
 }
 
+/// Records at least this long are written to the segment's file rather than copied into its
+/// map (see `write_scratch_record`).
+const WRITE_THROUGH_FILE_BYTES_MIN: usize = 64 * 1024;
+
 /// Bits of an [`InternedKey`] that hold the key id; the writer serial takes the rest.
 const INTERNED_KEY_ID_BITS: u32 = 24;
 const _: () = assert!(crate::limits::KEYS_PER_RUN_MAX <= 1 << INTERNED_KEY_ID_BITS);
@@ -613,7 +617,22 @@ impl Writer {
         let Some(active) = &mut self.active else {
             return Err(Error::InvalidInput("no active segment".to_string()));
         };
-        active.map[active.written..active.written + len].copy_from_slice(&self.scratch);
+        if len >= WRITE_THROUGH_FILE_BYTES_MIN {
+            // The first touch of a preallocated page through the map makes the kernel fill it
+            // with zeros before the copy overwrites it (a third of a large `log_batch`); a
+            // write to the file puts whole pages in the page cache directly. The map sees the
+            // same pages, and `sync_map` writes back every dirty page of its range however it
+            // was dirtied.
+            use std::os::unix::fs::FileExt;
+            if let Err(error) = active.file.write_all_at(&self.scratch, active.written as u64) {
+                // Part of the record may be in the file past `written`: no later record may
+                // go in after it.
+                let error = Error::io("write segment", active.path.clone(), error);
+                return Err(self.poison(error));
+            }
+        } else {
+            active.map[active.written..active.written + len].copy_from_slice(&self.scratch);
+        }
         active.written += len;
         active.records += 1;
         self.stats.records += 1;

@@ -140,3 +140,56 @@ fn a_forked_child_cannot_log_and_its_drop_leaves_the_parent_alone() {
     let report = runlog::verify::verify(&root).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
+
+/// A child's `stats` and `abandon` lock no lane: a lane a parent thread held at the fork stays
+/// locked in the child forever, so locking one would hang. The parent keeps appending from
+/// another thread while it forks, so some forks land while a lane is held.
+#[test]
+fn a_forked_child_reads_no_stats_and_abandons_nothing_of_its_parent() {
+    use runlog::RunId;
+    use runlog::wal::{Log, WriterStats};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let store = crate::util::Store::new();
+    let mut options = crate::util::small_options();
+    options.lanes = 1;
+    let (log, _) = Log::open(store.wal(), options).unwrap();
+    log.log_point(RunId(1), "loss", 0, 0, 0.0).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let appender = log.clone();
+        let stop = &stop;
+        scope.spawn(move || {
+            let mut step = 1;
+            while !stop.load(Ordering::Relaxed) {
+                appender
+                    .log_point(RunId(1), "loss", step, step, step as f64)
+                    .unwrap();
+                step += 1;
+            }
+        });
+        for _ in 0..20 {
+            // SAFETY: the child only calls `stats`/`abandon` on the handle and then `_exit`s.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let code = if log.stats() == WriterStats::default() {
+                    CHILD_OK
+                } else {
+                    CHILD_LOGGED
+                };
+                log.abandon();
+                // SAFETY: ends the child without running the test harness's exit path.
+                unsafe { libc::_exit(code) }
+            }
+            assert_eq!(
+                wait_child(pid),
+                CHILD_OK,
+                "the child counted its parent's appends as its own"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(log.stats().points > 0);
+    log.close().unwrap();
+}

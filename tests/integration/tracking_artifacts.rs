@@ -411,3 +411,43 @@ fn compaction_removes_temporaries_killed_writers_left_and_nothing_else() {
     assert_eq!(store.read_artifact(run, user_named).unwrap(), b"mine");
     drop(live_writer);
 }
+
+/// An artifact path read from the log is checked again where it meets the file system: a
+/// damaged or forged record naming `x/../../../victim.txt` must not let a deletion of folder
+/// `x` remove a file outside the run's folder, nor a read reach one.
+#[test]
+fn a_recorded_path_that_leaves_the_run_folder_reaches_no_file() {
+    let dir = TempStore::new();
+    let store = open(&dir);
+    let run = new_run(&store);
+    store
+        .log_artifact_bytes(run, "x/kept.txt", b"kept")
+        .unwrap();
+    store.close().unwrap();
+    drop(store);
+
+    let victim = dir.dir.path().join("victim.txt");
+    std::fs::write(&victim, b"outside").unwrap();
+    let forged = "x/../../../victim.txt";
+    let mut writer = dir.writer(64 * 1024);
+    writer
+        .append(&runlog::wal::Event::ArtifactRecorded {
+            run,
+            time_ms: 1,
+            size_bytes: 7,
+            sha256: [0; 32],
+            path: forged.to_string(),
+        })
+        .unwrap();
+    writer.close().unwrap();
+
+    let store = open(&dir);
+    let error = store.delete_artifacts(run, "x").unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidInput(message) if message.contains(forged)),
+        "{error:?}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"outside");
+    // Nothing was recorded: the legitimate file is still listed and readable.
+    assert_eq!(store.read_artifact(run, "x/kept.txt").unwrap(), b"kept");
+}
