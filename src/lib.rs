@@ -112,11 +112,11 @@ pub mod wal;
 internal_modules!(layout, util);
 
 pub use artifact::{ArtifactEntry, ArtifactReader};
-pub use catalog::LoggedModel;
 pub use catalog::{Artifact, Experiment, LifecycleStage, MetricSummary, RunInfo, RunView};
+pub use catalog::{DatasetInput, DatasetSummary, LoggedModel};
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use ids::{ExperimentId, KeyId, ModelId, RunId, SegmentSequence, WriterId};
 pub use tracking::{
     MetricHandle, MetricPoint, ModelOptions, Run, RunOptions, Store, StoreOptions, ViewType,
 };
-pub use wal::{Durability, ModelLink, ModelStatus, RunStatus};
+pub use wal::{Dataset, Durability, ModelLink, ModelStatus, RunStatus};

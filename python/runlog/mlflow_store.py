@@ -154,6 +154,28 @@ def _define_store_class():
             response_proto = response_proto or api.Response()
             return self._answer(endpoint, method, json_body, response_proto)
 
+        def _search_datasets(self, experiment_ids):
+            """The datasets the runs of ``experiment_ids`` used, one summary per dataset and
+            context: what MLflow's server answers ``experiments/search-datasets`` (its UI's
+            runs table) with when it runs on a ``runlog://`` store. ``RestStore`` has no such
+            method, so without it that server answers 501."""
+            from mlflow.entities.dataset_summary import _DatasetSummary
+
+            endpoint = "/ajax-api/2.0/mlflow/experiments/search-datasets"
+            body = json.dumps({"experiment_ids": list(experiment_ids)}).encode("utf-8")
+            status, _, reply = self._service.handle("POST", endpoint, "", body)
+            if status != 200:
+                _raise_for(status, reply, endpoint)
+            return [
+                _DatasetSummary(
+                    experiment_id=s["experiment_id"],
+                    name=s["name"],
+                    digest=s["digest"],
+                    context=s.get("context"),
+                )
+                for s in json.loads(reply or b"{}").get("dataset_summaries", [])
+            ]
+
         def _answer(self, endpoint, method, json_body, response_proto):
             query, body = "", b""
             if json_body is not None:

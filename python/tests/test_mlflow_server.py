@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 mlflow = pytest.importorskip(
@@ -130,6 +131,18 @@ def test_mlflow_server_on_runlog_serves_a_run_to_the_client_rest_and_ui(server, 
     # Artifacts: proxied by the server to --artifacts-destination, under the run's path.
     assert mlflow.artifacts.load_text(f"runs:/{run_id}/notes/readme.txt") == "hello"
     assert (artifacts / exp_id / run_id / "artifacts" / "notes" / "readme.txt").read_text() == "hello"
+
+    # Datasets: logged through the server, kept by the engine, and summed up for the UI's runs
+    # table, which asks `search-datasets` under /ajax-api/ (RunlogStore._search_datasets).
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(mlflow.data.from_numpy(np.arange(6.0), source="/data/x.npy", name="x"), context="training")
+    got = _rest(url, "runs/get", run_id=run_id)["run"]
+    assert [d["dataset"]["name"] for d in got["inputs"]["dataset_inputs"]] == ["x"]
+    summaries = requests.post(
+        f"{url}/ajax-api/2.0/mlflow/experiments/search-datasets", json={"experiment_ids": [exp_id]}, timeout=60
+    )
+    assert summaries.status_code == 200, summaries.text
+    assert [(s["name"], s["context"]) for s in summaries.json()["dataset_summaries"]] == [("x", "training")]
 
     index = requests.get(f"{url}/", timeout=60)
     assert index.status_code == 200

@@ -44,6 +44,20 @@ impl Stamp {
         }
     }
 
+    /// Whether an event at `self` surely came before one at `current`: an earlier millisecond,
+    /// or in the same one a copy before an original. For first-writer-wins values (a
+    /// dataset's fields, an input's tags), the mirror of `replaces`; of two originals in one
+    /// millisecond the one applied first stays, which within one writer is the earlier.
+    pub fn precedes(self, current: Stamp) -> bool {
+        match self.time_ms.cmp(&current.time_ms) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => {
+                self.origin == Origin::MetadataChain && current.origin == Origin::Writer
+            }
+        }
+    }
+
     /// Whether an event at `self` replaces a value set at `current`.
     fn replaces(self, current: Stamp) -> bool {
         match self.time_ms.cmp(&current.time_ms) {

@@ -1,5 +1,6 @@
-//! The in-memory catalog: experiments, runs, params, tags, artifacts and a summary of every
-//! metric series, rebuilt from the log at open and kept current while logging.
+//! The in-memory catalog: experiments, runs, params, tags, artifacts, logged models and datasets
+//! (`models.rs`, `datasets.rs`) and a summary of every metric series, rebuilt from the log at
+//! open and kept current while logging.
 //!
 //! Invariants:
 //! - Applying events is order-independent across writers: every mutable field is a
@@ -34,6 +35,7 @@
 //! - A series keeps its slot in its run's `MetricTable` for good: slots are only appended.
 
 mod columns;
+mod datasets;
 mod lane_summaries;
 mod lww;
 mod models;
@@ -41,6 +43,7 @@ mod registers;
 
 pub use crate::summary::MetricSummary;
 pub(crate) use columns::{Codes, MISSING, RunColumns, TextColumn};
+pub use datasets::{CONTEXT_TAG, DatasetInput, DatasetSummary};
 pub(crate) use lane_summaries::LaneSummaries;
 pub use models::LoggedModel;
 
@@ -441,6 +444,8 @@ pub(crate) struct Catalog {
     pending: RwLock<Pending>,
     /// Logged models and the runs' links to them.
     pub(crate) models: models::Models,
+    /// Experiments' datasets and the runs' inputs naming them.
+    pub(crate) datasets: datasets::Datasets,
 }
 
 pub(crate) use crate::util::lock;
@@ -779,6 +784,7 @@ impl Catalog {
             // Metric events of this handle update summaries directly (see `Run::log_metric`);
             // other writers' go through `apply_foreign`.
             Event::Model(event) => self.models.apply(event, origin),
+            Event::Dataset(event) => self.datasets.apply(event, origin),
             Event::MetricKeyDefined { .. } | Event::Metrics(_) => {}
         }
     }

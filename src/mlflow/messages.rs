@@ -2,13 +2,14 @@
 //! field names, unset and empty fields omitted, int64 fields as JSON numbers, enums by name, ids
 //! as strings, and doubles that JSON cannot spell as `"NaN"`, `"Infinity"`, `"-Infinity"`.
 //!
-//! Invariants: a message is built from the engine's snapshots (`Experiment`, `RunView`) without
-//! copying their strings; the id texts (`experiment_id`, `run_id`) are the ones requests name.
+//! Invariants: a message is built from the engine's snapshots (`Experiment`, `RunView`,
+//! `DatasetInput`) without copying their strings; the id texts (`experiment_id`, `run_id`) are the ones requests name.
 
 use serde::{Serialize, Serializer};
 
+use super::datasets::DatasetInputMessage;
 use crate::catalog::{Experiment, RunInfo, RunView};
-use crate::{ExperimentId, RunId};
+use crate::{DatasetInput, ExperimentId, RunId};
 
 /// A double as proto JSON writes it: a number when finite, else a string.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -133,14 +134,23 @@ pub(crate) struct RunData<'a> {
     pub tags: Vec<KeyValue<'a>>,
 }
 
+/// `RunInputs`: the datasets the run used and the models it used.
+#[derive(Default, Serialize)]
+pub(crate) struct RunInputsMessage<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dataset_inputs: Vec<DatasetInputMessage<'a>>,
+    /// `LoggedModelInput`s; MLflow's `runs/search` leaves them out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub model_inputs: Vec<serde_json::Value>,
+}
+
 /// `Run`.
 #[derive(Serialize)]
 pub(crate) struct RunMessage<'a> {
     pub info: RunInfoMessage<'a>,
     pub data: RunData<'a>,
-    /// `RunInputs`: the models the run used (`model_inputs`); empty in search results.
-    pub inputs: serde_json::Value,
-    /// `RunOutputs`: the models the run produced (`model_outputs`); empty in search results.
+    pub inputs: RunInputsMessage<'a>,
+    /// `RunOutputs`: the models the run produced (`model_outputs`).
     pub outputs: serde_json::Value,
 }
 
@@ -170,9 +180,20 @@ impl<'a> RunMessage<'a> {
                 params: pairs(&run.params),
                 tags: pairs(&run.tags),
             },
-            inputs: serde_json::json!({}),
+            inputs: RunInputsMessage::default(),
             outputs: serde_json::json!({}),
         }
+    }
+
+    /// The message of `run` with the datasets it used, `dataset_inputs`.
+    pub(crate) fn with_datasets(
+        run: &'a RunView,
+        dataset_inputs: &'a [DatasetInput],
+    ) -> RunMessage<'a> {
+        let mut message = RunMessage::of(run);
+        message.inputs.dataset_inputs =
+            dataset_inputs.iter().map(DatasetInputMessage::of).collect();
+        message
     }
 }
 

@@ -8,6 +8,7 @@
 //! this layer calls only the engine's public API and nothing below may import it.
 
 mod artifacts;
+mod datasets;
 pub mod error;
 mod experiments;
 mod messages;
@@ -216,7 +217,7 @@ fn handler(route: &str, method: Method) -> Option<Handler> {
         ("experiments/restore", Post) => experiments::restore,
         ("experiments/set-experiment-tag", Post) => experiments::set_tag,
         ("experiments/delete-experiment-tag", Post) => experiments::delete_tag,
-        ("experiments/search-datasets", Post) => empty_answer,
+        ("experiments/search-datasets", Post) => datasets::search,
         ("runs/create", Post) => runs::create,
         ("runs/get", Get) => runs::get,
         ("runs/update", Post) => runs::update,
@@ -239,13 +240,6 @@ fn handler(route: &str, method: Method) -> Option<Handler> {
         _ => return None,
     };
     Some(handler)
-}
-
-/// An empty answer: a search that finds nothing (`search-datasets`), since runlog keeps no
-/// datasets.
-fn empty_answer(_: &Service, request: &Request<'_>) -> Body {
-    wire::Fields::of(request, &[])?;
-    Ok(b"{}".to_vec())
 }
 
 /// `server-info` (MLflow 3): what the server supports. The store type is MLflow's SQL store,

@@ -424,25 +424,17 @@ pub(crate) fn log_outputs(service: &Service, request: &Request<'_>) -> Body {
     Ok(b"{}".to_vec())
 }
 
-/// The `models` of `runs/log-inputs`: links the run to the models it used. The caller has
-/// checked the run and refused datasets.
-pub(crate) fn log_input_models(service: &Service, fields: &Fields, text: &str) -> Body {
-    let links = model_links(fields, "models", false)?;
-    if !links.is_empty() {
-        let run = parse_run_id(text)?;
-        service
-            .store()
-            .link_run_models(run, &links)
-            .map_err(|e| run_error(text, e))?;
-    }
-    Ok(b"{}".to_vec())
+/// The `models` of `runs/log-inputs`, read whole before anything is written.
+pub(crate) fn input_models(fields: &Fields) -> Result<Vec<(ModelId, ModelLink)>, MlflowError> {
+    model_links(fields, "models", false)
 }
 
-/// `RunInputs` and `RunOutputs` of a run: its model links, as MLflow's `runs/get` shows them.
+/// The model inputs (`LoggedModelInput`s) and `RunOutputs` of a run: its model links, as
+/// MLflow's `runs/get` shows them.
 pub(crate) fn run_links(
     service: &Service,
     run: crate::RunId,
-) -> Result<(Value, Value), MlflowError> {
+) -> Result<(Vec<Value>, Value), MlflowError> {
     let mut inputs = Vec::new();
     let mut outputs = Vec::new();
     for (model, link) in service.store().run_model_links(run)? {
@@ -460,5 +452,5 @@ pub(crate) fn run_links(
         }
         Value::Object(map)
     };
-    Ok((wrap("model_inputs", inputs), wrap("model_outputs", outputs)))
+    Ok((inputs, wrap("model_outputs", outputs)))
 }

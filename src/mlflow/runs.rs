@@ -1,5 +1,6 @@
 //! MLflow's run endpoints: create, get, update, delete, restore, search, log-metric,
-//! log-parameter, log-batch, set-tag, delete-tag and log-inputs (its models in `models.rs`).
+//! log-parameter, log-batch, set-tag, delete-tag and log-inputs (its datasets in `datasets.rs`,
+//! its models in `models.rs`).
 //!
 //! Invariants:
 //! - A logging request is checked whole (MLflow's field checks and batch limits here, the
@@ -28,7 +29,7 @@ use serde_json::Value;
 use super::experiments::{self, key_values, max_results, view_type};
 use super::messages::{RunInfoMessage, RunMessage, to_json};
 use super::wire::{Fields, double_value, int_value, missing, wrong_type};
-use super::{Body, ErrorCode, MlflowError, Request, Service};
+use super::{Body, MlflowError, Request, Service};
 use crate::query::SearchRuns;
 use crate::tracking::{system_tags, validation};
 use crate::util::now_ms;
@@ -214,9 +215,13 @@ pub(crate) fn get(service: &Service, request: &Request<'_>) -> Body {
         .store()
         .run(parse_id(text)?)
         .map_err(|e| run_error(text, e))?;
-    let (inputs, outputs) = super::models::run_links(service, run.info.id)?;
-    let mut message = RunMessage::of(&run);
-    message.inputs = inputs;
+    let datasets = service
+        .store()
+        .run_dataset_inputs(run.info.id)
+        .map_err(|e| run_error(text, e))?;
+    let (model_inputs, outputs) = super::models::run_links(service, run.info.id)?;
+    let mut message = RunMessage::with_datasets(&run, &datasets);
+    message.inputs.model_inputs = model_inputs;
     message.outputs = outputs;
     Ok(to_json(&RunResponse { run: message }))
 }
@@ -299,8 +304,21 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
         return Ok(b"{}".to_vec());
     }
     let page = service.store().search_runs(&search)?;
+    let datasets = page
+        .runs
+        .iter()
+        .map(|run| service.store().run_dataset_inputs(run.info.id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut runs = Vec::with_capacity(page.runs.len());
+    for (run, datasets) in page.runs.iter().zip(&datasets) {
+        // MLflow's SQL store gives search results their datasets and model outputs, not
+        // their model inputs.
+        let mut message = RunMessage::with_datasets(run, datasets);
+        message.outputs = super::models::run_links(service, run.info.id)?.1;
+        runs.push(message);
+    }
     Ok(to_json(&Response {
-        runs: page.runs.iter().map(RunMessage::of).collect(),
+        runs,
         next_page_token: page.next_page_token,
     }))
 }
@@ -580,22 +598,26 @@ fn check_unique_param_keys(params: &[(&str, &str)]) -> Result<(), MlflowError> {
     )))
 }
 
-/// `runs/log-inputs`: runlog keeps no datasets, so a request carrying any is refused whole;
-/// one with none links the run to its `models` (if any).
+/// `runs/log-inputs`: the run's `datasets` (`Store::log_dataset_inputs`, with MLflow's dedup
+/// rules), then its `models` (`Store::link_run_models`). Both are read whole, and the run
+/// checked, before either is written.
 pub(crate) fn log_inputs(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
-    let datasets = fields.list("datasets")?;
-    service
-        .store()
-        .run(parse_id(text)?)
-        .map_err(|e| run_error(text, e))?;
+    let datasets = super::datasets::inputs(&fields)?;
+    let models = super::models::input_models(&fields)?;
+    let run = parse_id(text)?;
+    let store = service.store();
+    store.run(run).map_err(|e| run_error(text, e))?;
     if !datasets.is_empty() {
-        return Err(MlflowError::new(
-            ErrorCode::NotImplemented,
-            "runlog does not store datasets: runs/log-inputs with datasets is not supported \
-             (nothing was logged)",
-        ));
+        store
+            .log_dataset_inputs(run, &datasets)
+            .map_err(|e| run_error(text, e))?;
     }
-    super::models::log_input_models(service, &fields, text)
+    if !models.is_empty() {
+        store
+            .link_run_models(run, &models)
+            .map_err(|e| run_error(text, e))?;
+    }
+    Ok(b"{}".to_vec())
 }

@@ -54,6 +54,31 @@ pub enum Field {
     Tag(String),
     /// A run attribute.
     Attribute(Attribute),
+    /// A field of the datasets a run used (runs only): a run matches when one of its inputs
+    /// does, as in MLflow's SQL store.
+    Dataset(DatasetField),
+}
+
+/// The fields of a run's dataset inputs a filter can name (`dataset.<field>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DatasetField {
+    /// The dataset's name.
+    Name,
+    /// The dataset's digest.
+    Digest,
+    /// The input's `mlflow.data.context` tag; an input without one matches no clause.
+    Context,
+}
+
+impl DatasetField {
+    /// MLflow's name of the field.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetField::Name => "name",
+            DatasetField::Digest => "digest",
+            DatasetField::Context => "context",
+        }
+    }
 }
 
 /// Run attributes a filter or an ordering can name.
@@ -476,6 +501,17 @@ impl Parser {
                 Some("param" | "params" | "parameter" | "parameters"),
             ) => Field::Param(key),
             (_, Some("tag" | "tags")) => Field::Tag(key),
+            (Subject::Runs, Some("dataset" | "datasets")) => Field::Dataset(match key.as_str() {
+                "name" => DatasetField::Name,
+                "digest" => DatasetField::Digest,
+                "context" => DatasetField::Context,
+                _ => {
+                    return Err(error(
+                        column,
+                        format!("unknown dataset field {key:?}; expected name, digest or context"),
+                    ));
+                }
+            }),
             (_, Some("attribute" | "attributes" | "attr" | "run") | None) => {
                 let attribute = Attribute::from_name(self.subject, &key).ok_or_else(|| {
                     error(
@@ -492,7 +528,12 @@ impl Parser {
                 return Err(error(
                     column,
                     format!(
-                        "unknown entity {other:?}; expected metrics, params, tags or attributes"
+                        "unknown entity {other:?}; expected metrics, params, tags{}",
+                        if self.subject == Subject::Runs {
+                            ", attributes or dataset"
+                        } else {
+                            " or attributes"
+                        }
                     ),
                 ));
             }
@@ -682,6 +723,7 @@ fn check(
         Field::Attribute(Attribute::RunId) => &[Eq, Ne, Like, ILike, In, NotIn],
         Field::Attribute(Attribute::ExperimentId) => &[],
         Field::Attribute(_) => &[Eq, Ne, Like, ILike],
+        Field::Dataset(_) => &[Eq, Ne, Like, ILike, In, NotIn],
     };
     if allowed.is_empty() {
         return Err(error(
@@ -722,6 +764,7 @@ fn field_name(field: &Field) -> String {
         Field::Param(key) => format!("params.{key}"),
         Field::Tag(key) => format!("tags.{key}"),
         Field::Attribute(attribute) => attribute.name().to_string(),
+        Field::Dataset(field) => format!("dataset.{}", field.name()),
     }
 }
 
@@ -784,6 +827,12 @@ pub fn parse_order_by_for(subject: Subject, input: &str) -> Result<OrderBy, Filt
 fn order_by(subject: Subject, input: &str) -> Result<OrderBy, FilterError> {
     let mut parser = Parser::new(subject, input)?;
     let (field, column) = parser.field()?;
+    if matches!(field, Field::Dataset(_)) {
+        return Err(error(
+            column,
+            "runs are filtered on their datasets, not ordered by them",
+        ));
+    }
     if subject == Subject::Experiments && !matches!(field, Field::Attribute(_)) {
         return Err(error(
             column,
@@ -1009,5 +1058,22 @@ mod tests {
         assert!(!like("abc", "a_", false));
         assert!(like("a%b", "a%b", false));
         assert!(like(&"a".repeat(1000), &"%a".repeat(50), false));
+    }
+
+    #[test]
+    fn dataset_fields_are_runs_only_and_filters_only() {
+        let filter = parse("datasets.context IN ('training') AND dataset.digest != 'x'").unwrap();
+        assert_eq!(
+            filter.clauses[0].field,
+            Field::Dataset(DatasetField::Context)
+        );
+        assert_eq!(
+            filter.clauses[1].field,
+            Field::Dataset(DatasetField::Digest)
+        );
+        assert!(parse_for(Subject::LoggedModels, "dataset.name = 'x'").is_err());
+        assert!(parse_for(Subject::Experiments, "dataset.name = 'x'").is_err());
+        assert!(parse("dataset.schema = 'x'").is_err());
+        assert!(parse_order_by("dataset.name DESC").is_err());
     }
 }

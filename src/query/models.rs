@@ -158,7 +158,8 @@ fn holds(clause: &Clause, model: &LoggedModel) -> bool {
         (Field::Param(key), value) => {
             text_holds(model.params.get(key).map(String::as_str), clause.op, value)
         }
-        (Field::Metric(_), _) => false,
+        // The parser makes dataset fields for runs only.
+        (Field::Metric(_) | Field::Dataset(_), _) => false,
         (Field::Attribute(Attribute::Status), Value::Text(target)) => {
             let short = model.status.as_str().trim_start_matches("LOGGED_MODEL_");
             let value = Value::Text(target.trim_start_matches("LOGGED_MODEL_").to_string());
@@ -181,6 +182,6 @@ fn sort_key(model: &LoggedModel, field: &Field) -> Option<Key> {
         },
         Field::Tag(key) => model.tags.get(key).map(|v| Key::Text(v.clone())),
         Field::Param(key) => model.params.get(key).map(|v| Key::Text(v.clone())),
-        Field::Metric(_) => None,
+        Field::Metric(_) | Field::Dataset(_) => None,
     }
 }

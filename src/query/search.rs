@@ -6,15 +6,19 @@
 //! are stable.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 use rayon::prelude::*;
 
 use crate::catalog::{
-    Codes, LifecycleStage, MISSING, MetricTable, MetricsReader, RunColumns, RunView, TextColumn,
+    CONTEXT_TAG, Codes, LifecycleStage, MISSING, MetricTable, MetricsReader, RunColumns, RunView,
+    TextColumn,
 };
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, RunId};
-use crate::query::filter::{self, Attribute, Clause, Field, Filter, Op, OrderBy, Value};
+use crate::query::filter::{
+    self, Attribute, Clause, DatasetField, Field, Filter, Op, OrderBy, Value,
+};
 use crate::tracking::{Store, ViewType};
 use crate::wal::RunStatus;
 
@@ -102,7 +106,12 @@ impl Store {
         // change with every point) from each surviving run's live summaries, under its lock.
         let mut column_tests = Vec::new();
         let mut live_clauses = Vec::new();
-        for clause in &filter.clauses {
+        let runs_of_datasets = self.runs_of_dataset_clauses(&filter);
+        for (clause, dataset_runs) in filter.clauses.iter().zip(runs_of_datasets) {
+            if let Some(runs) = dataset_runs {
+                column_tests.push(dataset_test(runs, &columns));
+                continue;
+            }
             match column_test(clause, &columns) {
                 Some(test) => column_tests.push(test),
                 None => live_clauses.push(clause),
@@ -391,7 +400,9 @@ pub enum AttributeValue {
     Text(String),
 }
 
-/// Whether `run` satisfies every clause.
+/// Whether `run` satisfies every clause. A clause on a dataset field needs the store's
+/// datasets, which a `RunFields` does not give: here it holds for no run
+/// (`Store::search_runs` decides it).
 pub fn matches(filter: &Filter, run: &impl RunFields) -> bool {
     filter
         .clauses
@@ -472,6 +483,8 @@ fn sort_key(run: &impl RunFields, field: &Field) -> Option<Key> {
             AttributeValue::Number(n) => n.map(|n| Key::Number(n as f64)),
             AttributeValue::Text(text) => Some(Key::Text(text)),
         },
+        // The order parser refuses dataset fields.
+        Field::Dataset(_) => None,
     }
 }
 
@@ -543,6 +556,54 @@ fn compare_key(a: &Key, b: &Key) -> Ordering {
 /// A clause decided from the run columns alone, per row.
 type ColumnTest<'a> = Box<dyn Fn(usize) -> bool + Sync + 'a>;
 
+impl Store {
+    /// For each clause of `filter` on a dataset field, the runs one of whose dataset inputs
+    /// satisfies it (MLflow's SQL store joins each such clause with the inputs on its own);
+    /// `None` for every other clause.
+    fn runs_of_dataset_clauses(&self, filter: &Filter) -> Vec<Option<HashSet<RunId>>> {
+        if !filter
+            .clauses
+            .iter()
+            .any(|clause| matches!(clause.field, Field::Dataset(_)))
+        {
+            return vec![None; filter.clauses.len()];
+        }
+        let catalog = self.catalog();
+        let run_experiments = catalog.run_experiments();
+        filter
+            .clauses
+            .iter()
+            .map(|clause| {
+                let Field::Dataset(field) = clause.field else {
+                    return None;
+                };
+                let mut runs = HashSet::new();
+                catalog
+                    .datasets
+                    .each_input(&run_experiments, |run, dataset, tags| {
+                        let value = match field {
+                            DatasetField::Name => Some(dataset.name.as_str()),
+                            DatasetField::Digest => Some(dataset.digest.as_str()),
+                            DatasetField::Context => tags
+                                .iter()
+                                .find(|(key, _)| key == CONTEXT_TAG)
+                                .map(|(_, value)| value.as_str()),
+                        };
+                        if value.is_some() && text_holds(value, clause.op, &clause.value) {
+                            runs.insert(run);
+                        }
+                    });
+                Some(runs)
+            })
+            .collect()
+    }
+}
+
+/// A dataset clause as a test on the run columns: whether the row's run is one of `runs`.
+fn dataset_test<'a>(runs: HashSet<RunId>, columns: &'a RunColumns) -> ColumnTest<'a> {
+    Box::new(move |row| runs.contains(&columns.ids[row]))
+}
+
 /// `clause` as a test on the run columns, if it does not read metric values. Each arm decides
 /// exactly what [`clause_holds`] decides on the same run.
 fn column_test<'a>(clause: &'a Clause, columns: &'a RunColumns) -> Option<ColumnTest<'a>> {
@@ -555,6 +616,8 @@ fn column_test<'a>(clause: &'a Clause, columns: &'a RunColumns) -> Option<Column
         },
         Field::Param(key) => text_column_test(columns.params.get(&**key), op, value),
         Field::Tag(key) => text_column_test(columns.tags.get(&**key), op, value),
+        // Decided by `dataset_test` from the runs `runs_of_dataset_clauses` found.
+        Field::Dataset(_) => return None,
         Field::Attribute(attribute) => match attribute {
             Attribute::RunName => text_column_test(Some(&columns.names), op, value),
             Attribute::UserId => text_column_test(Some(&columns.users), op, value),

@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod clock;
+mod datasets;
 mod follow;
 mod keyed;
 mod metric_handle;

@@ -28,7 +28,26 @@ pub const BATCH_TAGS_MAX: usize = 100;
 /// Most items (points, params and tags together) in one `Store::log_batch`.
 pub const BATCH_ITEMS_MAX: usize = 1_000;
 
+/// Longest dataset name.
+pub const DATASET_NAME_CHARS_MAX: usize = 500;
+/// Longest dataset digest.
+pub const DATASET_DIGEST_CHARS_MAX: usize = 36;
+/// Longest dataset source (MLflow's SQL `TEXT` column, 64 KiB - 1).
+pub const DATASET_SOURCE_CHARS_MAX: usize = 65_535;
+/// Longest dataset schema (1 MiB - 1). In bytes the log's `STRING_BYTES_MAX` (1 MiB) also
+/// applies, which only a schema of characters outside ASCII reaches first.
+pub const DATASET_SCHEMA_CHARS_MAX: usize = 1_048_575;
+/// Longest dataset profile as MLflow counts it (16 MiB - 1). The log keeps a field in at most
+/// `STRING_BYTES_MAX` (1 MiB) bytes, so a profile past that is refused although MLflow would
+/// keep it: profiles MLflow's clients compute are a few hundred bytes.
+pub const DATASET_PROFILE_CHARS_MAX: usize = 16_777_215;
+/// Longest input tag key.
+pub const INPUT_TAG_KEY_CHARS_MAX: usize = 255;
+/// Longest input tag value.
+pub const INPUT_TAG_VALUE_CHARS_MAX: usize = 500;
+
 const _: () = assert!(BATCH_METRICS_MAX <= BATCH_ITEMS_MAX);
+const _: () = assert!(DATASET_SCHEMA_CHARS_MAX < crate::limits::STRING_BYTES_MAX);
 const _: () = assert!(BATCH_PARAMS_MAX + BATCH_TAGS_MAX <= BATCH_ITEMS_MAX);
 
 /// Checks a metric, param or tag key: at most 250 characters of letters, digits, `_ - . : /`

@@ -25,13 +25,15 @@
 //! Seal                  record_count u64, final_segment u8 (0 or 1)
 //! ```
 //!
-//! Logged models' events (record types 19 to 26) are laid out in `model_event.rs`.
+//! Logged models' events (record types 19 to 26) are laid out in `model_event.rs`, datasets'
+//! (27 and 28) in `dataset_event.rs`.
 //!
 //! Invariant: `decode(encode(e)) == e` for every event, and decode consumes the whole payload.
 
 use crate::error::CorruptionKind;
 use crate::ids::{ExperimentId, KeyId, ModelId, RunId};
 use crate::wal::codec::{Decoder, Encoder, malformed};
+use crate::wal::dataset_event::DatasetEvent;
 use crate::wal::metric::{self, Columns, MetricBatch};
 use crate::wal::model_event::ModelEvent;
 use crate::wal::record::{FLAG_COMPRESSED, RecordType};
@@ -238,6 +240,8 @@ pub enum Event {
     },
     /// An event of a logged model, or of a run's link to one.
     Model(ModelEvent),
+    /// An event of a dataset of an experiment, or of a run's use of one.
+    Dataset(DatasetEvent),
 }
 
 /// Whose register an event sets: the run or experiment whose metadata it changes. A handle
@@ -276,6 +280,7 @@ impl Event {
             | Event::ArtifactRecorded { run, .. }
             | Event::ArtifactDeleted { run, .. } => Some(Owner::Run(*run)),
             Event::Model(event) => Some(event.owner()),
+            Event::Dataset(event) => Some(event.owner()),
             Event::MetricKeyDefined { .. } | Event::Metrics(_) => None,
         }
     }
@@ -302,6 +307,7 @@ impl Event {
             Event::ArtifactRecorded { .. } => RecordType::ArtifactRecorded,
             Event::ArtifactDeleted { .. } => RecordType::ArtifactDeleted,
             Event::Model(event) => event.record_type(),
+            Event::Dataset(event) => event.record_type(),
         }
     }
 
@@ -450,6 +456,7 @@ impl Event {
                 e.str(path);
             }
             Event::Model(event) => event.encode_payload(out),
+            Event::Dataset(event) => event.encode_payload(out),
         }
     }
 
@@ -470,6 +477,11 @@ impl Event {
         let mut d = Decoder::new(payload);
         if let Some(decoded) = ModelEvent::decode(record_type, &mut d) {
             let event = Event::Model(decoded?);
+            d.finish()?;
+            return Ok(event);
+        }
+        if let Some(decoded) = DatasetEvent::decode(record_type, &mut d) {
+            let event = Event::Dataset(decoded?);
             d.finish()?;
             return Ok(event);
         }
@@ -576,7 +588,9 @@ impl Event {
             | RecordType::LoggedModelTagDeleted
             | RecordType::LoggedModelParamLogged
             | RecordType::LoggedModelArtifactRecorded
-            | RecordType::RunModelLinked => {
+            | RecordType::RunModelLinked
+            | RecordType::DatasetLogged
+            | RecordType::DatasetInputLogged => {
                 return Err(malformed(format!("{record_type:?} is not an event record")));
             }
         };

@@ -8,6 +8,7 @@ internal_modules!(
     classify,
     codec,
     crc,
+    dataset_event,
     event,
     metric,
     model_event,
@@ -21,6 +22,7 @@ internal_modules!(
     writer,
 );
 
+pub use dataset_event::{Dataset, DatasetEvent};
 pub use durability::Durability;
 #[cfg(feature = "testing")]
 pub use event::Seal;

@@ -130,6 +130,10 @@ record_types! {
     LoggedModelArtifactRecorded = 25,
     /// A run was linked to a logged model as its output or input (format version 4).
     RunModelLinked = 26,
+    /// A dataset was logged in an experiment (format version 5).
+    DatasetLogged = 27,
+    /// A run used a dataset of its experiment (format version 5).
+    DatasetInputLogged = 28,
     /// The end of a segment: nothing follows in this file.
     Seal = 255,
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic            "RUNLOGWL"
-//!      8     2  format_version   u16 LE (4; 1 to 3 are still read)
+//!      8     2  format_version   u16 LE (5; 1 to 4 are still read)
 //!     10     2  header_bytes     u16 LE (64)
 //!     12     4  flags            u32 LE (0; reserved)
 //!     16     8  writer_id        u64 LE
@@ -31,7 +31,10 @@ pub const MAGIC: [u8; 8] = *b"RUNLOGWL";
 /// - 2: streams pad their commit word to 8 bytes (0-7 zero bytes of frame payload) and may
 ///   switch between runs in a per-stream run table (op kind 3). Version 1 segments are a
 ///   subset of version 2 and decode with the same code.
-pub const FORMAT_VERSION: u16 = 4;
+/// - 3: record type 18 (artifact deleted). 4: record types 19 to 26 (logged models). 5: record
+///   types 27 and 28 (datasets and runs' dataset inputs). Each only adds record types, so one
+///   decoder reads every version.
+pub const FORMAT_VERSION: u16 = 5;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;

@@ -28,6 +28,8 @@ mod mixed_workload;
 #[cfg(feature = "mlflow")]
 mod mlflow_api;
 #[cfg(feature = "server")]
+mod mlflow_datasets;
+#[cfg(feature = "server")]
 mod mlflow_models;
 #[cfg(feature = "cli")]
 mod processes;

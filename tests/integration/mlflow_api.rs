@@ -1112,12 +1112,13 @@ fn mlflow_ajax_prefix_server_info_logged_model_search_and_inputs() {
     assert_eq!(api.ok_post("logged-models/search", body), json!({}));
     let run = api.run("0");
     api.ok_post("runs/log-inputs", json!({ "run_id": run }));
+    // A dataset lacking a field MLflow's proto requires is refused, naming the field.
     let body = json!({"run_id": run, "datasets": [{"dataset": {"name": "d", "digest": "x"}}]});
     assert_error(
         api.post("runs/log-inputs", body),
-        501,
-        "NOT_IMPLEMENTED",
-        "datasets",
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "datasets[0].dataset.source_type",
     );
 }
 

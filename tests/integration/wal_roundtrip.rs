@@ -4,7 +4,9 @@ use proptest::prelude::*;
 use runlog::wal::metric::{Columns, decode_columns, encode_columns};
 use runlog::wal::reader::scan_segment;
 use runlog::wal::segment::{FORMAT_VERSION, SegmentHeader};
-use runlog::wal::{Event, Log, ModelEvent, ModelLink, ModelStatus, RunStatus};
+use runlog::wal::{
+    Dataset, DatasetEvent, Event, Log, ModelEvent, ModelLink, ModelStatus, RunStatus,
+};
 use runlog::{ExperimentId, KeyId, ModelId, RunId, SegmentSequence, WriterId};
 
 use crate::util::{Point, Rng, Store, read, small_options};
@@ -130,6 +132,46 @@ fn metadata_event() -> impl Strategy<Value = Event> {
             path
         }),
         model_event().prop_map(Event::Model),
+        dataset_event().prop_map(Event::Dataset),
+    ]
+}
+
+/// Both dataset event types.
+fn dataset_event() -> impl Strategy<Value = DatasetEvent> {
+    let t = any::<i64>;
+    let dataset = (
+        (text(), text(), text(), text()),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+    )
+        .prop_map(
+            |((name, digest, source_type, source), schema, profile)| Dataset {
+                name,
+                digest,
+                source_type,
+                source,
+                schema,
+                profile,
+            },
+        );
+    let tags = proptest::collection::vec((text(), text()), 0..4);
+    prop_oneof![
+        (experiment(), t(), dataset).prop_map(|(experiment, time_ms, dataset)| {
+            DatasetEvent::Logged {
+                experiment,
+                time_ms,
+                dataset,
+            }
+        }),
+        (run(), t(), text(), text(), tags).prop_map(|(run, time_ms, name, digest, tags)| {
+            DatasetEvent::InputLogged {
+                run,
+                time_ms,
+                name,
+                digest,
+                tags,
+            }
+        }),
     ]
 }
 
