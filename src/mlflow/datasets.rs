@@ -170,11 +170,7 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
             texts.len()
         )));
     }
-    // An id that is no number names no experiment: it matches no dataset.
-    let experiments: Vec<ExperimentId> = texts
-        .iter()
-        .filter_map(|text| text.parse::<u64>().ok().map(ExperimentId))
-        .collect();
+    let experiments = super::experiments::parse_search_ids(&texts)?;
     if experiments.is_empty() {
         return Ok(b"{}".to_vec());
     }
@@ -192,7 +188,8 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
                 experiment_id: summary.experiment.to_string(),
                 name: &summary.name,
                 digest: &summary.digest,
-                context: summary.context.as_deref(),
+                // MLflow leaves an empty context out.
+                context: summary.context.as_deref().filter(|c| !c.is_empty()),
             })
             .collect(),
     }))

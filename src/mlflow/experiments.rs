@@ -30,6 +30,24 @@ pub(crate) fn parse_id(text: &str) -> Result<ExperimentId, MlflowError> {
         .map_err(|_| not_found(text))
 }
 
+/// The experiment ids of a search, as MLflow reads them: each must be an integer (Python's
+/// `int()`: surrounding spaces and a sign allowed), else 400; one that is no id of runlog's
+/// (negative, or too large) names no experiment and is left out.
+pub(crate) fn parse_search_ids(texts: &[&str]) -> Result<Vec<ExperimentId>, MlflowError> {
+    let mut ids = Vec::with_capacity(texts.len());
+    for text in texts {
+        let number = text.trim().parse::<i128>().map_err(|_| {
+            MlflowError::invalid(format!(
+                "Invalid experiment ID '{text}'. Experiment ID must be a valid integer."
+            ))
+        })?;
+        if let Ok(id) = u64::try_from(number) {
+            ids.push(ExperimentId(id));
+        }
+    }
+    Ok(ids)
+}
+
 /// Maps an engine error about experiment `id` onto MLflow's messages.
 fn experiment_error(id: &str, error: Error) -> MlflowError {
     match error {

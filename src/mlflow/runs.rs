@@ -273,11 +273,7 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &["experiment_ids", "order_by"])?;
     let experiment_ids = fields.strings("experiment_ids")?;
     let search = SearchRuns {
-        // An id that is no number names no experiment: it matches no run.
-        experiments: experiment_ids
-            .iter()
-            .filter_map(|text| text.parse::<u64>().ok().map(ExperimentId))
-            .collect(),
+        experiments: super::experiments::parse_search_ids(&experiment_ids)?,
         filter: fields.string("filter")?.unwrap_or("").to_string(),
         order_by: fields
             .strings("order_by")?
@@ -599,8 +595,8 @@ fn check_unique_param_keys(params: &[(&str, &str)]) -> Result<(), MlflowError> {
 }
 
 /// `runs/log-inputs`: the run's `datasets` (`Store::log_dataset_inputs`, with MLflow's dedup
-/// rules), then its `models` (`Store::link_run_models`). Both are read whole, and the run
-/// checked, before either is written.
+/// rules), then its `models` (`Store::link_run_models`). Both are read whole before either is
+/// written; datasets are checked before the run is looked up, as MLflow does.
 pub(crate) fn log_inputs(service: &Service, request: &Request<'_>) -> Body {
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
@@ -608,8 +604,9 @@ pub(crate) fn log_inputs(service: &Service, request: &Request<'_>) -> Body {
     let models = super::models::input_models(&fields)?;
     let run = parse_id(text)?;
     let store = service.store();
-    store.run(run).map_err(|e| run_error(text, e))?;
-    if !datasets.is_empty() {
+    if datasets.is_empty() {
+        store.run(run).map_err(|e| run_error(text, e))?;
+    } else {
         store
             .log_dataset_inputs(run, &datasets)
             .map_err(|e| run_error(text, e))?;

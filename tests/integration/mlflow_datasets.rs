@@ -170,7 +170,7 @@ fn a_dataset_and_an_input_keep_their_first_logging_as_in_mlflow() {
 
     // One summary per dataset and context, in each experiment.
     assert_eq!(
-        search_datasets(client, &[&experiment, &elsewhere, "not-a-number"]),
+        search_datasets(client, &[&experiment, &elsewhere, " -7 "]),
         json!({"dataset_summaries": [
             {"experiment_id": experiment, "name": "train", "digest": "d1"},
             {"experiment_id": experiment, "name": "train", "digest": "d1", "context": "training"},
@@ -404,6 +404,15 @@ fn search_datasets_checks_its_experiment_ids() {
         "cannot specify more than 20 experiment_ids. Received 21",
     );
     assert_eq!(search_datasets(client, &["0", "12345"]), json!({}));
+    // MLflow parses each id as an integer: anything else is refused, in runs/search too.
+    for route in ["experiments/search-datasets", "runs/search"] {
+        assert_error(
+            client.post(route, json!({ "experiment_ids": ["0", "not-a-number"] })),
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "Invalid experiment ID 'not-a-number'. Experiment ID must be a valid integer.",
+        );
+    }
 }
 
 fn dataset(name: &str, source: &str) -> Dataset {
@@ -624,5 +633,25 @@ fn runs_search_filters_on_datasets_as_mlflow_does() {
         400,
         "INVALID_PARAMETER_VALUE",
         "not ordered by them",
+    );
+}
+
+/// An empty context tag is kept on the input but left out of the summary, as MLflow's
+/// `_DatasetSummary.to_proto` sets the field only when it is not empty.
+#[test]
+fn an_empty_context_is_no_context_in_search_datasets() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, run) = client.create_run();
+    ok(log_inputs(
+        client,
+        &run,
+        json!([input("train", "d1", "s", Some(""))]),
+    ));
+    assert_eq!(
+        search_datasets(client, &[&experiment]),
+        json!({"dataset_summaries": [
+            {"experiment_id": experiment, "name": "train", "digest": "d1"},
+        ]})
     );
 }
