@@ -419,17 +419,23 @@ impl GroupPicks<'_> {
     }
 }
 
-/// The most bytes a page of `count` rows of `column` decompresses to in compaction's layout:
-/// eight a value byte-stream-split; a delta page's header, and blocks of at most ten bytes a
-/// value even with one-byte miniblocks of eight values at bit width 64. A page claiming more
-/// is damaged, and the bound keeps the buffer from being sized by its claim.
+/// The most bytes a page of `count` rows of `column` decompresses to in the layouts this
+/// decoder reads: eight a value byte-stream-split; for a delta page, its values and the
+/// padding of its last miniblock (at most `DELTA_MINIBLOCK_VALUES_MAX`) at up to nine bytes
+/// each (eight of bit width 64, and a block's minimum and widths), and a header. A page
+/// claiming more is damaged, and the bound keeps the buffer from being sized by its claim.
 fn decompressed_bytes_max(column: usize, count: u64) -> Option<usize> {
     let count = usize::try_from(count).ok()?;
     match column {
         2 => count.checked_mul(8),
-        _ => count.checked_mul(10)?.checked_add(64),
+        _ => (count.checked_add(DELTA_MINIBLOCK_VALUES_MAX)?)
+            .checked_mul(9)?
+            .checked_add(64),
     }
 }
+
+/// Values a delta miniblock may hold before its page is refused as malformed.
+const DELTA_MINIBLOCK_VALUES_MAX: usize = 1 << 16;
 
 thread_local! {
     /// The thread's zstd decompressor and output buffer, kept across pages and reads: a
@@ -456,8 +462,17 @@ fn with_decompressed<T>(
         let Some((decompressor, buffer)) = held.as_mut() else {
             return Err("cannot be decompressed: no zstd context");
         };
+        // The frame's own content size, where it gives one, reserves no more than the page.
+        let claimed = zstd::zstd_safe::get_frame_content_size(compressed)
+            .ok()
+            .flatten();
+        let capacity = match claimed.map(usize::try_from) {
+            None => most,
+            Some(Ok(size)) if size <= most => size,
+            Some(_) => return Err("decompresses to more bytes than its rows allow"),
+        };
         buffer.clear();
-        buffer.reserve(most);
+        buffer.reserve(capacity);
         decompressor
             .decompress_to_buffer(compressed, buffer)
             .map_err(|_| "is not a zstd frame of the size its rows allow")?;
@@ -728,7 +743,7 @@ impl DeltaHeader {
         }
         let miniblock_values =
             usize::try_from(block_values / miniblocks).map_err(|_| "is too long")?;
-        if miniblock_values % 8 != 0 || miniblock_values > 1 << 16 {
+        if miniblock_values % 8 != 0 || miniblock_values > DELTA_MINIBLOCK_VALUES_MAX {
             return Err("has a malformed delta header");
         }
         Ok(DeltaHeader {
@@ -947,6 +962,146 @@ fn zigzag(value: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file in compaction's column layout with random row groups, page sizes (per column,
+    /// cut at random write batches so the columns' pages do not line up), compression and
+    /// values (NaN with payloads, infinities, signed zeros, any bits; steps and timestamps
+    /// whose deltas take every bit width), and its three columns.
+    fn random_file(
+        rng: &mut crate::util::TestRng,
+        path: &Path,
+    ) -> (Vec<i64>, Vec<i64>, Vec<f64>, String) {
+        use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+        use arrow_schema::{DataType, Field, Schema};
+        use parquet::basic::ZstdLevel;
+        use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+        use parquet::schema::types::ColumnPath;
+
+        let rows = 1 + rng.below(20_000) as usize;
+        let (mut steps, mut timestamps, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut step, mut timestamp) = (rng.below(1000) as i64 - 500, 1_700_000_000_000i64);
+        for _ in 0..rows {
+            step = match rng.below(20) {
+                0 => rng.below(u64::MAX) as i64,
+                1..=3 => step.wrapping_add(rng.below(5000) as i64),
+                _ => step.wrapping_add(1),
+            };
+            timestamp = match rng.below(50) {
+                0 => rng.below(u64::MAX) as i64,
+                _ => timestamp.wrapping_add(rng.below(40) as i64),
+            };
+            let value = match rng.below(10) {
+                0 => f64::from_bits(0x7ff8_0000_0000_0000 | rng.below(1 << 51)),
+                1 => f64::INFINITY,
+                2 => f64::NEG_INFINITY,
+                3 => -0.0,
+                4 => 0.0,
+                5 => f64::from_bits(rng.below(u64::MAX)),
+                _ => 1.0 / (1.0 + steps.len() as f64),
+            };
+            steps.push(step);
+            timestamps.push(timestamp);
+            values.push(value);
+        }
+        let page_rows = [8usize, 64, 100, 1000, 4096, 16_384];
+        let mut pick = |choices: &[usize]| choices[rng.below(choices.len() as u64) as usize];
+        let group_rows = pick(&[100, 777, 5000, 1 << 20]);
+        let batch = pick(&[8, 64, 1024]);
+        let mut builder = WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_2_0)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(group_rows))
+            .set_write_batch_size(batch);
+        let mut described = format!("{rows} rows, groups of {group_rows}, batches of {batch}");
+        for (column, encoding) in [
+            ("step", Encoding::DELTA_BINARY_PACKED),
+            ("timestamp", Encoding::DELTA_BINARY_PACKED),
+            ("value", Encoding::BYTE_STREAM_SPLIT),
+        ] {
+            let path = ColumnPath::from(column);
+            let limit = pick(&page_rows);
+            let level = pick(&[0, 1, 3, 9]);
+            let compression = match ZstdLevel::try_new(level as i32) {
+                Ok(zstd) if level > 0 => Compression::ZSTD(zstd),
+                _ => Compression::UNCOMPRESSED,
+            };
+            described += &format!(", {column} pages of {limit} rows {compression:?}");
+            builder = builder
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path.clone(), encoding)
+                .set_column_data_page_row_count_limit(path.clone(), limit)
+                .set_column_compression(path, compression);
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("step", DataType::Int64, false),
+            Field::new("timestamp", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(steps.clone())),
+            Arc::new(Int64Array::from(timestamps.clone())),
+            Arc::new(Float64Array::from(values.clone())),
+        ];
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+        let file = File::create(path).unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, schema, Some(builder.build())).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        (steps, timestamps, values, described)
+    }
+
+    #[test]
+    fn a_short_delta_page_may_decompress_to_a_whole_padded_miniblock() {
+        // Caught by picks_from_pages_are_the_rows_a_full_read_gives (RUNLOG_SEED=
+        // 1796679755266451035): an 8-row timestamp page of 64-bit deltas is its header, a
+        // block's minimum and widths, and a miniblock of 32 values padded at 8 bytes each.
+        let page_bytes = 40 + 10 + 4 + 32 * 8;
+        assert!(decompressed_bytes_max(1, 8).is_some_and(|most| most >= page_bytes));
+        assert_eq!(decompressed_bytes_max(2, 8), Some(64));
+    }
+
+    #[test]
+    fn picks_from_pages_are_the_rows_a_full_read_gives() {
+        use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+        use parquet::file::metadata::PageIndexPolicy;
+
+        let mut rng = crate::util::TestRng::from_env("picks_from_pages");
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..24 {
+            let path = dir.path().join(format!("{round}.parquet"));
+            let (steps, timestamps, values, described) = random_file(&mut rng, &path);
+            let options =
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+            let metadata = ArrowReaderMetadata::load(&File::open(&path).unwrap(), options).unwrap();
+            let rows = steps.len() as u64;
+            // Sparse picks, a dense run, the first and last rows, every row.
+            let mut picks: Vec<u64> = (0..rng.below(400)).map(|_| rng.below(rows)).collect();
+            let start = rng.below(rows);
+            picks.extend(start..(start + rng.below(300)).min(rows));
+            picks.extend([0, rows - 1]);
+            if rng.below(4) == 0 {
+                picks.extend(0..rows);
+            }
+            picks.sort_unstable();
+            picks.dedup();
+            let file = File::open(&path).unwrap();
+            let read = read_picks(&path, file, metadata.metadata(), &picks)
+                .unwrap()
+                .unwrap_or_else(|| panic!("round {round} declined: {described}"));
+            for (row, (step, timestamp, value)) in picks.iter().zip(&read) {
+                let row = *row as usize;
+                assert_eq!(
+                    (*step, *timestamp, value.to_bits()),
+                    (steps[row], timestamps[row], values[row].to_bits()),
+                    "round {round} row {row}: {described}"
+                );
+            }
+            let past = [rows - 1, rows];
+            let file = File::open(&path).unwrap();
+            assert!(read_picks(&path, file, metadata.metadata(), &past).is_err());
+        }
+    }
 
     #[test]
     fn byte_stream_split_puts_byte_k_of_each_value_in_stream_k() {
