@@ -1052,6 +1052,44 @@ mod tests {
     }
 
     #[test]
+    fn damaged_pages_give_picks_an_error_never_a_panic() {
+        let mut rng = crate::util::TestRng::from_env("damaged_pages");
+        // A valid delta page (as in truncated_delta_pages_are_refused_never_a_panic), then
+        // random cuts, flipped bytes and random bytes, for every column and claimed count.
+        let mut valid = vec![0x80, 0x01, 4, 40, 6, 2, 0, 5, 5, 5];
+        valid.extend(std::iter::repeat_n(0xa5, (32 * 5 * 3) / 8));
+        let mut scratch = Vec::new();
+        for _ in 0..2000 {
+            let mut bytes = valid.clone();
+            match rng.below(3) {
+                0 => bytes.truncate(rng.below(bytes.len() as u64) as usize),
+                1 => {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] = rng.below(256) as u8;
+                }
+                _ => bytes = (0..rng.below(200)).map(|_| rng.below(256) as u8).collect(),
+            }
+            let count = rng.below(80);
+            let mut indexes: Vec<usize> = (0..rng.below(10))
+                .map(|_| rng.below(count.max(1) + 5) as usize)
+                .collect();
+            indexes.sort_unstable();
+            indexes.dedup();
+            for column in 0..3 {
+                let mut slots = vec![(0, 0, 0.0); indexes.len()];
+                let iter = indexes.iter().copied();
+                let _ = pick_from_page(&bytes, column, count, iter, &mut slots, &mut scratch);
+            }
+        }
+        let mut slots = vec![(0, 0, 0.0); 1];
+        let past = pick_from_page(&valid, 1, 40, [40].into_iter(), &mut slots, &mut scratch);
+        assert!(past.is_err());
+        let bytes = vec![0u8; 64];
+        let past = pick_from_page(&bytes, 2, 8, [8].into_iter(), &mut slots, &mut scratch);
+        assert!(past.is_err());
+    }
+
+    #[test]
     fn a_short_delta_page_may_decompress_to_a_whole_padded_miniblock() {
         // Caught by picks_from_pages_are_the_rows_a_full_read_gives (RUNLOG_SEED=
         // 1796679755266451035): an 8-row timestamp page of 64-bit deltas is its header, a
