@@ -3,13 +3,22 @@
 //! data pages v2 of required columns, `step` and `timestamp` delta-binary-packed int64, `value`
 //! byte-stream-split double, an offset index). Each page is decompressed by the parquet crate's
 //! page reader and decoded here, in tight loops, into its rows' places; only a page cut by a
-//! piece's edge goes through a scratch buffer.
+//! piece's edge is decoded through a scratch buffer (a delta page up to the piece's last row)
+//! or gathered in place (a byte-stream-split page).
+//!
+//! It also reads a sample's picked rows (`read_picks`) from the pages holding them alone, each
+//! page once for all its picks, through a positioned reader with one handle and without
+//! parquet's codec: each compressed page is decompressed by the thread's own zstd context
+//! into the thread's buffer, which is kept (at most the largest page a thread has read).
 //!
 //! Invariants: a page decodes to exactly the rows the offset index gives it, or the read fails
-//! naming the file; any other layout (another encoding, a dictionary, data page v1, float
-//! values, no offset index) is declined, and the caller then reads the whole piece through the
-//! general reader, which overwrites whatever was written of it. Bytes from disk are never trusted for a length or an
-//! index: every read of them is checked.
+//! naming the file, the page and its byte offset; any other layout (another encoding, another
+//! codec, a dictionary, data page v1, float values, no offset index) is declined, and the
+//! caller then reads through the general reader (for a piece, overwriting whatever was
+//! written of it). Bytes from disk are never trusted for a length or an index: every read of
+//! them is checked, no buffer is sized by a page's own claim before its header agrees with
+//! the offset index's rows, a page read must lie within the file's length, and a page's
+//! decompressed size is bounded by its rows (`decompressed_bytes_max`).
 
 use std::fs::File;
 use std::ops::Range;

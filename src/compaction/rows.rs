@@ -1,7 +1,9 @@
 //! Few-row reads of compacted series, for samples that pick a few hundred ranks out of millions
 //! of points: a series' `step` column kept as arithmetic runs (`StepRuns`), which place a rank
 //! and show ties without reading the column again, and the picked rows themselves, both cached
-//! per store handle (in `MetadataCache`) and bounded.
+//! per store handle (in `MetadataCache`) and bounded. Picked rows not cached are read from the
+//! pages holding them alone (`pages::read_picks`), or through the general reader for a layout
+//! that decoder declines.
 //!
 //! Invariants: a cache entry is keyed by the file's path and the length and CRC its manifest
 //! entry records, and filled only from bytes read after `MetadataCache::get` checked the whole
