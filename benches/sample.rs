@@ -7,10 +7,11 @@
 //! each run reach two compactions out of step order, so each run ends up in two compacted
 //! parts whose step spans overlap (the case that needs a merge by step).
 //!
-//! Three figures for the sample: the first query on a store handle just opened (which checks
+//! Four figures for the sample: the first query on a store handle just opened (which checks
 //! each file's CRC whole before decoding it, once per handle), the first on a handle that has
-//! already checked the files (caches of the few-row reads empty), and "warm", the median of
-//! repeated queries on one handle. The OS page cache holds the files throughout.
+//! already checked the files (caches of the few-row reads empty), the first after the
+//! server's background warm-up (`Store::warm_compacted_files`: files checked, long series'
+//! step runs read), and "warm", the median of repeated queries on one handle. The OS page cache holds the files throughout.
 //!
 //! Run: `cargo bench --bench sample`. `RUNLOG_SAMPLE_STORE=<dir>` keeps the store built there
 //! and reuses it on the next run; `RUNLOG_BENCH_SCALE=0.1` shrinks the bulk runs.
@@ -55,6 +56,24 @@ fn ntile(n: usize, k: usize) -> Vec<usize> {
         *last = n - 1;
     }
     picks
+}
+
+/// User and system CPU time of this process so far, all threads.
+fn cpu_seconds() -> f64 {
+    // SAFETY: `getrusage` writes the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// The server's background warm-up of a store handle, run to its end.
+fn warm_up(store: &Store) {
+    let go_on = std::sync::atomic::AtomicBool::new(false);
+    store.warm_compacted_files(None, &go_on).unwrap();
 }
 
 fn log_batches(run: &runlog::Run, batches: impl Iterator<Item = usize>) {
@@ -159,23 +178,30 @@ fn main() {
         let samples = store.history_sample(&bulk, "loss", .., &pick).unwrap();
         assert!(samples.iter().all(|s| s.points.len() == PICKS && !s.ties));
     };
-    // `RUNLOG_SAMPLE_PROFILE=checked`: only "first after the files are checked", many times,
-    // for a profiler.
-    if std::env::var("RUNLOG_SAMPLE_PROFILE").as_deref() == Ok("checked") {
+    // `RUNLOG_SAMPLE_PROFILE=checked` (or `warmed`): only "first after the files are checked"
+    // (or "first after the server's warm-up"), 40 times, for a profiler or a steadier mean.
+    let profile = std::env::var("RUNLOG_SAMPLE_PROFILE");
+    if let Ok(profile @ ("checked" | "warmed")) = profile.as_deref() {
         let stores: Vec<Store> = (0..40)
             .map(|_| {
                 let store = Store::open_with(&root, options()).unwrap();
-                store.history(bulk[0], "loss", ..).unwrap();
+                if profile == "checked" {
+                    store.history(bulk[0], "loss", ..).unwrap();
+                } else {
+                    warm_up(&store);
+                }
                 store
             })
             .collect();
-        let started = Instant::now();
+        let (started, cpu_before) = (Instant::now(), cpu_seconds());
         for store in &stores {
             sample(store);
         }
+        // CPU time is what the other helpers' load on a shared machine moves least.
         println!(
-            "checked: {:.2} ms each",
-            started.elapsed().as_secs_f64() * 1e3 / 40.0
+            "{profile}: {:.2} ms each, {:.2} ms of CPU each",
+            started.elapsed().as_secs_f64() * 1e3 / 40.0,
+            (cpu_seconds() - cpu_before) * 1e3 / 40.0
         );
         return;
     }
@@ -199,6 +225,17 @@ fn main() {
             started.elapsed()
         })
         .collect();
+    // What `runlog serve` does after its start and each compaction before a chart is asked
+    // for: the newest files checked and their long series' step runs read.
+    let warmed: Vec<Duration> = (0..COLD_OPENS)
+        .map(|_| {
+            let store = Store::open_with(&root, options()).unwrap();
+            warm_up(&store);
+            let started = Instant::now();
+            sample(&store);
+            started.elapsed()
+        })
+        .collect();
     let store = Store::open_with(&root, options()).unwrap();
     sample(&store);
     let warm: Vec<Duration> = (0..REPETITIONS)
@@ -209,10 +246,11 @@ fn main() {
         })
         .collect();
     println!(
-        "history_sample, {BULK_RUNS} runs x {} points (two overlapping parts each), {PICKS} picks/run: first query on a new handle median {:.2} ms, first after the files are checked {:.2} ms ({COLD_OPENS} opens each), warm median {:.2} ms",
+        "history_sample, {BULK_RUNS} runs x {} points (two overlapping parts each), {PICKS} picks/run: first query on a new handle median {:.2} ms, first after the files are checked {:.2} ms, first after the server's warm-up {:.2} ms ({COLD_OPENS} opens each), warm median {:.2} ms",
         (BULK_POINTS as f64 * scale) as usize,
         median(cold),
         median(checked),
+        median(warmed),
         median(warm)
     );
 

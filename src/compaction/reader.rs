@@ -518,6 +518,21 @@ pub(super) fn read_file_rows(
     read_rows(path, rows, out, cache)
 }
 
+/// The step, timestamp and value of `rows` (row numbers of the file, strictly ascending) of
+/// `file`, from the pages holding them alone (`pages::read_picks`), once the file is checked;
+/// `None` for a layout the page decoder declines.
+pub(super) fn read_picked_file_rows(
+    root: &Path,
+    file: &CompactedFile,
+    rows: &[u64],
+    cache: &MetadataCache,
+) -> Result<Option<Vec<super::pages::Picked>>> {
+    let path = &root.join(&file.path);
+    let opened = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let metadata = cache.get(path, &opened, file.checksum)?;
+    super::pages::read_picks(path, opened, metadata.metadata(), rows)
+}
+
 /// The `step` column of `rows` of `series` (counted from the series' first row).
 pub(crate) fn read_series_steps(
     root: &Path,

@@ -1,7 +1,9 @@
 //! Few-row reads of compacted series, for samples that pick a few hundred ranks out of millions
 //! of points: a series' `step` column kept as arithmetic runs (`StepRuns`), which place a rank
 //! and show ties without reading the column again, and the picked rows themselves, both cached
-//! per store handle (in `MetadataCache`) and bounded.
+//! per store handle (in `MetadataCache`) and bounded. Picked rows not cached are read from the
+//! pages holding them alone (`pages::read_picks`), or through the general reader for a layout
+//! that decoder declines.
 //!
 //! Invariants: a cache entry is keyed by the file's path and the length and CRC its manifest
 //! entry records, and filled only from bytes read after `MetadataCache::get` checked the whole
@@ -16,7 +18,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::reader::{MetadataCache, read_series_rows, visit_series_steps};
+use super::pages::Picked;
+use super::reader::{MetadataCache, read_picked_file_rows, read_series_rows, visit_series_steps};
 use super::{CompactedFile, FileChecksum, SeriesRows};
 use crate::error::Result;
 
@@ -351,27 +354,16 @@ pub(crate) fn read_picked_rows(
             .map(|row| of_file.and_then(|f| f.get(&(series.row_start + row)).copied()))
             .collect()
     };
-    let mut missing: Vec<Range<u64>> = Vec::new();
+    let mut missing: Vec<u64> = Vec::new();
     for (row, point) in rows.iter().zip(&found) {
-        if point.is_some() {
-            continue;
-        }
-        match missing.last_mut() {
-            Some(previous) if previous.end == *row => previous.end = row + 1,
-            Some(previous) if previous.end > *row => {}
-            _ => missing.push(*row..row + 1),
+        if point.is_none() && missing.last().is_none_or(|last| last < row) {
+            missing.push(*row);
         }
     }
     if missing.is_empty() {
         return Ok(found.into_iter().flatten().collect());
     }
-    let mut columns = (Vec::new(), Vec::new(), Vec::new());
-    read_series_rows(root, file, series, &missing, &mut columns, cache)?;
-    let read: HashMap<u64, (i64, i64, f64)> = missing
-        .iter()
-        .flat_map(|range| range.clone())
-        .zip((0..columns.0.len()).map(|i| (columns.0[i], columns.1[i], columns.2[i])))
-        .collect();
+    let read = read_missing_rows(root, file, series, &missing, cache)?;
     for (row, point) in rows.iter().zip(found.iter_mut()) {
         if point.is_none() {
             *point = read.get(row).copied();
@@ -398,6 +390,38 @@ pub(crate) fn read_picked_rows(
             })
         })
         .collect()
+}
+
+/// The step, timestamp and value of `rows` of `series` (counted from the series' first row,
+/// strictly ascending), by row: from the picked pages alone (`pages::read_picks`), or where
+/// the file's layout is not one it knows, through the general reader.
+fn read_missing_rows(
+    root: &Path,
+    file: &CompactedFile,
+    series: &SeriesRows,
+    rows: &[u64],
+    cache: &MetadataCache,
+) -> Result<HashMap<u64, Picked>> {
+    if rows.last().is_some_and(|last| *last < series.row_count) {
+        let absolute: Vec<u64> = rows.iter().map(|row| series.row_start + row).collect();
+        if let Some(points) = read_picked_file_rows(root, file, &absolute, cache)? {
+            return Ok(rows.iter().copied().zip(points).collect());
+        }
+    }
+    let mut ranges: Vec<Range<u64>> = Vec::new();
+    for row in rows {
+        match ranges.last_mut() {
+            Some(previous) if previous.end == *row => previous.end = row + 1,
+            _ => ranges.push(*row..row + 1),
+        }
+    }
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    read_series_rows(root, file, series, &ranges, &mut columns, cache)?;
+    Ok(rows
+        .iter()
+        .copied()
+        .zip((0..columns.0.len()).map(|i| (columns.0[i], columns.1[i], columns.2[i])))
+        .collect())
 }
 
 /// Rows of a file one cached block holds: a compacted file's page (its row groups are whole

@@ -4,9 +4,14 @@
 //! it). The check is the one a read does, through the same per-handle cache, so a file
 //! checked here is not checked again by the read.
 //!
+//! The step runs of those files' long series (`rows::step_runs`), which a sample of each
+//! reads first, are read into the same handle's cache once a file is checked.
+//!
 //! Invariants: at most `WARM_BYTES_MAX` of not yet checked files are read per manifest
 //! generation, newest files first (the runs a chart shows are most likely recent ones); a
-//! file that fails its check is left for the read to report; nothing is decoded.
+//! file that fails its check is left for the read to report; nothing of a file is decoded
+//! before it has passed its check, and of a checked file only the `step` column's pages of
+//! series of at least `WARM_SERIES_ROWS_MIN` rows.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,14 +50,39 @@ impl Store {
             let Ok(handle) = File::open(&path) else {
                 continue;
             };
-            if cache.is_checked(&path, &handle)? {
-                continue;
+            if !cache.is_checked(&path, &handle)? {
+                budget -= bytes;
+                // A damaged file is reported by the read that needs it, with its context.
+                if cache.get(&path, &handle, file.checksum).is_err() {
+                    continue;
+                }
             }
-            budget -= bytes;
-            // A damaged file is reported by the read that needs it, with its context.
-            let _ = cache.get(&path, &handle, file.checksum);
+            warm_step_runs(root, file, cache, stop);
         }
         Ok(manifest.generation)
+    }
+}
+
+/// Rows a series needs for its step runs to be read ahead: a sample of a shorter one reads
+/// a page of its `step` column at most, a longer one the headers of many.
+const WARM_SERIES_ROWS_MIN: u64 = 16 * 1024;
+
+/// Reads the step runs of the long series of a checked `file` into the handle's cache, which
+/// the first sample of each would otherwise read (`rows::step_runs`). A series whose runs
+/// cannot be read is left to the read, which reports it.
+fn warm_step_runs(
+    root: &std::path::Path,
+    file: &super::CompactedFile,
+    cache: &super::reader::MetadataCache,
+    stop: &AtomicBool,
+) {
+    for series in file.series.iter() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if series.row_count >= WARM_SERIES_ROWS_MIN {
+            let _ = super::rows::step_runs(root, file, series, cache);
+        }
     }
 }
 
