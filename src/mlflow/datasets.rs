@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::messages::{KeyValue, to_json};
 use super::wire::{Fields, missing, wrong_type};
 use super::{Body, MlflowError, Request, Service};
-use crate::{Dataset, DatasetInput, DatasetSummary, ExperimentId};
+use crate::{Dataset, DatasetInput, DatasetSummary};
 
 /// Most experiments one `experiments/search-datasets` names (MLflow's server limit).
 const SEARCH_EXPERIMENTS_MAX: usize = 20;

@@ -33,7 +33,7 @@ use super::{Body, MlflowError, Request, Service};
 use crate::query::SearchRuns;
 use crate::tracking::{system_tags, validation};
 use crate::util::now_ms;
-use crate::{Error, ExperimentId, MetricPoint, RunId, RunOptions, RunStatus};
+use crate::{Error, MetricPoint, RunId, RunOptions, RunStatus};
 
 /// The user MLflow's client names when it knows none, and MLflow reports for a run without one.
 pub(crate) const UNKNOWN_USER: &str = "unknown";
