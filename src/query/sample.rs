@@ -132,7 +132,15 @@ impl Store {
             return Ok(None);
         };
         let mut tail = vec![History::default()];
-        read_tail(root, &manifest, &index, key, &(..), &mut tail)?;
+        read_tail(
+            root,
+            &manifest,
+            &index,
+            key,
+            &(..),
+            &mut tail,
+            &mut [Vec::new()],
+        )?;
         if tail.iter().any(|t| !t.is_empty()) {
             return Ok(None);
         }
@@ -186,8 +194,14 @@ impl Store {
                 .collect::<Result<_>>()?
         };
         let mut tails = vec![History::default(); runs.len()];
-        read_tail(root, &manifest, &index, key, steps, &mut tails)?;
-        let tails: Vec<History> = tails.into_iter().map(sorted_by_step).collect();
+        let mut pieces = vec![Vec::new(); runs.len()];
+        read_tail(root, &manifest, &index, key, steps, &mut tails, &mut pieces)?;
+        let tails: Vec<History> = {
+            use rayon::prelude::*;
+            (tails.into_par_iter().zip(pieces))
+                .map(|(tail, pieces)| sorted_by_step(tail, &pieces))
+                .collect()
+        };
         crate::compaction::check_still_newest(root, &manifest)?;
         let mut parts: Vec<Vec<Part<'_>>> = (0..runs.len()).map(|_| Vec::new()).collect();
         for (order, (job, located)) in jobs.iter().zip(located).enumerate() {

@@ -47,12 +47,14 @@ pub(super) struct SeriesQuery<'a> {
 }
 
 /// Appends to `histories[slot]` the points of the query that the log holds after `manifest`'s
-/// watermarks, in log order.
+/// watermarks, in log order, and to `pieces[slot]` the lengths of the runs of them that each
+/// come from one record (consecutive in the log, so each in logging order), none empty.
 pub(super) fn read_series_tail(
     root: &std::path::Path,
     manifest: &Manifest,
     query: &SeriesQuery<'_>,
     histories: &mut [History],
+    pieces: &mut [Vec<usize>],
 ) -> Result<()> {
     let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
     let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
@@ -81,6 +83,10 @@ pub(super) fn read_series_tail(
         let Some(history) = histories.get_mut(slot) else {
             continue;
         };
+        if let Some(pieces) = pieces.get_mut(slot) {
+            let lengths = (tasks.iter().zip(&kept)).filter(|(task, _)| task.slot == slot);
+            pieces.extend(lengths.map(|(_, kept)| *kept).filter(|kept| *kept > 0));
+        }
         if history.is_empty() {
             (history.steps, history.timestamps_ms, history.values) = (steps, timestamps, values);
         } else {
