@@ -8,8 +8,9 @@
 //! A second workload is issue 14's chart of runs still training: `Store::history_sample` of
 //! 10 runs × 1 M points from the log, 320 ranks per run picked as MLflow's NTILE does (what
 //! `get-history-bulk-interval` asks), the points logged as `runlog serve`'s 8 connections
-//! deliver them: 1,000-point `log_batch` calls from 8 threads, so each run's batches land on
-//! several writer lanes and its log order is not its step order. Its answer is checked against
+//! deliver them: 1,000-point keyed `Store::log_batch` calls (stream points, as the server's
+//! `log-batch` logs them) from 8 threads, so each run's batches land on several writer lanes
+//! and its log order is not its step order. Its answer is checked against
 //! the same ranks picked out of the whole histories.
 //!
 //! Run: `cargo bench --bench long_series` (`RUNLOG_BENCH_POINTS` scales the series and, in
@@ -140,8 +141,17 @@ fn sample_from_log() {
                     let timestamps: Vec<i64> =
                         steps.iter().map(|s| 1_700_000_000_000 + s).collect();
                     let values: Vec<f64> = steps.iter().map(|s| 1.0 / (1.0 + *s as f64)).collect();
-                    runs[index % RUNS]
-                        .log_batch("loss", &steps, Some(&timestamps), &values)
+                    // The keyed call the server's `log-batch` makes (stream points).
+                    let metrics: Vec<runlog::MetricPoint<'_>> = (0..steps.len())
+                        .map(|i| runlog::MetricPoint {
+                            key: "loss",
+                            value: values[i],
+                            step: steps[i],
+                            timestamp_ms: timestamps[i],
+                        })
+                        .collect();
+                    store
+                        .log_batch(runs[index % RUNS].id(), &metrics, &[], &[])
                         .unwrap();
                 }
             });

@@ -146,7 +146,7 @@ fn sources(
     for (index, segment) in scanned.iter().enumerate() {
         let writer = segment.place.writer;
         for item in &segment.found.items {
-            let (run, source) = match item {
+            let (run, pieces): (_, Vec<Source>) = match item {
                 Item::Columns {
                     run,
                     record_offset,
@@ -166,25 +166,66 @@ fn sources(
                         point_count: *point_count,
                         key_ids: key_ids.clone(),
                     };
-                    (*run, source)
+                    (*run, vec![source])
                 }
                 Item::Stream(batch) => {
                     let Some(key_ids) = wanted.get(&(writer, batch.run)) else {
                         continue;
                     };
-                    (
-                        batch.run,
-                        Source::Points(stream_rows(batch, key_ids, query)),
-                    )
+                    let points = stream_rows(batch, key_ids, query);
+                    let pieces = arithmetic_pieces(points).into_iter().map(Source::Points);
+                    (batch.run, pieces.collect())
                 }
             };
             match query.slots.get(&run) {
-                Some(slot) if *slot < slot_count => sources.push((*slot, source)),
+                Some(slot) if *slot < slot_count => {
+                    sources.extend(pieces.into_iter().map(|source| (*slot, source)));
+                }
                 _ => {}
             }
         }
     }
     Ok(sources)
+}
+
+/// A stream's points of a run cut where their steps stop being one arithmetic run: a stream
+/// record holds whatever its lane appended, so the points of several `log_batch` calls of the
+/// run (keyed calls, and the server's `log-batch`), in the order the lane took them, not
+/// necessarily step order. Each piece then orders as a batch does. Left whole when that takes
+/// more than `RECORD_STEP_RUNS_MAX` pieces (irregular steps, for the general path anyway).
+fn arithmetic_pieces(points: History) -> Vec<History> {
+    let steps = &points.steps;
+    let mut cuts = Vec::new();
+    let mut start = 0;
+    while start < steps.len() {
+        let mut end = start + 1;
+        let stride = steps
+            .get(end)
+            .and_then(|next| next.checked_sub(steps[start]));
+        if let Some(stride) = stride.filter(|stride| *stride > 0) {
+            while steps
+                .get(end)
+                .is_some_and(|step| steps[end - 1].checked_add(stride) == Some(*step))
+            {
+                end += 1;
+            }
+        }
+        cuts.push(start..end);
+        if cuts.len() > RECORD_STEP_RUNS_MAX {
+            return vec![points];
+        }
+        start = end;
+    }
+    if cuts.len() <= 1 {
+        return vec![points];
+    }
+    cuts.into_iter()
+        .map(|cut| History {
+            steps: points.steps[cut.clone()].to_vec(),
+            timestamps_ms: points.timestamps_ms[cut.clone()].to_vec(),
+            values: points.values[cut].to_vec(),
+        })
+        .collect()
 }
 
 /// Decodes a columns record's kept points into the front of `scratch` (a stream's points are

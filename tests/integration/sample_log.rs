@@ -66,8 +66,9 @@ fn batches(rng: &mut Rng) -> Vec<Batch> {
     batches
 }
 
-/// Logs `batch` of `key` for `run`, from the calling thread's lane; a mixed batch goes as one
-/// record holding another key's points too.
+/// Logs `batch` of `key` for `run`, from the calling thread's lane: as a columns record, as
+/// stream points through the keyed API (a mixed batch with another key's points beside), or,
+/// when small, as single points.
 fn log_batch(store: &Store, run: &runlog::Run, batch: &Batch, rng: &mut Rng) {
     let points: Vec<(i64, i64, f64)> = batch
         .steps
@@ -81,16 +82,26 @@ fn log_batch(store: &Store, run: &runlog::Run, batch: &Batch, rng: &mut Rng) {
             (*step, 1_000 + rng.below(5) as i64, value)
         })
         .collect();
-    if batch.mixed {
+    let keyed = rng.below(2) == 0;
+    if batch.mixed || keyed {
+        // Through the keyed API, as the server's `log-batch` logs: stream points, which a
+        // lane's stream record holds for several calls.
+        let keys: &[&str] = if batch.mixed {
+            &["loss", "other"]
+        } else {
+            &["loss"]
+        };
         let metrics: Vec<MetricPoint<'_>> = points
             .iter()
             .flat_map(|(step, timestamp_ms, value)| {
-                [("loss", *value), ("other", -value)].map(|(key, value)| MetricPoint {
-                    key,
-                    value,
-                    step: *step,
-                    timestamp_ms: *timestamp_ms,
-                })
+                keys.iter()
+                    .map(move |key| (*key, if *key == "loss" { *value } else { -value }))
+                    .map(|(key, value)| MetricPoint {
+                        key,
+                        value,
+                        step: *step,
+                        timestamp_ms: *timestamp_ms,
+                    })
             })
             .collect();
         store.log_batch(run.id(), &metrics, &[], &[]).unwrap();
