@@ -474,7 +474,34 @@ impl SortedTail<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{RECORD_STEP_RUNS_MAX, StepRun, step_runs};
+    use super::{History, RECORD_STEP_RUNS_MAX, StepRun, arithmetic_pieces, step_runs};
+
+    fn points(steps: &[i64]) -> History {
+        History {
+            steps: steps.to_vec(),
+            timestamps_ms: (0..steps.len() as i64).collect(),
+            values: steps.iter().map(|s| *s as f64).collect(),
+        }
+    }
+
+    #[test]
+    fn a_streams_points_are_cut_where_their_steps_stop_being_one_run() {
+        let pieces = arithmetic_pieces(points(&[10, 11, 12, 0, 1, 2, 2, 7]));
+        let steps: Vec<Vec<i64>> = pieces.iter().map(|piece| piece.steps.clone()).collect();
+        assert_eq!(steps, [vec![10, 11, 12], vec![0, 1, 2], vec![2, 7]]);
+        let timestamps: Vec<i64> = pieces
+            .iter()
+            .flat_map(|p| p.timestamps_ms.clone())
+            .collect();
+        assert_eq!(timestamps, (0..8).collect::<Vec<_>>());
+        assert_eq!(arithmetic_pieces(points(&[4, 6, 8])), [points(&[4, 6, 8])]);
+        assert_eq!(arithmetic_pieces(points(&[])), [points(&[])]);
+        // Too many pieces: left whole, for the general path.
+        let irregular: Vec<i64> = (0..RECORD_STEP_RUNS_MAX as i64 * 4)
+            .map(|i| i * i)
+            .collect();
+        assert_eq!(arithmetic_pieces(points(&irregular)), [points(&irregular)]);
+    }
 
     fn run(step: i64, stride: i64, len: u64) -> StepRun {
         StepRun { step, stride, len }
