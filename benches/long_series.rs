@@ -5,10 +5,19 @@
 //! of a second run, with one timestamp, as Python's `log_batch` without timestamps gives.
 //! The read is timed from the log (nothing compacted), then after `Store::compact` (Parquet).
 //!
+//! A second workload is issue 14's chart of runs still training: `Store::history_sample` of
+//! 10 runs × 1 M points from the log, 320 ranks per run picked as MLflow's NTILE does (what
+//! `get-history-bulk-interval` asks), the points logged as `runlog serve`'s 8 connections
+//! deliver them: 1,000-point keyed `Store::log_batch` calls (stream points, as the server's
+//! `log-batch` logs them) from 8 threads, so each run's batches land on several writer lanes
+//! and its log order is not its step order. Its answer is checked against
+//! the same ranks picked out of the whole histories.
+//!
 //! Run: `cargo bench --bench long_series` (`RUNLOG_BENCH_POINTS` scales the series and, in
 //! proportion, the other run's points; `RUNLOG_BENCH_SEED` replays the values;
 //! `RUNLOG_BENCH_READS` sets the repetitions, `RUNLOG_BENCH_COMPACT=0` skips the compacted
-//! read, e.g. to profile the log read alone). Figures go in `docs/BENCHMARKS.md`. Best and
+//! read, e.g. to profile the log read alone; `RUNLOG_BENCH_WORKLOAD=series` or `sample` runs
+//! one workload alone, `RUNLOG_SAMPLE_POINTS` sets the points per run of the sample). Figures go in `docs/BENCHMARKS.md`. Best and
 //! median of several repetitions, after one warm-up read, of the call alone (its result is
 //! dropped after the clock stops) and of the call with that drop.
 
@@ -76,6 +85,100 @@ fn report(what: &str, (calls, with_drop): &(Vec<Duration>, Vec<Duration>)) {
 }
 
 fn main() {
+    let workload = std::env::var("RUNLOG_BENCH_WORKLOAD").unwrap_or_default();
+    if workload != "sample" {
+        long_series();
+    }
+    if workload != "series" {
+        sample_from_log();
+    }
+}
+
+/// MLflow's NTILE pick: each bucket's first rank, the last point always.
+fn ntile(n: usize, k: usize) -> Vec<usize> {
+    if n <= k {
+        return (0..n).collect();
+    }
+    let (base, rem) = (n / k, n % k);
+    let mut picks: Vec<usize> = (0..k).map(|i| i * base + i.min(rem)).collect();
+    if let Some(last) = picks.last_mut() {
+        *last = n - 1;
+    }
+    picks
+}
+
+fn sample_from_log() {
+    const RUNS: usize = 10;
+    const BATCH_POINTS: usize = 1_000;
+    const THREADS: usize = 8;
+    const PICKS: usize = 320;
+    let points = env_or("RUNLOG_SAMPLE_POINTS", 1_000_000) as usize;
+    let reads = env_or("RUNLOG_BENCH_READS", 7).max(1) as usize;
+    let batches = points.div_ceil(BATCH_POINTS);
+    println!("sample from the log: {RUNS} runs x {points} points, {PICKS} picks per run");
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        durability: Durability::Buffered,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let experiment = store.get_or_create_experiment("bench").unwrap().id;
+    let runs: Vec<runlog::Run> = (0..RUNS)
+        .map(|_| store.start_run(experiment, RunOptions::default()).unwrap())
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if index >= batches * RUNS {
+                        return;
+                    }
+                    let first = (index / RUNS * BATCH_POINTS) as i64;
+                    let last = (first + BATCH_POINTS as i64).min(points as i64);
+                    let steps: Vec<i64> = (first..last).collect();
+                    let timestamps: Vec<i64> =
+                        steps.iter().map(|s| 1_700_000_000_000 + s).collect();
+                    let values: Vec<f64> = steps.iter().map(|s| 1.0 / (1.0 + *s as f64)).collect();
+                    // The keyed call the server's `log-batch` makes (stream points).
+                    let metrics: Vec<runlog::MetricPoint<'_>> = (0..steps.len())
+                        .map(|i| runlog::MetricPoint {
+                            key: "loss",
+                            value: values[i],
+                            step: steps[i],
+                            timestamp_ms: timestamps[i],
+                        })
+                        .collect();
+                    store
+                        .log_batch(runs[index % RUNS].id(), &metrics, &[], &[])
+                        .unwrap();
+                }
+            });
+        }
+    });
+    store.flush().unwrap();
+    let ids: Vec<runlog::RunId> = runs.iter().map(|run| run.id()).collect();
+    let pick = |total: usize| ntile(total, PICKS);
+    let read = || store.history_sample(&ids, "loss", .., &pick).unwrap();
+    let count = |samples: &Vec<runlog::query::Sample>| samples.iter().map(|s| s.total).sum();
+    report(
+        "history_sample from the log",
+        &times(reads, read, count, points * RUNS),
+    );
+    let sample = read();
+    let histories = store.history_of_runs(&ids, "loss", ..).unwrap();
+    for (sample, history) in sample.iter().zip(&histories) {
+        let expected: Vec<i64> = pick(history.len())
+            .iter()
+            .map(|rank| history.steps[*rank])
+            .collect();
+        assert_eq!(sample.points.steps, expected);
+        assert!(!sample.ties);
+    }
+}
+
+fn long_series() {
     let points = env_or("RUNLOG_BENCH_POINTS", 10_000_000) as usize;
     let seed = env_or("RUNLOG_BENCH_SEED", 7);
     let reads = env_or("RUNLOG_BENCH_READS", 7).max(1) as usize;

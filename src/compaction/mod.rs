@@ -62,7 +62,7 @@ pub(crate) use reader::{
     read_series_rows, read_series_steps, read_whole_series,
 };
 #[cfg(feature = "parquet")]
-pub(crate) use rows::{StepRuns, read_picked_rows, step_runs};
+pub(crate) use rows::{StepRuns, StepRunsBuilder, read_picked_rows, step_runs};
 pub use stats::ManifestStats;
 #[cfg(feature = "parquet")]
 pub use writer::CompactionReport;

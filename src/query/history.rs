@@ -278,7 +278,10 @@ impl Store {
         // Whether each history is known to ascend by step: one compacted part whose decoder
         // tested its steps, and nothing added after it.
         let mut ascending = vec![false; runs.len()];
+        // Each history's pieces in order: its compacted parts, then its log records.
+        let mut pieces: Vec<Vec<usize>> = vec![Vec::new(); runs.len()];
         for (slot, part, part_ascending) in parts {
+            pieces[slot].push(part.len());
             let history = &mut histories[slot];
             if history.is_empty() {
                 *history = part;
@@ -291,18 +294,27 @@ impl Store {
             history.values.extend(part.values);
         }
         let compacted_points: Vec<usize> = histories.iter().map(History::len).collect();
-        read_tail(root, &manifest, &index, key, steps, &mut histories)?;
+        read_tail(
+            root,
+            &manifest,
+            &index,
+            key,
+            steps,
+            &mut histories,
+            &mut pieces,
+        )?;
         crate::compaction::check_still_newest(root, &manifest)?;
         use rayon::prelude::*;
         Ok(histories
             .into_par_iter()
             .zip(ascending)
             .zip(compacted_points)
-            .map(|((history, ascending), points)| {
+            .zip(pieces)
+            .map(|(((history, ascending), points), pieces)| {
                 if ascending && history.len() == points {
                     history
                 } else {
-                    sorted_by_step(history)
+                    sorted_by_step(history, &pieces)
                 }
             })
             .collect())
@@ -371,7 +383,8 @@ pub(super) fn compacted_series<'a>(
 }
 
 /// Appends the points of `key` in `steps` that the log holds after `manifest`'s watermarks to
-/// the history of each run of `index`, in log order (see `series_log.rs`).
+/// the history of each run of `index`, in log order, and the lengths of their pieces (the
+/// points of one record each) to `pieces` (see `series_log.rs`).
 pub(super) fn read_tail(
     root: &std::path::Path,
     manifest: &crate::compaction::Manifest,
@@ -379,6 +392,7 @@ pub(super) fn read_tail(
     key: &str,
     steps: &impl RangeBounds<i64>,
     histories: &mut [History],
+    pieces: &mut [Vec<usize>],
 ) -> Result<()> {
     // An empty range still reads the log, so that damage is reported whatever the range.
     let (first_step, last_step) = inclusive(steps).unwrap_or((1, 0));
@@ -388,7 +402,7 @@ pub(super) fn read_tail(
         first_step,
         last_step,
     };
-    super::series_log::read_series_tail(root, manifest, &query, histories)
+    super::series_log::read_series_tail(root, manifest, &query, histories, pieces)
 }
 
 /// `steps` as an inclusive range, `None` if it holds no step.
@@ -472,10 +486,90 @@ fn read_compacted(
     )))
 }
 
-pub(super) fn sorted_by_step(history: History) -> History {
+/// `history` sorted by step, stably (each step's points keep their order), given the lengths of
+/// the pieces it is the concatenation of (consecutive, covering it; any cut is correct, and
+/// one that follows its sorted stretches is fast). When each piece ascends and the pieces,
+/// ordered by first step, only touch (a step shared by two pieces only at their ends, the
+/// earlier piece first), the sort is that order of the pieces, copied as blocks: the points of
+/// log records whose batches reached the log out of step order (`log_batch` calls from several
+/// threads, on several writer lanes) are put in order without comparing points.
+pub(super) fn sorted_by_step(history: History, pieces: &[usize]) -> History {
     if ascending(&history.steps) {
         return history;
     }
+    match block_order(&history.steps, pieces) {
+        Some(blocks) => moved_in_blocks(&history, &blocks),
+        None => sorted_point_by_point(history),
+    }
+}
+
+/// The pieces' ranges in sorted order, if the sort is an order of the pieces (see
+/// `sorted_by_step`); `None` if not, or if `pieces` do not cover `steps` exactly.
+fn block_order(steps: &[i64], pieces: &[usize]) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut ranges = Vec::with_capacity(pieces.len());
+    let mut start = 0usize;
+    for length in pieces.iter().filter(|length| **length > 0) {
+        let end = start.checked_add(*length)?;
+        ranges.push(start..end);
+        start = end;
+    }
+    if start != steps.len() {
+        return None;
+    }
+    use rayon::prelude::*;
+    let each_ascends = ranges
+        .par_iter()
+        .all(|range| ascending_serial(&steps[range.clone()]));
+    if !each_ascends {
+        return None;
+    }
+    // By first step, then place in the history (a stable sort of the ranges).
+    ranges.sort_by_key(|range| steps[range.start]);
+    let touching_only = ranges.windows(2).all(|pair| {
+        let (last, first) = (steps[pair[0].end - 1], steps[pair[1].start]);
+        last < first || (last == first && pair[0].start < pair[1].start)
+    });
+    touching_only.then_some(ranges)
+}
+
+/// The points of `blocks` (ranges of `history` covering it), one after another: copied block
+/// by block on all cores into columns allocated once and mapped in part by part.
+fn moved_in_blocks(history: &History, blocks: &[std::ops::Range<usize>]) -> History {
+    let length = history.len();
+    let mut sorted = History {
+        steps: vec![0; length],
+        timestamps_ms: vec![0; length],
+        values: vec![0.0; length],
+    };
+    let mut jobs = Vec::with_capacity(blocks.len());
+    let (mut steps, mut timestamps, mut values) = (
+        sorted.steps.as_mut_slice(),
+        sorted.timestamps_ms.as_mut_slice(),
+        sorted.values.as_mut_slice(),
+    );
+    for block in blocks {
+        let size = block.len();
+        let (steps_out, steps_rest) = std::mem::take(&mut steps).split_at_mut(size);
+        let (timestamps_out, timestamps_rest) = std::mem::take(&mut timestamps).split_at_mut(size);
+        let (values_out, values_rest) = std::mem::take(&mut values).split_at_mut(size);
+        (steps, timestamps, values) = (steps_rest, timestamps_rest, values_rest);
+        jobs.push((block.clone(), steps_out, timestamps_out, values_out));
+    }
+    use rayon::prelude::*;
+    jobs.into_par_iter()
+        .for_each(|(block, steps, timestamps, values)| {
+            crate::util::prefault(steps);
+            crate::util::prefault(timestamps);
+            crate::util::prefault(values);
+            steps.copy_from_slice(&history.steps[block.clone()]);
+            timestamps.copy_from_slice(&history.timestamps_ms[block.clone()]);
+            values.copy_from_slice(&history.values[block]);
+        });
+    sorted
+}
+
+/// `history` sorted by step, stably, point by point.
+fn sorted_point_by_point(history: History) -> History {
     let mut order: Vec<usize> = (0..history.len()).collect();
     order.sort_by_key(|i| history.steps[*i]);
     History {
@@ -501,10 +595,13 @@ fn ascending(steps: &[i64]) -> bool {
                 .and_then(|previous| steps.get(previous))
                 .zip(chunk.first())
                 .is_none_or(|(last, first)| last <= first);
-            let inside =
-                (chunk.iter().zip(chunk.iter().skip(1))).fold(true, |ok, (a, b)| ok & (a <= b));
-            joined && inside
+            joined && ascending_serial(chunk)
         })
+}
+
+/// Whether `steps` ascend, on this thread, without an early exit so that it vectorizes.
+fn ascending_serial(steps: &[i64]) -> bool {
+    (steps.iter().zip(steps.iter().skip(1))).fold(true, |ok, (a, b)| ok & (a <= b))
 }
 
 /// Downsamples a step-sorted history over its own step range.
@@ -580,4 +677,72 @@ fn downsample_over(
         i = j;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{History, sorted_by_step, sorted_point_by_point};
+    use crate::util::TestRng as Rng;
+
+    /// Pieces of steps as log records hold them: mostly batches of consecutive steps delivered
+    /// out of order, sometimes a repeated step at a batch's edge or inside it, sometimes a
+    /// batch logged again or going backwards, so that both the block path and its fallback
+    /// are taken.
+    fn random_pieces(rng: &mut Rng) -> (History, Vec<usize>) {
+        let batches = 1 + rng.below(12) as usize;
+        let width = 1 + rng.below(6) as i64;
+        let mut order: Vec<i64> = (0..batches as i64).collect();
+        for index in (1..order.len()).rev() {
+            order.swap(index, rng.below(index as u64 + 1) as usize);
+        }
+        let (mut history, mut pieces) = (History::default(), Vec::new());
+        for batch in order {
+            let mut steps: Vec<i64> = (batch * width..(batch + 1) * width).collect();
+            match rng.below(12) {
+                0 => steps.push(steps[steps.len() - 1]),
+                1 => steps.insert(0, batch * width - 1),
+                2 => steps.reverse(),
+                3 => steps.push((batch + 1) * width),
+                _ => {}
+            }
+            pieces.push(steps.len());
+            for step in steps {
+                history.timestamps_ms.push(history.len() as i64);
+                history.values.push(rng.below(1000) as f64);
+                history.steps.push(step);
+            }
+        }
+        // A cut of the same points into other pieces sorts them as well.
+        if rng.below(4) == 0 {
+            pieces = vec![history.len()];
+        }
+        (history, pieces)
+    }
+
+    #[test]
+    fn a_sort_by_pieces_is_the_stable_sort_of_the_points() {
+        let mut rng = Rng::from_env("a_sort_by_pieces_is_the_stable_sort_of_the_points");
+        for _ in 0..2_000 {
+            let (history, pieces) = random_pieces(&mut rng);
+            let expected = sorted_point_by_point(history.clone());
+            assert_eq!(
+                sorted_by_step(history.clone(), &pieces),
+                expected,
+                "{pieces:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pieces_that_do_not_cover_the_history_fall_back_to_the_point_sort() {
+        let history = History {
+            steps: vec![3, 4, 0, 1],
+            timestamps_ms: vec![0, 1, 2, 3],
+            values: vec![0.0; 4],
+        };
+        let sorted = sorted_by_step(history.clone(), &[2]);
+        assert_eq!(sorted.steps, [0, 1, 3, 4]);
+        assert_eq!(sorted.timestamps_ms, [2, 3, 0, 1]);
+        assert_eq!(sorted_by_step(history, &[2, 2]).timestamps_ms, [2, 3, 0, 1]);
+    }
 }

@@ -5,6 +5,8 @@ mod compare;
 mod experiments;
 pub mod filter;
 mod history;
+#[cfg(feature = "parquet")]
+mod log_sample;
 mod models;
 #[cfg(feature = "parquet")]
 mod sample;

@@ -15,11 +15,17 @@
 //! (`compaction::step_runs`, kept per store handle): a rank is placed by counting the points
 //! below a step in each part, with no merge walk and no neighbour read for ties, and only the
 //! picked rows are read (`compaction::read_picked_rows`, also kept per handle).
+//!
+//! The log's part is read through `log_sample`: every wanted record is decoded once to measure
+//! it, and when the records in step order are the run's points in history order (the usual
+//! log of batches, in step order or not), that order's step runs place the ranks and a picked
+//! point is decoded again from its record alone; otherwise the part is read whole and sorted.
 
 use std::collections::HashMap;
 use std::ops::{Range, RangeBounds};
 
 use super::history::{History, SeriesJob, compacted_series, inclusive, read_tail, sorted_by_step};
+use super::log_sample::SortedTail;
 use crate::error::Result;
 use crate::ids::RunId;
 use crate::tracking::Store;
@@ -132,7 +138,15 @@ impl Store {
             return Ok(None);
         };
         let mut tail = vec![History::default()];
-        read_tail(root, &manifest, &index, key, &(..), &mut tail)?;
+        read_tail(
+            root,
+            &manifest,
+            &index,
+            key,
+            &(..),
+            &mut tail,
+            &mut [Vec::new()],
+        )?;
         if tail.iter().any(|t| !t.is_empty()) {
             return Ok(None);
         }
@@ -185,19 +199,42 @@ impl Store {
                 })
                 .collect::<Result<_>>()?
         };
-        let mut tails = vec![History::default(); runs.len()];
-        read_tail(root, &manifest, &index, key, steps, &mut tails)?;
-        let tails: Vec<History> = tails.into_iter().map(sorted_by_step).collect();
+        let query = super::series_log::SeriesQuery {
+            slots: &index,
+            key,
+            first_step: first,
+            last_step: last,
+        };
+        let log = super::log_sample::index_tail(root, &manifest, &query, runs.len())?;
         crate::compaction::check_still_newest(root, &manifest)?;
+        // Each run's log points in history order: its records in an order, where one gives
+        // it, else read whole and sorted.
+        let sorted: Vec<Option<SortedTail<'_, '_>>> =
+            (0..runs.len()).map(|slot| log.sorted(slot)).collect();
+        let tails: Vec<History> = {
+            use rayon::prelude::*;
+            (0..runs.len())
+                .into_par_iter()
+                .map(|slot| {
+                    if sorted[slot].is_some() || log.is_empty(slot) {
+                        return Ok(History::default());
+                    }
+                    let (history, pieces) = log.history(slot)?;
+                    Ok(sorted_by_step(history, &pieces))
+                })
+                .collect::<Result<_>>()?
+        };
         let mut parts: Vec<Vec<Part<'_>>> = (0..runs.len()).map(|_| Vec::new()).collect();
         for (order, (job, located)) in jobs.iter().zip(located).enumerate() {
             if let Some(located) = located {
                 parts[job.0].push(Part::Compacted(order, *job, located));
             }
         }
-        for (slot, tail) in tails.iter().enumerate() {
-            if !tail.is_empty() {
-                parts[slot].push(Part::Tail(tail));
+        for (slot, (tail, sorted)) in tails.iter().zip(sorted).enumerate() {
+            match sorted {
+                Some(sorted) => parts[slot].push(Part::Log(sorted)),
+                None if !tail.is_empty() => parts[slot].push(Part::Tail(tail)),
+                None => {}
             }
         }
         use rayon::prelude::*;
@@ -212,10 +249,21 @@ impl Store {
 
     /// The sample of one run out of its parts (compacted series in manifest order, then the
     /// tail).
-    fn sample_parts(&self, mut parts: Vec<Part<'_>>, pick: Pick<'_>) -> Result<Sample> {
+    fn sample_parts(&self, parts: Vec<Part<'_>>, pick: Pick<'_>) -> Result<Sample> {
         if let Some(sample) = self.sample_by_step_runs(&parts, pick)? {
             return Ok(sample);
         }
+        // The general paths read the log's points as one history in order.
+        let mut read = None;
+        for part in &parts {
+            if let Part::Log(tail) = part {
+                read = Some(tail.history()?);
+            }
+        }
+        let mut parts: Vec<Part<'_>> = (parts.into_iter())
+            .filter(|part| !matches!(part, Part::Log(_)))
+            .chain(read.as_ref().map(Part::Tail))
+            .collect();
         // Stable, so parts starting at one step keep manifest order, then the tail.
         parts.sort_by_key(|part| part.span().0);
         let disjoint = parts.windows(2).all(|w| w[0].span().1 < w[1].span().0);
@@ -273,6 +321,7 @@ impl Store {
                     Some(runs) => (std::sync::Arc::new(runs), 0..tail.len() as u64),
                     None => return Ok(None),
                 },
+                Part::Log(tail) => (std::sync::Arc::clone(&tail.runs), 0..tail.total as u64),
             };
             sources.push(source);
         }
@@ -298,6 +347,8 @@ impl Store {
                     .filter_map(|row| tail.point(*row as usize))
                     .map(|p| (p.step, p.timestamp_ms, p.value))
                     .collect(),
+                Part::Log(_) if offsets.is_empty() => Vec::new(),
+                Part::Log(tail) => tail.points(&offsets)?,
             };
             // The runs were built from these rows' own column; a step that differs means
             // they do not describe the rows, so the general path answers instead.
@@ -332,6 +383,10 @@ impl Store {
     /// shares its step with a neighbour in the part.
     fn pick_from(&self, part: &Part<'_>, offsets: &[usize], out: &mut History) -> Result<bool> {
         match part {
+            Part::Log(tail) => {
+                let history = tail.history()?;
+                self.pick_from(&Part::Tail(&history), offsets, out)
+            }
             Part::Tail(tail) => {
                 let mut ties = false;
                 for offset in offsets {
@@ -401,13 +456,16 @@ impl Store {
         let mut ordered: Vec<&Part<'_>> = parts.iter().collect();
         ordered.sort_by_key(|part| match part {
             Part::Compacted(order, ..) => *order,
-            Part::Tail(_) => usize::MAX,
+            Part::Tail(_) | Part::Log(_) => usize::MAX,
         });
         let cache = self.compacted_metadata();
         let steps: Vec<std::borrow::Cow<'_, [i64]>> = ordered
             .iter()
             .map(|part| match part {
                 Part::Tail(tail) => Ok(std::borrow::Cow::Borrowed(tail.steps.as_slice())),
+                Part::Log(tail) => tail
+                    .history()
+                    .map(|history| std::borrow::Cow::Owned(history.steps)),
                 Part::Compacted(_, (_, file, series), located) => {
                     crate::compaction::read_series_steps(
                         self.root(),
@@ -608,6 +666,8 @@ enum Part<'a> {
     Compacted(usize, SeriesJob<'a>, crate::compaction::Located),
     /// The log's points, sorted by step.
     Tail(&'a History),
+    /// The log's points, as its records in history order.
+    Log(SortedTail<'a, 'a>),
 }
 
 impl Part<'_> {
@@ -615,6 +675,7 @@ impl Part<'_> {
         match self {
             Part::Compacted(_, _, located) => (located.rows.end - located.rows.start) as usize,
             Part::Tail(tail) => tail.len(),
+            Part::Log(tail) => tail.total,
         }
     }
 
@@ -626,6 +687,10 @@ impl Part<'_> {
                 tail.steps.first().copied().unwrap_or(i64::MAX),
                 tail.steps.last().copied().unwrap_or(i64::MIN),
             ),
+            Part::Log(tail) => tail
+                .runs
+                .span(&(0..tail.total as u64))
+                .unwrap_or((i64::MAX, i64::MIN)),
         }
     }
 }

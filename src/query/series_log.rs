@@ -47,12 +47,14 @@ pub(super) struct SeriesQuery<'a> {
 }
 
 /// Appends to `histories[slot]` the points of the query that the log holds after `manifest`'s
-/// watermarks, in log order.
+/// watermarks, in log order, and to `pieces[slot]` the lengths of the runs of them that each
+/// come from one record (consecutive in the log, so each in logging order), none empty.
 pub(super) fn read_series_tail(
     root: &std::path::Path,
     manifest: &Manifest,
     query: &SeriesQuery<'_>,
     histories: &mut [History],
+    pieces: &mut [Vec<usize>],
 ) -> Result<()> {
     let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
     let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
@@ -81,6 +83,10 @@ pub(super) fn read_series_tail(
         let Some(history) = histories.get_mut(slot) else {
             continue;
         };
+        if let Some(pieces) = pieces.get_mut(slot) {
+            let lengths = (tasks.iter().zip(&kept)).filter(|(task, _)| task.slot == slot);
+            pieces.extend(lengths.map(|(_, kept)| *kept).filter(|kept| *kept > 0));
+        }
         if history.is_empty() {
             (history.steps, history.timestamps_ms, history.values) = (steps, timestamps, values);
         } else {
@@ -94,24 +100,24 @@ pub(super) fn read_series_tail(
 
 /// One segment after the first pass: its bytes, kept for the second, and what it holds for the
 /// query.
-struct Scanned {
-    place: ChainPlace,
+pub(super) struct Scanned {
+    pub(super) place: ChainPlace,
     /// Kept only when the segment holds a wanted columns record (decoded in the second pass).
-    bytes: Option<SegmentBytes>,
-    found: Found,
+    pub(super) bytes: Option<SegmentBytes>,
+    pub(super) found: Found,
 }
 
 /// What the first pass keeps of one segment.
 #[derive(Default)]
-struct Found {
+pub(super) struct Found {
     /// Key ids defined as the query's key for a wanted run.
     definitions: Vec<(RunId, KeyId)>,
     /// The wanted runs' points, in log order.
-    items: Vec<Item>,
+    pub(super) items: Vec<Item>,
 }
 
 /// Points of one wanted run, not yet filtered by key.
-enum Item {
+pub(super) enum Item {
     /// A columns record, left undecoded.
     Columns {
         run: RunId,
@@ -181,7 +187,7 @@ impl RecordSink for SegmentSink<'_> {
 }
 
 /// The first pass over one segment.
-fn scan(place: ChainPlace, query: &SeriesQuery<'_>) -> Result<Scanned> {
+pub(super) fn scan(place: ChainPlace, query: &SeriesQuery<'_>) -> Result<Scanned> {
     let bytes = crate::wal::reader::load_segment(&place.path, false)?;
     let mut sink = SegmentSink {
         query,
@@ -205,7 +211,7 @@ fn scan(place: ChainPlace, query: &SeriesQuery<'_>) -> Result<Scanned> {
 }
 
 /// The key ids that stand for the query's key, per writer and run.
-fn wanted_key_ids(
+pub(super) fn wanted_key_ids(
     manifest: &Manifest,
     scanned: &[Scanned],
     query: &SeriesQuery<'_>,
@@ -325,7 +331,7 @@ fn plan<'a>(
 }
 
 /// The payload of the record at `record_offset` of `bytes`, as the first pass checked it.
-fn payload_at(bytes: &[u8], record_offset: u64) -> Option<&[u8]> {
+pub(super) fn payload_at(bytes: &[u8], record_offset: u64) -> Option<&[u8]> {
     let start = usize::try_from(record_offset).ok()?;
     let length = bytes.get(start..start + 4)?;
     let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
@@ -333,7 +339,11 @@ fn payload_at(bytes: &[u8], record_offset: u64) -> Option<&[u8]> {
 }
 
 /// A stream batch's rows of the wanted keys and steps.
-fn stream_rows(batch: &MetricBatch, key_ids: &[KeyId], query: &SeriesQuery<'_>) -> History {
+pub(super) fn stream_rows(
+    batch: &MetricBatch,
+    key_ids: &[KeyId],
+    query: &SeriesQuery<'_>,
+) -> History {
     let mut points = History::default();
     for row in 0..batch.len() {
         let step = batch.steps[row];
@@ -396,27 +406,39 @@ fn run_task(task: &Task<'_>, out: ColumnsOut<'_>, query: &SeriesQuery<'_>) -> Re
             key_ids,
             place,
             record_offset,
-        } => {
-            let filter = RowFilter {
-                key_ids,
-                first_step: query.first_step,
-                last_step: query.last_step,
-            };
-            let decoded = if *compressed {
-                decompress(payload)
-                    .and_then(|plain| peek::decode_columns_into(&plain, &filter, out))
-            } else {
-                peek::decode_columns_into(payload, &filter, out)
-            };
-            decoded.map_err(|kind| {
-                Error::Corrupt(Corruption {
-                    path: place.path.clone(),
-                    offset: *record_offset,
-                    kind,
-                })
-            })
-        }
+        } => decode_record(payload, *compressed, key_ids, query, out)
+            .map_err(|kind| corruption(place, *record_offset, kind)),
     }
+}
+
+/// Decodes a columns record's stored payload into `out` (as many slots as its points),
+/// keeping the query's rows of `key_ids` at the front; how many.
+pub(super) fn decode_record(
+    payload: &[u8],
+    compressed: bool,
+    key_ids: &[KeyId],
+    query: &SeriesQuery<'_>,
+    out: ColumnsOut<'_>,
+) -> std::result::Result<usize, CorruptionKind> {
+    let filter = RowFilter {
+        key_ids,
+        first_step: query.first_step,
+        last_step: query.last_step,
+    };
+    if compressed {
+        decompress(payload).and_then(|plain| peek::decode_columns_into(&plain, &filter, out))
+    } else {
+        peek::decode_columns_into(payload, &filter, out)
+    }
+}
+
+/// A CRC-valid record that does not decode: corruption at its offset.
+pub(super) fn corruption(place: &ChainPlace, record_offset: u64, kind: CorruptionKind) -> Error {
+    Error::Corrupt(Corruption {
+        path: place.path.clone(),
+        offset: record_offset,
+        kind,
+    })
 }
 
 /// Moves the points each task of `slot` kept next to the previous task's, in task order;
@@ -440,7 +462,7 @@ fn close_gaps(
     end
 }
 
-fn corrupt(place: &ChainPlace, offset: u64, why: &str) -> Error {
+pub(super) fn corrupt(place: &ChainPlace, offset: u64, why: &str) -> Error {
     Error::Corrupt(Corruption {
         path: place.path.clone(),
         offset,

@@ -40,6 +40,8 @@ mod query_ranges;
 mod query_search;
 mod reads_concurrent;
 mod replay_summaries;
+#[cfg(feature = "parquet")]
+mod sample_log;
 mod segment_sizing;
 #[cfg(feature = "server")]
 mod server_http;
