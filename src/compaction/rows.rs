@@ -296,6 +296,12 @@ fn file_id(root: &Path, file: &CompactedFile) -> FileId {
     (root.join(&file.path), checksum)
 }
 
+/// Whether the step runs cache holds at least half its bound: reading ahead into it past that
+/// would, on a large store, start it over and drop the runs the charts in use read.
+pub(crate) fn step_runs_cache_half_full(cache: &MetadataCache) -> bool {
+    crate::util::lock(&cache.rows().steps).1 >= CACHED_STEP_RUNS_MAX / 2
+}
+
 /// The step runs of `series` in `file`, reading its `step` column once per handle; `None` when
 /// it has none (`StepRuns::of`).
 pub(crate) fn step_runs(

@@ -77,7 +77,8 @@ fn warm_step_runs(
     stop: &AtomicBool,
 ) {
     for series in file.series.iter() {
-        if stop.load(Ordering::Relaxed) {
+        // Reading ahead stops at half the cache's bound, so it never starts the cache over.
+        if stop.load(Ordering::Relaxed) || super::rows::step_runs_cache_half_full(cache) {
             return;
         }
         if series.row_count >= WARM_SERIES_ROWS_MIN {
