@@ -9,8 +9,10 @@
 //! `log_batch` calls of consecutive steps, whether their batches reached the log in step order
 //! or, from several threads on several writer lanes, not), a run's points in history order are
 //! its records one after another in that order. Their step runs, joined, are the run's: they
-//! place any rank by counting, and a picked point is read again from its one record. Nothing
-//! the size of the run's points is allocated, and no point is compared with another.
+//! place any rank by counting, and a picked point is read again from its one record. For points
+//! logged as columns records, nothing the size of the run's points is allocated and no point is
+//! compared with another; points logged through streams (which have no stored length) are held
+//! decoded, as the scan found them, until the sample is made.
 //!
 //! Invariants:
 //! - The records, their order and the points each keeps are `series_log`'s (the same scan, key
