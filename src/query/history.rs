@@ -503,25 +503,46 @@ pub(super) fn sorted_by_step(history: History, pieces: &[usize]) -> History {
     }
 }
 
+/// Blocks a sort may move before the point-by-point sort is the cheaper one.
+const BLOCKS_MAX: usize = 1 << 16;
+
 /// The pieces' ranges in sorted order, if the sort is an order of the pieces (see
-/// `sorted_by_step`); `None` if not, or if `pieces` do not cover `steps` exactly.
+/// `sorted_by_step`); `None` if not, or if `pieces` do not cover `steps` exactly. A piece whose
+/// steps go back (a stream record holding several `log_batch` calls of a run, in the order its
+/// lane took them) is first cut into its ascending runs, which order as pieces do.
 fn block_order(steps: &[i64], pieces: &[usize]) -> Option<Vec<std::ops::Range<usize>>> {
-    let mut ranges = Vec::with_capacity(pieces.len());
+    let mut whole = Vec::with_capacity(pieces.len());
     let mut start = 0usize;
     for length in pieces.iter().filter(|length| **length > 0) {
         let end = start.checked_add(*length)?;
-        ranges.push(start..end);
+        whole.push(start..end);
         start = end;
     }
     if start != steps.len() {
         return None;
     }
     use rayon::prelude::*;
-    let each_ascends = ranges
+    let ascends: Vec<bool> = whole
         .par_iter()
-        .all(|range| ascending_serial(&steps[range.clone()]));
-    if !each_ascends {
-        return None;
+        .map(|range| ascending_serial(steps.get(range.clone()).unwrap_or_default()))
+        .collect();
+    let mut ranges = Vec::with_capacity(whole.len());
+    for (range, ascends) in whole.into_iter().zip(ascends) {
+        if ascends {
+            ranges.push(range);
+        } else {
+            let mut run_start = range.start;
+            for at in range.start + 1..range.end {
+                if steps[at] < steps[at - 1] {
+                    ranges.push(run_start..at);
+                    run_start = at;
+                }
+            }
+            ranges.push(run_start..range.end);
+        }
+        if ranges.len() > BLOCKS_MAX {
+            return None;
+        }
     }
     // By first step, then place in the history (a stable sort of the ranges).
     ranges.sort_by_key(|range| steps[range.start]);
@@ -681,7 +702,7 @@ fn downsample_over(
 
 #[cfg(test)]
 mod tests {
-    use super::{History, sorted_by_step, sorted_point_by_point};
+    use super::{History, block_order, sorted_by_step, sorted_point_by_point};
     use crate::util::TestRng as Rng;
 
     /// Pieces of steps as log records hold them: mostly batches of consecutive steps delivered
@@ -731,6 +752,24 @@ mod tests {
                 "{pieces:?}"
             );
         }
+    }
+
+    /// The block path is taken where it applies, not only correct where it is: batches of
+    /// consecutive steps that reached one piece out of order are cut at the step that goes
+    /// back, and a step shared at two blocks' edges keeps log order.
+    #[test]
+    fn a_piece_whose_steps_go_back_is_cut_into_blocks() {
+        assert_eq!(block_order(&[3, 4, 0, 1, 2], &[5]), Some(vec![2..5, 0..2]));
+        // Step 2 shared by the edges of two blocks, the earlier-logged one first.
+        assert_eq!(
+            block_order(&[5, 6, 0, 1, 2, 2, 3, 4], &[2, 3, 3]),
+            Some(vec![2..5, 5..8, 0..2])
+        );
+        // The same, with the later-logged block's 2 needed first: no order of blocks.
+        assert_eq!(block_order(&[2, 3, 0, 1, 2], &[2, 3]), None);
+        assert_eq!(block_order(&[2, 3, 0, 1, 2], &[5]), None);
+        // Runs that overlap.
+        assert_eq!(block_order(&[0, 2, 1, 3], &[4]), None);
     }
 
     #[test]
