@@ -1,4 +1,5 @@
-//! Last-writer-wins registers: the catalog's rule for every mutable field.
+//! Last-writer-wins registers: the catalog's rule for every mutable field; and the mirror
+//! rule, first-writer-wins, for the values MLflow keeps from their first logging.
 //!
 //! Writers (threads, processes) do not coordinate, so the catalog may see their events in any
 //! order. Each mutable field keeps the time of the event that set it and only takes an event at
@@ -14,6 +15,15 @@
 //! as RUNNING again after a compaction (found by the simulation, seeds 715 and 1565;
 //! regression test `a_copy_from_a_metadata_chain_never_undoes_a_later_event`). A chain is
 //! known by its manifest entry or by its id (`wal::writer::IdRange`).
+//!
+//! First-writer-wins values (a dataset's fields, an input's tags: MLflow keeps the first
+//! logging and ignores later ones) follow the mirror rule, `Stamp::precedes`: a value is
+//! replaced only by one from an event that surely came before it, an earlier millisecond, or
+//! in the same millisecond a copy replacing an original (a copy precedes every event still in
+//! its writer's log, so it is the earlier logging). A copy never replaces a copy, nor an
+//! original an original, in the same millisecond: the one applied first stays, which within
+//! one writer is the earlier; across writers in one millisecond it is the same race as above,
+//! decided here by whichever was applied first.
 
 /// Where an event was read from: the log of the writer that wrote it, or a metadata chain
 /// that compaction wrote as a copy of compacted segments' events.

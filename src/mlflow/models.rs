@@ -435,22 +435,30 @@ pub(crate) fn run_links(
     service: &Service,
     run: crate::RunId,
 ) -> Result<(Vec<Value>, Value), MlflowError> {
-    let mut inputs = Vec::new();
-    let mut outputs = Vec::new();
-    for (model, link) in service.store().run_model_links(run)? {
-        match link {
-            ModelLink::Input => inputs.push(serde_json::json!({"model_id": model.to_string()})),
+    let links = service.store().run_model_links(run)?;
+    let inputs = links
+        .iter()
+        .filter(|(_, link)| matches!(link, ModelLink::Input))
+        .map(|(model, _)| serde_json::json!({"model_id": model.to_string()}))
+        .collect();
+    Ok((inputs, run_outputs(&links)))
+}
+
+/// The `RunOutputs` of a run linked to `links`: its model outputs, as MLflow shows them (in
+/// `runs/search` too, which leaves model inputs out).
+pub(crate) fn run_outputs(links: &[(ModelId, ModelLink)]) -> Value {
+    let outputs: Vec<Value> = links
+        .iter()
+        .filter_map(|(model, link)| match link {
+            ModelLink::Input => None,
             ModelLink::Output { step } => {
-                outputs.push(serde_json::json!({"model_id": model.to_string(), "step": step}))
+                Some(serde_json::json!({"model_id": model.to_string(), "step": step}))
             }
-        }
+        })
+        .collect();
+    let mut map = serde_json::Map::new();
+    if !outputs.is_empty() {
+        map.insert("model_outputs".to_string(), Value::Array(outputs));
     }
-    let wrap = |name: &str, list: Vec<Value>| {
-        let mut map = serde_json::Map::new();
-        if !list.is_empty() {
-            map.insert(name.to_string(), Value::Array(list));
-        }
-        Value::Object(map)
-    };
-    Ok((inputs, wrap("model_outputs", outputs)))
+    Value::Object(map)
 }

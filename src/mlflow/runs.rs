@@ -300,17 +300,21 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
         return Ok(b"{}".to_vec());
     }
     let page = service.store().search_runs(&search)?;
-    let datasets = page
+    // One catalog read for the whole page, not one per run.
+    let experiments: Vec<_> = page
         .runs
         .iter()
-        .map(|run| service.store().run_dataset_inputs(run.info.id))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|run| (run.info.id, run.info.experiment))
+        .collect();
+    let ids: Vec<_> = experiments.iter().map(|(run, _)| *run).collect();
+    let datasets = service.store().runs_dataset_inputs(&experiments)?;
+    let links = service.store().runs_model_links(&ids)?;
     let mut runs = Vec::with_capacity(page.runs.len());
-    for (run, datasets) in page.runs.iter().zip(&datasets) {
+    for ((run, datasets), links) in page.runs.iter().zip(&datasets).zip(&links) {
         // MLflow's SQL store gives search results their datasets and model outputs, not
         // their model inputs.
         let mut message = RunMessage::with_datasets(run, datasets);
-        message.outputs = super::models::run_links(service, run.info.id)?.1;
+        message.outputs = super::models::run_outputs(links);
         runs.push(message);
     }
     Ok(to_json(&Response {

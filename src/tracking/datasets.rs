@@ -8,8 +8,15 @@
 //!   the first logging's fields staying; an input once per run and dataset, the first
 //!   logging's tags staying (a later logging of the same pair, with other tags or other
 //!   fields, changes nothing); within one call the first of two entries of a pair counts.
-//! - A dataset's event is appended before any input naming it, so an input in the log always
-//!   has its dataset before it in the same or an earlier acknowledged append.
+//! - A dataset's event is appended before any input naming it (`record_all` appends the
+//!   experiment's lane, then the run's). The two lanes are different writers, each reaching
+//!   the disk on its own, so the order holds on disk only as far as the durability level says:
+//!   under `Durability::Sync` the dataset's append is synced before the input's is made, so an
+//!   input on disk always has its dataset there too. Under `Buffered` and `Interval` a process
+//!   crash keeps both (every acknowledged append survives it), but a power loss can keep the
+//!   input's append and lose the dataset's. Such an input stays hidden (the catalog shows an
+//!   input only once its experiment has its dataset) until the dataset is logged again in
+//!   that experiment; it then shows with that logging's fields and its own first tags.
 
 use std::collections::HashSet;
 
@@ -51,6 +58,21 @@ impl Store {
     pub fn run_dataset_inputs(&self, run: RunId) -> Result<Vec<DatasetInput>> {
         let info = self.run_info(run)?;
         Ok(self.catalog().datasets.run_inputs(run, info.experiment))
+    }
+
+    /// The datasets each of `runs` used, as `run_dataset_inputs` gives them, after one
+    /// refresh: for a page of search results, whose runs and their experiments are known, so
+    /// that the page costs one refresh and no lookup per run.
+    pub fn runs_dataset_inputs(
+        &self,
+        runs: &[(RunId, ExperimentId)],
+    ) -> Result<Vec<Vec<DatasetInput>>> {
+        self.refresh_if_stale()?;
+        let datasets = &self.catalog().datasets;
+        Ok(runs
+            .iter()
+            .map(|(run, experiment)| datasets.run_inputs(*run, *experiment))
+            .collect())
     }
 
     /// Every distinct use of a dataset by a run (deleted runs too, as MLflow's SQL store

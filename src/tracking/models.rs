@@ -216,6 +216,14 @@ impl Store {
         Ok(self.catalog().models.links(run))
     }
 
+    /// The models each of `runs` is linked to, after one refresh: for a page of search
+    /// results, so that the page costs one refresh rather than one per run.
+    pub fn runs_model_links(&self, runs: &[RunId]) -> Result<Vec<Vec<(ModelId, ModelLink)>>> {
+        self.refresh_if_stale()?;
+        let models = &self.catalog().models;
+        Ok(runs.iter().map(|run| models.links(*run)).collect())
+    }
+
     /// Stores `bytes` as artifact `path` of `model` (write-once, as run artifacts).
     pub fn log_model_artifact_bytes(
         &self,

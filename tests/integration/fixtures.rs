@@ -248,10 +248,29 @@ fn check_version_4_contents(store: &Store) {
     );
 }
 
+/// Every segment of the checked-in `store` says format `version` in its header.
+fn assert_segment_versions(store: &str, version: u16) {
+    let wal = fixture_of(store, "valid").join("wal");
+    let mut segments = 0;
+    for entry in std::fs::read_dir(&wal).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|extension| extension.to_str()) != Some("wal") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let header = runlog::wal::segment::SegmentHeader::decode(&bytes).unwrap();
+        assert_eq!(header.format_version, version, "{}", path.display());
+        segments += 1;
+    }
+    assert!(segments > 0, "no segment in {}", wal.display());
+}
+
 /// A store of segment format 4 (logged models, artifact deletions) opens with its contents,
-/// takes new writes, compacts them and the tail it holds, and reopens with the same contents.
+/// takes new writes (datasets, which format 5 added, among them), compacts them and the tail
+/// it holds, and reopens with the same contents.
 #[test]
 fn the_checked_in_version_4_store_opens_and_compacts_with_its_models() {
+    assert_segment_versions("store-v4", 4);
     let valid = fixture_of("store-v4", "valid");
     let report = runlog::verify::verify(&valid).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -269,6 +288,26 @@ fn the_checked_in_version_4_store_opens_and_compacts_with_its_models() {
         .start_run(experiment, runlog::RunOptions::default())
         .unwrap();
     run.log_metric("loss", 1.0, 0).unwrap();
+    let id = run.id();
+    // The fixture's own run too: its tail is in a version 4 segment.
+    let fixture = store.experiment_by_name("fixture").unwrap().unwrap();
+    let tail = store.runs(fixture.id, ViewType::All).unwrap()[0].info.id;
+    let input = runlog::DatasetInput {
+        dataset: runlog::Dataset {
+            name: "train".into(),
+            digest: "d1".into(),
+            source_type: "local".into(),
+            source: "{\"uri\": \"a\"}".into(),
+            schema: None,
+            profile: Some("{\"num_rows\": 3}".into()),
+        },
+        tags: vec![("mlflow.data.context".into(), "training".into())],
+    };
+    for logged in [id, tail] {
+        store
+            .log_dataset_inputs(logged, std::slice::from_ref(&input))
+            .unwrap();
+    }
     run.finish().unwrap();
     store.compact().unwrap();
     drop(store);
@@ -278,4 +317,12 @@ fn the_checked_in_version_4_store_opens_and_compacts_with_its_models() {
     check_contents(&store);
     check_version_4_contents(&store);
     assert_eq!(store.experiments(ViewType::All).unwrap().len(), 4);
+    for logged in [id, tail] {
+        assert_eq!(
+            store.run_dataset_inputs(logged).unwrap(),
+            std::slice::from_ref(&input)
+        );
+    }
+    let summaries = store.dataset_summaries(&[experiment, fixture.id]).unwrap();
+    assert_eq!(summaries.len(), 2, "{summaries:?}");
 }

@@ -655,3 +655,195 @@ fn an_empty_context_is_no_context_in_search_datasets() {
         ]})
     );
 }
+
+/// What a handle shows of the datasets: each run's inputs (runs in `runs`' order) and the
+/// experiment's summaries. A run's inputs are sorted by name: inputs of one run logged by two
+/// writers show in the order they were applied (`catalog/datasets.rs`), which a compaction or
+/// a reopening changes.
+type DatasetsView = (Vec<(runlog::RunId, Vec<DatasetInput>)>, Vec<DatasetSummary>);
+
+#[cfg(feature = "parquet")]
+fn datasets_view(
+    store: &Store,
+    experiment: runlog::ExperimentId,
+    runs: &[runlog::RunId],
+) -> DatasetsView {
+    store.refresh().unwrap();
+    let inputs = runs
+        .iter()
+        .map(|run| {
+            let mut inputs = store.run_dataset_inputs(*run).unwrap();
+            inputs.sort_by(|left, right| left.dataset.name.cmp(&right.dataset.name));
+            (*run, inputs)
+        })
+        .collect();
+    (inputs, store.dataset_summaries(&[experiment]).unwrap())
+}
+
+/// Loggings of one dataset with other fields tried by two writers.
+#[cfg(feature = "parquet")]
+const RACE_ATTEMPTS: usize = 50;
+
+/// Has `first` and then `second` log a dataset of one name with other fields, for their runs
+/// `runs`, `second` not having seen `first`'s logging, until the two fall in one millisecond:
+/// `second`'s handle then keeps its own fields (of two originals in one millisecond the one
+/// applied first stays). Returns that dataset's name, or `None` after `RACE_ATTEMPTS`.
+#[cfg(feature = "parquet")]
+fn race_in_one_millisecond(
+    first: &Store,
+    second: &Store,
+    runs: (runlog::RunId, runlog::RunId),
+) -> Option<String> {
+    (0..RACE_ATTEMPTS).find_map(|attempt| {
+        let name = format!("raced{attempt}");
+        let logged = |store: &Store, run, source: &str| {
+            let input = DatasetInput {
+                dataset: dataset(&name, source),
+                tags: Vec::new(),
+            };
+            store.log_dataset_inputs(run, &[input]).unwrap();
+        };
+        logged(first, runs.0, "first");
+        logged(second, runs.1, "second");
+        second.refresh().unwrap();
+        let kept = second.run_dataset_inputs(runs.1).unwrap();
+        let own = kept
+            .iter()
+            .any(|input| input.dataset.name == name && input.dataset.source == "second");
+        own.then_some(name)
+    })
+}
+
+/// More compactions than `METADATA_CHAINS_MAX`, each after two writers logged datasets and
+/// inputs back to back (often in one millisecond), so that the chains are merged: both
+/// handles, and the store reopened, show the same datasets before and after each compaction,
+/// after the merge and after reopening. A dataset both writers log with other fields, the
+/// second writer not having seen the first's logging yet, keeps the first logging's fields
+/// once that logging is a compacted copy, even in the second writer's own handle and in the
+/// same millisecond (`Stamp::precedes`: a copy precedes an original); round 0 retries such a
+/// pair until one falls in one millisecond (`race_in_one_millisecond`).
+#[cfg(feature = "parquet")]
+#[test]
+fn datasets_of_two_writers_survive_merged_metadata_chains() {
+    let dir = TempStore::new();
+    let open = || Store::open(dir.dir.path()).unwrap();
+    let (first, second) = (open(), open());
+    let experiment = first.get_or_create_experiment("e").unwrap().id;
+    second.refresh().unwrap();
+    let entry = |name: &str, source: &str, context: &str| DatasetInput {
+        dataset: dataset(name, source),
+        tags: vec![("mlflow.data.context".to_string(), context.to_string())],
+    };
+    let mut runs = Vec::new();
+    let rounds = runlog::compaction::METADATA_CHAINS_MAX + 3;
+    let mut merged = false;
+    let mut raced = None;
+    for round in 0..rounds {
+        let mine = first
+            .start_run(experiment, Default::default())
+            .unwrap()
+            .id();
+        let theirs = second
+            .start_run(experiment, Default::default())
+            .unwrap()
+            .id();
+        runs.extend([mine, theirs]);
+        first
+            .log_dataset_inputs(
+                mine,
+                &[
+                    entry("contested", "first", "training"),
+                    entry("shared", "same", "training"),
+                    entry(&format!("a{round}"), "a", "training"),
+                ],
+            )
+            .unwrap();
+        // `second` has not refreshed since `first` logged: in round 0 it logs `contested`
+        // again, with its own fields; `shared` it logs with the same fields.
+        second
+            .log_dataset_inputs(
+                theirs,
+                &[
+                    entry("contested", "second", "eval"),
+                    entry("shared", "same", "eval"),
+                    entry(&format!("b{round}"), "b", "eval"),
+                ],
+            )
+            .unwrap();
+        if round == 0 {
+            raced = race_in_one_millisecond(&first, &second, (mine, theirs));
+        }
+        // An input of the first writer's run logged by the second writer.
+        second.refresh().unwrap();
+        second
+            .log_dataset_inputs(mine, &[entry(&format!("b{round}"), "b", "eval")])
+            .unwrap();
+        first.flush().unwrap();
+        second.flush().unwrap();
+
+        let before = datasets_view(&first, experiment, &runs);
+        let contested = |view: &DatasetsView| {
+            view.0[0]
+                .1
+                .iter()
+                .find(|input| input.dataset.name == "contested")
+                .cloned()
+        };
+        assert_eq!(
+            contested(&before).map(|input| input.dataset.source),
+            Some("first".to_string()),
+            "round {round}: the first writer keeps its own first logging"
+        );
+        // The writers take turns, so that each one's log is compacted into chains.
+        let compacting = if round % 2 == 0 { &first } else { &second };
+        let chains_before = compacting.manifest().unwrap().metadata.len();
+        let report = compacting.compact().unwrap();
+        assert!(report.metadata_events > 0, "round {round}: {report:?}");
+        let chains_after = compacting.manifest().unwrap().metadata.len();
+        merged |= chains_after <= chains_before;
+        let when = format!("round {round}, {chains_after} chains");
+        assert_eq!(
+            datasets_view(&first, experiment, &runs),
+            before,
+            "{when}: first"
+        );
+        assert_eq!(
+            datasets_view(&second, experiment, &runs),
+            before,
+            "{when}: second"
+        );
+        let reopened = open();
+        assert_eq!(
+            datasets_view(&reopened, experiment, &runs),
+            before,
+            "{when}: reopened"
+        );
+        drop(reopened);
+    }
+    assert!(merged, "no compaction merged the metadata chains");
+    match raced {
+        // Compacted in round 0, the first writer's logging is a copy; the second writer's
+        // handle, which kept its own original of the same millisecond before, now shows the
+        // copy's fields (the views were compared after each compaction).
+        Some(name) => {
+            let kept = datasets_view(&second, experiment, &runs).0[1]
+                .1
+                .iter()
+                .find(|input| input.dataset.name == name)
+                .map(|input| input.dataset.source.clone());
+            assert_eq!(kept.as_deref(), Some("first"), "{name}");
+        }
+        None => println!(
+            "no two loggings fell in one millisecond in {RACE_ATTEMPTS} attempts: the copy \
+             rule was exercised across milliseconds only"
+        ),
+    }
+    let last = datasets_view(&first, experiment, &runs);
+    assert_eq!(last.0.len(), 2 * rounds);
+    drop((first, second));
+    assert_eq!(
+        datasets_view(&open(), experiment, &runs),
+        last,
+        "all reopened"
+    );
+}
