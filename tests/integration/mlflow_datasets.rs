@@ -6,24 +6,8 @@
 use runlog::{Dataset, DatasetInput, DatasetSummary, Store};
 use serde_json::{Value, json};
 
-use crate::server_util::{Answer, Client, Embedded};
+use crate::server_util::{Answer, Client, Embedded, assert_error, ok};
 use crate::util::Store as TempStore;
-
-fn ok(answer: Answer) -> Value {
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    answer.json()
-}
-
-fn assert_error(answer: Answer, status: u16, code: &str, message_part: &str) {
-    let body = answer.json();
-    assert_eq!(answer.status, status, "{body}");
-    assert_eq!(body["error_code"], code, "{body}");
-    let message = body["message"].as_str().unwrap_or("");
-    assert!(
-        message.contains(message_part),
-        "{message:?} lacks {message_part:?}"
-    );
-}
 
 /// A `DatasetInput` message as MLflow's client sends it.
 fn input(name: &str, digest: &str, source: &str, context: Option<&str>) -> Value {

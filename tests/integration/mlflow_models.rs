@@ -6,7 +6,7 @@
 use runlog::{ModelLink, ModelOptions, ModelStatus, Store};
 use serde_json::{Value, json};
 
-use crate::server_util::{Answer, Client, Embedded, answer};
+use crate::server_util::{Answer, Client, Embedded, answer, assert_error, ok};
 use crate::util::Store as TempStore;
 
 const API: &str = "/api/2.0/mlflow";
@@ -20,22 +20,6 @@ fn patch(client: &Client, path: &str, body: Value) -> Answer {
             .header("Content-Type", "application/json")
             .send(body.to_string().as_bytes()),
     )
-}
-
-fn ok(answer: Answer) -> Value {
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    answer.json()
-}
-
-fn assert_error(answer: Answer, status: u16, code: &str, message_part: &str) {
-    let body = answer.json();
-    assert_eq!(answer.status, status, "{body}");
-    assert_eq!(body["error_code"], code, "{body}");
-    let message = body["message"].as_str().unwrap_or("");
-    assert!(
-        message.contains(message_part),
-        "{message:?} lacks {message_part:?}"
-    );
 }
 
 fn create_model(client: &Client, body: Value) -> Value {

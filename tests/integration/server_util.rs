@@ -48,6 +48,24 @@ impl Answer {
     }
 }
 
+/// The JSON body of an answer that must be a 200.
+pub fn ok(answer: Answer) -> Value {
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
+}
+
+/// Checks an error answer: its status, MLflow's error code, and a part of its message.
+pub fn assert_error(answer: Answer, status: u16, code: &str, message_part: &str) {
+    let body = answer.json();
+    assert_eq!(answer.status, status, "{body}");
+    assert_eq!(body["error_code"], code, "{body}");
+    let message = body["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(message_part),
+        "{message:?} lacks {message_part:?}"
+    );
+}
+
 pub fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
     let mut response = response.unwrap();
     let status = response.status().as_u16();
