@@ -115,13 +115,7 @@ fn a_dataset_and_an_input_keep_their_first_logging_as_in_mlflow() {
 
     // Another run of the experiment gets the experiment's dataset (its first source), with
     // its own tags.
-    let other = ok(client.post(
-        "runs/create",
-        json!({ "experiment_id": experiment }),
-    ))["run"]["info"]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other = client.create_run_in(&experiment);
     ok(log_inputs(
         client,
         &other,
@@ -137,13 +131,7 @@ fn a_dataset_and_an_input_keep_their_first_logging_as_in_mlflow() {
             .as_str()
             .unwrap()
             .to_string();
-    let third = ok(client.post(
-        "runs/create",
-        json!({ "experiment_id": elsewhere }),
-    ))["run"]["info"]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let third = client.create_run_in(&elsewhere);
     ok(log_inputs(
         client,
         &third,
@@ -532,13 +520,7 @@ fn runs_search_filters_on_datasets_as_mlflow_does() {
     let server = Embedded::start();
     let client = &server.client;
     let (experiment, first) = client.create_run();
-    let second = ok(client.post(
-        "runs/create",
-        json!({ "experiment_id": experiment }),
-    ))["run"]["info"]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let second = client.create_run_in(&experiment);
     ok(log_inputs(
         client,
         &first,

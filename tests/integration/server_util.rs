@@ -142,6 +142,16 @@ impl Client {
             info["run_id"].as_str().unwrap().to_string(),
         )
     }
+
+    /// Creates a run in `experiment`; its id.
+    pub fn create_run_in(&self, experiment: &str) -> String {
+        let created = self.post("runs/create", json!({ "experiment_id": experiment }));
+        assert_eq!(created.status, 200, "{}", created.text());
+        created.json()["run"]["info"]["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
 }
 
 /// A server serving a temporary store in this process, stopped (gracefully) on drop.
