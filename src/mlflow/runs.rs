@@ -29,7 +29,7 @@ use serde_json::Value;
 use super::experiments::{self, key_values, max_results, view_type};
 use super::messages::{RunInfoMessage, RunMessage, to_json};
 use super::wire::{Fields, double_value, int_value, missing, wrong_type};
-use super::{Body, MlflowError, Request, Service};
+use super::{Body, Method, MlflowError, Request, Service, batch};
 use crate::query::SearchRuns;
 use crate::tracking::{system_tags, validation};
 use crate::util::now_ms;
@@ -417,33 +417,80 @@ pub(crate) fn delete_tag(service: &Service, request: &Request<'_>) -> Body {
     Ok(b"{}".to_vec())
 }
 
-/// `runs/log-batch`.
+/// `runs/log-batch`. The body is read by `batch::read` when it takes it (nearly every body a
+/// client sends), else by the general reader; both give the same entries and the same answer.
 pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
+    if let Some(batch) = (request.method == Method::Post)
+        .then(|| batch::read(request.body))
+        .flatten()
+    {
+        let text = batch.fields.run_id()?;
+        let (params, tags) = batch_params_and_tags(&batch.fields, batch.metrics.len())?;
+        let entries = batch
+            .metrics
+            .iter()
+            .map(|entry| {
+                let point = MetricPoint {
+                    key: &entry.key,
+                    value: entry.value,
+                    step: entry.step,
+                    timestamp_ms: entry.timestamp_ms,
+                };
+                (point, Origin::of(entry.from_model))
+            })
+            .collect();
+        return write_batch(service, text, entries, &params, &tags);
+    }
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
     let metrics = fields.list("metrics")?;
-    let params = key_values(&fields, "params")?;
-    let tags = key_values(&fields, "tags")?;
-    check_batch_limits(metrics.len(), params.len(), tags.len())?;
-    check_unique_param_keys(&params)?;
+    let (params, tags) = batch_params_and_tags(&fields, metrics.len())?;
     let entries = metrics
         .iter()
         .enumerate()
         .map(|(index, entry)| metric_entry(entry, index))
         .collect::<Result<Vec<_>, _>>()?;
-    let params: Vec<(&str, &str)> = params
+    write_batch(service, text, entries, &params, &tags)
+}
+
+/// The batch's params and tags, values cut to MLflow's limits, once the batch's sizes and
+/// its param keys are checked (with `metrics` entries).
+fn batch_params_and_tags<'a>(
+    fields: &'a Fields,
+    metrics: usize,
+) -> Result<KeyValues<'a>, MlflowError> {
+    let params = key_values(fields, "params")?;
+    let tags = key_values(fields, "tags")?;
+    check_batch_limits(metrics, params.len(), tags.len())?;
+    check_unique_param_keys(&params)?;
+    let params = params
         .into_iter()
         .map(|(k, v)| (k, truncated(v, validation::PARAM_VALUE_CHARS_MAX)))
         .collect();
-    let tags: Vec<(&str, &str)> = tags
+    let tags = tags
         .into_iter()
         .map(|(k, v)| (k, truncated(v, validation::TAG_VALUE_CHARS_MAX)))
         .collect();
+    Ok((params, tags))
+}
+
+/// A batch's params and tags.
+type KeyValues<'a> = (Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>);
+
+/// Writes a batch read and checked: its points (less the model entries' repeats), params and
+/// tags, to the run `text` names.
+fn write_batch(
+    service: &Service,
+    text: &str,
+    entries: Vec<(MetricPoint<'_>, Origin)>,
+    params: &[(&str, &str)],
+    tags: &[(&str, &str)],
+) -> Body {
     let run = parse_id(text)?;
     let points = without_model_repeats(service, text, run, entries)?;
     service
         .store()
-        .log_batch(run, &points, &params, &tags)
+        .log_batch(run, &points, params, tags)
         .map_err(|e| run_error(text, e))?;
     Ok(b"{}".to_vec())
 }
@@ -455,18 +502,23 @@ enum Origin {
     Model,
 }
 
+impl Origin {
+    fn of(from_model: bool) -> Origin {
+        if from_model {
+            Origin::Model
+        } else {
+            Origin::Run
+        }
+    }
+}
+
 /// One entry of `metrics[]`: the point and whether it carries a `model_id`.
 fn metric_entry(entry: &Value, index: usize) -> Result<(MetricPoint<'_>, Origin), MlflowError> {
     let point = metric_point(entry, index)?;
     let has_model = entry
         .get("model_id")
         .is_some_and(|v| v.as_str().is_some_and(|id| !id.is_empty()));
-    let origin = if has_model {
-        Origin::Model
-    } else {
-        Origin::Run
-    };
-    Ok((point, origin))
+    Ok((point, Origin::of(has_model)))
 }
 
 /// The batch's points, less the model entries that repeat a point `run` already holds or an
@@ -621,4 +673,166 @@ pub(crate) fn log_inputs(service: &Service, request: &Request<'_>) -> Body {
             .map_err(|e| run_error(text, e))?;
     }
     Ok(b"{}".to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::TestRng;
+
+    /// One JSON text a field of a metric entry may hold, as clients send them and as they
+    /// must not.
+    fn field_text(rng: &mut TestRng, field: &str) -> String {
+        let choices: &[&str] = match field {
+            "key" => &[
+                r#""loss""#,
+                r#""l\u006fss""#,
+                r#""a/b c""#,
+                r#""""#,
+                "null",
+                "5",
+                "[]",
+            ],
+            "value" => &[
+                "0.5",
+                "-3",
+                "7",
+                "1e308",
+                "18446744073709551615",
+                r#""NaN""#,
+                r#""-Infinity""#,
+                r#"" 2.5 ""#,
+                r#""x""#,
+                "null",
+                "true",
+                "{}",
+            ],
+            "model_id" => &[r#""m-1""#, r#""""#, "null", "3", "[1]"],
+            // timestamp and step
+            _ => &[
+                "1700000000000",
+                "0",
+                "-1",
+                "12.0",
+                "12.5",
+                r#""42""#,
+                r#"" 7 ""#,
+                r#""x""#,
+                "9223372036854775808",
+                "null",
+                "[]",
+            ],
+        };
+        choices[rng.below(choices.len() as u64) as usize].to_string()
+    }
+
+    fn entry_text(rng: &mut TestRng) -> String {
+        if rng.below(40) == 0 {
+            return ["7", "null", "[]", r#""e""#][rng.below(4) as usize].to_string();
+        }
+        let mut fields = Vec::new();
+        for field in ["key", "value", "timestamp", "step", "model_id", "other"] {
+            // Usually present, sometimes absent, now and then twice.
+            let times = match rng.below(12) {
+                0 => 0,
+                1 => 2,
+                _ if field == "model_id" || field == "other" => rng.below(2),
+                _ => 1,
+            };
+            for _ in 0..times {
+                let text = if field == "other" {
+                    r#"{"nested": [1, "two", null]}"#.to_string()
+                } else {
+                    field_text(rng, field)
+                };
+                fields.push(format!(r#""{field}": {text}"#));
+            }
+        }
+        // Field order does not matter to either reader.
+        let count = fields.len();
+        fields.rotate_left((rng.below(count as u64 + 1) as usize).min(count));
+        format!("{{{}}}", fields.join(", "))
+    }
+
+    fn body_text(rng: &mut TestRng) -> String {
+        let entries: Vec<String> = (0..rng.below(4)).map(|_| entry_text(rng)).collect();
+        let metrics = match rng.below(20) {
+            0 => "null".to_string(),
+            1 => r#"{"key": "loss"}"#.to_string(),
+            _ => format!("[{}]", entries.join(", ")),
+        };
+        let mut fields = vec![
+            r#""run_id": "0123456789abcdef0123456789abcdef""#.to_string(),
+            format!(r#""metrics": {metrics}"#),
+        ];
+        match rng.below(8) {
+            0 => fields.push(r#""params": [{"key": "lr", "value": "0.1"}]"#.to_string()),
+            1 => fields.push(format!(r#""metrics": {metrics}"#)),
+            2 => fields.push(r#""run_id": "other""#.to_string()),
+            _ => {}
+        }
+        let body = format!("{{{}}}", fields.join(", "));
+        match rng.below(30) {
+            0 => serde_json::to_string(&body).unwrap_or_default(),
+            1 => format!("{body} x"),
+            2 => body[..body.len() / 2].to_string(),
+            _ => format!(" \n{body}\n"),
+        }
+    }
+
+    /// What the general reader makes of a log-batch body: the fields but `metrics`, and the
+    /// entries as (key, value bits, timestamp, step, origin), or its error's message.
+    type Read = (Vec<(String, Value)>, Vec<(String, u64, i64, i64, bool)>);
+
+    fn general(body: &[u8]) -> Result<Read, String> {
+        let fields = Fields::from_body(body).map_err(|e| e.to_string())?;
+        let entries = fields
+            .list("metrics")
+            .map_err(|e| e.to_string())?
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| metric_entry(entry, index))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let entries = entries.iter().map(|(p, origin)| {
+            let model = *origin == Origin::Model;
+            (
+                p.key.to_string(),
+                p.value.to_bits(),
+                p.timestamp_ms,
+                p.step,
+                model,
+            )
+        });
+        let others = fields.map_without("metrics");
+        Ok((others, entries.collect()))
+    }
+
+    fn one_pass(body: &[u8]) -> Option<Read> {
+        let batch = batch::read(body)?;
+        let entries = batch.metrics.iter().map(|e| {
+            let key = e.key.to_string();
+            (key, e.value.to_bits(), e.timestamp_ms, e.step, e.from_model)
+        });
+        Some((batch.fields.map_without("metrics"), entries.collect()))
+    }
+
+    /// Every body the one-pass reader takes, the general reader reads to the same fields and
+    /// entries without error; and the one-pass reader takes the bodies clients send.
+    #[test]
+    fn the_one_pass_batch_reader_reads_what_the_general_reader_reads() {
+        let mut rng =
+            TestRng::from_env("the_one_pass_batch_reader_reads_what_the_general_reader_reads");
+        let mut taken = 0;
+        for case in 0..20_000 {
+            let body = body_text(&mut rng);
+            if let Some(fast) = one_pass(body.as_bytes()) {
+                taken += 1;
+                assert_eq!(Ok(fast), general(body.as_bytes()), "case {case}: {body}");
+            }
+        }
+        assert!(taken > 1_000, "only {taken} bodies taken");
+        let client = br#"{"run_id": "r", "metrics": [{"key": "loss", "value": 0.5, "timestamp": 1700000000000, "step": 3}, {"key": "acc", "value": 1, "timestamp": 1700000000000}]}"#;
+        assert!(one_pass(client).is_some());
+    }
 }
