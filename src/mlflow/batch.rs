@@ -1,22 +1,23 @@
-//! `runs/log-batch`'s body read in one pass: each `metrics[]` entry straight into its four
-//! fields, its key borrowed from the body, instead of a `serde_json::Value` tree of owned
+//! `runs/log-batch`'s body read in one pass: each `metrics[]` entry scanned straight into its
+//! four fields, its key borrowed from the body, instead of a `serde_json::Value` tree of owned
 //! strings and maps per point that is then read again (the general reader, `wire::Fields`).
 //!
 //! Invariants:
-//! - This reader only takes what it reads exactly as `Fields` would and refuses the rest:
-//!   a body that is not one JSON object, a `metrics` that is not an array of objects, a
-//!   field given twice, an entry whose `key`, `value`, `timestamp` or `step` the general
-//!   reader would refuse or read through a rule of its own (null, a float timestamp, a
-//!   negative timestamp). A refused body goes to the general reader, whose answer, error
-//!   message included, is then the answer; so every body gets the answer it got before.
+//! - This reader takes only what it reads exactly as `Fields` would, and refuses the rest: a
+//!   body that is not one JSON object, a name with an escape, a field given twice, a
+//!   `metrics` that is not an array of entries holding no field but `key`, `value`,
+//!   `timestamp`, `step` and `model_id`, each of a form this reader reads (a string without
+//!   escapes, a number; no null, no float timestamp, no negative timestamp). A refused body
+//!   goes to the general reader, whose answer, error message included, is then the answer, so
+//!   every body gets the answer the general reader gives it.
+//! - What it takes is valid JSON: every byte it steps over is checked against JSON's grammar
+//!   here, or read by serde_json (the fields other than `metrics`).
+//! - Numbers are read as serde_json reads them: a double is the nearest `f64` to the decimal
+//!   text (serde_json's `float_roundtrip`; std's `f64::from_str` is correctly rounded as
+//!   well), and a number serde_json finds out of range is refused.
 //! - Every field of the body but `metrics` goes into the [`Fields`] the general reader would
 //!   have made of it, so the batch's other fields are read and checked by the same code.
 
-use std::borrow::Cow;
-use std::fmt;
-
-use serde::Deserializer as _;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::wire::{Fields, double_from_str, int_from_str};
@@ -32,8 +33,8 @@ pub(crate) struct BatchBody<'a> {
 
 /// One `metrics[]` entry, as the general reader reads it.
 pub(crate) struct MetricEntry<'a> {
-    /// Non-empty; borrowed from the body unless it holds escapes.
-    pub key: Cow<'a, str>,
+    /// Non-empty, borrowed from the body.
+    pub key: &'a str,
     pub value: f64,
     /// Non-negative.
     pub timestamp_ms: i64,
@@ -42,304 +43,486 @@ pub(crate) struct MetricEntry<'a> {
     pub from_model: bool,
 }
 
+/// Nesting this reader lets serde_json read in a field other than `metrics`, well below the
+/// 127 levels serde_json allows within the body's object: deeper is the general reader's.
+const FIELD_DEPTH_MAX: usize = 64;
+
 /// The body read, or `None` if this reader does not take it (see the module doc): the caller
 /// then reads it with [`Fields`].
 pub(crate) fn read(body: &[u8]) -> Option<BatchBody<'_>> {
-    // Anything but an object (an empty body, a message sent JSON-encoded as a string) is the
-    // general reader's.
-    if body.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
-        return None;
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let read = deserializer.deserialize_map(BodyVisitor).ok()?;
-    deserializer.end().ok()?;
-    Some(read)
+    let mut scanner = Scanner {
+        text: body,
+        at: 0,
+        last_key: "",
+    };
+    let read = scanner.body()?;
+    scanner.whitespace();
+    (scanner.at == body.len()).then_some(read)
 }
 
-/// Why this reader gave a body up; never shown, as the general reader then answers.
-fn refused<E: de::Error>() -> E {
-    E::custom("left to the general reader")
+/// A position in the body. Every method returns `None`, its position then meaningless, when
+/// the text there is not what it reads.
+struct Scanner<'a> {
+    text: &'a [u8],
+    at: usize,
+    /// The last entry's key, so that a batch of one key checks its UTF-8 once.
+    last_key: &'a str,
 }
 
-struct BodyVisitor;
+/// The fields of a metric entry, as bits of the set of fields seen.
+const KEY: u8 = 1;
+const VALUE: u8 = 2;
+const TIMESTAMP: u8 = 4;
+const STEP: u8 = 8;
+const MODEL_ID: u8 = 16;
 
-impl<'de> Visitor<'de> for BodyVisitor {
-    type Value = BatchBody<'de>;
+/// Decimal digits a `u64` always holds.
+const EXACT_DIGITS_MAX: u32 = 19;
 
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a log-batch message")
+/// The powers of ten an `f64` holds exactly (10^0 to 10^22).
+const EXACT_POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Integers below this are exact in an `f64` (2^53).
+const EXACT_INTEGER_LIMIT: u64 = 1 << 53;
+
+/// A JSON number as scanned: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+struct Number<'a> {
+    text: &'a [u8],
+    negative: bool,
+    /// Its significant digits, when there are at most `EXACT_DIGITS_MAX` of them.
+    digits: Option<u64>,
+    /// The power of ten `digits` is multiplied by, when `digits` is known and the exponent
+    /// written is small.
+    exponent: Option<i32>,
+    /// Neither fraction nor exponent.
+    integer: bool,
+}
+
+impl Number<'_> {
+    /// The nearest `f64`, as serde_json reads the text, or `None` out of `f64`'s range (which
+    /// serde_json refuses).
+    fn double(&self) -> Option<f64> {
+        let magnitude = match (self.digits, self.exponent) {
+            // One rounding: the integer's (a cast rounds to nearest) ...
+            (Some(digits), Some(0)) => Some(digits as f64),
+            // ... or, both operands exact, the product's or quotient's (Clinger's fast path).
+            (Some(digits), Some(exponent)) if digits < EXACT_INTEGER_LIMIT => {
+                let power = EXACT_POWERS_OF_TEN.get(exponent.unsigned_abs() as usize);
+                power.map(|&power| match exponent {
+                    0.. => digits as f64 * power,
+                    _ => digits as f64 / power,
+                })
+            }
+            _ => None,
+        };
+        let value = match magnitude {
+            Some(magnitude) if self.negative => -magnitude,
+            Some(magnitude) => magnitude,
+            // The rest: std's correctly rounded reading of the text (ASCII, so UTF-8).
+            None => std::str::from_utf8(self.text).ok()?.parse::<f64>().ok()?,
+        };
+        value.is_finite().then_some(value)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BatchBody<'de>, A::Error> {
+    /// The integer, if the text is one in `i64`'s range.
+    fn int(&self) -> Option<i64> {
+        let digits = self.digits.filter(|_| self.integer)?;
+        if self.negative {
+            0i64.checked_sub_unsigned(digits)
+        } else {
+            i64::try_from(digits).ok()
+        }
+    }
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    /// JSON's whitespace: space, tab, line feed, carriage return.
+    #[inline]
+    fn whitespace(&mut self) {
+        let mut at = self.at;
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(at) {
+            at += 1;
+        }
+        self.at = at;
+    }
+
+    /// The next byte after whitespace, stepped over.
+    #[inline]
+    fn next_token(&mut self) -> Option<u8> {
+        self.whitespace();
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    /// `byte`, after whitespace.
+    #[inline]
+    fn token(&mut self, byte: u8) -> Option<()> {
+        (self.next_token()? == byte).then_some(())
+    }
+
+    /// After an object's member or an array's element: `true` at a comma (another follows),
+    /// `false` at `close` (the end).
+    #[inline]
+    fn more(&mut self, close: u8) -> Option<bool> {
+        match self.next_token()? {
+            b',' => Some(true),
+            byte => (byte == close).then_some(false),
+        }
+    }
+
+    /// The bytes of a string without escapes or control characters, after whitespace; not yet
+    /// checked to be UTF-8.
+    #[inline]
+    fn plain_string_bytes(&mut self) -> Option<&'a [u8]> {
+        self.token(b'"')?;
+        let start = self.at;
+        let mut at = start;
+        loop {
+            match *self.text.get(at)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => at += 1,
+            }
+        }
+        self.at = at + 1;
+        Some(&self.text[start..at])
+    }
+
+    /// A string without escapes or control characters, after whitespace.
+    fn plain_string(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.plain_string_bytes()?).ok()
+    }
+
+    /// A metric key: a plain string, most often the entry before's.
+    #[inline]
+    fn key(&mut self) -> Option<&'a str> {
+        let bytes = self.plain_string_bytes()?;
+        if bytes != self.last_key.as_bytes() {
+            self.last_key = std::str::from_utf8(bytes).ok()?;
+        }
+        Some(self.last_key)
+    }
+
+    /// A member's name (its bytes, to compare with the names expected) and its colon.
+    #[inline]
+    fn name_bytes(&mut self) -> Option<&'a [u8]> {
+        let name = self.plain_string_bytes()?;
+        self.token(b':')?;
+        Some(name)
+    }
+
+    /// A JSON number, after whitespace.
+    fn number(&mut self) -> Option<Number<'a>> {
+        self.whitespace();
+        let start = self.at;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        let mut digits = Some(0u64);
+        let mut significant = 0u32;
+        let mut exponent = 0i32;
+        // The integer part: one 0, or digits not starting with 0.
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => self.digits(&mut digits, &mut significant, &mut 0)?,
+            _ => return None,
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.digits(&mut digits, &mut significant, &mut exponent)?;
+            integer = false;
+        }
+        let mut written = Some(0i32);
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            integer = false;
+            let sign = match self.peek()? {
+                b'-' => -1,
+                b'+' => 1,
+                _ => 0,
+            };
+            if sign != 0 {
+                self.at += 1;
+            }
+            let start = self.at;
+            while let Some(digit @ b'0'..=b'9') = self.peek() {
+                // Past a few digits the fast paths do not apply: std reads the text.
+                written = written
+                    .and_then(|w| w.checked_mul(10))
+                    .and_then(|w| w.checked_add(i32::from(digit - b'0')))
+                    .filter(|w| *w < 10_000);
+                self.at += 1;
+            }
+            if self.at == start {
+                return None;
+            }
+            written = written.map(|w| if sign < 0 { -w } else { w });
+        }
+        Some(Number {
+            text: &self.text[start..self.at],
+            negative,
+            digits,
+            exponent: written.map(|w| w + exponent),
+            integer,
+        })
+    }
+
+    /// One or more decimal digits, added to `digits` (`None` once more than
+    /// `EXACT_DIGITS_MAX` are significant), each taking one from `exponent`'s count of
+    /// fraction digits when they are a fraction's (the caller passes a scratch count for an
+    /// integer part).
+    #[inline]
+    fn digits(
+        &mut self,
+        digits: &mut Option<u64>,
+        significant: &mut u32,
+        exponent: &mut i32,
+    ) -> Option<()> {
+        let start = self.at;
+        let mut at = start;
+        while let Some(&digit @ b'0'..=b'9') = self.text.get(at) {
+            let digit = u64::from(digit - b'0');
+            if *significant > 0 || digit != 0 {
+                *significant += 1;
+            }
+            *digits = digits
+                .filter(|_| *significant <= EXACT_DIGITS_MAX)
+                .map(|d| d * 10 + digit);
+            *exponent -= 1;
+            at += 1;
+        }
+        self.at = at;
+        (at > start).then_some(())
+    }
+
+    /// A double as `wire::double_value` reads it: a number, or a string it accepts.
+    fn double(&mut self) -> Option<f64> {
+        self.whitespace();
+        if self.peek()? == b'"' {
+            return double_from_str(self.plain_string()?);
+        }
+        self.number()?.double()
+    }
+
+    /// An int64 as `wire::int_value` reads it: an integer in range, or a string it accepts;
+    /// a float with no fraction is left to it.
+    fn int(&mut self) -> Option<i64> {
+        self.whitespace();
+        if self.peek()? == b'"' {
+            return int_from_str(self.plain_string()?);
+        }
+        self.number()?.int()
+    }
+
+    /// `model_id`'s value: whether it is a non-empty string (null is no model).
+    fn model_id(&mut self) -> Option<bool> {
+        self.whitespace();
+        if self.text[self.at..].starts_with(b"null") {
+            self.at += 4;
+            return Some(false);
+        }
+        Some(!self.plain_string()?.is_empty())
+    }
+
+    /// One `metrics[]` entry.
+    fn entry(&mut self) -> Option<MetricEntry<'a>> {
+        self.token(b'{')?;
+        let mut entry = MetricEntry {
+            key: "",
+            value: 0.0,
+            timestamp_ms: 0,
+            step: 0,
+            from_model: false,
+        };
+        let mut seen = 0u8;
+        loop {
+            let field = match self.name_bytes()? {
+                b"key" => {
+                    entry.key = self.key()?;
+                    KEY
+                }
+                b"value" => {
+                    entry.value = self.double()?;
+                    VALUE
+                }
+                b"timestamp" => {
+                    entry.timestamp_ms = self.int()?;
+                    TIMESTAMP
+                }
+                b"step" => {
+                    entry.step = self.int()?;
+                    STEP
+                }
+                b"model_id" => {
+                    entry.from_model = self.model_id()?;
+                    MODEL_ID
+                }
+                _ => return None,
+            };
+            if seen & field != 0 {
+                return None;
+            }
+            seen |= field;
+            if !self.more(b'}')? {
+                break;
+            }
+        }
+        let complete = seen & (KEY | VALUE | TIMESTAMP) == KEY | VALUE | TIMESTAMP;
+        (complete && !entry.key.is_empty() && entry.timestamp_ms >= 0).then_some(entry)
+    }
+
+    /// `metrics`' array. More entries than a batch may hold are refused, so the general
+    /// reader answers with MLflow's message.
+    fn metrics(&mut self) -> Option<Vec<MetricEntry<'a>>> {
+        self.token(b'[')?;
+        let mut entries = Vec::with_capacity(validation::BATCH_METRICS_MAX);
+        self.whitespace();
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(entries);
+        }
+        loop {
+            if entries.len() == validation::BATCH_METRICS_MAX {
+                return None;
+            }
+            entries.push(self.entry()?);
+            if !self.more(b']')? {
+                return Some(entries);
+            }
+        }
+    }
+
+    /// A field other than `metrics`, read by serde_json as the general reader reads it.
+    fn other_field(&mut self) -> Option<Value> {
+        self.whitespace();
+        let rest = &self.text[self.at..];
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
+        let value = values.next()?.ok()?;
+        self.at += values.byte_offset();
+        (depth(&value) <= FIELD_DEPTH_MAX).then_some(value)
+    }
+
+    /// The body's object.
+    fn body(&mut self) -> Option<BatchBody<'a>> {
+        self.token(b'{')?;
         let mut fields = Map::new();
         let mut metrics = None;
-        while let Some(name) = map.next_key::<String>()? {
-            if name == "metrics" {
-                if metrics.is_some() {
-                    return Err(refused());
+        self.whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+        } else {
+            loop {
+                let name = std::str::from_utf8(self.name_bytes()?).ok()?;
+                if name == "metrics" {
+                    if metrics.replace(self.metrics()?).is_some() {
+                        return None;
+                    }
+                } else {
+                    let value = self.other_field()?;
+                    if fields.insert(name.to_owned(), value).is_some() {
+                        return None;
+                    }
                 }
-                metrics = Some(map.next_value_seed(MetricsSeed)?);
-            } else {
-                let value: Value = map.next_value()?;
-                if fields.insert(name, value).is_some() {
-                    return Err(refused());
+                if !self.more(b'}')? {
+                    break;
                 }
             }
         }
-        Ok(BatchBody {
+        Some(BatchBody {
             fields: Fields::from_map(fields),
             metrics: metrics.unwrap_or_default(),
         })
     }
 }
 
-struct MetricsSeed;
-
-impl<'de> DeserializeSeed<'de> for MetricsSeed {
-    type Value = Vec<MetricEntry<'de>>;
-
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_seq(self)
+/// Levels of arrays and objects in `value` (0 for a scalar).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
-impl<'de> Visitor<'de> for MetricsSeed {
-    type Value = Vec<MetricEntry<'de>>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::TestRng;
 
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("an array of metric entries")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
-        let mut read = Vec::with_capacity(validation::BATCH_METRICS_MAX);
-        while let Some(entry) = entries.next_element_seed(EntrySeed)? {
-            // An oversized batch is refused by the general reader, with MLflow's message.
-            if read.len() == validation::BATCH_METRICS_MAX {
-                return Err(refused());
-            }
-            read.push(entry);
-        }
-        Ok(read)
-    }
-}
-
-/// The fields of a metric entry this reader reads.
-enum EntryField {
-    Key,
-    Value,
-    Timestamp,
-    Step,
-    ModelId,
-    Other,
-}
-
-impl EntryField {
-    /// Its bit in the set of fields seen.
-    fn bit(&self) -> u8 {
-        match self {
-            EntryField::Key => 1,
-            EntryField::Value => 2,
-            EntryField::Timestamp => 4,
-            EntryField::Step => 8,
-            EntryField::ModelId => 16,
-            EntryField::Other => 0,
-        }
-    }
-}
-
-impl<'de> de::Deserialize<'de> for EntryField {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_identifier(EntryFieldVisitor)
-    }
-}
-
-struct EntryFieldVisitor;
-
-impl Visitor<'_> for EntryFieldVisitor {
-    type Value = EntryField;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a field name")
-    }
-
-    fn visit_str<E: de::Error>(self, name: &str) -> Result<EntryField, E> {
-        Ok(match name {
-            "key" => EntryField::Key,
-            "value" => EntryField::Value,
-            "timestamp" => EntryField::Timestamp,
-            "step" => EntryField::Step,
-            "model_id" => EntryField::ModelId,
-            _ => EntryField::Other,
-        })
-    }
-}
-
-struct EntrySeed;
-
-impl<'de> DeserializeSeed<'de> for EntrySeed {
-    type Value = MetricEntry<'de>;
-
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for EntrySeed {
-    type Value = MetricEntry<'de>;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a metric entry")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetricEntry<'de>, A::Error> {
-        let (mut key, mut value, mut timestamp_ms, mut step) = (None, None, None, None);
-        let mut from_model = false;
-        let mut seen = 0u8;
-        while let Some(field) = map.next_key::<EntryField>()? {
-            if seen & field.bit() != 0 {
-                return Err(refused());
-            }
-            seen |= field.bit();
-            match field {
-                EntryField::Key => key = Some(map.next_value_seed(BorrowedText)?),
-                EntryField::Value => value = Some(map.next_value_seed(Double)?),
-                EntryField::Timestamp => timestamp_ms = Some(map.next_value_seed(Int)?),
-                EntryField::Step => step = Some(map.next_value_seed(Int)?),
-                EntryField::ModelId => {
-                    let model: Value = map.next_value()?;
-                    from_model = model.as_str().is_some_and(|id| !id.is_empty());
-                }
-                EntryField::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        let (Some(key), Some(value), Some(timestamp_ms)) = (key, value, timestamp_ms) else {
-            return Err(refused());
+    fn scanned(text: &str) -> Option<(Option<f64>, Option<i64>)> {
+        let mut scanner = Scanner {
+            text: text.as_bytes(),
+            at: 0,
+            last_key: "",
         };
-        if key.is_empty() || timestamp_ms < 0 {
-            return Err(refused());
+        let number = scanner.number()?;
+        (scanner.at == text.len()).then(|| (number.double(), number.int()))
+    }
+
+    /// What the general reader makes of `text` (parsed by serde_json): a double, and an int64
+    /// if it reads one.
+    fn general_reads(text: &str) -> Option<(f64, Option<i64>)> {
+        let value: Value = serde_json::from_str(text).ok()?;
+        let double = super::super::wire::double_value("value", &value).ok()?;
+        Some((double, super::super::wire::int_value("step", &value).ok()))
+    }
+
+    /// Every number text this reader takes, the general reader reads to the same double, bit
+    /// for bit, and to the same integer where this reader reads one; and every JSON number
+    /// serde_json reads, this reader reads.
+    #[test]
+    fn numbers_read_as_serde_json_reads_them() {
+        let mut rng = TestRng::from_env("numbers_read_as_serde_json_reads_them");
+        for case in 0..200_000 {
+            // At least `least` digits, and up to `more` more.
+            let digits = |rng: &mut TestRng, least: u64, more: u64| -> String {
+                (0..least + rng.below(more + 1))
+                    .map(|_| char::from(b'0' + rng.below(10) as u8))
+                    .collect()
+            };
+            let sign = ["", "-"][rng.below(2) as usize];
+            let whole = match rng.below(4) {
+                0 => "0".to_string(),
+                _ => format!("{}{}", 1 + rng.below(9), digits(&mut rng, 0, 21)),
+            };
+            let fraction = match rng.below(3) {
+                0 => String::new(),
+                _ => format!(".{}", digits(&mut rng, 1, 23)),
+            };
+            let exponent = match rng.below(3) {
+                0 => format!("e{}", rng.below(700) as i64 - 350),
+                1 => format!("E+{}", rng.below(30)),
+                _ => String::new(),
+            };
+            let text = match rng.below(5) {
+                0 => format!("{}", f64::from_bits(rng.below(u64::MAX))),
+                _ => format!("{sign}{whole}{fraction}{exponent}"),
+            };
+            let ours = scanned(&text);
+            let theirs = general_reads(&text);
+            match (ours, theirs) {
+                (Some((Some(double), int)), Some((expected, expected_int))) => {
+                    assert_eq!(double.to_bits(), expected.to_bits(), "case {case}: {text}");
+                    if let Some(int) = int {
+                        assert_eq!(Some(int), expected_int, "case {case}: {text}");
+                    }
+                }
+                // Out of range: serde_json refuses it, and so does this reader.
+                (Some((None, None)), None) => {}
+                // Not JSON (`NaN`, `inf` from the formatting above).
+                (None, None) => {}
+                other => panic!("case {case}: {text}: {other:?}"),
+            }
         }
-        Ok(MetricEntry {
-            key,
-            value,
-            timestamp_ms,
-            step: step.unwrap_or(0),
-            from_model,
-        })
-    }
-}
-
-/// A JSON string, borrowed from the body when it holds no escapes.
-struct BorrowedText;
-
-impl<'de> DeserializeSeed<'de> for BorrowedText {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for BorrowedText {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a string")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(text))
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(text.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(text))
-    }
-}
-
-/// A double field as `wire::double_value` reads it: a number, or a string it accepts.
-struct Double;
-
-impl<'de> DeserializeSeed<'de> for Double {
-    type Value = f64;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<f64, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl Visitor<'_> for Double {
-    type Value = f64;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a double")
-    }
-
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<f64, E> {
-        Ok(value)
-    }
-
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "as serde_json's `Number::as_f64`, which the general reader uses"
-    )]
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<f64, E> {
-        Ok(value as f64)
-    }
-
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "as serde_json's `Number::as_f64`, which the general reader uses"
-    )]
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<f64, E> {
-        Ok(value as f64)
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<f64, E> {
-        double_from_str(text).ok_or_else(refused)
-    }
-}
-
-/// An int64 field as `wire::int_value` reads it, less a float with no fraction (left to it).
-struct Int;
-
-impl<'de> DeserializeSeed<'de> for Int {
-    type Value = i64;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<i64, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl Visitor<'_> for Int {
-    type Value = i64;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("an int64")
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<i64, E> {
-        Ok(value)
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<i64, E> {
-        i64::try_from(value).map_err(|_| refused())
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<i64, E> {
-        int_from_str(text).ok_or_else(refused)
     }
 }

@@ -431,7 +431,7 @@ pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
             .iter()
             .map(|entry| {
                 let point = MetricPoint {
-                    key: &entry.key,
+                    key: entry.key,
                     value: entry.value,
                     step: entry.step,
                     timestamp_ms: entry.timestamp_ms,
@@ -680,14 +680,73 @@ mod tests {
     use super::*;
     use crate::util::TestRng;
 
+    fn pick<'a>(rng: &mut TestRng, choices: &[&'a str]) -> &'a str {
+        choices[rng.below(choices.len() as u64) as usize]
+    }
+
+    /// Whitespace between tokens: JSON's, now and then none, rarely a character JSON does
+    /// not take as whitespace.
+    fn gap(rng: &mut TestRng) -> &'static str {
+        match rng.below(500) {
+            0 => "\u{b}",
+            1 => "\u{a0}",
+            _ => pick(rng, &["", " ", " ", "\n  ", "\t", "\r\n"]),
+        }
+    }
+
+    /// A random decimal number's text: integers of any length, fractions, exponents that
+    /// reach past `f64`'s range both ways, and malformed ones.
+    fn number_text(rng: &mut TestRng) -> String {
+        // At least `least` digits, and up to `more` more.
+        let digits = |rng: &mut TestRng, least: u64, more: u64| -> String {
+            let count = least + rng.below(more + 1);
+            (0..count)
+                .map(|_| char::from(b'0' + rng.below(10) as u8))
+                .collect()
+        };
+        let sign = pick(rng, &["", "", "-"]);
+        // Malformed numbers (bucket 5) rarely, so that most entries are taken.
+        match rng.below(40) / 6 + u64::from(rng.below(20) == 0) * 5 {
+            0 => format!("{sign}{}", digits(rng, 1, 25)),
+            1 => format!("{sign}{}", rng.below(u64::MAX)),
+            2 => format!("{}", f64::from_bits(rng.below(u64::MAX))),
+            3 => format!("{:e}", f64::from_bits(rng.below(u64::MAX))),
+            4 => {
+                let exponent = rng.below(700) as i64 - 350;
+                let (whole, fraction) = (digits(rng, 1, 3), digits(rng, 0, 30));
+                format!("{sign}{whole}.{fraction}e{exponent}")
+            }
+            5 => pick(
+                rng,
+                &[
+                    "01", "1.", ".5", "+1", "1e", "-", "0x10", "1_0", "Infinity", "NaN", "-0",
+                    "-0.0", "1E+2", "2e-400", "-2e-400", "1e309",
+                ],
+            )
+            .to_string(),
+            _ => format!("{sign}{}.{}", digits(rng, 1, 17), digits(rng, 1, 17)),
+        }
+    }
+
     /// One JSON text a field of a metric entry may hold, as clients send them and as they
     /// must not.
     fn field_text(rng: &mut TestRng, field: &str) -> String {
+        // Mostly what clients send, so that many bodies of several entries are taken whole.
+        if rng.below(12) != 0 {
+            return match field {
+                "key" => pick(rng, &[r#""loss""#, "\"\u{e9}t\u{e9}\""]).to_string(),
+                "model_id" => pick(rng, &[r#""m-1""#, "null"]).to_string(),
+                "value" => number_text(rng),
+                _ => rng.below(1 << 41).to_string(),
+            };
+        }
         let choices: &[&str] = match field {
             "key" => &[
                 r#""loss""#,
                 r#""l\u006fss""#,
                 r#""a/b c""#,
+                "\"\u{e9}t\u{e9}\"",
+                "\"tab\tinside\"",
                 r#""""#,
                 "null",
                 "5",
@@ -697,20 +756,24 @@ mod tests {
                 "0.5",
                 "-3",
                 "7",
-                "1e308",
-                "18446744073709551615",
                 r#""NaN""#,
                 r#""-Infinity""#,
                 r#"" 2.5 ""#,
+                r#""1e400""#,
                 r#""x""#,
+                r#""\u0031""#,
                 "null",
                 "true",
                 "{}",
             ],
-            "model_id" => &[r#""m-1""#, r#""""#, "null", "3", "[1]"],
+            "model_id" => &[r#""m-1""#, r#""""#, "null", "nul", "3", "[1]", r#""m\"1""#],
             // timestamp and step
             _ => &[
                 "1700000000000",
+                "9223372036854775807",
+                "-9223372036854775808",
+                "9223372036854775808",
+                "-9223372036854775809",
                 "0",
                 "-1",
                 "12.0",
@@ -718,25 +781,25 @@ mod tests {
                 r#""42""#,
                 r#"" 7 ""#,
                 r#""x""#,
-                "9223372036854775808",
                 "null",
                 "[]",
             ],
         };
-        choices[rng.below(choices.len() as u64) as usize].to_string()
+        pick(rng, choices).to_string()
     }
 
     fn entry_text(rng: &mut TestRng) -> String {
         if rng.below(40) == 0 {
-            return ["7", "null", "[]", r#""e""#][rng.below(4) as usize].to_string();
+            return pick(rng, &["7", "null", "[]", r#""e""#, "{}"]).to_string();
         }
         let mut fields = Vec::new();
         for field in ["key", "value", "timestamp", "step", "model_id", "other"] {
             // Usually present, sometimes absent, now and then twice.
-            let times = match rng.below(12) {
+            let times = match rng.below(60) {
                 0 => 0,
                 1 => 2,
-                _ if field == "model_id" || field == "other" => rng.below(2),
+                _ if field == "model_id" => u64::from(rng.below(4) == 0),
+                _ if field == "other" => u64::from(rng.below(20) == 0),
                 _ => 1,
             };
             for _ in 0..times {
@@ -745,38 +808,57 @@ mod tests {
                 } else {
                     field_text(rng, field)
                 };
-                fields.push(format!(r#""{field}": {text}"#));
+                let name = match (field, rng.below(30)) {
+                    ("key", 0) => r"k\u0065y",
+                    _ => field,
+                };
+                fields.push(format!(r#""{name}"{}:{}{text}"#, gap(rng), gap(rng)));
             }
         }
         // Field order does not matter to either reader.
         let count = fields.len();
         fields.rotate_left((rng.below(count as u64 + 1) as usize).min(count));
-        format!("{{{}}}", fields.join(", "))
+        let comma = format!("{},{}", gap(rng), gap(rng));
+        format!("{{{}{}{}}}", gap(rng), fields.join(&comma), gap(rng))
     }
 
-    fn body_text(rng: &mut TestRng) -> String {
-        let entries: Vec<String> = (0..rng.below(4)).map(|_| entry_text(rng)).collect();
-        let metrics = match rng.below(20) {
+    fn body_text(rng: &mut TestRng) -> Vec<u8> {
+        let entries: Vec<String> = (0..rng.below(5)).map(|_| entry_text(rng)).collect();
+        let comma = format!("{},{}", gap(rng), gap(rng));
+        let metrics = match rng.below(60) {
             0 => "null".to_string(),
             1 => r#"{"key": "loss"}"#.to_string(),
-            _ => format!("[{}]", entries.join(", ")),
+            2 => format!("[{}]", entries.join(",,")),
+            _ => format!("[{}{}{}]", gap(rng), entries.join(&comma), gap(rng)),
         };
         let mut fields = vec![
             r#""run_id": "0123456789abcdef0123456789abcdef""#.to_string(),
-            format!(r#""metrics": {metrics}"#),
+            format!(r#""metrics"{}:{}{metrics}"#, gap(rng), gap(rng)),
         ];
-        match rng.below(8) {
+        match rng.below(30) {
             0 => fields.push(r#""params": [{"key": "lr", "value": "0.1"}]"#.to_string()),
             1 => fields.push(format!(r#""metrics": {metrics}"#)),
             2 => fields.push(r#""run_id": "other""#.to_string()),
+            3 => fields.push(format!(r#""deep": {}{}"#, "[".repeat(70), "]".repeat(70))),
+            4 => fields.push(format!(
+                r#""deeper": {}{}"#,
+                "[".repeat(127),
+                "]".repeat(127)
+            )),
+            5 => fields.push(r#""n": 5"#.to_string()),
+            6 => fields.push(r#""r\u0075n_id": "x""#.to_string()),
             _ => {}
         }
-        let body = format!("{{{}}}", fields.join(", "));
-        match rng.below(30) {
-            0 => serde_json::to_string(&body).unwrap_or_default(),
-            1 => format!("{body} x"),
-            2 => body[..body.len() / 2].to_string(),
-            _ => format!(" \n{body}\n"),
+        let count = fields.len();
+        fields.rotate_left((rng.below(count as u64 + 1) as usize).min(count));
+        let body = format!("{{{}{}{}}}", gap(rng), fields.join(&comma), gap(rng));
+        match rng.below(60) {
+            0 => serde_json::to_vec(&body).unwrap_or_default(),
+            1 => format!("{body} x").into_bytes(),
+            // Perhaps inside a character.
+            2 => body.as_bytes()[..body.len() / 2].to_vec(),
+            3 => format!("{body}{body}").into_bytes(),
+            _ => format!("{}{body}{}", gap(rng), gap(rng)).into_bytes(),
         }
     }
 
@@ -811,7 +893,7 @@ mod tests {
     fn one_pass(body: &[u8]) -> Option<Read> {
         let batch = batch::read(body)?;
         let entries = batch.metrics.iter().map(|e| {
-            let key = e.key.to_string();
+            let key = e.key.to_owned();
             (key, e.value.to_bits(), e.timestamp_ms, e.step, e.from_model)
         });
         Some((batch.fields.map_without("metrics"), entries.collect()))
@@ -823,15 +905,21 @@ mod tests {
     fn the_one_pass_batch_reader_reads_what_the_general_reader_reads() {
         let mut rng =
             TestRng::from_env("the_one_pass_batch_reader_reads_what_the_general_reader_reads");
-        let mut taken = 0;
-        for case in 0..20_000 {
+        let (mut taken, mut entries) = (0, 0);
+        for case in 0..50_000 {
             let body = body_text(&mut rng);
-            if let Some(fast) = one_pass(body.as_bytes()) {
+            if let Some(fast) = one_pass(&body) {
                 taken += 1;
-                assert_eq!(Ok(fast), general(body.as_bytes()), "case {case}: {body}");
+                entries += fast.1.len();
+                let text = String::from_utf8_lossy(&body);
+                assert_eq!(Ok(fast), general(&body), "case {case}: {text}");
             }
         }
-        assert!(taken > 1_000, "only {taken} bodies taken");
+        eprintln!("{taken} bodies taken, {entries} entries");
+        assert!(
+            taken > 5_000 && entries > 10_000,
+            "{taken} bodies taken, {entries} entries"
+        );
         let client = br#"{"run_id": "r", "metrics": [{"key": "loss", "value": 0.5, "timestamp": 1700000000000, "step": 3}, {"key": "acc", "value": 1, "timestamp": 1700000000000}]}"#;
         assert!(one_pass(client).is_some());
     }
