@@ -21,26 +21,19 @@
 use serde_json::{Map, Value};
 
 use super::wire::{Fields, double_from_str, int_from_str};
+use crate::MetricPoint;
 use crate::tracking::validation;
 
 /// A log-batch body: its metric entries, read, and the rest of its fields.
 pub(crate) struct BatchBody<'a> {
     /// Every field but `metrics`.
     pub fields: Fields,
-    /// `metrics[]`, in order.
-    pub metrics: Vec<MetricEntry<'a>>,
-}
-
-/// One `metrics[]` entry, as the general reader reads it.
-pub(crate) struct MetricEntry<'a> {
-    /// Non-empty, borrowed from the body.
-    pub key: &'a str,
-    pub value: f64,
-    /// Non-negative.
-    pub timestamp_ms: i64,
-    pub step: i64,
-    /// The entry names a logged model (a non-empty string `model_id`).
-    pub from_model: bool,
+    /// `metrics[]`'s points, in order, as the general reader reads them; their keys are
+    /// borrowed from the body.
+    pub points: Vec<MetricPoint<'a>>,
+    /// The indexes in `points` of the entries that name a logged model (a non-empty string
+    /// `model_id`), in order.
+    pub from_model: Vec<usize>,
 }
 
 /// Nesting this reader lets serde_json read in a field other than `metrics`, well below the
@@ -227,82 +220,100 @@ impl<'a> Scanner<'a> {
         if negative {
             self.at += 1;
         }
-        let mut digits = Some(0u64);
-        let mut significant = 0u32;
-        let mut exponent = 0i32;
+        // The digits are summed wrapping; the sum is kept only if it did not wrap (at most
+        // `EXACT_DIGITS_MAX` significant digits).
+        let mut sum = 0u64;
         // The integer part: one 0, or digits not starting with 0.
-        match self.peek()? {
-            b'0' => self.at += 1,
-            b'1'..=b'9' => self.digits(&mut digits, &mut significant, &mut 0)?,
+        let whole = match self.peek()? {
+            b'0' => {
+                self.at += 1;
+                &self.text[self.at - 1..self.at]
+            }
+            b'1'..=b'9' => self.digits(&mut sum),
             _ => return None,
-        }
-        let mut integer = true;
+        };
+        let mut fraction: &[u8] = &[];
         if self.peek() == Some(b'.') {
             self.at += 1;
-            self.digits(&mut digits, &mut significant, &mut exponent)?;
-            integer = false;
+            fraction = self.digits(&mut sum);
+            if fraction.is_empty() {
+                return None;
+            }
         }
+        let mut integer = fraction.is_empty();
         let mut written = Some(0i32);
         if let Some(b'e' | b'E') = self.peek() {
             self.at += 1;
+            written = self.exponent()?;
             integer = false;
-            let sign = match self.peek()? {
-                b'-' => -1,
-                b'+' => 1,
-                _ => 0,
-            };
-            if sign != 0 {
-                self.at += 1;
-            }
-            let start = self.at;
-            while let Some(digit @ b'0'..=b'9') = self.peek() {
-                // Past a few digits the fast paths do not apply: std reads the text.
-                written = written
-                    .and_then(|w| w.checked_mul(10))
-                    .and_then(|w| w.checked_add(i32::from(digit - b'0')))
-                    .filter(|w| *w < 10_000);
-                self.at += 1;
-            }
-            if self.at == start {
-                return None;
-            }
-            written = written.map(|w| if sign < 0 { -w } else { w });
         }
+        let significant = if whole == b"0" {
+            let zeros = fraction.iter().take_while(|&&digit| digit == b'0').count();
+            fraction.len() - zeros
+        } else {
+            whole.len() + fraction.len()
+        };
+        let digits = (significant <= EXACT_DIGITS_MAX as usize).then_some(sum);
+        let fraction_digits = i32::try_from(fraction.len()).ok();
         Some(Number {
             text: &self.text[start..self.at],
             negative,
             digits,
-            exponent: written.map(|w| w + exponent),
+            exponent: written
+                .zip(fraction_digits)
+                .map(|(written, fraction)| written - fraction),
             integer,
         })
     }
 
-    /// One or more decimal digits, added to `digits` (`None` once more than
-    /// `EXACT_DIGITS_MAX` are significant), each taking one from `exponent`'s count of
-    /// fraction digits when they are a fraction's (the caller passes a scratch count for an
-    /// integer part).
+    /// Decimal digits (perhaps none), each added to `sum` (×10 + digit, wrapping), eight at a
+    /// time while eight come.
     #[inline]
-    fn digits(
-        &mut self,
-        digits: &mut Option<u64>,
-        significant: &mut u32,
-        exponent: &mut i32,
-    ) -> Option<()> {
+    fn digits(&mut self, sum: &mut u64) -> &'a [u8] {
         let start = self.at;
         let mut at = start;
-        while let Some(&digit @ b'0'..=b'9') = self.text.get(at) {
-            let digit = u64::from(digit - b'0');
-            if *significant > 0 || digit != 0 {
-                *significant += 1;
+        let mut total = *sum;
+        while let Some(eight) = self.text.get(at..at + 8).and_then(eight_digits) {
+            total = total.wrapping_mul(100_000_000).wrapping_add(eight);
+            at += 8;
+        }
+        while let Some(&byte) = self.text.get(at) {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
             }
-            *digits = digits
-                .filter(|_| *significant <= EXACT_DIGITS_MAX)
-                .map(|d| d * 10 + digit);
-            *exponent -= 1;
+            total = total.wrapping_mul(10).wrapping_add(u64::from(digit));
             at += 1;
         }
+        *sum = total;
         self.at = at;
-        (at > start).then_some(())
+        &self.text[start..at]
+    }
+
+    /// An exponent after its `e`: `[+-]? [0-9]+`, its value if under 10,000 (beyond, the
+    /// fast paths do not apply and std reads the text).
+    fn exponent(&mut self) -> Option<Option<i32>> {
+        let negative = match self.peek()? {
+            b'-' => true,
+            b'+' => false,
+            _ => {
+                return self.exponent_digits(false);
+            }
+        };
+        self.at += 1;
+        self.exponent_digits(negative)
+    }
+
+    fn exponent_digits(&mut self, negative: bool) -> Option<Option<i32>> {
+        let mut sum = 0u64;
+        let digits = self.digits(&mut sum);
+        if digits.is_empty() {
+            return None;
+        }
+        let value = (digits.len() <= 4)
+            .then(|| i32::try_from(sum).ok())
+            .flatten();
+        Some(value.map(|value| if negative { -value } else { value }))
     }
 
     /// A double as `wire::double_value` reads it: a number, or a string it accepts.
@@ -334,37 +345,37 @@ impl<'a> Scanner<'a> {
         Some(!self.plain_string()?.is_empty())
     }
 
-    /// One `metrics[]` entry.
-    fn entry(&mut self) -> Option<MetricEntry<'a>> {
+    /// One `metrics[]` entry: its point, and whether it names a logged model.
+    fn entry(&mut self) -> Option<(MetricPoint<'a>, bool)> {
         self.token(b'{')?;
-        let mut entry = MetricEntry {
+        let mut point = MetricPoint {
             key: "",
             value: 0.0,
-            timestamp_ms: 0,
             step: 0,
-            from_model: false,
+            timestamp_ms: 0,
         };
+        let mut from_model = false;
         let mut seen = 0u8;
         loop {
             let field = match self.name_bytes()? {
                 b"key" => {
-                    entry.key = self.key()?;
+                    point.key = self.key()?;
                     KEY
                 }
                 b"value" => {
-                    entry.value = self.double()?;
+                    point.value = self.double()?;
                     VALUE
                 }
                 b"timestamp" => {
-                    entry.timestamp_ms = self.int()?;
+                    point.timestamp_ms = self.int()?;
                     TIMESTAMP
                 }
                 b"step" => {
-                    entry.step = self.int()?;
+                    point.step = self.int()?;
                     STEP
                 }
                 b"model_id" => {
-                    entry.from_model = self.model_id()?;
+                    from_model = self.model_id()?;
                     MODEL_ID
                 }
                 _ => return None,
@@ -378,26 +389,32 @@ impl<'a> Scanner<'a> {
             }
         }
         let complete = seen & (KEY | VALUE | TIMESTAMP) == KEY | VALUE | TIMESTAMP;
-        (complete && !entry.key.is_empty() && entry.timestamp_ms >= 0).then_some(entry)
+        (complete && !point.key.is_empty() && point.timestamp_ms >= 0)
+            .then_some((point, from_model))
     }
 
-    /// `metrics`' array. More entries than a batch may hold are refused, so the general
-    /// reader answers with MLflow's message.
-    fn metrics(&mut self) -> Option<Vec<MetricEntry<'a>>> {
+    /// `metrics`' array: its points and the indexes of those from a model. More entries than
+    /// a batch may hold are refused, so the general reader answers with MLflow's message.
+    fn metrics(&mut self) -> Option<(Vec<MetricPoint<'a>>, Vec<usize>)> {
         self.token(b'[')?;
-        let mut entries = Vec::with_capacity(validation::BATCH_METRICS_MAX);
+        let mut points = Vec::with_capacity(validation::BATCH_METRICS_MAX);
+        let mut from_model = Vec::new();
         self.whitespace();
         if self.peek()? == b']' {
             self.at += 1;
-            return Some(entries);
+            return Some((points, from_model));
         }
         loop {
-            if entries.len() == validation::BATCH_METRICS_MAX {
+            if points.len() == validation::BATCH_METRICS_MAX {
                 return None;
             }
-            entries.push(self.entry()?);
+            let (point, model) = self.entry()?;
+            if model {
+                from_model.push(points.len());
+            }
+            points.push(point);
             if !self.more(b']')? {
-                return Some(entries);
+                return Some((points, from_model));
             }
         }
     }
@@ -438,11 +455,37 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
+        let (points, from_model) = metrics.unwrap_or_default();
         Some(BatchBody {
             fields: Fields::from_map(fields),
-            metrics: metrics.unwrap_or_default(),
+            points,
+            from_model,
         })
     }
+}
+
+/// The value of eight ASCII decimal digits, or `None` if any of them is not one: all eight
+/// converted at once in a `u64` (the digit pairs, then quads, then the whole, each a multiply
+/// and a shift; the method of simdjson's `parse_eight_digits_unrolled`).
+#[inline]
+fn eight_digits(bytes: &[u8]) -> Option<u64> {
+    const LOW: u64 = 0x0000_00ff_0000_00ff;
+    // Pairs 0 and 2 times 10^6 and 10^2, pairs 1 and 3 times 10^4 and 1, summed in the high
+    // half.
+    const FIRST: u64 = 100 + (1_000_000 << 32);
+    const SECOND: u64 = 1 + (10_000 << 32);
+    let chunk = u64::from_le_bytes(bytes.try_into().ok()?);
+    let values = chunk.wrapping_sub(0x3030_3030_3030_3030);
+    // A byte below '0' borrows into its top bit in `values`; one above '9' carries into it
+    // in `chunk + 0x46`.
+    if (chunk.wrapping_add(0x4646_4646_4646_4646) | values) & 0x8080_8080_8080_8080 != 0 {
+        return None;
+    }
+    // Each byte's digit times ten plus the next byte's: pairs in alternate bytes.
+    let pairs = values.wrapping_mul(10).wrapping_add(values >> 8);
+    let first = (pairs & LOW).wrapping_mul(FIRST);
+    let second = ((pairs >> 16) & LOW).wrapping_mul(SECOND);
+    Some(first.wrapping_add(second) >> 32)
 }
 
 /// Levels of arrays and objects in `value` (0 for a scalar).
@@ -467,6 +510,38 @@ mod tests {
         };
         let number = scanner.number()?;
         (scanner.at == text.len()).then(|| (number.double(), number.int()))
+    }
+
+    #[test]
+    fn eight_digits_read_as_a_number_or_not_at_all() {
+        assert_eq!(eight_digits(b"12345678"), Some(12_345_678));
+        assert_eq!(eight_digits(b"00000000"), Some(0));
+        assert_eq!(eight_digits(b"99999999"), Some(99_999_999));
+        assert_eq!(eight_digits(b"00000001"), Some(1));
+        for bad in [
+            b"1234567.",
+            b"/2345678",
+            b"1234567:",
+            b"1234 678",
+            b"e2345678",
+        ] {
+            assert_eq!(eight_digits(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(eight_digits(b"1234567"), None);
+        let mut rng = TestRng::from_env("eight_digits_read_as_a_number_or_not_at_all");
+        for _ in 0..100_000 {
+            let bytes: Vec<u8> = (0..8).map(|_| rng.below(256) as u8).collect();
+            let expected = std::str::from_utf8(&bytes)
+                .ok()
+                .filter(|text| text.bytes().all(|byte| byte.is_ascii_digit()))
+                .and_then(|text| text.parse::<u64>().ok());
+            assert_eq!(eight_digits(&bytes), expected, "{bytes:?}");
+            let digits: Vec<u8> = (0..8).map(|_| b'0' + rng.below(10) as u8).collect();
+            let expected = std::str::from_utf8(&digits)
+                .ok()
+                .and_then(|t| t.parse().ok());
+            assert_eq!(eight_digits(&digits), expected, "{digits:?}");
+        }
     }
 
     /// What the general reader makes of `text` (parsed by serde_json): a double, and an int64

@@ -425,32 +425,30 @@ pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
         .flatten()
     {
         let text = batch.fields.run_id()?;
-        let (params, tags) = batch_params_and_tags(&batch.fields, batch.metrics.len())?;
-        let entries = batch
-            .metrics
-            .iter()
-            .map(|entry| {
-                let point = MetricPoint {
-                    key: entry.key,
-                    value: entry.value,
-                    step: entry.step,
-                    timestamp_ms: entry.timestamp_ms,
-                };
-                (point, Origin::of(entry.from_model))
-            })
-            .collect();
-        return write_batch(service, text, entries, &params, &tags);
+        let (params, tags) = batch_params_and_tags(&batch.fields, batch.points.len())?;
+        return write_batch(
+            service,
+            text,
+            batch.points,
+            &batch.from_model,
+            &params,
+            &tags,
+        );
     }
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
     let metrics = fields.list("metrics")?;
     let (params, tags) = batch_params_and_tags(&fields, metrics.len())?;
-    let entries = metrics
-        .iter()
-        .enumerate()
-        .map(|(index, entry)| metric_entry(entry, index))
-        .collect::<Result<Vec<_>, _>>()?;
-    write_batch(service, text, entries, &params, &tags)
+    let mut points = Vec::with_capacity(metrics.len());
+    let mut from_model = Vec::new();
+    for (index, entry) in metrics.iter().enumerate() {
+        let (point, origin) = metric_entry(entry, index)?;
+        if origin == Origin::Model {
+            from_model.push(index);
+        }
+        points.push(point);
+    }
+    write_batch(service, text, points, &from_model, &params, &tags)
 }
 
 /// The batch's params and tags, values cut to MLflow's limits, once the batch's sizes and
@@ -477,17 +475,18 @@ fn batch_params_and_tags<'a>(
 /// A batch's params and tags.
 type KeyValues<'a> = (Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>);
 
-/// Writes a batch read and checked: its points (less the model entries' repeats), params and
-/// tags, to the run `text` names.
+/// Writes a batch read and checked: its points (less the repeats among the entries at
+/// `from_model`), params and tags, to the run `text` names.
 fn write_batch(
     service: &Service,
     text: &str,
-    entries: Vec<(MetricPoint<'_>, Origin)>,
+    points: Vec<MetricPoint<'_>>,
+    from_model: &[usize],
     params: &[(&str, &str)],
     tags: &[(&str, &str)],
 ) -> Body {
     let run = parse_id(text)?;
-    let points = without_model_repeats(service, text, run, entries)?;
+    let points = without_model_repeats(service, text, run, points, from_model)?;
     service
         .store()
         .log_batch(run, &points, params, tags)
@@ -502,37 +501,39 @@ enum Origin {
     Model,
 }
 
-impl Origin {
-    fn of(from_model: bool) -> Origin {
-        if from_model {
-            Origin::Model
-        } else {
-            Origin::Run
-        }
-    }
-}
-
 /// One entry of `metrics[]`: the point and whether it carries a `model_id`.
 fn metric_entry(entry: &Value, index: usize) -> Result<(MetricPoint<'_>, Origin), MlflowError> {
     let point = metric_point(entry, index)?;
     let has_model = entry
         .get("model_id")
         .is_some_and(|v| v.as_str().is_some_and(|id| !id.is_empty()));
-    Ok((point, Origin::of(has_model)))
+    let origin = if has_model {
+        Origin::Model
+    } else {
+        Origin::Run
+    };
+    Ok((point, origin))
 }
 
-/// The batch's points, less the model entries that repeat a point `run` already holds or an
-/// earlier entry of the batch. A run that does not exist keeps every entry, so that
-/// `Store::log_batch` reports it.
+/// The batch's points, less the model entries (the points at `from_model`, in increasing
+/// order) that repeat a point `run` already holds or an earlier point of the batch. A batch
+/// without model entries is returned as it is, read nowhere. A run that does not exist keeps
+/// every entry, so that `Store::log_batch` reports it.
 fn without_model_repeats<'a>(
     service: &Service,
     text: &str,
     run: RunId,
-    entries: Vec<(MetricPoint<'a>, Origin)>,
+    points: Vec<MetricPoint<'a>>,
+    from_model: &[usize],
 ) -> Result<Vec<MetricPoint<'a>>, MlflowError> {
-    let mut kept: Vec<MetricPoint<'a>> = Vec::with_capacity(entries.len());
-    for (point, origin) in entries {
-        if origin == Origin::Model
+    if from_model.is_empty() {
+        return Ok(points);
+    }
+    let mut kept: Vec<MetricPoint<'a>> = Vec::with_capacity(points.len());
+    let mut models = from_model.iter().peekable();
+    for (index, point) in points.into_iter().enumerate() {
+        let is_model = models.next_if_eq(&&index).is_some();
+        if is_model
             && (kept.iter().any(|k| same_point(k, &point))
                 || run_holds(service, text, run, &point)?)
         {
@@ -892,9 +893,15 @@ mod tests {
 
     fn one_pass(body: &[u8]) -> Option<Read> {
         let batch = batch::read(body)?;
-        let entries = batch.metrics.iter().map(|e| {
-            let key = e.key.to_owned();
-            (key, e.value.to_bits(), e.timestamp_ms, e.step, e.from_model)
+        let entries = batch.points.iter().enumerate().map(|(index, p)| {
+            let model = batch.from_model.contains(&index);
+            (
+                p.key.to_owned(),
+                p.value.to_bits(),
+                p.timestamp_ms,
+                p.step,
+                model,
+            )
         });
         Some((batch.fields.map_without("metrics"), entries.collect()))
     }
