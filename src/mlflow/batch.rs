@@ -194,14 +194,44 @@ impl<'a> Scanner<'a> {
         std::str::from_utf8(self.plain_string_bytes()?).ok()
     }
 
-    /// A metric key: a plain string, most often the entry before's.
+    /// A metric key: a plain string, most often the entry before's, which is then recognised
+    /// by its bytes alone (a plain string holds no quote, so the same bytes and a closing
+    /// quote are the same string).
     #[inline]
     fn key(&mut self) -> Option<&'a str> {
-        let bytes = self.plain_string_bytes()?;
-        if bytes != self.last_key.as_bytes() {
-            self.last_key = std::str::from_utf8(bytes).ok()?;
+        self.whitespace();
+        let last = self.last_key.as_bytes();
+        if let Some(rest) = self.text.get(self.at..)
+            && !last.is_empty()
+            && rest.first() == Some(&b'"')
+            && rest[1..].starts_with(last)
+            && rest.get(1 + last.len()) == Some(&b'"')
+        {
+            self.at += last.len() + 2;
+            return Some(self.last_key);
         }
+        let bytes = self.plain_string_bytes()?;
+        self.last_key = std::str::from_utf8(bytes).ok()?;
         Some(self.last_key)
+    }
+
+    /// A metric entry's member name and its colon: the field's bit, or `None` for a name this
+    /// reader does not read (any other, or one written with an escape).
+    #[inline]
+    fn entry_field(&mut self) -> Option<u8> {
+        self.token(b'"')?;
+        let rest = self.text.get(self.at..)?;
+        let (field, length) = match rest.first()? {
+            b'k' if rest.starts_with(b"key\"") => (KEY, 4),
+            b'v' if rest.starts_with(b"value\"") => (VALUE, 6),
+            b't' if rest.starts_with(b"timestamp\"") => (TIMESTAMP, 10),
+            b's' if rest.starts_with(b"step\"") => (STEP, 5),
+            b'm' if rest.starts_with(b"model_id\"") => (MODEL_ID, 9),
+            _ => return None,
+        };
+        self.at += length;
+        self.token(b':')?;
+        Some(field)
     }
 
     /// A member's name (its bytes, to compare with the names expected) and its colon.
@@ -357,29 +387,14 @@ impl<'a> Scanner<'a> {
         let mut from_model = false;
         let mut seen = 0u8;
         loop {
-            let field = match self.name_bytes()? {
-                b"key" => {
-                    point.key = self.key()?;
-                    KEY
-                }
-                b"value" => {
-                    point.value = self.double()?;
-                    VALUE
-                }
-                b"timestamp" => {
-                    point.timestamp_ms = self.int()?;
-                    TIMESTAMP
-                }
-                b"step" => {
-                    point.step = self.int()?;
-                    STEP
-                }
-                b"model_id" => {
-                    from_model = self.model_id()?;
-                    MODEL_ID
-                }
-                _ => return None,
-            };
+            let field = self.entry_field()?;
+            match field {
+                KEY => point.key = self.key()?,
+                VALUE => point.value = self.double()?,
+                TIMESTAMP => point.timestamp_ms = self.int()?,
+                STEP => point.step = self.int()?,
+                _ => from_model = self.model_id()?,
+            }
             if seen & field != 0 {
                 return None;
             }
