@@ -7,7 +7,9 @@
 //!   body that is not one JSON object, a name with an escape, a field given twice, a
 //!   `metrics` that is not an array of entries holding no field but `key`, `value`,
 //!   `timestamp`, `step` and `model_id`, each of a form this reader reads (a string without
-//!   escapes, a number; no null, no float timestamp, no negative timestamp). A refused body
+//!   escapes, a number; no null, no float timestamp, no negative timestamp), an entry that
+//!   names a logged model (a non-empty `model_id`: what a model's entry implies, its repeats
+//!   dropped and its metric kept for the model, is the general path's). A refused body
 //!   goes to the general reader, whose answer, error message included, is then the answer, so
 //!   every body gets the answer the general reader gives it.
 //! - What it takes is valid JSON: every byte it steps over is checked against JSON's grammar
@@ -29,11 +31,8 @@ pub(crate) struct BatchBody<'a> {
     /// Every field but `metrics`.
     pub fields: Fields,
     /// `metrics[]`'s points, in order, as the general reader reads them; their keys are
-    /// borrowed from the body.
+    /// borrowed from the body. None names a logged model.
     pub points: Vec<MetricPoint<'a>>,
-    /// The indexes in `points` of the entries that name a logged model (a non-empty string
-    /// `model_id`), in order.
-    pub from_model: Vec<usize>,
 }
 
 /// Nesting this reader lets serde_json read in a field other than `metrics`, well below the
@@ -365,18 +364,18 @@ impl<'a> Scanner<'a> {
         self.number()?.int()
     }
 
-    /// `model_id`'s value: whether it is a non-empty string (null is no model).
-    fn model_id(&mut self) -> Option<bool> {
+    /// `model_id`'s value when it names no model: null or an empty string.
+    fn no_model_id(&mut self) -> Option<()> {
         self.whitespace();
         if self.text[self.at..].starts_with(b"null") {
             self.at += 4;
-            return Some(false);
+            return Some(());
         }
-        Some(!self.plain_string()?.is_empty())
+        self.plain_string()?.is_empty().then_some(())
     }
 
-    /// One `metrics[]` entry: its point, and whether it names a logged model.
-    fn entry(&mut self) -> Option<(MetricPoint<'a>, bool)> {
+    /// One `metrics[]` entry that names no logged model.
+    fn entry(&mut self) -> Option<MetricPoint<'a>> {
         self.token(b'{')?;
         let mut point = MetricPoint {
             key: "",
@@ -384,7 +383,6 @@ impl<'a> Scanner<'a> {
             step: 0,
             timestamp_ms: 0,
         };
-        let mut from_model = false;
         let mut seen = 0u8;
         loop {
             let field = self.entry_field()?;
@@ -393,7 +391,7 @@ impl<'a> Scanner<'a> {
                 VALUE => point.value = self.double()?,
                 TIMESTAMP => point.timestamp_ms = self.int()?,
                 STEP => point.step = self.int()?,
-                _ => from_model = self.model_id()?,
+                _ => self.no_model_id()?,
             }
             if seen & field != 0 {
                 return None;
@@ -404,32 +402,26 @@ impl<'a> Scanner<'a> {
             }
         }
         let complete = seen & (KEY | VALUE | TIMESTAMP) == KEY | VALUE | TIMESTAMP;
-        (complete && !point.key.is_empty() && point.timestamp_ms >= 0)
-            .then_some((point, from_model))
+        (complete && !point.key.is_empty() && point.timestamp_ms >= 0).then_some(point)
     }
 
-    /// `metrics`' array: its points and the indexes of those from a model. More entries than
-    /// a batch may hold are refused, so the general reader answers with MLflow's message.
-    fn metrics(&mut self) -> Option<(Vec<MetricPoint<'a>>, Vec<usize>)> {
+    /// `metrics`' array. More entries than a batch may hold are refused, so the general
+    /// reader answers with MLflow's message.
+    fn metrics(&mut self) -> Option<Vec<MetricPoint<'a>>> {
         self.token(b'[')?;
         let mut points = Vec::with_capacity(validation::BATCH_METRICS_MAX);
-        let mut from_model = Vec::new();
         self.whitespace();
         if self.peek()? == b']' {
             self.at += 1;
-            return Some((points, from_model));
+            return Some(points);
         }
         loop {
             if points.len() == validation::BATCH_METRICS_MAX {
                 return None;
             }
-            let (point, model) = self.entry()?;
-            if model {
-                from_model.push(points.len());
-            }
-            points.push(point);
+            points.push(self.entry()?);
             if !self.more(b']')? {
-                return Some((points, from_model));
+                return Some(points);
             }
         }
     }
@@ -470,11 +462,9 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-        let (points, from_model) = metrics.unwrap_or_default();
         Some(BatchBody {
             fields: Fields::from_map(fields),
-            points,
-            from_model,
+            points: metrics.unwrap_or_default(),
         })
     }
 }
