@@ -4,16 +4,18 @@
 //!
 //! Invariants (the catalog's, see `mod.rs`):
 //! - Applying events is order-independent: status, tags and artifacts are last-writer-wins
-//!   registers (`lww.rs`); params keep the earliest value; a deletion is final; an event for a
-//!   model not yet created makes a placeholder that its creation event fills in.
-//! - Only created, undeleted models are visible.
+//!   registers (`lww.rs`); params keep the earliest value; a deletion is final and dated by the
+//!   latest one; an event for a model not yet created makes a placeholder that its creation
+//!   event fills in.
+//! - Only created models are visible: undeleted ones to every read, deleted ones only to a read
+//!   that asks for them (MLflow finds a deleted model by id to finalize, delete or tag it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use super::lww::{self, Lww, Origin, Stamp};
 use super::registers::Registers;
-use super::{Artifact, read, set_register, write};
+use super::{Artifact, LifecycleStage, read, set_register, write};
 use crate::ids::{ExperimentId, ModelId, RunId};
 use crate::wal::{ModelEvent, ModelLink, ModelStatus};
 
@@ -34,8 +36,10 @@ pub struct LoggedModel {
     pub status: ModelStatus,
     /// When it was created, ms since the Unix epoch.
     pub creation_time_ms: i64,
-    /// When its status last changed (or it was created), ms.
+    /// When its status last changed or it was last deleted (or it was created), ms.
     pub last_updated_time_ms: i64,
+    /// Active, or deleted (found only by [`crate::Store::logged_model_including_deleted`]).
+    pub lifecycle_stage: LifecycleStage,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
     /// Its params.
@@ -57,7 +61,8 @@ struct Created {
 struct ModelEntry {
     created: Option<Created>,
     status: Option<Lww<ModelStatus>>,
-    deleted: bool,
+    /// When it was last deleted, if it was.
+    deleted_time_ms: Option<i64>,
     tags: Registers<Lww<Option<String>>>,
     params: Registers<Lww<String>>,
     artifacts: Registers<Lww<Option<Artifact>>>,
@@ -111,7 +116,10 @@ impl Models {
                 at(*time_ms),
                 *status,
             ),
-            ModelEvent::Deleted { model, .. } => models.entry(*model).or_default().deleted = true,
+            ModelEvent::Deleted { model, time_ms } => {
+                let deleted = &mut models.entry(*model).or_default().deleted_time_ms;
+                *deleted = Some(deleted.map_or(*time_ms, |earlier| earlier.max(*time_ms)));
+            }
             ModelEvent::TagSet {
                 model,
                 time_ms,
@@ -163,6 +171,12 @@ impl Models {
 
     /// A snapshot of `model`, if it was created and is not deleted.
     pub fn get(&self, model: ModelId) -> Option<LoggedModel> {
+        self.get_including_deleted(model)
+            .filter(|found| found.lifecycle_stage == LifecycleStage::Active)
+    }
+
+    /// A snapshot of `model`, if it was created, deleted or not.
+    pub fn get_including_deleted(&self, model: ModelId) -> Option<LoggedModel> {
         view(model, read(&self.models).get(&model)?)
     }
 
@@ -171,6 +185,7 @@ impl Models {
         let mut found: Vec<LoggedModel> = read(&self.models)
             .iter()
             .filter_map(|(id, entry)| view(*id, entry))
+            .filter(|model| model.lifecycle_stage == LifecycleStage::Active)
             .filter(|model| keep(model.experiment))
             .collect();
         found.sort_by_key(|model| (model.creation_time_ms, model.id));
@@ -188,12 +203,17 @@ impl Models {
 
 fn view(id: ModelId, entry: &ModelEntry) -> Option<LoggedModel> {
     let created = entry.created.as_ref()?;
-    if entry.deleted {
-        return None;
-    }
-    let (status, last_updated_time_ms) = match &entry.status {
-        Some(status) => (status.value, status.time_ms.max(created.time_ms)),
+    let (status, status_time_ms) = match &entry.status {
+        Some(status) => (status.value, status.time_ms),
         None => (ModelStatus::Pending, created.time_ms),
+    };
+    // MLflow's finalize and delete both set `last_updated_timestamp_ms`; tags and params do not.
+    let last_updated_time_ms = status_time_ms
+        .max(created.time_ms)
+        .max(entry.deleted_time_ms.unwrap_or(i64::MIN));
+    let lifecycle_stage = match entry.deleted_time_ms {
+        Some(_) => LifecycleStage::Deleted,
+        None => LifecycleStage::Active,
     };
     Some(LoggedModel {
         id,
@@ -204,6 +224,7 @@ fn view(id: ModelId, entry: &ModelEntry) -> Option<LoggedModel> {
         status,
         creation_time_ms: created.time_ms,
         last_updated_time_ms,
+        lifecycle_stage,
         tags: entry
             .tags
             .iter()

@@ -5,8 +5,9 @@
 //!
 //! Invariants:
 //! - Requests are checked whole before anything is written; a refused request writes nothing.
-//! - A model id that does not parse, or names a deleted model, is MLflow's 404
-//!   `Logged model with ID '...' not found.`
+//! - A model id that does not parse is MLflow's 404 `Logged model with ID '...' not found.`, and
+//!   so is a deleted model's for `GET` without `?allow_deleted=true`. Every other call on a
+//!   model finds a deleted one, as MLflow's SQL store does.
 //! - A model's `artifact_uri` is `mlflow-artifacts:/<experiment>/models/<model_id>/artifacts`,
 //!   which the mlflow-artifacts routes (`artifacts.rs`) map onto the model's artifact files.
 
@@ -18,7 +19,7 @@ use super::messages::{KeyValue, to_json};
 use super::runs::{parse_id as parse_run_id, run_error};
 use super::wire::{Fields, int_value, missing, wrong_type};
 use super::{Body, Method, MlflowError, Request, Service};
-use crate::catalog::LoggedModel;
+use crate::catalog::{LifecycleStage, LoggedModel};
 use crate::query::SearchModels;
 use crate::{Error, ExperimentId, ModelId, ModelLink, ModelOptions, ModelStatus};
 
@@ -164,13 +165,11 @@ pub(crate) fn create(service: &Service, request: &Request<'_>) -> Body {
         tags: owned_pairs(&fields, "tags")?,
         params: owned_pairs(&fields, "params")?,
     };
+    // The source run is not looked up: MLflow's SQL store keeps whatever run id it is given.
     let store = service.store();
     store
         .experiment(experiment)
         .map_err(|_| experiments::not_found(experiment_text))?;
-    if let (Some(run), Some(text)) = (source_run, fields.string("source_run_id")?) {
-        store.run(run).map_err(|e| run_error(text, e))?;
-    }
     let model = store.create_logged_model(experiment, options)?;
     Ok(model_response(&model))
 }
@@ -180,7 +179,7 @@ pub(crate) fn handle_path(service: &Service, request: &Request<'_>, rest: &str) 
     let (id_text, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let id_text = super::wire::percent_decode(id_text);
     match (request.method, tail) {
-        (Method::Get, "") => get(service, &id_text),
+        (Method::Get, "") => get(service, &id_text, allow_deleted(request.query)),
         (Method::Patch, "") => finalize(service, request, &id_text),
         (Method::Delete, "") => delete(service, &id_text),
         (Method::Patch, "tags") => set_tags(service, request, &id_text),
@@ -196,16 +195,32 @@ pub(crate) fn handle_path(service: &Service, request: &Request<'_>, rest: &str) 
     }
 }
 
+/// Whether a `GET` asks for a deleted model too: `allow_deleted=true` in its query, the case
+/// of `true` aside, as MLflow's handler reads it.
+fn allow_deleted(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        pair.split_once('=').is_some_and(|(key, value)| {
+            key == "allow_deleted" && value.eq_ignore_ascii_case("true")
+        })
+    })
+}
+
+/// The model `id_text` names, deleted or not: MLflow's SQL store finds a deleted model for
+/// every call but a plain `GET`.
 fn found(service: &Service, id_text: &str) -> Result<LoggedModel, MlflowError> {
     let id = parse_id(id_text)?;
     service
         .store()
-        .logged_model(id)
+        .logged_model_including_deleted(id)
         .map_err(|e| model_error(id_text, e))
 }
 
-fn get(service: &Service, id_text: &str) -> Body {
-    Ok(model_response(&found(service, id_text)?))
+fn get(service: &Service, id_text: &str, allow_deleted: bool) -> Body {
+    let model = found(service, id_text)?;
+    if !allow_deleted && model.lifecycle_stage == LifecycleStage::Deleted {
+        return Err(not_found(id_text));
+    }
+    Ok(model_response(&model))
 }
 
 /// A `LoggedModelStatus` field: its enum name or number.
@@ -243,7 +258,7 @@ fn finalize(service: &Service, request: &Request<'_>, id_text: &str) -> Body {
         .store()
         .finalize_logged_model(model.id, status)
         .map_err(|e| model_error(id_text, e))?;
-    get(service, id_text)
+    get(service, id_text, true)
 }
 
 fn delete(service: &Service, id_text: &str) -> Body {

@@ -5,7 +5,10 @@
 //! - Every write is checked whole before anything is appended: a refused call writes nothing.
 //! - A model's artifacts follow the run artifacts' rules (`artifact/mod.rs`): write-once,
 //!   published durably before the log records them, read back checked against their SHA-256.
-//! - A deleted model is gone for every call: it answers `NotFound`, and its id is never reused.
+//! - A deleted model is hidden from reads, listings and searches (`NotFound`), and its id is
+//!   never reused. As in MLflow's SQL store, it is still found by id to be read on request
+//!   ([`Store::logged_model_including_deleted`]), finalized, deleted again, tagged or given
+//!   params; its artifacts are not served or stored.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +28,8 @@ pub struct ModelOptions {
     pub name: Option<String>,
     /// Its type (free text).
     pub model_type: String,
-    /// The run that logs it; it must exist.
+    /// The run that logs it. It is not checked, as MLflow's stores do not check it: it may
+    /// name a run another writer creates later.
     pub source_run: Option<RunId>,
     /// Its first tags.
     pub tags: Vec<(String, String)>,
@@ -47,9 +51,6 @@ impl Store {
             return Err(Error::Deleted {
                 what: format!("experiment {experiment}"),
             });
-        }
-        if let Some(run) = options.source_run {
-            self.run(run)?;
         }
         check_pairs("tag", &options.tags, validation::TAG_VALUE_CHARS_MAX)?;
         check_pairs("param", &options.params, validation::PARAM_VALUE_CHARS_MAX)?;
@@ -92,6 +93,13 @@ impl Store {
             .ok_or_else(|| Error::NotFound(format!("logged model {model}")))
     }
 
+    /// A snapshot of logged model `model`, deleted or not; `NotFound` if it was never created
+    /// (MLflow's `get_logged_model(allow_deleted=True)`). Its `lifecycle_stage` says which.
+    pub fn logged_model_including_deleted(&self, model: ModelId) -> Result<LoggedModel> {
+        self.lookup_fresh(|| self.catalog().models.get_including_deleted(model))?
+            .ok_or_else(|| Error::NotFound(format!("logged model {model}")))
+    }
+
     /// The logged models of `experiments` (every experiment when empty), oldest first.
     pub fn logged_models(&self, experiments: &[ExperimentId]) -> Result<Vec<LoggedModel>> {
         self.refresh_if_stale()?;
@@ -101,9 +109,9 @@ impl Store {
             .list(|experiment| experiments.is_empty() || experiments.contains(&experiment)))
     }
 
-    /// Sets the status of `model` (MLflow's finalize).
+    /// Sets the status of `model` (MLflow's finalize), deleted or not.
     pub fn finalize_logged_model(&self, model: ModelId, status: ModelStatus) -> Result<()> {
-        self.logged_model(model)?;
+        self.logged_model_including_deleted(model)?;
         self.record(Event::Model(ModelEvent::StatusChanged {
             model,
             time_ms: now_ms(),
@@ -111,22 +119,29 @@ impl Store {
         }))
     }
 
-    /// Deletes `model`. Its artifact files stay on disk, as MLflow's stores leave them.
+    /// Deletes `model`; deleting a deleted model again dates its deletion anew, as MLflow's
+    /// SQL store does. Its artifact files stay on disk, as MLflow's stores leave them.
     pub fn delete_logged_model(&self, model: ModelId) -> Result<()> {
-        self.logged_model(model)?;
+        self.logged_model_including_deleted(model)?;
         self.record(Event::Model(ModelEvent::Deleted {
             model,
             time_ms: now_ms(),
         }))
     }
 
-    /// Sets tags of `model`, replacing earlier values.
+    /// Sets tags of `model` (deleted or not), replacing earlier values. A key given twice keeps
+    /// its last value, as MLflow's SQL store keeps it.
     pub fn set_logged_model_tags(&self, model: ModelId, tags: &[(String, String)]) -> Result<()> {
-        check_pairs("tag", tags, validation::TAG_VALUE_CHARS_MAX)?;
-        self.logged_model(model)?;
+        for (key, value) in tags {
+            validation::key("tag", key)?;
+            validation::value("tag", key, value, validation::TAG_VALUE_CHARS_MAX)?;
+        }
+        self.logged_model_including_deleted(model)?;
+        let last: BTreeMap<&String, &String> =
+            tags.iter().map(|(key, value)| (key, value)).collect();
         let time_ms = now_ms();
-        let events: Vec<Event> = tags
-            .iter()
+        let events: Vec<Event> = last
+            .into_iter()
             .map(|(key, value)| {
                 Event::Model(ModelEvent::TagSet {
                     model,
@@ -139,9 +154,13 @@ impl Store {
         self.record_all(&events)
     }
 
-    /// Deletes tag `key` of `model`; `NotFound` if it has no such tag.
+    /// Deletes tag `key` of `model` (deleted or not); `NotFound` if it has no such tag.
     pub fn delete_logged_model_tag(&self, model: ModelId, key: &str) -> Result<()> {
-        if !self.logged_model(model)?.tags.contains_key(key) {
+        if !self
+            .logged_model_including_deleted(model)?
+            .tags
+            .contains_key(key)
+        {
             return Err(Error::NotFound(format!(
                 "tag {key:?} of logged model {model}"
             )));
@@ -153,15 +172,15 @@ impl Store {
         }))
     }
 
-    /// Logs params of `model`. A param keeps its first value; logging it again with another
-    /// value is `InvalidInput`.
+    /// Logs params of `model` (deleted or not). A param keeps its first value; logging it again
+    /// with another value is `InvalidInput`.
     pub fn log_logged_model_params(
         &self,
         model: ModelId,
         params: &[(String, String)],
     ) -> Result<()> {
         check_pairs("param", params, validation::PARAM_VALUE_CHARS_MAX)?;
-        let existing = self.logged_model(model)?.params;
+        let existing = self.logged_model_including_deleted(model)?.params;
         for (key, value) in params {
             if let Some(old) = existing.get(key).filter(|old| *old != value) {
                 return Err(Error::InvalidInput(format!(

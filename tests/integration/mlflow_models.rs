@@ -466,3 +466,74 @@ fn log_model_metric_repeats_with_a_model_id_are_kept_once() {
     ));
     assert_eq!(history("acc"), 4);
 }
+
+#[test]
+fn a_deleted_model_is_found_by_id_as_mlflow_finds_it() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, _) = client.create_run();
+    // A source run that names no run is kept, as MLflow's SQL store keeps it.
+    let unknown_run = "0123456789abcdef0123456789abcdef";
+    let model = create_model(
+        client,
+        json!({"experiment_id": experiment, "name": "gone", "source_run_id": unknown_run,
+               "tags": [{"key": "t", "value": "1"}]}),
+    );
+    assert_eq!(model["info"]["source_run_id"], unknown_run);
+    let id = model["info"]["model_id"].as_str().unwrap().to_string();
+    let path = format!("{API}/logged-models/{id}");
+    ok(client.delete(&path));
+    assert_error(
+        client.get(&path),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        &format!("Logged model with ID '{id}' not found."),
+    );
+    let shown = ok(client.get(&format!("{path}?allow_deleted=true")));
+    assert_eq!(shown["model"]["info"]["model_id"], id.as_str());
+    let deleted_at = shown["model"]["info"]["last_updated_timestamp_ms"]
+        .as_i64()
+        .unwrap();
+    assert!(deleted_at >= model["info"]["creation_timestamp_ms"].as_i64().unwrap());
+
+    // Deleting again, finalizing, tagging, untagging and params all find it.
+    ok(client.delete(&path));
+    let finalized = ok(patch(
+        client,
+        &path,
+        json!({"model_id": id, "status": "LOGGED_MODEL_READY"}),
+    ));
+    assert_eq!(finalized["model"]["info"]["status"], "LOGGED_MODEL_READY");
+    // A key given twice keeps its last value, as MLflow's SQL store keeps it.
+    ok(patch(
+        client,
+        &format!("{path}/tags"),
+        json!({"tags": [{"key": "u", "value": "a"}, {"key": "u", "value": "b"}]}),
+    ));
+    ok(client.delete(&format!("{path}/tags/t")));
+    assert_error(
+        client.delete(&format!("{path}/tags/t")),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        &format!("No tag with key 't' found for model with ID '{id}'."),
+    );
+    ok(client.post(
+        &format!("logged-models/{id}/params"),
+        json!({"model_id": id, "params": [{"key": "p", "value": "1"}]}),
+    ));
+    let shown = ok(client.get(&format!("{path}?allow_deleted=TRUE")))["model"].clone();
+    assert_eq!(shown["info"]["tags"], json!([{"key": "u", "value": "b"}]));
+    assert_eq!(shown["data"]["params"], json!([{"key": "p", "value": "1"}]));
+    assert_eq!(shown["info"]["status"], "LOGGED_MODEL_READY");
+    // Still hidden from a plain get and from search.
+    assert_eq!(client.get(&path).status, 404);
+    assert_eq!(
+        client.get(&format!("{path}?allow_deleted=false")).status,
+        404
+    );
+    let none = ok(client.post(
+        "logged-models/search",
+        json!({"experiment_ids": [experiment]}),
+    ));
+    assert_eq!(none, json!({}));
+}
