@@ -1,10 +1,11 @@
-//! The catalog's logged models (MLflow 3): each model's attributes, status, tags, params and
-//! artifact files, and each run's links to models (its outputs and inputs), rebuilt from the
-//! log like the rest of the catalog.
+//! The catalog's logged models (MLflow 3): each model's attributes, status, tags, params,
+//! metric points and artifact files, and each run's links to models (its outputs and inputs),
+//! rebuilt from the log like the rest of the catalog.
 //!
 //! Invariants (the catalog's, see `mod.rs`):
 //! - Applying events is order-independent: status, tags and artifacts are last-writer-wins
-//!   registers (`lww.rs`); params keep the earliest value; a deletion is final and dated by the
+//!   registers (`lww.rs`); params keep the earliest value; metric points are a set, so an
+//!   exact repeat (a copy in a metadata chain among them) is one point; a deletion is final and dated by the
 //!   latest one; an event for a model not yet created makes a placeholder that its creation
 //!   event fills in.
 //! - Only created models are visible: undeleted ones to every read, deleted ones only to a read
@@ -17,7 +18,7 @@ use super::lww::{self, Lww, Origin, Stamp};
 use super::registers::Registers;
 use super::{Artifact, LifecycleStage, read, set_register, write};
 use crate::ids::{ExperimentId, ModelId, RunId};
-use crate::wal::{ModelEvent, ModelLink, ModelStatus};
+use crate::wal::{ModelEvent, ModelLink, ModelMetric, ModelStatus};
 
 /// A snapshot of a logged model.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,7 +39,7 @@ pub struct LoggedModel {
     pub creation_time_ms: i64,
     /// When its status last changed or it was last deleted (or it was created), ms.
     pub last_updated_time_ms: i64,
-    /// Active, or deleted (found only by [`crate::Store::logged_model_including_deleted`]).
+    /// Active, or deleted (found only by the store's `logged_model_including_deleted`).
     pub lifecycle_stage: LifecycleStage,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
@@ -46,6 +47,49 @@ pub struct LoggedModel {
     pub params: BTreeMap<String, String>,
     /// Its artifact files by path.
     pub artifacts: BTreeMap<String, Artifact>,
+    /// The metric points runs logged for it, each once, ordered by key, step, timestamp, run,
+    /// value bits and dataset.
+    pub metrics: Vec<ModelMetric>,
+}
+
+/// A metric point of a model as the catalog keeps it: ordered, and equal only to an exact
+/// repeat (value compared by its bits).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct MetricRow {
+    key: String,
+    step: i64,
+    timestamp_ms: i64,
+    run: RunId,
+    value_bits: u64,
+    dataset_name: Option<String>,
+    dataset_digest: Option<String>,
+}
+
+impl MetricRow {
+    fn of(metric: &ModelMetric) -> MetricRow {
+        MetricRow {
+            key: metric.key.clone(),
+            step: metric.step,
+            timestamp_ms: metric.timestamp_ms,
+            run: metric.run,
+            value_bits: metric.value.to_bits(),
+            dataset_name: metric.dataset_name.clone(),
+            dataset_digest: metric.dataset_digest.clone(),
+        }
+    }
+
+    fn metric(&self, model: ModelId) -> ModelMetric {
+        ModelMetric {
+            model,
+            run: self.run,
+            key: self.key.clone(),
+            value: f64::from_bits(self.value_bits),
+            timestamp_ms: self.timestamp_ms,
+            step: self.step,
+            dataset_name: self.dataset_name.clone(),
+            dataset_digest: self.dataset_digest.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -66,6 +110,7 @@ struct ModelEntry {
     tags: Registers<Lww<Option<String>>>,
     params: Registers<Lww<String>>,
     artifacts: Registers<Lww<Option<Artifact>>>,
+    metrics: BTreeSet<MetricRow>,
 }
 
 /// The logged models of a catalog, and the runs' links to them.
@@ -165,6 +210,10 @@ impl Models {
                 let entry = models.entry(*model).or_default();
                 set_register(&mut entry.artifacts, path, at(*time_ms), Some(artifact));
             }
+            ModelEvent::MetricLogged(metric) => {
+                let entry = models.entry(metric.model).or_default();
+                entry.metrics.insert(MetricRow::of(metric));
+            }
             ModelEvent::RunLinked { .. } => {}
         }
     }
@@ -240,6 +289,7 @@ fn view(id: ModelId, entry: &ModelEntry) -> Option<LoggedModel> {
             .iter()
             .filter_map(|(path, artifact)| Some((path.clone(), artifact.value.clone()?)))
             .collect(),
+        metrics: entry.metrics.iter().map(|row| row.metric(id)).collect(),
     })
 }
 

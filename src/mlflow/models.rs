@@ -15,13 +15,16 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::experiments::{self, key_values};
-use super::messages::{KeyValue, to_json};
+use super::messages::{Double, KeyValue, to_json};
 use super::runs::{parse_id as parse_run_id, run_error};
 use super::wire::{Fields, int_value, missing, wrong_type};
 use super::{Body, Method, MlflowError, Request, Service};
 use crate::catalog::{LifecycleStage, LoggedModel};
-use crate::query::SearchModels;
-use crate::{Error, ExperimentId, ModelId, ModelLink, ModelOptions, ModelStatus};
+use crate::query::{DatasetFilter, SearchModels};
+use crate::{
+    Error, ExperimentId, MetricPoint, ModelId, ModelLink, ModelMetric, ModelOptions, ModelStatus,
+    RunId,
+};
 
 /// The largest page of `logged-models/search`.
 const SEARCH_RESULTS_MAX: i64 = 50_000;
@@ -65,11 +68,44 @@ struct InfoMessage<'a> {
     tags: Vec<KeyValue<'a>>,
 }
 
-/// `LoggedModelData`. runlog keeps no per-model metrics, so `metrics` is never set.
+/// `LoggedModelData`.
 #[derive(Serialize)]
 struct DataMessage<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     params: Vec<KeyValue<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metrics: Vec<MetricMessage<'a>>,
+}
+
+/// A model's `Metric`: the point with its dataset, model and run, as MLflow's
+/// `logged_model_metrics` rows show.
+#[derive(Serialize)]
+struct MetricMessage<'a> {
+    key: &'a str,
+    value: Double,
+    timestamp: i64,
+    step: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataset_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataset_digest: Option<&'a str>,
+    model_id: String,
+    run_id: String,
+}
+
+impl<'a> MetricMessage<'a> {
+    fn of(metric: &'a ModelMetric) -> MetricMessage<'a> {
+        MetricMessage {
+            key: &metric.key,
+            value: Double(metric.value),
+            timestamp: metric.timestamp_ms,
+            step: metric.step,
+            dataset_name: metric.dataset_name.as_deref(),
+            dataset_digest: metric.dataset_digest.as_deref(),
+            model_id: metric.model.to_string(),
+            run_id: metric.run.to_string(),
+        }
+    }
 }
 
 /// `LoggedModel`.
@@ -102,6 +138,7 @@ impl<'a> ModelMessage<'a> {
             },
             data: DataMessage {
                 params: pairs(&model.params),
+                metrics: model.metrics.iter().map(MetricMessage::of).collect(),
             },
         }
     }
@@ -230,6 +267,7 @@ fn model_status(fields: &Fields) -> Result<ModelStatus, MlflowError> {
     };
     let status = match value {
         Value::String(s) => match s.as_str() {
+            "LOGGED_MODEL_STATUS_UNSPECIFIED" => Some(ModelStatus::Unspecified),
             "LOGGED_MODEL_PENDING" => Some(ModelStatus::Pending),
             "LOGGED_MODEL_READY" => Some(ModelStatus::Ready),
             "LOGGED_MODEL_UPLOAD_FAILED" => Some(ModelStatus::UploadFailed),
@@ -307,8 +345,59 @@ fn log_params(service: &Service, request: &Request<'_>, id_text: &str) -> Body {
     Ok(b"{}".to_vec())
 }
 
-/// One `order_by` entry of a search: `{field_name, ascending}` as an ordering string.
-fn order_entry(entry: &Value, index: usize) -> Result<String, MlflowError> {
+/// An optional string field of an object in a request.
+fn optional_text<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    path: &str,
+    name: &str,
+) -> Result<Option<&'a str>, MlflowError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.as_str()).filter(|t| !t.is_empty())),
+        Some(other) => Err(wrong_type(&format!("{path}.{name}"), other)),
+    }
+}
+
+/// The dataset an object's `dataset_name` and `dataset_digest` name, if any.
+fn dataset_of(
+    map: &serde_json::Map<String, Value>,
+    path: &str,
+) -> Result<Option<DatasetFilter>, MlflowError> {
+    let name = optional_text(map, path, "dataset_name")?;
+    let digest = optional_text(map, path, "dataset_digest")?;
+    Ok((name.is_some() || digest.is_some()).then(|| DatasetFilter {
+        name: name.map(str::to_string),
+        digest: digest.map(str::to_string),
+    }))
+}
+
+/// The search's `datasets`: each names a dataset (`dataset_name` required, as MLflow's SQL
+/// store requires it), and optionally its digest.
+fn search_datasets(fields: &Fields) -> Result<Vec<DatasetFilter>, MlflowError> {
+    let mut datasets = Vec::new();
+    for (index, entry) in fields.list("datasets")?.iter().enumerate() {
+        let path = format!("datasets[{index}]");
+        let Value::Object(map) = entry else {
+            return Err(wrong_type(&path, entry));
+        };
+        match dataset_of(map, &path)? {
+            Some(dataset) if dataset.name.is_some() => datasets.push(dataset),
+            _ => {
+                return Err(MlflowError::invalid(
+                    "`dataset_name` in the `datasets` clause must be specified.",
+                ));
+            }
+        }
+    }
+    Ok(datasets)
+}
+
+/// One `order_by` entry of a search: `{field_name, ascending}` as an ordering string, and the
+/// dataset its metric is read on.
+fn order_entry(
+    entry: &Value,
+    index: usize,
+) -> Result<(String, Option<DatasetFilter>), MlflowError> {
     let path = format!("order_by[{index}]");
     let Value::Object(map) = entry else {
         return Err(wrong_type(&path, entry));
@@ -325,10 +414,8 @@ fn order_entry(entry: &Value, index: usize) -> Result<String, MlflowError> {
         Some(Value::Bool(b)) => *b,
         Some(other) => return Err(wrong_type(&format!("{path}.ascending"), other)),
     };
-    Ok(format!(
-        "{field} {}",
-        if ascending { "ASC" } else { "DESC" }
-    ))
+    let order = format!("{field} {}", if ascending { "ASC" } else { "DESC" });
+    Ok((order, dataset_of(map, &path)?))
 }
 
 /// `POST logged-models/search`.
@@ -350,12 +437,15 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
             }
         },
     };
-    let order_by = fields
+    let (order_by, order_by_datasets): (Vec<String>, Vec<Option<DatasetFilter>>) = fields
         .list("order_by")?
         .iter()
         .enumerate()
         .map(|(index, entry)| order_entry(entry, index))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    let datasets = search_datasets(&fields)?;
     // An id that names no experiment matches no model, as in MLflow's SQL store.
     let experiments: Vec<ExperimentId> = experiment_texts
         .iter()
@@ -368,6 +458,8 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
         experiments,
         filter: fields.string("filter")?.unwrap_or("").to_string(),
         order_by,
+        order_by_datasets,
+        datasets,
         max_results,
         page_token: fields
             .string("page_token")?
@@ -476,4 +568,96 @@ pub(crate) fn run_outputs(links: &[(ModelId, ModelLink)]) -> Value {
         map.insert("model_outputs".to_string(), Value::Array(outputs));
     }
     Value::Object(map)
+}
+
+/// A metric value as MLflow's SQL store keeps a model's (`sanitize_metric_value`): NaN as 0,
+/// an infinity as the largest finite double of its sign.
+fn sanitized(value: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else if value == f64::INFINITY {
+        f64::MAX
+    } else if value == f64::NEG_INFINITY {
+        f64::MIN
+    } else {
+        value
+    }
+}
+
+/// The model metric a metric entry names with `model_id` (and optional `dataset_name` and
+/// `dataset_digest`), read with `field` from the entry at `path` (`metrics[3]`, or `""` for a
+/// log-metric body); `None` when it names no model.
+fn entry_metric<'a>(
+    field: impl Fn(&str) -> Option<&'a Value>,
+    path: &str,
+    run: RunId,
+    point: &MetricPoint<'_>,
+) -> Result<Option<ModelMetric>, MlflowError> {
+    let named = |name: &str| {
+        if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let text = |name: &str| match field(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.as_str()).filter(|t| !t.is_empty())),
+        Some(other) => Err(wrong_type(&named(name), other)),
+    };
+    let Some(model_text) = text("model_id")? else {
+        return Ok(None);
+    };
+    Ok(Some(ModelMetric {
+        model: parse_id(model_text)?,
+        run,
+        key: point.key.to_string(),
+        value: sanitized(point.value),
+        timestamp_ms: point.timestamp_ms,
+        step: point.step,
+        dataset_name: text("dataset_name")?.map(str::to_string),
+        dataset_digest: text("dataset_digest")?.map(str::to_string),
+    }))
+}
+
+/// The model metrics of a log-batch's `metrics` (`entries`, with the points read from them),
+/// read whole before anything is written.
+pub(crate) fn batch_metrics<'p>(
+    entries: &[Value],
+    points: impl Iterator<Item = &'p MetricPoint<'p>>,
+    run: RunId,
+) -> Result<Vec<ModelMetric>, MlflowError> {
+    let mut metrics = Vec::new();
+    for (index, (entry, point)) in entries.iter().zip(points).enumerate() {
+        let path = format!("metrics[{index}]");
+        if let Some(metric) = entry_metric(|name| entry.get(name), &path, run, point)? {
+            metrics.push(metric);
+        }
+    }
+    Ok(metrics)
+}
+
+/// The model metric of a log-metric request, if it names a model.
+pub(crate) fn body_metric(
+    fields: &Fields,
+    run: RunId,
+    point: &MetricPoint<'_>,
+) -> Result<Option<ModelMetric>, MlflowError> {
+    entry_metric(|name| fields.raw(name), "", run, point)
+}
+
+/// Keeps `metrics` for their models (`Store::log_model_metrics`), after the run's own points
+/// were written, as MLflow's SQL store writes them.
+pub(crate) fn log_metrics(
+    service: &Service,
+    run_text: &str,
+    metrics: &[ModelMetric],
+) -> Result<(), MlflowError> {
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    service
+        .store()
+        .log_model_metrics(metrics)
+        .map_err(|e| run_error(run_text, e))
 }

@@ -1,5 +1,6 @@
 //! The tracking API of logged models (MLflow 3's `LoggedModel`): create, read, list, finalize,
-//! delete, tags, params and artifact files, and the links between runs and models.
+//! delete, tags, params, metric points and artifact files, and the links between runs and
+//! models.
 //!
 //! Invariants:
 //! - Every write is checked whole before anything is appended: a refused call writes nothing.
@@ -19,7 +20,7 @@ use crate::catalog::{Artifact, LifecycleStage, LoggedModel};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, ModelId, RunId};
 use crate::util::{now_ms, random_u64};
-use crate::wal::{Event, ModelEvent, ModelLink, ModelStatus};
+use crate::wal::{Event, ModelEvent, ModelLink, ModelMetric, ModelStatus};
 
 /// What a new logged model starts with.
 #[derive(Clone, Debug, Default)]
@@ -229,6 +230,53 @@ impl Store {
         self.record_all(&events)
     }
 
+    /// Logs metric points for logged models (MLflow's metrics with a `model_id`), each kept
+    /// for its model as given (MLflow's `logged_model_metrics` rows) and shown by
+    /// [`Store::logged_model`]; the runs' own histories are not touched. Each point's run must
+    /// exist and be active; its model is not checked, as MLflow's stores do not check it. An
+    /// exact repeat of a point the model holds, or of an earlier one of the call, is dropped.
+    pub fn log_model_metrics(&self, metrics: &[ModelMetric]) -> Result<()> {
+        if self.options().read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut checked_runs = Vec::new();
+        for metric in metrics {
+            validation::key("metric", &metric.key)?;
+            for text in [&metric.dataset_name, &metric.dataset_digest]
+                .into_iter()
+                .flatten()
+            {
+                validation::value("metric dataset", &metric.key, text, DATASET_TEXT_CHARS_MAX)?;
+            }
+            if checked_runs.contains(&metric.run) {
+                continue;
+            }
+            if self.run(metric.run)?.info.lifecycle_stage == LifecycleStage::Deleted {
+                return Err(Error::Deleted {
+                    what: format!("run {}", metric.run),
+                });
+            }
+            checked_runs.push(metric.run);
+        }
+        let mut events: Vec<Event> = Vec::with_capacity(metrics.len());
+        let mut held: BTreeMap<ModelId, Vec<ModelMetric>> = BTreeMap::new();
+        for metric in metrics {
+            let known = held.entry(metric.model).or_insert_with(|| {
+                self.catalog()
+                    .models
+                    .get_including_deleted(metric.model)
+                    .map(|model| model.metrics)
+                    .unwrap_or_default()
+            });
+            if known.iter().any(|point| same_point(point, metric)) {
+                continue;
+            }
+            known.push(metric.clone());
+            events.push(Event::Model(ModelEvent::MetricLogged(metric.clone())));
+        }
+        self.record_all(&events)
+    }
+
     /// The models `run` is linked to.
     pub fn run_model_links(&self, run: RunId) -> Result<Vec<(ModelId, ModelLink)>> {
         self.refresh_if_stale()?;
@@ -320,6 +368,23 @@ impl Store {
         }
         Ok(artifact::list(&self.logged_model(model)?.artifacts, dir))
     }
+}
+
+/// Longest dataset name or digest of a model's metric point (MLflow's column is 500
+/// characters for the name; its 36 for the digest is not enforced by SQLite, so neither is it
+/// here).
+const DATASET_TEXT_CHARS_MAX: usize = validation::DATASET_NAME_CHARS_MAX;
+
+/// Whether two points are the same row, their values compared by bits.
+fn same_point(a: &ModelMetric, b: &ModelMetric) -> bool {
+    a.model == b.model
+        && a.run == b.run
+        && a.key == b.key
+        && a.step == b.step
+        && a.timestamp_ms == b.timestamp_ms
+        && a.value.to_bits() == b.value.to_bits()
+        && a.dataset_name == b.dataset_name
+        && a.dataset_digest == b.dataset_digest
 }
 
 /// Checks keys and values, and that no key comes twice.

@@ -537,3 +537,178 @@ fn a_deleted_model_is_found_by_id_as_mlflow_finds_it() {
     ));
     assert_eq!(none, json!({}));
 }
+
+/// A model's metric points: what `get` shows, and how search filters and orders on them.
+fn model_metrics_over_http(client: &Client) -> (String, String, String, String) {
+    let (experiment, run) = client.create_run();
+    let ids: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            create_model(
+                client,
+                json!({"experiment_id": experiment, "name": name, "source_run_id": run}),
+            )["info"]["model_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let entry = |model: &str, key: &str, value: Value, timestamp: i64, step: i64| {
+        json!({"key": key, "value": value, "timestamp": timestamp, "step": step,
+               "model_id": model})
+    };
+    // a: acc 0.5 then, later, 0.7; b: acc 0.9 on dataset train; c: no acc.
+    ok(client.post(
+        "runs/log-batch",
+        json!({"run_id": run, "metrics": [
+            entry(&ids[0], "acc", json!(0.5), 10, 0),
+            entry(&ids[0], "acc", json!(0.7), 20, 1),
+            entry(&ids[0], "acc", json!(0.7), 20, 1),
+        ]}),
+    ));
+    ok(client.post(
+        "runs/log-metric",
+        json!({"run_id": run, "key": "acc", "value": 0.9, "timestamp": 10, "step": 0,
+               "model_id": ids[1], "dataset_name": "train", "dataset_digest": "d1"}),
+    ));
+    ok(client.post(
+        "runs/log-batch",
+        json!({"run_id": run, "metrics": [entry(&ids[2], "loss", json!("NaN"), 5, 0)]}),
+    ));
+    (experiment, run, ids[0].clone(), ids[1].clone())
+}
+
+#[test]
+fn metrics_logged_with_a_model_id_are_the_models() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, run, a, b) = model_metrics_over_http(client);
+    let got = ok(client.get(&format!("{API}/logged-models/{a}")));
+    assert_eq!(
+        got["model"]["data"]["metrics"],
+        json!([
+            {"key": "acc", "value": 0.5, "timestamp": 10, "step": 0, "model_id": a, "run_id": run},
+            {"key": "acc", "value": 0.7, "timestamp": 20, "step": 1, "model_id": a, "run_id": run},
+        ])
+    );
+    let got = ok(client.get(&format!("{API}/logged-models/{b}")));
+    assert_eq!(
+        got["model"]["data"]["metrics"],
+        json!([{"key": "acc", "value": 0.9, "timestamp": 10, "step": 0, "dataset_name": "train",
+                "dataset_digest": "d1", "model_id": b, "run_id": run}])
+    );
+    // The run keeps its own points as before: each new one once (the batch's repeat dropped).
+    let history = ok(client.get(&format!(
+        "{API}/metrics/get-history?run_id={run}&metric_key=acc"
+    )));
+    assert_eq!(history["metrics"].as_array().unwrap().len(), 3);
+
+    let names = |body: Value| -> Vec<String> {
+        ok(client.post("logged-models/search", body))["models"]
+            .as_array()
+            .map(|models| {
+                (models.iter())
+                    .map(|m| m["info"]["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Any point of the key counts for a filter; the latest orders.
+    assert_eq!(
+        names(json!({"experiment_ids": [experiment], "filter": "metrics.acc < 0.6"})),
+        ["a"]
+    );
+    assert_eq!(
+        names(json!({"experiment_ids": [experiment], "filter": "metrics.acc > 0.6"})),
+        ["b", "a"]
+    );
+    let by_acc = |ascending: bool| {
+        json!({"experiment_ids": [experiment],
+               "order_by": [{"field_name": "metrics.acc", "ascending": ascending}]})
+    };
+    assert_eq!(names(by_acc(true)), ["a", "b", "c"]);
+    assert_eq!(names(by_acc(false)), ["b", "a", "c"]);
+    // Datasets restrict the points that count.
+    let on_train = json!([{"dataset_name": "train"}]);
+    assert_eq!(
+        names(json!({"experiment_ids": [experiment], "datasets": on_train})),
+        ["b"]
+    );
+    assert_eq!(
+        names(
+            json!({"experiment_ids": [experiment], "filter": "metrics.acc > 0",
+                     "datasets": [{"dataset_name": "train", "dataset_digest": "other"}]})
+        ),
+        Vec::<String>::new()
+    );
+    assert_error(
+        client.post(
+            "logged-models/search",
+            json!({"experiment_ids": [experiment], "datasets": [{"dataset_digest": "d1"}]}),
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "`dataset_name` in the `datasets` clause must be specified.",
+    );
+    // NaN is kept as 0, as MLflow's SQL store keeps a model's NaN.
+    assert_eq!(
+        names(json!({"experiment_ids": [experiment], "filter": "metrics.loss = 0"})),
+        ["c"]
+    );
+}
+
+#[test]
+fn a_models_metrics_survive_reopening_and_compaction_and_status_0_is_kept() {
+    let dir = TempStore::new();
+    let open = || Store::open(dir.dir.path()).unwrap();
+    let store = open();
+    let experiment = store.get_or_create_experiment("e").unwrap().id;
+    let run = store.start_run(experiment, Default::default()).unwrap();
+    let run_id = run.id();
+    let model = store
+        .create_logged_model(experiment, ModelOptions::default())
+        .unwrap()
+        .id;
+    let point = |value: f64, step: i64| runlog::ModelMetric {
+        model,
+        run: run_id,
+        key: "acc".into(),
+        value,
+        timestamp_ms: 7,
+        step,
+        dataset_name: None,
+        dataset_digest: None,
+    };
+    let points = [point(0.5, 0), point(0.5, 0), point(0.25, 1)];
+    store.log_model_metrics(&points).unwrap();
+    store.log_model_metrics(&points[..1]).unwrap();
+    store
+        .finalize_logged_model(model, ModelStatus::Unspecified)
+        .unwrap();
+    let before = store.logged_model(model).unwrap();
+    assert_eq!(before.metrics, [point(0.5, 0), point(0.25, 1)]);
+    assert_eq!(before.status, ModelStatus::Unspecified);
+    run.finish().unwrap();
+    // A deleted run logs nothing more for a model.
+    let deleted = store.start_run(experiment, Default::default()).unwrap();
+    let deleted_id = deleted.id();
+    deleted.finish().unwrap();
+    store.delete_run(deleted_id).unwrap();
+    let refused = runlog::ModelMetric {
+        run: deleted_id,
+        ..point(1.0, 2)
+    };
+    assert!(store.log_model_metrics(&[refused]).is_err());
+    store.close().unwrap();
+    drop(store);
+
+    let store = open();
+    assert_eq!(store.logged_model(model).unwrap(), before, "reopened");
+    store.compact().unwrap();
+    store.close().unwrap();
+    drop(store);
+    let verified = runlog::verify::verify(dir.dir.path()).unwrap();
+    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+    let store = open();
+    assert_eq!(store.logged_model(model).unwrap(), before, "compacted");
+}
