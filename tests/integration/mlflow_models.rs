@@ -712,3 +712,120 @@ fn a_models_metrics_survive_reopening_and_compaction_and_status_0_is_kept() {
     let store = open();
     assert_eq!(store.logged_model(model).unwrap(), before, "compacted");
 }
+
+#[test]
+fn the_uis_model_artifact_routes_list_and_serve_files_and_refuse_escapes() {
+    let server = Embedded::start();
+    let client = &server.client;
+    let (experiment, _) = client.create_run();
+    let id =
+        create_model(client, json!({"experiment_id": experiment, "name": "m"}))["info"]["model_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let root = format!("{experiment}/models/{id}/artifacts");
+    for (path, content) in [
+        ("MLmodel", &b"flavors: {}"[..]),
+        ("sub/model.pkl", b"\x80\x04"),
+    ] {
+        assert_eq!(
+            client
+                .put(&format!("{ARTIFACTS}/{root}/{path}"), content)
+                .status,
+            200
+        );
+    }
+    let ajax = "/ajax-api/2.0/mlflow/logged-models";
+    let listed = ok(client.get(&format!("{ajax}/{id}/artifacts/directories")));
+    assert_eq!(
+        listed,
+        json!({"root_uri": format!("mlflow-artifacts:/{root}"), "files": [
+            {"path": "MLmodel", "is_dir": false, "file_size": 11},
+            {"path": "sub", "is_dir": true},
+        ]})
+    );
+    let sub = ok(client.get(&format!(
+        "{API}/logged-models/{id}/artifacts/directories?artifact_directory_path=sub"
+    )));
+    assert_eq!(
+        sub["files"],
+        json!([{"path": "sub/model.pkl", "is_dir": false, "file_size": 2}])
+    );
+    let file = client.get(&format!(
+        "{ajax}/{id}/artifacts/files?artifact_file_path=sub%2Fmodel.pkl"
+    ));
+    assert_eq!((file.status, file.body.as_slice()), (200, &b"\x80\x04"[..]));
+    let file = client.get(&format!(
+        "{ajax}/{id}/artifacts/files?artifact_file_path=MLmodel"
+    ));
+    assert_eq!(
+        (file.status, file.body.as_slice()),
+        (200, &b"flavors: {}"[..])
+    );
+
+    // Paths that could leave the model's folder are refused before anything is read.
+    for bad in [
+        "..%2Fx",
+        "sub%2F..%2F..%2Fx",
+        "%2Fetc%2Fpasswd",
+        "a%5Cb",
+        "sub%2F.%2Fx",
+    ] {
+        for route in [
+            format!("{ajax}/{id}/artifacts/files?artifact_file_path={bad}"),
+            format!("{ajax}/{id}/artifacts/directories?artifact_directory_path={bad}"),
+        ] {
+            assert_error(
+                client.get(&route),
+                400,
+                "INVALID_PARAMETER_VALUE",
+                "Invalid path",
+            );
+        }
+    }
+    assert_error(
+        client.get(&format!("{ajax}/{id}/artifacts/files")),
+        400,
+        "BAD_REQUEST",
+        "Request must include the \"artifact_file_path\" query parameter.",
+    );
+    assert_error(
+        client.get(&format!(
+            "{ajax}/{id}/artifacts/files?artifact_file_path=nope"
+        )),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "No such artifact",
+    );
+    assert_error(
+        client.get(&format!(
+            "{ajax}/{id}/artifacts/files?artifact_file_path=sub"
+        )),
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "is a directory",
+    );
+    // The file route is the UI's, under ajax-api only, as MLflow serves it.
+    assert_eq!(
+        client
+            .get(&format!(
+                "{API}/logged-models/{id}/artifacts/files?artifact_file_path=MLmodel"
+            ))
+            .status,
+        404
+    );
+    // A deleted model's files are not served, as MLflow looks the model up without
+    // `allow_deleted`.
+    ok(client.delete(&format!("{API}/logged-models/{id}")));
+    for route in [
+        format!("{ajax}/{id}/artifacts/files?artifact_file_path=MLmodel"),
+        format!("{ajax}/{id}/artifacts/directories"),
+    ] {
+        assert_error(
+            client.get(&route),
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            &format!("Logged model with ID '{id}' not found."),
+        );
+    }
+}
