@@ -42,7 +42,9 @@ pub struct SearchModels {
     /// `dataset_name` and `dataset_digest` of an order); missing or `None`: any dataset.
     pub order_by_datasets: Vec<Option<DatasetFilter>>,
     /// MLflow's `datasets`: metric clauses count only points on one of these; with no metric
-    /// clause, only models with a point on one of them match. Empty: no restriction.
+    /// clause, only models with a point on one of them match. Empty: no restriction. Here a
+    /// filter's `None` digest matches only points without a digest, as MLflow's server
+    /// matches a dataset given without one.
     pub datasets: Vec<DatasetFilter>,
     /// Page size (0: the default, 100; at most 50,000).
     pub max_results: usize,
@@ -61,7 +63,14 @@ pub struct DatasetFilter {
 }
 
 impl DatasetFilter {
-    /// Whether `metric` was logged on this dataset.
+    /// Whether `metric` was logged on this dataset, as a search's `datasets` entry matches:
+    /// its name, and its digest or, when the filter gives none, no digest.
+    fn holds_exactly(&self, metric: &ModelMetric) -> bool {
+        self.name == metric.dataset_name && self.digest == metric.dataset_digest
+    }
+
+    /// Whether `metric` was logged on this dataset, as an `order_by` entry matches: each field
+    /// the filter gives is the point's.
     fn holds(&self, metric: &ModelMetric) -> bool {
         let matches =
             |wanted: &Option<String>, found: &Option<String>| wanted.is_none() || wanted == found;
@@ -105,7 +114,7 @@ impl Store {
         let has_metric_clause =
             (filter.clauses.iter()).any(|c| matches!(c.field, Field::Metric(_)));
         let on_datasets = |metric: &ModelMetric| {
-            search.datasets.is_empty() || search.datasets.iter().any(|d| d.holds(metric))
+            search.datasets.is_empty() || search.datasets.iter().any(|d| d.holds_exactly(metric))
         };
         let mut hits: Vec<(Vec<Option<Key>>, LoggedModel)> = self
             .logged_models(&search.experiments)?

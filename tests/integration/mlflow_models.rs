@@ -629,10 +629,23 @@ fn metrics_logged_with_a_model_id_are_the_models() {
     assert_eq!(names(by_acc(true)), ["a", "b", "c"]);
     assert_eq!(names(by_acc(false)), ["b", "a", "c"]);
     // Datasets restrict the points that count.
-    let on_train = json!([{"dataset_name": "train"}]);
+    let on_train = json!([{"dataset_name": "train", "dataset_digest": "d1"}]);
     assert_eq!(
         names(json!({"experiment_ids": [experiment], "datasets": on_train})),
         ["b"]
+    );
+    // A dataset given without a digest matches points without one, as MLflow's server does.
+    let name_only = json!([{"dataset_name": "train"}]);
+    assert_eq!(
+        names(json!({"experiment_ids": [experiment], "datasets": name_only})),
+        Vec::<String>::new()
+    );
+    // An order's dataset counts each field it gives; models without a point on it come
+    // last, newest first.
+    assert_eq!(
+        names(json!({"experiment_ids": [experiment],
+                     "order_by": [{"field_name": "metrics.acc", "dataset_name": "train"}]})),
+        ["b", "c", "a"]
     );
     assert_eq!(
         names(
