@@ -229,6 +229,14 @@ impl Models {
         view(model, read(&self.models).get(&model)?)
     }
 
+    /// Whether `metric`'s model holds exactly that point already (a lookup in its set, without
+    /// a snapshot).
+    pub fn holds_metric(&self, metric: &ModelMetric) -> bool {
+        read(&self.models)
+            .get(&metric.model)
+            .is_some_and(|entry| entry.metrics.contains(&MetricRow::of(metric)))
+    }
+
     /// Snapshots of the visible models whose experiment `keep` accepts, oldest first.
     pub fn list(&self, keep: impl Fn(ExperimentId) -> bool) -> Vec<LoggedModel> {
         let mut found: Vec<LoggedModel> = read(&self.models)

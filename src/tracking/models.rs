@@ -258,20 +258,13 @@ impl Store {
             }
             checked_runs.push(metric.run);
         }
+        let models = &self.catalog().models;
+        let mut seen = std::collections::HashSet::with_capacity(metrics.len());
         let mut events: Vec<Event> = Vec::with_capacity(metrics.len());
-        let mut held: BTreeMap<ModelId, Vec<ModelMetric>> = BTreeMap::new();
         for metric in metrics {
-            let known = held.entry(metric.model).or_insert_with(|| {
-                self.catalog()
-                    .models
-                    .get_including_deleted(metric.model)
-                    .map(|model| model.metrics)
-                    .unwrap_or_default()
-            });
-            if known.iter().any(|point| same_point(point, metric)) {
+            if !seen.insert(point_identity(metric)) || models.holds_metric(metric) {
                 continue;
             }
-            known.push(metric.clone());
             events.push(Event::Model(ModelEvent::MetricLogged(metric.clone())));
         }
         self.record_all(&events)
@@ -375,16 +368,30 @@ impl Store {
 /// here).
 const DATASET_TEXT_CHARS_MAX: usize = validation::DATASET_NAME_CHARS_MAX;
 
-/// Whether two points are the same row, their values compared by bits.
-fn same_point(a: &ModelMetric, b: &ModelMetric) -> bool {
-    a.model == b.model
-        && a.run == b.run
-        && a.key == b.key
-        && a.step == b.step
-        && a.timestamp_ms == b.timestamp_ms
-        && a.value.to_bits() == b.value.to_bits()
-        && a.dataset_name == b.dataset_name
-        && a.dataset_digest == b.dataset_digest
+/// Every field of a point, its value by its bits: two points with the same identity are one
+/// row of the model's.
+type PointIdentity<'a> = (
+    ModelId,
+    RunId,
+    &'a str,
+    i64,
+    i64,
+    u64,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn point_identity(metric: &ModelMetric) -> PointIdentity<'_> {
+    (
+        metric.model,
+        metric.run,
+        &metric.key,
+        metric.step,
+        metric.timestamp_ms,
+        metric.value.to_bits(),
+        metric.dataset_name.as_deref(),
+        metric.dataset_digest.as_deref(),
+    )
 }
 
 /// Checks keys and values, and that no key comes twice.

@@ -544,6 +544,8 @@ fn model_metrics_over_http(client: &Client) -> (String, String, String, String) 
     let ids: Vec<String> = ["a", "b", "c"]
         .iter()
         .map(|name| {
+            // Apart in time, so that newest-first ties are broken by creation, not by id.
+            std::thread::sleep(std::time::Duration::from_millis(2));
             create_model(
                 client,
                 json!({"experiment_id": experiment, "name": name, "source_run_id": run}),

@@ -6,6 +6,7 @@ normalized results must be equal (test_differential.compare).
 """
 
 import hashlib
+import time
 
 import mlflow
 import pytest
@@ -88,6 +89,7 @@ def scenario_model_metrics(client, n):
         n.id("model", mid)
         # After log_model, a step-0 metric of the run is the model's too (its output at step 0).
         mlflow.log_metric("after", 1.5, step=0, timestamp=T0 + 4)
+    time.sleep(0.01)  # apart from `model` in time: searches break ties newest first
     other = client.create_logged_model(exp, name="other", source_run_id=rid)
     oid = other.model_id
     n.id("model", oid)
