@@ -48,7 +48,7 @@ pub(crate) fn is_download(method: Method, path: &str) -> bool {
         && (PREFIXES.iter().any(|prefix| {
             path.strip_prefix(prefix)
                 .is_some_and(|route| route.starts_with("artifacts/"))
-        }) || super::models::is_file_route(path))
+        }) || super::model_artifacts::is_file_route(path))
 }
 
 /// Answers a request under `/api/2.0/mlflow-artifacts/` (or its `ajax-api` twin).
@@ -245,8 +245,8 @@ pub enum Download {
 /// to stream.
 pub(crate) fn download_from(service: &Service, path: &str) -> Download {
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    if super::models::is_file_route(path) {
-        return match super::models::open_file(service, path, query) {
+    if super::model_artifacts::is_file_route(path) {
+        return match super::model_artifacts::open_file(service, path, query) {
             Ok((content_type, reader)) => Download::Stream {
                 content_type,
                 reader,

@@ -13,6 +13,8 @@ pub mod error;
 mod experiments;
 mod messages;
 mod metrics;
+mod model_artifacts;
+mod model_metrics;
 mod models;
 mod runs;
 mod wire;
@@ -160,8 +162,8 @@ impl Service {
         {
             return artifacts::handle(self, request);
         }
-        if request.method == Method::Get && models::is_file_route(request.path) {
-            return models::file_reply(self, &request);
+        if request.method == Method::Get && model_artifacts::is_file_route(request.path) {
+            return model_artifacts::file_reply(self, &request);
         }
         let Some(route) = tracking_route(request.path) else {
             return MlflowError::endpoint_not_found(request.method, request.path).reply();

@@ -1,8 +1,8 @@
 //! MLflow 3's logged-model endpoints: create (`POST logged-models`), get, finalize (`PATCH`),
-//! delete, search, set tags (`PATCH .../tags`), delete a tag, log params, list artifacts
-//! (`.../artifacts/directories`), the UI's file route (`/ajax-api/.../artifacts/files`), and
-//! the run side of them (`runs/outputs`, the `models` of `runs/log-inputs`, metrics logged with
-//! a `model_id`), over the engine's logged models (`Store::create_logged_model` and friends).
+//! delete, search, set tags (`PATCH .../tags`), delete a tag, log params, and the run side of
+//! them (`runs/outputs`, the `models` of `runs/log-inputs`), over the engine's logged models
+//! (`Store::create_logged_model` and friends). Metrics logged with a `model_id` are in
+//! `model_metrics.rs`, the artifact routes of MLflow's UI in `model_artifacts.rs`.
 //!
 //! Invariants:
 //! - Requests are checked whole before anything is written; a refused request writes nothing.
@@ -11,11 +11,6 @@
 //!   model finds a deleted one, as MLflow's SQL store does.
 //! - A model's `artifact_uri` is `mlflow-artifacts:/<experiment>/models/<model_id>/artifacts`,
 //!   which the mlflow-artifacts routes (`artifacts.rs`) map onto the model's artifact files.
-//! - The artifact routes check a path whole by the library's artifact path rule, as the run
-//!   artifact routes do, before the model is looked up: a path that could escape the model's
-//!   folder is 400 `INVALID_PARAMETER_VALUE` and reads nothing.
-
-use std::io::Read as _;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -24,15 +19,10 @@ use super::experiments::{self, key_values};
 use super::messages::{Double, KeyValue, to_json};
 use super::runs::{parse_id as parse_run_id, run_error};
 use super::wire::{Fields, int_value, missing, wrong_type};
-use super::{Body, ErrorCode, Method, MlflowError, Reply, Request, Service};
-use crate::ArtifactReader;
+use super::{Body, Method, MlflowError, Request, Service};
 use crate::catalog::{LifecycleStage, LoggedModel};
 use crate::query::{DatasetFilter, SearchModels};
-use crate::tracking::validation;
-use crate::{
-    Error, ExperimentId, MetricPoint, ModelId, ModelLink, ModelMetric, ModelOptions, ModelStatus,
-    RunId,
-};
+use crate::{Error, ExperimentId, ModelId, ModelLink, ModelMetric, ModelOptions, ModelStatus};
 
 /// The largest page of `logged-models/search`.
 const SEARCH_RESULTS_MAX: i64 = 50_000;
@@ -220,7 +210,7 @@ pub(crate) fn create(service: &Service, request: &Request<'_>) -> Body {
 }
 
 /// The routes below `logged-models/`: `<id>`, `<id>/tags`, `<id>/tags/<key>`, `<id>/params`,
-/// `<id>/artifacts/directories` (the files route answers apart, in `file_reply`).
+/// `<id>/artifacts/directories` (the files route answers apart, `model_artifacts::file_reply`).
 pub(crate) fn handle_path(service: &Service, request: &Request<'_>, rest: &str) -> Body {
     let (id_text, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let id_text = super::wire::percent_decode(id_text);
@@ -230,7 +220,9 @@ pub(crate) fn handle_path(service: &Service, request: &Request<'_>, rest: &str) 
         (Method::Delete, "") => delete(service, &id_text),
         (Method::Patch, "tags") => set_tags(service, request, &id_text),
         (Method::Post, "params") => log_params(service, request, &id_text),
-        (Method::Get, "artifacts/directories") => list_artifacts(service, &id_text, request.query),
+        (Method::Get, "artifacts/directories") => {
+            super::model_artifacts::list(service, &id_text, request.query)
+        }
         (Method::Delete, key) if key.starts_with("tags/") && key.len() > "tags/".len() => {
             let key = super::wire::percent_decode(&key["tags/".len()..]);
             delete_tag(service, &id_text, &key)
@@ -245,11 +237,8 @@ pub(crate) fn handle_path(service: &Service, request: &Request<'_>, rest: &str) 
 /// Whether a `GET` asks for a deleted model too: `allow_deleted=true` in its query, the case
 /// of `true` aside, as MLflow's handler reads it.
 fn allow_deleted(query: &str) -> bool {
-    query.split('&').any(|pair| {
-        pair.split_once('=').is_some_and(|(key, value)| {
-            key == "allow_deleted" && value.eq_ignore_ascii_case("true")
-        })
-    })
+    super::wire::query_pairs(query)
+        .any(|(key, value)| key == "allow_deleted" && value.eq_ignore_ascii_case("true"))
 }
 
 /// The model `id_text` names, deleted or not: MLflow's SQL store finds a deleted model for
@@ -578,214 +567,4 @@ pub(crate) fn run_outputs(links: &[(ModelId, ModelLink)]) -> Value {
         map.insert("model_outputs".to_string(), Value::Array(outputs));
     }
     Value::Object(map)
-}
-
-/// A metric value as MLflow's SQL store keeps a model's (`sanitize_metric_value`): NaN as 0,
-/// an infinity as the largest finite double of its sign.
-fn sanitized(value: f64) -> f64 {
-    if value.is_nan() {
-        0.0
-    } else if value == f64::INFINITY {
-        f64::MAX
-    } else if value == f64::NEG_INFINITY {
-        f64::MIN
-    } else {
-        value
-    }
-}
-
-/// The model metric a metric entry names with `model_id` (and optional `dataset_name` and
-/// `dataset_digest`), read with `field` from the entry at `path` (`metrics[3]`, or `""` for a
-/// log-metric body); `None` when it names no model.
-fn entry_metric<'a>(
-    field: impl Fn(&str) -> Option<&'a Value>,
-    path: &str,
-    run: RunId,
-    point: &MetricPoint<'_>,
-) -> Result<Option<ModelMetric>, MlflowError> {
-    let named = |name: &str| {
-        if path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{path}.{name}")
-        }
-    };
-    let text = |name: &str| match field(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.as_str()).filter(|t| !t.is_empty())),
-        Some(other) => Err(wrong_type(&named(name), other)),
-    };
-    let Some(model_text) = text("model_id")? else {
-        return Ok(None);
-    };
-    Ok(Some(ModelMetric {
-        model: parse_id(model_text)?,
-        run,
-        key: point.key.to_string(),
-        value: sanitized(point.value),
-        timestamp_ms: point.timestamp_ms,
-        step: point.step,
-        dataset_name: text("dataset_name")?.map(str::to_string),
-        dataset_digest: text("dataset_digest")?.map(str::to_string),
-    }))
-}
-
-/// The model metrics of a log-batch's `metrics` (`entries`, with the points read from them),
-/// read whole before anything is written.
-pub(crate) fn batch_metrics<'p>(
-    entries: &[Value],
-    points: impl Iterator<Item = &'p MetricPoint<'p>>,
-    run: RunId,
-) -> Result<Vec<ModelMetric>, MlflowError> {
-    let mut metrics = Vec::new();
-    for (index, (entry, point)) in entries.iter().zip(points).enumerate() {
-        let path = format!("metrics[{index}]");
-        if let Some(metric) = entry_metric(|name| entry.get(name), &path, run, point)? {
-            metrics.push(metric);
-        }
-    }
-    Ok(metrics)
-}
-
-/// The model metric of a log-metric request, if it names a model.
-pub(crate) fn body_metric(
-    fields: &Fields,
-    run: RunId,
-    point: &MetricPoint<'_>,
-) -> Result<Option<ModelMetric>, MlflowError> {
-    entry_metric(|name| fields.raw(name), "", run, point)
-}
-
-/// Keeps `metrics` for their models (`Store::log_model_metrics`), after the run's own points
-/// were written, as MLflow's SQL store writes them.
-pub(crate) fn log_metrics(
-    service: &Service,
-    run_text: &str,
-    metrics: &[ModelMetric],
-) -> Result<(), MlflowError> {
-    if metrics.is_empty() {
-        return Ok(());
-    }
-    service
-        .store()
-        .log_model_metrics(metrics)
-        .map_err(|e| run_error(run_text, e))
-}
-
-/// The prefix of the UI's logged-model file route, which MLflow serves under `ajax-api` only.
-const FILE_ROUTE_PREFIX: &str = "/ajax-api/2.0/mlflow/logged-models/";
-/// The end of the UI's logged-model file route.
-const FILE_ROUTE_SUFFIX: &str = "/artifacts/files";
-
-/// Whether `path` is the UI's `GET /ajax-api/2.0/mlflow/logged-models/<id>/artifacts/files`.
-pub(crate) fn is_file_route(path: &str) -> bool {
-    path.strip_prefix(FILE_ROUTE_PREFIX)
-        .and_then(|rest| rest.strip_suffix(FILE_ROUTE_SUFFIX))
-        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
-}
-
-/// The value of query field `name`, percent-decoded.
-fn query_field(query: &str, name: &str) -> Option<String> {
-    super::wire::query_pairs(query).find_map(|(key, value)| (key == name).then_some(value))
-}
-
-/// A path inside a model's artifact folder, checked whole by the library's artifact path rule
-/// (as the run artifact routes check theirs): no `..`, `.`, empty or absolute segments, no
-/// backslash or control character. `""` names the folder itself.
-fn checked_path(path: &str) -> Result<&str, MlflowError> {
-    let path = path.trim_end_matches('/');
-    if path.is_empty() {
-        return Ok(path);
-    }
-    validation::artifact_path(path)
-        .map_err(|_| MlflowError::invalid(format!("Invalid path: '{path}'")))?;
-    Ok(path)
-}
-
-/// The live model a route names: 404 for an unknown or deleted one, as MLflow's artifact
-/// handlers look it up without `allow_deleted`.
-fn live_model(service: &Service, id_text: &str) -> Result<LoggedModel, MlflowError> {
-    let id = parse_id(id_text)?;
-    service
-        .store()
-        .logged_model(id)
-        .map_err(|e| model_error(id_text, e))
-}
-
-/// `GET logged-models/<id>/artifacts/directories?artifact_directory_path=`: the direct children
-/// of a folder of the model's artifacts (its root when no path is given), their paths relative
-/// to the root, and the root's URI.
-fn list_artifacts(service: &Service, id_text: &str, query: &str) -> Body {
-    let asked = query_field(query, "artifact_directory_path").unwrap_or_default();
-    let dir = checked_path(&asked)?;
-    let model = live_model(service, id_text)?;
-    let entries = service.store().list_model_artifacts(model.id, dir)?;
-    let files: Vec<Value> = entries
-        .iter()
-        .map(|entry| super::artifacts::file_info(entry, entry.path()))
-        .collect();
-    let mut body = serde_json::Map::new();
-    body.insert(
-        "root_uri".to_string(),
-        Value::String(artifact_uri(model.experiment, model.id)),
-    );
-    if !files.is_empty() {
-        body.insert("files".to_string(), Value::Array(files));
-    }
-    Ok(Value::Object(body).to_string().into_bytes())
-}
-
-/// Opens the file the UI's file route names (`path` is the route, `query` its query string):
-/// `artifact_file_path` required (400 `BAD_REQUEST`, MLflow's words) and checked before the
-/// model is looked up; a folder is 400 and a missing file 404, as the mlflow-artifacts
-/// downloads answer.
-pub(crate) fn open_file(
-    service: &Service,
-    path: &str,
-    query: &str,
-) -> Result<(&'static str, ArtifactReader), MlflowError> {
-    let id_text = path
-        .strip_prefix(FILE_ROUTE_PREFIX)
-        .and_then(|rest| rest.strip_suffix(FILE_ROUTE_SUFFIX))
-        .map(super::wire::percent_decode)
-        .unwrap_or_default();
-    let asked = query_field(query, "artifact_file_path").unwrap_or_default();
-    if asked.is_empty() {
-        return Err(MlflowError::new(
-            ErrorCode::BadRequest,
-            "Request must include the \"artifact_file_path\" query parameter.",
-        ));
-    }
-    let file = checked_path(&asked)?;
-    let model = live_model(service, &id_text)?;
-    match service.store().open_model_artifact(model.id, file) {
-        Ok(reader) => Ok((super::artifacts::content_type(file), reader)),
-        Err(Error::NotFound(_)) => {
-            let listed = service.store().list_model_artifacts(model.id, file)?;
-            Err(if listed.is_empty() || file.is_empty() {
-                MlflowError::not_found(format!("No such artifact: '{asked}'"))
-            } else {
-                MlflowError::invalid(format!("'{asked}' is a directory, not a file"))
-            })
-        }
-        Err(other) => Err(other.into()),
-    }
-}
-
-/// Answers the UI's file route whole, for a caller that does not stream
-/// (`Service::download_artifact` streams it).
-pub(crate) fn file_reply(service: &Service, request: &Request<'_>) -> Reply {
-    let read = || -> Result<Reply, MlflowError> {
-        let (content_type, mut reader) = open_file(service, request.path, request.query)?;
-        let mut body = Vec::new();
-        reader
-            .read_to_end(&mut body)
-            .map_err(|e| MlflowError::new(ErrorCode::InternalError, e.to_string()))?;
-        Ok(Reply {
-            status: 200,
-            content_type,
-            body,
-        })
-    };
-    read().unwrap_or_else(|error| error.reply())
 }
