@@ -334,6 +334,28 @@ mod tests {
                 key: "p".into(),
                 value: "second".into(),
             },
+            ModelEvent::MetricLogged(ModelMetric {
+                model,
+                run: RunId(3),
+                key: "acc".into(),
+                value: 0.5,
+                timestamp_ms: 30,
+                step: 1,
+                dataset_name: None,
+                dataset_digest: None,
+            }),
+            ModelEvent::MetricLogged(ModelMetric {
+                model,
+                run: RunId(3),
+                key: "acc".into(),
+                value: 0.25,
+                timestamp_ms: 20,
+                step: 0,
+                dataset_name: Some("d".into()),
+                dataset_digest: None,
+            }),
+            ModelEvent::Deleted { model, time_ms: 40 },
+            ModelEvent::Deleted { model, time_ms: 35 },
         ];
         let forward = Models::default();
         let backward = Models::default();
@@ -343,9 +365,20 @@ mod tests {
         for event in events.iter().rev() {
             backward.apply(event, Origin::Writer);
         }
-        let seen = forward.get(model).expect("created");
+        assert_eq!(forward.get(model), None, "deleted");
+        let seen = forward.get_including_deleted(model).expect("created");
         assert_eq!(seen.status, ModelStatus::Ready);
         assert_eq!(seen.params.get("p").map(String::as_str), Some("first"));
-        assert_eq!(Some(seen), backward.get(model));
+        assert_eq!(seen.lifecycle_stage, LifecycleStage::Deleted);
+        assert_eq!(seen.last_updated_time_ms, 40, "the latest deletion");
+        let steps: Vec<i64> = seen.metrics.iter().map(|m| m.step).collect();
+        assert_eq!(steps, [0, 1], "ordered by key, then step");
+        // A copy of a point (a metadata chain's) is the same point.
+        forward.apply(&events[4], Origin::MetadataChain);
+        assert_eq!(Some(seen), backward.get_including_deleted(model));
+        assert_eq!(
+            forward.get_including_deleted(model),
+            backward.get_including_deleted(model)
+        );
     }
 }
