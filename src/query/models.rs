@@ -52,13 +52,14 @@ pub struct SearchModels {
     pub page_token: Option<String>,
 }
 
-/// A dataset a model's metric points are restricted to: MLflow's `DatasetFilter` (by name, and
-/// by digest when one is given).
+/// A dataset a model's metric points are restricted to: MLflow's `DatasetFilter`. What a `None`
+/// field matches depends on where the filter is given (`SearchModels::datasets`: no value;
+/// `SearchModels::order_by_datasets`: any value).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DatasetFilter {
     /// The dataset's name.
     pub name: Option<String>,
-    /// Its digest; `None` matches any.
+    /// Its digest.
     pub digest: Option<String>,
 }
 
