@@ -15,6 +15,8 @@
 //!   step, value bits) a point the run already holds is dropped before the batch is written:
 //!   MLflow's `log_model` re-sends the run's metrics that way and its SQL store keeps one copy.
 //!   Entries without a `model_id` are all kept, as the engine keeps every value at a step.
+//!   Entries with a `model_id` are also kept for their model (`model_metrics.rs`), after
+//!   the run's points are written.
 //! - Engine errors about a run get MLflow's messages (`Run with id=... not found`, `must be in
 //!   the 'active' state`, `Changing param values is not allowed`).
 
@@ -351,10 +353,12 @@ pub(crate) fn log_metric(service: &Service, request: &Request<'_>) -> Body {
         timestamp_ms,
     };
     let run = parse_id(text)?;
+    let model_metric = super::model_metrics::body_metric(&fields, run, &point)?;
     service
         .store()
         .log_batch(run, &[point], &[], &[])
         .map_err(|e| run_error(text, e))?;
+    super::model_metrics::log_metrics(service, text, model_metric.as_slice())?;
     Ok(b"{}".to_vec())
 }
 
@@ -440,11 +444,14 @@ pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
         .map(|(k, v)| (k, truncated(v, validation::TAG_VALUE_CHARS_MAX)))
         .collect();
     let run = parse_id(text)?;
+    let model_metrics =
+        super::model_metrics::batch_metrics(metrics, entries.iter().map(|e| &e.0), run)?;
     let points = without_model_repeats(service, text, run, entries)?;
     service
         .store()
         .log_batch(run, &points, &params, &tags)
         .map_err(|e| run_error(text, e))?;
+    super::model_metrics::log_metrics(service, text, &model_metrics)?;
     Ok(b"{}".to_vec())
 }
 
