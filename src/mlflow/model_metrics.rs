@@ -6,8 +6,9 @@
 //! Invariants:
 //! - A request's model metrics are read whole before anything is written: a malformed
 //!   `model_id` or dataset field refuses the request.
-//! - Values are kept as MLflow's SQL store keeps a model's: NaN as 0, an infinity as the
-//!   largest finite double of its sign.
+//! - Values are kept exactly, as a run's are: NaN, ±inf and -0.0 keep their bits, where
+//!   MLflow's SQL store keeps a model's NaN as 0 and an infinity as the largest finite double
+//!   (docs/SERVER.md, "Differences from MLflow").
 
 use serde_json::Value;
 
@@ -16,20 +17,6 @@ use super::runs::run_error;
 use super::wire::{Fields, wrong_type};
 use super::{MlflowError, Service};
 use crate::{MetricPoint, ModelMetric, RunId};
-
-/// A metric value as MLflow's SQL store keeps a model's (`sanitize_metric_value`): NaN as 0,
-/// an infinity as the largest finite double of its sign.
-fn sanitized(value: f64) -> f64 {
-    if value.is_nan() {
-        0.0
-    } else if value == f64::INFINITY {
-        f64::MAX
-    } else if value == f64::NEG_INFINITY {
-        f64::MIN
-    } else {
-        value
-    }
-}
 
 /// The model metric a metric entry names with `model_id` (and optional `dataset_name` and
 /// `dataset_digest`), read with `field` from the entry at `path` (`metrics[3]`, or `""` for a
@@ -59,7 +46,7 @@ fn entry_metric<'a>(
         model: parse_id(model_text)?,
         run,
         key: point.key.to_string(),
-        value: sanitized(point.value),
+        value: point.value,
         timestamp_ms: point.timestamp_ms,
         step: point.step,
         dataset_name: text("dataset_name")?.map(str::to_string),

@@ -665,11 +665,16 @@ fn metrics_logged_with_a_model_id_are_the_models() {
         "INVALID_PARAMETER_VALUE",
         "`dataset_name` in the `datasets` clause must be specified.",
     );
-    // NaN is kept as 0, as MLflow's SQL store keeps a model's NaN.
+    // NaN is kept as logged (MLflow's SQL store keeps a model's NaN as 0): it equals nothing.
     assert_eq!(
         names(json!({"experiment_ids": [experiment], "filter": "metrics.loss = 0"})),
-        ["c"]
+        Vec::<String>::new()
     );
+    let c = &ok(client.post(
+        "logged-models/search",
+        json!({"experiment_ids": [experiment], "filter": "name = 'c'"}),
+    ))["models"][0];
+    assert_eq!(c["data"]["metrics"][0]["value"], "NaN");
 }
 
 #[test]
