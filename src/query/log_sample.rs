@@ -27,9 +27,10 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::history::History;
+use super::segment_directory::SegmentDirectories;
 use super::series_log::{
-    Item, Scanned, SeriesQuery, corrupt, corruption, decode_record, payload_at, scan, stream_rows,
-    wanted_key_ids,
+    Item, Scanned, SeriesQuery, corrupt, corruption, decode_record, payload_at, scan_all,
+    stream_rows, wanted_key_ids,
 };
 use crate::compaction::{Manifest, StepRuns, StepRunsBuilder};
 use crate::error::Result;
@@ -102,15 +103,11 @@ struct Scratch {
 pub(super) fn index_tail<'q>(
     root: &std::path::Path,
     manifest: &Manifest,
+    directories: &SegmentDirectories,
     query: &'q SeriesQuery<'q>,
     slot_count: usize,
 ) -> Result<LogTail<'q>> {
-    let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
-    let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
-    let scanned: Vec<Scanned> = places
-        .into_par_iter()
-        .map(|place| scan(place, query).map_err(stale))
-        .collect::<Result<_>>()?;
+    let scanned = scan_all(root, manifest, directories, query)?;
     let pending = sources(&scanned, manifest, query, slot_count)?;
     let measured: Vec<(usize, Option<Vec<StepRun>>)> = pending
         .par_iter()

@@ -25,14 +25,17 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use super::history::History;
+use super::segment_directory::{
+    self, Directory, MetricRecord, SegmentDirectories, SegmentIdentity,
+};
 use crate::compaction::Manifest;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::{KeyId, RunId, WriterId};
 use crate::wal::event::Event;
 use crate::wal::metric::{MetricBatch, decompress};
 use crate::wal::peek::{self, ColumnsOut, RowFilter};
-use crate::wal::reader::{ChainPlace, RecordSink, SegmentBytes};
-use crate::wal::record::{FLAG_COMPRESSED, FRAME_BYTES, RecordType};
+use crate::wal::reader::{ChainEnd, ChainPlace, RecordSink, SegmentBytes};
+use crate::wal::record::{FLAG_COMPRESSED, FRAME_BYTES, Frame, RecordType, decode_frame};
 
 /// The query: one key, the runs of `slots` (run to its place in the output), a step range.
 pub(super) struct SeriesQuery<'a> {
@@ -52,16 +55,12 @@ pub(super) struct SeriesQuery<'a> {
 pub(super) fn read_series_tail(
     root: &std::path::Path,
     manifest: &Manifest,
+    directories: &SegmentDirectories,
     query: &SeriesQuery<'_>,
     histories: &mut [History],
     pieces: &mut [Vec<usize>],
 ) -> Result<()> {
-    let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
-    let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
-    let scanned: Vec<Scanned> = places
-        .into_par_iter()
-        .map(|place| scan(place, query).map_err(stale))
-        .collect::<Result<_>>()?;
+    let scanned = scan_all(root, manifest, directories, query)?;
     let wanted = wanted_key_ids(manifest, &scanned, query);
     let (tasks, mut columns) = plan(&scanned, &wanted, query, histories.len())?;
     let kept = fill(&tasks, &mut columns, query)?;
@@ -96,6 +95,22 @@ pub(super) fn read_series_tail(
         }
     }
     Ok(())
+}
+
+/// The first pass over every segment `manifest` leaves uncompacted, in parallel, in log order.
+pub(super) fn scan_all(
+    root: &std::path::Path,
+    manifest: &Manifest,
+    directories: &SegmentDirectories,
+    query: &SeriesQuery<'_>,
+) -> Result<Vec<Scanned>> {
+    let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
+    let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
+    directories.prune(manifest.generation, &places);
+    places
+        .into_par_iter()
+        .map(|place| scan(place, query, directories).map_err(stale))
+        .collect()
 }
 
 /// One segment after the first pass: its bytes, kept for the second, and what it holds for the
@@ -133,6 +148,8 @@ pub(super) enum Item {
 struct SegmentSink<'a> {
     query: &'a SeriesQuery<'a>,
     found: Found,
+    /// Every metric-bearing record and definition met, kept if the segment turns out sealed.
+    directory: Directory,
 }
 
 impl RecordSink for SegmentSink<'_> {
@@ -147,10 +164,11 @@ impl RecordSink for SegmentSink<'_> {
             RecordType::MetricKeyDefined => {
                 if let Event::MetricKeyDefined { run, key_id, key } =
                     Event::decode(record_type, flags, payload)?
-                    && key == self.query.key
-                    && self.query.slots.contains_key(&run)
                 {
-                    self.found.definitions.push((run, key_id));
+                    if key == self.query.key && self.query.slots.contains_key(&run) {
+                        self.found.definitions.push((run, key_id));
+                    }
+                    (self.directory.definitions).push((run, key_id, key.into_boxed_str()));
                 }
             }
             RecordType::MetricColumns => {
@@ -163,6 +181,12 @@ impl RecordSink for SegmentSink<'_> {
                         point_count: head.point_count as usize,
                     });
                 }
+                self.directory.records.push(MetricRecord::Columns {
+                    offset,
+                    run: head.run,
+                    flags,
+                    point_count: head.point_count,
+                });
             }
             // Nothing else bears on the series: it passed its CRC, which is all it must do here.
             _ => {}
@@ -172,42 +196,183 @@ impl RecordSink for SegmentSink<'_> {
 
     fn stream(
         &mut self,
-        _offset: u64,
+        offset: u64,
         ops_area: &[u8],
         ops_count: u32,
         ops_crc: u32,
     ) -> std::result::Result<usize, CorruptionKind> {
         let wanted = |run: RunId| self.query.slots.contains_key(&run);
-        let (batches, ops_bytes) = peek::stream_points(ops_area, ops_count, ops_crc, &wanted)?;
+        let stream = peek::stream_points(ops_area, ops_count, ops_crc, &wanted)?;
         self.found
             .items
-            .extend(batches.into_iter().map(Item::Stream));
-        Ok(ops_bytes)
+            .extend(stream.batches.into_iter().map(Item::Stream));
+        self.directory.records.push(MetricRecord::Stream {
+            offset,
+            runs: stream.runs.into_boxed_slice(),
+        });
+        Ok(stream.ops_bytes)
     }
 }
 
-/// The first pass over one segment.
-pub(super) fn scan(place: ChainPlace, query: &SeriesQuery<'_>) -> Result<Scanned> {
+/// The first pass over one segment: through its directory when `directories` knows it, else
+/// a scan of all of it, which leaves its directory there if the segment is sealed.
+pub(super) fn scan(
+    place: ChainPlace,
+    query: &SeriesQuery<'_>,
+    directories: &SegmentDirectories,
+) -> Result<Scanned> {
+    let identity = SegmentIdentity::of(&place)?;
+    if let Some(directory) = directories.get(&identity) {
+        let bytes = crate::wal::reader::load_segment(&place.path, false)?;
+        // The file the directory describes, unless it changed between the stat and the load.
+        if bytes.len() as u64 == identity.len() {
+            return read_known(place, bytes, &directory, query);
+        }
+    }
     let bytes = crate::wal::reader::load_segment(&place.path, false)?;
     let mut sink = SegmentSink {
         query,
         found: Found::default(),
+        directory: Directory::default(),
     };
     let mut salvaged = Vec::new();
-    crate::wal::reader::read_segment_with(
+    let end = crate::wal::reader::read_segment_with(
         place.segment_ref(&bytes),
         false,
         &mut salvaged,
         &mut sink,
     )?;
-    // Only a segment with a wanted columns record is read again; the others' bytes go now, so
-    // a query over many live writers' 64 MiB segments holds only the ones it decodes.
-    let needed = (sink.found.items.iter()).any(|item| matches!(item, Item::Columns { .. }));
-    Ok(Scanned {
+    let sealed = matches!(
+        end,
+        ChainEnd::Sealed {
+            untrimmed: false,
+            ..
+        }
+    );
+    if sealed
+        && bytes.len() as u64 == identity.len()
+        && segment_directory::unchanged(&place.path, &identity)
+    {
+        directories.insert(identity, sink.directory);
+    }
+    Ok(scanned(place, bytes, sink.found))
+}
+
+/// The segment and what the first pass found in it. Only a segment with a wanted columns
+/// record is read again; the others' bytes go now, so a query over many live writers' 64 MiB
+/// segments holds only the ones it decodes.
+fn scanned(place: ChainPlace, bytes: SegmentBytes, found: Found) -> Scanned {
+    let needed = (found.items.iter()).any(|item| matches!(item, Item::Columns { .. }));
+    Scanned {
         place,
         bytes: needed.then_some(bytes),
-        found: sink.found,
-    })
+        found,
+    }
+}
+
+/// The first pass over a sealed segment whose directory is known: only the wanted runs'
+/// records are read, each frame and CRC checked as a scan checks them (the rest of the
+/// segment was checked when the directory was built).
+fn read_known(
+    place: ChainPlace,
+    bytes: SegmentBytes,
+    directory: &Directory,
+    query: &SeriesQuery<'_>,
+) -> Result<Scanned> {
+    let wanted = |run: RunId| query.slots.contains_key(&run);
+    let mut found = Found::default();
+    for (run, key_id, key) in &directory.definitions {
+        if **key == *query.key && wanted(*run) {
+            found.definitions.push((*run, *key_id));
+        }
+    }
+    for record in &directory.records {
+        match record {
+            MetricRecord::Columns {
+                offset,
+                run,
+                flags,
+                point_count,
+            } if wanted(*run) => {
+                check_columns(&bytes, *offset, (*run, *flags, *point_count))
+                    .map_err(|kind| corruption(&place, *offset, kind))?;
+                found.items.push(Item::Columns {
+                    run: *run,
+                    record_offset: *offset,
+                    flags: *flags,
+                    point_count: *point_count as usize,
+                });
+            }
+            MetricRecord::Stream { offset, runs } if runs.iter().any(|run| wanted(*run)) => {
+                let stream = stream_at(&bytes, *offset, &wanted)
+                    .map_err(|kind| corruption(&place, *offset, kind))?;
+                found
+                    .items
+                    .extend(stream.batches.into_iter().map(Item::Stream));
+            }
+            MetricRecord::Columns { .. } | MetricRecord::Stream { .. } => {}
+        }
+    }
+    Ok(scanned(place, bytes, found))
+}
+
+/// Checks the frame and CRC of the columns record at `offset` and that its head still says
+/// what the directory recorded (`run`, `flags`, `point_count`).
+fn check_columns(
+    bytes: &[u8],
+    offset: u64,
+    (run, flags, point_count): (RunId, u8, u32),
+) -> std::result::Result<(), CorruptionKind> {
+    match decode_frame(record_bytes(bytes, offset)?)? {
+        Frame::Record {
+            record_type: RecordType::MetricColumns,
+            flags: found_flags,
+            payload,
+        } if found_flags == flags => {
+            let head = peek::columns_head(flags, payload)?;
+            if head.run == run && head.point_count == point_count {
+                return Ok(());
+            }
+            Err(moved("a columns record of another run or size"))
+        }
+        _ => Err(moved("another record than the columns record it listed")),
+    }
+}
+
+/// The wanted runs' points of the stream record at `offset`, its frame, ops and CRC checked.
+fn stream_at(
+    bytes: &[u8],
+    offset: u64,
+    wanted: &dyn Fn(RunId) -> bool,
+) -> std::result::Result<peek::StreamPoints, CorruptionKind> {
+    match decode_frame(record_bytes(bytes, offset)?)? {
+        Frame::Stream {
+            ops_count,
+            ops_crc,
+            ops_area,
+            ..
+        } => peek::stream_points(ops_area, ops_count, ops_crc, wanted),
+        _ => Err(moved("another record than the stream it listed")),
+    }
+}
+
+/// The bytes of a segment from `offset` on.
+fn record_bytes(bytes: &[u8], offset: u64) -> std::result::Result<&[u8], CorruptionKind> {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|start| bytes.get(start..))
+        .ok_or(CorruptionKind::LengthPastEnd {
+            length: offset,
+            available: bytes.len() as u64,
+        })
+}
+
+/// A sealed segment whose record at a listed offset is not the one its directory lists: the
+/// file changed in place after it was sealed.
+fn moved(what: &str) -> CorruptionKind {
+    CorruptionKind::MalformedPayload(format!(
+        "{what}, at an offset of a sealed segment (the file changed after it was sealed)"
+    ))
 }
 
 /// The key ids that stand for the query's key, per writer and run.

@@ -165,6 +165,8 @@ pub(crate) struct StoreInner {
     compacted_metadata: crate::compaction::MetadataCache,
     /// The newest manifest, decoded once per generation.
     manifests: crate::compaction::manifest::ManifestCache,
+    /// Directories of the sealed log segments this handle's reads have scanned.
+    segment_directories: crate::query::segment_directory::SegmentDirectories,
     /// The background compactor, if `compaction_interval` asked for one.
     #[cfg(feature = "parquet")]
     background: Mutex<Option<crate::compaction::Background>>,
@@ -219,6 +221,7 @@ impl Store {
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
                 manifests,
+                segment_directories: Default::default(),
                 #[cfg(feature = "parquet")]
                 background: Mutex::new(None),
             }),
@@ -297,6 +300,21 @@ impl Store {
     /// The newest compaction manifest, decoded once per generation.
     pub(crate) fn manifests(&self) -> &crate::compaction::manifest::ManifestCache {
         &self.inner.manifests
+    }
+
+    /// Directories of the sealed log segments this handle's reads have scanned.
+    pub(crate) fn segment_directories(
+        &self,
+    ) -> &crate::query::segment_directory::SegmentDirectories {
+        &self.inner.segment_directories
+    }
+
+    /// How many sealed log segments this handle's reads know the directory of, and the bytes
+    /// those directories take (for tests and benchmarks: a read of a known segment reads only
+    /// the records it wants).
+    #[doc(hidden)]
+    pub fn segment_directory_stats(&self) -> (usize, usize) {
+        self.inner.segment_directories.stats()
     }
 
     /// Parsed footers of compacted files.

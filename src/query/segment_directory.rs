@@ -1,0 +1,205 @@
+//! Directories of sealed log segments, kept per `Store` handle in memory: where each
+//! metric-bearing record of a segment is and whose points it holds, so that a later read of
+//! the segment reads only the records it wants.
+//!
+//! A segment that is sealed and trimmed never changes again (`wal/classify.rs`, `wal/reader.rs`:
+//! the seal, the trim, and the sync before the next segment is created), and compaction only
+//! deletes whole segments. So once a read has scanned such a segment, checking every frame and
+//! CRC, what it learnt of the segment's layout stays true for as long as the file exists. A
+//! directory records it: each columns record's offset, flags, run and point count, each stream
+//! record's offset and run table, and the key definitions (`MetricKeyDefined`). Nothing else in
+//! a segment bears on a metric read.
+//!
+//! The read contract this keeps (`docs/DURABILITY.md`, "What a read checks"): every byte a read
+//! returns is CRC-checked when it is read, since a read through a directory checks the frame
+//! and CRC of each record it uses exactly as a scan does; the rest of a sealed segment was
+//! checked when its directory was built; `runlog verify` checks everything.
+//!
+//! Invariants:
+//! - Only a segment that a scan found sealed and trimmed gets a directory, and only if the file
+//!   had the same identity (device, inode, length) before and after it was read: a file a
+//!   writer trimmed during the read, or one that is not the file scanned, never matches.
+//! - An entry is keyed by writer, sequence, device, inode and length, so a different file can
+//!   never be taken for one whose directory is known; a known segment whose file is gone is an
+//!   error of the read, as it is without a directory (`compaction::missing_or_stale`).
+//! - The directories take at most `DIRECTORIES_BYTES_MAX` bytes (estimated); past that none is
+//!   added. When a read sees a newer manifest, the entries of segments it no longer reads (the
+//!   compacted ones) are dropped.
+//! - A directory lists records in log order, as the scan met them.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
+use crate::wal::reader::ChainPlace;
+
+/// Bytes all the directories of one handle may take (estimated by `Directory::bytes`): about
+/// 40 bytes per record, so a thousand 64 MiB segments of 12 KiB records fit.
+pub(crate) const DIRECTORIES_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What identifies one segment file: a file with another identity is another file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SegmentIdentity {
+    writer: WriterId,
+    sequence: SegmentSequence,
+    device: u64,
+    inode: u64,
+    len: u64,
+}
+
+impl SegmentIdentity {
+    /// The identity of `place`'s file as it is now.
+    pub(crate) fn of(place: &ChainPlace) -> Result<SegmentIdentity> {
+        let metadata = std::fs::metadata(&place.path)
+            .map_err(|error| Error::io("stat", &place.path, error))?;
+        Ok(SegmentIdentity {
+            writer: place.writer,
+            sequence: place.sequence,
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            len: metadata.len(),
+        })
+    }
+
+    /// The file's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// The metric-bearing records of one sealed segment and its key definitions.
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
+    /// `(run, key id, key)` of each `MetricKeyDefined` record.
+    pub(crate) definitions: Vec<(RunId, KeyId, Box<str>)>,
+    /// The segment's columns and stream records, in log order.
+    pub(crate) records: Vec<MetricRecord>,
+}
+
+/// One metric-bearing record of a segment.
+#[derive(Debug)]
+pub(crate) enum MetricRecord {
+    /// A `MetricColumns` record.
+    Columns {
+        /// Offset of its frame in the segment.
+        offset: u64,
+        /// The run of its points.
+        run: RunId,
+        /// Its frame's flags.
+        flags: u8,
+        /// Points it holds.
+        point_count: u32,
+    },
+    /// A `MetricStream` record.
+    Stream {
+        /// Offset of its frame in the segment.
+        offset: u64,
+        /// Its run table.
+        runs: Box<[RunId]>,
+    },
+}
+
+impl Directory {
+    /// Estimated bytes the directory takes in memory.
+    fn bytes(&self) -> usize {
+        let definitions: usize = (self.definitions.iter())
+            .map(|(_, _, key)| std::mem::size_of::<(RunId, KeyId, Box<str>)>() + key.len())
+            .sum();
+        let records: usize = (self.records.iter())
+            .map(|record| {
+                std::mem::size_of::<MetricRecord>()
+                    + match record {
+                        MetricRecord::Columns { .. } => 0,
+                        MetricRecord::Stream { runs, .. } => std::mem::size_of_val(&**runs),
+                    }
+            })
+            .sum();
+        std::mem::size_of::<Directory>() + definitions + records
+    }
+}
+
+/// The directories a handle knows (see the module doc).
+#[derive(Debug, Default)]
+pub(crate) struct SegmentDirectories {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<SegmentIdentity, Arc<Directory>>,
+    /// Sum of the entries' `Directory::bytes`.
+    bytes: usize,
+    /// The newest manifest generation a read has pruned the entries for.
+    generation: Option<u64>,
+}
+
+impl SegmentDirectories {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while the lock was held left at worst a missing entry or a byte count off:
+        // both only cost speed, so the state is used as it is.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The directory of the file `identity` names, if known.
+    pub(crate) fn get(&self, identity: &SegmentIdentity) -> Option<Arc<Directory>> {
+        self.state().entries.get(identity).cloned()
+    }
+
+    /// Keeps `directory` for the file `identity` names, unless that would pass
+    /// `DIRECTORIES_BYTES_MAX`.
+    pub(crate) fn insert(&self, identity: SegmentIdentity, directory: Directory) {
+        let bytes = directory.bytes();
+        let mut state = self.state();
+        if state.entries.contains_key(&identity)
+            || state.bytes.saturating_add(bytes) > DIRECTORIES_BYTES_MAX
+        {
+            return;
+        }
+        state.bytes += bytes;
+        state.entries.insert(identity, Arc::new(directory));
+    }
+
+    /// Drops the entries of segments not among `places` (the uncompacted segments under the
+    /// manifest of `generation`), when `generation` is newer than any seen before: the
+    /// segments a compaction took and deleted.
+    pub(crate) fn prune(&self, generation: u64, places: &[ChainPlace]) {
+        let mut state = self.state();
+        if state.generation.is_some_and(|seen| seen >= generation) {
+            return;
+        }
+        state.generation = Some(generation);
+        let live: HashSet<(WriterId, SegmentSequence)> = (places.iter())
+            .map(|place| (place.writer, place.sequence))
+            .collect();
+        let mut freed = 0;
+        state.entries.retain(|identity, directory| {
+            let keep = live.contains(&(identity.writer, identity.sequence));
+            if !keep {
+                freed += directory.bytes();
+            }
+            keep
+        });
+        state.bytes = state.bytes.saturating_sub(freed);
+    }
+
+    /// How many directories are known and the bytes they take (for tests and benchmarks).
+    pub(crate) fn stats(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.entries.len(), state.bytes)
+    }
+}
+
+/// Whether the file at `path` is still the one `identity` names (checked after a read, so a
+/// file that changed while it was read gets no directory).
+pub(crate) fn unchanged(path: &Path, identity: &SegmentIdentity) -> bool {
+    std::fs::metadata(path).is_ok_and(|metadata| {
+        metadata.dev() == identity.device
+            && metadata.ino() == identity.inode
+            && metadata.len() == identity.len
+    })
+}

@@ -1,0 +1,298 @@
+//! Reads through the directories of sealed log segments (`src/query/segment_directory.rs`):
+//! a handle that has read a sealed segment once reads only the records it wants of it after,
+//! and must give exactly what a cold read gives.
+//!
+//! The randomized test logs, from two handles (two writers, several lanes each), several runs
+//! and keys as columns records, keyed stream points and single points, into small segments so
+//! that segments seal in the middle of runs, compacts part of the log in some rounds, and
+//! compares `history_of_runs`, `history` over step ranges and `history_sample` of a handle
+//! whose directories are warm with a first read by a fresh handle (cold directories), bit for
+//! bit. The other tests damage a byte of a wanted record after the directory was built, and
+//! delete segments by a compaction under a warm handle.
+
+use runlog::query::{History, Sample};
+use runlog::{Durability, MetricPoint, RunId, RunOptions, Store, StoreOptions};
+
+use crate::util::Rng;
+
+fn open(dir: &std::path::Path) -> Store {
+    let options = StoreOptions {
+        durability: Durability::Buffered,
+        segment_bytes: 32 * 1024,
+        ..StoreOptions::default()
+    };
+    Store::open_with(dir, options).unwrap()
+}
+
+const KEYS: [&str; 3] = ["loss", "acc", "lr"];
+
+/// Points as (step, timestamp, value bits), comparable with NaN payloads.
+type Bits = Vec<(i64, i64, u64)>;
+
+/// A history as comparable bits (NaN payloads included).
+fn bits(history: &History) -> Bits {
+    (0..history.len())
+        .map(|i| {
+            (
+                history.steps[i],
+                history.timestamps_ms[i],
+                history.values[i].to_bits(),
+            )
+        })
+        .collect()
+}
+
+fn sample_bits(sample: &Sample) -> (usize, bool, Bits) {
+    (sample.total, sample.ties, bits(&sample.points))
+}
+
+/// Logs one random call for `run` through `store`.
+fn log_some(store: &Store, run: &runlog::Run, step: &mut i64, rng: &mut Rng) {
+    let key = KEYS[rng.below(KEYS.len() as u64) as usize];
+    let count = 1 + rng.below(1_000) as usize;
+    let steps: Vec<i64> = (0..count as i64).map(|i| *step + i).collect();
+    *step += count as i64 - rng.below(3) as i64;
+    let values: Vec<f64> = steps
+        .iter()
+        .map(|s| match rng.below(50) {
+            0 => f64::from_bits(0x7ff8_0000_dead_beef),
+            _ => *s as f64 / 7.0 + rng.below(100) as f64,
+        })
+        .collect();
+    let timestamps: Vec<i64> = steps.iter().map(|s| 1_000 + s * 3).collect();
+    match rng.below(3) {
+        0 => run
+            .log_batch(key, &steps, Some(&timestamps), &values)
+            .unwrap(),
+        1 => {
+            let metrics: Vec<MetricPoint<'_>> = (0..count)
+                .map(|i| MetricPoint {
+                    key,
+                    value: values[i],
+                    step: steps[i],
+                    timestamp_ms: timestamps[i],
+                })
+                .collect();
+            store.log_batch(run.id(), &metrics, &[], &[]).unwrap();
+        }
+        _ => {
+            for i in 0..count.min(20) {
+                store
+                    .log_metric(run.id(), key, values[i], steps[i], timestamps[i])
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Everything the reads compared give, as bits.
+#[derive(Debug, PartialEq)]
+struct Answers {
+    histories: Vec<Vec<Bits>>,
+    ranges: Vec<Bits>,
+    samples: Vec<Vec<(usize, bool, Bits)>>,
+}
+
+fn answers(store: &Store, runs: &[RunId], ranges: &[(RunId, &str, i64, i64)]) -> Answers {
+    let pick = |total: usize| {
+        (0..total)
+            .step_by(1 + total / 40)
+            .chain(total.checked_sub(1))
+            .collect::<Vec<_>>()
+    };
+    Answers {
+        histories: KEYS
+            .iter()
+            .map(|key| {
+                let histories = store.history_of_runs(runs, key, ..).unwrap();
+                histories.iter().map(bits).collect()
+            })
+            .collect(),
+        ranges: ranges
+            .iter()
+            .map(|(run, key, first, last)| bits(&store.history(*run, key, *first..=*last).unwrap()))
+            .collect(),
+        samples: KEYS
+            .iter()
+            .map(|key| {
+                let samples = store.history_sample(runs, key, .., &pick).unwrap();
+                samples.iter().map(sample_bits).collect()
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn reads_through_segment_directories_give_what_cold_reads_give() {
+    let mut rng = Rng::from_env("reads_through_segment_directories_give_what_cold_reads_give");
+    for round in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let writers = [open(dir.path()), open(dir.path())];
+        let experiment = writers[0].get_or_create_experiment("e").unwrap().id;
+        let runs: Vec<runlog::Run> = (0..2 + rng.below(3))
+            .map(|_| {
+                writers[0]
+                    .start_run(experiment, RunOptions::default())
+                    .unwrap()
+            })
+            .collect();
+        let ids: Vec<RunId> = runs.iter().map(runlog::Run::id).collect();
+        let mut steps = vec![0i64; runs.len()];
+        let reader = open(dir.path());
+        for phase in 0..3 {
+            for _ in 0..40 + rng.below(60) {
+                let index = rng.below(runs.len() as u64) as usize;
+                let writer = &writers[rng.below(2) as usize];
+                log_some(writer, &runs[index], &mut steps[index], &mut rng);
+            }
+            for writer in &writers {
+                writer.flush().unwrap();
+            }
+            if phase == 1 && rng.below(2) == 0 {
+                writers[0].compact().unwrap();
+            }
+            let ranges: Vec<(RunId, &str, i64, i64)> = (0..4)
+                .map(|_| {
+                    let run = ids[rng.below(ids.len() as u64) as usize];
+                    let first = rng.below(3_000) as i64 - 100;
+                    (
+                        run,
+                        KEYS[rng.below(3) as usize],
+                        first,
+                        first + rng.below(4_000) as i64,
+                    )
+                })
+                .collect();
+            let cold = answers(&open(dir.path()), &ids, &ranges);
+            let first = answers(&reader, &ids, &ranges);
+            let warm = answers(&reader, &ids, &ranges);
+            let context = format!("round {round}, phase {phase}");
+            assert!(
+                first == cold,
+                "{context}: a handle's reads differ from a fresh handle's"
+            );
+            assert!(
+                warm == cold,
+                "{context}: warm directories changed an answer"
+            );
+        }
+        assert!(
+            reader.segment_directory_stats().0 > 0,
+            "round {round}: no sealed segment was read through a directory"
+        );
+    }
+}
+
+/// Logs one run's points as columns records into small segments, sealed by `close`.
+fn sealed_run(dir: &std::path::Path, key: &str) -> (RunId, RunId) {
+    let store = open(dir);
+    let experiment = store.get_or_create_experiment("e").unwrap().id;
+    let run = store.start_run(experiment, RunOptions::default()).unwrap();
+    let other = store.start_run(experiment, RunOptions::default()).unwrap();
+    for batch in 0..60i64 {
+        let steps: Vec<i64> = (batch * 500..(batch + 1) * 500).collect();
+        let values: Vec<f64> = steps.iter().map(|s| *s as f64 / 3.0).collect();
+        let logged = if batch % 2 == 0 { &run } else { &other };
+        logged.log_batch(key, &steps, None, &values).unwrap();
+    }
+    let ids = (run.id(), other.id());
+    store.close().unwrap();
+    ids
+}
+
+/// The segment files of the store's log, largest first.
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "wal"))
+        .map(|path| (std::fs::metadata(&path).unwrap().len(), path))
+        .collect();
+    files.sort();
+    files.reverse();
+    files.into_iter().map(|(_, path)| path).collect()
+}
+
+fn flip(path: &std::path::Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x10], offset).unwrap();
+}
+
+#[test]
+fn a_wanted_record_damaged_after_its_directory_was_built_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, other) = sealed_run(dir.path(), "loss");
+    let reader = open(dir.path());
+    let whole = reader.history(run, "loss", ..).unwrap();
+    assert_eq!(whole.len(), 30 * 500);
+    assert!(reader.segment_directory_stats().0 > 0);
+    // Every other record of the largest segment is the run's: damage one in the middle of
+    // the file, in a record of `run` or of `other`.
+    let segment = segments(dir.path()).remove(0);
+    let len = std::fs::metadata(&segment).unwrap().len();
+    flip(&segment, len / 2);
+    let warm = reader.history(run, "loss", ..);
+    let warm_other = reader.history(other, "loss", ..);
+    let cold = open(dir.path()).history(run, "loss", ..);
+    let (damaged, fine) = match (&warm, &warm_other) {
+        (Err(_), Ok(_)) => (warm, cold),
+        (Ok(_), Err(_)) => (warm_other, open(dir.path()).history(other, "loss", ..)),
+        _ => panic!("one run's read must fail: {warm:?}, {warm_other:?}"),
+    };
+    let Err(runlog::Error::Corrupt(warm_error)) = damaged else {
+        panic!("not a corruption error: {damaged:?}");
+    };
+    assert_eq!(warm_error.path, segment);
+    assert!(
+        warm_error.offset > 0 && warm_error.offset <= len / 2,
+        "{warm_error:?}"
+    );
+    // A cold read of the damaged run fails at the same place, with the same error.
+    let Err(runlog::Error::Corrupt(cold_error)) = fine else {
+        panic!("a cold read must see the damage too: {fine:?}");
+    };
+    assert_eq!(cold_error, warm_error);
+    // The damage is in a record the warm read of the other run does not use, and it was
+    // checked when the directory was built; `verify` checks everything.
+    let report = runlog::verify::verify(dir.path());
+    assert!(
+        report.as_ref().map_or(true, |report| !report.is_ok()),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_warm_handle_reads_on_after_a_compaction_deleted_the_segments_it_knew() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, other) = sealed_run(dir.path(), "loss");
+    let reader = open(dir.path());
+    let before = bits(&reader.history(run, "loss", ..).unwrap());
+    let known = reader.segment_directory_stats().0;
+    assert!(known > 0);
+    let writer = open(dir.path());
+    writer.compact().unwrap();
+    // Points after the compaction, in new segments.
+    let experiment = writer.get_or_create_experiment("e").unwrap().id;
+    let later = writer.start_run(experiment, RunOptions::default()).unwrap();
+    later
+        .log_batch("loss", &[1, 2, 3], None, &[0.5, 0.25, 0.125])
+        .unwrap();
+    writer.flush().unwrap();
+    assert_eq!(bits(&reader.history(run, "loss", ..).unwrap()), before);
+    assert_eq!(
+        bits(&reader.history(other, "loss", ..).unwrap()),
+        bits(&open(dir.path()).history(other, "loss", ..).unwrap())
+    );
+    assert_eq!(reader.history(later.id(), "loss", ..).unwrap().len(), 3);
+    assert!(
+        reader.segment_directory_stats().0 < known,
+        "the deleted segments' directories are dropped"
+    );
+}
