@@ -19,7 +19,9 @@
 //! read, e.g. to profile the log read alone; `RUNLOG_BENCH_WORKLOAD=series` or `sample` runs
 //! one workload alone, `RUNLOG_SAMPLE_POINTS` sets the points per run of the sample). Figures go in `docs/BENCHMARKS.md`. Best and
 //! median of several repetitions, after one warm-up read, of the call alone (its result is
-//! dropped after the clock stops) and of the call with that drop.
+//! dropped after the clock stops) and of the call with that drop. After the repeated reads
+//! (which, from the second on, read sealed segments through their directories), the first read
+//! of a few fresh handles is timed alone: the read that scans the whole log tail.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -94,6 +96,47 @@ fn main() {
     }
 }
 
+/// Times `read` once on each of `handles` fresh handles on the store at `root`, after each
+/// handle's catalog is built (`ready`): the read a handle makes before it knows any segment's
+/// directory, which scans the whole log tail as every read did before directories.
+fn first_reads<T>(
+    root: &std::path::Path,
+    handles: usize,
+    ready: impl Fn(&Store),
+    read: impl Fn(&Store) -> T,
+) -> Vec<Duration> {
+    let mut calls: Vec<Duration> = (0..handles)
+        .map(|_| {
+            let fresh = Store::open_with(
+                root,
+                StoreOptions {
+                    read_only: true,
+                    ..StoreOptions::default()
+                },
+            )
+            .unwrap();
+            ready(&fresh);
+            let start = Instant::now();
+            let result = read(&fresh);
+            let elapsed = start.elapsed();
+            drop(result);
+            elapsed
+        })
+        .collect();
+    calls.sort();
+    calls
+}
+
+fn report_first(what: &str, calls: &[Duration]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{what}: best {:.1} ms, median {:.1} ms ({} fresh handles, the call alone)",
+        ms(calls[0]),
+        ms(calls[calls.len() / 2]),
+        calls.len(),
+    );
+}
+
 /// MLflow's NTILE pick: each bucket's first rank, the last point always.
 fn ntile(n: usize, k: usize) -> Vec<usize> {
     if n <= k {
@@ -166,6 +209,15 @@ fn sample_from_log() {
         "history_sample from the log",
         &times(reads, read, count, points * RUNS),
     );
+    report_first(
+        "history_sample from the log, first read of a fresh handle",
+        &first_reads(
+            dir.path(),
+            reads.min(5),
+            |fresh| drop(fresh.run(ids[0]).unwrap()),
+            |fresh| fresh.history_sample(&ids, "loss", .., &pick).unwrap(),
+        ),
+    );
     let sample = read();
     let histories = store.history_of_runs(&ids, "loss", ..).unwrap();
     for (sample, history) in sample.iter().zip(&histories) {
@@ -216,6 +268,15 @@ fn long_series() {
     let read = || store.history(id, "loss", ..).unwrap();
     let count = |history: &runlog::query::History| history.len();
     report("history from the log", &times(reads, read, count, points));
+    report_first(
+        "history from the log, first read of a fresh handle",
+        &first_reads(
+            dir.path(),
+            reads.min(5),
+            |fresh| drop(fresh.run(id).unwrap()),
+            |fresh| fresh.history(id, "loss", ..).unwrap(),
+        ),
+    );
     let history = store.history(id, "loss", ..).unwrap();
     assert_eq!(history.steps, steps);
     assert!(history.values == series_values, "values read back differ");
