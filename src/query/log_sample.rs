@@ -27,7 +27,6 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::history::History;
-use super::segment_directory::SegmentDirectories;
 use super::series_log::{
     Item, Scanned, SeriesQuery, corrupt, corruption, decode_record, payload_at, scan_all,
     stream_rows, wanted_key_ids,
@@ -35,6 +34,7 @@ use super::series_log::{
 use crate::compaction::{Manifest, StepRuns, StepRunsBuilder};
 use crate::error::Result;
 use crate::ids::KeyId;
+use crate::wal::directory::SegmentDirectories;
 use crate::wal::peek::ColumnsOut;
 use crate::wal::record::FLAG_COMPRESSED;
 

@@ -11,7 +11,6 @@ mod models;
 #[cfg(feature = "parquet")]
 mod sample;
 mod search;
-pub(crate) mod segment_directory;
 mod series_log;
 
 pub use compare::{Aggregate, ComparedSeries, Comparison};

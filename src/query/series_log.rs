@@ -25,12 +25,10 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use super::history::History;
-use super::segment_directory::{
-    self, Directory, MetricRecord, SegmentDirectories, SegmentIdentity,
-};
 use crate::compaction::Manifest;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::{KeyId, RunId, WriterId};
+use crate::wal::directory::{self, Directory, MetricRecord, SegmentDirectories, SegmentIdentity};
 use crate::wal::event::Event;
 use crate::wal::metric::{MetricBatch, decompress};
 use crate::wal::peek::{self, ColumnsOut, RowFilter};
@@ -168,7 +166,7 @@ impl RecordSink for SegmentSink<'_> {
                     if key == self.query.key && self.query.slots.contains_key(&run) {
                         self.found.definitions.push((run, key_id));
                     }
-                    (self.directory.definitions).push((run, key_id, key.into_boxed_str()));
+                    self.directory.add_definition(run, key_id, &key);
                 }
             }
             RecordType::MetricColumns => {
@@ -206,10 +204,7 @@ impl RecordSink for SegmentSink<'_> {
         self.found
             .items
             .extend(stream.batches.into_iter().map(Item::Stream));
-        self.directory.records.push(MetricRecord::Stream {
-            offset,
-            runs: stream.runs.into_boxed_slice(),
-        });
+        self.directory.add_stream(offset, stream.runs);
         Ok(stream.ops_bytes)
     }
 }
@@ -251,7 +246,7 @@ pub(super) fn scan(
     );
     if sealed
         && bytes.len() as u64 == identity.len()
-        && segment_directory::unchanged(&place.path, &identity)
+        && directory::unchanged(&place.path, &identity)
     {
         directories.insert(identity, sink.directory);
     }

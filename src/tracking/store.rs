@@ -166,7 +166,7 @@ pub(crate) struct StoreInner {
     /// The newest manifest, decoded once per generation.
     manifests: crate::compaction::manifest::ManifestCache,
     /// Directories of the sealed log segments this handle's reads have scanned.
-    segment_directories: crate::query::segment_directory::SegmentDirectories,
+    segment_directories: crate::wal::directory::SegmentDirectories,
     /// The background compactor, if `compaction_interval` asked for one.
     #[cfg(feature = "parquet")]
     background: Mutex<Option<crate::compaction::Background>>,
@@ -303,9 +303,7 @@ impl Store {
     }
 
     /// Directories of the sealed log segments this handle's reads have scanned.
-    pub(crate) fn segment_directories(
-        &self,
-    ) -> &crate::query::segment_directory::SegmentDirectories {
+    pub(crate) fn segment_directories(&self) -> &crate::wal::directory::SegmentDirectories {
         &self.inner.segment_directories
     }
 
@@ -315,6 +313,13 @@ impl Store {
     #[doc(hidden)]
     pub fn segment_directory_stats(&self) -> (usize, usize) {
         self.inner.segment_directories.stats()
+    }
+
+    /// Forgets every sealed segment's directory, so that the next read scans the whole log
+    /// tail (for tests and benchmarks: the read a handle makes before it knows any).
+    #[doc(hidden)]
+    pub fn forget_segment_directories(&self) {
+        self.inner.segment_directories.clear();
     }
 
     /// Parsed footers of compacted files.
@@ -408,9 +413,8 @@ impl Store {
             self.inner.surveyed.store(true, Ordering::Release);
         }
         let log = &self.inner.log;
-        follower.refresh(&self.inner.catalog, &self.inner.manifests, &|w| {
-            log.is_own(w)
-        })?;
+        let caches = (&self.inner.manifests, &self.inner.segment_directories);
+        follower.refresh(&self.inner.catalog, caches, &|w| log.is_own(w))?;
         self.inner
             .last_refresh_ns
             .fetch_max(started_ns, Ordering::AcqRel);

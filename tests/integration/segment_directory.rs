@@ -5,9 +5,10 @@
 //! The randomized test logs, from two handles (two writers, several lanes each), several runs
 //! and keys as columns records, keyed stream points and single points, into small segments so
 //! that segments seal in the middle of runs, compacts part of the log in some rounds, and
-//! compares `history_of_runs`, `history` over step ranges and `history_sample` of a handle
-//! whose directories are warm with a first read by a fresh handle (cold directories), bit for
-//! bit. The other tests damage a byte of a wanted record after the directory was built, and
+//! compares `history_of_runs`, `history` over step ranges and `history_sample`, bit for bit,
+//! as read by: a fresh handle with the directories its open's read of the log left, the same
+//! handle with its directories forgotten (every segment scanned whole), and a handle that
+//! reads after every phase (directories from earlier phases, then warm). The other tests damage a byte of a wanted record after the directory was built, and
 //! delete segments by a compaction under a warm handle.
 
 use runlog::query::{History, Sample};
@@ -163,10 +164,20 @@ fn reads_through_segment_directories_give_what_cold_reads_give() {
                     )
                 })
                 .collect();
-            let cold = answers(&open(dir.path()), &ids, &ranges);
+            // A fresh handle's open reads the other writers' log, which leaves the sealed
+            // segments' directories: forgotten, its reads scan the whole log tail.
+            let fresh = open(dir.path());
+            drop(fresh.run(ids[0]).unwrap());
+            let opened = answers(&fresh, &ids, &ranges);
+            fresh.forget_segment_directories();
+            let cold = answers(&fresh, &ids, &ranges);
             let first = answers(&reader, &ids, &ranges);
             let warm = answers(&reader, &ids, &ranges);
             let context = format!("round {round}, phase {phase}");
+            assert!(
+                opened == cold,
+                "{context}: directories from the open changed an answer"
+            );
             assert!(
                 first == cold,
                 "{context}: a handle's reads differ from a fresh handle's"
@@ -179,6 +190,12 @@ fn reads_through_segment_directories_give_what_cold_reads_give() {
         assert!(
             reader.segment_directory_stats().0 > 0,
             "round {round}: no sealed segment was read through a directory"
+        );
+        let fresh = open(dir.path());
+        drop(fresh.run(ids[0]).unwrap());
+        assert!(
+            fresh.segment_directory_stats().0 > 0,
+            "round {round}: the open's read of the log left no directory"
         );
     }
 }

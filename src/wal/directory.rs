@@ -32,7 +32,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::error::{Error, Result};
+use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
 use crate::wal::reader::ChainPlace;
 
@@ -55,13 +55,22 @@ impl SegmentIdentity {
     pub(crate) fn of(place: &ChainPlace) -> Result<SegmentIdentity> {
         let metadata = std::fs::metadata(&place.path)
             .map_err(|error| Error::io("stat", &place.path, error))?;
-        Ok(SegmentIdentity {
-            writer: place.writer,
-            sequence: place.sequence,
+        Ok(SegmentIdentity::new(place.writer, place.sequence, &metadata))
+    }
+
+    /// The identity of segment `sequence` of `writer` whose file has `metadata`.
+    pub(crate) fn new(
+        writer: WriterId,
+        sequence: SegmentSequence,
+        metadata: &std::fs::Metadata,
+    ) -> SegmentIdentity {
+        SegmentIdentity {
+            writer,
+            sequence,
             device: metadata.dev(),
             inode: metadata.ino(),
             len: metadata.len(),
-        })
+        }
     }
 
     /// The file's length.
@@ -103,6 +112,37 @@ pub(crate) enum MetricRecord {
 }
 
 impl Directory {
+    /// Adds a `MetricKeyDefined` record.
+    pub(crate) fn add_definition(&mut self, run: RunId, key_id: KeyId, key: &str) {
+        self.definitions.push((run, key_id, key.into()));
+    }
+
+    /// Adds the columns record at `offset`, stored with `flags` and `payload` (whose CRC the
+    /// caller checked).
+    pub(crate) fn add_columns(
+        &mut self,
+        offset: u64,
+        flags: u8,
+        payload: &[u8],
+    ) -> std::result::Result<(), CorruptionKind> {
+        let head = crate::wal::peek::columns_head(flags, payload)?;
+        self.records.push(MetricRecord::Columns {
+            offset,
+            run: head.run,
+            flags,
+            point_count: head.point_count,
+        });
+        Ok(())
+    }
+
+    /// Adds the stream record at `offset`, whose run table is `runs`.
+    pub(crate) fn add_stream(&mut self, offset: u64, runs: Vec<RunId>) {
+        self.records.push(MetricRecord::Stream {
+            offset,
+            runs: runs.into_boxed_slice(),
+        });
+    }
+
     /// Estimated bytes the directory takes in memory.
     fn bytes(&self) -> usize {
         let definitions: usize = (self.definitions.iter())
@@ -185,6 +225,13 @@ impl SegmentDirectories {
             keep
         });
         state.bytes = state.bytes.saturating_sub(freed);
+    }
+
+    /// Forgets every directory.
+    pub(crate) fn clear(&self) {
+        let mut state = self.state();
+        state.entries.clear();
+        state.bytes = 0;
     }
 
     /// How many directories are known and the bytes they take (for tests and benchmarks).
