@@ -19,9 +19,11 @@
 //! read, e.g. to profile the log read alone; `RUNLOG_BENCH_WORKLOAD=series` or `sample` runs
 //! one workload alone, `RUNLOG_SAMPLE_POINTS` sets the points per run of the sample). Figures go in `docs/BENCHMARKS.md`. Best and
 //! median of several repetitions, after one warm-up read, of the call alone (its result is
-//! dropped after the clock stops) and of the call with that drop. After the repeated reads
-//! (which, from the second on, read sealed segments through their directories), the first read
-//! of a few fresh handles is timed alone: the read that scans the whole log tail.
+//! dropped after the clock stops) and of the call with that drop. The repeated reads go
+//! through the directories of the sealed segments (`wal/directory.rs`) from the second on.
+//! Then the first read of a few fresh read-only handles is timed alone: with the directories
+//! their open's read of the log left, and with those forgotten, the read that scans the whole
+//! log tail (what every read did before directories).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -97,11 +99,12 @@ fn main() {
 }
 
 /// Times `read` once on each of `handles` fresh handles on the store at `root`, after each
-/// handle's catalog is built (`ready`): the read a handle makes before it knows any segment's
-/// directory, which scans the whole log tail as every read did before directories.
+/// handle's catalog is built (`ready`): with the directories of the sealed segments its open
+/// read, or, with `forget`, without any, so that the read scans the whole log tail as every
+/// read did before directories.
 fn first_reads<T>(
     root: &std::path::Path,
-    handles: usize,
+    (handles, forget): (usize, bool),
     ready: impl Fn(&Store),
     read: impl Fn(&Store) -> T,
 ) -> Vec<Duration> {
@@ -116,6 +119,9 @@ fn first_reads<T>(
             )
             .unwrap();
             ready(&fresh);
+            if forget {
+                fresh.forget_segment_directories();
+            }
             let start = Instant::now();
             let result = read(&fresh);
             let elapsed = start.elapsed();
@@ -209,15 +215,17 @@ fn sample_from_log() {
         "history_sample from the log",
         &times(reads, read, count, points * RUNS),
     );
-    report_first(
-        "history_sample from the log, first read of a fresh handle",
-        &first_reads(
-            dir.path(),
-            reads.min(5),
-            |fresh| drop(fresh.run(ids[0]).unwrap()),
-            |fresh| fresh.history_sample(&ids, "loss", .., &pick).unwrap(),
-        ),
-    );
+    for (what, forget) in [("", false), (", its directories forgotten", true)] {
+        report_first(
+            &format!("history_sample from the log, first read of a fresh handle{what}"),
+            &first_reads(
+                dir.path(),
+                (reads.min(5), forget),
+                |fresh| drop(fresh.run(ids[0]).unwrap()),
+                |fresh| fresh.history_sample(&ids, "loss", .., &pick).unwrap(),
+            ),
+        );
+    }
     let sample = read();
     let histories = store.history_of_runs(&ids, "loss", ..).unwrap();
     for (sample, history) in sample.iter().zip(&histories) {
@@ -268,15 +276,17 @@ fn long_series() {
     let read = || store.history(id, "loss", ..).unwrap();
     let count = |history: &runlog::query::History| history.len();
     report("history from the log", &times(reads, read, count, points));
-    report_first(
-        "history from the log, first read of a fresh handle",
-        &first_reads(
-            dir.path(),
-            reads.min(5),
-            |fresh| drop(fresh.run(id).unwrap()),
-            |fresh| fresh.history(id, "loss", ..).unwrap(),
-        ),
-    );
+    for (what, forget) in [("", false), (", its directories forgotten", true)] {
+        report_first(
+            &format!("history from the log, first read of a fresh handle{what}"),
+            &first_reads(
+                dir.path(),
+                (reads.min(5), forget),
+                |fresh| drop(fresh.run(id).unwrap()),
+                |fresh| fresh.history(id, "loss", ..).unwrap(),
+            ),
+        );
+    }
     let history = store.history(id, "loss", ..).unwrap();
     assert_eq!(history.steps, steps);
     assert!(history.values == series_values, "values read back differ");
