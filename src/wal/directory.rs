@@ -250,3 +250,77 @@ pub(crate) fn unchanged(path: &Path, identity: &SegmentIdentity) -> bool {
             && metadata.len() == identity.len
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::classify::{ChainLife, Place};
+
+    fn identity(writer: u64, sequence: u64, inode: u64) -> SegmentIdentity {
+        SegmentIdentity {
+            writer: WriterId(writer),
+            sequence: SegmentSequence(sequence),
+            device: 1,
+            inode,
+            len: 4096,
+        }
+    }
+
+    fn place(writer: u64, sequence: u64) -> ChainPlace {
+        ChainPlace {
+            path: std::path::PathBuf::from("unused"),
+            writer: WriterId(writer),
+            sequence: SegmentSequence(sequence),
+            place: Place {
+                last: false,
+                life: ChainLife::Closed,
+            },
+        }
+    }
+
+    fn directory(records: u64) -> Directory {
+        let mut directory = Directory::default();
+        directory.add_definition(RunId(1), KeyId(0), "loss");
+        for offset in 0..records {
+            directory.add_stream(64 + offset * 100, vec![RunId(1), RunId(2)]);
+        }
+        directory
+    }
+
+    #[test]
+    fn a_directory_is_found_only_by_the_identity_of_its_file() {
+        let directories = SegmentDirectories::default();
+        directories.insert(identity(7, 3, 100), directory(2));
+        assert!(directories.get(&identity(7, 3, 100)).is_some());
+        // Another inode, length, sequence or writer is another file.
+        assert!(directories.get(&identity(7, 3, 101)).is_none());
+        assert!(directories.get(&identity(7, 4, 100)).is_none());
+        assert!(directories.get(&identity(8, 3, 100)).is_none());
+        let mut longer = identity(7, 3, 100);
+        longer.len += 1;
+        assert!(directories.get(&longer).is_none());
+    }
+
+    #[test]
+    fn directories_stop_at_their_byte_bound_and_a_newer_manifest_drops_compacted_ones() {
+        let directories = SegmentDirectories::default();
+        let one = directory(1000);
+        let each = one.bytes();
+        let fit = DIRECTORIES_BYTES_MAX / each;
+        for inode in 0..fit as u64 + 5 {
+            directories.insert(identity(7, inode, inode), directory(1000));
+        }
+        let (count, bytes) = directories.stats();
+        assert_eq!(count, fit);
+        assert!(bytes <= DIRECTORIES_BYTES_MAX);
+        // Generation 2 leaves segments 10 to 19 uncompacted; an older generation prunes
+        // nothing after it.
+        let places: Vec<ChainPlace> = (10..20).map(|sequence| place(7, sequence)).collect();
+        directories.prune(2, &places);
+        assert_eq!(directories.stats(), (10, 10 * each));
+        directories.prune(1, &[]);
+        assert_eq!(directories.stats().0, 10);
+        directories.clear();
+        assert_eq!(directories.stats(), (0, 0));
+    }
+}

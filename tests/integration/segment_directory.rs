@@ -313,3 +313,28 @@ fn a_warm_handle_reads_on_after_a_compaction_deleted_the_segments_it_knew() {
         "the deleted segments' directories are dropped"
     );
 }
+
+#[test]
+fn a_segment_file_replaced_by_another_is_scanned_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, other) = sealed_run(dir.path(), "loss");
+    let reader = open(dir.path());
+    reader.history(run, "loss", ..).unwrap();
+    reader.history(other, "loss", ..).unwrap();
+    // The same bytes with one flipped, under the same name and length: another file (another
+    // inode), which the handle's directory of the old one must not describe.
+    let segment = segments(dir.path()).remove(0);
+    let copy = dir.path().join("copy");
+    std::fs::copy(&segment, &copy).unwrap();
+    let len = std::fs::metadata(&copy).unwrap().len();
+    flip(&copy, len / 2);
+    std::fs::rename(&copy, &segment).unwrap();
+    // Whichever run's record the byte is in, both reads scan the whole new file and fail.
+    for id in [run, other] {
+        let read = reader.history(id, "loss", ..);
+        assert!(
+            matches!(&read, Err(runlog::Error::Corrupt(c)) if c.path == segment),
+            "{read:?}"
+        );
+    }
+}
