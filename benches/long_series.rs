@@ -17,7 +17,8 @@
 //! proportion, the other run's points; `RUNLOG_BENCH_SEED` replays the values;
 //! `RUNLOG_BENCH_READS` sets the repetitions, `RUNLOG_BENCH_COMPACT=0` skips the compacted
 //! read, e.g. to profile the log read alone; `RUNLOG_BENCH_WORKLOAD=series` or `sample` runs
-//! one workload alone, `RUNLOG_SAMPLE_POINTS` sets the points per run of the sample). Figures go in `docs/BENCHMARKS.md`. Best and
+//! one workload alone, `RUNLOG_SAMPLE_POINTS` sets the points per run of the sample,
+//! `RUNLOG_SAMPLE_COLUMNS=1` logs its batches with `Run::log_batch`, as columns records). Figures go in `docs/BENCHMARKS.md`. Best and
 //! median of several repetitions, after one warm-up read, of the call alone (its result is
 //! dropped after the clock stops) and of the call with that drop. The repeated reads go
 //! through the directories of the sealed segments (`wal/directory.rs`) from the second on.
@@ -164,7 +165,15 @@ fn sample_from_log() {
     let points = env_or("RUNLOG_SAMPLE_POINTS", 1_000_000) as usize;
     let reads = env_or("RUNLOG_BENCH_READS", 7).max(1) as usize;
     let batches = points.div_ceil(BATCH_POINTS);
-    println!("sample from the log: {RUNS} runs x {points} points, {PICKS} picks per run");
+    let columns = env_or("RUNLOG_SAMPLE_COLUMNS", 0) == 1;
+    let logged = if columns {
+        "columns records"
+    } else {
+        "stream points"
+    };
+    println!(
+        "sample from the log: {RUNS} runs x {points} points as {logged}, {PICKS} picks per run"
+    );
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
         durability: Durability::Buffered,
@@ -190,6 +199,13 @@ fn sample_from_log() {
                     let timestamps: Vec<i64> =
                         steps.iter().map(|s| 1_700_000_000_000 + s).collect();
                     let values: Vec<f64> = steps.iter().map(|s| 1.0 / (1.0 + *s as f64)).collect();
+                    if columns {
+                        // `Run::log_batch`: one columns record per call.
+                        runs[index % RUNS]
+                            .log_batch("loss", &steps, Some(&timestamps), &values)
+                            .unwrap();
+                        continue;
+                    }
                     // The keyed call the server's `log-batch` makes (stream points).
                     let metrics: Vec<runlog::MetricPoint<'_>> = (0..steps.len())
                         .map(|i| runlog::MetricPoint {

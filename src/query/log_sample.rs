@@ -14,6 +14,11 @@
 //! compared with another; points logged through streams (which have no stored length) are held
 //! decoded, as the scan found them, until the sample is made.
 //!
+//! A columns record of a sealed segment read through its directory (`wal/directory.rs`) is
+//! measured once per handle and key: the measure (its points' count and step runs over every
+//! step) is kept in the directory, and a later sample over every step decodes, and checks the
+//! frame and CRC of, only the records that hold a picked point.
+//!
 //! Invariants:
 //! - The records, their order and the points each keeps are `series_log`'s (the same scan, key
 //!   resolution and row filter), so `LogTail::history` equals what `read_series_tail` gives
@@ -28,13 +33,13 @@ use rayon::prelude::*;
 
 use super::history::History;
 use super::series_log::{
-    Item, Scanned, SeriesQuery, corrupt, corruption, decode_record, payload_at, scan_all,
+    Item, Scanned, SeriesQuery, columns_payload, corrupt, corruption, decode_record, scan_all,
     stream_rows, wanted_key_ids,
 };
 use crate::compaction::{Manifest, StepRuns, StepRunsBuilder};
 use crate::error::Result;
-use crate::ids::KeyId;
-use crate::wal::directory::SegmentDirectories;
+use crate::ids::{KeyId, RunId};
+use crate::wal::directory::{Directory, Measure, SegmentDirectories};
 use crate::wal::peek::ColumnsOut;
 use crate::wal::record::FLAG_COMPRESSED;
 
@@ -82,6 +87,8 @@ enum Source {
         /// Its segment's index in `LogTail::scanned`.
         segment: usize,
         record_offset: u64,
+        /// What to check the record against when it is decoded, if the first pass did not.
+        unchecked: Option<(RunId, u8, usize)>,
         compressed: bool,
         point_count: usize,
         key_ids: Vec<KeyId>,
@@ -112,12 +119,23 @@ pub(super) fn index_tail<'q>(
     let measured: Vec<(usize, Option<Vec<StepRun>>)> = pending
         .par_iter()
         .map_init(Scratch::default, |scratch, (_, source)| {
+            let known = known_measure(&scanned, query, source);
+            if let Some(measure) = known
+                .as_ref()
+                .and_then(|(directory, offset, key_id)| directory.measure(*offset, *key_id))
+            {
+                return Ok(from_measure(&measure));
+            }
             let kept = decode(&scanned, query, source, scratch)?;
             let steps = match source {
                 Source::Points(points) => &points.steps[..],
                 Source::Columns { .. } => &scratch.steps[..kept],
             };
-            Ok((kept, step_runs(steps)))
+            let runs = step_runs(steps);
+            if let Some((directory, offset, key_id)) = known {
+                directory.keep_measure(offset, key_id, to_measure(kept, runs.as_deref()));
+            }
+            Ok((kept, runs))
         })
         .collect::<Result<_>>()?;
     let mut slots: Vec<Vec<Record>> = (0..slot_count).map(|_| Vec::new()).collect();
@@ -131,6 +149,55 @@ pub(super) fn index_tail<'q>(
         query,
         slots,
     })
+}
+
+/// Where a columns record's measure may be kept: its segment's directory, its offset and the
+/// query's one key id, when the segment was read through a directory and the query takes
+/// every step (a measure is of every step of one key).
+fn known_measure<'s>(
+    scanned: &'s [Scanned],
+    query: &SeriesQuery<'_>,
+    source: &Source,
+) -> Option<(&'s Directory, u64, KeyId)> {
+    let Source::Columns {
+        segment,
+        record_offset,
+        key_ids,
+        ..
+    } = source
+    else {
+        return None;
+    };
+    let every_step = query.first_step == i64::MIN && query.last_step == i64::MAX;
+    let directory = scanned.get(*segment)?.directory.as_deref()?;
+    match key_ids.as_slice() {
+        [key_id] if every_step => Some((directory, *record_offset, *key_id)),
+        _ => None,
+    }
+}
+
+fn from_measure(measure: &Measure) -> (usize, Option<Vec<StepRun>>) {
+    let runs = measure.runs.as_deref().map(|runs| {
+        (runs.iter())
+            .map(|(step, stride, len)| StepRun {
+                step: *step,
+                stride: *stride,
+                len: *len,
+            })
+            .collect()
+    });
+    (measure.kept, runs)
+}
+
+fn to_measure(kept: usize, runs: Option<&[StepRun]>) -> Measure {
+    Measure {
+        kept,
+        runs: runs.map(|runs| {
+            runs.iter()
+                .map(|run| (run.step, run.stride, run.len))
+                .collect()
+        }),
+    }
 }
 
 /// The wanted records of `scanned`, in log order, with their slots.
@@ -151,16 +218,18 @@ fn sources(
                     record_offset,
                     flags,
                     point_count,
+                    checked,
                 } => {
                     let Some(key_ids) = wanted.get(&(writer, *run)) else {
                         continue;
                     };
-                    (segment.bytes.as_deref())
-                        .and_then(|bytes| payload_at(bytes, *record_offset))
-                        .ok_or_else(|| corrupt(&segment.place, *record_offset, "record moved"))?;
+                    if segment.bytes.is_none() {
+                        return Err(corrupt(&segment.place, *record_offset, "record moved"));
+                    }
                     let source = Source::Columns {
                         segment: index,
                         record_offset: *record_offset,
+                        unchecked: (!checked).then_some((*run, *flags, *point_count)),
                         compressed: flags & FLAG_COMPRESSED != 0,
                         point_count: *point_count,
                         key_ids: key_ids.clone(),
@@ -238,6 +307,7 @@ fn decode(
     let Source::Columns {
         segment,
         record_offset,
+        unchecked,
         compressed,
         point_count,
         key_ids,
@@ -249,9 +319,10 @@ fn decode(
         });
     };
     let segment = &scanned[*segment];
-    let payload = (segment.bytes.as_deref())
-        .and_then(|bytes| payload_at(bytes, *record_offset))
+    let bytes = (segment.bytes.as_deref())
         .ok_or_else(|| corrupt(&segment.place, *record_offset, "record moved"))?;
+    let payload = columns_payload(bytes, *record_offset, *unchecked)
+        .map_err(|kind| corruption(&segment.place, *record_offset, kind))?;
     scratch.steps.resize(*point_count, 0);
     scratch.timestamps_ms.resize(*point_count, 0);
     scratch.values.resize(*point_count, 0.0);

@@ -10,6 +10,12 @@
 //! the second pass decodes each kept columns record straight into its place in the result
 //! columns, which are allocated once at their final size.
 //!
+//! A sealed segment whose directory the handle knows (`wal/directory.rs`) is not scanned: the
+//! first pass takes its definitions and the wanted runs' records from the directory, and reads
+//! only those records, each frame and CRC checked when the record is decoded (a stream's in the
+//! first pass, a columns record's in the second, `columns_payload`). Any other segment is
+//! scanned whole, and leaves its directory if it is sealed and trimmed.
+//!
 //! Invariants:
 //! - Points come out as a sequential read gives them: writers in ascending id order, then
 //!   segment by segment, record by record; within a stream, run by run (`docs/format/log.md`
@@ -21,6 +27,7 @@
 //!   at its record's offset (a CRC-valid record that does not decode is no torn write).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -118,6 +125,8 @@ pub(super) struct Scanned {
     /// Kept only when the segment holds a wanted columns record (decoded in the second pass).
     pub(super) bytes: Option<SegmentBytes>,
     pub(super) found: Found,
+    /// The segment's directory, when the first pass read it through one.
+    pub(super) directory: Option<Arc<Directory>>,
 }
 
 /// What the first pass keeps of one segment.
@@ -138,6 +147,9 @@ pub(super) enum Item {
         record_offset: u64,
         flags: u8,
         point_count: usize,
+        /// Whether the first pass checked its frame and CRC (a scan does; a read through a
+        /// directory leaves that to whoever decodes it, `columns_payload`).
+        checked: bool,
     },
     /// A stream's points of the run, decoded.
     Stream(MetricBatch),
@@ -177,6 +189,7 @@ impl RecordSink for SegmentSink<'_> {
                         record_offset: offset,
                         flags,
                         point_count: head.point_count as usize,
+                        checked: true,
                     });
                 }
                 self.directory.records.push(MetricRecord::Columns {
@@ -221,7 +234,7 @@ pub(super) fn scan(
         let bytes = crate::wal::reader::load_segment(&place.path, false)?;
         // The file the directory describes, unless it changed between the stat and the load.
         if bytes.len() as u64 == identity.len() {
-            return read_known(place, bytes, &directory, query);
+            return read_known(place, bytes, directory, query);
         }
     }
     let bytes = crate::wal::reader::load_segment(&place.path, false)?;
@@ -262,16 +275,17 @@ fn scanned(place: ChainPlace, bytes: SegmentBytes, found: Found) -> Scanned {
         place,
         bytes: needed.then_some(bytes),
         found,
+        directory: None,
     }
 }
 
 /// The first pass over a sealed segment whose directory is known: only the wanted runs'
-/// records are read, each frame and CRC checked as a scan checks them (the rest of the
-/// segment was checked when the directory was built).
+/// records are read, each frame and CRC checked as a scan checks them, a columns record's
+/// when it is decoded (the rest of the segment was checked when the directory was built).
 fn read_known(
     place: ChainPlace,
     bytes: SegmentBytes,
-    directory: &Directory,
+    directory: Arc<Directory>,
     query: &SeriesQuery<'_>,
 ) -> Result<Scanned> {
     let wanted = |run: RunId| query.slots.contains_key(&run);
@@ -289,13 +303,14 @@ fn read_known(
                 flags,
                 point_count,
             } if wanted(*run) => {
-                check_columns(&bytes, *offset, (*run, *flags, *point_count))
-                    .map_err(|kind| corruption(&place, *offset, kind))?;
+                // Checked when decoded: a sample whose measure of the record is known
+                // (`Directory::measure`) may never decode it.
                 found.items.push(Item::Columns {
                     run: *run,
                     record_offset: *offset,
                     flags: *flags,
                     point_count: *point_count as usize,
+                    checked: false,
                 });
             }
             MetricRecord::Stream { offset, runs } if runs.iter().any(|run| wanted(*run)) => {
@@ -308,25 +323,31 @@ fn read_known(
             MetricRecord::Columns { .. } | MetricRecord::Stream { .. } => {}
         }
     }
-    Ok(scanned(place, bytes, found))
+    let mut scanned = scanned(place, bytes, found);
+    scanned.directory = Some(directory);
+    Ok(scanned)
 }
 
-/// Checks the frame and CRC of the columns record at `offset` and that its head still says
-/// what the directory recorded (`run`, `flags`, `point_count`).
-fn check_columns(
+/// The payload of a wanted columns record (`Item::Columns`) of `bytes`, a segment's: as the
+/// first pass checked it, or, when it did not, with its frame and CRC checked now and its head
+/// checked to still say what the directory listed (`run`, `flags`, `point_count`).
+pub(super) fn columns_payload(
     bytes: &[u8],
-    offset: u64,
-    (run, flags, point_count): (RunId, u8, u32),
-) -> std::result::Result<(), CorruptionKind> {
-    match decode_frame(record_bytes(bytes, offset)?)? {
+    record_offset: u64,
+    unchecked: Option<(RunId, u8, usize)>,
+) -> std::result::Result<&[u8], CorruptionKind> {
+    let Some((run, flags, point_count)) = unchecked else {
+        return payload_at(bytes, record_offset).ok_or_else(|| moved("no record"));
+    };
+    match decode_frame(record_bytes(bytes, record_offset)?)? {
         Frame::Record {
             record_type: RecordType::MetricColumns,
             flags: found_flags,
             payload,
         } if found_flags == flags => {
             let head = peek::columns_head(flags, payload)?;
-            if head.run == run && head.point_count == point_count {
-                return Ok(());
+            if head.run == run && head.point_count as usize == point_count {
+                return Ok(payload);
             }
             Err(moved("a columns record of another run or size"))
         }
@@ -412,7 +433,10 @@ struct Task<'a> {
 
 enum Source<'a> {
     Columns {
-        payload: &'a [u8],
+        /// The segment's bytes.
+        bytes: &'a [u8],
+        /// What to check the record against, if the first pass did not (`columns_payload`).
+        unchecked: Option<(RunId, u8, usize)>,
         compressed: bool,
         key_ids: &'a [KeyId],
         /// For errors: the segment and the record's offset.
@@ -441,15 +465,16 @@ fn plan<'a>(
                     record_offset,
                     flags,
                     point_count,
+                    checked,
                 } => {
                     let Some(key_ids) = wanted.get(&(writer, *run)) else {
                         continue;
                     };
-                    let payload = (segment.bytes.as_deref())
-                        .and_then(|bytes| payload_at(bytes, *record_offset))
+                    let bytes = (segment.bytes.as_deref())
                         .ok_or_else(|| corrupt(&segment.place, *record_offset, "record moved"))?;
                     let source = Source::Columns {
-                        payload,
+                        bytes,
+                        unchecked: (!checked).then_some((*run, *flags, *point_count)),
                         compressed: flags & FLAG_COMPRESSED != 0,
                         key_ids,
                         place: &segment.place,
@@ -561,12 +586,14 @@ fn run_task(task: &Task<'_>, out: ColumnsOut<'_>, query: &SeriesQuery<'_>) -> Re
             Ok(points.len())
         }
         Source::Columns {
-            payload,
+            bytes,
+            unchecked,
             compressed,
             key_ids,
             place,
             record_offset,
-        } => decode_record(payload, *compressed, key_ids, query, out)
+        } => columns_payload(bytes, *record_offset, *unchecked)
+            .and_then(|payload| decode_record(payload, *compressed, key_ids, query, out))
             .map_err(|kind| corruption(place, *record_offset, kind)),
     }
 }

@@ -26,11 +26,17 @@
 //!   added. When a read sees a newer manifest, the entries of segments it no longer reads (the
 //!   compacted ones) are dropped.
 //! - A directory lists records in log order, as the scan met them.
+//! - A sample's measure of a columns record (how many points of a key, their steps as runs) is
+//!   kept beside its record, at most one per record and key over every step; the bytes it was
+//!   computed from were checked when it was computed, and the record's points that a read
+//!   returns are checked again when they are read. Measures are not counted in
+//!   `DIRECTORIES_BYTES_MAX`: a few words each, at most as many as the records, and usually one
+//!   step run each.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
@@ -39,6 +45,9 @@ use crate::wal::reader::ChainPlace;
 /// Bytes all the directories of one handle may take (estimated by `Directory::bytes`): about
 /// 40 bytes per record, so a thousand 64 MiB segments of 12 KiB records fit.
 pub(crate) const DIRECTORIES_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Measures a directory keeps beyond one per record (`Directory::keep_measure`).
+const MEASURES_SPARE: usize = 16;
 
 /// What identifies one segment file: a file with another identity is another file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,6 +95,20 @@ pub(crate) struct Directory {
     pub(crate) definitions: Vec<(RunId, KeyId, Box<str>)>,
     /// The segment's columns and stream records, in log order.
     pub(crate) records: Vec<MetricRecord>,
+    /// What a sample measured of a columns record's points of one key over every step
+    /// (`query::log_sample`), by the record's offset and the key id: at most one entry per
+    /// record, plus a few.
+    measures: Mutex<HashMap<(u64, KeyId), Arc<Measure>>>,
+}
+
+/// A columns record's points of one key, over every step, as a sample measures them: how many,
+/// and their steps as arithmetic runs `(first step, stride, count)` when they ascend in a few.
+#[derive(Debug)]
+pub(crate) struct Measure {
+    /// Points of the key in the record.
+    pub(crate) kept: usize,
+    /// Their steps as arithmetic runs, if the sample could take them so.
+    pub(crate) runs: Option<Box<[(i64, i64, u64)]>>,
 }
 
 /// One metric-bearing record of a segment.
@@ -143,6 +166,21 @@ impl Directory {
         });
     }
 
+    /// The measure of the columns record at `offset` for `key_id`, if one was kept.
+    pub(crate) fn measure(&self, offset: u64, key_id: KeyId) -> Option<Arc<Measure>> {
+        let measures = self.measures.lock().unwrap_or_else(PoisonError::into_inner);
+        measures.get(&(offset, key_id)).cloned()
+    }
+
+    /// Keeps `measure` of the columns record at `offset` for `key_id`, unless the directory
+    /// already keeps as many measures as it lists records (plus a few).
+    pub(crate) fn keep_measure(&self, offset: u64, key_id: KeyId, measure: Measure) {
+        let mut measures = self.measures.lock().unwrap_or_else(PoisonError::into_inner);
+        if measures.len() < self.records.len() + MEASURES_SPARE {
+            measures.insert((offset, key_id), Arc::new(measure));
+        }
+    }
+
     /// Estimated bytes the directory takes in memory.
     fn bytes(&self) -> usize {
         let definitions: usize = (self.definitions.iter())
@@ -180,9 +218,7 @@ impl SegmentDirectories {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while the lock was held left at worst a missing entry or a byte count off:
         // both only cost speed, so the state is used as it is.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The directory of the file `identity` names, if known.
