@@ -338,3 +338,33 @@ fn a_segment_file_replaced_by_another_is_scanned_again() {
         );
     }
 }
+
+#[test]
+fn a_sampled_record_damaged_after_its_measure_was_kept_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, other) = sealed_run(dir.path(), "loss");
+    let reader = open(dir.path());
+    let every = |total: usize| (0..total).collect::<Vec<_>>();
+    let few = |total: usize| vec![0, total / 2, total.saturating_sub(1)];
+    // The first sample measures the records; the second takes the measures kept.
+    for _ in 0..2 {
+        let samples = reader
+            .history_sample(&[run, other], "loss", .., &few)
+            .unwrap();
+        assert_eq!(samples[0].total, 30 * 500);
+    }
+    let segment = segments(dir.path()).remove(0);
+    let len = std::fs::metadata(&segment).unwrap().len();
+    flip(&segment, len / 2);
+    // Picking every point decodes every record, the damaged one with it.
+    let warm = reader.history_sample(&[run, other], "loss", .., &every);
+    let Err(runlog::Error::Corrupt(warm_error)) = warm else {
+        panic!("not a corruption error: {warm:?}");
+    };
+    assert_eq!(warm_error.path, segment);
+    let cold = open(dir.path()).history_sample(&[run, other], "loss", .., &every);
+    let Err(runlog::Error::Corrupt(cold_error)) = cold else {
+        panic!("a cold read must see the damage too: {cold:?}");
+    };
+    assert_eq!(cold_error, warm_error);
+}
