@@ -307,17 +307,17 @@ impl Store {
         &self.inner.segment_directories
     }
 
-    /// How many sealed log segments this handle's reads know the directory of, and the bytes
-    /// those directories take (for tests and benchmarks: a read of a known segment reads only
-    /// the records it wants).
-    #[doc(hidden)]
-    pub fn segment_directory_stats(&self) -> (usize, usize) {
+    /// How many sealed log segments this handle's reads know the directory of, the bytes
+    /// those directories take and how many lookups found one (for tests and benchmarks: a
+    /// read of a known segment reads only the records it wants).
+    #[cfg(feature = "testing")]
+    pub fn segment_directory_stats(&self) -> crate::wal::directory::DirectoryStats {
         self.inner.segment_directories.stats()
     }
 
     /// Forgets every sealed segment's directory, so that the next read scans the whole log
     /// tail (for tests and benchmarks: the read a handle makes before it knows any).
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn forget_segment_directories(&self) {
         self.inner.segment_directories.clear();
     }

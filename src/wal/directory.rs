@@ -36,6 +36,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{CorruptionKind, Error, Result};
@@ -203,6 +204,19 @@ impl Directory {
 #[derive(Debug, Default)]
 pub(crate) struct SegmentDirectories {
     state: Mutex<State>,
+    /// Lookups that found a directory (for tests and benchmarks: proof the warm path ran).
+    hits: AtomicU64,
+}
+
+/// What a handle's directories hold (`SegmentDirectories::stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryStats {
+    /// Segments whose directory is known.
+    pub entries: usize,
+    /// Estimated bytes their directories take.
+    pub bytes: usize,
+    /// Lookups that found a directory, since the handle opened.
+    pub hits: u64,
 }
 
 #[derive(Debug, Default)]
@@ -223,7 +237,11 @@ impl SegmentDirectories {
 
     /// The directory of the file `identity` names, if known.
     pub(crate) fn get(&self, identity: &SegmentIdentity) -> Option<Arc<Directory>> {
-        self.state().entries.get(identity).cloned()
+        let found = self.state().entries.get(identity).cloned();
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
     }
 
     /// Keeps `directory` for the file `identity` names, unless that would pass
@@ -270,10 +288,15 @@ impl SegmentDirectories {
         state.bytes = 0;
     }
 
-    /// How many directories are known and the bytes they take (for tests and benchmarks).
-    pub(crate) fn stats(&self) -> (usize, usize) {
+    /// How many directories are known, the bytes they take and how many lookups found one
+    /// (for tests and benchmarks).
+    pub(crate) fn stats(&self) -> DirectoryStats {
         let state = self.state();
-        (state.entries.len(), state.bytes)
+        DirectoryStats {
+            entries: state.entries.len(),
+            bytes: state.bytes,
+            hits: self.hits.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -346,17 +369,23 @@ mod tests {
         for inode in 0..fit as u64 + 5 {
             directories.insert(identity(7, inode, inode), directory(1000));
         }
-        let (count, bytes) = directories.stats();
-        assert_eq!(count, fit);
-        assert!(bytes <= DIRECTORIES_BYTES_MAX);
+        let stats = directories.stats();
+        assert_eq!(stats.entries, fit);
+        assert!(stats.bytes <= DIRECTORIES_BYTES_MAX);
         // Generation 2 leaves segments 10 to 19 uncompacted; an older generation prunes
         // nothing after it.
         let places: Vec<ChainPlace> = (10..20).map(|sequence| place(7, sequence)).collect();
         directories.prune(2, &places);
-        assert_eq!(directories.stats(), (10, 10 * each));
+        assert_eq!(
+            (directories.stats().entries, directories.stats().bytes),
+            (10, 10 * each)
+        );
         directories.prune(1, &[]);
-        assert_eq!(directories.stats().0, 10);
+        assert_eq!(directories.stats().entries, 10);
         directories.clear();
-        assert_eq!(directories.stats(), (0, 0));
+        assert_eq!(
+            (directories.stats().entries, directories.stats().bytes),
+            (0, 0)
+        );
     }
 }

@@ -94,7 +94,14 @@ struct Answers {
     samples: Vec<Vec<(usize, bool, Bits)>>,
 }
 
-fn answers(store: &Store, runs: &[RunId], ranges: &[(RunId, &str, i64, i64)]) -> Answers {
+/// The reads compared, each preceded by `before_each` (the cold baseline forgets the
+/// directories before every read, since each read leaves them for the next).
+fn answers(
+    store: &Store,
+    runs: &[RunId],
+    ranges: &[(RunId, &str, i64, i64)],
+    before_each: &dyn Fn(&Store),
+) -> Answers {
     let pick = |total: usize| {
         (0..total)
             .step_by(1 + total / 40)
@@ -105,17 +112,22 @@ fn answers(store: &Store, runs: &[RunId], ranges: &[(RunId, &str, i64, i64)]) ->
         histories: KEYS
             .iter()
             .map(|key| {
+                before_each(store);
                 let histories = store.history_of_runs(runs, key, ..).unwrap();
                 histories.iter().map(bits).collect()
             })
             .collect(),
         ranges: ranges
             .iter()
-            .map(|(run, key, first, last)| bits(&store.history(*run, key, *first..=*last).unwrap()))
+            .map(|(run, key, first, last)| {
+                before_each(store);
+                bits(&store.history(*run, key, *first..=*last).unwrap())
+            })
             .collect(),
         samples: KEYS
             .iter()
             .map(|key| {
+                before_each(store);
                 let samples = store.history_sample(runs, key, .., &pick).unwrap();
                 samples.iter().map(sample_bits).collect()
             })
@@ -140,6 +152,8 @@ fn reads_through_segment_directories_give_what_cold_reads_give() {
         let ids: Vec<RunId> = runs.iter().map(runlog::Run::id).collect();
         let mut steps = vec![0i64; runs.len()];
         let reader = open(dir.path());
+        // Lookups that found a directory, in the fresh handles' reads and in the warm ones.
+        let mut round_hits = (0u64, 0u64);
         for phase in 0..3 {
             for _ in 0..40 + rng.below(60) {
                 let index = rng.below(runs.len() as u64) as usize;
@@ -168,12 +182,20 @@ fn reads_through_segment_directories_give_what_cold_reads_give() {
             // segments' directories: forgotten, its reads scan the whole log tail.
             let fresh = open(dir.path());
             drop(fresh.run(ids[0]).unwrap());
-            let opened = answers(&fresh, &ids, &ranges);
-            fresh.forget_segment_directories();
-            let cold = answers(&fresh, &ids, &ranges);
-            let first = answers(&reader, &ids, &ranges);
-            let warm = answers(&reader, &ids, &ranges);
+            let nothing = |_: &Store| {};
+            let hits_before = fresh.segment_directory_stats().hits;
+            let opened = answers(&fresh, &ids, &ranges, &nothing);
+            let opened_hits = fresh.segment_directory_stats().hits - hits_before;
+            let cold = answers(&fresh, &ids, &ranges, &|store: &Store| {
+                store.forget_segment_directories();
+            });
+            let first = answers(&reader, &ids, &ranges, &nothing);
+            let hits_before = reader.segment_directory_stats().hits;
+            let warm = answers(&reader, &ids, &ranges, &nothing);
+            let warm_hits = reader.segment_directory_stats().hits - hits_before;
             let context = format!("round {round}, phase {phase}");
+            round_hits.0 += opened_hits;
+            round_hits.1 += warm_hits;
             assert!(
                 opened == cold,
                 "{context}: directories from the open changed an answer"
@@ -187,14 +209,25 @@ fn reads_through_segment_directories_give_what_cold_reads_give() {
                 "{context}: warm directories changed an answer"
             );
         }
+        // The first phase seals segments (32 KiB each) before any compaction, so the open's
+        // read and the earlier reads leave directories that later reads must use: were the
+        // warm path never taken, the comparisons above would pass with every read cold.
         assert!(
-            reader.segment_directory_stats().0 > 0,
+            round_hits.0 > 0,
+            "round {round}: no read used the directories an open left"
+        );
+        assert!(
+            round_hits.1 > 0,
+            "round {round}: no warm read used a directory"
+        );
+        assert!(
+            reader.segment_directory_stats().entries > 0,
             "round {round}: no sealed segment was read through a directory"
         );
         let fresh = open(dir.path());
         drop(fresh.run(ids[0]).unwrap());
         assert!(
-            fresh.segment_directory_stats().0 > 0,
+            fresh.segment_directory_stats().entries > 0,
             "round {round}: the open's read of the log left no directory"
         );
     }
@@ -249,7 +282,7 @@ fn a_wanted_record_damaged_after_its_directory_was_built_is_an_error_naming_it()
     let reader = open(dir.path());
     let whole = reader.history(run, "loss", ..).unwrap();
     assert_eq!(whole.len(), 30 * 500);
-    assert!(reader.segment_directory_stats().0 > 0);
+    assert!(reader.segment_directory_stats().entries > 0);
     // Every other record of the largest segment is the run's: damage one in the middle of
     // the file, in a record of `run` or of `other`.
     let segment = segments(dir.path()).remove(0);
@@ -291,7 +324,7 @@ fn a_warm_handle_reads_on_after_a_compaction_deleted_the_segments_it_knew() {
     let (run, other) = sealed_run(dir.path(), "loss");
     let reader = open(dir.path());
     let before = bits(&reader.history(run, "loss", ..).unwrap());
-    let known = reader.segment_directory_stats().0;
+    let known = reader.segment_directory_stats().entries;
     assert!(known > 0);
     let writer = open(dir.path());
     writer.compact().unwrap();
@@ -309,7 +342,7 @@ fn a_warm_handle_reads_on_after_a_compaction_deleted_the_segments_it_knew() {
     );
     assert_eq!(reader.history(later.id(), "loss", ..).unwrap().len(), 3);
     assert!(
-        reader.segment_directory_stats().0 < known,
+        reader.segment_directory_stats().entries < known,
         "the deleted segments' directories are dropped"
     );
 }
