@@ -230,14 +230,27 @@ pub(super) fn scan(
     directories: &SegmentDirectories,
 ) -> Result<Scanned> {
     let identity = SegmentIdentity::of(&place)?;
-    if let Some(directory) = directories.get(&identity) {
-        let bytes = crate::wal::reader::load_segment(&place.path, false)?;
-        // The file the directory describes, unless it changed between the stat and the load.
-        if bytes.len() as u64 == identity.len() {
+    let known = directories.get(&identity);
+    if let Some(directory) = &known
+        && !wants_any(directory, query)
+    {
+        // Nothing to read: the definitions are all a directory without a wanted record gives.
+        let found = definitions(directory, query);
+        return Ok(Scanned {
+            place,
+            bytes: None,
+            found,
+            directory: known,
+        });
+    }
+    let bytes = crate::wal::reader::load_segment(&place.path, false)?;
+    if let Some(directory) = known {
+        // The file the directory was built from, unless it changed between the stat and the
+        // load: then it is scanned as any unknown segment.
+        if directory.describes(&bytes) {
             return read_known(place, bytes, directory, query);
         }
     }
-    let bytes = crate::wal::reader::load_segment(&place.path, false)?;
     let mut sink = SegmentSink {
         query,
         found: Found::default(),
@@ -257,11 +270,8 @@ pub(super) fn scan(
             ..
         }
     );
-    if sealed
-        && bytes.len() as u64 == identity.len()
-        && directory::unchanged(&place.path, &identity)
-    {
-        directories.insert(identity, sink.directory);
+    if sealed && directory::unchanged(&place.path, &identity) {
+        directories.insert(identity, sink.directory, &bytes);
     }
     Ok(scanned(place, bytes, sink.found))
 }
@@ -289,12 +299,7 @@ fn read_known(
     query: &SeriesQuery<'_>,
 ) -> Result<Scanned> {
     let wanted = |run: RunId| query.slots.contains_key(&run);
-    let mut found = Found::default();
-    for (run, key_id, key) in &directory.definitions {
-        if **key == *query.key && wanted(*run) {
-            found.definitions.push((*run, *key_id));
-        }
-    }
+    let mut found = definitions(&directory, query);
     for record in &directory.records {
         match record {
             MetricRecord::Columns {
@@ -326,6 +331,26 @@ fn read_known(
     let mut scanned = scanned(place, bytes, found);
     scanned.directory = Some(directory);
     Ok(scanned)
+}
+
+/// The definitions of the query's key for its runs that `directory` lists.
+fn definitions(directory: &Directory, query: &SeriesQuery<'_>) -> Found {
+    let mut found = Found::default();
+    for (run, key_id, key) in &directory.definitions {
+        if **key == *query.key && query.slots.contains_key(run) {
+            found.definitions.push((*run, *key_id));
+        }
+    }
+    found
+}
+
+/// Whether `directory` lists a record with points of a wanted run.
+fn wants_any(directory: &Directory, query: &SeriesQuery<'_>) -> bool {
+    let wanted = |run: &RunId| query.slots.contains_key(run);
+    directory.records.iter().any(|record| match record {
+        MetricRecord::Columns { run, .. } => wanted(run),
+        MetricRecord::Stream { runs, .. } => runs.iter().any(wanted),
+    })
 }
 
 /// The payload of a wanted columns record (`Item::Columns`) of `bytes`, a segment's: as the
@@ -377,10 +402,7 @@ fn record_bytes(bytes: &[u8], offset: u64) -> std::result::Result<&[u8], Corrupt
     usize::try_from(offset)
         .ok()
         .and_then(|start| bytes.get(start..))
-        .ok_or(CorruptionKind::LengthPastEnd {
-            length: offset,
-            available: bytes.len() as u64,
-        })
+        .ok_or_else(|| moved("a listed offset past the end of the file"))
 }
 
 /// A sealed segment whose record at a listed offset is not the one its directory lists: the

@@ -19,9 +19,14 @@
 //! - Only a segment that a scan found sealed and trimmed gets a directory, and only if the file
 //!   had the same identity (device, inode, length) before and after it was read: a file a
 //!   writer trimmed during the read, or one that is not the file scanned, never matches.
-//! - An entry is keyed by writer, sequence, device, inode and length, so a different file can
-//!   never be taken for one whose directory is known; a known segment whose file is gone is an
-//!   error of the read, as it is without a directory (`compaction::missing_or_stale`).
+//! - An entry is keyed by writer, sequence, device, inode and length, and keeps the header and
+//!   seal record of the bytes it was built from; a read uses it only for loaded bytes of that
+//!   length that begin and end with them (`Directory::describes`), so the key and the bytes
+//!   read are tied even when the file named changed between the stat and the load. Another
+//!   segment has another header (writer, sequence, creation time) or seal (record count). A
+//!   known segment whose file is gone is an error of the read, as it is without a directory
+//!   (`compaction::missing_or_stale`). The change time is deliberately not in the key: a byte
+//!   damaged in place (bit rot keeps it too) must still be found by the CRC of the record read.
 //! - The directories take at most `DIRECTORIES_BYTES_MAX` bytes (estimated); past that none is
 //!   added. When a read sees a newer manifest, the entries of segments it no longer reads (the
 //!   compacted ones) are dropped.
@@ -42,6 +47,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
 use crate::wal::reader::ChainPlace;
+use crate::wal::record::SEAL_RECORD_BYTES;
+use crate::wal::segment::HEADER_BYTES;
 
 /// Bytes all the directories of one handle may take (estimated by `Directory::bytes`): about
 /// 40 bytes per record, so a thousand 64 MiB segments of 12 KiB records fit.
@@ -82,16 +89,15 @@ impl SegmentIdentity {
             len: metadata.len(),
         }
     }
-
-    /// The file's length.
-    pub(crate) fn len(&self) -> u64 {
-        self.len
-    }
 }
 
 /// The metric-bearing records of one sealed segment and its key definitions.
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
+    /// The segment's header and seal record as they were when the directory was built
+    /// (`SegmentDirectories::insert`): the bytes a later read loads must begin and end with
+    /// them (`Directory::describes`).
+    ends: Box<[u8]>,
     /// `(run, key id, key)` of each `MetricKeyDefined` record.
     pub(crate) definitions: Vec<(RunId, KeyId, Box<str>)>,
     /// The segment's columns and stream records, in log order.
@@ -182,6 +188,21 @@ impl Directory {
         }
     }
 
+    /// Whether `bytes`, a segment file as a read loaded it, are the file this directory was
+    /// built from as far as its length, header and seal tell: a stat and the load are two
+    /// calls, and the file named may have changed between them.
+    pub(crate) fn describes(&self, bytes: &[u8]) -> bool {
+        !self.ends.is_empty() && Directory::ends_of(bytes).is_some_and(|ends| *ends == *self.ends)
+    }
+
+    /// A segment's header and seal record, if it is long enough to hold both.
+    fn ends_of(bytes: &[u8]) -> Option<Vec<u8>> {
+        let seal_start = bytes.len().checked_sub(SEAL_RECORD_BYTES)?;
+        let header = bytes.get(..HEADER_BYTES)?;
+        let seal = bytes.get(seal_start.max(HEADER_BYTES)..)?;
+        Some([header, seal].concat())
+    }
+
     /// Estimated bytes the directory takes in memory.
     fn bytes(&self) -> usize {
         let definitions: usize = (self.definitions.iter())
@@ -244,9 +265,16 @@ impl SegmentDirectories {
         found
     }
 
-    /// Keeps `directory` for the file `identity` names, unless that would pass
-    /// `DIRECTORIES_BYTES_MAX`.
-    pub(crate) fn insert(&self, identity: SegmentIdentity, directory: Directory) {
+    /// Keeps `directory`, built from `bytes`, the whole file `identity` names, unless that
+    /// would pass `DIRECTORIES_BYTES_MAX` (or `bytes` are not the file's length).
+    pub(crate) fn insert(&self, identity: SegmentIdentity, mut directory: Directory, bytes: &[u8]) {
+        let Some(ends) = (bytes.len() as u64 == identity.len)
+            .then(|| Directory::ends_of(bytes))
+            .flatten()
+        else {
+            return;
+        };
+        directory.ends = ends.into_boxed_slice();
         let bytes = directory.bytes();
         let mut state = self.state();
         if state.entries.contains_key(&identity)
@@ -304,9 +332,7 @@ impl SegmentDirectories {
 /// file that changed while it was read gets no directory).
 pub(crate) fn unchanged(path: &Path, identity: &SegmentIdentity) -> bool {
     std::fs::metadata(path).is_ok_and(|metadata| {
-        metadata.dev() == identity.device
-            && metadata.ino() == identity.inode
-            && metadata.len() == identity.len
+        SegmentIdentity::new(identity.writer, identity.sequence, &metadata) == *identity
     })
 }
 
@@ -323,6 +349,14 @@ mod tests {
             inode,
             len: 4096,
         }
+    }
+
+    /// A file's bytes: a header and a seal record told apart by `mark`.
+    fn file(mark: u8) -> Vec<u8> {
+        let mut bytes = vec![0u8; 4096];
+        bytes[0] = mark;
+        bytes[4095] = mark;
+        bytes
     }
 
     fn place(writer: u64, sequence: u64) -> ChainPlace {
@@ -347,10 +381,21 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_is_kept_only_with_the_whole_file_it_was_built_from() {
+        let directories = SegmentDirectories::default();
+        directories.insert(identity(7, 3, 100), directory(2), &file(1)[..4000]);
+        assert!(directories.get(&identity(7, 3, 100)).is_none());
+    }
+
+    #[test]
     fn a_directory_is_found_only_by_the_identity_of_its_file() {
         let directories = SegmentDirectories::default();
-        directories.insert(identity(7, 3, 100), directory(2));
-        assert!(directories.get(&identity(7, 3, 100)).is_some());
+        directories.insert(identity(7, 3, 100), directory(2), &file(1));
+        let known = directories.get(&identity(7, 3, 100));
+        assert!(known.as_ref().is_some_and(|known| known.describes(&file(1))));
+        // Bytes with another header or seal, or another length, are another file's.
+        assert!(known.as_ref().is_some_and(|known| !known.describes(&file(2))));
+        assert!(known.is_some_and(|known| !known.describes(&file(1)[..4000])));
         // Another inode, length, sequence or writer is another file.
         assert!(directories.get(&identity(7, 3, 101)).is_none());
         assert!(directories.get(&identity(7, 4, 100)).is_none());
@@ -367,7 +412,7 @@ mod tests {
         let each = one.bytes();
         let fit = DIRECTORIES_BYTES_MAX / each;
         for inode in 0..fit as u64 + 5 {
-            directories.insert(identity(7, inode, inode), directory(1000));
+            directories.insert(identity(7, inode, inode), directory(1000), &file(1));
         }
         let stats = directories.stats();
         assert_eq!(stats.entries, fit);

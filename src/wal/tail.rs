@@ -366,8 +366,11 @@ fn poll_segment(
                     && let Some(metadata) = &window.metadata
                 {
                     let identity = SegmentIdentity::new(writer, sequence, metadata);
+                    // The identity is the fd's that was checked sealed, the bytes come from
+                    // a second open: `insert` keeps only bytes of the identity's length and
+                    // records their header and seal, which a later read's bytes must match.
                     if crate::wal::directory::unchanged(path, &identity) {
-                        directories.insert(identity, directory);
+                        directories.insert(identity, directory, &window.bytes);
                     }
                 }
                 return Ok(step);

@@ -288,12 +288,21 @@ fn a_wanted_record_damaged_after_its_directory_was_built_is_an_error_naming_it()
     let segment = segments(dir.path()).remove(0);
     let len = std::fs::metadata(&segment).unwrap().len();
     flip(&segment, len / 2);
+    let hits = reader.segment_directory_stats().hits;
     let warm = reader.history(run, "loss", ..);
     let warm_other = reader.history(other, "loss", ..);
-    let cold = open(dir.path()).history(run, "loss", ..);
+    assert!(
+        reader.segment_directory_stats().hits > hits,
+        "the reads after the damage went through the directories"
+    );
+    // The same handle's history scan with no directory.
+    let cold = |id| {
+        reader.forget_segment_directories();
+        reader.history(id, "loss", ..)
+    };
     let (damaged, fine) = match (&warm, &warm_other) {
-        (Err(_), Ok(_)) => (warm, cold),
-        (Ok(_), Err(_)) => (warm_other, open(dir.path()).history(other, "loss", ..)),
+        (Err(_), Ok(_)) => (warm, cold(run)),
+        (Ok(_), Err(_)) => (warm_other, cold(other)),
         _ => panic!("one run's read must fail: {warm:?}, {warm_other:?}"),
     };
     let Err(runlog::Error::Corrupt(warm_error)) = damaged else {
@@ -400,4 +409,24 @@ fn a_sampled_record_damaged_after_its_measure_was_kept_is_an_error_naming_it() {
         panic!("a cold read must see the damage too: {cold:?}");
     };
     assert_eq!(cold_error, warm_error);
+}
+
+#[test]
+fn a_segment_whose_header_changed_in_place_is_scanned_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, other) = sealed_run(dir.path(), "loss");
+    let reader = open(dir.path());
+    reader.history(run, "loss", ..).unwrap();
+    reader.history(other, "loss", ..).unwrap();
+    // Same inode, same length: only the bytes loaded tell the file is not the one its
+    // directory was built from, and the scan of them finds the damage.
+    let segment = segments(dir.path()).remove(0);
+    flip(&segment, 40);
+    for id in [run, other] {
+        let read = reader.history(id, "loss", ..);
+        assert!(
+            matches!(&read, Err(runlog::Error::Corrupt(c)) if c.path == segment),
+            "{read:?}"
+        );
+    }
 }
