@@ -36,7 +36,9 @@ use crate::wal::metric::STREAM_OP_BYTES_MAX;
 #[cfg(feature = "testing")]
 use crate::wal::metric::decode_stream;
 use crate::wal::reader::{self, corrupt};
-use crate::wal::record::{FRAME_BYTES, Frame, RecordType, STREAM_HEADER_BYTES_MAX, decode_frame};
+use crate::wal::record::{
+    FRAME_BYTES, Frame, RecordType, SEAL_RECORD_BYTES, STREAM_HEADER_BYTES_MAX, decode_frame,
+};
 use crate::wal::segment::{self, HEADER_BYTES, SegmentHeader};
 
 /// First read window on a live segment.
@@ -62,7 +64,12 @@ enum Step {
     /// Nothing more to read now.
     Wait,
     /// The segment is sealed; continue with the next one (or stop if it was the last).
-    NextSegment { finished: bool },
+    NextSegment {
+        finished: bool,
+        /// Where the seal record ends: the file's end, unless `check_sealed_end` let a live
+        /// writer's untrimmed last segment pass.
+        seal_end: u64,
+    },
 }
 
 /// How one pass over a buffer ended.
@@ -181,7 +188,7 @@ impl Tail {
                 let step = poll_segment(&path, expected, cursor, place, sink, directories)?;
                 match step {
                     Step::Wait => break,
-                    Step::NextSegment { finished } => {
+                    Step::NextSegment { finished, .. } => {
                         cursor.finished = finished;
                         cursor.sequence = SegmentSequence(cursor.sequence.0 + 1);
                         cursor.offset = HEADER_BYTES as u64;
@@ -361,8 +368,11 @@ fn poll_segment(
         let mut directory = (whole && directories.is_some()).then(Directory::default);
         match scan_window(&end, &window, cursor, sink, directory.as_mut())? {
             Pass::Step(step) => {
-                if let (Step::NextSegment { .. }, Some(directory), Some(directories)) =
+                // As the query path's rule (`ChainEnd::Sealed { untrimmed: false }`): only a
+                // segment whose seal ends the file is one that never changes again.
+                if let (Step::NextSegment { seal_end, .. }, Some(directory), Some(directories)) =
                     (&step, directory, directories)
+                    && *seal_end == window.file_len
                     && let Some(metadata) = &window.metadata
                 {
                     let identity = SegmentIdentity::new(writer, sequence, metadata);
@@ -524,6 +534,7 @@ fn scan_window(
                         classify::check_sealed_end(end.file, &seal, cursor.offset)?;
                         Ok(Pass::Step(Step::NextSegment {
                             finished: seal.final_segment,
+                            seal_end: cursor.offset + SEAL_RECORD_BYTES as u64,
                         }))
                     }
                     Err(kind) => invalid(cursor.offset, kind, false),
