@@ -111,11 +111,18 @@ pub(super) fn scan_all(
 ) -> Result<Vec<Scanned>> {
     let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
     let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
-    directories.prune(manifest.generation, &places);
+    directories.prune(manifest.generation, compacted_through(manifest));
     places
         .into_par_iter()
         .map(|place| scan(place, query, directories).map_err(stale))
         .collect()
+}
+
+/// Each writer's last compacted segment under `manifest`.
+fn compacted_through(
+    manifest: &Manifest,
+) -> impl Iterator<Item = (WriterId, crate::ids::SegmentSequence)> + '_ {
+    (manifest.writers.iter()).filter_map(|(writer, mark)| Some((*writer, mark.through?)))
 }
 
 /// One segment after the first pass: its bytes, kept for the second, and what it holds for the

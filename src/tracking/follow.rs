@@ -144,6 +144,11 @@ impl Follower {
                         self.tail.start_at(*writer, next, done);
                     }
                 }
+                // The compacted segments' directories go now, not at the next query: a handle
+                // that only serves the catalog would otherwise keep them, full, for good.
+                let compacted = (manifest.writers.iter())
+                    .filter_map(|(writer, mark)| Some((*writer, mark.through?)));
+                directories.prune(manifest.generation, compacted);
                 self.generation = manifest.generation;
                 self.chains = manifest.metadata.clone();
                 listed = Some(manifest);

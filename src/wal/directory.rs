@@ -27,32 +27,37 @@
 //!   known segment whose file is gone is an error of the read, as it is without a directory
 //!   (`compaction::missing_or_stale`). The change time is deliberately not in the key: a byte
 //!   damaged in place (bit rot keeps it too) must still be found by the CRC of the record read.
-//! - The directories take at most `DIRECTORIES_BYTES_MAX` bytes (estimated); past that none is
-//!   added. When a read sees a newer manifest, the entries of segments it no longer reads (the
-//!   compacted ones) are dropped.
+//! - The directories and their measures take at most `SEGMENT_DIRECTORIES_BYTES_MAX` bytes, as
+//!   counted: each directory's vectors at their (shrunk) capacity, its keys and run tables,
+//!   its map entry, and each measure. Past that none is added. When the handle sees a newer
+//!   manifest (a query's read of the log, or the follower taking it in), the directories of
+//!   the segments it compacted are dropped, and none of those is added after.
 //! - A directory lists records in log order, as the scan met them.
 //! - A sample's measure of a columns record (how many points of a key, their steps as runs) is
 //!   kept beside its record, at most one per record and key over every step; the bytes it was
 //!   computed from were checked when it was computed, and the record's points that a read
-//!   returns are checked again when they are read. Measures are not counted in
-//!   `DIRECTORIES_BYTES_MAX`: a few words each, at most as many as the records, and usually one
-//!   step run each.
+//!   returns are checked again when they are read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{KeyId, RunId, SegmentSequence, WriterId};
-use crate::wal::reader::ChainPlace;
 use crate::wal::record::SEAL_RECORD_BYTES;
 use crate::wal::segment::HEADER_BYTES;
 
-/// Bytes all the directories of one handle may take (estimated by `Directory::bytes`): about
-/// 40 bytes per record, so a thousand 64 MiB segments of 12 KiB records fit.
-pub(crate) const DIRECTORIES_BYTES_MAX: usize = 64 * 1024 * 1024;
+use crate::limits::SEGMENT_DIRECTORIES_BYTES_MAX;
+use crate::wal::reader::ChainPlace;
+
+/// Bytes an entry of the handle's map takes beside its directory: the key, the `Arc` and its
+/// counts, the byte count kept with it, and the map's control byte, rounded up.
+const ENTRY_BYTES: usize = std::mem::size_of::<SegmentIdentity>()
+    + std::mem::size_of::<(Arc<Directory>, usize)>()
+    + 2 * std::mem::size_of::<usize>()
+    + 8;
 
 /// Measures a directory keeps beyond one per record (`Directory::keep_measure`).
 const MEASURES_SPARE: usize = 16;
@@ -103,9 +108,21 @@ pub(crate) struct Directory {
     /// The segment's columns and stream records, in log order.
     pub(crate) records: Vec<MetricRecord>,
     /// What a sample measured of a columns record's points of one key over every step
-    /// (`query::log_sample`), by the record's offset and the key id: at most one entry per
-    /// record, plus a few.
-    measures: Mutex<HashMap<(u64, KeyId), Arc<Measure>>>,
+    /// (`query::log_sample`): at most one entry per record, plus a few.
+    measures: Mutex<Measures>,
+}
+
+/// A directory's measures and what they are counted against.
+#[derive(Debug, Default)]
+struct Measures {
+    /// By the record's offset and the key id.
+    by_record: HashMap<(u64, KeyId), Arc<Measure>>,
+    /// The handle's byte count the measures are counted in, while the directory is one of the
+    /// handle's (`SegmentDirectories::insert` sets it, dropping the entry takes it back): a
+    /// directory no longer kept keeps no measure.
+    budget: Option<Arc<AtomicUsize>>,
+    /// Bytes counted in `budget` for them.
+    bytes: usize,
 }
 
 /// A columns record's points of one key, over every step, as a sample measures them: how many,
@@ -175,17 +192,44 @@ impl Directory {
 
     /// The measure of the columns record at `offset` for `key_id`, if one was kept.
     pub(crate) fn measure(&self, offset: u64, key_id: KeyId) -> Option<Arc<Measure>> {
-        let measures = self.measures.lock().unwrap_or_else(PoisonError::into_inner);
-        measures.get(&(offset, key_id)).cloned()
+        self.measures().by_record.get(&(offset, key_id)).cloned()
     }
 
     /// Keeps `measure` of the columns record at `offset` for `key_id`, unless the directory
-    /// already keeps as many measures as it lists records (plus a few).
+    /// already keeps as many measures as it lists records (plus a few), is no longer one of
+    /// the handle's, or the handle's directories have no room for it.
     pub(crate) fn keep_measure(&self, offset: u64, key_id: KeyId, measure: Measure) {
-        let mut measures = self.measures.lock().unwrap_or_else(PoisonError::into_inner);
-        if measures.len() < self.records.len() + MEASURES_SPARE {
-            measures.insert((offset, key_id), Arc::new(measure));
+        let mut measures = self.measures();
+        let Some(budget) = measures.budget.clone() else {
+            return;
+        };
+        if measures.by_record.len() >= self.records.len() + MEASURES_SPARE
+            || measures.by_record.contains_key(&(offset, key_id))
+        {
+            return;
         }
+        let bytes = std::mem::size_of::<((u64, KeyId), Arc<Measure>)>()
+            + 2 * std::mem::size_of::<usize>()
+            + std::mem::size_of::<Measure>()
+            + measure.runs.as_deref().map_or(0, std::mem::size_of_val);
+        if reserve(&budget, bytes) {
+            measures.bytes += bytes;
+            measures.by_record.insert((offset, key_id), Arc::new(measure));
+        }
+    }
+
+    fn measures(&self) -> std::sync::MutexGuard<'_, Measures> {
+        // A panic while the lock was held left at worst a missing measure: only speed.
+        self.measures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the directory out of `budget`'s count, with its measures: it keeps none after.
+    fn release(&self, bytes: usize) {
+        let mut measures = self.measures();
+        if let Some(budget) = measures.budget.take() {
+            budget.fetch_sub(bytes + measures.bytes, Ordering::Relaxed);
+        }
+        measures.bytes = 0;
     }
 
     /// Whether `bytes`, a segment file as a read loaded it, are the file this directory was
@@ -203,21 +247,22 @@ impl Directory {
         Some([header, seal].concat())
     }
 
-    /// Estimated bytes the directory takes in memory.
+    /// Bytes the directory takes in memory, its measures apart: its vectors' capacity (the
+    /// caller shrinks them first), each key's and run table's heap block, and the directory.
     fn bytes(&self) -> usize {
-        let definitions: usize = (self.definitions.iter())
-            .map(|(_, _, key)| std::mem::size_of::<(RunId, KeyId, Box<str>)>() + key.len())
-            .sum();
-        let records: usize = (self.records.iter())
-            .map(|record| {
-                std::mem::size_of::<MetricRecord>()
-                    + match record {
-                        MetricRecord::Columns { .. } => 0,
-                        MetricRecord::Stream { runs, .. } => std::mem::size_of_val(&**runs),
-                    }
+        let keys: usize = (self.definitions.iter()).map(|(_, _, key)| key.len()).sum();
+        let run_tables: usize = (self.records.iter())
+            .map(|record| match record {
+                MetricRecord::Columns { .. } => 0,
+                MetricRecord::Stream { runs, .. } => std::mem::size_of_val(&**runs),
             })
             .sum();
-        std::mem::size_of::<Directory>() + definitions + records
+        std::mem::size_of::<Directory>()
+            + self.ends.len()
+            + self.definitions.capacity() * std::mem::size_of::<(RunId, KeyId, Box<str>)>()
+            + self.records.capacity() * std::mem::size_of::<MetricRecord>()
+            + keys
+            + run_tables
     }
 }
 
@@ -225,6 +270,9 @@ impl Directory {
 #[derive(Debug, Default)]
 pub(crate) struct SegmentDirectories {
     state: Mutex<State>,
+    /// Bytes the directories and their measures take (`Directory::bytes`, `ENTRY_BYTES`,
+    /// `Directory::keep_measure`), at most `SEGMENT_DIRECTORIES_BYTES_MAX`.
+    used: Arc<AtomicUsize>,
     /// Lookups that found a directory (for tests and benchmarks: proof the warm path ran).
     hits: AtomicU64,
 }
@@ -234,7 +282,7 @@ pub(crate) struct SegmentDirectories {
 pub struct DirectoryStats {
     /// Segments whose directory is known.
     pub entries: usize,
-    /// Estimated bytes their directories take.
+    /// Bytes their directories and measures take.
     pub bytes: usize,
     /// Lookups that found a directory, since the handle opened.
     pub hits: u64,
@@ -242,11 +290,28 @@ pub struct DirectoryStats {
 
 #[derive(Debug, Default)]
 struct State {
-    entries: HashMap<SegmentIdentity, Arc<Directory>>,
-    /// Sum of the entries' `Directory::bytes`.
-    bytes: usize,
-    /// The newest manifest generation a read has pruned the entries for.
+    /// Each directory, with the bytes counted for it (its measures apart).
+    entries: HashMap<SegmentIdentity, (Arc<Directory>, usize)>,
+    /// The newest manifest generation the entries were pruned for.
     generation: Option<u64>,
+    /// Its writers' compacted segments: each writer's last compacted sequence. A directory of
+    /// one of them is never kept (a read or poll that began before may still build one).
+    compacted: HashMap<WriterId, SegmentSequence>,
+}
+
+impl State {
+    fn is_compacted(&self, identity: &SegmentIdentity) -> bool {
+        (self.compacted.get(&identity.writer)).is_some_and(|through| identity.sequence <= *through)
+    }
+}
+
+/// Counts `bytes` more in `used` if that stays within `SEGMENT_DIRECTORIES_BYTES_MAX`.
+fn reserve(used: &AtomicUsize, bytes: usize) -> bool {
+    used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+        now.checked_add(bytes)
+            .filter(|after| *after <= SEGMENT_DIRECTORIES_BYTES_MAX)
+    })
+    .is_ok()
 }
 
 impl SegmentDirectories {
@@ -258,7 +323,7 @@ impl SegmentDirectories {
 
     /// The directory of the file `identity` names, if known.
     pub(crate) fn get(&self, identity: &SegmentIdentity) -> Option<Arc<Directory>> {
-        let found = self.state().entries.get(identity).cloned();
+        let found = (self.state().entries.get(identity)).map(|(directory, _)| directory.clone());
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -266,7 +331,7 @@ impl SegmentDirectories {
     }
 
     /// Keeps `directory`, built from `bytes`, the whole file `identity` names, unless that
-    /// would pass `DIRECTORIES_BYTES_MAX` (or `bytes` are not the file's length).
+    /// would pass `SEGMENT_DIRECTORIES_BYTES_MAX`, its segment is compacted (or `bytes` are not the file's length).
     pub(crate) fn insert(&self, identity: SegmentIdentity, mut directory: Directory, bytes: &[u8]) {
         let Some(ends) = (bytes.len() as u64 == identity.len)
             .then(|| Directory::ends_of(bytes))
@@ -275,45 +340,51 @@ impl SegmentDirectories {
             return;
         };
         directory.ends = ends.into_boxed_slice();
-        let bytes = directory.bytes();
+        directory.definitions.shrink_to_fit();
+        directory.records.shrink_to_fit();
+        let bytes = directory.bytes() + ENTRY_BYTES;
         let mut state = self.state();
         if state.entries.contains_key(&identity)
-            || state.bytes.saturating_add(bytes) > DIRECTORIES_BYTES_MAX
+            || state.is_compacted(&identity)
+            || !reserve(&self.used, bytes)
         {
             return;
         }
-        state.bytes += bytes;
-        state.entries.insert(identity, Arc::new(directory));
+        directory.measures().budget = Some(self.used.clone());
+        state.entries.insert(identity, (Arc::new(directory), bytes));
     }
 
-    /// Drops the entries of segments not among `places` (the uncompacted segments under the
-    /// manifest of `generation`), when `generation` is newer than any seen before: the
-    /// segments a compaction took and deleted.
-    pub(crate) fn prune(&self, generation: u64, places: &[ChainPlace]) {
+    /// Drops the directories of the segments the manifest of `generation` compacted (each
+    /// writer's segments up to its sequence in `compacted`), when `generation` is newer than
+    /// any seen before, and keeps none of them after.
+    pub(crate) fn prune(
+        &self,
+        generation: u64,
+        compacted: impl IntoIterator<Item = (WriterId, SegmentSequence)>,
+    ) {
         let mut state = self.state();
         if state.generation.is_some_and(|seen| seen >= generation) {
             return;
         }
         state.generation = Some(generation);
-        let live: HashSet<(WriterId, SegmentSequence)> = (places.iter())
-            .map(|place| (place.writer, place.sequence))
+        state.compacted = compacted.into_iter().collect();
+        let dropped: Vec<SegmentIdentity> = (state.entries.keys())
+            .filter(|identity| state.is_compacted(identity))
+            .copied()
             .collect();
-        let mut freed = 0;
-        state.entries.retain(|identity, directory| {
-            let keep = live.contains(&(identity.writer, identity.sequence));
-            if !keep {
-                freed += directory.bytes();
+        for identity in dropped {
+            if let Some((directory, bytes)) = state.entries.remove(&identity) {
+                directory.release(bytes);
             }
-            keep
-        });
-        state.bytes = state.bytes.saturating_sub(freed);
+        }
     }
 
     /// Forgets every directory.
     pub(crate) fn clear(&self) {
         let mut state = self.state();
-        state.entries.clear();
-        state.bytes = 0;
+        for (_, (directory, bytes)) in state.entries.drain() {
+            directory.release(bytes);
+        }
     }
 
     /// How many directories are known, the bytes they take and how many lookups found one
@@ -322,7 +393,7 @@ impl SegmentDirectories {
         let state = self.state();
         DirectoryStats {
             entries: state.entries.len(),
-            bytes: state.bytes,
+            bytes: self.used.load(Ordering::Relaxed),
             hits: self.hits.load(Ordering::Relaxed),
         }
     }
@@ -339,7 +410,6 @@ pub(crate) fn unchanged(path: &Path, identity: &SegmentIdentity) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::classify::{ChainLife, Place};
 
     fn identity(writer: u64, sequence: u64, inode: u64) -> SegmentIdentity {
         SegmentIdentity {
@@ -357,18 +427,6 @@ mod tests {
         bytes[0] = mark;
         bytes[4095] = mark;
         bytes
-    }
-
-    fn place(writer: u64, sequence: u64) -> ChainPlace {
-        ChainPlace {
-            path: std::path::PathBuf::from("unused"),
-            writer: WriterId(writer),
-            sequence: SegmentSequence(sequence),
-            place: Place {
-                last: false,
-                life: ChainLife::Closed,
-            },
-        }
     }
 
     fn directory(records: u64) -> Directory {
@@ -405,28 +463,59 @@ mod tests {
         assert!(directories.get(&longer).is_none());
     }
 
-    #[test]
-    fn directories_stop_at_their_byte_bound_and_a_newer_manifest_drops_compacted_ones() {
-        let directories = SegmentDirectories::default();
-        let one = directory(1000);
-        let each = one.bytes();
-        let fit = DIRECTORIES_BYTES_MAX / each;
-        for inode in 0..fit as u64 + 5 {
-            directories.insert(identity(7, inode, inode), directory(1000), &file(1));
+    fn measure() -> Measure {
+        Measure {
+            kept: 3,
+            runs: Some(Box::new([(0, 1, 3)])),
         }
-        let stats = directories.stats();
-        assert_eq!(stats.entries, fit);
-        assert!(stats.bytes <= DIRECTORIES_BYTES_MAX);
-        // Generation 2 leaves segments 10 to 19 uncompacted; an older generation prunes
-        // nothing after it.
-        let places: Vec<ChainPlace> = (10..20).map(|sequence| place(7, sequence)).collect();
-        directories.prune(2, &places);
-        assert_eq!(
-            (directories.stats().entries, directories.stats().bytes),
-            (10, 10 * each)
-        );
-        directories.prune(1, &[]);
+    }
+
+    #[test]
+    fn directories_and_measures_stop_at_their_byte_bound_and_a_newer_manifest_drops_compacted_ones()
+    {
+        let one = SegmentDirectories::default();
+        one.insert(identity(7, 0, 0), directory(1000), &file(1));
+        let each = one.stats().bytes;
+        let directories = SegmentDirectories::default();
+        let fit = SEGMENT_DIRECTORIES_BYTES_MAX / each;
+        for sequence in 0..fit as u64 + 5 {
+            directories.insert(identity(7, sequence, sequence), directory(1000), &file(1));
+        }
+        let full = directories.stats();
+        assert_eq!(full.entries, fit);
+        assert_eq!(full.bytes, fit * each);
+        // A measure counts in the same bound.
+        let kept = directories.get(&identity(7, 3, 3));
+        let room = SEGMENT_DIRECTORIES_BYTES_MAX - full.bytes;
+        for offset in 0..room as u64 {
+            if let Some(kept) = &kept {
+                kept.keep_measure(64 + offset * 100, KeyId(0), measure());
+            }
+        }
+        assert!(directories.stats().bytes <= SEGMENT_DIRECTORIES_BYTES_MAX);
+        assert!(directories.stats().bytes > full.bytes);
+        // Generation 2 compacted writer 7 through the sequence 10 below the last: the rest
+        // stay, with the bytes of their directories only (3's measures went with it).
+        let through = SegmentSequence(fit as u64 - 11);
+        directories.prune(2, [(WriterId(7), through)]);
         assert_eq!(directories.stats().entries, 10);
+        assert_eq!(directories.stats().bytes, 10 * each);
+        // A dropped directory keeps no measure, and a compacted segment gets no directory.
+        if let Some(kept) = &kept {
+            kept.keep_measure(1, KeyId(1), measure());
+            assert!(kept.measure(1, KeyId(1)).is_none());
+        }
+        directories.insert(identity(7, 2, 2), directory(1), &file(1));
+        assert_eq!(directories.stats().entries, 10);
+        // An older generation prunes nothing after a newer one.
+        directories.prune(1, []);
+        assert_eq!(directories.stats().entries, 10);
+        let last = identity(7, fit as u64 - 1, fit as u64 - 1);
+        if let Some(last) = directories.get(&last) {
+            last.keep_measure(64, KeyId(0), measure());
+            assert!(last.measure(64, KeyId(0)).is_some());
+        }
+        assert!(directories.stats().bytes > 10 * each);
         directories.clear();
         assert_eq!(
             (directories.stats().entries, directories.stats().bytes),

@@ -344,6 +344,13 @@ fn a_warm_handle_reads_on_after_a_compaction_deleted_the_segments_it_knew() {
         .log_batch("loss", &[1, 2, 3], None, &[0.5, 0.25, 0.125])
         .unwrap();
     writer.flush().unwrap();
+    // A read that is no history read (the catalog's refresh) takes in the newer manifest,
+    // and with it drops the compacted segments' directories.
+    drop(reader.run(later.id()).unwrap());
+    assert!(
+        reader.segment_directory_stats().entries < known,
+        "the follower's newer manifest drops the compacted segments' directories"
+    );
     assert_eq!(bits(&reader.history(run, "loss", ..).unwrap()), before);
     assert_eq!(
         bits(&reader.history(other, "loss", ..).unwrap()),
