@@ -281,7 +281,7 @@ impl TailSink for EventSink<'_> {
         let taken = StreamTaken {
             ops_bytes: ops.ops_bytes,
             point_count: ops.len(),
-            runs: Vec::new(),
+            runs: ops.runs.clone(),
         };
         for batch in ops.into_batches(skip) {
             self.count += 1;
@@ -366,7 +366,7 @@ fn poll_segment(
             && cursor.offset == HEADER_BYTES as u64
             && cursor.stream_points_seen == 0;
         let mut directory = (whole && directories.is_some()).then(Directory::default);
-        match scan_window(&end, &window, cursor, sink, directory.as_mut())? {
+        match scan_window(&end, &window, cursor, sink, &mut directory)? {
             Pass::Step(step) => {
                 // As the query path's rule (`ChainEnd::Sealed { untrimmed: false }`): only a
                 // segment whose seal ends the file is one that never changes again.
@@ -496,7 +496,7 @@ fn scan_window(
     window: &Window,
     cursor: &mut Cursor,
     sink: &mut dyn TailSink,
-    mut directory: Option<&mut Directory>,
+    directory: &mut Option<Directory>,
 ) -> Result<Pass> {
     // An invalid item: a larger window may fix it when the window cut it short; otherwise
     // `classify` decides between corruption and "not yet" at the open end of a chain.
@@ -547,7 +547,7 @@ fn scan_window(
             } => {
                 let taken = sink
                     .record(end.writer, record_type, flags, payload)
-                    .and_then(|()| match directory.as_deref_mut() {
+                    .and_then(|()| match directory.as_mut() {
                         Some(directory) => {
                             add_record(directory, cursor.offset, record_type, flags, payload)
                         }
@@ -575,7 +575,14 @@ fn scan_window(
                 };
                 let next = relative + frame.frame_bytes() + taken.ops_bytes;
                 cursor.stream_points_seen = taken.point_count;
-                if let Some(directory) = directory.as_deref_mut() {
+                // A stream listed with no run would hide its points from every read through
+                // the directory: a sink must give the run table, and a segment whose sink
+                // did not gets no directory.
+                debug_assert!(taken.point_count == 0 || !taken.runs.is_empty());
+                if taken.point_count > 0 && taken.runs.is_empty() {
+                    *directory = None;
+                }
+                if let Some(directory) = directory.as_mut() {
                     directory.add_stream(cursor.offset, taken.runs);
                 }
                 // A live stream may still grow until something follows it; in a sealed segment
