@@ -165,8 +165,9 @@ pub(super) enum Item {
 struct SegmentSink<'a> {
     query: &'a SeriesQuery<'a>,
     found: Found,
-    /// Every metric-bearing record and definition met, kept if the segment turns out sealed.
-    directory: Directory,
+    /// Every metric-bearing record and definition met, kept if the segment turns out sealed;
+    /// built only for a file that ends with a seal while the handle has room for it.
+    directory: Option<Directory>,
 }
 
 impl RecordSink for SegmentSink<'_> {
@@ -185,7 +186,9 @@ impl RecordSink for SegmentSink<'_> {
                     if key == self.query.key && self.query.slots.contains_key(&run) {
                         self.found.definitions.push((run, key_id));
                     }
-                    self.directory.add_definition(run, key_id, &key);
+                    if let Some(directory) = &mut self.directory {
+                        directory.add_definition(run, key_id, &key);
+                    }
                 }
             }
             RecordType::MetricColumns => {
@@ -199,12 +202,14 @@ impl RecordSink for SegmentSink<'_> {
                         checked: true,
                     });
                 }
-                self.directory.records.push(MetricRecord::Columns {
-                    offset,
-                    run: head.run,
-                    flags,
-                    point_count: head.point_count,
-                });
+                if let Some(directory) = &mut self.directory {
+                    directory.records.push(MetricRecord::Columns {
+                        offset,
+                        run: head.run,
+                        flags,
+                        point_count: head.point_count,
+                    });
+                }
             }
             // Nothing else bears on the series: it passed its CRC, which is all it must do here.
             _ => {}
@@ -224,7 +229,9 @@ impl RecordSink for SegmentSink<'_> {
         self.found
             .items
             .extend(stream.batches.into_iter().map(Item::Stream));
-        self.directory.add_stream(offset, stream.runs);
+        if let Some(directory) = &mut self.directory {
+            directory.add_stream(offset, stream.runs);
+        }
         Ok(stream.ops_bytes)
     }
 }
@@ -261,7 +268,8 @@ pub(super) fn scan(
     let mut sink = SegmentSink {
         query,
         found: Found::default(),
-        directory: Directory::default(),
+        directory: (crate::wal::reader::ends_with_seal(&bytes) && directories.has_room())
+            .then(Directory::default),
     };
     let mut salvaged = Vec::new();
     let end = crate::wal::reader::read_segment_with(
@@ -277,8 +285,11 @@ pub(super) fn scan(
             ..
         }
     );
-    if sealed && directory::unchanged(&place.path, &identity) {
-        directories.insert(identity, sink.directory, &bytes);
+    if let Some(directory) = sink.directory
+        && sealed
+        && directory::unchanged(&place.path, &identity)
+    {
+        directories.insert(identity, directory, &bytes);
     }
     Ok(scanned(place, bytes, sink.found))
 }

@@ -354,6 +354,11 @@ impl SegmentDirectories {
         state.entries.insert(identity, (Arc::new(directory), bytes));
     }
 
+    /// Whether another directory may fit (a scan builds one only then).
+    pub(crate) fn has_room(&self) -> bool {
+        self.used.load(Ordering::Relaxed) < SEGMENT_DIRECTORIES_BYTES_MAX
+    }
+
     /// Drops the directories of the segments the manifest of `generation` compacted (each
     /// writer's segments up to its sequence in `compacted`), when `generation` is newer than
     /// any seen before, and keeps none of them after.

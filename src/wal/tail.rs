@@ -365,7 +365,8 @@ fn poll_segment(
         let whole = window.sealed
             && cursor.offset == HEADER_BYTES as u64
             && cursor.stream_points_seen == 0;
-        let mut directory = (whole && directories.is_some()).then(Directory::default);
+        let room = directories.is_some_and(SegmentDirectories::has_room);
+        let mut directory = (whole && room).then(Directory::default);
         match scan_window(&end, &window, cursor, sink, &mut directory)? {
             Pass::Step(step) => {
                 // As the query path's rule (`ChainEnd::Sealed { untrimmed: false }`): only a
