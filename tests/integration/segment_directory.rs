@@ -1,15 +1,21 @@
-//! Reads through the directories of sealed log segments (`src/query/segment_directory.rs`):
-//! a handle that has read a sealed segment once reads only the records it wants of it after,
-//! and must give exactly what a cold read gives.
+//! Reads through the directories of sealed log segments (`src/wal/directory.rs`): a handle
+//! that has read a sealed segment once reads only the records it wants of it after, and must
+//! give exactly what a cold read gives.
 //!
 //! The randomized test logs, from two handles (two writers, several lanes each), several runs
 //! and keys as columns records, keyed stream points and single points, into small segments so
 //! that segments seal in the middle of runs, compacts part of the log in some rounds, and
 //! compares `history_of_runs`, `history` over step ranges and `history_sample`, bit for bit,
 //! as read by: a fresh handle with the directories its open's read of the log left, the same
-//! handle with its directories forgotten (every segment scanned whole), and a handle that
-//! reads after every phase (directories from earlier phases, then warm). The other tests damage a byte of a wanted record after the directory was built, and
-//! delete segments by a compaction under a warm handle.
+//! handle with its directories forgotten before every read (every segment scanned whole), and
+//! a handle that reads after every phase (directories from earlier phases, then warm); the
+//! directories' hit count shows the warm reads used them. Its seed replays the calls, not the
+//! log's bytes: writer ids come from the clock and random bits, and the order of writers in
+//! the log follows them, so a replay logs the same points but may lay them out otherwise.
+//!
+//! The other tests damage a byte of a wanted columns record or stream after the directory was
+//! built, change a header in place, replace or copy a segment file, and delete segments by a
+//! compaction under a warm handle.
 
 use runlog::query::{History, Sample};
 use runlog::{Durability, MetricPoint, RunId, RunOptions, Store, StoreOptions};
@@ -436,4 +442,93 @@ fn a_segment_whose_header_changed_in_place_is_scanned_again() {
             "{read:?}"
         );
     }
+}
+
+/// Logs two runs' points one at a time (stream records), each block of a run's points closed
+/// by a three-point columns record of a third run, into small segments sealed by `close`.
+fn sealed_streams(dir: &std::path::Path, key: &str) -> [RunId; 2] {
+    let store = open(dir);
+    let experiment = store.get_or_create_experiment("e").unwrap().id;
+    let runs = [(); 3].map(|()| store.start_run(experiment, RunOptions::default()).unwrap());
+    for block in 0..40i64 {
+        let run = &runs[(block % 2) as usize];
+        for step in block * 100..(block + 1) * 100 {
+            store
+                .log_metric(run.id(), key, step as f64 / 3.0, step, 1_000 + step)
+                .unwrap();
+        }
+        runs[2]
+            .log_batch(key, &[block, block + 1, block + 2], None, &[0.0; 3])
+            .unwrap();
+    }
+    let ids = [runs[0].id(), runs[1].id()];
+    store.close().unwrap();
+    ids
+}
+
+#[test]
+fn a_stream_damaged_after_its_directory_was_built_fails_only_the_reads_that_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = sealed_streams(dir.path(), "loss");
+    let reader = open(dir.path());
+    let before: Vec<Bits> = (ids.iter())
+        .map(|id| bits(&reader.history(*id, "loss", ..).unwrap()))
+        .collect();
+    assert_eq!(before[0].len(), 20 * 100);
+    let segment = segments(dir.path()).remove(0);
+    let len = std::fs::metadata(&segment).unwrap().len();
+    flip(&segment, len / 2);
+    let hits = reader.segment_directory_stats().hits;
+    let warm: Vec<_> = (ids.iter())
+        .map(|id| reader.history(*id, "loss", ..))
+        .collect();
+    assert!(reader.segment_directory_stats().hits > hits);
+    let mut failed = 0;
+    for (index, id) in ids.iter().enumerate() {
+        reader.forget_segment_directories();
+        let cold = reader.history(*id, "loss", ..);
+        match &warm[index] {
+            // A read through the directory that uses the damaged record fails as a scan
+            // of the file does, naming the file and the record's offset.
+            Err(runlog::Error::Corrupt(warm_error)) => {
+                failed += 1;
+                assert_eq!(warm_error.path, segment);
+                assert!(warm_error.offset <= len / 2, "{warm_error:?}");
+                assert!(
+                    matches!(&cold, Err(runlog::Error::Corrupt(c)) if c == warm_error),
+                    "{cold:?}, {warm_error:?}"
+                );
+            }
+            // One that does not use it is not tripped by it: the rest of the segment was
+            // checked when its directory was built.
+            Ok(history) => assert_eq!(bits(history), before[index]),
+            Err(other) => panic!("not a corruption error: {other:?}"),
+        }
+        // A scan checks every record, so it meets the damage whichever run it wants.
+        assert!(
+            cold.is_err(),
+            "a scan of the whole file must fail: {cold:?}"
+        );
+    }
+    assert!(
+        failed > 0,
+        "the middle of the file is in a run's stream, and its read must fail"
+    );
+}
+
+#[test]
+fn a_segment_copied_to_another_inode_is_scanned_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _) = sealed_run(dir.path(), "loss");
+    let reader = open(dir.path());
+    let before = bits(&reader.history(run, "loss", ..).unwrap());
+    let segment = segments(dir.path()).remove(0);
+    let copy = dir.path().join("copy");
+    std::fs::copy(&segment, &copy).unwrap();
+    std::fs::rename(&copy, &segment).unwrap();
+    // The same bytes in another file: its directory is not found, it is scanned (and leaves
+    // a directory of its own), and the answer is the same.
+    let entries = reader.segment_directory_stats().entries;
+    assert_eq!(bits(&reader.history(run, "loss", ..).unwrap()), before);
+    assert_eq!(reader.segment_directory_stats().entries, entries + 1);
 }
