@@ -1,6 +1,7 @@
 //! The uncompacted points of one key of a few runs, indexed for a sample
 //! (`Store::history_sample`) instead of held whole: the log is read as `series_log` reads it
-//! (every frame and CRC checked, other runs' records skipped from their heads), then each
+//! (each record used checked when read, every record of a segment without a known directory
+//! checked, other runs' records skipped from their heads), then each
 //! wanted record is decoded once into a small buffer of its own, to learn how many of its
 //! points the query keeps and their steps as arithmetic runs, and the points are dropped.
 //!

@@ -2,11 +2,12 @@
 //! runs: `read_tail`'s engine.
 //!
 //! Two passes, each parallel. The first reads every uncompacted segment on its own
-//! (`compaction::uncompacted_places`), checking every frame and CRC as any reader does, but
-//! decoding only what the query may use: the definitions of the wanted key for the wanted runs,
-//! the head of each columns record (its run and point count, `wal::peek`), and the points of
-//! the wanted runs in streams. A columns record of another run is skipped without decoding (and,
-//! compressed, without decompressing more than its first bytes). Once every definition is known,
+//! (`compaction::uncompacted_places`); a segment whose directory is not known is scanned
+//! whole, every frame and CRC checked as any reader does, decoding only what the query may
+//! use: the definitions of the wanted key for the wanted runs, the head of each columns record
+//! (its run and point count, `wal::peek`), and the points of the wanted runs in streams. A
+//! columns record of another run is skipped without decoding (and, compressed, without
+//! decompressing more than its first bytes). Once every definition is known,
 //! the second pass decodes each kept columns record straight into its place in the result
 //! columns, which are allocated once at their final size.
 //!

@@ -331,7 +331,8 @@ impl SegmentDirectories {
     }
 
     /// Keeps `directory`, built from `bytes`, the whole file `identity` names, unless that
-    /// would pass `SEGMENT_DIRECTORIES_BYTES_MAX`, its segment is compacted (or `bytes` are not the file's length).
+    /// would pass `SEGMENT_DIRECTORIES_BYTES_MAX`, its segment is compacted, or `bytes` are
+    /// not the file's length.
     pub(crate) fn insert(&self, identity: SegmentIdentity, mut directory: Directory, bytes: &[u8]) {
         let Some(ends) = (bytes.len() as u64 == identity.len)
             .then(|| Directory::ends_of(bytes))
