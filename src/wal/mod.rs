@@ -9,6 +9,7 @@ internal_modules!(
     codec,
     crc,
     dataset_event,
+    directory,
     event,
     metric,
     model_event,
