@@ -17,9 +17,14 @@
 //! proportion, the other run's points; `RUNLOG_BENCH_SEED` replays the values;
 //! `RUNLOG_BENCH_READS` sets the repetitions, `RUNLOG_BENCH_COMPACT=0` skips the compacted
 //! read, e.g. to profile the log read alone; `RUNLOG_BENCH_WORKLOAD=series` or `sample` runs
-//! one workload alone, `RUNLOG_SAMPLE_POINTS` sets the points per run of the sample). Figures go in `docs/BENCHMARKS.md`. Best and
+//! one workload alone, `RUNLOG_SAMPLE_POINTS` sets the points per run of the sample,
+//! `RUNLOG_SAMPLE_COLUMNS=1` logs its batches with `Run::log_batch`, as columns records). Figures go in `docs/BENCHMARKS.md`. Best and
 //! median of several repetitions, after one warm-up read, of the call alone (its result is
-//! dropped after the clock stops) and of the call with that drop.
+//! dropped after the clock stops) and of the call with that drop. The repeated reads go
+//! through the directories of the sealed segments (`wal/directory.rs`) from the second on.
+//! Then the first read of a few fresh read-only handles is timed alone: with the directories
+//! their open's read of the log left, and with those forgotten, the read that scans the whole
+//! log tail (what every read did before directories).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -94,6 +99,51 @@ fn main() {
     }
 }
 
+/// Times `read` once on each of `handles` fresh handles on the store at `root`, after each
+/// handle's catalog is built (`ready`): with the directories of the sealed segments its open
+/// read, or, with `forget`, without any, so that the read scans the whole log tail as every
+/// read did before directories.
+fn first_reads<T>(
+    root: &std::path::Path,
+    (handles, forget): (usize, bool),
+    ready: impl Fn(&Store),
+    read: impl Fn(&Store) -> T,
+) -> Vec<Duration> {
+    let mut calls: Vec<Duration> = (0..handles)
+        .map(|_| {
+            let fresh = Store::open_with(
+                root,
+                StoreOptions {
+                    read_only: true,
+                    ..StoreOptions::default()
+                },
+            )
+            .unwrap();
+            ready(&fresh);
+            if forget {
+                fresh.forget_segment_directories();
+            }
+            let start = Instant::now();
+            let result = read(&fresh);
+            let elapsed = start.elapsed();
+            drop(result);
+            elapsed
+        })
+        .collect();
+    calls.sort();
+    calls
+}
+
+fn report_first(what: &str, calls: &[Duration]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{what}: best {:.1} ms, median {:.1} ms ({} fresh handles, the call alone)",
+        ms(calls[0]),
+        ms(calls[calls.len() / 2]),
+        calls.len(),
+    );
+}
+
 /// MLflow's NTILE pick: each bucket's first rank, the last point always.
 fn ntile(n: usize, k: usize) -> Vec<usize> {
     if n <= k {
@@ -115,7 +165,15 @@ fn sample_from_log() {
     let points = env_or("RUNLOG_SAMPLE_POINTS", 1_000_000) as usize;
     let reads = env_or("RUNLOG_BENCH_READS", 7).max(1) as usize;
     let batches = points.div_ceil(BATCH_POINTS);
-    println!("sample from the log: {RUNS} runs x {points} points, {PICKS} picks per run");
+    let columns = env_or("RUNLOG_SAMPLE_COLUMNS", 0) == 1;
+    let logged = if columns {
+        "columns records"
+    } else {
+        "stream points"
+    };
+    println!(
+        "sample from the log: {RUNS} runs x {points} points as {logged}, {PICKS} picks per run"
+    );
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
         durability: Durability::Buffered,
@@ -141,6 +199,13 @@ fn sample_from_log() {
                     let timestamps: Vec<i64> =
                         steps.iter().map(|s| 1_700_000_000_000 + s).collect();
                     let values: Vec<f64> = steps.iter().map(|s| 1.0 / (1.0 + *s as f64)).collect();
+                    if columns {
+                        // `Run::log_batch`: one columns record per call.
+                        runs[index % RUNS]
+                            .log_batch("loss", &steps, Some(&timestamps), &values)
+                            .unwrap();
+                        continue;
+                    }
                     // The keyed call the server's `log-batch` makes (stream points).
                     let metrics: Vec<runlog::MetricPoint<'_>> = (0..steps.len())
                         .map(|i| runlog::MetricPoint {
@@ -166,6 +231,17 @@ fn sample_from_log() {
         "history_sample from the log",
         &times(reads, read, count, points * RUNS),
     );
+    for (what, forget) in [("", false), (", its directories forgotten", true)] {
+        report_first(
+            &format!("history_sample from the log, first read of a fresh handle{what}"),
+            &first_reads(
+                dir.path(),
+                (reads.min(5), forget),
+                |fresh| drop(fresh.run(ids[0]).unwrap()),
+                |fresh| fresh.history_sample(&ids, "loss", .., &pick).unwrap(),
+            ),
+        );
+    }
     let sample = read();
     let histories = store.history_of_runs(&ids, "loss", ..).unwrap();
     for (sample, history) in sample.iter().zip(&histories) {
@@ -216,6 +292,17 @@ fn long_series() {
     let read = || store.history(id, "loss", ..).unwrap();
     let count = |history: &runlog::query::History| history.len();
     report("history from the log", &times(reads, read, count, points));
+    for (what, forget) in [("", false), (", its directories forgotten", true)] {
+        report_first(
+            &format!("history from the log, first read of a fresh handle{what}"),
+            &first_reads(
+                dir.path(),
+                (reads.min(5), forget),
+                |fresh| drop(fresh.run(id).unwrap()),
+                |fresh| fresh.history(id, "loss", ..).unwrap(),
+            ),
+        );
+    }
     let history = store.history(id, "loss", ..).unwrap();
     assert_eq!(history.steps, steps);
     assert!(history.values == series_values, "values read back differ");

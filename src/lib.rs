@@ -119,4 +119,4 @@ pub use ids::{ExperimentId, KeyId, ModelId, RunId, SegmentSequence, WriterId};
 pub use tracking::{
     MetricHandle, MetricPoint, ModelOptions, Run, RunOptions, Store, StoreOptions, ViewType,
 };
-pub use wal::{Dataset, Durability, ModelLink, ModelStatus, RunStatus};
+pub use wal::{Dataset, Durability, ModelLink, ModelMetric, ModelStatus, RunStatus};

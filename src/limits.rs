@@ -22,6 +22,12 @@ pub const BATCH_POINTS_MAX: usize = 65_536;
 /// re-validating an open stream never re-reads more than this.
 pub const STREAM_BYTES_MAX: usize = 1024 * 1024;
 
+/// Bytes the in-memory directories of sealed log segments (`wal::directory`) and their
+/// measures may take in one store handle. A directory costs about 48 bytes per metric record
+/// (a `RunId` is 16 bytes), so this holds the directories of about 250 segments of 64 MiB in
+/// 12 KiB records; past it, further segments are read by scanning them whole.
+pub const SEGMENT_DIRECTORIES_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Distinct metric keys one run can have in one writer's log. Far beyond any real run; it
 /// bounds the tables readers build from key ids, which a crafted file could otherwise inflate.
 pub const KEYS_PER_RUN_MAX: usize = 1 << 20;

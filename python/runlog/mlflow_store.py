@@ -177,11 +177,15 @@ def _define_store_class():
             ]
 
         def _answer(self, endpoint, method, json_body, response_proto):
-            query, body = "", b""
+            # `RestStore` writes some queries into the endpoint itself
+            # (`logged-models/<id>?allow_deleted=true`), as `requests` would send them.
+            endpoint, _, query = endpoint.partition("?")
+            body = b""
             if json_body is not None:
                 if method == "GET":
                     # As `requests` encodes `params`: lists as repeated keys.
-                    query = urlencode(json.loads(json_body), doseq=True)
+                    params = urlencode(json.loads(json_body), doseq=True)
+                    query = f"{query}&{params}" if query and params else query or params
                 else:
                     body = json_body.encode("utf-8")
             status, _, reply = self._service.handle(method, endpoint, query, body)

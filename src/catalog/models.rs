@@ -1,21 +1,24 @@
-//! The catalog's logged models (MLflow 3): each model's attributes, status, tags, params and
-//! artifact files, and each run's links to models (its outputs and inputs), rebuilt from the
-//! log like the rest of the catalog.
+//! The catalog's logged models (MLflow 3): each model's attributes, status, tags, params,
+//! metric points and artifact files, and each run's links to models (its outputs and inputs),
+//! rebuilt from the log like the rest of the catalog.
 //!
 //! Invariants (the catalog's, see `mod.rs`):
 //! - Applying events is order-independent: status, tags and artifacts are last-writer-wins
-//!   registers (`lww.rs`); params keep the earliest value; a deletion is final; an event for a
-//!   model not yet created makes a placeholder that its creation event fills in.
-//! - Only created, undeleted models are visible.
+//!   registers (`lww.rs`); params keep the earliest value; metric points are a set, so an
+//!   exact repeat (a copy in a metadata chain among them) is one point; a deletion is final and dated by the
+//!   latest one; an event for a model not yet created makes a placeholder that its creation
+//!   event fills in.
+//! - Only created models are visible: undeleted ones to every read, deleted ones only to a read
+//!   that asks for them (MLflow finds a deleted model by id to finalize, delete or tag it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use super::lww::{self, Lww, Origin, Stamp};
 use super::registers::Registers;
-use super::{Artifact, read, set_register, write};
+use super::{Artifact, LifecycleStage, read, set_register, write};
 use crate::ids::{ExperimentId, ModelId, RunId};
-use crate::wal::{ModelEvent, ModelLink, ModelStatus};
+use crate::wal::{ModelEvent, ModelLink, ModelMetric, ModelStatus};
 
 /// A snapshot of a logged model.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,14 +37,59 @@ pub struct LoggedModel {
     pub status: ModelStatus,
     /// When it was created, ms since the Unix epoch.
     pub creation_time_ms: i64,
-    /// When its status last changed (or it was created), ms.
+    /// When its status last changed or it was last deleted (or it was created), ms.
     pub last_updated_time_ms: i64,
+    /// Active, or deleted (found only by the store's `logged_model_including_deleted`).
+    pub lifecycle_stage: LifecycleStage,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
     /// Its params.
     pub params: BTreeMap<String, String>,
     /// Its artifact files by path.
     pub artifacts: BTreeMap<String, Artifact>,
+    /// The metric points runs logged for it, each once, ordered by key, step, timestamp, run,
+    /// value bits and dataset.
+    pub metrics: Vec<ModelMetric>,
+}
+
+/// A metric point of a model as the catalog keeps it: ordered, and equal only to an exact
+/// repeat (value compared by its bits).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct MetricRow {
+    key: String,
+    step: i64,
+    timestamp_ms: i64,
+    run: RunId,
+    value_bits: u64,
+    dataset_name: Option<String>,
+    dataset_digest: Option<String>,
+}
+
+impl MetricRow {
+    fn of(metric: &ModelMetric) -> MetricRow {
+        MetricRow {
+            key: metric.key.clone(),
+            step: metric.step,
+            timestamp_ms: metric.timestamp_ms,
+            run: metric.run,
+            value_bits: metric.value.to_bits(),
+            dataset_name: metric.dataset_name.clone(),
+            dataset_digest: metric.dataset_digest.clone(),
+        }
+    }
+
+    fn metric(&self, model: ModelId) -> ModelMetric {
+        ModelMetric {
+            model,
+            run: self.run,
+            key: self.key.clone(),
+            value: f64::from_bits(self.value_bits),
+            timestamp_ms: self.timestamp_ms,
+            step: self.step,
+            dataset_name: self.dataset_name.clone(),
+            dataset_digest: self.dataset_digest.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -57,10 +105,12 @@ struct Created {
 struct ModelEntry {
     created: Option<Created>,
     status: Option<Lww<ModelStatus>>,
-    deleted: bool,
+    /// When it was last deleted, if it was.
+    deleted_time_ms: Option<i64>,
     tags: Registers<Lww<Option<String>>>,
     params: Registers<Lww<String>>,
     artifacts: Registers<Lww<Option<Artifact>>>,
+    metrics: BTreeSet<MetricRow>,
 }
 
 /// The logged models of a catalog, and the runs' links to them.
@@ -111,7 +161,10 @@ impl Models {
                 at(*time_ms),
                 *status,
             ),
-            ModelEvent::Deleted { model, .. } => models.entry(*model).or_default().deleted = true,
+            ModelEvent::Deleted { model, time_ms } => {
+                let deleted = &mut models.entry(*model).or_default().deleted_time_ms;
+                *deleted = Some(deleted.map_or(*time_ms, |earlier| earlier.max(*time_ms)));
+            }
             ModelEvent::TagSet {
                 model,
                 time_ms,
@@ -157,13 +210,31 @@ impl Models {
                 let entry = models.entry(*model).or_default();
                 set_register(&mut entry.artifacts, path, at(*time_ms), Some(artifact));
             }
+            ModelEvent::MetricLogged(metric) => {
+                let entry = models.entry(metric.model).or_default();
+                entry.metrics.insert(MetricRow::of(metric));
+            }
             ModelEvent::RunLinked { .. } => {}
         }
     }
 
     /// A snapshot of `model`, if it was created and is not deleted.
     pub fn get(&self, model: ModelId) -> Option<LoggedModel> {
+        self.get_including_deleted(model)
+            .filter(|found| found.lifecycle_stage == LifecycleStage::Active)
+    }
+
+    /// A snapshot of `model`, if it was created, deleted or not.
+    pub fn get_including_deleted(&self, model: ModelId) -> Option<LoggedModel> {
         view(model, read(&self.models).get(&model)?)
+    }
+
+    /// Whether `metric`'s model holds exactly that point already (a lookup in its set, without
+    /// a snapshot).
+    pub fn holds_metric(&self, metric: &ModelMetric) -> bool {
+        read(&self.models)
+            .get(&metric.model)
+            .is_some_and(|entry| entry.metrics.contains(&MetricRow::of(metric)))
     }
 
     /// Snapshots of the visible models whose experiment `keep` accepts, oldest first.
@@ -171,6 +242,7 @@ impl Models {
         let mut found: Vec<LoggedModel> = read(&self.models)
             .iter()
             .filter_map(|(id, entry)| view(*id, entry))
+            .filter(|model| model.lifecycle_stage == LifecycleStage::Active)
             .filter(|model| keep(model.experiment))
             .collect();
         found.sort_by_key(|model| (model.creation_time_ms, model.id));
@@ -188,12 +260,17 @@ impl Models {
 
 fn view(id: ModelId, entry: &ModelEntry) -> Option<LoggedModel> {
     let created = entry.created.as_ref()?;
-    if entry.deleted {
-        return None;
-    }
-    let (status, last_updated_time_ms) = match &entry.status {
-        Some(status) => (status.value, status.time_ms.max(created.time_ms)),
+    let (status, status_time_ms) = match &entry.status {
+        Some(status) => (status.value, status.time_ms),
         None => (ModelStatus::Pending, created.time_ms),
+    };
+    // MLflow's finalize and delete both set `last_updated_timestamp_ms`; tags and params do not.
+    let last_updated_time_ms = status_time_ms
+        .max(created.time_ms)
+        .max(entry.deleted_time_ms.unwrap_or(i64::MIN));
+    let lifecycle_stage = match entry.deleted_time_ms {
+        Some(_) => LifecycleStage::Deleted,
+        None => LifecycleStage::Active,
     };
     Some(LoggedModel {
         id,
@@ -204,6 +281,7 @@ fn view(id: ModelId, entry: &ModelEntry) -> Option<LoggedModel> {
         status,
         creation_time_ms: created.time_ms,
         last_updated_time_ms,
+        lifecycle_stage,
         tags: entry
             .tags
             .iter()
@@ -219,6 +297,7 @@ fn view(id: ModelId, entry: &ModelEntry) -> Option<LoggedModel> {
             .iter()
             .filter_map(|(path, artifact)| Some((path.clone(), artifact.value.clone()?)))
             .collect(),
+        metrics: entry.metrics.iter().map(|row| row.metric(id)).collect(),
     })
 }
 
@@ -255,6 +334,28 @@ mod tests {
                 key: "p".into(),
                 value: "second".into(),
             },
+            ModelEvent::MetricLogged(ModelMetric {
+                model,
+                run: RunId(3),
+                key: "acc".into(),
+                value: 0.5,
+                timestamp_ms: 30,
+                step: 1,
+                dataset_name: None,
+                dataset_digest: None,
+            }),
+            ModelEvent::MetricLogged(ModelMetric {
+                model,
+                run: RunId(3),
+                key: "acc".into(),
+                value: 0.25,
+                timestamp_ms: 20,
+                step: 0,
+                dataset_name: Some("d".into()),
+                dataset_digest: None,
+            }),
+            ModelEvent::Deleted { model, time_ms: 40 },
+            ModelEvent::Deleted { model, time_ms: 35 },
         ];
         let forward = Models::default();
         let backward = Models::default();
@@ -264,9 +365,20 @@ mod tests {
         for event in events.iter().rev() {
             backward.apply(event, Origin::Writer);
         }
-        let seen = forward.get(model).expect("created");
+        assert_eq!(forward.get(model), None, "deleted");
+        let seen = forward.get_including_deleted(model).expect("created");
         assert_eq!(seen.status, ModelStatus::Ready);
         assert_eq!(seen.params.get("p").map(String::as_str), Some("first"));
-        assert_eq!(Some(seen), backward.get(model));
+        assert_eq!(seen.lifecycle_stage, LifecycleStage::Deleted);
+        assert_eq!(seen.last_updated_time_ms, 40, "the latest deletion");
+        let steps: Vec<i64> = seen.metrics.iter().map(|m| m.step).collect();
+        assert_eq!(steps, [0, 1], "ordered by key, then step");
+        // A copy of a point (a metadata chain's) is the same point.
+        forward.apply(&events[4], Origin::MetadataChain);
+        assert_eq!(Some(seen), backward.get_including_deleted(model));
+        assert_eq!(
+            forward.get_including_deleted(model),
+            backward.get_including_deleted(model)
+        );
     }
 }

@@ -42,13 +42,13 @@ pub(crate) fn is_upload(method: Method, path: &str) -> bool {
 }
 
 /// Whether `method` on `path` is a `GET` of an artifact's content (or of a folder, which
-/// answers an error).
+/// answers an error): of the mlflow-artifacts service, or of the UI's logged-model files route.
 pub(crate) fn is_download(method: Method, path: &str) -> bool {
     method == Method::Get
-        && PREFIXES.iter().any(|prefix| {
+        && (PREFIXES.iter().any(|prefix| {
             path.strip_prefix(prefix)
                 .is_some_and(|route| route.starts_with("artifacts/"))
-        })
+        }) || super::model_artifacts::is_file_route(path))
 }
 
 /// Answers a request under `/api/2.0/mlflow-artifacts/` (or its `ajax-api` twin).
@@ -168,7 +168,7 @@ fn list_service(service: &Service, query: &str) -> Result<Reply, MlflowError> {
     Ok(json(&serde_json::json!({ "files": files })))
 }
 
-fn file_info(entry: &ArtifactEntry, path: &str) -> serde_json::Value {
+pub(crate) fn file_info(entry: &ArtifactEntry, path: &str) -> serde_json::Value {
     match entry {
         ArtifactEntry::File { size_bytes, .. } => {
             serde_json::json!({"path": path, "is_dir": false, "file_size": size_bytes})
@@ -241,8 +241,19 @@ pub enum Download {
     },
 }
 
-/// Opens the artifact a `GET` on `path` names, for a transport to stream.
+/// Opens the artifact a `GET` on `path` (with its query after a `?`) names, for a transport
+/// to stream.
 pub(crate) fn download_from(service: &Service, path: &str) -> Download {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    if super::model_artifacts::is_file_route(path) {
+        return match super::model_artifacts::open_file(service, path, query) {
+            Ok((content_type, reader)) => Download::Stream {
+                content_type,
+                reader,
+            },
+            Err(error) => Download::Reply(error.reply()),
+        };
+    }
     let Some(raw) = PREFIXES
         .iter()
         .find_map(|prefix| path.strip_prefix(prefix))
@@ -488,7 +499,7 @@ fn query_fields(query: &str) -> Result<Vec<(String, String)>, MlflowError> {
 
 /// A `Content-Type` for a download, from the file's extension (MLflow guesses it the same
 /// way); the client writes the bytes whatever it says.
-fn content_type(path: &str) -> &'static str {
+pub(crate) fn content_type(path: &str) -> &'static str {
     let extension = path.rsplit_once('.').map_or("", |(_, e)| e);
     match extension.to_ascii_lowercase().as_str() {
         "txt" | "log" | "md" | "py" | "yaml" | "yml" | "csv" | "html" => {

@@ -14,6 +14,8 @@ pub mod error;
 mod experiments;
 mod messages;
 mod metrics;
+mod model_artifacts;
+mod model_metrics;
 mod models;
 mod runs;
 mod wire;
@@ -146,8 +148,9 @@ impl Service {
     }
 
     /// Answers a `GET` of an artifact's content on `path` (for which
-    /// [`Service::is_artifact_download`] holds) with a reader to stream, or with a whole reply
-    /// (an error, or a folder). Blocking, as [`Service::handle`]; so is reading the stream.
+    /// [`Service::is_artifact_download`] holds; its query, if any, after a `?`) with a reader
+    /// to stream, or with a whole reply (an error, or a folder). Blocking, as
+    /// [`Service::handle`]; so is reading the stream.
     pub fn download_artifact(&self, path: &str) -> Download {
         artifacts::download_from(self, path)
     }
@@ -159,6 +162,9 @@ impl Service {
             || request.path.starts_with("/ajax-api/2.0/mlflow-artifacts/")
         {
             return artifacts::handle(self, request);
+        }
+        if request.method == Method::Get && model_artifacts::is_file_route(request.path) {
+            return model_artifacts::file_reply(self, &request);
         }
         let Some(route) = tracking_route(request.path) else {
             return MlflowError::endpoint_not_found(request.method, request.path).reply();

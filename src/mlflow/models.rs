@@ -1,12 +1,14 @@
 //! MLflow 3's logged-model endpoints: create (`POST logged-models`), get, finalize (`PATCH`),
 //! delete, search, set tags (`PATCH .../tags`), delete a tag, log params, and the run side of
 //! them (`runs/outputs`, the `models` of `runs/log-inputs`), over the engine's logged models
-//! (`Store::create_logged_model` and friends).
+//! (`Store::create_logged_model` and friends). Metrics logged with a `model_id` are in
+//! `model_metrics.rs`, the artifact routes of MLflow's UI in `model_artifacts.rs`.
 //!
 //! Invariants:
 //! - Requests are checked whole before anything is written; a refused request writes nothing.
-//! - A model id that does not parse, or names a deleted model, is MLflow's 404
-//!   `Logged model with ID '...' not found.`
+//! - A model id that does not parse is MLflow's 404 `Logged model with ID '...' not found.`, and
+//!   so is a deleted model's for `GET` without `?allow_deleted=true`. Every other call on a
+//!   model finds a deleted one, as MLflow's SQL store does.
 //! - A model's `artifact_uri` is `mlflow-artifacts:/<experiment>/models/<model_id>/artifacts`,
 //!   which the mlflow-artifacts routes (`artifacts.rs`) map onto the model's artifact files.
 
@@ -14,13 +16,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::experiments::{self, key_values};
-use super::messages::{KeyValue, to_json};
+use super::messages::{Double, KeyValue, to_json};
 use super::runs::{parse_id as parse_run_id, run_error};
 use super::wire::{Fields, int_value, missing, wrong_type};
 use super::{Body, Method, MlflowError, Request, Service};
-use crate::catalog::LoggedModel;
-use crate::query::SearchModels;
-use crate::{Error, ExperimentId, ModelId, ModelLink, ModelOptions, ModelStatus};
+use crate::catalog::{LifecycleStage, LoggedModel};
+use crate::query::{DatasetFilter, SearchModels};
+use crate::{Error, ExperimentId, ModelId, ModelLink, ModelMetric, ModelOptions, ModelStatus};
 
 /// The largest page of `logged-models/search`.
 const SEARCH_RESULTS_MAX: i64 = 50_000;
@@ -64,11 +66,44 @@ struct InfoMessage<'a> {
     tags: Vec<KeyValue<'a>>,
 }
 
-/// `LoggedModelData`. runlog keeps no per-model metrics, so `metrics` is never set.
+/// `LoggedModelData`.
 #[derive(Serialize)]
 struct DataMessage<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     params: Vec<KeyValue<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metrics: Vec<MetricMessage<'a>>,
+}
+
+/// A model's `Metric`: the point with its dataset, model and run, as MLflow's
+/// `logged_model_metrics` rows show.
+#[derive(Serialize)]
+struct MetricMessage<'a> {
+    key: &'a str,
+    value: Double,
+    timestamp: i64,
+    step: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataset_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataset_digest: Option<&'a str>,
+    model_id: String,
+    run_id: String,
+}
+
+impl<'a> MetricMessage<'a> {
+    fn of(metric: &'a ModelMetric) -> MetricMessage<'a> {
+        MetricMessage {
+            key: &metric.key,
+            value: Double(metric.value),
+            timestamp: metric.timestamp_ms,
+            step: metric.step,
+            dataset_name: metric.dataset_name.as_deref(),
+            dataset_digest: metric.dataset_digest.as_deref(),
+            model_id: metric.model.to_string(),
+            run_id: metric.run.to_string(),
+        }
+    }
 }
 
 /// `LoggedModel`.
@@ -101,6 +136,7 @@ impl<'a> ModelMessage<'a> {
             },
             data: DataMessage {
                 params: pairs(&model.params),
+                metrics: model.metrics.iter().map(MetricMessage::of).collect(),
             },
         }
     }
@@ -164,27 +200,29 @@ pub(crate) fn create(service: &Service, request: &Request<'_>) -> Body {
         tags: owned_pairs(&fields, "tags")?,
         params: owned_pairs(&fields, "params")?,
     };
+    // The source run is not looked up: MLflow's SQL store keeps whatever run id it is given.
     let store = service.store();
     store
         .experiment(experiment)
         .map_err(|_| experiments::not_found(experiment_text))?;
-    if let (Some(run), Some(text)) = (source_run, fields.string("source_run_id")?) {
-        store.run(run).map_err(|e| run_error(text, e))?;
-    }
     let model = store.create_logged_model(experiment, options)?;
     Ok(model_response(&model))
 }
 
-/// The routes below `logged-models/`: `<id>`, `<id>/tags`, `<id>/tags/<key>`, `<id>/params`.
+/// The routes below `logged-models/`: `<id>`, `<id>/tags`, `<id>/tags/<key>`, `<id>/params`,
+/// `<id>/artifacts/directories` (the files route answers apart, `model_artifacts::file_reply`).
 pub(crate) fn handle_path(service: &Service, request: &Request<'_>, rest: &str) -> Body {
     let (id_text, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let id_text = super::wire::percent_decode(id_text);
     match (request.method, tail) {
-        (Method::Get, "") => get(service, &id_text),
+        (Method::Get, "") => get(service, &id_text, allow_deleted(request.query)),
         (Method::Patch, "") => finalize(service, request, &id_text),
         (Method::Delete, "") => delete(service, &id_text),
         (Method::Patch, "tags") => set_tags(service, request, &id_text),
         (Method::Post, "params") => log_params(service, request, &id_text),
+        (Method::Get, "artifacts/directories") => {
+            super::model_artifacts::list(service, &id_text, request.query)
+        }
         (Method::Delete, key) if key.starts_with("tags/") && key.len() > "tags/".len() => {
             let key = super::wire::percent_decode(&key["tags/".len()..]);
             delete_tag(service, &id_text, &key)
@@ -196,16 +234,29 @@ pub(crate) fn handle_path(service: &Service, request: &Request<'_>, rest: &str) 
     }
 }
 
+/// Whether a `GET` asks for a deleted model too: `allow_deleted=true` in its query, the case
+/// of `true` aside, as MLflow's handler reads it.
+fn allow_deleted(query: &str) -> bool {
+    super::wire::query_pairs(query)
+        .any(|(key, value)| key == "allow_deleted" && value.eq_ignore_ascii_case("true"))
+}
+
+/// The model `id_text` names, deleted or not: MLflow's SQL store finds a deleted model for
+/// every call but a plain `GET`.
 fn found(service: &Service, id_text: &str) -> Result<LoggedModel, MlflowError> {
     let id = parse_id(id_text)?;
     service
         .store()
-        .logged_model(id)
+        .logged_model_including_deleted(id)
         .map_err(|e| model_error(id_text, e))
 }
 
-fn get(service: &Service, id_text: &str) -> Body {
-    Ok(model_response(&found(service, id_text)?))
+fn get(service: &Service, id_text: &str, allow_deleted: bool) -> Body {
+    let model = found(service, id_text)?;
+    if !allow_deleted && model.lifecycle_stage == LifecycleStage::Deleted {
+        return Err(not_found(id_text));
+    }
+    Ok(model_response(&model))
 }
 
 /// A `LoggedModelStatus` field: its enum name or number.
@@ -215,6 +266,7 @@ fn model_status(fields: &Fields) -> Result<ModelStatus, MlflowError> {
     };
     let status = match value {
         Value::String(s) => match s.as_str() {
+            "LOGGED_MODEL_STATUS_UNSPECIFIED" => Some(ModelStatus::Unspecified),
             "LOGGED_MODEL_PENDING" => Some(ModelStatus::Pending),
             "LOGGED_MODEL_READY" => Some(ModelStatus::Ready),
             "LOGGED_MODEL_UPLOAD_FAILED" => Some(ModelStatus::UploadFailed),
@@ -243,7 +295,7 @@ fn finalize(service: &Service, request: &Request<'_>, id_text: &str) -> Body {
         .store()
         .finalize_logged_model(model.id, status)
         .map_err(|e| model_error(id_text, e))?;
-    get(service, id_text)
+    get(service, id_text, true)
 }
 
 fn delete(service: &Service, id_text: &str) -> Body {
@@ -292,8 +344,59 @@ fn log_params(service: &Service, request: &Request<'_>, id_text: &str) -> Body {
     Ok(b"{}".to_vec())
 }
 
-/// One `order_by` entry of a search: `{field_name, ascending}` as an ordering string.
-fn order_entry(entry: &Value, index: usize) -> Result<String, MlflowError> {
+/// An optional string field of an object in a request.
+fn optional_text<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    path: &str,
+    name: &str,
+) -> Result<Option<&'a str>, MlflowError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.as_str()).filter(|t| !t.is_empty())),
+        Some(other) => Err(wrong_type(&format!("{path}.{name}"), other)),
+    }
+}
+
+/// The dataset an object's `dataset_name` and `dataset_digest` name, if any.
+fn dataset_of(
+    map: &serde_json::Map<String, Value>,
+    path: &str,
+) -> Result<Option<DatasetFilter>, MlflowError> {
+    let name = optional_text(map, path, "dataset_name")?;
+    let digest = optional_text(map, path, "dataset_digest")?;
+    Ok((name.is_some() || digest.is_some()).then(|| DatasetFilter {
+        name: name.map(str::to_string),
+        digest: digest.map(str::to_string),
+    }))
+}
+
+/// The search's `datasets`: each names a dataset (`dataset_name` required, as MLflow's SQL
+/// store requires it), and optionally its digest.
+fn search_datasets(fields: &Fields) -> Result<Vec<DatasetFilter>, MlflowError> {
+    let mut datasets = Vec::new();
+    for (index, entry) in fields.list("datasets")?.iter().enumerate() {
+        let path = format!("datasets[{index}]");
+        let Value::Object(map) = entry else {
+            return Err(wrong_type(&path, entry));
+        };
+        match dataset_of(map, &path)? {
+            Some(dataset) if dataset.name.is_some() => datasets.push(dataset),
+            _ => {
+                return Err(MlflowError::invalid(
+                    "`dataset_name` in the `datasets` clause must be specified.",
+                ));
+            }
+        }
+    }
+    Ok(datasets)
+}
+
+/// One `order_by` entry of a search: `{field_name, ascending}` as an ordering string, and the
+/// dataset its metric is read on.
+fn order_entry(
+    entry: &Value,
+    index: usize,
+) -> Result<(String, Option<DatasetFilter>), MlflowError> {
     let path = format!("order_by[{index}]");
     let Value::Object(map) = entry else {
         return Err(wrong_type(&path, entry));
@@ -310,10 +413,8 @@ fn order_entry(entry: &Value, index: usize) -> Result<String, MlflowError> {
         Some(Value::Bool(b)) => *b,
         Some(other) => return Err(wrong_type(&format!("{path}.ascending"), other)),
     };
-    Ok(format!(
-        "{field} {}",
-        if ascending { "ASC" } else { "DESC" }
-    ))
+    let order = format!("{field} {}", if ascending { "ASC" } else { "DESC" });
+    Ok((order, dataset_of(map, &path)?))
 }
 
 /// `POST logged-models/search`.
@@ -335,12 +436,15 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
             }
         },
     };
-    let order_by = fields
+    let (order_by, order_by_datasets): (Vec<String>, Vec<Option<DatasetFilter>>) = fields
         .list("order_by")?
         .iter()
         .enumerate()
         .map(|(index, entry)| order_entry(entry, index))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    let datasets = search_datasets(&fields)?;
     // An id that names no experiment matches no model, as in MLflow's SQL store.
     let experiments: Vec<ExperimentId> = experiment_texts
         .iter()
@@ -353,6 +457,8 @@ pub(crate) fn search(service: &Service, request: &Request<'_>) -> Body {
         experiments,
         filter: fields.string("filter")?.unwrap_or("").to_string(),
         order_by,
+        order_by_datasets,
+        datasets,
         max_results,
         page_token: fields
             .string("page_token")?

@@ -15,6 +15,8 @@
 //!   step, value bits) a point the run already holds is dropped before the batch is written:
 //!   MLflow's `log_model` re-sends the run's metrics that way and its SQL store keeps one copy.
 //!   Entries without a `model_id` are all kept, as the engine keeps every value at a step.
+//!   Entries with a `model_id` are also kept for their model (`model_metrics.rs`), after
+//!   the run's points are written.
 //! - Engine errors about a run get MLflow's messages (`Run with id=... not found`, `must be in
 //!   the 'active' state`, `Changing param values is not allowed`).
 
@@ -351,10 +353,12 @@ pub(crate) fn log_metric(service: &Service, request: &Request<'_>) -> Body {
         timestamp_ms,
     };
     let run = parse_id(text)?;
+    let model_metric = super::model_metrics::body_metric(&fields, run, &point)?;
     service
         .store()
         .log_batch(run, &[point], &[], &[])
         .map_err(|e| run_error(text, e))?;
+    super::model_metrics::log_metrics(service, text, model_metric.as_slice())?;
     Ok(b"{}".to_vec())
 }
 
@@ -427,7 +431,7 @@ pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
     {
         let text = batch.fields.run_id()?;
         let (params, tags) = batch_params_and_tags(&batch.fields, batch.points.len())?;
-        return write_batch(service, text, batch.points, &[], &params, &tags);
+        return write_batch(service, text, batch.points, None, &[], &params, &tags);
     }
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
@@ -442,7 +446,15 @@ pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
         }
         points.push(point);
     }
-    write_batch(service, text, points, &from_model, &params, &tags)
+    write_batch(
+        service,
+        text,
+        points,
+        Some(metrics),
+        &from_model,
+        &params,
+        &tags,
+    )
 }
 
 /// The batch's params and tags, values cut to MLflow's limits, once the batch's sizes and
@@ -470,21 +482,28 @@ fn batch_params_and_tags<'a>(
 type KeyValues<'a> = (Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>);
 
 /// Writes a batch read and checked: its points (less the repeats among the entries at
-/// `from_model`), params and tags, to the run `text` names.
+/// `from_model`), params and tags, to the run `text` names, then the model metrics of the
+/// general reader's `entries` (the one-pass reader takes no entry that names a model).
 fn write_batch(
     service: &Service,
     text: &str,
     points: Vec<MetricPoint<'_>>,
+    entries: Option<&[Value]>,
     from_model: &[usize],
     params: &[(&str, &str)],
     tags: &[(&str, &str)],
 ) -> Body {
     let run = parse_id(text)?;
+    let model_metrics = match entries {
+        Some(entries) => super::model_metrics::batch_metrics(entries, points.iter(), run)?,
+        None => Vec::new(),
+    };
     let points = without_model_repeats(service, text, run, points, from_model)?;
     service
         .store()
         .log_batch(run, &points, params, tags)
         .map_err(|e| run_error(text, e))?;
+    super::model_metrics::log_metrics(service, text, &model_metrics)?;
     Ok(b"{}".to_vec())
 }
 

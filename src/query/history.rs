@@ -295,7 +295,7 @@ impl Store {
         }
         let compacted_points: Vec<usize> = histories.iter().map(History::len).collect();
         read_tail(
-            root,
+            self,
             &manifest,
             &index,
             key,
@@ -386,7 +386,7 @@ pub(super) fn compacted_series<'a>(
 /// the history of each run of `index`, in log order, and the lengths of their pieces (the
 /// points of one record each) to `pieces` (see `series_log.rs`).
 pub(super) fn read_tail(
-    root: &std::path::Path,
+    store: &Store,
     manifest: &crate::compaction::Manifest,
     index: &HashMap<RunId, usize>,
     key: &str,
@@ -402,7 +402,15 @@ pub(super) fn read_tail(
         first_step,
         last_step,
     };
-    super::series_log::read_series_tail(root, manifest, &query, histories, pieces)
+    let directories = store.segment_directories();
+    super::series_log::read_series_tail(
+        store.root(),
+        manifest,
+        directories,
+        &query,
+        histories,
+        pieces,
+    )
 }
 
 /// `steps` as an inclusive range, `None` if it holds no step.

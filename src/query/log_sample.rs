@@ -1,6 +1,7 @@
 //! The uncompacted points of one key of a few runs, indexed for a sample
 //! (`Store::history_sample`) instead of held whole: the log is read as `series_log` reads it
-//! (every frame and CRC checked, other runs' records skipped from their heads), then each
+//! (each record used checked when read, every record of a segment without a known directory
+//! checked, other runs' records skipped from their heads), then each
 //! wanted record is decoded once into a small buffer of its own, to learn how many of its
 //! points the query keeps and their steps as arithmetic runs, and the points are dropped.
 //!
@@ -13,6 +14,11 @@
 //! logged as columns records, nothing the size of the run's points is allocated and no point is
 //! compared with another; points logged through streams (which have no stored length) are held
 //! decoded, as the scan found them, until the sample is made.
+//!
+//! A columns record of a sealed segment read through its directory (`wal/directory.rs`) is
+//! measured once per handle and key: the measure (its points' count and step runs over every
+//! step) is kept in the directory, and a later sample over every step decodes, and checks the
+//! frame and CRC of, only the records that hold a picked point.
 //!
 //! Invariants:
 //! - The records, their order and the points each keeps are `series_log`'s (the same scan, key
@@ -28,12 +34,13 @@ use rayon::prelude::*;
 
 use super::history::History;
 use super::series_log::{
-    Item, Scanned, SeriesQuery, corrupt, corruption, decode_record, payload_at, scan, stream_rows,
-    wanted_key_ids,
+    Item, Scanned, SeriesQuery, columns_payload, corrupt, corruption, decode_record, scan_all,
+    stream_rows, wanted_key_ids,
 };
 use crate::compaction::{Manifest, StepRuns, StepRunsBuilder};
 use crate::error::Result;
-use crate::ids::KeyId;
+use crate::ids::{KeyId, RunId};
+use crate::wal::directory::{Directory, Measure, SegmentDirectories};
 use crate::wal::peek::ColumnsOut;
 use crate::wal::record::FLAG_COMPRESSED;
 
@@ -81,6 +88,8 @@ enum Source {
         /// Its segment's index in `LogTail::scanned`.
         segment: usize,
         record_offset: u64,
+        /// What to check the record against when it is decoded, if the first pass did not.
+        unchecked: Option<(RunId, u8, usize)>,
         compressed: bool,
         point_count: usize,
         key_ids: Vec<KeyId>,
@@ -102,25 +111,32 @@ struct Scratch {
 pub(super) fn index_tail<'q>(
     root: &std::path::Path,
     manifest: &Manifest,
+    directories: &SegmentDirectories,
     query: &'q SeriesQuery<'q>,
     slot_count: usize,
 ) -> Result<LogTail<'q>> {
-    let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
-    let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
-    let scanned: Vec<Scanned> = places
-        .into_par_iter()
-        .map(|place| scan(place, query).map_err(stale))
-        .collect::<Result<_>>()?;
+    let scanned = scan_all(root, manifest, directories, query)?;
     let pending = sources(&scanned, manifest, query, slot_count)?;
     let measured: Vec<(usize, Option<Vec<StepRun>>)> = pending
         .par_iter()
         .map_init(Scratch::default, |scratch, (_, source)| {
+            let known = known_measure(&scanned, query, source);
+            if let Some(measure) = known
+                .as_ref()
+                .and_then(|(directory, offset, key_id)| directory.measure(*offset, *key_id))
+            {
+                return Ok(from_measure(&measure));
+            }
             let kept = decode(&scanned, query, source, scratch)?;
             let steps = match source {
                 Source::Points(points) => &points.steps[..],
                 Source::Columns { .. } => &scratch.steps[..kept],
             };
-            Ok((kept, step_runs(steps)))
+            let runs = step_runs(steps);
+            if let Some((directory, offset, key_id)) = known {
+                directory.keep_measure(offset, key_id, to_measure(kept, runs.as_deref()));
+            }
+            Ok((kept, runs))
         })
         .collect::<Result<_>>()?;
     let mut slots: Vec<Vec<Record>> = (0..slot_count).map(|_| Vec::new()).collect();
@@ -134,6 +150,55 @@ pub(super) fn index_tail<'q>(
         query,
         slots,
     })
+}
+
+/// Where a columns record's measure may be kept: its segment's directory, its offset and the
+/// query's one key id, when the segment was read through a directory and the query takes
+/// every step (a measure is of every step of one key).
+fn known_measure<'s>(
+    scanned: &'s [Scanned],
+    query: &SeriesQuery<'_>,
+    source: &Source,
+) -> Option<(&'s Directory, u64, KeyId)> {
+    let Source::Columns {
+        segment,
+        record_offset,
+        key_ids,
+        ..
+    } = source
+    else {
+        return None;
+    };
+    let every_step = query.first_step == i64::MIN && query.last_step == i64::MAX;
+    let directory = scanned.get(*segment)?.directory.as_deref()?;
+    match key_ids.as_slice() {
+        [key_id] if every_step => Some((directory, *record_offset, *key_id)),
+        _ => None,
+    }
+}
+
+fn from_measure(measure: &Measure) -> (usize, Option<Vec<StepRun>>) {
+    let runs = measure.runs.as_deref().map(|runs| {
+        (runs.iter())
+            .map(|(step, stride, len)| StepRun {
+                step: *step,
+                stride: *stride,
+                len: *len,
+            })
+            .collect()
+    });
+    (measure.kept, runs)
+}
+
+fn to_measure(kept: usize, runs: Option<&[StepRun]>) -> Measure {
+    Measure {
+        kept,
+        runs: runs.map(|runs| {
+            runs.iter()
+                .map(|run| (run.step, run.stride, run.len))
+                .collect()
+        }),
+    }
 }
 
 /// The wanted records of `scanned`, in log order, with their slots.
@@ -154,16 +219,18 @@ fn sources(
                     record_offset,
                     flags,
                     point_count,
+                    checked,
                 } => {
                     let Some(key_ids) = wanted.get(&(writer, *run)) else {
                         continue;
                     };
-                    (segment.bytes.as_deref())
-                        .and_then(|bytes| payload_at(bytes, *record_offset))
-                        .ok_or_else(|| corrupt(&segment.place, *record_offset, "record moved"))?;
+                    if segment.bytes.is_none() {
+                        return Err(corrupt(&segment.place, *record_offset, "record moved"));
+                    }
                     let source = Source::Columns {
                         segment: index,
                         record_offset: *record_offset,
+                        unchecked: (!checked).then_some((*run, *flags, *point_count)),
                         compressed: flags & FLAG_COMPRESSED != 0,
                         point_count: *point_count,
                         key_ids: key_ids.clone(),
@@ -241,6 +308,7 @@ fn decode(
     let Source::Columns {
         segment,
         record_offset,
+        unchecked,
         compressed,
         point_count,
         key_ids,
@@ -252,9 +320,10 @@ fn decode(
         });
     };
     let segment = &scanned[*segment];
-    let payload = (segment.bytes.as_deref())
-        .and_then(|bytes| payload_at(bytes, *record_offset))
+    let bytes = (segment.bytes.as_deref())
         .ok_or_else(|| corrupt(&segment.place, *record_offset, "record moved"))?;
+    let payload = columns_payload(bytes, *record_offset, *unchecked)
+        .map_err(|kind| corruption(&segment.place, *record_offset, kind))?;
     scratch.steps.resize(*point_count, 0);
     scratch.timestamps_ms.resize(*point_count, 0);
     scratch.values.resize(*point_count, 0.0);

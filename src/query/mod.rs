@@ -19,7 +19,7 @@ pub use filter::{
     Filter, FilterError, Subject, parse, parse_for, parse_order_by, parse_order_by_for,
 };
 pub use history::{Bucket, Downsampled, History, Point, downsample};
-pub use models::{ModelsPage, SearchModels};
+pub use models::{DatasetFilter, ModelsPage, SearchModels};
 #[cfg(feature = "parquet")]
 pub use sample::{Pick, Sample, TimePage};
 pub use search::{

@@ -3,10 +3,16 @@
 //! `creation_time`, `last_updated_timestamp`, `params.<key>`, `tags.<key>`; see `filter.rs`),
 //! answered from the catalog.
 //!
+//! A `metrics.<key>` clause holds for a model when any of its metric points of that key (on
+//! one of the search's datasets, if it names some) satisfies it, as MLflow's SQL store joins
+//! its `logged_model_metrics` rows; a search that names datasets and has no metric clause keeps
+//! the models with a point on one of them.
+//!
 //! Ordering follows MLflow's SQL store: each `order_by` field in turn, missing values last,
 //! then `creation_time` descending (unless ordered on), then model id ascending, so the order is
-//! total and pages are stable. runlog keeps no per-model metrics, so a clause on `metrics.<key>`
-//! matches no model, and ordering on one leaves the order to the fields after it.
+//! total and pages are stable. A model's value for `metrics.<key>` is its latest point of that
+//! key (greatest timestamp, then greatest step, then smallest run id), on the order's dataset
+//! when it names one.
 
 use std::cmp::Ordering;
 
@@ -18,6 +24,7 @@ use crate::query::search::{
     Key, SEARCH_RESULTS_MAX, compare_keys, compare_number, parse_token, text_holds,
 };
 use crate::tracking::Store;
+use crate::wal::ModelMetric;
 
 /// The page size when none is given (MLflow's `SEARCH_LOGGED_MODEL_MAX_RESULTS_DEFAULT`).
 const MODELS_PAGE_DEFAULT: usize = 100;
@@ -31,10 +38,45 @@ pub struct SearchModels {
     pub filter: String,
     /// `order_by` elements, e.g. `"creation_time DESC"`.
     pub order_by: Vec<String>,
+    /// The dataset each `order_by` element's metric is read on, by index (MLflow's
+    /// `dataset_name` and `dataset_digest` of an order); missing or `None`: any dataset.
+    pub order_by_datasets: Vec<Option<DatasetFilter>>,
+    /// MLflow's `datasets`: metric clauses count only points on one of these; with no metric
+    /// clause, only models with a point on one of them match. Empty: no restriction. Here a
+    /// filter's `None` digest matches only points without a digest, as MLflow's server
+    /// matches a dataset given without one.
+    pub datasets: Vec<DatasetFilter>,
     /// Page size (0: the default, 100; at most 50,000).
     pub max_results: usize,
     /// The token of the previous page's result, to get the next page.
     pub page_token: Option<String>,
+}
+
+/// A dataset a model's metric points are restricted to: MLflow's `DatasetFilter`. What a `None`
+/// field matches depends on where the filter is given (`SearchModels::datasets`: no value;
+/// `SearchModels::order_by_datasets`: any value).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DatasetFilter {
+    /// The dataset's name.
+    pub name: Option<String>,
+    /// Its digest.
+    pub digest: Option<String>,
+}
+
+impl DatasetFilter {
+    /// Whether `metric` was logged on this dataset, as a search's `datasets` entry matches:
+    /// its name, and its digest or, when the filter gives none, no digest.
+    fn holds_exactly(&self, metric: &ModelMetric) -> bool {
+        self.name == metric.dataset_name && self.digest == metric.dataset_digest
+    }
+
+    /// Whether `metric` was logged on this dataset, as an `order_by` entry matches: each field
+    /// the filter gives is the point's.
+    fn holds(&self, metric: &ModelMetric) -> bool {
+        let matches =
+            |wanted: &Option<String>, found: &Option<String>| wanted.is_none() || wanted == found;
+        matches(&self.name, &metric.dataset_name) && matches(&self.digest, &metric.dataset_digest)
+    }
 }
 
 /// One page of logged models.
@@ -70,12 +112,27 @@ impl Store {
             Some(token) => parse_token(token, fingerprint)?,
             None => 0,
         };
+        let has_metric_clause =
+            (filter.clauses.iter()).any(|c| matches!(c.field, Field::Metric(_)));
+        let on_datasets = |metric: &ModelMetric| {
+            search.datasets.is_empty() || search.datasets.iter().any(|d| d.holds_exactly(metric))
+        };
         let mut hits: Vec<(Vec<Option<Key>>, LoggedModel)> = self
             .logged_models(&search.experiments)?
             .into_iter()
-            .filter(|model| filter.clauses.iter().all(|c| holds(c, model)))
+            .filter(|model| {
+                filter.clauses.iter().all(|c| holds(c, model, &on_datasets))
+                    && (has_metric_clause
+                        || search.datasets.is_empty()
+                        || model.metrics.iter().any(on_datasets))
+            })
             .map(|model| {
-                let keys = order.iter().map(|o| sort_key(&model, &o.field)).collect();
+                let keys = (order.iter().enumerate())
+                    .map(|(index, o)| {
+                        let dataset = search.order_by_datasets.get(index).and_then(Option::as_ref);
+                        sort_key(&model, &o.field, dataset)
+                    })
+                    .collect();
                 (keys, model)
             })
             .collect();
@@ -124,6 +181,8 @@ fn fingerprint(search: &SearchModels) -> u64 {
     search.experiments.hash(&mut hasher);
     search.filter.hash(&mut hasher);
     search.order_by.hash(&mut hasher);
+    search.order_by_datasets.hash(&mut hasher);
+    search.datasets.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -150,8 +209,17 @@ fn time_ms(model: &LoggedModel, attribute: Attribute) -> Option<i64> {
 /// Whether `clause` holds for `model`. A clause on a missing param or tag is false, except
 /// `IS NULL`, as in MLflow; `status` compares MLflow's short names (`READY`) and the proto
 /// names (`LOGGED_MODEL_READY`) alike.
-fn holds(clause: &Clause, model: &LoggedModel) -> bool {
+fn holds(
+    clause: &Clause,
+    model: &LoggedModel,
+    on_datasets: &impl Fn(&ModelMetric) -> bool,
+) -> bool {
     match (&clause.field, &clause.value) {
+        (Field::Metric(key), Value::Number(target)) => model.metrics.iter().any(|metric| {
+            metric.key == *key
+                && on_datasets(metric)
+                && compare_number(metric.value, clause.op, *target)
+        }),
         (Field::Tag(key), value) => {
             text_holds(model.tags.get(key).map(String::as_str), clause.op, value)
         }
@@ -174,14 +242,34 @@ fn holds(clause: &Clause, model: &LoggedModel) -> bool {
     }
 }
 
-fn sort_key(model: &LoggedModel, field: &Field) -> Option<Key> {
+/// The latest point of `key` of `model` (on `dataset` if given), as MLflow's SQL store picks
+/// it for ordering: greatest timestamp, then greatest step, then smallest run id.
+fn latest_metric(model: &LoggedModel, key: &str, dataset: Option<&DatasetFilter>) -> Option<f64> {
+    (model.metrics.iter())
+        .filter(|metric| metric.key == key && dataset.is_none_or(|d| d.holds(metric)))
+        .max_by(|a, b| {
+            (a.timestamp_ms, a.step)
+                .cmp(&(b.timestamp_ms, b.step))
+                .then(b.run.cmp(&a.run))
+        })
+        .map(|metric| metric.value)
+}
+
+fn sort_key(model: &LoggedModel, field: &Field, dataset: Option<&DatasetFilter>) -> Option<Key> {
     match field {
+        Field::Metric(key) => latest_metric(model, key, dataset).map(|value| {
+            if value.is_nan() {
+                Key::NaN
+            } else {
+                Key::Number(value)
+            }
+        }),
         Field::Attribute(attribute) => match time_ms(model, *attribute) {
             Some(t) => Some(Key::Number(t as f64)),
             None => text(model, *attribute).map(Key::Text),
         },
         Field::Tag(key) => model.tags.get(key).map(|v| Key::Text(v.clone())),
         Field::Param(key) => model.params.get(key).map(|v| Key::Text(v.clone())),
-        Field::Metric(_) | Field::Dataset(_) => None,
+        Field::Dataset(_) => None,
     }
 }

@@ -139,7 +139,7 @@ impl Store {
         };
         let mut tail = vec![History::default()];
         read_tail(
-            root,
+            self,
             &manifest,
             &index,
             key,
@@ -205,7 +205,13 @@ impl Store {
             first_step: first,
             last_step: last,
         };
-        let log = super::log_sample::index_tail(root, &manifest, &query, runs.len())?;
+        let log = super::log_sample::index_tail(
+            root,
+            &manifest,
+            self.segment_directories(),
+            &query,
+            runs.len(),
+        )?;
         crate::compaction::check_still_newest(root, &manifest)?;
         // Each run's log points in history order: its records in an order, where one gives
         // it, else read whole and sorted.

@@ -2,13 +2,20 @@
 //! runs: `read_tail`'s engine.
 //!
 //! Two passes, each parallel. The first reads every uncompacted segment on its own
-//! (`compaction::uncompacted_places`), checking every frame and CRC as any reader does, but
-//! decoding only what the query may use: the definitions of the wanted key for the wanted runs,
-//! the head of each columns record (its run and point count, `wal::peek`), and the points of
-//! the wanted runs in streams. A columns record of another run is skipped without decoding (and,
-//! compressed, without decompressing more than its first bytes). Once every definition is known,
+//! (`compaction::uncompacted_places`); a segment whose directory is not known is scanned
+//! whole, every frame and CRC checked as any reader does, decoding only what the query may
+//! use: the definitions of the wanted key for the wanted runs, the head of each columns record
+//! (its run and point count, `wal::peek`), and the points of the wanted runs in streams. A
+//! columns record of another run is skipped without decoding (and, compressed, without
+//! decompressing more than its first bytes). Once every definition is known,
 //! the second pass decodes each kept columns record straight into its place in the result
 //! columns, which are allocated once at their final size.
+//!
+//! A sealed segment whose directory the handle knows (`wal/directory.rs`) is not scanned: the
+//! first pass takes its definitions and the wanted runs' records from the directory, and reads
+//! only those records, each frame and CRC checked when the record is decoded (a stream's in the
+//! first pass, a columns record's in the second, `columns_payload`). Any other segment is
+//! scanned whole, and leaves its directory if it is sealed and trimmed.
 //!
 //! Invariants:
 //! - Points come out as a sequential read gives them: writers in ascending id order, then
@@ -21,6 +28,7 @@
 //!   at its record's offset (a CRC-valid record that does not decode is no torn write).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -28,11 +36,12 @@ use super::history::History;
 use crate::compaction::Manifest;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::ids::{KeyId, RunId, WriterId};
+use crate::wal::directory::{self, Directory, MetricRecord, SegmentDirectories, SegmentIdentity};
 use crate::wal::event::Event;
 use crate::wal::metric::{MetricBatch, decompress};
 use crate::wal::peek::{self, ColumnsOut, RowFilter};
-use crate::wal::reader::{ChainPlace, RecordSink, SegmentBytes};
-use crate::wal::record::{FLAG_COMPRESSED, FRAME_BYTES, RecordType};
+use crate::wal::reader::{ChainEnd, ChainPlace, RecordSink, SegmentBytes};
+use crate::wal::record::{FLAG_COMPRESSED, FRAME_BYTES, Frame, RecordType, decode_frame};
 
 /// The query: one key, the runs of `slots` (run to its place in the output), a step range.
 pub(super) struct SeriesQuery<'a> {
@@ -52,16 +61,12 @@ pub(super) struct SeriesQuery<'a> {
 pub(super) fn read_series_tail(
     root: &std::path::Path,
     manifest: &Manifest,
+    directories: &SegmentDirectories,
     query: &SeriesQuery<'_>,
     histories: &mut [History],
     pieces: &mut [Vec<usize>],
 ) -> Result<()> {
-    let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
-    let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
-    let scanned: Vec<Scanned> = places
-        .into_par_iter()
-        .map(|place| scan(place, query).map_err(stale))
-        .collect::<Result<_>>()?;
+    let scanned = scan_all(root, manifest, directories, query)?;
     let wanted = wanted_key_ids(manifest, &scanned, query);
     let (tasks, mut columns) = plan(&scanned, &wanted, query, histories.len())?;
     let kept = fill(&tasks, &mut columns, query)?;
@@ -98,6 +103,29 @@ pub(super) fn read_series_tail(
     Ok(())
 }
 
+/// The first pass over every segment `manifest` leaves uncompacted, in parallel, in log order.
+pub(super) fn scan_all(
+    root: &std::path::Path,
+    manifest: &Manifest,
+    directories: &SegmentDirectories,
+    query: &SeriesQuery<'_>,
+) -> Result<Vec<Scanned>> {
+    let stale = |error| crate::compaction::missing_or_stale(root, manifest, error);
+    let places = crate::compaction::uncompacted_places(root, manifest).map_err(stale)?;
+    directories.prune(manifest.generation, compacted_through(manifest));
+    places
+        .into_par_iter()
+        .map(|place| scan(place, query, directories).map_err(stale))
+        .collect()
+}
+
+/// Each writer's last compacted segment under `manifest`.
+fn compacted_through(
+    manifest: &Manifest,
+) -> impl Iterator<Item = (WriterId, crate::ids::SegmentSequence)> + '_ {
+    (manifest.writers.iter()).filter_map(|(writer, mark)| Some((*writer, mark.through?)))
+}
+
 /// One segment after the first pass: its bytes, kept for the second, and what it holds for the
 /// query.
 pub(super) struct Scanned {
@@ -105,6 +133,8 @@ pub(super) struct Scanned {
     /// Kept only when the segment holds a wanted columns record (decoded in the second pass).
     pub(super) bytes: Option<SegmentBytes>,
     pub(super) found: Found,
+    /// The segment's directory, when the first pass read it through one.
+    pub(super) directory: Option<Arc<Directory>>,
 }
 
 /// What the first pass keeps of one segment.
@@ -125,6 +155,9 @@ pub(super) enum Item {
         record_offset: u64,
         flags: u8,
         point_count: usize,
+        /// Whether the first pass checked its frame and CRC (a scan does; a read through a
+        /// directory leaves that to whoever decodes it, `columns_payload`).
+        checked: bool,
     },
     /// A stream's points of the run, decoded.
     Stream(MetricBatch),
@@ -133,6 +166,9 @@ pub(super) enum Item {
 struct SegmentSink<'a> {
     query: &'a SeriesQuery<'a>,
     found: Found,
+    /// Every metric-bearing record and definition met, kept if the segment turns out sealed;
+    /// built only for a file that ends with a seal while the handle has room for it.
+    directory: Option<Directory>,
 }
 
 impl RecordSink for SegmentSink<'_> {
@@ -147,10 +183,13 @@ impl RecordSink for SegmentSink<'_> {
             RecordType::MetricKeyDefined => {
                 if let Event::MetricKeyDefined { run, key_id, key } =
                     Event::decode(record_type, flags, payload)?
-                    && key == self.query.key
-                    && self.query.slots.contains_key(&run)
                 {
-                    self.found.definitions.push((run, key_id));
+                    if key == self.query.key && self.query.slots.contains_key(&run) {
+                        self.found.definitions.push((run, key_id));
+                    }
+                    if let Some(directory) = &mut self.directory {
+                        directory.add_definition(run, key_id, &key);
+                    }
                 }
             }
             RecordType::MetricColumns => {
@@ -161,6 +200,15 @@ impl RecordSink for SegmentSink<'_> {
                         record_offset: offset,
                         flags,
                         point_count: head.point_count as usize,
+                        checked: true,
+                    });
+                }
+                if let Some(directory) = &mut self.directory {
+                    directory.records.push(MetricRecord::Columns {
+                        offset,
+                        run: head.run,
+                        flags,
+                        point_count: head.point_count,
                     });
                 }
             }
@@ -172,42 +220,216 @@ impl RecordSink for SegmentSink<'_> {
 
     fn stream(
         &mut self,
-        _offset: u64,
+        offset: u64,
         ops_area: &[u8],
         ops_count: u32,
         ops_crc: u32,
     ) -> std::result::Result<usize, CorruptionKind> {
         let wanted = |run: RunId| self.query.slots.contains_key(&run);
-        let (batches, ops_bytes) = peek::stream_points(ops_area, ops_count, ops_crc, &wanted)?;
+        let stream = peek::stream_points(ops_area, ops_count, ops_crc, &wanted)?;
         self.found
             .items
-            .extend(batches.into_iter().map(Item::Stream));
-        Ok(ops_bytes)
+            .extend(stream.batches.into_iter().map(Item::Stream));
+        if let Some(directory) = &mut self.directory {
+            directory.add_stream(offset, stream.runs);
+        }
+        Ok(stream.ops_bytes)
     }
 }
 
-/// The first pass over one segment.
-pub(super) fn scan(place: ChainPlace, query: &SeriesQuery<'_>) -> Result<Scanned> {
+/// The first pass over one segment: through its directory when `directories` knows it, else
+/// a scan of all of it, which leaves its directory there if the segment is sealed.
+pub(super) fn scan(
+    place: ChainPlace,
+    query: &SeriesQuery<'_>,
+    directories: &SegmentDirectories,
+) -> Result<Scanned> {
+    let identity = SegmentIdentity::of(&place)?;
+    let known = directories.get(&identity);
+    if let Some(directory) = &known
+        && !wants_any(directory, query)
+    {
+        // Nothing to read: the definitions are all a directory without a wanted record gives.
+        let found = definitions(directory, query);
+        return Ok(Scanned {
+            place,
+            bytes: None,
+            found,
+            directory: known,
+        });
+    }
     let bytes = crate::wal::reader::load_segment(&place.path, false)?;
+    if let Some(directory) = known {
+        // The file the directory was built from, unless it changed between the stat and the
+        // load: then it is scanned as any unknown segment.
+        if directory.describes(&bytes) {
+            return read_known(place, bytes, directory, query);
+        }
+    }
     let mut sink = SegmentSink {
         query,
         found: Found::default(),
+        directory: (crate::wal::reader::ends_with_seal(&bytes) && directories.has_room())
+            .then(Directory::default),
     };
     let mut salvaged = Vec::new();
-    crate::wal::reader::read_segment_with(
+    let end = crate::wal::reader::read_segment_with(
         place.segment_ref(&bytes),
         false,
         &mut salvaged,
         &mut sink,
     )?;
-    // Only a segment with a wanted columns record is read again; the others' bytes go now, so
-    // a query over many live writers' 64 MiB segments holds only the ones it decodes.
-    let needed = (sink.found.items.iter()).any(|item| matches!(item, Item::Columns { .. }));
-    Ok(Scanned {
+    let sealed = matches!(
+        end,
+        ChainEnd::Sealed {
+            untrimmed: false,
+            ..
+        }
+    );
+    if let Some(directory) = sink.directory
+        && sealed
+        && directory::unchanged(&place.path, &identity)
+    {
+        directories.insert(identity, directory, &bytes);
+    }
+    Ok(scanned(place, bytes, sink.found))
+}
+
+/// The segment and what the first pass found in it. Only a segment with a wanted columns
+/// record is read again; the others' bytes go now, so a query over many live writers' 64 MiB
+/// segments holds only the ones it decodes.
+fn scanned(place: ChainPlace, bytes: SegmentBytes, found: Found) -> Scanned {
+    let needed = (found.items.iter()).any(|item| matches!(item, Item::Columns { .. }));
+    Scanned {
         place,
         bytes: needed.then_some(bytes),
-        found: sink.found,
+        found,
+        directory: None,
+    }
+}
+
+/// The first pass over a sealed segment whose directory is known: only the wanted runs'
+/// records are read, each frame and CRC checked as a scan checks them, a columns record's
+/// when it is decoded (the rest of the segment was checked when the directory was built).
+fn read_known(
+    place: ChainPlace,
+    bytes: SegmentBytes,
+    directory: Arc<Directory>,
+    query: &SeriesQuery<'_>,
+) -> Result<Scanned> {
+    let wanted = |run: RunId| query.slots.contains_key(&run);
+    let mut found = definitions(&directory, query);
+    for record in &directory.records {
+        match record {
+            MetricRecord::Columns {
+                offset,
+                run,
+                flags,
+                point_count,
+            } if wanted(*run) => {
+                // Checked when decoded: a sample whose measure of the record is known
+                // (`Directory::measure`) may never decode it.
+                found.items.push(Item::Columns {
+                    run: *run,
+                    record_offset: *offset,
+                    flags: *flags,
+                    point_count: *point_count as usize,
+                    checked: false,
+                });
+            }
+            MetricRecord::Stream { offset, runs } if runs.iter().any(|run| wanted(*run)) => {
+                let stream = stream_at(&bytes, *offset, &wanted)
+                    .map_err(|kind| corruption(&place, *offset, kind))?;
+                found
+                    .items
+                    .extend(stream.batches.into_iter().map(Item::Stream));
+            }
+            MetricRecord::Columns { .. } | MetricRecord::Stream { .. } => {}
+        }
+    }
+    let mut scanned = scanned(place, bytes, found);
+    scanned.directory = Some(directory);
+    Ok(scanned)
+}
+
+/// The definitions of the query's key for its runs that `directory` lists.
+fn definitions(directory: &Directory, query: &SeriesQuery<'_>) -> Found {
+    let mut found = Found::default();
+    for (run, key_id, key) in &directory.definitions {
+        if **key == *query.key && query.slots.contains_key(run) {
+            found.definitions.push((*run, *key_id));
+        }
+    }
+    found
+}
+
+/// Whether `directory` lists a record with points of a wanted run.
+fn wants_any(directory: &Directory, query: &SeriesQuery<'_>) -> bool {
+    let wanted = |run: &RunId| query.slots.contains_key(run);
+    directory.records.iter().any(|record| match record {
+        MetricRecord::Columns { run, .. } => wanted(run),
+        MetricRecord::Stream { runs, .. } => runs.iter().any(wanted),
     })
+}
+
+/// The payload of a wanted columns record (`Item::Columns`) of `bytes`, a segment's: as the
+/// first pass checked it, or, when it did not, with its frame and CRC checked now and its head
+/// checked to still say what the directory listed (`run`, `flags`, `point_count`).
+pub(super) fn columns_payload(
+    bytes: &[u8],
+    record_offset: u64,
+    unchecked: Option<(RunId, u8, usize)>,
+) -> std::result::Result<&[u8], CorruptionKind> {
+    let Some((run, flags, point_count)) = unchecked else {
+        return payload_at(bytes, record_offset).ok_or_else(|| moved("no record"));
+    };
+    match decode_frame(record_bytes(bytes, record_offset)?)? {
+        Frame::Record {
+            record_type: RecordType::MetricColumns,
+            flags: found_flags,
+            payload,
+        } if found_flags == flags => {
+            let head = peek::columns_head(flags, payload)?;
+            if head.run == run && head.point_count as usize == point_count {
+                return Ok(payload);
+            }
+            Err(moved("a columns record of another run or size"))
+        }
+        _ => Err(moved("another record than the columns record it listed")),
+    }
+}
+
+/// The wanted runs' points of the stream record at `offset`, its frame, ops and CRC checked.
+fn stream_at(
+    bytes: &[u8],
+    offset: u64,
+    wanted: &dyn Fn(RunId) -> bool,
+) -> std::result::Result<peek::StreamPoints, CorruptionKind> {
+    match decode_frame(record_bytes(bytes, offset)?)? {
+        Frame::Stream {
+            ops_count,
+            ops_crc,
+            ops_area,
+            ..
+        } => peek::stream_points(ops_area, ops_count, ops_crc, wanted),
+        _ => Err(moved("another record than the stream it listed")),
+    }
+}
+
+/// The bytes of a segment from `offset` on.
+fn record_bytes(bytes: &[u8], offset: u64) -> std::result::Result<&[u8], CorruptionKind> {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|start| bytes.get(start..))
+        .ok_or_else(|| moved("a listed offset past the end of the file"))
+}
+
+/// A sealed segment whose record at a listed offset is not the one its directory lists: the
+/// file changed in place after it was sealed.
+fn moved(what: &str) -> CorruptionKind {
+    CorruptionKind::MalformedPayload(format!(
+        "{what}, at an offset of a sealed segment (the file changed after it was sealed)"
+    ))
 }
 
 /// The key ids that stand for the query's key, per writer and run.
@@ -252,7 +474,10 @@ struct Task<'a> {
 
 enum Source<'a> {
     Columns {
-        payload: &'a [u8],
+        /// The segment's bytes.
+        bytes: &'a [u8],
+        /// What to check the record against, if the first pass did not (`columns_payload`).
+        unchecked: Option<(RunId, u8, usize)>,
         compressed: bool,
         key_ids: &'a [KeyId],
         /// For errors: the segment and the record's offset.
@@ -281,15 +506,16 @@ fn plan<'a>(
                     record_offset,
                     flags,
                     point_count,
+                    checked,
                 } => {
                     let Some(key_ids) = wanted.get(&(writer, *run)) else {
                         continue;
                     };
-                    let payload = (segment.bytes.as_deref())
-                        .and_then(|bytes| payload_at(bytes, *record_offset))
+                    let bytes = (segment.bytes.as_deref())
                         .ok_or_else(|| corrupt(&segment.place, *record_offset, "record moved"))?;
                     let source = Source::Columns {
-                        payload,
+                        bytes,
+                        unchecked: (!checked).then_some((*run, *flags, *point_count)),
                         compressed: flags & FLAG_COMPRESSED != 0,
                         key_ids,
                         place: &segment.place,
@@ -401,12 +627,14 @@ fn run_task(task: &Task<'_>, out: ColumnsOut<'_>, query: &SeriesQuery<'_>) -> Re
             Ok(points.len())
         }
         Source::Columns {
-            payload,
+            bytes,
+            unchecked,
             compressed,
             key_ids,
             place,
             record_offset,
-        } => decode_record(payload, *compressed, key_ids, query, out)
+        } => columns_payload(bytes, *record_offset, *unchecked)
+            .and_then(|payload| decode_record(payload, *compressed, key_ids, query, out))
             .map_err(|kind| corruption(place, *record_offset, kind)),
     }
 }

@@ -139,7 +139,9 @@ pub(super) async fn answer(
             Ok(()) => {
                 let method = method(request.method());
                 if Service::is_artifact_download(method, request.uri().path()) {
-                    return Ok(forward_download(shared, request.uri().path().to_owned()).await);
+                    let route = request.uri().path_and_query().map(|p| p.as_str());
+                    let route = route.unwrap_or(request.uri().path()).to_owned();
+                    return Ok(forward_download(shared, route).await);
                 }
                 forward(shared, request).await
             }

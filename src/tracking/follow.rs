@@ -16,6 +16,9 @@
 //! foreign summary from the newest manifest and the log after it, and swaps them in. A missing
 //! segment that a rebuild does not explain is damage and is returned as such.
 //!
+//! The sealed segments a poll reads whole leave their directories in the handle's
+//! `SegmentDirectories` (`wal::directory`), for the queries that read the log after.
+//!
 //! Each newly taken-in manifest's metadata chains are checked to still have their files
 //! (`compaction::survey::check_listed_chains`): a listed chain whose files are gone would otherwise take
 //! its experiments and runs with it silently.
@@ -31,6 +34,7 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
 use crate::summary::{CompactedSummaries, ReplaySummaries};
 use crate::wal::Event;
+use crate::wal::directory::SegmentDirectories;
 use crate::wal::replay::ReplaySink;
 use crate::wal::segment;
 use crate::wal::tail::Tail;
@@ -72,20 +76,21 @@ impl Follower {
     /// Applies to `catalog` everything other writers (those `own` says are not this handle's)
     /// added since the last call. `own` is asked after each listing, never before, so a writer
     /// this handle creates meanwhile is never taken for another's.
+    /// The sealed segments read whole on the way leave their directories in `directories`.
     pub fn refresh(
         &mut self,
         catalog: &Catalog,
-        manifests: &ManifestCache,
+        (manifests, directories): (&ManifestCache, &SegmentDirectories),
         own: &dyn Fn(WriterId) -> bool,
     ) -> Result<()> {
-        let mut error = match self.step(catalog, manifests, own, None) {
+        let mut error = match self.step(catalog, (manifests, directories), own, None) {
             Err(error) if is_gap(&error) => error,
             other => return other,
         };
         for _ in 0..REBUILDS_MAX {
             let mut fresh = Follower::new(&self.root, self.tail.dir());
             let mut staged = Staged::default();
-            match fresh.step(catalog, manifests, own, Some(&mut staged)) {
+            match fresh.step(catalog, (manifests, directories), own, Some(&mut staged)) {
                 Ok(()) => {
                     catalog.replace_foreign(staged);
                     *self = fresh;
@@ -103,7 +108,7 @@ impl Follower {
     fn step(
         &mut self,
         catalog: &Catalog,
-        manifests: &ManifestCache,
+        (manifests, directories): (&ManifestCache, &SegmentDirectories),
         own: &dyn Fn(WriterId) -> bool,
         mut staged: Option<&mut Staged>,
     ) -> Result<()> {
@@ -139,11 +144,16 @@ impl Follower {
                         self.tail.start_at(*writer, next, done);
                     }
                 }
+                // The compacted segments' directories go now, not at the next query: a handle
+                // that only serves the catalog would otherwise keep them, full, for good.
+                let compacted = (manifest.writers.iter())
+                    .filter_map(|(writer, mark)| Some((*writer, mark.through?)));
+                directories.prune(manifest.generation, compacted);
                 self.generation = manifest.generation;
                 self.chains = manifest.metadata.clone();
                 listed = Some(manifest);
             }
-            self.poll(catalog, own, staged.as_deref_mut())?;
+            self.poll(catalog, directories, own, staged.as_deref_mut())?;
             if manifest::newest_generation(&self.root)? == self.generation {
                 // Only now: a listed chain may be deleted by a compaction whose newer
                 // manifest no longer lists it, which the check above would have caught.
@@ -167,6 +177,7 @@ impl Follower {
     fn poll(
         &mut self,
         catalog: &Catalog,
+        directories: &SegmentDirectories,
         own: &dyn Fn(WriterId) -> bool,
         mut staged: Option<&mut Staged>,
     ) -> Result<()> {
@@ -188,9 +199,11 @@ impl Follower {
             };
             catalog.apply_foreign(keys, writer, event, origin, staged.as_deref_mut());
         };
-        let polled = self
-            .tail
-            .poll_into(own, &mut ReplaySink::new(&mut summaries, &mut visit));
+        let polled = self.tail.poll_into(
+            own,
+            &mut ReplaySink::new(&mut summaries, &mut visit),
+            Some(directories),
+        );
         catalog.apply_foreign_summaries(&self.keys, &mut summaries, staged);
         polled
     }

@@ -287,6 +287,26 @@ impl Store {
         // exactly when the log holds it.
         let mut metrics = catalog::lock(&entry.metrics);
         check_new_keys(&metrics, points)?;
+        if let Some(key) = one_key(points) {
+            // A batch of one key (a history uploaded in pieces, MLflow's `log_batch` of one
+            // metric over many steps) is one columns record: encoded a column at a time, and
+            // read back a record at a time without decoding other runs' or keys' points.
+            let slot = metrics.slot_or_insert(key);
+            let steps: Vec<i64> = points.iter().map(|p| p.step).collect();
+            let timestamps: Vec<i64> = points.iter().map(|p| p.timestamp_ms).collect();
+            let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+            let summary = &mut metrics.own[slot];
+            return self.log().log_columns_counted(
+                entry.id,
+                key,
+                (&steps, &timestamps, &values),
+                &mut |held| {
+                    for point in points.iter().take(held) {
+                        summary.update(point.step, point.timestamp_ms, point.value);
+                    }
+                },
+            );
+        }
         // A batch is mostly runs of one key: a key equal to the point before's takes its slot
         // without a lookup.
         let mut last: Option<(&str, usize)> = None;
@@ -669,6 +689,17 @@ fn check_params(params: &[(&str, &str)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Points a batch needs before its points of one key go into a columns record rather than a
+/// stream: below it, a stream's few bytes a point beat a record's head.
+const COLUMNS_BATCH_POINTS_MIN: usize = 16;
+
+/// The one key of `points`, if they are at least [`COLUMNS_BATCH_POINTS_MIN`] and share it.
+fn one_key<'a>(points: &[MetricPoint<'a>]) -> Option<&'a str> {
+    let first = points.first()?.key;
+    (points.len() >= COLUMNS_BATCH_POINTS_MIN && points.iter().all(|p| p.key == first))
+        .then_some(first)
 }
 
 /// Validates the keys of `points` the run has no series for yet (known keys were validated

@@ -1,11 +1,15 @@
 //! The tracking API of logged models (MLflow 3's `LoggedModel`): create, read, list, finalize,
-//! delete, tags, params and artifact files, and the links between runs and models.
+//! delete, tags, params, metric points and artifact files, and the links between runs and
+//! models.
 //!
 //! Invariants:
 //! - Every write is checked whole before anything is appended: a refused call writes nothing.
 //! - A model's artifacts follow the run artifacts' rules (`artifact/mod.rs`): write-once,
 //!   published durably before the log records them, read back checked against their SHA-256.
-//! - A deleted model is gone for every call: it answers `NotFound`, and its id is never reused.
+//! - A deleted model is hidden from reads, listings and searches (`NotFound`), and its id is
+//!   never reused. As in MLflow's SQL store, it is still found by id to be read on request
+//!   ([`Store::logged_model_including_deleted`]), finalized, deleted again, tagged or given
+//!   params; its artifacts are not served or stored.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +20,7 @@ use crate::catalog::{Artifact, LifecycleStage, LoggedModel};
 use crate::error::{Error, Result};
 use crate::ids::{ExperimentId, ModelId, RunId};
 use crate::util::{now_ms, random_u64};
-use crate::wal::{Event, ModelEvent, ModelLink, ModelStatus};
+use crate::wal::{Event, ModelEvent, ModelLink, ModelMetric, ModelStatus};
 
 /// What a new logged model starts with.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +29,8 @@ pub struct ModelOptions {
     pub name: Option<String>,
     /// Its type (free text).
     pub model_type: String,
-    /// The run that logs it; it must exist.
+    /// The run that logs it. It is not checked, as MLflow's stores do not check it: it may
+    /// name a run another writer creates later.
     pub source_run: Option<RunId>,
     /// Its first tags.
     pub tags: Vec<(String, String)>,
@@ -47,9 +52,6 @@ impl Store {
             return Err(Error::Deleted {
                 what: format!("experiment {experiment}"),
             });
-        }
-        if let Some(run) = options.source_run {
-            self.run(run)?;
         }
         check_pairs("tag", &options.tags, validation::TAG_VALUE_CHARS_MAX)?;
         check_pairs("param", &options.params, validation::PARAM_VALUE_CHARS_MAX)?;
@@ -92,6 +94,13 @@ impl Store {
             .ok_or_else(|| Error::NotFound(format!("logged model {model}")))
     }
 
+    /// A snapshot of logged model `model`, deleted or not; `NotFound` if it was never created
+    /// (MLflow's `get_logged_model(allow_deleted=True)`). Its `lifecycle_stage` says which.
+    pub fn logged_model_including_deleted(&self, model: ModelId) -> Result<LoggedModel> {
+        self.lookup_fresh(|| self.catalog().models.get_including_deleted(model))?
+            .ok_or_else(|| Error::NotFound(format!("logged model {model}")))
+    }
+
     /// The logged models of `experiments` (every experiment when empty), oldest first.
     pub fn logged_models(&self, experiments: &[ExperimentId]) -> Result<Vec<LoggedModel>> {
         self.refresh_if_stale()?;
@@ -101,9 +110,9 @@ impl Store {
             .list(|experiment| experiments.is_empty() || experiments.contains(&experiment)))
     }
 
-    /// Sets the status of `model` (MLflow's finalize).
+    /// Sets the status of `model` (MLflow's finalize), deleted or not.
     pub fn finalize_logged_model(&self, model: ModelId, status: ModelStatus) -> Result<()> {
-        self.logged_model(model)?;
+        self.logged_model_including_deleted(model)?;
         self.record(Event::Model(ModelEvent::StatusChanged {
             model,
             time_ms: now_ms(),
@@ -111,22 +120,29 @@ impl Store {
         }))
     }
 
-    /// Deletes `model`. Its artifact files stay on disk, as MLflow's stores leave them.
+    /// Deletes `model`; deleting a deleted model again dates its deletion anew, as MLflow's
+    /// SQL store does. Its artifact files stay on disk, as MLflow's stores leave them.
     pub fn delete_logged_model(&self, model: ModelId) -> Result<()> {
-        self.logged_model(model)?;
+        self.logged_model_including_deleted(model)?;
         self.record(Event::Model(ModelEvent::Deleted {
             model,
             time_ms: now_ms(),
         }))
     }
 
-    /// Sets tags of `model`, replacing earlier values.
+    /// Sets tags of `model` (deleted or not), replacing earlier values. A key given twice keeps
+    /// its last value, as MLflow's SQL store keeps it.
     pub fn set_logged_model_tags(&self, model: ModelId, tags: &[(String, String)]) -> Result<()> {
-        check_pairs("tag", tags, validation::TAG_VALUE_CHARS_MAX)?;
-        self.logged_model(model)?;
+        for (key, value) in tags {
+            validation::key("tag", key)?;
+            validation::value("tag", key, value, validation::TAG_VALUE_CHARS_MAX)?;
+        }
+        self.logged_model_including_deleted(model)?;
+        let last: BTreeMap<&String, &String> =
+            tags.iter().map(|(key, value)| (key, value)).collect();
         let time_ms = now_ms();
-        let events: Vec<Event> = tags
-            .iter()
+        let events: Vec<Event> = last
+            .into_iter()
             .map(|(key, value)| {
                 Event::Model(ModelEvent::TagSet {
                     model,
@@ -139,9 +155,13 @@ impl Store {
         self.record_all(&events)
     }
 
-    /// Deletes tag `key` of `model`; `NotFound` if it has no such tag.
+    /// Deletes tag `key` of `model` (deleted or not); `NotFound` if it has no such tag.
     pub fn delete_logged_model_tag(&self, model: ModelId, key: &str) -> Result<()> {
-        if !self.logged_model(model)?.tags.contains_key(key) {
+        if !self
+            .logged_model_including_deleted(model)?
+            .tags
+            .contains_key(key)
+        {
             return Err(Error::NotFound(format!(
                 "tag {key:?} of logged model {model}"
             )));
@@ -153,15 +173,15 @@ impl Store {
         }))
     }
 
-    /// Logs params of `model`. A param keeps its first value; logging it again with another
-    /// value is `InvalidInput`.
+    /// Logs params of `model` (deleted or not). A param keeps its first value; logging it again
+    /// with another value is `InvalidInput`.
     pub fn log_logged_model_params(
         &self,
         model: ModelId,
         params: &[(String, String)],
     ) -> Result<()> {
         check_pairs("param", params, validation::PARAM_VALUE_CHARS_MAX)?;
-        let existing = self.logged_model(model)?.params;
+        let existing = self.logged_model_including_deleted(model)?.params;
         for (key, value) in params {
             if let Some(old) = existing.get(key).filter(|old| *old != value) {
                 return Err(Error::InvalidInput(format!(
@@ -207,6 +227,46 @@ impl Store {
                 })
             })
             .collect();
+        self.record_all(&events)
+    }
+
+    /// Logs metric points for logged models (MLflow's metrics with a `model_id`), each kept
+    /// for its model as given (MLflow's `logged_model_metrics` rows) and shown by
+    /// [`Store::logged_model`]; the runs' own histories are not touched. Each point's run must
+    /// exist and be active; its model is not checked, as MLflow's stores do not check it. An
+    /// exact repeat of a point the model holds, or of an earlier one of the call, is dropped.
+    pub fn log_model_metrics(&self, metrics: &[ModelMetric]) -> Result<()> {
+        if self.options().read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut checked_runs = Vec::new();
+        for metric in metrics {
+            validation::key("metric", &metric.key)?;
+            for text in [&metric.dataset_name, &metric.dataset_digest]
+                .into_iter()
+                .flatten()
+            {
+                validation::value("metric dataset", &metric.key, text, DATASET_TEXT_CHARS_MAX)?;
+            }
+            if checked_runs.contains(&metric.run) {
+                continue;
+            }
+            if self.run(metric.run)?.info.lifecycle_stage == LifecycleStage::Deleted {
+                return Err(Error::Deleted {
+                    what: format!("run {}", metric.run),
+                });
+            }
+            checked_runs.push(metric.run);
+        }
+        let models = &self.catalog().models;
+        let mut seen = std::collections::HashSet::with_capacity(metrics.len());
+        let mut events: Vec<Event> = Vec::with_capacity(metrics.len());
+        for metric in metrics {
+            if !seen.insert(point_identity(metric)) || models.holds_metric(metric) {
+                continue;
+            }
+            events.push(Event::Model(ModelEvent::MetricLogged(metric.clone())));
+        }
         self.record_all(&events)
     }
 
@@ -301,6 +361,37 @@ impl Store {
         }
         Ok(artifact::list(&self.logged_model(model)?.artifacts, dir))
     }
+}
+
+/// Longest dataset name or digest of a model's metric point (MLflow's column is 500
+/// characters for the name; its 36 for the digest is not enforced by SQLite, so neither is it
+/// here).
+const DATASET_TEXT_CHARS_MAX: usize = validation::DATASET_NAME_CHARS_MAX;
+
+/// Every field of a point, its value by its bits: two points with the same identity are one
+/// row of the model's.
+type PointIdentity<'a> = (
+    ModelId,
+    RunId,
+    &'a str,
+    i64,
+    i64,
+    u64,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn point_identity(metric: &ModelMetric) -> PointIdentity<'_> {
+    (
+        metric.model,
+        metric.run,
+        &metric.key,
+        metric.step,
+        metric.timestamp_ms,
+        metric.value.to_bits(),
+        metric.dataset_name.as_deref(),
+        metric.dataset_digest.as_deref(),
+    )
 }
 
 /// Checks keys and values, and that no key comes twice.

@@ -165,6 +165,8 @@ pub(crate) struct StoreInner {
     compacted_metadata: crate::compaction::MetadataCache,
     /// The newest manifest, decoded once per generation.
     manifests: crate::compaction::manifest::ManifestCache,
+    /// Directories of the sealed log segments this handle's reads have scanned.
+    segment_directories: crate::wal::directory::SegmentDirectories,
     /// The background compactor, if `compaction_interval` asked for one.
     #[cfg(feature = "parquet")]
     background: Mutex<Option<crate::compaction::Background>>,
@@ -219,6 +221,7 @@ impl Store {
                 #[cfg(feature = "parquet")]
                 compacted_metadata: crate::compaction::MetadataCache::default(),
                 manifests,
+                segment_directories: Default::default(),
                 #[cfg(feature = "parquet")]
                 background: Mutex::new(None),
             }),
@@ -297,6 +300,26 @@ impl Store {
     /// The newest compaction manifest, decoded once per generation.
     pub(crate) fn manifests(&self) -> &crate::compaction::manifest::ManifestCache {
         &self.inner.manifests
+    }
+
+    /// Directories of the sealed log segments this handle's reads have scanned.
+    pub(crate) fn segment_directories(&self) -> &crate::wal::directory::SegmentDirectories {
+        &self.inner.segment_directories
+    }
+
+    /// How many sealed log segments this handle's reads know the directory of, the bytes
+    /// those directories take and how many lookups found one (for tests and benchmarks: a
+    /// read of a known segment reads only the records it wants).
+    #[cfg(feature = "testing")]
+    pub fn segment_directory_stats(&self) -> crate::wal::directory::DirectoryStats {
+        self.inner.segment_directories.stats()
+    }
+
+    /// Forgets every sealed segment's directory, so that the next read scans the whole log
+    /// tail (for tests and benchmarks: the read a handle makes before it knows any).
+    #[cfg(feature = "testing")]
+    pub fn forget_segment_directories(&self) {
+        self.inner.segment_directories.clear();
     }
 
     /// Parsed footers of compacted files.
@@ -390,9 +413,8 @@ impl Store {
             self.inner.surveyed.store(true, Ordering::Release);
         }
         let log = &self.inner.log;
-        follower.refresh(&self.inner.catalog, &self.inner.manifests, &|w| {
-            log.is_own(w)
-        })?;
+        let caches = (&self.inner.manifests, &self.inner.segment_directories);
+        follower.refresh(&self.inner.catalog, caches, &|w| log.is_own(w))?;
         self.inner
             .last_refresh_ns
             .fetch_max(started_ns, Ordering::AcqRel);

@@ -25,8 +25,8 @@
 //! Seal                  record_count u64, final_segment u8 (0 or 1)
 //! ```
 //!
-//! Logged models' events (record types 19 to 26) are laid out in `model_event.rs`, datasets'
-//! (27 and 28) in `dataset_event.rs`.
+//! Logged models' events (record types 19 to 26, and 29) are laid out in `model_event.rs`,
+//! datasets' (27 and 28) in `dataset_event.rs`.
 //!
 //! Invariant: `decode(encode(e)) == e` for every event, and decode consumes the whole payload.
 
@@ -590,6 +590,7 @@ impl Event {
             | RecordType::LoggedModelArtifactRecorded
             | RecordType::RunModelLinked
             | RecordType::DatasetLogged
+            | RecordType::LoggedModelMetricLogged
             | RecordType::DatasetInputLogged => {
                 return Err(malformed(format!("{record_type:?} is not an event record")));
             }

@@ -283,6 +283,18 @@ impl Log {
         self.with_lane(|writer| writer.log_columns(run, key, steps, timestamps_ms, values))
     }
 
+    /// [`Log::log_columns`], telling `appended(n)` how many of the first points the log holds
+    /// once the call is over (`Writer::log_columns_counted`).
+    pub fn log_columns_counted(
+        &self,
+        run: RunId,
+        key: &str,
+        columns: (&[i64], &[i64], &[f64]),
+        appended: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.with_lane(|writer| writer.log_columns_counted(run, key, columns, appended))
+    }
+
     /// Syncs every lane: when this returns `Ok`, everything appended through this handle before
     /// the call survives a power loss.
     pub fn flush(&self) -> Result<()> {

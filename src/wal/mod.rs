@@ -9,6 +9,7 @@ internal_modules!(
     codec,
     crc,
     dataset_event,
+    directory,
     event,
     metric,
     model_event,
@@ -29,7 +30,7 @@ pub use event::Seal;
 pub use event::{Event, Owner, RunStatus};
 pub use log::{Log, LogOptions, WriterSummary, read_dir};
 pub use metric::MetricBatch;
-pub use model_event::{ModelEvent, ModelLink, ModelStatus};
+pub use model_event::{ModelEvent, ModelLink, ModelMetric, ModelStatus};
 pub use reader::{ChainEnd, ReadOptions};
 pub use recovery::{RecoveryReport, Repair, RepairAction};
 #[cfg(feature = "testing")]

@@ -1,5 +1,5 @@
 //! The events of logged models (MLflow 3's `LoggedModel`) and their record payloads (format
-//! version 4).
+//! version 4; `LoggedModelMetricLogged` and status 0 from version 6).
 //!
 //! Payload layouts (as in `event.rs`: integers little-endian, `str` a u32 byte length then
 //! UTF-8, `opt<T>` a u8 0/1 then `T` when 1):
@@ -7,8 +7,8 @@
 //! ```text
 //! LoggedModelCreated           model u128, time_ms i64, experiment u64, source_run opt<u128>,
 //!                              name str, model_type str
-//! LoggedModelStatusChanged     model u128, time_ms i64, status u8 (1 pending, 2 ready,
-//!                              3 upload failed)
+//! LoggedModelStatusChanged     model u128, time_ms i64, status u8 (0 unspecified, 1 pending,
+//!                              2 ready, 3 upload failed)
 //! LoggedModelDeleted           model u128, time_ms i64
 //! LoggedModelTagSet            model u128, time_ms i64, key str, value str
 //! LoggedModelTagDeleted        model u128, time_ms i64, key str
@@ -16,6 +16,8 @@
 //! LoggedModelArtifactRecorded  model u128, time_ms i64, size_bytes u64, sha256 [32], path str
 //! RunModelLinked               run u128, time_ms i64, model u128, link u8 (0 output, 1 input),
 //!                              step i64 (output links only)
+//! LoggedModelMetricLogged      model u128, run u128, timestamp_ms i64, step i64, value f64,
+//!                              key str, dataset_name opt<str>, dataset_digest opt<str>
 //! ```
 //!
 //! Invariant: `decode(encode(e)) == e` for every event, and decode consumes the whole payload.
@@ -32,6 +34,8 @@ use crate::wal::record::RecordType;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ModelStatus {
+    /// No status: MLflow's `LOGGED_MODEL_STATUS_UNSPECIFIED`, which its finalize accepts.
+    Unspecified = 0,
     /// Created; its files are being uploaded.
     Pending = 1,
     /// Finalized: its files are complete.
@@ -44,6 +48,7 @@ impl ModelStatus {
     /// The status for a stored byte.
     pub fn from_byte(byte: u8) -> Option<ModelStatus> {
         match byte {
+            0 => Some(ModelStatus::Unspecified),
             1 => Some(ModelStatus::Pending),
             2 => Some(ModelStatus::Ready),
             3 => Some(ModelStatus::UploadFailed),
@@ -54,6 +59,7 @@ impl ModelStatus {
     /// MLflow's proto name for the status (`LOGGED_MODEL_READY`).
     pub fn as_str(self) -> &'static str {
         match self {
+            ModelStatus::Unspecified => "LOGGED_MODEL_STATUS_UNSPECIFIED",
             ModelStatus::Pending => "LOGGED_MODEL_PENDING",
             ModelStatus::Ready => "LOGGED_MODEL_READY",
             ModelStatus::UploadFailed => "LOGGED_MODEL_UPLOAD_FAILED",
@@ -71,6 +77,28 @@ pub enum ModelLink {
     },
     /// The run used the model (MLflow's `LoggedModelInput`).
     Input,
+}
+
+/// A metric point a run logged for a logged model (MLflow's `Metric` with a `model_id`): a row
+/// of MLflow's `logged_model_metrics`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelMetric {
+    /// The model it was logged for.
+    pub model: ModelId,
+    /// The run that logged it.
+    pub run: RunId,
+    /// Metric key.
+    pub key: String,
+    /// Its value.
+    pub value: f64,
+    /// Its timestamp, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Its step.
+    pub step: i64,
+    /// The name of the dataset it was computed on, if given.
+    pub dataset_name: Option<String>,
+    /// The digest of that dataset, if given.
+    pub dataset_digest: Option<String>,
 }
 
 /// One event of a logged model, or of a run's link to one.
@@ -162,6 +190,8 @@ pub enum ModelEvent {
         /// How.
         link: ModelLink,
     },
+    /// A metric point was logged for the model (format version 6).
+    MetricLogged(ModelMetric),
 }
 
 impl ModelEvent {
@@ -175,6 +205,7 @@ impl ModelEvent {
             | ModelEvent::TagDeleted { model, .. }
             | ModelEvent::ParamLogged { model, .. }
             | ModelEvent::ArtifactRecorded { model, .. } => Owner::Model(*model),
+            ModelEvent::MetricLogged(metric) => Owner::Model(metric.model),
             ModelEvent::RunLinked { run, .. } => Owner::Run(*run),
         }
     }
@@ -190,6 +221,7 @@ impl ModelEvent {
             ModelEvent::ParamLogged { .. } => RecordType::LoggedModelParamLogged,
             ModelEvent::ArtifactRecorded { .. } => RecordType::LoggedModelArtifactRecorded,
             ModelEvent::RunLinked { .. } => RecordType::RunModelLinked,
+            ModelEvent::MetricLogged(_) => RecordType::LoggedModelMetricLogged,
         }
     }
 
@@ -287,6 +319,23 @@ impl ModelEvent {
                     ModelLink::Input => e.u8(1),
                 }
             }
+            ModelEvent::MetricLogged(metric) => {
+                e.u128(metric.model.0);
+                e.u128(metric.run.0);
+                e.i64(metric.timestamp_ms);
+                e.i64(metric.step);
+                e.u64(metric.value.to_bits());
+                e.str(&metric.key);
+                for text in [&metric.dataset_name, &metric.dataset_digest] {
+                    match text {
+                        Some(text) => {
+                            e.u8(1);
+                            e.str(text);
+                        }
+                        None => e.u8(0),
+                    }
+                }
+            }
         }
     }
 
@@ -330,6 +379,7 @@ impl ModelEvent {
             })(),
             RecordType::LoggedModelArtifactRecorded => artifact_recorded(d),
             RecordType::RunModelLinked => run_linked(d),
+            RecordType::LoggedModelMetricLogged => metric_logged(d),
             _ => return None,
         };
         Some(decoded)
@@ -393,4 +443,30 @@ fn run_linked(d: &mut Decoder<'_>) -> Result<ModelEvent, CorruptionKind> {
         model,
         link,
     })
+}
+
+fn metric_logged(d: &mut Decoder<'_>) -> Result<ModelEvent, CorruptionKind> {
+    let model = ModelId(d.u128()?);
+    let run = RunId(d.u128()?);
+    let timestamp_ms = d.i64()?;
+    let step = d.i64()?;
+    let value = d.f64()?;
+    let key = d.string()?;
+    let mut optional_text = || match d.u8()? {
+        0 => Ok(None),
+        1 => d.string().map(Some),
+        tag => Err(malformed(format!("option tag {tag}, must be 0 or 1"))),
+    };
+    let dataset_name = optional_text()?;
+    let dataset_digest = optional_text()?;
+    Ok(ModelEvent::MetricLogged(ModelMetric {
+        model,
+        run,
+        key,
+        value,
+        timestamp_ms,
+        step,
+        dataset_name,
+        dataset_digest,
+    }))
 }

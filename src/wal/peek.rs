@@ -313,27 +313,44 @@ fn read_varint(payload: &[u8], position: &mut usize) -> Result<u64, CorruptionKi
     Ok(value)
 }
 
+/// What [`stream_points`] finds in a stream.
+#[derive(Debug, Default)]
+pub struct StreamPoints {
+    /// The wanted runs' points, one batch per run with points, in run table order.
+    pub batches: Vec<MetricBatch>,
+    /// The bytes the committed ops take (where the next record starts).
+    pub ops_bytes: usize,
+    /// Every run of the stream's run table, wanted or not, in table order (a run a
+    /// version-1 stream repeats is listed each time).
+    pub runs: Vec<RunId>,
+}
+
 /// The points of a stream's committed ops that belong to runs `wanted` accepts, one batch per
-/// such run in the order the stream's run table lists them, and the bytes the ops take.
-/// Decodes every op (a stream has no stored length) and checks `ops_crc`, through the walk
-/// `metric::decode_stream` makes, so with its checks and errors; only the points it keeps are
-/// stored.
+/// such run in the order the stream's run table lists them, the bytes the ops take and the
+/// run table. Decodes every op (a stream has no stored length) and checks `ops_crc`, through
+/// the walk `metric::decode_stream` makes, so with its checks and errors; only the points it
+/// keeps are stored.
 pub fn stream_points(
     ops_area: &[u8],
     ops_count: u32,
     ops_crc: u32,
     wanted: &dyn Fn(RunId) -> bool,
-) -> Result<(Vec<MetricBatch>, usize), CorruptionKind> {
+) -> Result<StreamPoints, CorruptionKind> {
     let mut kept = WantedPoints {
         wanted,
         table: Vec::new(),
+        runs: Vec::new(),
         batches: Vec::new(),
     };
     let ops_bytes = walk_stream(ops_area, ops_count, &mut kept)?;
     check_ops_crc(ops_area, ops_bytes, ops_crc)?;
     let mut batches = kept.batches;
     batches.retain(|batch| !batch.is_empty());
-    Ok((batches, ops_bytes))
+    Ok(StreamPoints {
+        batches,
+        ops_bytes,
+        runs: kept.runs,
+    })
 }
 
 /// A stream's points for the wanted runs, as the walk gives them.
@@ -341,6 +358,8 @@ struct WantedPoints<'a> {
     wanted: &'a dyn Fn(RunId) -> bool,
     /// Per entry of the run table: the batch its points go to, if its run is wanted.
     table: Vec<Option<usize>>,
+    /// The run table.
+    runs: Vec<RunId>,
     batches: Vec<MetricBatch>,
 }
 
@@ -351,6 +370,7 @@ impl StreamVisitor for WantedPoints<'_> {
             self.batches.len() - 1
         });
         self.table.push(batch);
+        self.runs.push(run);
     }
 
     #[inline]
@@ -446,8 +466,10 @@ mod tests {
         ops.extend_from_slice(&[0xff; 3]);
         let full = decode_stream(&ops, count, crc).unwrap_or_default();
         let wanted = |run: RunId| run != RunId(2);
-        let (batches, ops_bytes) = stream_points(&ops, count, crc, &wanted).unwrap_or_default();
+        let found = stream_points(&ops, count, crc, &wanted).unwrap_or_default();
+        let (batches, ops_bytes) = (found.batches, found.ops_bytes);
         assert_eq!(ops_bytes, full.ops_bytes);
+        assert_eq!(found.runs, [1, 2, 3].map(RunId));
         let expected: Vec<MetricBatch> = full
             .into_batches(0)
             .into_iter()

@@ -134,6 +134,8 @@ record_types! {
     DatasetLogged = 27,
     /// A run used a dataset of its experiment (format version 5).
     DatasetInputLogged = 28,
+    /// A run logged a metric point for a logged model (format version 6).
+    LoggedModelMetricLogged = 29,
     /// The end of a segment: nothing follows in this file.
     Seal = 255,
 }

@@ -104,11 +104,12 @@ impl TailSink for ReplaySink<'_> {
             summaries: self.summaries,
             writer,
             table: &mut self.table,
+            runs: Vec::new(),
             skip,
             point_count: 0,
         };
         let walked = walk_stream(ops_area, ops_count, &mut points);
-        let point_count = points.point_count;
+        let (point_count, runs) = (points.point_count, points.runs);
         let checked = walked.and_then(|ops_bytes| {
             check_ops_crc(ops_area, ops_bytes, ops_crc)?;
             Ok(ops_bytes)
@@ -117,6 +118,7 @@ impl TailSink for ReplaySink<'_> {
             Ok(ops_bytes) => Ok(StreamTaken {
                 ops_bytes,
                 point_count,
+                runs,
             }),
             Err(kind) => {
                 self.summaries.undo_record();
@@ -131,6 +133,8 @@ struct StreamPoints<'a> {
     summaries: &'a mut ReplaySummaries,
     writer: WriterId,
     table: &'a mut Vec<ReplayRunIndex>,
+    /// The run table, for the segment's directory.
+    runs: Vec<RunId>,
     /// Points an earlier poll took: counted, not applied again.
     skip: usize,
     point_count: usize,
@@ -139,6 +143,7 @@ struct StreamPoints<'a> {
 impl StreamVisitor for StreamPoints<'_> {
     fn new_run(&mut self, run: RunId) {
         self.table.push(self.summaries.run_index(self.writer, run));
+        self.runs.push(run);
     }
 
     #[inline]

@@ -32,9 +32,10 @@ pub const MAGIC: [u8; 8] = *b"RUNLOGWL";
 ///   switch between runs in a per-stream run table (op kind 3). Version 1 segments are a
 ///   subset of version 2 and decode with the same code.
 /// - 3: record type 18 (artifact deleted). 4: record types 19 to 26 (logged models). 5: record
-///   types 27 and 28 (datasets and runs' dataset inputs). Each only adds record types, so one
-///   decoder reads every version.
-pub const FORMAT_VERSION: u16 = 5;
+///   types 27 and 28 (datasets and runs' dataset inputs). 6: record type 29 (a logged model's
+///   metric point) and logged model status 0 (unspecified). Each only adds record types or
+///   values, so one decoder reads every version.
+pub const FORMAT_VERSION: u16 = 6;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;

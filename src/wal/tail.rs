@@ -9,6 +9,10 @@
 //! invalid record or a header not yet written means "not yet" (a live writer is mid-append, or
 //! a dead one awaits recovery), and the next poll tries again.
 //!
+//! A sealed, trimmed segment that a poll reads whole (from its first record to its seal) leaves
+//! its directory (`wal::directory`) with the caller that asks for one, so that a store's first
+//! query after its open reads only the wanted records of the segments the open read.
+//!
 //! Sealed segments are mapped; a live segment is read in windows from the cursor, growing only
 //! when a record does not fit, so polling an idle writer reads a few KiB, not its 64 MiB
 //! preallocation. An open stream is re-read from its start on each poll (streams are capped
@@ -22,7 +26,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::ids::{SegmentSequence, WriterId};
 use crate::limits::{RECORD_PAYLOAD_BYTES_MAX, STREAM_BYTES_MAX};
+use crate::ids::RunId;
 use crate::wal::classify::{self, Place, SegmentFile};
+use crate::wal::directory::{Directory, SegmentDirectories, SegmentIdentity};
 #[cfg(feature = "testing")]
 use crate::wal::event::Event;
 use crate::wal::event::Seal;
@@ -30,7 +36,9 @@ use crate::wal::metric::STREAM_OP_BYTES_MAX;
 #[cfg(feature = "testing")]
 use crate::wal::metric::decode_stream;
 use crate::wal::reader::{self, corrupt};
-use crate::wal::record::{FRAME_BYTES, Frame, RecordType, STREAM_HEADER_BYTES_MAX, decode_frame};
+use crate::wal::record::{
+    FRAME_BYTES, Frame, RecordType, SEAL_RECORD_BYTES, STREAM_HEADER_BYTES_MAX, decode_frame,
+};
 use crate::wal::segment::{self, HEADER_BYTES, SegmentHeader};
 
 /// First read window on a live segment.
@@ -56,7 +64,12 @@ enum Step {
     /// Nothing more to read now.
     Wait,
     /// The segment is sealed; continue with the next one (or stop if it was the last).
-    NextSegment { finished: bool },
+    NextSegment {
+        finished: bool,
+        /// Where the seal record ends: the file's end, unless `check_sealed_end` let a live
+        /// writer's untrimmed last segment pass.
+        seal_end: u64,
+    },
 }
 
 /// How one pass over a buffer ended.
@@ -77,6 +90,8 @@ struct Window {
     sealed: bool,
     /// The file's length when the window was read.
     file_len: u64,
+    /// The file's metadata, for a sealed window (its identity, `wal::directory`).
+    metadata: Option<std::fs::Metadata>,
 }
 
 impl Tail {
@@ -116,18 +131,21 @@ impl Tail {
     #[cfg(feature = "testing")]
     pub fn poll(&mut self, visit: &mut dyn FnMut(WriterId, Event)) -> Result<usize> {
         let mut sink = EventSink { visit, count: 0 };
-        self.poll_into(&|_| false, &mut sink)?;
+        self.poll_into(&|_| false, &mut sink, None)?;
         Ok(sink.count)
     }
 
     /// Hands each valid record appended since the last poll to `sink`, which decodes what it
     /// needs (see [`TailSink`]), passing over the writers `skip` names (a store applies its
     /// own appends directly and must not see them twice). `skip` is asked after the folder is
-    /// listed, so it can answer for writers created since the last poll.
+    /// listed, so it can answer for writers created since the last poll. A sealed, trimmed
+    /// segment read whole, from its first record to its seal, leaves its directory in
+    /// `directories`, if given.
     pub(crate) fn poll_into(
         &mut self,
         skip: &dyn Fn(WriterId) -> bool,
         sink: &mut dyn TailSink,
+        directories: Option<&SegmentDirectories>,
     ) -> Result<()> {
         let listed = reader::list_writers(&self.wal_dir)?;
         // A writer with unread segments cannot vanish: only compaction removes segments.
@@ -167,10 +185,10 @@ impl Tail {
                     life,
                 };
                 let expected = (writer, cursor.sequence);
-                let step = poll_segment(&path, expected, cursor, place, sink)?;
+                let step = poll_segment(&path, expected, cursor, place, sink, directories)?;
                 match step {
                     Step::Wait => break,
-                    Step::NextSegment { finished } => {
+                    Step::NextSegment { finished, .. } => {
                         cursor.finished = finished;
                         cursor.sequence = SegmentSequence(cursor.sequence.0 + 1);
                         cursor.offset = HEADER_BYTES as u64;
@@ -218,12 +236,15 @@ pub(crate) trait TailSink {
 }
 
 /// What a sink found in a stream.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct StreamTaken {
     /// Bytes the committed ops take: the next record starts right after them.
     pub ops_bytes: usize,
     /// Points in the committed ops, the skipped ones included.
     pub point_count: usize,
+    /// The stream's run table (at least every run with a point in it), for its segment's
+    /// directory.
+    pub runs: Vec<RunId>,
 }
 
 /// The sink that decodes every record into events, as [`Tail::poll`] gives them.
@@ -260,6 +281,7 @@ impl TailSink for EventSink<'_> {
         let taken = StreamTaken {
             ops_bytes: ops.ops_bytes,
             point_count: ops.len(),
+            runs: ops.runs.clone(),
         };
         for batch in ops.into_batches(skip) {
             self.count += 1;
@@ -307,6 +329,7 @@ fn poll_segment(
     cursor: &mut Cursor,
     place: Place,
     sink: &mut dyn TailSink,
+    directories: Option<&SegmentDirectories>,
 ) -> Result<Step> {
     let header = reader::read_range(path, 0, HEADER_BYTES)?;
     let header = match SegmentHeader::decode(&header) {
@@ -337,8 +360,32 @@ fn poll_segment(
             header,
             writer,
         };
-        match scan_window(&end, &window, cursor, sink)? {
-            Pass::Step(step) => return Ok(step),
+        // Only a sealed, trimmed segment read from its first record gets a directory: the
+        // tail then meets every record of it in this one pass.
+        let whole = window.sealed
+            && cursor.offset == HEADER_BYTES as u64
+            && cursor.stream_points_seen == 0;
+        let room = directories.is_some_and(SegmentDirectories::has_room);
+        let mut directory = (whole && room).then(Directory::default);
+        match scan_window(&end, &window, cursor, sink, &mut directory)? {
+            Pass::Step(step) => {
+                // As the query path's rule (`ChainEnd::Sealed { untrimmed: false }`): only a
+                // segment whose seal ends the file is one that never changes again.
+                if let (Step::NextSegment { seal_end, .. }, Some(directory), Some(directories)) =
+                    (&step, directory, directories)
+                    && *seal_end == window.file_len
+                    && let Some(metadata) = &window.metadata
+                {
+                    let identity = SegmentIdentity::new(writer, sequence, metadata);
+                    // The identity is the fd's that was checked sealed, the bytes come from
+                    // a second open: `insert` keeps only bytes of the identity's length and
+                    // records their header and seal, which a later read's bytes must match.
+                    if crate::wal::directory::unchanged(path, &identity) {
+                        directories.insert(identity, directory, &window.bytes);
+                    }
+                }
+                return Ok(step);
+            }
             Pass::NeedMore => window_bytes = window_bytes.saturating_mul(4),
         }
     }
@@ -391,10 +438,10 @@ impl SegmentEnd<'_> {
 
 fn open_window(path: &Path, offset: u64, len: usize) -> Result<Window> {
     let file = File::open(path).map_err(|error| Error::io("open", path, error))?;
-    let file_len = file
+    let metadata = file
         .metadata()
-        .map_err(|error| Error::io("stat", path, error))?
-        .len();
+        .map_err(|error| Error::io("stat", path, error))?;
+    let file_len = metadata.len();
     if reader::is_final_and_trimmed(&file, file_len) {
         let bytes = reader::load_segment(path, false)?;
         return Ok(Window {
@@ -403,6 +450,7 @@ fn open_window(path: &Path, offset: u64, len: usize) -> Result<Window> {
             to_end: true,
             sealed: true,
             file_len,
+            metadata: Some(metadata),
         });
     }
     let end = file_len.min(offset.saturating_add(len as u64));
@@ -427,6 +475,7 @@ fn open_window(path: &Path, offset: u64, len: usize) -> Result<Window> {
         to_end,
         sealed: false,
         file_len,
+        metadata: None,
     })
 }
 
@@ -448,6 +497,7 @@ fn scan_window(
     window: &Window,
     cursor: &mut Cursor,
     sink: &mut dyn TailSink,
+    directory: &mut Option<Directory>,
 ) -> Result<Pass> {
     // An invalid item: a larger window may fix it when the window cut it short; otherwise
     // `classify` decides between corruption and "not yet" at the open end of a chain.
@@ -485,6 +535,7 @@ fn scan_window(
                         classify::check_sealed_end(end.file, &seal, cursor.offset)?;
                         Ok(Pass::Step(Step::NextSegment {
                             finished: seal.final_segment,
+                            seal_end: cursor.offset + SEAL_RECORD_BYTES as u64,
                         }))
                     }
                     Err(kind) => invalid(cursor.offset, kind, false),
@@ -495,7 +546,15 @@ fn scan_window(
                 flags,
                 payload,
             } => {
-                if let Err(kind) = sink.record(end.writer, record_type, flags, payload) {
+                let taken = sink
+                    .record(end.writer, record_type, flags, payload)
+                    .and_then(|()| match directory.as_mut() {
+                        Some(directory) => {
+                            add_record(directory, cursor.offset, record_type, flags, payload)
+                        }
+                        None => Ok(()),
+                    });
+                if let Err(kind) = taken {
                     return invalid(cursor.offset, kind, false);
                 }
                 cursor.offset += frame.frame_bytes() as u64;
@@ -517,6 +576,16 @@ fn scan_window(
                 };
                 let next = relative + frame.frame_bytes() + taken.ops_bytes;
                 cursor.stream_points_seen = taken.point_count;
+                // A stream listed with no run would hide its points from every read through
+                // the directory: a sink must give the run table, and a segment whose sink
+                // did not gets no directory.
+                debug_assert!(taken.point_count == 0 || !taken.runs.is_empty());
+                if taken.point_count > 0 && taken.runs.is_empty() {
+                    *directory = None;
+                }
+                if let Some(directory) = directory.as_mut() {
+                    directory.add_stream(cursor.offset, taken.runs);
+                }
                 // A live stream may still grow until something follows it; in a sealed segment
                 // (or one with a successor) it cannot, and the loop checks what follows.
                 let after = window.bytes.get(next..).unwrap_or_default();
@@ -537,5 +606,28 @@ fn scan_window(
                 cursor.stream_points_seen = 0;
             }
         }
+    }
+}
+
+/// Adds a record (other than a stream or a seal), its CRC checked, to its segment's directory:
+/// a definition or a columns record; nothing else bears on a metric read.
+fn add_record(
+    directory: &mut Directory,
+    offset: u64,
+    record_type: RecordType,
+    flags: u8,
+    payload: &[u8],
+) -> Result<(), CorruptionKind> {
+    match record_type {
+        RecordType::MetricColumns => directory.add_columns(offset, flags, payload),
+        RecordType::MetricKeyDefined => {
+            if let crate::wal::event::Event::MetricKeyDefined { run, key_id, key } =
+                crate::wal::event::Event::decode(record_type, flags, payload)?
+            {
+                directory.add_definition(run, key_id, &key);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }

@@ -415,7 +415,21 @@ impl Writer {
         timestamps_ms: &[i64],
         values: &[f64],
     ) -> Result<()> {
+        self.log_columns_counted(run, key, (steps, timestamps_ms, values), &mut |_| {})
+    }
+
+    /// [`Writer::log_columns`], telling `appended(n)` how many of the first points the log
+    /// holds once the call is over, as [`Writer::log_points`] does, so a caller counts exactly
+    /// those when a batch spans several records and a later one fails.
+    pub fn log_columns_counted(
+        &mut self,
+        run: RunId,
+        key: &str,
+        (steps, timestamps_ms, values): (&[i64], &[i64], &[f64]),
+        appended: &mut dyn FnMut(usize),
+    ) -> Result<()> {
         if steps.len() != timestamps_ms.len() || steps.len() != values.len() {
+            appended(0);
             return Err(Error::InvalidInput(format!(
                 "column lengths differ: {} steps, {} timestamps, {} values",
                 steps.len(),
@@ -423,8 +437,14 @@ impl Writer {
                 values.len()
             )));
         }
-        self.check_usable()?;
-        let key_id = self.intern(run, key)?;
+        let logged = self.check_usable().and_then(|()| self.intern(run, key));
+        let key_id = match logged {
+            Ok(key_id) => key_id,
+            Err(error) => {
+                appended(0);
+                return Err(error);
+            }
+        };
         let key_ids = vec![key_id; steps.len().min(self.chunk_points())];
         let mut start = 0;
         while start < steps.len() {
@@ -435,11 +455,16 @@ impl Writer {
                 timestamps_ms: &timestamps_ms[start..end],
                 values: &values[start..end],
             };
-            self.write_columns(run, columns)?;
+            if let Err(error) = self.write_columns(run, columns) {
+                appended(start);
+                return Err(error);
+            }
             self.stats.points += (end - start) as u64;
             start = end;
         }
-        self.after_append()
+        self.after_append()?;
+        appended(steps.len());
+        Ok(())
     }
 
     /// Makes everything appended so far durable (msync), and closes the open stream so that

@@ -326,3 +326,90 @@ fn the_checked_in_version_4_store_opens_and_compacts_with_its_models() {
     let summaries = store.dataset_summaries(&[experiment, fixture.id]).unwrap();
     assert_eq!(summaries.len(), 2, "{summaries:?}");
 }
+
+/// The model, dataset and run links that `store-v5/valid/` holds besides the shape
+/// `check_contents` checks (see `tests/fixtures/README.md`).
+fn check_version_5_contents(store: &Store) -> (runlog::RunId, runlog::ModelId) {
+    let fixture = store.experiment_by_name("fixture").unwrap().unwrap();
+    let tail = &store.runs(fixture.id, ViewType::All).unwrap()[0];
+    let model_id: runlog::ModelId = "m-63ef962513c162abe9c2c14a1d82d6cd".parse().unwrap();
+    let model = store.logged_model(model_id).unwrap();
+    assert_eq!(
+        (model.name.as_str(), model.source_run, model.status),
+        (
+            "fixture-model",
+            Some(tail.info.id),
+            runlog::ModelStatus::Ready
+        )
+    );
+    assert_eq!(model.params["alpha"], "0.1");
+    assert!(model.metrics.is_empty(), "format 5 keeps no model metrics");
+    assert_eq!(
+        store.read_model_artifact(model_id, "MLmodel").unwrap(),
+        b"model bytes"
+    );
+    assert_eq!(
+        store.run_model_links(tail.info.id).unwrap(),
+        [(model_id, runlog::ModelLink::Output { step: 2 })]
+    );
+    let inputs = store.run_dataset_inputs(tail.info.id).unwrap();
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(
+        (
+            inputs[0].dataset.name.as_str(),
+            inputs[0].dataset.digest.as_str()
+        ),
+        ("train", "d1")
+    );
+    // The batch's `acc` entry is the run's point; its `loss` entry repeated one and was dropped.
+    assert_eq!(store.history(tail.info.id, "acc", ..).unwrap().len(), 1);
+    assert_eq!(store.history(tail.info.id, "loss", ..).unwrap().len(), 2);
+    (tail.info.id, model_id)
+}
+
+/// A store of segment format 5 (datasets) opens with its contents, takes a logged model's
+/// metric points (which format 6 added), compacts them with the tail it holds, and reopens
+/// with the same contents and the points.
+#[test]
+fn the_checked_in_version_5_store_opens_and_compacts_with_model_metrics() {
+    assert_segment_versions("store-v5", 5);
+    let valid = fixture_of("store-v5", "valid");
+    let report = runlog::verify::verify(&valid).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let checked_in = read_only(&valid).unwrap();
+    check_contents(&checked_in);
+    check_version_5_contents(&checked_in);
+    drop(checked_in);
+
+    let dir = tempfile::tempdir().unwrap();
+    copy(&valid, dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let (tail, model) = check_version_5_contents(&store);
+    let point = runlog::ModelMetric {
+        model,
+        run: tail,
+        key: "acc".into(),
+        value: 0.9,
+        timestamp_ms: 1_700_000_002_000,
+        step: 2,
+        dataset_name: Some("train".into()),
+        dataset_digest: Some("d1".into()),
+    };
+    store
+        .log_model_metrics(std::slice::from_ref(&point))
+        .unwrap();
+    store
+        .finalize_logged_model(model, runlog::ModelStatus::Unspecified)
+        .unwrap();
+    store.compact().unwrap();
+    drop(store);
+    let report = runlog::verify::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let store = Store::open(dir.path()).unwrap();
+    check_contents(&store);
+    let found = store.logged_model(model).unwrap();
+    assert_eq!(found.metrics, [point]);
+    assert_eq!(found.status, runlog::ModelStatus::Unspecified);
+    let inputs = store.run_dataset_inputs(tail).unwrap();
+    assert_eq!(inputs.len(), 1);
+}

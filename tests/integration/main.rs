@@ -42,6 +42,8 @@ mod reads_concurrent;
 mod replay_summaries;
 #[cfg(feature = "parquet")]
 mod sample_log;
+#[cfg(feature = "parquet")]
+mod segment_directory;
 mod segment_sizing;
 #[cfg(feature = "server")]
 mod server_http;

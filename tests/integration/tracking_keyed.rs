@@ -650,3 +650,94 @@ fn sequential_tag_writes_from_two_threads_keep_their_order_after_reopen() {
         same_ms.len()
     );
 }
+
+/// A batch of one key goes into the log as columns records (split across 16 KiB segments here)
+/// and reads back exactly as logged: every point, in logging order, values bit for bit, from
+/// this handle, after a reopen and after compaction; a batch of mixed keys beside it as well.
+#[cfg(feature = "parquet")]
+#[test]
+fn a_batch_of_one_key_reads_back_as_logged_from_the_log_and_compacted() {
+    let dir = TempStore::new();
+    let store = open(&dir);
+    let run = new_run_id(&store);
+    let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1e-300];
+    let logged: Vec<(i64, i64, f64)> = (0..1000i64)
+        .map(|i| {
+            // Steps that go back, repeat and go negative; values special now and then.
+            let step = if i % 7 == 3 { i - 5 } else { i };
+            let value = specials
+                .get(i as usize % 50)
+                .copied()
+                .unwrap_or(i as f64 / 3.0);
+            (step, 1_000 + i, value)
+        })
+        .collect();
+    let one_key: Vec<MetricPoint> = (logged.iter())
+        .map(|&(step, timestamp_ms, value)| MetricPoint {
+            key: "loss",
+            value,
+            step,
+            timestamp_ms,
+        })
+        .collect();
+    let mixed: Vec<MetricPoint> = (0..40)
+        .map(|step| point(if step % 2 == 0 { "a" } else { "b" }, step, step as f64))
+        .collect();
+    for chunk in one_key.chunks(300) {
+        store.log_batch(run, chunk, &[], &[]).unwrap();
+    }
+    store.log_batch(run, &mixed, &[], &[]).unwrap();
+    let check = |store: &Store, when: &str| {
+        let history = store.history(run, "loss", ..).unwrap();
+        assert_eq!(history.len(), logged.len(), "{when}");
+        let mut got: Vec<(i64, i64, u64)> = (0..history.len())
+            .map(|i| {
+                let p = history.point(i).unwrap();
+                (p.step, p.timestamp_ms, p.value.to_bits())
+            })
+            .collect();
+        let mut want: Vec<(i64, i64, u64)> = (logged.iter())
+            .map(|&(step, timestamp_ms, value)| (step, timestamp_ms, value.to_bits()))
+            .collect();
+        // A history is in step order; points of one step keep their logging order.
+        want.sort_by_key(|&(step, ..)| step);
+        got.sort_by_key(|&(step, ..)| step);
+        assert_eq!(got, want, "{when}");
+        let view = store.run(run).unwrap();
+        assert_eq!(view.metrics["loss"].count, 1000, "{when}");
+        assert_eq!(
+            (view.metrics["a"].count, view.metrics["b"].count),
+            (20, 20),
+            "{when}"
+        );
+    };
+    check(&store, "logged");
+    drop(store);
+    let store = open(&dir);
+    check(&store, "reopened");
+    store.compact().unwrap();
+    check(&store, "compacted");
+    check(&open(&dir), "compacted, reopened");
+}
+
+/// Under `Durability::Sync` a one-key batch (a columns record) whose msync fails is not shown,
+/// as a stream's is not.
+#[test]
+fn a_synced_batch_of_one_key_whose_msync_fails_is_not_shown() {
+    use runlog::io::{FaultStorage, Operation};
+    let dir = TempStore::new();
+    let storage = Arc::new(FaultStorage::new());
+    let sync_options = StoreOptions {
+        durability: Durability::Sync,
+        storage: storage.clone(),
+        ..options()
+    };
+    let store = Store::open_with(dir.dir.path(), sync_options).unwrap();
+    let run = new_run_id(&store);
+    let points: Vec<MetricPoint> = (0..32).map(|step| point("loss", step, 0.5)).collect();
+    store.log_batch(run, &points, &[], &[]).unwrap();
+    assert_eq!(store.run(run).unwrap().metrics["loss"].count, 32);
+    storage.fail_once(Operation::SyncMap, 0, libc::EIO);
+    assert!(store.log_batch(run, &points, &[], &[]).is_err());
+    assert_eq!(store.run(run).unwrap().metrics["loss"].count, 32);
+}

@@ -370,7 +370,7 @@ const CASES: &[Case] = &[
         name: "future_format_version",
         sealed: true,
         corrupt: |_, bytes| {
-            bytes[8..10].copy_from_slice(&6u16.to_le_bytes());
+            bytes[8..10].copy_from_slice(&7u16.to_le_bytes());
             let crc = crc32fast::hash(&bytes[..60]);
             bytes[60..64].copy_from_slice(&crc.to_le_bytes());
         },
@@ -380,8 +380,8 @@ const CASES: &[Case] = &[
                 matches!(
                     k,
                     CorruptionKind::UnsupportedVersion {
-                        found: 6,
-                        supported: 5
+                        found: 7,
+                        supported: 6
                     }
                 )
             },

@@ -5,7 +5,7 @@ use runlog::wal::metric::{Columns, decode_columns, encode_columns};
 use runlog::wal::reader::scan_segment;
 use runlog::wal::segment::{FORMAT_VERSION, SegmentHeader};
 use runlog::wal::{
-    Dataset, DatasetEvent, Event, Log, ModelEvent, ModelLink, ModelStatus, RunStatus,
+    Dataset, DatasetEvent, Event, Log, ModelEvent, ModelLink, ModelMetric, ModelStatus, RunStatus,
 };
 use runlog::{ExperimentId, KeyId, ModelId, RunId, SegmentSequence, WriterId};
 
@@ -183,6 +183,7 @@ fn model() -> impl Strategy<Value = ModelId> {
 fn model_event() -> impl Strategy<Value = ModelEvent> {
     let t = any::<i64>;
     let status = prop_oneof![
+        Just(ModelStatus::Unspecified),
         Just(ModelStatus::Pending),
         Just(ModelStatus::Ready),
         Just(ModelStatus::UploadFailed),
@@ -256,6 +257,30 @@ fn model_event() -> impl Strategy<Value = ModelEvent> {
                 link,
             }
         }),
+        (
+            (model(), run(), text()),
+            // Finite, so that the event compares equal to itself.
+            (-1e300f64..1e300, t(), t()),
+            (proptest::option::of(text()), proptest::option::of(text())),
+        )
+            .prop_map(
+                |(
+                    (model, run, key),
+                    (value, timestamp_ms, step),
+                    (dataset_name, dataset_digest),
+                )| {
+                    ModelEvent::MetricLogged(ModelMetric {
+                        model,
+                        run,
+                        key,
+                        value,
+                        timestamp_ms,
+                        step,
+                        dataset_name,
+                        dataset_digest,
+                    })
+                }
+            ),
     ]
 }
 
