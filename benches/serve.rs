@@ -16,7 +16,8 @@
 //!   process), so it is what those clients cost and nothing the measures before left behind.
 //!
 //! Run with `cargo bench --bench serve`; `RUNLOG_BENCH_SCALE=0.1` shrinks every count for a
-//! quick check.
+//! quick check, and `RUNLOG_BENCH_ONLY=log-batch` runs the `log-batch` measure alone (on its
+//! own fresh server and store, as in the full run), to profile or compare builds under it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -345,6 +346,11 @@ fn main() {
         .collect();
 
     log_batch(&server, &runs);
+    if std::env::var("RUNLOG_BENCH_ONLY").is_ok_and(|only| only == "log-batch") {
+        // Stopped as SIGTERM does, so a profiler wrapping the server writes its data.
+        server.stop();
+        return;
+    }
     bulk_interval(&server, &runs, "points in the log");
     server.stop();
     let started = Instant::now();

@@ -8,6 +8,7 @@
 //! this layer calls only the engine's public API and nothing below may import it.
 
 mod artifacts;
+mod batch;
 mod datasets;
 pub mod error;
 mod experiments;

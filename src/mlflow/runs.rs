@@ -31,7 +31,7 @@ use serde_json::Value;
 use super::experiments::{self, key_values, max_results, view_type};
 use super::messages::{RunInfoMessage, RunMessage, to_json};
 use super::wire::{Fields, double_value, int_value, missing, wrong_type};
-use super::{Body, MlflowError, Request, Service};
+use super::{Body, Method, MlflowError, Request, Service, batch};
 use crate::query::SearchRuns;
 use crate::tracking::{system_tags, validation};
 use crate::util::now_ms;
@@ -421,35 +421,87 @@ pub(crate) fn delete_tag(service: &Service, request: &Request<'_>) -> Body {
     Ok(b"{}".to_vec())
 }
 
-/// `runs/log-batch`.
+/// `runs/log-batch`. The body is read by `batch::read` when it takes it (nearly every body a
+/// client sends; never one with an entry naming a logged model), else by the general reader;
+/// both give the same entries and the same answer.
 pub(crate) fn log_batch(service: &Service, request: &Request<'_>) -> Body {
+    if let Some(batch) = (request.method == Method::Post)
+        .then(|| batch::read(request.body))
+        .flatten()
+    {
+        let text = batch.fields.run_id()?;
+        let (params, tags) = batch_params_and_tags(&batch.fields, batch.points.len())?;
+        return write_batch(service, text, batch.points, None, &[], &params, &tags);
+    }
     let fields = Fields::of(request, &[])?;
     let text = fields.run_id()?;
     let metrics = fields.list("metrics")?;
-    let params = key_values(&fields, "params")?;
-    let tags = key_values(&fields, "tags")?;
-    check_batch_limits(metrics.len(), params.len(), tags.len())?;
+    let (params, tags) = batch_params_and_tags(&fields, metrics.len())?;
+    let mut points = Vec::with_capacity(metrics.len());
+    let mut from_model = Vec::new();
+    for (index, entry) in metrics.iter().enumerate() {
+        let (point, origin) = metric_entry(entry, index)?;
+        if origin == Origin::Model {
+            from_model.push(index);
+        }
+        points.push(point);
+    }
+    write_batch(
+        service,
+        text,
+        points,
+        Some(metrics),
+        &from_model,
+        &params,
+        &tags,
+    )
+}
+
+/// The batch's params and tags, values cut to MLflow's limits, once the batch's sizes and
+/// its param keys are checked (with `metrics` entries).
+fn batch_params_and_tags<'a>(
+    fields: &'a Fields,
+    metrics: usize,
+) -> Result<KeyValues<'a>, MlflowError> {
+    let params = key_values(fields, "params")?;
+    let tags = key_values(fields, "tags")?;
+    check_batch_limits(metrics, params.len(), tags.len())?;
     check_unique_param_keys(&params)?;
-    let entries = metrics
-        .iter()
-        .enumerate()
-        .map(|(index, entry)| metric_entry(entry, index))
-        .collect::<Result<Vec<_>, _>>()?;
-    let params: Vec<(&str, &str)> = params
+    let params = params
         .into_iter()
         .map(|(k, v)| (k, truncated(v, validation::PARAM_VALUE_CHARS_MAX)))
         .collect();
-    let tags: Vec<(&str, &str)> = tags
+    let tags = tags
         .into_iter()
         .map(|(k, v)| (k, truncated(v, validation::TAG_VALUE_CHARS_MAX)))
         .collect();
+    Ok((params, tags))
+}
+
+/// A batch's params and tags.
+type KeyValues<'a> = (Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>);
+
+/// Writes a batch read and checked: its points (less the repeats among the entries at
+/// `from_model`), params and tags, to the run `text` names, then the model metrics of the
+/// general reader's `entries` (the one-pass reader takes no entry that names a model).
+fn write_batch(
+    service: &Service,
+    text: &str,
+    points: Vec<MetricPoint<'_>>,
+    entries: Option<&[Value]>,
+    from_model: &[usize],
+    params: &[(&str, &str)],
+    tags: &[(&str, &str)],
+) -> Body {
     let run = parse_id(text)?;
-    let model_metrics =
-        super::model_metrics::batch_metrics(metrics, entries.iter().map(|e| &e.0), run)?;
-    let points = without_model_repeats(service, text, run, entries)?;
+    let model_metrics = match entries {
+        Some(entries) => super::model_metrics::batch_metrics(entries, points.iter(), run)?,
+        None => Vec::new(),
+    };
+    let points = without_model_repeats(service, text, run, points, from_model)?;
     service
         .store()
-        .log_batch(run, &points, &params, &tags)
+        .log_batch(run, &points, params, tags)
         .map_err(|e| run_error(text, e))?;
     super::model_metrics::log_metrics(service, text, &model_metrics)?;
     Ok(b"{}".to_vec())
@@ -476,18 +528,25 @@ fn metric_entry(entry: &Value, index: usize) -> Result<(MetricPoint<'_>, Origin)
     Ok((point, origin))
 }
 
-/// The batch's points, less the model entries that repeat a point `run` already holds or an
-/// earlier entry of the batch. A run that does not exist keeps every entry, so that
-/// `Store::log_batch` reports it.
+/// The batch's points, less the model entries (the points at `from_model`, in increasing
+/// order) that repeat a point `run` already holds or an earlier point of the batch. A batch
+/// without model entries is returned as it is, read nowhere. A run that does not exist keeps
+/// every entry, so that `Store::log_batch` reports it.
 fn without_model_repeats<'a>(
     service: &Service,
     text: &str,
     run: RunId,
-    entries: Vec<(MetricPoint<'a>, Origin)>,
+    points: Vec<MetricPoint<'a>>,
+    from_model: &[usize],
 ) -> Result<Vec<MetricPoint<'a>>, MlflowError> {
-    let mut kept: Vec<MetricPoint<'a>> = Vec::with_capacity(entries.len());
-    for (point, origin) in entries {
-        if origin == Origin::Model
+    if from_model.is_empty() {
+        return Ok(points);
+    }
+    let mut kept: Vec<MetricPoint<'a>> = Vec::with_capacity(points.len());
+    let mut models = from_model.iter().peekable();
+    for (index, point) in points.into_iter().enumerate() {
+        let is_model = models.next_if_eq(&&index).is_some();
+        if is_model
             && (kept.iter().any(|k| same_point(k, &point))
                 || run_holds(service, text, run, &point)?)
         {
@@ -628,4 +687,255 @@ pub(crate) fn log_inputs(service: &Service, request: &Request<'_>) -> Body {
             .map_err(|e| run_error(text, e))?;
     }
     Ok(b"{}".to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::TestRng;
+
+    fn pick<'a>(rng: &mut TestRng, choices: &[&'a str]) -> &'a str {
+        choices[rng.below(choices.len() as u64) as usize]
+    }
+
+    /// Whitespace between tokens: JSON's, now and then none, rarely a character JSON does
+    /// not take as whitespace.
+    fn gap(rng: &mut TestRng) -> &'static str {
+        match rng.below(500) {
+            0 => "\u{b}",
+            1 => "\u{a0}",
+            _ => pick(rng, &["", " ", " ", "\n  ", "\t", "\r\n"]),
+        }
+    }
+
+    /// A random decimal number's text: integers of any length, fractions, exponents that
+    /// reach past `f64`'s range both ways, and malformed ones.
+    fn number_text(rng: &mut TestRng) -> String {
+        // At least `least` digits, and up to `more` more.
+        let digits = |rng: &mut TestRng, least: u64, more: u64| -> String {
+            let count = least + rng.below(more + 1);
+            (0..count)
+                .map(|_| char::from(b'0' + rng.below(10) as u8))
+                .collect()
+        };
+        let sign = pick(rng, &["", "", "-"]);
+        // Malformed numbers (bucket 5) rarely, so that most entries are taken.
+        match rng.below(40) / 6 + u64::from(rng.below(20) == 0) * 5 {
+            0 => format!("{sign}{}", digits(rng, 1, 25)),
+            1 => format!("{sign}{}", rng.below(u64::MAX)),
+            2 => format!("{}", f64::from_bits(rng.below(u64::MAX))),
+            3 => format!("{:e}", f64::from_bits(rng.below(u64::MAX))),
+            4 => {
+                let exponent = rng.below(700) as i64 - 350;
+                let (whole, fraction) = (digits(rng, 1, 3), digits(rng, 0, 30));
+                format!("{sign}{whole}.{fraction}e{exponent}")
+            }
+            5 => pick(
+                rng,
+                &[
+                    "01", "1.", ".5", "+1", "1e", "-", "0x10", "1_0", "Infinity", "NaN", "-0",
+                    "-0.0", "1E+2", "2e-400", "-2e-400", "1e309",
+                ],
+            )
+            .to_string(),
+            _ => format!("{sign}{}.{}", digits(rng, 1, 17), digits(rng, 1, 17)),
+        }
+    }
+
+    /// One JSON text a field of a metric entry may hold, as clients send them and as they
+    /// must not.
+    fn field_text(rng: &mut TestRng, field: &str) -> String {
+        // Mostly what clients send, so that many bodies of several entries are taken whole.
+        if rng.below(12) != 0 {
+            return match field {
+                "key" => pick(rng, &[r#""loss""#, "\"\u{e9}t\u{e9}\""]).to_string(),
+                "model_id" => pick(rng, &[r#""m-1""#, "null"]).to_string(),
+                "value" => number_text(rng),
+                _ => rng.below(1 << 41).to_string(),
+            };
+        }
+        let choices: &[&str] = match field {
+            "key" => &[
+                r#""loss""#,
+                r#""l\u006fss""#,
+                r#""a/b c""#,
+                "\"\u{e9}t\u{e9}\"",
+                "\"tab\tinside\"",
+                r#""""#,
+                "null",
+                "5",
+                "[]",
+            ],
+            "value" => &[
+                "0.5",
+                "-3",
+                "7",
+                r#""NaN""#,
+                r#""-Infinity""#,
+                r#"" 2.5 ""#,
+                r#""1e400""#,
+                r#""x""#,
+                r#""\u0031""#,
+                "null",
+                "true",
+                "{}",
+            ],
+            "model_id" => &[r#""m-1""#, r#""""#, "null", "nul", "3", "[1]", r#""m\"1""#],
+            // timestamp and step
+            _ => &[
+                "1700000000000",
+                "9223372036854775807",
+                "-9223372036854775808",
+                "9223372036854775808",
+                "-9223372036854775809",
+                "0",
+                "-1",
+                "12.0",
+                "12.5",
+                r#""42""#,
+                r#"" 7 ""#,
+                r#""x""#,
+                "null",
+                "[]",
+            ],
+        };
+        pick(rng, choices).to_string()
+    }
+
+    fn entry_text(rng: &mut TestRng) -> String {
+        if rng.below(40) == 0 {
+            return pick(rng, &["7", "null", "[]", r#""e""#, "{}"]).to_string();
+        }
+        let mut fields = Vec::new();
+        for field in ["key", "value", "timestamp", "step", "model_id", "other"] {
+            // Usually present, sometimes absent, now and then twice.
+            let times = match rng.below(60) {
+                0 => 0,
+                1 => 2,
+                _ if field == "model_id" => u64::from(rng.below(4) == 0),
+                _ if field == "other" => u64::from(rng.below(20) == 0),
+                _ => 1,
+            };
+            for _ in 0..times {
+                let text = if field == "other" {
+                    r#"{"nested": [1, "two", null]}"#.to_string()
+                } else {
+                    field_text(rng, field)
+                };
+                let name = match (field, rng.below(30)) {
+                    ("key", 0) => r"k\u0065y",
+                    _ => field,
+                };
+                fields.push(format!(r#""{name}"{}:{}{text}"#, gap(rng), gap(rng)));
+            }
+        }
+        // Field order does not matter to either reader.
+        let count = fields.len();
+        fields.rotate_left((rng.below(count as u64 + 1) as usize).min(count));
+        let comma = format!("{},{}", gap(rng), gap(rng));
+        format!("{{{}{}{}}}", gap(rng), fields.join(&comma), gap(rng))
+    }
+
+    fn body_text(rng: &mut TestRng) -> Vec<u8> {
+        let entries: Vec<String> = (0..rng.below(5)).map(|_| entry_text(rng)).collect();
+        let comma = format!("{},{}", gap(rng), gap(rng));
+        let metrics = match rng.below(60) {
+            0 => "null".to_string(),
+            1 => r#"{"key": "loss"}"#.to_string(),
+            2 => format!("[{}]", entries.join(",,")),
+            _ => format!("[{}{}{}]", gap(rng), entries.join(&comma), gap(rng)),
+        };
+        let mut fields = vec![
+            r#""run_id": "0123456789abcdef0123456789abcdef""#.to_string(),
+            format!(r#""metrics"{}:{}{metrics}"#, gap(rng), gap(rng)),
+        ];
+        match rng.below(30) {
+            0 => fields.push(r#""params": [{"key": "lr", "value": "0.1"}]"#.to_string()),
+            1 => fields.push(format!(r#""metrics": {metrics}"#)),
+            2 => fields.push(r#""run_id": "other""#.to_string()),
+            3 => fields.push(format!(r#""deep": {}{}"#, "[".repeat(70), "]".repeat(70))),
+            4 => fields.push(format!(
+                r#""deeper": {}{}"#,
+                "[".repeat(127),
+                "]".repeat(127)
+            )),
+            5 => fields.push(r#""n": 5"#.to_string()),
+            6 => fields.push(r#""r\u0075n_id": "x""#.to_string()),
+            _ => {}
+        }
+        let count = fields.len();
+        fields.rotate_left((rng.below(count as u64 + 1) as usize).min(count));
+        let body = format!("{{{}{}{}}}", gap(rng), fields.join(&comma), gap(rng));
+        match rng.below(60) {
+            0 => serde_json::to_vec(&body).unwrap_or_default(),
+            1 => format!("{body} x").into_bytes(),
+            // Perhaps inside a character.
+            2 => body.as_bytes()[..body.len() / 2].to_vec(),
+            3 => format!("{body}{body}").into_bytes(),
+            _ => format!("{}{body}{}", gap(rng), gap(rng)).into_bytes(),
+        }
+    }
+
+    /// What the general reader makes of a log-batch body: the fields but `metrics`, and the
+    /// entries as (key, value bits, timestamp, step, origin), or its error's message.
+    type Read = (Vec<(String, Value)>, Vec<(String, u64, i64, i64, bool)>);
+
+    fn general(body: &[u8]) -> Result<Read, String> {
+        let fields = Fields::from_body(body).map_err(|e| e.to_string())?;
+        let entries = fields
+            .list("metrics")
+            .map_err(|e| e.to_string())?
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| metric_entry(entry, index))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let entries = entries.iter().map(|(p, origin)| {
+            let model = *origin == Origin::Model;
+            (
+                p.key.to_string(),
+                p.value.to_bits(),
+                p.timestamp_ms,
+                p.step,
+                model,
+            )
+        });
+        let others = fields.map_without("metrics");
+        Ok((others, entries.collect()))
+    }
+
+    /// What the one-pass reader makes of a body; it takes no entry that names a model.
+    fn one_pass(body: &[u8]) -> Option<Read> {
+        let batch = batch::read(body)?;
+        let entries = batch.points.iter().map(|p| {
+            let key = p.key.to_owned();
+            (key, p.value.to_bits(), p.timestamp_ms, p.step, false)
+        });
+        Some((batch.fields.map_without("metrics"), entries.collect()))
+    }
+
+    /// Every body the one-pass reader takes, the general reader reads to the same fields and
+    /// entries without error; and the one-pass reader takes the bodies clients send.
+    #[test]
+    fn the_one_pass_batch_reader_reads_what_the_general_reader_reads() {
+        let mut rng =
+            TestRng::from_env("the_one_pass_batch_reader_reads_what_the_general_reader_reads");
+        let (mut taken, mut entries) = (0, 0);
+        for case in 0..50_000 {
+            let body = body_text(&mut rng);
+            if let Some(fast) = one_pass(&body) {
+                taken += 1;
+                entries += fast.1.len();
+                let text = String::from_utf8_lossy(&body);
+                assert_eq!(Ok(fast), general(&body), "case {case}: {text}");
+            }
+        }
+        eprintln!("{taken} bodies taken, {entries} entries");
+        assert!(
+            taken > 5_000 && entries > 5_000,
+            "{taken} bodies taken, {entries} entries"
+        );
+        let client = br#"{"run_id": "r", "metrics": [{"key": "loss", "value": 0.5, "timestamp": 1700000000000, "step": 3}, {"key": "acc", "value": 1, "timestamp": 1700000000000}]}"#;
+        assert!(one_pass(client).is_some());
+    }
 }

@@ -59,6 +59,11 @@ impl Fields {
         Fields::from_body(request.body)
     }
 
+    /// The fields of a message already read into `map`.
+    pub(crate) fn from_map(map: Map<String, Value>) -> Fields {
+        Fields { map }
+    }
+
     /// Parses a JSON body that must be an object.
     pub(crate) fn from_body(body: &[u8]) -> Result<Fields, MlflowError> {
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -107,6 +112,15 @@ impl Fields {
             }
         }
         Fields { map }
+    }
+
+    /// Every field but `name`, in name order.
+    #[cfg(test)]
+    pub(crate) fn map_without(&self, name: &str) -> Vec<(String, Value)> {
+        let others = self.map.iter().filter(|(field, _)| *field != name);
+        others
+            .map(|(field, value)| (field.clone(), value.clone()))
+            .collect()
     }
 
     /// The raw value of `name`, if present and not null.
@@ -186,10 +200,15 @@ pub(crate) fn int_value(name: &str, value: &Value) -> Result<i64, MlflowError> {
                 .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
                 .map(|f| f as i64)
         }),
-        Value::String(s) => s.trim().parse::<i64>().ok(),
+        Value::String(s) => int_from_str(s),
         _ => None,
     };
     parsed.ok_or_else(|| wrong_type(name, value))
+}
+
+/// An int64 sent as a string (proto JSON's form): decimal, surrounding whitespace ignored.
+pub(crate) fn int_from_str(text: &str) -> Option<i64> {
+    text.trim().parse::<i64>().ok()
 }
 
 /// A double from a JSON number, a numeric string, or proto JSON's `"NaN"`, `"Infinity"` and
@@ -197,15 +216,21 @@ pub(crate) fn int_value(name: &str, value: &Value) -> Result<i64, MlflowError> {
 pub(crate) fn double_value(name: &str, value: &Value) -> Result<f64, MlflowError> {
     let parsed = match value {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => match s.as_str() {
-            "NaN" | "nan" => Some(f64::NAN),
-            "Infinity" | "inf" => Some(f64::INFINITY),
-            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
-            other => other.trim().parse::<f64>().ok(),
-        },
+        Value::String(s) => double_from_str(s),
         _ => None,
     };
     parsed.ok_or_else(|| wrong_type(name, value))
+}
+
+/// A double sent as a string: proto JSON's `"NaN"`, `"Infinity"` and `"-Infinity"` (and
+/// Python's spellings of them), or a decimal number, surrounding whitespace ignored.
+pub(crate) fn double_from_str(text: &str) -> Option<f64> {
+    match text {
+        "NaN" | "nan" => Some(f64::NAN),
+        "Infinity" | "inf" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        other => other.trim().parse::<f64>().ok(),
+    }
 }
 
 /// The `name=value` pairs of a URL query string, percent-decoded (`+` is a space).

@@ -307,9 +307,19 @@ impl Store {
                 },
             );
         }
+        // A batch is mostly runs of one key: a key equal to the point before's takes its slot
+        // without a lookup.
+        let mut last: Option<(&str, usize)> = None;
         let slots: Vec<usize> = points
             .iter()
-            .map(|point| metrics.slot_or_insert(point.key))
+            .map(|point| match last {
+                Some((key, slot)) if key == point.key => slot,
+                _ => {
+                    let slot = metrics.slot_or_insert(point.key);
+                    last = Some((point.key, slot));
+                    slot
+                }
+            })
             .collect();
         // One append call for the batch: under `Durability::Sync` it is one msync, not one per
         // point. Points are counted once the call is over (after its sync): those the log holds.
@@ -696,10 +706,16 @@ fn one_key<'a>(points: &[MetricPoint<'a>]) -> Option<&'a str> {
 /// when their series began).
 #[inline]
 fn check_new_keys(metrics: &catalog::MetricTable, points: &[MetricPoint<'_>]) -> Result<()> {
+    let mut checked = None;
     for point in points {
+        // The point before's key, when it is the same, was checked.
+        if checked == Some(point.key) {
+            continue;
+        }
         if metrics.slot(point.key).is_none() {
             validation::key("metric", point.key)?;
         }
+        checked = Some(point.key);
     }
     Ok(())
 }
