@@ -23,6 +23,17 @@ fn open(dir: &TempStore) -> Store {
     Store::open_with(dir.dir.path(), options()).unwrap()
 }
 
+/// A store under `Durability::Sync` whose storage fails where a test says.
+fn synced(dir: &TempStore) -> (Store, Arc<runlog::io::FaultStorage>) {
+    let storage = Arc::new(runlog::io::FaultStorage::new());
+    let options = StoreOptions {
+        durability: Durability::Sync,
+        storage: storage.clone(),
+        ..options()
+    };
+    (Store::open_with(dir.dir.path(), options).unwrap(), storage)
+}
+
 /// A run with no handle left: from here on only its id reaches it, as from a server.
 fn new_run_id(store: &Store) -> RunId {
     let experiment = store.get_or_create_experiment("keyed").unwrap();
@@ -465,15 +476,9 @@ fn writers_created_during_a_refresh_are_not_counted_twice() {
 /// all counted.
 #[test]
 fn a_synced_batch_costs_one_msync() {
-    use runlog::io::{FaultStorage, Operation};
+    use runlog::io::Operation;
     let dir = TempStore::new();
-    let storage = Arc::new(FaultStorage::new());
-    let options = StoreOptions {
-        durability: Durability::Sync,
-        storage: storage.clone(),
-        ..options()
-    };
-    let store = Store::open_with(dir.dir.path(), options).unwrap();
+    let (store, storage) = synced(&dir);
     let experiment = store.get_or_create_experiment("sync").unwrap();
     let run = store
         .create_run(experiment.id, RunOptions::default())
@@ -503,15 +508,9 @@ fn a_synced_batch_costs_one_msync() {
 /// msync, and its points with one more.
 #[test]
 fn a_synced_batch_of_params_tags_and_points_costs_two_msyncs() {
-    use runlog::io::{FaultStorage, Operation};
+    use runlog::io::Operation;
     let dir = TempStore::new();
-    let storage = Arc::new(FaultStorage::new());
-    let options = StoreOptions {
-        durability: Durability::Sync,
-        storage: storage.clone(),
-        ..options()
-    };
-    let store = Store::open_with(dir.dir.path(), options).unwrap();
+    let (store, storage) = synced(&dir);
     let experiment = store.get_or_create_experiment("sync").unwrap();
     let run = store
         .create_run(experiment.id, RunOptions::default())
@@ -537,15 +536,9 @@ fn a_synced_batch_of_params_tags_and_points_costs_two_msyncs() {
 /// see params, tags or points that were not made durable.
 #[test]
 fn a_synced_batch_whose_msync_fails_is_not_shown() {
-    use runlog::io::{FaultStorage, Operation};
+    use runlog::io::Operation;
     let dir = TempStore::new();
-    let storage = Arc::new(FaultStorage::new());
-    let sync_options = StoreOptions {
-        durability: Durability::Sync,
-        storage: storage.clone(),
-        ..options()
-    };
-    let store = Store::open_with(dir.dir.path(), sync_options).unwrap();
+    let (store, storage) = synced(&dir);
     let experiment = store.get_or_create_experiment("sync").unwrap();
     let run = store
         .create_run(experiment.id, RunOptions::default())
@@ -571,13 +564,7 @@ fn a_synced_batch_whose_msync_fails_is_not_shown() {
 
     // In a second store, the points fail to sync.
     let dir = TempStore::new();
-    let storage = Arc::new(FaultStorage::new());
-    let sync_options = StoreOptions {
-        durability: Durability::Sync,
-        storage: storage.clone(),
-        ..options()
-    };
-    let store = Store::open_with(dir.dir.path(), sync_options).unwrap();
+    let (store, storage) = synced(&dir);
     let experiment = store.get_or_create_experiment("sync").unwrap();
     let run = store
         .create_run(experiment.id, RunOptions::default())
@@ -724,15 +711,9 @@ fn a_batch_of_one_key_reads_back_as_logged_from_the_log_and_compacted() {
 /// as a stream's is not.
 #[test]
 fn a_synced_batch_of_one_key_whose_msync_fails_is_not_shown() {
-    use runlog::io::{FaultStorage, Operation};
+    use runlog::io::Operation;
     let dir = TempStore::new();
-    let storage = Arc::new(FaultStorage::new());
-    let sync_options = StoreOptions {
-        durability: Durability::Sync,
-        storage: storage.clone(),
-        ..options()
-    };
-    let store = Store::open_with(dir.dir.path(), sync_options).unwrap();
+    let (store, storage) = synced(&dir);
     let run = new_run_id(&store);
     let points: Vec<MetricPoint> = (0..32).map(|step| point("loss", step, 0.5)).collect();
     store.log_batch(run, &points, &[], &[]).unwrap();
