@@ -278,6 +278,7 @@ pub(crate) struct SegmentDirectories {
 }
 
 /// What a handle's directories hold (`SegmentDirectories::stats`).
+#[cfg(any(test, feature = "testing"))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirectoryStats {
     /// Segments whose directory is known.
@@ -386,6 +387,7 @@ impl SegmentDirectories {
     }
 
     /// Forgets every directory.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn clear(&self) {
         let mut state = self.state();
         for (_, (directory, bytes)) in state.entries.drain() {
@@ -395,6 +397,7 @@ impl SegmentDirectories {
 
     /// How many directories are known, the bytes they take and how many lookups found one
     /// (for tests and benchmarks).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn stats(&self) -> DirectoryStats {
         let state = self.state();
         DirectoryStats {
