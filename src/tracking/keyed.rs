@@ -291,20 +291,14 @@ impl Store {
             // A batch of one key (a history uploaded in pieces, MLflow's `log_batch` of one
             // metric over many steps) is one columns record: encoded a column at a time, and
             // read back a record at a time without decoding other runs' or keys' points.
-            let slot = metrics.slot_or_insert(key);
             let steps: Vec<i64> = points.iter().map(|p| p.step).collect();
             let timestamps: Vec<i64> = points.iter().map(|p| p.timestamp_ms).collect();
             let values: Vec<f64> = points.iter().map(|p| p.value).collect();
-            let summary = &mut metrics.own[slot];
-            return self.log().log_columns_counted(
+            return self.columns_locked(
+                &mut metrics,
                 entry.id,
                 key,
                 (&steps, &timestamps, &values),
-                &mut |held| {
-                    for point in points.iter().take(held) {
-                        summary.update(point.step, point.timestamp_ms, point.value);
-                    }
-                },
             );
         }
         // A batch is mostly runs of one key: a key equal to the point before's takes its slot
@@ -405,14 +399,32 @@ impl Store {
         check_not_deleted(entry)?;
         validation::key("metric", key)?;
         let mut metrics = catalog::lock(&entry.metrics);
+        self.columns_locked(&mut metrics, entry.id, key, (steps, timestamps_ms, values))
+    }
+
+    /// Appends columns of one key of `run`, whose metrics lock the caller holds (`metrics`),
+    /// and counts in the series' summary exactly the points the log holds once the call is
+    /// over, even when a batch spans records and a later one fails. The series gets its slot
+    /// only once a point is held.
+    fn columns_locked(
+        &self,
+        metrics: &mut catalog::MetricTable,
+        run: RunId,
+        key: &str,
+        (steps, timestamps_ms, values): (&[i64], &[i64], &[f64]),
+    ) -> Result<()> {
         self.log()
-            .log_columns(entry.id, key, steps, timestamps_ms, values)?;
-        let slot = metrics.slot_or_insert(key);
-        let summary = &mut metrics.own[slot];
-        for ((step, timestamp), value) in steps.iter().zip(timestamps_ms).zip(values) {
-            summary.update(*step, *timestamp, *value);
-        }
-        Ok(())
+            .log_columns_counted(run, key, (steps, timestamps_ms, values), &mut |held| {
+                if held == 0 {
+                    return;
+                }
+                let slot = metrics.slot_or_insert(key);
+                let summary = &mut metrics.own[slot];
+                let columns = steps.iter().zip(timestamps_ms).zip(values);
+                for ((step, timestamp), value) in columns.take(held) {
+                    summary.update(*step, *timestamp, *value);
+                }
+            })
     }
 
     /// Logs one metric point to `run`: `log_batch` with one point.
